@@ -1,0 +1,29 @@
+//! Guest bindings generated from `sdk/wit` (one module per world). Hidden: plugin authors use the
+//! traits and export macros instead.
+
+pub mod transform {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "transform",
+        pub_export_macro: true,
+        runtime_path: "::sluice_sdk::__wit_bindgen",
+    });
+}
+
+pub mod format {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "format",
+        pub_export_macro: true,
+        runtime_path: "::sluice_sdk::__wit_bindgen",
+    });
+}
+
+pub mod partitioner {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "partitioner",
+        pub_export_macro: true,
+        runtime_path: "::sluice_sdk::__wit_bindgen",
+    });
+}
