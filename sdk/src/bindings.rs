@@ -6,7 +6,7 @@ pub mod transform {
         path: "wit",
         world: "transform",
         pub_export_macro: true,
-        runtime_path: "::sluice_sdk::__wit_bindgen",
+        runtime_path: "::sluice_sdk::__wit_bindgen::rt",
     });
 }
 
@@ -15,7 +15,7 @@ pub mod format {
         path: "wit",
         world: "format",
         pub_export_macro: true,
-        runtime_path: "::sluice_sdk::__wit_bindgen",
+        runtime_path: "::sluice_sdk::__wit_bindgen::rt",
     });
 }
 
@@ -24,6 +24,6 @@ pub mod partitioner {
         path: "wit",
         world: "partitioner",
         pub_export_macro: true,
-        runtime_path: "::sluice_sdk::__wit_bindgen",
+        runtime_path: "::sluice_sdk::__wit_bindgen::rt",
     });
 }

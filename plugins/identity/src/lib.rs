@@ -1,0 +1,39 @@
+//! Passes every record unchanged. Used to measure the cost of a plugin call.
+
+use sluice_sdk::{Outcome, Record, Transform};
+
+/// No options.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {}
+
+pub struct Identity;
+
+impl Transform for Identity {
+    type Config = Config;
+
+    fn new(_: Config) -> Result<Self, String> {
+        Ok(Identity)
+    }
+
+    fn process(&mut self, _: &Record<'_>) -> Outcome {
+        Outcome::Keep
+    }
+}
+
+sluice_sdk::export_transform!(Identity);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_everything() {
+        let out = sluice_sdk::testing::transform::<Identity>(
+            serde_json::json!({}),
+            &[Record::new(b"a"), Record::new(b"{}")],
+        )
+        .unwrap();
+        assert_eq!(out, vec![Outcome::Keep, Outcome::Keep]);
+    }
+}
