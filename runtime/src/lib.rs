@@ -1,0 +1,5 @@
+//! The Sluice host: connector specs, the pipeline engine, the plugin host, offset stores, the CLI.
+
+pub mod plugin;
+pub mod spec;
+pub mod stage;

@@ -1,0 +1,170 @@
+//! Acknowledgements: how a sink tells the runtime that records are durably written.
+//!
+//! Every source batch becomes a [`Ticket`]. Each record derived from it carries an [`Ack`]; the
+//! ticket completes when every `Ack` of it was acknowledged. An `Ack` that is dropped without
+//! [`Ack::ack`] marks its ticket as failed, so a record a sink lost can never be committed past.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::record::{Offset, PartitionId};
+
+/// A ticket's final state, sent to the offset tracker.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub partition: PartitionId,
+    /// Position of the ticket among its partition's tickets (0, 1, 2, ...).
+    pub seq: u64,
+    /// Offset of the last source record the ticket covers.
+    pub last_offset: Offset,
+    /// How many source records the ticket covers.
+    pub records: u64,
+    /// The source reached the partition's end with this ticket (a closed shard).
+    pub end_of_partition: bool,
+    /// False when some record of the ticket was lost (an `Ack` dropped without acking).
+    pub ok: bool,
+}
+
+struct TicketInner {
+    outstanding: AtomicUsize,
+    failed: AtomicBool,
+    completion: std::sync::Mutex<Option<Completion>>,
+    notify: UnboundedSender<Completion>,
+}
+
+impl TicketInner {
+    fn release(&self) {
+        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Last reference: send the completion exactly once. A poisoned lock can only come
+            // from a panic in this very function on another thread, which has no panicking path.
+            let taken = self.completion.lock().map(|mut c| c.take()).unwrap_or(None);
+            if let Some(mut c) = taken {
+                c.ok = !self.failed.load(Ordering::Acquire);
+                // The tracker is gone only when the pipeline is shutting down.
+                let _ = self.notify.send(c);
+            }
+        }
+    }
+}
+
+/// The runtime's handle on one source batch in flight.
+pub struct Ticket {
+    inner: Arc<TicketInner>,
+}
+
+impl Ticket {
+    /// A ticket that completes (sends `completion`) once it is closed and every `Ack` is acked.
+    pub fn new(completion: Completion, notify: UnboundedSender<Completion>) -> Self {
+        Self {
+            inner: Arc::new(TicketInner {
+                outstanding: AtomicUsize::new(1),
+                failed: AtomicBool::new(false),
+                completion: std::sync::Mutex::new(Some(completion)),
+                notify,
+            }),
+        }
+    }
+
+    /// An acknowledgement handle for one more record of this batch.
+    pub fn ack(&self) -> Ack {
+        self.inner.outstanding.fetch_add(1, Ordering::AcqRel);
+        Ack {
+            inner: Some(self.inner.clone()),
+        }
+    }
+
+    /// Marks the batch as failed: it will never be committed.
+    pub fn fail(&self) {
+        self.inner.failed.store(true, Ordering::Release);
+    }
+
+    /// No more records will be added; the ticket completes once all acks are in.
+    pub fn close(self) {
+        self.inner.release();
+    }
+}
+
+/// Acknowledges one record. Call [`Ack::ack`] once the record is durably written.
+pub struct Ack {
+    inner: Option<Arc<TicketInner>>,
+}
+
+impl Ack {
+    /// The record is durably written.
+    pub fn ack(mut self) {
+        if let Some(inner) = self.inner.take() {
+            inner.release();
+        }
+    }
+
+    /// An ack that belongs to no ticket (tests, tools).
+    pub fn detached() -> Self {
+        Self { inner: None }
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            inner.failed.store(true, Ordering::Release);
+            inner.release();
+        }
+    }
+}
+
+impl std::fmt::Debug for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ack")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc::unbounded_channel;
+
+    fn completion() -> Completion {
+        Completion {
+            partition: "p".into(),
+            seq: 0,
+            last_offset: Offset::from(9),
+            records: 10,
+            end_of_partition: false,
+            ok: true,
+        }
+    }
+
+    #[test]
+    fn completes_after_close_and_every_ack() {
+        let (tx, mut rx) = unbounded_channel();
+        let t = Ticket::new(completion(), tx);
+        let a = t.ack();
+        let b = t.ack();
+        t.close();
+        a.ack();
+        assert!(rx.try_recv().is_err(), "one ack still outstanding");
+        b.ack();
+        let c = rx.try_recv().expect("completed");
+        assert!(c.ok);
+        assert_eq!(c.records, 10);
+    }
+
+    #[test]
+    fn dropped_ack_fails_the_ticket() {
+        let (tx, mut rx) = unbounded_channel();
+        let t = Ticket::new(completion(), tx);
+        let a = t.ack();
+        t.close();
+        drop(a);
+        assert!(!rx.try_recv().expect("completed").ok);
+    }
+
+    #[test]
+    fn empty_ticket_completes_on_close() {
+        let (tx, mut rx) = unbounded_channel();
+        Ticket::new(completion(), tx).close();
+        assert!(rx.try_recv().expect("completed").ok);
+    }
+}

@@ -1,0 +1,100 @@
+//! The connector API: what a source and a sink implement.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::ack::Ack;
+use crate::error::ConnectorError;
+use crate::record::{Offset, PartitionId, Record, Route};
+
+/// What the offset store holds for one partition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Committed {
+    /// Offset of the last delivered record; reading resumes after it.
+    pub offset: Offset,
+    /// The partition was read to its end (a closed shard) and everything in it was delivered.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub finished: bool,
+}
+
+/// Committed offsets of a pipeline, by partition.
+pub type CommittedOffsets = HashMap<PartitionId, Committed>;
+
+/// A batch of records from one source partition, in partition order.
+#[derive(Debug)]
+pub struct SourceBatch {
+    pub partition: PartitionId,
+    pub records: Vec<Record>,
+    /// The partition has no more records after these (a closed shard, the end of a file).
+    /// A batch may carry no records and only this flag.
+    pub end_of_partition: bool,
+    /// Offset to record when `records` is empty and `end_of_partition` is set.
+    pub end_offset: Option<Offset>,
+}
+
+/// What a running source gets from the runtime.
+pub struct SourceContext {
+    /// Offsets committed by earlier runs: resume after them.
+    pub start: CommittedOffsets,
+    /// Where batches go. Sending waits when the pipeline is busy (backpressure).
+    pub output: mpsc::Sender<SourceBatch>,
+    /// Fires when the pipeline stops: return promptly, without sending more.
+    pub shutdown: CancellationToken,
+    /// Offsets as they are committed while the pipeline runs (for parent-before-child shard rules).
+    pub committed: watch::Receiver<Arc<CommittedOffsets>>,
+}
+
+impl SourceContext {
+    /// Sends a batch; returns false when the pipeline is stopping and the source should return.
+    pub async fn send(&self, batch: SourceBatch) -> bool {
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => false,
+            r = self.output.send(batch) => r.is_ok(),
+        }
+    }
+}
+
+/// A source of records.
+#[async_trait]
+pub trait Source: Send {
+    /// Reads and sends batches until the source is exhausted (a finite source returns `Ok`) or
+    /// `ctx.shutdown` fires.
+    async fn run(&mut self, ctx: SourceContext) -> Result<(), ConnectorError>;
+}
+
+/// A record on its way into a sink.
+#[derive(Debug)]
+pub struct SinkRecord {
+    pub record: Record,
+    /// The partitioner's choice.
+    pub route: Route,
+    /// Acknowledge once the record is durably written.
+    pub ack: Ack,
+}
+
+/// A destination for records.
+///
+/// The runtime calls `write` with batches in order and `flush` when its input is idle or
+/// `max_buffered` is reached. A sink acknowledges each record through its [`Ack`] once the record
+/// is durable: in `flush` (files) or whenever its requests complete (network sinks).
+#[async_trait]
+pub trait Sink: Send {
+    /// Partitions a partitioner chooses among (Kafka partitions, Kinesis open shards), if any.
+    async fn partition_count(&mut self) -> Result<Option<u32>, ConnectorError> {
+        Ok(None)
+    }
+    /// Takes a batch; may buffer it.
+    async fn write(&mut self, batch: Vec<SinkRecord>) -> Result<(), ConnectorError>;
+    /// Makes everything written so far durable and acknowledges it.
+    async fn flush(&mut self) -> Result<(), ConnectorError>;
+    /// Flushes and releases resources; called once at the end.
+    async fn close(&mut self) -> Result<(), ConnectorError> {
+        self.flush().await
+    }
+}

@@ -1,0 +1,61 @@
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::ConfigIssue;
+
+/// Reads files line by line: each file is a partition, each line a record, its offset the line
+/// number. A file read to its end is recorded as finished and not read again.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceConfig {
+    /// Files or glob patterns (`logs/*.jsonl`), relative to the working directory.
+    #[schemars(length(min = 1))]
+    pub paths: Vec<String>,
+    /// Records per batch.
+    #[serde(default = "default_batch_size")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub batch_size: usize,
+}
+
+fn default_batch_size() -> usize {
+    1000
+}
+
+impl FileSourceConfig {
+    pub fn check(&self) -> Vec<ConfigIssue> {
+        self.paths
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                glob::Pattern::new(p).err().map(|e| {
+                    ConfigIssue::new(format!("paths/{i}"), format!("bad glob pattern `{p}`: {e}"))
+                })
+            })
+            .collect()
+    }
+}
+
+/// Appends records to a file, one per line. Records are acknowledged only once written and
+/// fsynced, so a crash never loses an acknowledged record.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// The file to append to (created with its folders), relative to the working directory.
+    pub path: PathBuf,
+    /// Write a JSON envelope per line (`key`, `value`, `headers`, `timestamp`, `partition_key`,
+    /// `metadata`) instead of the bare value.
+    #[serde(default)]
+    pub envelope: bool,
+}
+
+impl FileSinkConfig {
+    pub fn check(&self) -> Vec<ConfigIssue> {
+        if self.path.as_os_str().is_empty() {
+            vec![ConfigIssue::new("path", "path must not be empty")]
+        } else {
+            Vec::new()
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Every source and sink a spec can name, in one place. Adding a connector adds one line to each
+//! enum it implements (and one arm to the `match`es below).
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::api::{Sink, Source};
+use crate::error::ConnectorError;
+use crate::{ConfigIssue, file, generator, stdio};
+
+/// Where records come from. `type:` picks the connector.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SourceConfig {
+    /// Deterministic `user_behavior` records, for demos, tests and benchmarks.
+    Generator(generator::GeneratorConfig),
+    /// Lines of one or more files.
+    File(file::FileSourceConfig),
+    /// Lines of standard input.
+    Stdin(stdio::StdinConfig),
+}
+
+/// Where records go. `type:` picks the connector.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SinkConfig {
+    /// Appends records to a file, one per line.
+    File(file::FileSinkConfig),
+    /// Writes records to standard output, one per line.
+    Stdout(stdio::StdoutConfig),
+}
+
+impl SourceConfig {
+    /// The connector's name as written in `type:`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Generator(_) => "generator",
+            Self::File(_) => "file",
+            Self::Stdin(_) => "stdin",
+        }
+    }
+
+    /// Checks beyond the schema, without I/O.
+    pub fn check(&self) -> Vec<ConfigIssue> {
+        match self {
+            Self::Generator(c) => c.check(),
+            Self::File(c) => c.check(),
+            Self::Stdin(_) => Vec::new(),
+        }
+    }
+
+    /// Builds the source (may connect to its system).
+    pub async fn build(&self) -> Result<Box<dyn Source>, ConnectorError> {
+        Ok(match self {
+            Self::Generator(c) => Box::new(generator::GeneratorSource::new(c.clone())),
+            Self::File(c) => Box::new(file::FileSource::new(c.clone())?),
+            Self::Stdin(c) => Box::new(stdio::StdinSource::new(c.clone())),
+        })
+    }
+}
+
+impl SinkConfig {
+    /// The connector's name as written in `type:`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::File(_) => "file",
+            Self::Stdout(_) => "stdout",
+        }
+    }
+
+    /// Checks beyond the schema, without I/O.
+    pub fn check(&self) -> Vec<ConfigIssue> {
+        match self {
+            Self::File(c) => c.check(),
+            Self::Stdout(_) => Vec::new(),
+        }
+    }
+
+    /// Builds the sink (may connect to its system).
+    pub async fn build(&self) -> Result<Box<dyn Sink>, ConnectorError> {
+        Ok(match self {
+            Self::File(c) => Box::new(file::FileSink::open(c).await?),
+            Self::Stdout(c) => Box::new(stdio::StdoutSink::new(c.clone())),
+        })
+    }
+}

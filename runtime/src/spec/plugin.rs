@@ -1,0 +1,39 @@
+//! How a spec refers to a WebAssembly plugin.
+
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::spec::units::{ByteSize, Dur};
+
+/// A WebAssembly component built with the `sluice-sdk`, with its config and sandbox limits.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSpec {
+    /// Path of the `.wasm` component, relative to the spec file.
+    pub wasm: PathBuf,
+    /// The plugin's configuration, checked against the JSON Schema the plugin exports.
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+    /// Longest time one call (one batch) may run before the plugin is stopped.
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+    /// Most linear memory the plugin may grow to.
+    #[serde(default = "default_memory")]
+    pub memory: ByteSize,
+    /// Optional fuel (roughly, wasm instructions) per call; off by default, as epoch timeouts
+    /// cost less.
+    #[serde(default)]
+    pub fuel: Option<u64>,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+fn default_timeout() -> Dur {
+    Dur(std::time::Duration::from_millis(200))
+}
+fn default_memory() -> ByteSize {
+    ByteSize(64 * 1024 * 1024)
+}

@@ -1,0 +1,304 @@
+//! The connector spec: what a YAML spec file holds.
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer};
+use sluice_connectors::{SinkConfig, SourceConfig};
+
+use crate::spec::plugin::PluginSpec;
+use crate::spec::units::Dur;
+
+/// A Sluice connector spec: one pipeline from a source, through an optional format, transforms
+/// and a partitioner, into a sink.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Sluice connector spec")]
+pub struct Spec {
+    /// Version of the spec format. Always `1`.
+    pub version: SpecVersion,
+    /// The pipeline's name: it namespaces the pipeline's offsets, so renaming a pipeline starts
+    /// it from scratch. Letters, digits, `.`, `_` and `-`.
+    #[schemars(extend("pattern" = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"))]
+    pub name: String,
+    /// Where records come from.
+    pub source: SourceConfig,
+    /// How source bytes become the pipeline's JSON (`decode`) and JSON becomes sink bytes
+    /// (`encode`). Omit to pass bytes through unchanged.
+    #[serde(default)]
+    pub format: Option<FormatSpec>,
+    /// WebAssembly transforms, applied in order.
+    #[serde(default)]
+    pub transforms: Vec<PluginSpec>,
+    /// How records are spread over the sink's partitions.
+    #[serde(default)]
+    pub partitioner: PartitionerSpec,
+    /// Where records go.
+    pub sink: SinkConfig,
+    /// Where progress is stored. Default: the `file` store under `.sluice/offsets`.
+    #[serde(default)]
+    pub offsets: OffsetsSpec,
+    /// What happens to a record that cannot be processed.
+    #[serde(default)]
+    pub errors: ErrorsSpec,
+    /// Tuning of the pipeline's internal batching and buffering.
+    #[serde(default)]
+    pub pipeline: PipelineOptions,
+}
+
+/// The spec format version (only `1` exists).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecVersion;
+
+impl<'de> Deserialize<'de> for SpecVersion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u64::deserialize(d)? {
+            1 => Ok(SpecVersion),
+            v => Err(serde::de::Error::custom(format!(
+                "unsupported spec version {v}; this Sluice reads version 1"
+            ))),
+        }
+    }
+}
+
+impl JsonSchema for SpecVersion {
+    fn schema_name() -> Cow<'static, str> {
+        "SpecVersion".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "integer", "const": 1 })
+    }
+}
+
+/// Decoding of source bytes and encoding of sink bytes.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FormatSpec {
+    /// How source record values are read: `json` (validated), `csv` (a line to a JSON object),
+    /// `raw` (unchanged), or a wasm format plugin.
+    #[serde(default)]
+    pub decode: Option<FormatChoice>,
+    /// How values are written to the sink: `json`, `csv` (a JSON object to a line), `raw`, or a
+    /// wasm format plugin.
+    #[serde(default)]
+    pub encode: Option<FormatChoice>,
+    /// Options of the `csv` format (needed when `decode` or `encode` is `csv`).
+    #[serde(default)]
+    pub csv: Option<CsvOptions>,
+}
+
+/// A built-in format or a wasm format plugin.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum FormatChoice {
+    Builtin(BuiltinFormat),
+    Wasm(PluginSpec),
+}
+
+/// A built-in format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BuiltinFormat {
+    /// JSON values, checked to be well-formed.
+    Json,
+    /// Delimited text lines, read as JSON objects keyed by `csv.columns`.
+    Csv,
+    /// Bytes passed through unchanged.
+    Raw,
+}
+
+/// Options of the `csv` format.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CsvOptions {
+    /// Column names, in order: the JSON object's keys.
+    #[schemars(length(min = 1))]
+    pub columns: Vec<String>,
+    /// The field delimiter, one ASCII character.
+    #[serde(default = "default_delimiter")]
+    #[schemars(length(min = 1, max = 1))]
+    pub delimiter: String,
+    /// The source's first line of each partition is a header row to skip (decode).
+    #[serde(default)]
+    pub header: bool,
+}
+
+fn default_delimiter() -> String {
+    ",".into()
+}
+
+/// How records are spread over the sink's partitions.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum PartitionerSpec {
+    /// `random` (a random key per record) or `fixed` (the source partition's id as the key, so
+    /// one source partition maps to one sink partition).
+    Builtin(BuiltinPartitioner),
+    /// The key is the listed JSON fields joined by `delimiter` (Flink's PARTITION BY rule).
+    Fields(FieldsPartitioner),
+    /// A wasm partitioner plugin.
+    Wasm(PluginSpec),
+}
+
+impl Default for PartitionerSpec {
+    fn default() -> Self {
+        Self::Builtin(BuiltinPartitioner::Random)
+    }
+}
+
+/// A built-in partitioner without options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BuiltinPartitioner {
+    Random,
+    Fixed,
+}
+
+/// Partition by JSON fields.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FieldsPartitioner {
+    /// Top-level JSON fields whose values make the partition key, in order.
+    #[schemars(length(min = 1))]
+    pub fields: Vec<String>,
+    /// Joins the fields' values.
+    #[serde(default = "default_key_delimiter")]
+    pub delimiter: String,
+}
+
+fn default_key_delimiter() -> String {
+    "|".into()
+}
+
+/// Where the pipeline's offsets are stored.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(tag = "store", rename_all = "snake_case")]
+pub enum OffsetsSpec {
+    /// In memory only: a restart starts over. For tests and one-off runs.
+    Memory(MemoryStoreSpec),
+    /// A local folder with one JSON file per pipeline (atomic write-then-rename, fsynced).
+    File(FileStoreSpec),
+}
+
+impl Default for OffsetsSpec {
+    fn default() -> Self {
+        Self::File(FileStoreSpec {
+            path: default_offsets_path(),
+            commit_interval: default_commit_interval(),
+        })
+    }
+}
+
+impl OffsetsSpec {
+    pub fn commit_interval(&self) -> Duration {
+        match self {
+            Self::Memory(s) => s.commit_interval.0,
+            Self::File(s) => s.commit_interval.0,
+        }
+    }
+}
+
+/// The in-memory offset store.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryStoreSpec {
+    /// How often acknowledged progress is committed.
+    #[serde(default = "default_commit_interval")]
+    pub commit_interval: Dur,
+}
+
+/// The local file offset store (the embedded default).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileStoreSpec {
+    /// Folder of the offset files, relative to the working directory.
+    #[serde(default = "default_offsets_path")]
+    pub path: PathBuf,
+    /// How often acknowledged progress is committed (and at shutdown).
+    #[serde(default = "default_commit_interval")]
+    pub commit_interval: Dur,
+}
+
+fn default_offsets_path() -> PathBuf {
+    PathBuf::from(".sluice/offsets")
+}
+fn default_commit_interval() -> Dur {
+    Dur(Duration::from_secs(5))
+}
+
+/// The error policy for bad records.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorsSpec {
+    /// `none`: stop at the first bad record, committing nothing past it. `all`: send bad records
+    /// to the dead-letter file and go on.
+    #[serde(default)]
+    pub tolerance: Tolerance,
+    /// Where bad records go with `tolerance: all`. Default: `.sluice/dead-letter/<name>.jsonl`.
+    #[serde(default)]
+    pub dead_letter: Option<DeadLetterSpec>,
+}
+
+/// How many bad records a pipeline tolerates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Tolerance {
+    #[default]
+    None,
+    All,
+}
+
+/// A dead-letter destination.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DeadLetterSpec {
+    /// A JSON-lines file: one entry per bad record, with the error, the stage and the record.
+    File(DeadLetterFile),
+}
+
+/// A dead-letter file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterFile {
+    /// The file to append to, relative to the working directory.
+    pub path: PathBuf,
+}
+
+/// Tuning of the pipeline.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineOptions {
+    /// Batches buffered between stages before the source is slowed down (backpressure).
+    #[serde(default = "default_channel_capacity")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub channel_capacity: usize,
+    /// Records the sink may hold unflushed before the pipeline flushes it.
+    #[serde(default = "default_max_buffered")]
+    #[schemars(range(min = 1))]
+    pub max_buffered: usize,
+    /// Longest time records wait in the sink's buffer before a flush.
+    #[serde(default = "default_flush_interval")]
+    pub flush_interval: Dur,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self {
+            channel_capacity: default_channel_capacity(),
+            max_buffered: default_max_buffered(),
+            flush_interval: default_flush_interval(),
+        }
+    }
+}
+
+fn default_channel_capacity() -> usize {
+    8
+}
+fn default_max_buffered() -> usize {
+    10_000
+}
+fn default_flush_interval() -> Dur {
+    Dur(Duration::from_millis(500))
+}
