@@ -35,6 +35,12 @@ impl From<u64> for Offset {
     }
 }
 
+impl From<&str> for Offset {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
 impl fmt::Display for Offset {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

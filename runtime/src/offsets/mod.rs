@@ -1,0 +1,217 @@
+//! Offset stores: where pipelines keep their progress.
+//!
+//! One row per (namespace = pipeline name, partition): the offset of the last delivered record,
+//! whether the partition was read to its end, and when it was last updated.
+
+mod file;
+mod memory;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sluice_connectors::{Committed, CommittedOffsets, Offset};
+
+pub use file::FileStore;
+pub use memory::MemoryStore;
+
+use crate::spec::OffsetsSpec;
+
+/// One stored offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetRow {
+    pub namespace: String,
+    pub partition: String,
+    pub offset: Offset,
+    #[serde(default)]
+    pub finished: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Where `reset` moves partitions to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResetTo {
+    /// Forget the offsets: the source starts from its configured start position.
+    Earliest,
+    /// Resume after this offset.
+    Offset(Offset),
+}
+
+/// An offset store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OffsetError {
+    #[error("offset store {store}: {message}")]
+    Io {
+        store: String,
+        message: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The stored data cannot be read: never silently treated as "no offsets".
+    #[error(
+        "offset store {store}: {message}; refusing to start over from the beginning. Repair or move the file, or run `sluice offsets reset` to start over deliberately"
+    )]
+    Corrupt { store: String, message: String },
+    #[error("offset store {store}: {message}")]
+    Invalid { store: String, message: String },
+}
+
+/// A store of pipeline offsets.
+#[async_trait]
+pub trait OffsetStore: Send + Sync {
+    /// Names the store in messages (`file .sluice/offsets`).
+    fn describe(&self) -> String;
+    /// The committed offsets of a namespace.
+    async fn load(&self, namespace: &str) -> Result<CommittedOffsets, OffsetError>;
+    /// Stores these partitions' offsets (others stay as they are).
+    async fn commit(&self, namespace: &str, offsets: &CommittedOffsets) -> Result<(), OffsetError>;
+    /// Rows of one namespace, or of all.
+    async fn list(&self, namespace: Option<&str>) -> Result<Vec<OffsetRow>, OffsetError>;
+    /// Moves one partition (or all of a namespace) to `to`; returns the rows changed.
+    async fn reset(
+        &self,
+        namespace: &str,
+        partition: Option<&str>,
+        to: ResetTo,
+    ) -> Result<Vec<OffsetRow>, OffsetError>;
+    /// Deletes rows (of one namespace, or all) not updated within `older_than` (all rows when
+    /// `None`); with `dry_run` only reports them.
+    async fn prune(
+        &self,
+        namespace: Option<&str>,
+        older_than: Option<Duration>,
+        dry_run: bool,
+    ) -> Result<Vec<OffsetRow>, OffsetError>;
+}
+
+/// Opens the store a spec names.
+pub fn open(spec: &OffsetsSpec) -> Box<dyn OffsetStore> {
+    match spec {
+        OffsetsSpec::Memory(_) => Box::new(MemoryStore::default()),
+        OffsetsSpec::File(f) => Box::new(FileStore::new(&f.path)),
+    }
+}
+
+/// Applies a reset to a namespace's partition map; returns the changed rows.
+pub(crate) fn apply_reset(
+    namespace: &str,
+    parts: &mut std::collections::BTreeMap<String, Entry>,
+    partition: Option<&str>,
+    to: &ResetTo,
+) -> Vec<OffsetRow> {
+    let now = Utc::now();
+    let keys: Vec<String> = match partition {
+        Some(p) => vec![p.to_string()],
+        None => parts.keys().cloned().collect(),
+    };
+    let mut changed = Vec::new();
+    for k in keys {
+        match to {
+            ResetTo::Earliest => {
+                if let Some(e) = parts.remove(&k) {
+                    changed.push(e.row(namespace, &k));
+                }
+            }
+            ResetTo::Offset(o) => {
+                let e = Entry {
+                    offset: o.clone(),
+                    finished: false,
+                    updated_at: now,
+                };
+                changed.push(e.row(namespace, &k));
+                parts.insert(k, e);
+            }
+        }
+    }
+    changed
+}
+
+/// A stored partition entry (the row without its keys).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Entry {
+    pub offset: Offset,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub finished: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Entry {
+    fn row(&self, namespace: &str, partition: &str) -> OffsetRow {
+        OffsetRow {
+            namespace: namespace.to_string(),
+            partition: partition.to_string(),
+            offset: self.offset.clone(),
+            finished: self.finished,
+            updated_at: self.updated_at,
+        }
+    }
+
+    fn committed(&self) -> Committed {
+        Committed {
+            offset: self.offset.clone(),
+            finished: self.finished,
+        }
+    }
+}
+
+/// Whether a row is older than `older_than` now.
+pub(crate) fn is_stale(updated_at: DateTime<Utc>, older_than: Option<Duration>) -> bool {
+    match older_than {
+        None => true,
+        Some(d) => {
+            let age = Utc::now().signed_duration_since(updated_at);
+            age.to_std().map(|a| a >= d).unwrap_or(false)
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod contract {
+    //! The behaviour every store must have, run against each implementation.
+    use std::sync::Arc;
+
+    use super::*;
+
+    pub async fn check(store: &dyn OffsetStore) {
+        let ns = "pipe";
+        assert!(store.load(ns).await.expect("load").is_empty());
+        let mut c = CommittedOffsets::new();
+        c.insert(Arc::from("0"), Committed { offset: Offset::from(10), finished: false });
+        c.insert(Arc::from("1"), Committed { offset: Offset::from(20), finished: true });
+        store.commit(ns, &c).await.expect("commit");
+        let mut more = CommittedOffsets::new();
+        more.insert(Arc::from("0"), Committed { offset: Offset::from(11), finished: false });
+        store.commit(ns, &more).await.expect("commit");
+        store.commit("other", &more).await.expect("commit");
+        let loaded = store.load(ns).await.expect("load");
+        assert_eq!(loaded.len(), 2);
+        assert_eq!(loaded["0"].offset, Offset::from(11));
+        assert!(loaded["1"].finished);
+
+        let rows = store.list(Some(ns)).await.expect("list");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(store.list(None).await.expect("list").len(), 3);
+
+        let changed = store
+            .reset(ns, Some("0"), ResetTo::Offset(Offset::from(5)))
+            .await
+            .expect("reset");
+        assert_eq!(changed.len(), 1);
+        assert_eq!(store.load(ns).await.expect("load")["0"].offset, Offset::from(5));
+        store.reset(ns, Some("1"), ResetTo::Earliest).await.expect("reset");
+        assert!(!store.load(ns).await.expect("load").contains_key("1"));
+
+        let recent = store
+            .prune(None, Some(Duration::from_secs(3600)), false)
+            .await
+            .expect("prune");
+        assert!(recent.is_empty(), "fresh rows are kept");
+        let dry = store.prune(Some(ns), None, true).await.expect("prune");
+        assert_eq!(dry.len(), 1);
+        assert_eq!(store.load(ns).await.expect("load").len(), 1, "dry run keeps rows");
+        store.prune(Some(ns), None, false).await.expect("prune");
+        assert!(store.load(ns).await.expect("load").is_empty());
+        assert_eq!(store.load("other").await.expect("load").len(), 1);
+    }
+}

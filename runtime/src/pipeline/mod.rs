@@ -1,0 +1,298 @@
+//! The pipeline engine: source → processing thread → sink, with bounded channels between them,
+//! acknowledgements flowing back to the offset tracker, and commits of contiguous progress.
+//!
+//! ```text
+//!  source task ──SourceBatch──► processor thread ──Vec<SinkRecord>──► sink task
+//!       ▲            (bounded)   decode/transforms/     (bounded)        │ acks
+//!       │                        partitioner/encode                      ▼
+//!       └──── start offsets ◄── offset store ◄── tracker (contiguous commits)
+//! ```
+
+mod dlq;
+pub mod formats;
+pub mod metrics;
+pub mod partition;
+mod process;
+mod tracker;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_connectors::{ConnectorError, Sink, SinkRecord, Source, SourceContext};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use metrics::{Metrics, Snapshot};
+
+use crate::offsets::{self, OffsetError, OffsetStore};
+use crate::plugin::{PluginError, PluginHost};
+use crate::spec::{
+    DeadLetterSpec, FormatChoice, LoadedSpec, PartitionerSpec, Tolerance,
+};
+use crate::stage::{Partitioner, Stage};
+use process::{ErrorPolicy, Processor};
+
+/// Why a pipeline stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(
+        "bad record at partition {partition} offset {offset} in {stage}: {message} (errors.tolerance is none: stopping; nothing past it is committed)"
+    )]
+    BadRecord {
+        partition: String,
+        offset: String,
+        stage: String,
+        message: String,
+    },
+    #[error("source: {0}")]
+    Source(ConnectorError),
+    #[error("sink: {0}")]
+    Sink(ConnectorError),
+    #[error("the sink stopped taking records")]
+    SinkGone,
+    #[error(transparent)]
+    Offsets(#[from] OffsetError),
+    #[error("dead-letter file: {0}")]
+    DeadLetter(String),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Options of one run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Stop once this many source records are delivered and committed.
+    pub max_records: Option<u64>,
+}
+
+/// The outcome of a run that ended cleanly.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub name: String,
+    pub counts: Snapshot,
+    pub elapsed: Duration,
+    pub dead_letter: Option<PathBuf>,
+}
+
+/// A built pipeline, ready to run.
+pub struct Pipeline {
+    name: String,
+    source: Box<dyn Source>,
+    sink: Box<dyn Sink>,
+    pre: Vec<Box<dyn Stage>>,
+    partitioner: Box<dyn Partitioner>,
+    post: Vec<Box<dyn Stage>>,
+    store: Arc<dyn OffsetStore>,
+    tolerance: Tolerance,
+    dead_letter: Option<PathBuf>,
+    commit_interval: Duration,
+    channel_capacity: usize,
+    max_buffered: usize,
+    flush_interval: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Pipeline {
+    /// Builds every part of a validated spec: plugins are instantiated and connectors connect.
+    pub async fn build(loaded: &LoadedSpec, host: &PluginHost) -> Result<Self, PipelineError> {
+        let spec = &loaded.spec;
+        let base = &loaded.base_dir;
+        let mut pre: Vec<Box<dyn Stage>> = Vec::new();
+        let mut post: Vec<Box<dyn Stage>> = Vec::new();
+        if let Some(f) = &spec.format {
+            match &f.decode {
+                Some(FormatChoice::Builtin(b)) => pre.push(formats::stage(*b, true, f.csv.as_ref())),
+                Some(FormatChoice::Wasm(p)) => pre.push(host.decoder(p, base)?),
+                None => {}
+            }
+            match &f.encode {
+                Some(FormatChoice::Builtin(b)) => {
+                    post.push(formats::stage(*b, false, f.csv.as_ref()))
+                }
+                Some(FormatChoice::Wasm(p)) => post.push(host.encoder(p, base)?),
+                None => {}
+            }
+        }
+        for t in &spec.transforms {
+            pre.push(host.transform(t, base)?);
+        }
+        let partitioner: Box<dyn Partitioner> = match &spec.partitioner {
+            PartitionerSpec::Builtin(b) => partition::builtin(*b),
+            PartitionerSpec::Fields(f) => Box::new(partition::Fields::new(f.clone())),
+            PartitionerSpec::Wasm(p) => host.partitioner(p, base)?,
+        };
+        let dead_letter = (spec.errors.tolerance == Tolerance::All).then(|| {
+            match &spec.errors.dead_letter {
+                Some(DeadLetterSpec::File(f)) => f.path.clone(),
+                None => PathBuf::from(format!(".sluice/dead-letter/{}.jsonl", spec.name)),
+            }
+        });
+        let source = spec.source.build().await.map_err(PipelineError::Source)?;
+        let sink = spec.sink.build().await.map_err(PipelineError::Sink)?;
+        Ok(Self {
+            name: spec.name.clone(),
+            source,
+            sink,
+            pre,
+            partitioner,
+            post,
+            store: Arc::from(offsets::open(&spec.offsets)),
+            tolerance: spec.errors.tolerance,
+            dead_letter,
+            commit_interval: spec.offsets.commit_interval(),
+            channel_capacity: spec.pipeline.channel_capacity.max(1),
+            max_buffered: spec.pipeline.max_buffered.max(1),
+            flush_interval: spec.pipeline.flush_interval.0,
+            metrics: Arc::default(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Live counters, for progress display.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Runs until the source is exhausted, `max_records` are committed, `shutdown` fires, or an
+    /// error stops it. In every case, what the sink acknowledged is committed before returning.
+    pub async fn run(self, shutdown: CancellationToken, opts: RunOptions) -> Result<Summary, PipelineError> {
+        let started = Instant::now();
+        let Pipeline {
+            name,
+            mut source,
+            mut sink,
+            pre,
+            partitioner,
+            post,
+            store,
+            tolerance,
+            dead_letter,
+            commit_interval,
+            channel_capacity,
+            max_buffered,
+            flush_interval,
+            metrics,
+        } = self;
+        let start = store.load(&name).await?;
+        tracing::info!(pipeline = %name, store = %store.describe(), partitions = start.len(), "starting from committed offsets");
+        let dl = match &dead_letter {
+            Some(path) => Some(dlq::DeadLetter::open(path).map_err(|e| {
+                PipelineError::DeadLetter(format!("cannot open {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
+        let partition_count = sink.partition_count().await.map_err(PipelineError::Sink)?;
+
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (tracker, committed) =
+            tracker::Tracker::new(name.clone(), store, start.clone(), metrics.clone());
+        let tracker_task = tokio::spawn(tracker.run(done_rx, commit_interval));
+
+        let (src_tx, src_rx) = mpsc::channel(channel_capacity);
+        let (sink_tx, sink_rx) = mpsc::channel(channel_capacity);
+        let stop_source = shutdown.child_token();
+        let ctx = SourceContext {
+            start,
+            output: src_tx,
+            shutdown: stop_source.clone(),
+            committed,
+        };
+        let source_task = tokio::spawn(async move { source.run(ctx).await });
+        let processor = Processor {
+            pre,
+            partitioner,
+            post,
+            partition_count,
+            policy: ErrorPolicy {
+                pipeline: name.clone(),
+                tolerance,
+                dead_letter: dl,
+                metrics: metrics.clone(),
+            },
+            max_records: opts.max_records,
+            completions: done_tx,
+            stop_source: stop_source.clone(),
+            admitted: 0,
+            seqs: HashMap::new(),
+        };
+        let proc_task = tokio::task::spawn_blocking(move || processor.run(src_rx, sink_tx));
+        let sink_task = tokio::spawn(async move {
+            let r = drive_sink(sink.as_mut(), sink_rx, max_buffered, flush_interval).await;
+            // Dropping the sink drops the acks of anything it still holds (failing their
+            // tickets), so the tracker can finish.
+            drop(sink);
+            r
+        });
+
+        let joined = |what: &str, e: tokio::task::JoinError| {
+            PipelineError::Internal(format!("the {what} task failed: {e}"))
+        };
+        let source_res = source_task.await;
+        if !matches!(source_res, Ok(Ok(()))) {
+            stop_source.cancel();
+        }
+        let proc_res = proc_task.await;
+        let sink_res = sink_task.await;
+        let tracker_res = tracker_task.await;
+
+        // The most telling error first: a bad record or a sink failure explains the others.
+        proc_res.map_err(|e| joined("processing", e))??;
+        sink_res
+            .map_err(|e| joined("sink", e))?
+            .map_err(PipelineError::Sink)?;
+        source_res
+            .map_err(|e| joined("source", e))?
+            .map_err(PipelineError::Source)?;
+        tracker_res.map_err(|e| joined("offset", e))??;
+        Ok(Summary {
+            name,
+            counts: metrics.snapshot(),
+            elapsed: started.elapsed(),
+            dead_letter,
+        })
+    }
+}
+
+/// Feeds the sink: writes batches as they come, flushes when `max_buffered` records are waiting
+/// or the oldest unflushed record has waited `flush_interval`, and at the end.
+async fn drive_sink(
+    sink: &mut dyn Sink,
+    mut input: mpsc::Receiver<Vec<SinkRecord>>,
+    max_buffered: usize,
+    flush_interval: Duration,
+) -> Result<(), ConnectorError> {
+    let mut buffered = 0usize;
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match deadline {
+            Some(d) => tokio::select! {
+                b = input.recv() => b,
+                _ = tokio::time::sleep_until(d) => {
+                    sink.flush().await?;
+                    buffered = 0;
+                    deadline = None;
+                    continue;
+                }
+            },
+            None => input.recv().await,
+        };
+        let Some(batch) = next else { break };
+        buffered += batch.len();
+        sink.write(batch).await?;
+        if buffered >= max_buffered {
+            sink.flush().await?;
+            buffered = 0;
+            deadline = None;
+        } else if deadline.is_none() {
+            deadline = Some(tokio::time::Instant::now() + flush_interval);
+        }
+    }
+    sink.close().await
+}

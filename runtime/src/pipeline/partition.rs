@@ -1,0 +1,156 @@
+//! Built-in partitioners: `random`, `fixed`, and `fields` (Flink's PARTITION BY rule).
+
+use serde_json::Value;
+use sluice_connectors::{Record, Route};
+
+use crate::spec::{BuiltinPartitioner, FieldsPartitioner};
+use crate::stage::{Partitioner, StageError};
+
+/// FNV-1a, 64 bit: a stable hash, the same in every version and on every machine.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn index_of(key: &str, count: Option<u32>) -> Option<u32> {
+    count
+        .filter(|c| *c > 0)
+        .map(|c| (stable_hash(key.as_bytes()) % u64::from(c)) as u32)
+}
+
+/// The built-in partitioner a spec names.
+pub fn builtin(kind: BuiltinPartitioner) -> Box<dyn Partitioner> {
+    match kind {
+        BuiltinPartitioner::Random => Box::new(Random),
+        BuiltinPartitioner::Fixed => Box::new(Fixed),
+    }
+}
+
+struct Random;
+
+impl Partitioner for Random {
+    fn name(&self) -> &str {
+        "partitioner random"
+    }
+
+    fn partition(
+        &mut self,
+        batch: &[Record],
+        count: Option<u32>,
+    ) -> Result<Vec<Result<Route, String>>, StageError> {
+        Ok(batch
+            .iter()
+            .map(|_| {
+                let n: u128 = rand::random();
+                Ok(Route {
+                    key: Some(format!("{n:032x}")),
+                    index: count.filter(|c| *c > 0).map(|c| (n % u128::from(c)) as u32),
+                    explicit_hash_key: None,
+                })
+            })
+            .collect())
+    }
+}
+
+struct Fixed;
+
+impl Partitioner for Fixed {
+    fn name(&self) -> &str {
+        "partitioner fixed"
+    }
+
+    fn partition(
+        &mut self,
+        batch: &[Record],
+        count: Option<u32>,
+    ) -> Result<Vec<Result<Route, String>>, StageError> {
+        Ok(batch
+            .iter()
+            .map(|r| {
+                Ok(Route {
+                    key: Some(r.partition.to_string()),
+                    index: index_of(&r.partition, count),
+                    explicit_hash_key: None,
+                })
+            })
+            .collect())
+    }
+}
+
+/// Partition key = the listed top-level JSON fields joined by the delimiter.
+pub struct Fields {
+    cfg: FieldsPartitioner,
+}
+
+impl Fields {
+    pub fn new(cfg: FieldsPartitioner) -> Self {
+        Self { cfg }
+    }
+
+    fn key(&self, value: &[u8]) -> Result<String, String> {
+        let v: Value = serde_json::from_slice(value).map_err(|e| format!("invalid JSON: {e}"))?;
+        let mut key = String::new();
+        for (i, f) in self.cfg.fields.iter().enumerate() {
+            if i > 0 {
+                key.push_str(&self.cfg.delimiter);
+            }
+            match v.get(f) {
+                Some(Value::String(s)) => key.push_str(s),
+                Some(Value::Null) | None => {
+                    return Err(format!("partition field `{f}` is missing"));
+                }
+                Some(other) => key.push_str(&other.to_string()),
+            }
+        }
+        Ok(key)
+    }
+}
+
+impl Partitioner for Fields {
+    fn name(&self) -> &str {
+        "partitioner fields"
+    }
+
+    fn partition(
+        &mut self,
+        batch: &[Record],
+        count: Option<u32>,
+    ) -> Result<Vec<Result<Route, String>>, StageError> {
+        Ok(batch
+            .iter()
+            .map(|r| {
+                self.key(&r.value).map(|k| Route {
+                    index: index_of(&k, count),
+                    key: Some(k),
+                    explicit_hash_key: None,
+                })
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_join_values_and_hash_stably() {
+        let mut p = Fields::new(FieldsPartitioner {
+            fields: vec!["user_id".into(), "behavior".into()],
+            delimiter: "|".into(),
+        });
+        let r = Record::new("0".into(), 0.into(), &br#"{"user_id":7,"behavior":"pv"}"#[..]);
+        let bad = Record::new("0".into(), 1.into(), &br#"{"behavior":"pv"}"#[..]);
+        let out = p.partition(&[r.clone(), bad], Some(4)).expect("partition");
+        let route = out[0].as_ref().expect("routed");
+        assert_eq!(route.key.as_deref(), Some("7|pv"));
+        assert_eq!(route.index, Some((stable_hash(b"7|pv") % 4) as u32));
+        assert!(out[1].as_ref().unwrap_err().contains("`user_id` is missing"));
+        let again = p.partition(&[r], Some(4)).expect("partition");
+        assert_eq!(again[0], out[0]);
+    }
+}

@@ -1,0 +1,262 @@
+//! The processing stage: decode → transforms → partitioner → encode, on its own thread, one
+//! source batch at a time (so order within a partition is kept), with the error policy applied
+//! to bad records.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sluice_connectors::{
+    Completion, PartitionId, Record, Route, SinkRecord, SourceBatch, Ticket,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::PipelineError;
+use super::dlq::DeadLetter;
+use super::metrics::Metrics;
+use crate::spec::Tolerance;
+use crate::stage::{Outcome, Partitioner, Stage};
+
+/// What happens to bad records.
+pub struct ErrorPolicy {
+    pub pipeline: String,
+    pub tolerance: Tolerance,
+    pub dead_letter: Option<DeadLetter>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl ErrorPolicy {
+    /// Handles one bad record: an error with `tolerance: none`, a dead-letter entry with `all`.
+    fn bad(&mut self, r: &Record, stage: &str, message: &str) -> Result<(), PipelineError> {
+        match (&self.tolerance, &mut self.dead_letter) {
+            (Tolerance::All, Some(dl)) => {
+                dl.write(&self.pipeline, stage, message, r).map_err(|e| {
+                    PipelineError::DeadLetter(format!("cannot write {}: {e}", dl.path().display()))
+                })?;
+                Metrics::add(&self.metrics.dead_lettered, 1);
+                tracing::debug!(pipeline = %self.pipeline, partition = %r.partition, offset = %r.offset, stage, error = message, "record dead-lettered");
+                Ok(())
+            }
+            _ => Err(PipelineError::BadRecord {
+                partition: r.partition.to_string(),
+                offset: r.offset.to_string(),
+                stage: stage.to_string(),
+                message: message.to_string(),
+            }),
+        }
+    }
+
+    fn sync(&mut self) -> Result<(), PipelineError> {
+        if let Some(dl) = &mut self.dead_letter {
+            dl.sync().map_err(|e| {
+                PipelineError::DeadLetter(format!("cannot sync {}: {e}", dl.path().display()))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs one stage over `records`, keeping each record's companion value (its route) with its
+/// outputs.
+fn apply<T: Clone>(
+    stage: &mut dyn Stage,
+    (records, extras): (Vec<Record>, Vec<T>),
+    policy: &mut ErrorPolicy,
+) -> Result<(Vec<Record>, Vec<T>), PipelineError> {
+    if records.is_empty() {
+        return Ok((records, extras));
+    }
+    let outcomes = match stage.process(&records) {
+        Ok(o) if o.len() == records.len() => o,
+        Ok(o) => {
+            let msg = format!(
+                "the stage broke its contract: {} outcomes for {} records",
+                o.len(),
+                records.len()
+            );
+            for r in &records {
+                policy.bad(r, stage.name(), &msg)?;
+            }
+            return Ok((Vec::new(), Vec::new()));
+        }
+        Err(e) => {
+            tracing::warn!(pipeline = %policy.pipeline, stage = %e.stage, error = %e.message, records = records.len(), "batch failed in a stage");
+            for r in &records {
+                policy.bad(r, &e.stage, &e.message)?;
+            }
+            return Ok((Vec::new(), Vec::new()));
+        }
+    };
+    let mut out = Vec::with_capacity(records.len());
+    let mut out_extras = Vec::with_capacity(records.len());
+    for ((r, extra), outcome) in records.into_iter().zip(extras).zip(outcomes) {
+        match outcome {
+            Outcome::Keep => {
+                out.push(r);
+                out_extras.push(extra);
+            }
+            Outcome::Records(rs) => {
+                out_extras.extend(std::iter::repeat_n(extra, rs.len()));
+                out.extend(rs);
+            }
+            Outcome::Error(msg) => policy.bad(&r, stage.name(), &msg)?,
+        }
+    }
+    Ok((out, out_extras))
+}
+
+/// The processing thread's state.
+pub struct Processor {
+    /// Decode, then the transforms.
+    pub pre: Vec<Box<dyn Stage>>,
+    pub partitioner: Box<dyn Partitioner>,
+    /// Encode.
+    pub post: Vec<Box<dyn Stage>>,
+    pub partition_count: Option<u32>,
+    pub policy: ErrorPolicy,
+    pub max_records: Option<u64>,
+    pub completions: mpsc::UnboundedSender<Completion>,
+    pub stop_source: CancellationToken,
+    pub(super) admitted: u64,
+    pub(super) seqs: HashMap<PartitionId, u64>,
+}
+
+impl Processor {
+    /// Processes batches until the source is done or stopped.
+    pub fn run(
+        mut self,
+        mut input: mpsc::Receiver<SourceBatch>,
+        output: mpsc::Sender<Vec<SinkRecord>>,
+    ) -> Result<(), PipelineError> {
+        while let Some(batch) = input.blocking_recv() {
+            match self.handle(batch, &output) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    self.stop_source.cancel();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one batch; false once `max_records` is reached.
+    fn handle(
+        &mut self,
+        batch: SourceBatch,
+        output: &mpsc::Sender<Vec<SinkRecord>>,
+    ) -> Result<bool, PipelineError> {
+        let SourceBatch {
+            partition,
+            mut records,
+            mut end_of_partition,
+            end_offset,
+        } = batch;
+        let mut reached_max = false;
+        if let Some(max) = self.max_records {
+            let left = max.saturating_sub(self.admitted);
+            if records.len() as u64 >= left {
+                if records.len() as u64 > left {
+                    records.truncate(left as usize);
+                    end_of_partition = false;
+                }
+                reached_max = true;
+            }
+        }
+        let Some(last_offset) = records.last().map(|r| r.offset.clone()).or(end_offset) else {
+            return Ok(!reached_max);
+        };
+        let n = records.len() as u64;
+        self.admitted += n;
+        Metrics::add(&self.policy.metrics.read, n);
+        Metrics::add(
+            &self.policy.metrics.bytes_read,
+            records.iter().map(|r| r.value.len() as u64).sum(),
+        );
+        let seq = self.seqs.entry(partition.clone()).or_insert(0);
+        let ticket = Ticket::new(
+            Completion {
+                partition,
+                seq: *seq,
+                last_offset,
+                records: n,
+                end_of_partition,
+                ok: true,
+            },
+            self.completions.clone(),
+        );
+        *seq += 1;
+        let result = self.process(records, &ticket).and_then(|out| {
+            self.policy.sync()?;
+            if !out.is_empty() && output.blocking_send(out).is_err() {
+                return Err(PipelineError::SinkGone);
+            }
+            Ok(())
+        });
+        if result.is_err() {
+            ticket.fail();
+        }
+        ticket.close();
+        result?;
+        if reached_max {
+            self.stop_source.cancel();
+        }
+        Ok(!reached_max)
+    }
+
+    fn process(&mut self, records: Vec<Record>, ticket: &Ticket) -> Result<Vec<SinkRecord>, PipelineError> {
+        let n = records.len();
+        let mut items = (records, vec![(); n]);
+        for stage in &mut self.pre {
+            items = apply(stage.as_mut(), items, &mut self.policy)?;
+        }
+        let records = items.0;
+        let mut routed: (Vec<Record>, Vec<Route>) =
+            (Vec::with_capacity(records.len()), Vec::with_capacity(records.len()));
+        if !records.is_empty() {
+            let name = self.partitioner.name().to_string();
+            match self.partitioner.partition(&records, self.partition_count) {
+                Ok(routes) if routes.len() == records.len() => {
+                    for (r, route) in records.into_iter().zip(routes) {
+                        match route {
+                            Ok(route) => {
+                                routed.0.push(r);
+                                routed.1.push(route);
+                            }
+                            Err(msg) => self.policy.bad(&r, &name, &msg)?,
+                        }
+                    }
+                }
+                Ok(routes) => {
+                    let msg = format!(
+                        "the partitioner broke its contract: {} choices for {} records",
+                        routes.len(),
+                        records.len()
+                    );
+                    for r in &records {
+                        self.policy.bad(r, &name, &msg)?;
+                    }
+                }
+                Err(e) => {
+                    for r in &records {
+                        self.policy.bad(r, &e.stage, &e.message)?;
+                    }
+                }
+            }
+        }
+        for stage in &mut self.post {
+            routed = apply(stage.as_mut(), routed, &mut self.policy)?;
+        }
+        Ok(routed
+            .0
+            .into_iter()
+            .zip(routed.1)
+            .map(|(record, route)| SinkRecord {
+                record,
+                route,
+                ack: ticket.ack(),
+            })
+            .collect())
+    }
+}
