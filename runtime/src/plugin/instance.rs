@@ -1,0 +1,325 @@
+//! A live plugin instance with its limits: instantiates from an `InstancePre`, calls it under an
+//! epoch deadline (and fuel), and throws the instance away after any failure so that the next
+//! batch gets a fresh one.
+
+use std::sync::Arc;
+
+use wasmtime::component::{Component, InstancePre};
+use wasmtime::{Store, Trap};
+
+use super::bindings::{format, partitioner, transform};
+use super::engine::EngineCtx;
+use super::limits::{HostState, Limits};
+use super::{PluginKind, kind_of};
+use crate::stage::StageError;
+
+/// One WIT world: how to check, instantiate and initialise a component that implements it.
+pub(crate) trait World: 'static {
+    const KIND: PluginKind;
+    type Pre: Clone + Send + Sync + 'static;
+    type Bindings: Send + 'static;
+    fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre>;
+    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self::Bindings>;
+    fn config_schema(b: &Self::Bindings, store: &mut Store<HostState>) -> wasmtime::Result<String>;
+    fn init(
+        b: &Self::Bindings,
+        store: &mut Store<HostState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>>;
+}
+
+pub(crate) struct TransformWorld;
+pub(crate) struct FormatWorld;
+pub(crate) struct PartitionerWorld;
+
+impl World for TransformWorld {
+    const KIND: PluginKind = PluginKind::Transform;
+    type Pre = transform::TransformPre<HostState>;
+    type Bindings = transform::Transform;
+    fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
+        transform::TransformPre::new(ip)
+    }
+    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self::Bindings> {
+        pre.instantiate(store)
+    }
+    fn config_schema(b: &Self::Bindings, store: &mut Store<HostState>) -> wasmtime::Result<String> {
+        b.sluice_plugin_transform_plugin().call_config_schema(store)
+    }
+    fn init(
+        b: &Self::Bindings,
+        store: &mut Store<HostState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>> {
+        b.sluice_plugin_transform_plugin().call_init(store, config)
+    }
+}
+
+impl World for FormatWorld {
+    const KIND: PluginKind = PluginKind::Format;
+    type Pre = format::FormatPre<HostState>;
+    type Bindings = format::Format;
+    fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
+        format::FormatPre::new(ip)
+    }
+    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self::Bindings> {
+        pre.instantiate(store)
+    }
+    fn config_schema(b: &Self::Bindings, store: &mut Store<HostState>) -> wasmtime::Result<String> {
+        b.sluice_plugin_format_plugin().call_config_schema(store)
+    }
+    fn init(
+        b: &Self::Bindings,
+        store: &mut Store<HostState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>> {
+        b.sluice_plugin_format_plugin().call_init(store, config)
+    }
+}
+
+impl World for PartitionerWorld {
+    const KIND: PluginKind = PluginKind::Partitioner;
+    type Pre = partitioner::PartitionerPre<HostState>;
+    type Bindings = partitioner::Partitioner;
+    fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
+        partitioner::PartitionerPre::new(ip)
+    }
+    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self::Bindings> {
+        pre.instantiate(store)
+    }
+    fn config_schema(b: &Self::Bindings, store: &mut Store<HostState>) -> wasmtime::Result<String> {
+        b.sluice_plugin_partitioner_plugin().call_config_schema(store)
+    }
+    fn init(
+        b: &Self::Bindings,
+        store: &mut Store<HostState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>> {
+        b.sluice_plugin_partitioner_plugin().call_init(store, config)
+    }
+}
+
+/// A component checked against world `W`, ready to instantiate.
+pub(crate) struct Prepared<W: World> {
+    pub(crate) ctx: Arc<EngineCtx>,
+    pub(crate) pre: W::Pre,
+}
+
+/// Why a component could not be prepared as world `W`.
+pub(crate) enum PrepareError {
+    WrongKind(String),
+    Other(String),
+}
+
+impl<W: World> Prepared<W> {
+    /// Checks from the component's type (nothing runs) that it implements `W`.
+    pub(crate) fn new(ctx: Arc<EngineCtx>, component: &Component) -> Result<Self, PrepareError> {
+        let found = kind_of(&ctx.engine, component);
+        if found.as_deref() != Some(W::KIND.wit_export()) {
+            let found = match found {
+                Some(export) => PluginKind::from_wit_export(&export)
+                    .map(|k| k.to_string())
+                    .unwrap_or(export),
+                None => "not a Sluice plugin (it exports no sluice:plugin interface)".to_string(),
+            };
+            return Err(PrepareError::WrongKind(found));
+        }
+        let ip = ctx
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| PrepareError::Other(format!("cannot link the plugin: {e}")))?;
+        let pre = W::pre(ip).map_err(|e| {
+            PrepareError::Other(format!(
+                "the plugin does not match the {} world of sluice:plugin@0.1.0: {e}",
+                W::KIND
+            ))
+        })?;
+        Ok(Self { ctx, pre })
+    }
+
+    /// A fresh store with `limits` and an instance in it (not yet initialised).
+    pub(crate) fn instantiate(
+        &self,
+        limits: &Limits,
+    ) -> wasmtime::Result<(Store<HostState>, W::Bindings)> {
+        let mut store = Store::new(&self.ctx.engine, HostState::new(limits));
+        store.limiter(|s| s.limiter());
+        store.set_epoch_deadline(limits.deadline_ticks());
+        store.epoch_deadline_trap();
+        if self.ctx.fuel {
+            store.set_fuel(limits.fuel.unwrap_or(u64::MAX))?;
+        }
+        let bindings = W::instantiate(&self.pre, &mut store)?;
+        Ok((store, bindings))
+    }
+}
+
+/// An initialised instance that is recreated after any failure.
+pub(crate) struct Live<W: World> {
+    name: String,
+    prepared: Prepared<W>,
+    limits: Limits,
+    config: String,
+    current: Option<(Store<HostState>, W::Bindings)>,
+}
+
+impl<W: World> Live<W> {
+    /// Instantiates and initialises the plugin once, so that a bad config fails at start.
+    pub(crate) fn start(
+        name: String,
+        prepared: Prepared<W>,
+        limits: Limits,
+        config: String,
+    ) -> Result<Self, String> {
+        let mut live = Self {
+            name,
+            prepared,
+            limits,
+            config,
+            current: None,
+        };
+        live.ensure().map_err(|e| e.message)?;
+        Ok(live)
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn fail(&self, message: String) -> StageError {
+        StageError {
+            stage: self.name.clone(),
+            message,
+        }
+    }
+
+    fn ensure(&mut self) -> Result<(), StageError> {
+        if self.current.is_some() {
+            return Ok(());
+        }
+        let (mut store, bindings) = self
+            .prepared
+            .instantiate(&self.limits)
+            .map_err(|e| self.fail(describe(&e, &self.limits, "")))?;
+        let res = W::init(&bindings, &mut store, &self.config);
+        let output = store.data().output.take();
+        log_output(&self.name, &output);
+        match res {
+            Ok(Ok(())) => {
+                self.current = Some((store, bindings));
+                Ok(())
+            }
+            Ok(Err(msg)) => Err(self.fail(format!("plugin rejected its config: {msg}"))),
+            Err(e) => Err(self.fail(describe(&e, &self.limits, &output))),
+        }
+    }
+
+    /// Runs one call under the limits. On a trap, a timeout or a memory overrun the instance is
+    /// discarded (the next call gets a fresh one) and the error names the plugin; so does a
+    /// contract violation found by `check`.
+    pub(crate) fn call<R>(
+        &mut self,
+        f: impl FnOnce(&W::Bindings, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, StageError> {
+        self.ensure()?;
+        let (store, bindings) = self
+            .current
+            .as_mut()
+            .ok_or_else(|| StageError {
+                stage: self.name.clone(),
+                message: "plugin instance is missing".into(),
+            })?;
+        store.set_epoch_deadline(self.limits.deadline_ticks());
+        if let Some(fuel) = self.limits.fuel
+            && self.prepared.ctx.fuel
+        {
+            store
+                .set_fuel(fuel)
+                .map_err(|e| StageError {
+                    stage: self.name.clone(),
+                    message: format!("cannot set fuel: {e}"),
+                })?;
+        }
+        let res = f(bindings, store);
+        match res {
+            Ok(r) => {
+                if !store.data().output.is_empty() {
+                    log_output(&self.name, &store.data().output.take());
+                }
+                Ok(r)
+            }
+            Err(e) => {
+                let output = store.data().output.take();
+                log_output(&self.name, &output);
+                self.current = None;
+                Err(self.fail(describe(&e, &self.limits, &output)))
+            }
+        }
+    }
+
+    /// Throws the instance away after a contract violation.
+    pub(crate) fn discard(&mut self, message: String) -> StageError {
+        self.current = None;
+        self.fail(message)
+    }
+}
+
+fn log_output(plugin: &str, output: &str) {
+    for line in output.lines().filter(|l| !l.trim().is_empty()) {
+        tracing::info!(plugin = %plugin, "{line}");
+    }
+}
+
+/// The panic message in a plugin's captured stderr, if it panicked.
+fn panic_message(output: &str) -> Option<String> {
+    let at = output.rfind("panicked at ")?;
+    let rest = &output[at + "panicked at ".len()..];
+    let rest = rest.split("\nnote:").next().unwrap_or(rest);
+    let text = rest.split_whitespace().collect::<Vec<_>>().join(" ");
+    Some(text)
+}
+
+/// A readable reason for a failed call.
+pub(crate) fn describe(e: &wasmtime::Error, limits: &Limits, output: &str) -> String {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => {
+            return format!(
+                "plugin timed out: a call ran longer than {:?} (the `timeout` limit)",
+                limits.timeout
+            );
+        }
+        Some(Trap::OutOfFuel) => {
+            return format!(
+                "plugin ran out of fuel ({} units, the `fuel` limit)",
+                limits.fuel.unwrap_or_default()
+            );
+        }
+        Some(Trap::StackOverflow) => return "plugin trapped: stack overflow".into(),
+        _ => {}
+    }
+    let text = format!("{e:#}");
+    if text.contains("forcing trap when growing memory") {
+        return format!(
+            "plugin exceeded its memory limit of {} bytes (the `memory` limit)",
+            limits.memory
+        );
+    }
+    if let Some(msg) = panic_message(output) {
+        return format!("plugin panicked at {msg}");
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(trap) => format!("plugin trapped: {trap}"),
+        None => format!("plugin failed: {text}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_panic_message() {
+        let out = "thread '<unnamed>' panicked at src/lib.rs:4:9:\nboom here\nnote: run with `RUST_BACKTRACE=1`\n";
+        assert_eq!(panic_message(out).as_deref(), Some("src/lib.rs:4:9: boom here"));
+        assert_eq!(panic_message("hello"), None);
+    }
+}

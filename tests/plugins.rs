@@ -1,0 +1,418 @@
+//! The wasm plugin host, through the real plugins in `plugins/` (built to wasm32-wasip2 by the
+//! test itself): each example plugin as a pipeline stage, each hostile plugin contained, and
+//! `check` (what `sluice validate` runs) on bad configs and wrong kinds.
+
+#[path = "common/wasm.rs"]
+mod wasm;
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use sluice_connectors::{Offset, Record, Route};
+use sluice_runtime::plugin::{PluginCheckError, PluginHost, PluginKind, run_test, scaffold};
+use sluice_runtime::spec::plugin::PluginSpec;
+use sluice_runtime::stage::{Outcome, Stage, StageError};
+
+fn host() -> &'static PluginHost {
+    static HOST: OnceLock<PluginHost> = OnceLock::new();
+    HOST.get_or_init(|| PluginHost::new().expect("start the plugin host"))
+}
+
+/// A spec as the YAML would give it: `{wasm, config, timeout?, memory?, fuel?}`.
+fn spec(plugin: &str, extra: Value) -> PluginSpec {
+    let mut v = json!({ "wasm": wasm::plugin(plugin) });
+    if let (Value::Object(m), Value::Object(e)) = (&mut v, extra) {
+        m.extend(e);
+    }
+    serde_json::from_value(v).expect("a valid plugin spec")
+}
+
+fn base() -> &'static Path {
+    Path::new("/")
+}
+
+fn records(values: &[&str]) -> Vec<Record> {
+    let partition: Arc<str> = Arc::from("shard-0");
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let mut r = Record::new(
+                partition.clone(),
+                Offset::from(i as u64 + 100),
+                Bytes::from(v.to_string()),
+            );
+            r.meta.push(("shard-id".into(), "shard-0".into()));
+            r
+        })
+        .collect()
+}
+
+fn value(o: &Outcome) -> &str {
+    match o {
+        Outcome::Records(rs) if rs.len() == 1 => std::str::from_utf8(&rs[0].value).unwrap(),
+        other => panic!("expected one output record, got {other:?}"),
+    }
+}
+
+fn transform(plugin: &str, extra: Value) -> Box<dyn Stage> {
+    host()
+        .transform(&spec(plugin, extra), base())
+        .unwrap_or_else(|e| panic!("start {plugin}: {e}"))
+}
+
+#[test]
+fn mask_fields_replaces_fields_and_keeps_record_identity() {
+    let mut stage = transform(
+        "mask-fields",
+        json!({"config": {"fields": ["email", "card.number"], "replacement": "***"}}),
+    );
+    assert_eq!(stage.name(), "transform mask_fields.wasm");
+    let batch = records(&[
+        r#"{"id":1,"email":"a@b.c","card":{"number":"4111","exp":"12/30"}}"#,
+        r#"{"id":2}"#,
+        "not json",
+    ]);
+    let out = stage.process(&batch).unwrap();
+    assert_eq!(out.len(), 3);
+    assert_eq!(
+        value(&out[0]),
+        r#"{"id":1,"email":"***","card":{"number":"***","exp":"12/30"}}"#
+    );
+    let Outcome::Records(rs) = &out[0] else { unreachable!() };
+    assert_eq!(rs[0].offset, batch[0].offset);
+    assert_eq!(rs[0].partition, batch[0].partition);
+    assert_eq!(rs[0].meta("shard-id"), Some("shard-0"));
+    assert_eq!(out[1], Outcome::Keep);
+    assert!(matches!(&out[2], Outcome::Error(e) if e.contains("not valid JSON")), "{:?}", out[2]);
+    // The instance is reused across batches.
+    let again = stage.process(&records(&[r#"{"email":"x"}"#])).unwrap();
+    assert_eq!(value(&again[0]), r#"{"email":"***"}"#);
+    assert!(stage.process(&[]).unwrap().is_empty());
+}
+
+#[test]
+fn filter_keeps_and_drops() {
+    let mut stage = transform(
+        "filter",
+        json!({"config": {"conditions": [{"field": "level", "op": "in", "value": ["warn", "error"]}]}}),
+    );
+    let out = stage
+        .process(&records(&[r#"{"level":"error"}"#, r#"{"level":"debug"}"#, r#"{}"#]))
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![Outcome::Keep, Outcome::Records(vec![]), Outcome::Records(vec![])]
+    );
+}
+
+#[test]
+fn field_partitioner_routes_by_stable_hash() {
+    let mut p = host()
+        .partitioner(&spec("field-partitioner", json!({"config": {"fields": ["user_id"]}})), base())
+        .unwrap();
+    let batch = records(&[
+        r#"{"user_id":"u1","n":1}"#,
+        r#"{"n":2,"user_id":"u1"}"#,
+        r#"{"user_id":"u2"}"#,
+        r#"{"n":3}"#,
+    ]);
+    let routes = p.partition(&batch, Some(16)).unwrap();
+    let r0 = routes[0].clone().unwrap();
+    assert_eq!(r0.key.as_deref(), Some("u1"));
+    assert!(r0.index.unwrap() < 16);
+    assert_eq!(routes[1], Ok(r0.clone()));
+    assert_eq!(routes[2].as_ref().unwrap().key.as_deref(), Some("u2"));
+    assert!(routes[3].as_ref().unwrap_err().contains("user_id"));
+    // The same key gets the same index in every run (FNV-1a, mapped by multiply-shift).
+    let again = p.partition(&batch[..1], Some(16)).unwrap();
+    assert_eq!(again[0], Ok(r0));
+    let no_count = p.partition(&batch[..1], None).unwrap();
+    assert_eq!(
+        no_count[0],
+        Ok(Route {
+            key: Some("u1".into()),
+            index: None,
+            explicit_hash_key: None
+        })
+    );
+}
+
+#[test]
+fn typed_csv_decodes_and_encodes() {
+    let s = spec(
+        "typed-csv",
+        json!({"config": {"columns": [{"name": "id", "type": "integer"}, {"name": "name"},
+                                      {"name": "ok", "type": "boolean"}]}}),
+    );
+    let mut decoder = host().decoder(&s, base()).unwrap();
+    assert_eq!(decoder.name(), "decode typed_csv.wasm");
+    let out = decoder
+        .process(&records(&["1,ann,true", "2,bob,false\n3,\"c, d\",1", "x,y,z"]))
+        .unwrap();
+    assert_eq!(value(&out[0]), r#"{"id":1,"name":"ann","ok":true}"#);
+    let Outcome::Records(two) = &out[1] else { panic!("{:?}", out[1]) };
+    assert_eq!(two.len(), 2);
+    assert_eq!(&two[1].value[..], br#"{"id":3,"name":"c, d","ok":true}"#);
+    assert!(matches!(&out[2], Outcome::Error(e) if e.contains("not an integer")));
+
+    let mut encoder = host().encoder(&s, base()).unwrap();
+    let out = encoder
+        .process(&records(&[r#"{"name":"c, d","id":3,"ok":true}"#]))
+        .unwrap();
+    assert_eq!(value(&out[0]), r#"3,"c, d",true"#);
+}
+
+/// Runs `bad` through a hostile stage: the batch fails with a `StageError` that names the plugin,
+/// and the same stage then handles a good batch.
+fn contained(stage: &mut dyn Stage, bad: &str) -> StageError {
+    let err = stage
+        .process(&records(&["fine", bad]))
+        .expect_err("the hostile batch must fail");
+    assert_eq!(err.stage, stage.name());
+    let out = stage.process(&records(&["fine", "also fine"])).unwrap();
+    assert_eq!(out, vec![Outcome::Keep, Outcome::Keep]);
+    err
+}
+
+#[test]
+fn infinite_loop_is_stopped_by_the_timeout() {
+    let mut stage = transform("hostile", json!({"timeout": "50ms"}));
+    let started = Instant::now();
+    let err = contained(stage.as_mut(), "loop");
+    assert!(err.message.contains("timed out"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+#[test]
+fn unbounded_allocation_hits_the_memory_cap() {
+    let mut stage = transform("hostile", json!({"memory": "16MiB"}));
+    let err = contained(stage.as_mut(), "alloc");
+    assert!(err.message.contains("memory limit of 16777216 bytes"), "{err}");
+}
+
+#[test]
+fn panic_is_a_trap_with_its_message() {
+    let mut stage = transform("hostile", json!({}));
+    let err = contained(stage.as_mut(), "panic");
+    assert!(err.message.contains("panicked"), "{err}");
+    assert!(err.message.contains("hostile plugin panics on purpose"), "{err}");
+    assert_eq!(err.stage, "transform hostile.wasm");
+}
+
+#[test]
+fn stack_overflow_is_contained() {
+    let mut stage = transform("hostile", json!({}));
+    let err = contained(stage.as_mut(), "overflow");
+    assert!(err.message.contains("stack overflow"), "{err}");
+}
+
+#[test]
+fn wrong_number_of_outcomes_is_a_contract_violation() {
+    let mut stage = transform("hostile", json!({}));
+    let err = contained(stage.as_mut(), "short");
+    assert!(err.message.contains("returned 1 outcomes for 2 records"), "{err}");
+}
+
+#[test]
+fn fuel_limit_stops_a_loop() {
+    let mut stage = transform("hostile", json!({"fuel": 5_000_000, "timeout": "30s"}));
+    let err = contained(stage.as_mut(), "loop");
+    assert!(err.message.contains("out of fuel"), "{err}");
+}
+
+#[test]
+fn host_survives_many_failures() {
+    let mut stage = transform("hostile", json!({"timeout": "20ms", "memory": "8MiB"}));
+    for bad in ["panic", "alloc", "loop", "short", "panic", "overflow"].repeat(3) {
+        assert!(stage.process(&records(&[bad])).is_err());
+    }
+    assert_eq!(stage.process(&records(&["ok"])).unwrap(), vec![Outcome::Keep]);
+}
+
+#[test]
+fn decoder_with_invalid_json_is_a_contract_violation() {
+    let mut decoder = host().decoder(&spec("hostile-format", json!({})), base()).unwrap();
+    let err = decoder
+        .process(&records(&[r#"{"a":1}"#, "bad-json"]))
+        .unwrap_err();
+    assert!(err.message.contains("record 1: output is not valid JSON"), "{err}");
+    assert_eq!(err.stage, "decode hostile_format.wasm");
+    // A kept input that is not JSON is just as bad for a decoder.
+    let err = decoder.process(&records(&["plain text"])).unwrap_err();
+    assert!(err.message.contains("kept input is not valid JSON"), "{err}");
+    assert_eq!(decoder.process(&records(&["[1]"])).unwrap(), vec![Outcome::Keep]);
+}
+
+#[test]
+fn partitioner_with_wrong_shape_is_a_contract_violation() {
+    let mut p = host()
+        .partitioner(&spec("hostile-partitioner", json!({})), base())
+        .unwrap();
+    let err = p.partition(&records(&["a", "short"]), Some(4)).unwrap_err();
+    assert!(err.message.contains("returned 0 routes for 2 records"), "{err}");
+    let err = p.partition(&records(&["out-of-range"]), Some(4)).unwrap_err();
+    assert!(err.message.contains("index 4 is out of range"), "{err}");
+    let ok = p.partition(&records(&["a"]), Some(4)).unwrap();
+    assert_eq!(ok[0].as_ref().unwrap().index, Some(0));
+}
+
+#[test]
+fn check_accepts_a_good_config() {
+    let s = spec("mask-fields", json!({"config": {"fields": ["email"]}}));
+    host().check(&s, base(), PluginKind::Transform).unwrap();
+    let s = spec("typed-csv", json!({"config": {"columns": [{"name": "a"}]}}));
+    host().check(&s, base(), PluginKind::Format).unwrap();
+}
+
+#[test]
+fn check_locates_config_errors_with_json_pointers() {
+    let s = spec(
+        "mask-fields",
+        json!({"config": {"fields": ["email", 7], "replacment": "x"}}),
+    );
+    let err = host().check(&s, base(), PluginKind::Transform).unwrap_err();
+    let PluginCheckError::Config(errors) = err else { panic!("{err:?}") };
+    assert!(errors.iter().any(|(at, _)| at == "/fields/1"), "{errors:?}");
+    assert!(
+        errors.iter().any(|(at, msg)| at.is_empty() && msg.contains("replacment")),
+        "{errors:?}"
+    );
+
+    let s = spec("filter", json!({"config": {"conditions": [{"field": "a", "op": "near"}]}}));
+    let PluginCheckError::Config(errors) = host().check(&s, base(), PluginKind::Transform).unwrap_err()
+    else {
+        panic!()
+    };
+    assert!(errors.iter().any(|(at, _)| at == "/conditions/0/op"), "{errors:?}");
+}
+
+#[test]
+fn check_reports_init_rejection() {
+    // Valid for the schema, but `gt` needs a value: the plugin's `init` says so.
+    let s = spec("filter", json!({"config": {"conditions": [{"field": "a", "op": "gt"}]}}));
+    let err = host().check(&s, base(), PluginKind::Transform).unwrap_err();
+    assert!(matches!(&err, PluginCheckError::Init(m) if m.contains("needs a `value`")), "{err:?}");
+    // Starting the stage fails the same way.
+    let err = host().transform(&s, base()).err().expect("init must fail");
+    assert!(err.to_string().contains("needs a `value`"), "{err}");
+}
+
+#[test]
+fn check_reports_the_wrong_kind() {
+    let s = spec("field-partitioner", json!({"config": {"fields": ["a"]}}));
+    let err = host().check(&s, base(), PluginKind::Transform).unwrap_err();
+    match &err {
+        PluginCheckError::WrongKind { expected, found } => {
+            assert_eq!(*expected, PluginKind::Transform);
+            assert_eq!(found, "partitioner");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        "plugin is a partitioner plugin, but a transform plugin is needed here"
+    );
+    assert!(host().decoder(&spec("mask-fields", json!({})), base()).is_err());
+}
+
+#[test]
+fn check_reports_missing_and_non_wasm_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing: PluginSpec = serde_json::from_value(json!({"wasm": "nope.wasm"})).unwrap();
+    let err = host().check(&missing, dir.path(), PluginKind::Transform).unwrap_err();
+    assert!(matches!(&err, PluginCheckError::Load(m) if m.contains("nope.wasm")), "{err:?}");
+    std::fs::write(dir.path().join("text.wasm"), "hello").unwrap();
+    let text: PluginSpec = serde_json::from_value(json!({"wasm": "text.wasm"})).unwrap();
+    let err = host().check(&text, dir.path(), PluginKind::Transform).unwrap_err();
+    assert!(
+        matches!(&err, PluginCheckError::Load(m) if m.contains("not a WebAssembly file")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn plugin_test_prints_what_comes_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("records.jsonl");
+    std::fs::write(&input, "{\"email\":\"a@b.c\"}\n\n{\"n\":1}\nnope\n").unwrap();
+    let mut out = Vec::new();
+    run_test(
+        host(),
+        &wasm::plugin("mask-fields"),
+        PluginKind::Transform,
+        r#"{"fields":["email"]}"#,
+        &input,
+        None,
+        &mut out,
+    )
+    .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<_> = text.lines().collect();
+    assert_eq!(lines[0], r#"{"email":"***"}"#);
+    assert_eq!(lines[1], r#"{"n":1}"#);
+    assert!(lines[2].starts_with("! record 2: value is not valid JSON"), "{text}");
+    assert_eq!(lines[3], "# 3 records in, 2 out, 0 dropped, 1 errors");
+
+    let mut out = Vec::new();
+    let err = run_test(
+        host(),
+        &wasm::plugin("mask-fields"),
+        PluginKind::Transform,
+        r#"{"fields":"email"}"#,
+        &input,
+        None,
+        &mut out,
+    )
+    .unwrap_err();
+    assert!(err.to_string().starts_with("config/fields: "), "{err}");
+}
+
+#[test]
+fn scaffolded_plugin_builds_tests_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    for kind in PluginKind::ALL {
+        let name = format!("my-{kind}");
+        let root = scaffold::new_plugin(&name, kind, dir.path()).unwrap();
+        assert!(root.join("src/lib.rs").is_file());
+        // Depends on this repository's sdk by path, so it builds offline against the current code.
+        let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+        assert!(manifest.contains("sluice-sdk = \"0.1.0\""), "{manifest}");
+    }
+    // Inside the repository (as `sluice plugin new` run in a checkout would do): by path.
+    let inside = wasm::plugin_target_dir().join("scaffold");
+    let _ = std::fs::remove_dir_all(&inside);
+    let root = scaffold::new_plugin("tagger", PluginKind::Transform, &inside).unwrap();
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("sluice-sdk = { path = "), "{manifest}");
+    assert!(matches!(
+        scaffold::new_plugin("tagger", PluginKind::Transform, &inside),
+        Err(scaffold::ScaffoldError::Exists(_))
+    ));
+
+    // Its native test passes with plain `cargo test`...
+    let target = wasm::plugin_target_dir();
+    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
+        .args(["test", "--quiet", "--manifest-path"])
+        .arg(root.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target.join("scaffold-native"))
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    // ...it builds to wasm with one command, and the host runs it.
+    let out = wasm::build_plugins(&root.join("Cargo.toml"), &target);
+    let s: PluginSpec = serde_json::from_value(json!({
+        "wasm": out.join("tagger.wasm"),
+        "config": {"field": "env", "value": "prod"}
+    }))
+    .unwrap();
+    host().check(&s, base(), PluginKind::Transform).unwrap();
+    let mut stage = host().transform(&s, base()).unwrap();
+    let got = stage.process(&records(&[r#"{"id":1}"#])).unwrap();
+    assert_eq!(value(&got[0]), r#"{"id":1,"env":"prod"}"#);
+}
