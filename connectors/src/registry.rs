@@ -68,6 +68,14 @@ impl SinkConfig {
         }
     }
 
+    /// Where records go, for people: `file out/clicks.jsonl`.
+    pub fn target(&self) -> String {
+        match self {
+            Self::File(c) => format!("file {}", c.path.display()),
+            Self::Stdout(_) => "stdout".into(),
+        }
+    }
+
     /// Checks beyond the schema, without I/O.
     pub fn check(&self) -> Vec<ConfigIssue> {
         match self {

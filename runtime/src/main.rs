@@ -1,3 +1,5 @@
-fn main() {
-    println!("{}", serde_json::to_string_pretty(&sluice_runtime::spec::json_schema()).unwrap());
+//! The `sluice` command.
+
+fn main() -> std::process::ExitCode {
+    sluice_runtime::cli::main()
 }

@@ -7,6 +7,7 @@
 
 mod env;
 pub mod plugin;
+pub mod reference;
 pub mod source_map;
 mod types;
 pub mod units;

@@ -1,0 +1,141 @@
+//! The `sluice` command line: `run`, `validate`, `schema`, `offsets`, `plugin`.
+
+mod logging;
+mod offsets;
+mod plugin;
+mod progress;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::plugin::PluginHost;
+use crate::spec;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Move data between Kinesis, DynamoDB, Kafka and files, with WebAssembly plugins.",
+    long_about = None
+)]
+struct Cli {
+    /// Log format on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter (also `SLUICE_LOG`), e.g. `debug` or `sluice_runtime=debug`.
+    #[arg(long, global = true, env = "SLUICE_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one or more pipelines until their sources are exhausted or SIGINT/SIGTERM.
+    Run(run::RunArgs),
+    /// Check specs (and the plugins they use) without running anything.
+    Validate {
+        /// Spec files.
+        #[arg(required = true)]
+        specs: Vec<PathBuf>,
+        /// Print each valid spec as resolved (variables replaced, secrets redacted).
+        #[arg(long)]
+        print: bool,
+    },
+    /// Print the JSON Schema of specs (for editors: yaml-language-server).
+    Schema {
+        /// Print the Markdown spec reference instead.
+        #[arg(long)]
+        markdown: bool,
+    },
+    /// List, reset and prune stored offsets.
+    #[command(subcommand)]
+    Offsets(offsets::OffsetsCommand),
+    /// Create and try out WebAssembly plugins.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+}
+
+/// Runs the command line; the exit code says how it went.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let progress = match &cli.command {
+        Command::Run(args) => progress::Display::new(!args.no_progress, cli.log_format),
+        _ => progress::Display::new(false, cli.log_format),
+    };
+    logging::init(cli.log_format, &cli.log, progress.multi());
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => run::run(args, progress).await,
+            Command::Validate { specs, print } => validate(&specs, print),
+            Command::Schema { markdown } => {
+                if markdown {
+                    print!("{}", spec::reference::markdown());
+                } else {
+                    println!("{:#}", spec::json_schema());
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Offsets(cmd) => offsets::run(cmd).await,
+            Command::Plugin(cmd) => plugin::run(cmd),
+        }
+    });
+    // Plugin threads and blocking readers (stdin) must not hold the process open.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn validate(specs: &[PathBuf], print: bool) -> anyhow::Result<ExitCode> {
+    let host = PluginHost::new()?;
+    let mut ok = true;
+    for path in specs {
+        match spec::load(path, Some(&host)) {
+            Ok(loaded) => {
+                let s = &loaded.spec;
+                println!(
+                    "{}: ok (pipeline `{}`: {} → {})",
+                    path.display(),
+                    s.name,
+                    s.source.kind(),
+                    s.sink.kind()
+                );
+                if print {
+                    println!("{}", serde_yaml::to_string(&loaded.redacted())?);
+                }
+            }
+            Err(errors) => {
+                ok = false;
+                println!("{errors}");
+                println!(
+                    "{}: {} error{}",
+                    path.display(),
+                    errors.0.len(),
+                    if errors.0.len() == 1 { "" } else { "s" }
+                );
+            }
+        }
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,165 @@
+//! `sluice offsets list|reset|prune`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Subcommand;
+use sluice_connectors::Offset;
+
+use crate::offsets::{self, OffsetRow, ResetTo};
+use crate::spec::{self, units::parse_duration};
+
+#[derive(Subcommand)]
+pub enum OffsetsCommand {
+    /// Show the stored offsets of a spec's pipeline (or of every pipeline in its store).
+    List {
+        spec: PathBuf,
+        /// Every namespace in the store, not only this pipeline's.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a pipeline's offsets: to the start position (`earliest`) or after a given offset.
+    Reset {
+        spec: PathBuf,
+        /// Only this partition (shard id, topic-partition, file).
+        #[arg(long)]
+        partition: Option<String>,
+        /// `earliest` (forget the offsets) or an offset to resume after.
+        #[arg(long, default_value = "earliest")]
+        to: String,
+    },
+    /// Delete stored offsets not updated for a while (all of them without --older-than).
+    Prune {
+        spec: PathBuf,
+        /// Only rows last updated longer ago than this, e.g. `30d`.
+        #[arg(long, value_name = "DURATION")]
+        older_than: Option<String>,
+        /// The namespace to prune (default: the spec's pipeline name).
+        #[arg(long, conflicts_with = "all")]
+        namespace: Option<String>,
+        /// Every namespace in the store.
+        #[arg(long)]
+        all: bool,
+        /// Only show what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+fn print_rows(rows: &[OffsetRow], json: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        for r in rows {
+            writeln!(out, "{}", serde_json::to_string(r)?)?;
+        }
+        return Ok(());
+    }
+    let w = |f: &dyn Fn(&OffsetRow) -> usize, min: usize| rows.iter().map(f).max().unwrap_or(0).max(min);
+    let (wn, wp, wo) = (
+        w(&|r| r.namespace.len(), 9),
+        w(&|r| r.partition.len(), 9),
+        w(&|r| r.offset.as_str().len(), 6),
+    );
+    writeln!(out, "{:wn$}  {:wp$}  {:wo$}  {:8}  UPDATED", "NAMESPACE", "PARTITION", "OFFSET", "FINISHED")?;
+    for r in rows {
+        writeln!(
+            out,
+            "{:wn$}  {:wp$}  {:wo$}  {:8}  {}",
+            r.namespace,
+            r.partition,
+            r.offset.as_str(),
+            if r.finished { "yes" } else { "no" },
+            r.updated_at.format("%Y-%m-%d %H:%M:%S UTC")
+        )?;
+    }
+    Ok(())
+}
+
+fn confirm(question: &str) -> bool {
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer).is_ok()
+        && matches!(answer.trim(), "y" | "Y" | "yes")
+}
+
+pub async fn run(cmd: OffsetsCommand) -> anyhow::Result<ExitCode> {
+    let path = match &cmd {
+        OffsetsCommand::List { spec, .. }
+        | OffsetsCommand::Reset { spec, .. }
+        | OffsetsCommand::Prune { spec, .. } => spec.clone(),
+    };
+    let loaded = spec::load(&path, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let name = loaded.spec.name.clone();
+    let store = offsets::open(&loaded.spec.offsets);
+    match cmd {
+        OffsetsCommand::List { all, json, .. } => {
+            let rows = store.list((!all).then_some(name.as_str())).await?;
+            print_rows(&rows, json)?;
+            if rows.is_empty() && !json {
+                eprintln!("no offsets stored in {}", store.describe());
+            }
+        }
+        OffsetsCommand::Reset { partition, to, .. } => {
+            let to = match to.as_str() {
+                "earliest" => ResetTo::Earliest,
+                o => ResetTo::Offset(Offset::from(o)),
+            };
+            let rows = store.reset(&name, partition.as_deref(), to.clone()).await?;
+            match (&to, rows.is_empty()) {
+                (_, true) => eprintln!("nothing to reset: no matching offsets of `{name}`"),
+                (ResetTo::Earliest, false) => {
+                    eprintln!("forgot {} offset(s) of `{name}`: those partitions start from the source's start position", rows.len())
+                }
+                (ResetTo::Offset(o), false) => {
+                    eprintln!("{} partition(s) of `{name}` resume after offset {o}", rows.len())
+                }
+            }
+        }
+        OffsetsCommand::Prune {
+            older_than,
+            namespace,
+            all,
+            dry_run,
+            yes,
+            ..
+        } => {
+            let older = older_than
+                .as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
+            let ns = if all { None } else { Some(namespace.unwrap_or(name)) };
+            let candidates = store.prune(ns.as_deref(), older, true).await?;
+            if candidates.is_empty() {
+                eprintln!("nothing to prune");
+                return Ok(ExitCode::SUCCESS);
+            }
+            print_rows(&candidates, false)?;
+            if dry_run {
+                eprintln!("dry run: {} offset(s) would be deleted", candidates.len());
+                return Ok(ExitCode::SUCCESS);
+            }
+            if !yes && !confirm(&format!("delete these {} offset(s)?", candidates.len())) {
+                eprintln!("not deleted (pass --yes to delete without asking)");
+                return Ok(ExitCode::FAILURE);
+            }
+            let pruned = store
+                .prune(ns.as_deref(), older, false)
+                .await
+                .context("prune failed")?;
+            eprintln!("deleted {} offset(s)", pruned.len());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,79 @@
+//! `sluice plugin new|test`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Subcommand, ValueEnum};
+
+use crate::plugin::{PluginHost, PluginKind, run_test, scaffold};
+
+#[derive(Copy, Clone, ValueEnum)]
+pub enum Kind {
+    Transform,
+    Format,
+    Partitioner,
+}
+
+impl From<Kind> for PluginKind {
+    fn from(k: Kind) -> Self {
+        match k {
+            Kind::Transform => PluginKind::Transform,
+            Kind::Format => PluginKind::Format,
+            Kind::Partitioner => PluginKind::Partitioner,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum PluginCommand {
+    /// Create a plugin crate that builds to wasm32-wasip2 with one command.
+    New {
+        name: String,
+        #[arg(long, value_enum)]
+        kind: Kind,
+        /// Parent folder of the new crate.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Run a plugin over sample records and print what comes out.
+    Test {
+        /// The plugin's `.wasm` component.
+        wasm: PathBuf,
+        #[arg(long, value_enum)]
+        kind: Kind,
+        /// The plugin's config as JSON.
+        #[arg(long, default_value = "{}")]
+        config: String,
+        /// Records, one value per line.
+        #[arg(long)]
+        input: PathBuf,
+        /// Partition count passed to a partitioner.
+        #[arg(long)]
+        partitions: Option<u32>,
+    },
+}
+
+pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PluginCommand::New { name, kind, dir } => {
+            let path = scaffold::new_plugin(&name, kind.into(), &dir)?;
+            eprintln!(
+                "created {}\nbuild it with: cargo build --release --target wasm32-wasip2 --manifest-path {}/Cargo.toml",
+                path.display(),
+                path.display()
+            );
+        }
+        PluginCommand::Test {
+            wasm,
+            kind,
+            config,
+            input,
+            partitions,
+        } => {
+            let host = PluginHost::new()?;
+            let mut out = std::io::stdout().lock();
+            run_test(&host, &wasm, kind.into(), &config, &input, partitions, &mut out)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
