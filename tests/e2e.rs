@@ -1,1 +1,253 @@
+//! End-to-end tests of the `sluice` binary with the built-in connectors: delivery, crash
+//! recovery, shutdown, bounded runs, the error policy and the offsets commands.
 
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+
+fn generator_spec(name: &str, count: Option<u64>, partitions: u32, rate: Option<u64>) -> String {
+    let mut s = format!("version: 1\nname: {name}\nsource:\n  type: generator\n  partitions: {partitions}\n  batch_size: 200\n");
+    if let Some(c) = count {
+        s.push_str(&format!("  count: {c}\n"));
+    }
+    if let Some(r) = rate {
+        s.push_str(&format!("  rate: {r}\n"));
+    }
+    s.push_str(
+        "format:\n  decode: json\n  encode: json\nsink:\n  type: file\n  path: out/data.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 50ms\n  max_buffered: 1000\n",
+    );
+    s
+}
+
+#[test]
+fn a_finite_generator_delivers_every_record_once_and_records_finished_partitions() {
+    let s = Scratch::new();
+    s.write("spec.yaml", &generator_spec("gen", Some(10_000), 4, None));
+    let out = s.run(&["run", "spec.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("10000 committed"), "{}", stderr(&out));
+    let got = seqs(&s.lines("out/data.jsonl"));
+    assert_eq!(got.len(), 10_000);
+    assert_eq!(got.iter().copied().collect::<BTreeSet<_>>(), (0..10_000).collect());
+    // Order is kept per source partition.
+    for p in 0..4 {
+        let part: Vec<u64> = got.iter().copied().filter(|s| s % 4 == p).collect();
+        assert!(part.windows(2).all(|w| w[0] < w[1]), "partition {p} out of order");
+    }
+    let offs = s.offsets("offsets", "gen");
+    assert_eq!(offs.len(), 4);
+    assert!(offs.iter().all(|(_, o, fin)| *o == 2499 && *fin), "{offs:?}");
+    // A second run has nothing left to do.
+    let again = s.run(&["run", "spec.yaml"]);
+    assert!(again.status.success());
+    assert_eq!(s.lines("out/data.jsonl").len(), 10_000);
+}
+
+#[test]
+fn kill_9_in_the_middle_then_restart_loses_nothing() {
+    let s = Scratch::new();
+    s.write("spec.yaml", &generator_spec("crash", Some(40_000), 3, Some(20_000)));
+    let mut child = s.spawn(&["run", "spec.yaml"]);
+    assert!(
+        wait_for(Duration::from_secs(30), || s.lines("out/data.jsonl").len() > 8_000
+            && !s.offsets("offsets", "crash").is_empty()),
+        "no progress before the kill"
+    );
+    child.kill().expect("kill -9");
+    child.wait().expect("reaped");
+    let before = s.lines("out/data.jsonl").len();
+    assert!(before < 40_000, "the run finished before the kill");
+    let committed: u64 = s.offsets("offsets", "crash").iter().map(|(_, o, _)| o + 1).sum();
+    assert!(committed as usize <= before, "committed past what was written");
+
+    let out = s.run(&["run", "spec.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = seqs(&s.lines("out/data.jsonl"));
+    let unique: BTreeSet<u64> = got.iter().copied().collect();
+    assert_eq!(unique, (0..40_000).collect(), "every seq at least once");
+    let dups = got.len() - unique.len();
+    assert!(
+        dups <= before - committed as usize,
+        "only records after the last commit are re-delivered ({dups} duplicates)"
+    );
+}
+
+#[test]
+fn sigterm_drains_commits_and_exits_zero() {
+    let s = Scratch::new();
+    s.write("spec.yaml", &generator_spec("drain", None, 2, Some(5_000)));
+    let mut child = s.spawn(&["run", "spec.yaml"]);
+    assert!(wait_for(Duration::from_secs(30), || s.lines("out/data.jsonl").len() > 1_000));
+    signal(&child, "-TERM");
+    let status = wait_exit(&mut child, Duration::from_secs(20));
+    assert!(status.success(), "exit {status:?}");
+    let lines = s.lines("out/data.jsonl").len() as u64;
+    let committed: u64 = s.offsets("offsets", "drain").iter().map(|(_, o, _)| o + 1).sum();
+    assert_eq!(committed, lines, "a clean stop commits exactly what was written");
+}
+
+#[test]
+fn max_records_stops_after_exactly_n_committed_and_the_next_run_continues() {
+    let s = Scratch::new();
+    s.write("spec.yaml", &generator_spec("bounded", None, 3, None));
+    for round in 1..=2u64 {
+        let out = s.run(&["run", "spec.yaml", "--max-records", "5000"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let got = seqs(&s.lines("out/data.jsonl"));
+        assert_eq!(got.len() as u64, 5000 * round);
+        let unique: BTreeSet<u64> = got.iter().copied().collect();
+        assert_eq!(unique.len(), got.len(), "no duplicates across bounded runs");
+        let committed: u64 = s.offsets("offsets", "bounded").iter().map(|(_, o, _)| o + 1).sum();
+        assert_eq!(committed, 5000 * round);
+    }
+}
+
+const BAD_INPUT: &str = "{\"n\":1}\n{\"n\":2}\n{\"n\":3,\n{\"n\":4}\n{\"n\":5}\n";
+
+fn file_spec(name: &str, tolerance: &str) -> String {
+    format!(
+        "version: 1\nname: {name}\nsource:\n  type: file\n  paths: [in/*.jsonl]\n  batch_size: 1\nformat:\n  decode: json\nsink:\n  type: file\n  path: out/data.jsonl\noffsets:\n  store: file\n  path: offsets\nerrors:\n  tolerance: {tolerance}\n  dead_letter:\n    type: file\n    path: dlq.jsonl\n"
+    )
+}
+
+#[test]
+fn tolerance_none_stops_at_the_bad_record_and_commits_nothing_past_it() {
+    let s = Scratch::new();
+    s.write("in/a.jsonl", BAD_INPUT);
+    s.write("spec.yaml", &file_spec("strict", "none"));
+    let out = s.run(&["run", "spec.yaml"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("partition in/a.jsonl offset 3") && err.contains("invalid JSON"), "{err}");
+    let offs = s.offsets("offsets", "strict");
+    assert_eq!(offs, vec![("in/a.jsonl".to_string(), 2, false)]);
+    assert!(!s.path("dlq.jsonl").exists() || s.read("dlq.jsonl").is_empty());
+}
+
+#[test]
+fn tolerance_all_dead_letters_the_bad_record_and_goes_on() {
+    let s = Scratch::new();
+    s.write("in/a.jsonl", BAD_INPUT);
+    s.write("spec.yaml", &file_spec("lenient", "all"));
+    let out = s.run(&["run", "spec.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(s.lines("out/data.jsonl").len(), 4);
+    let dlq = s.lines("dlq.jsonl");
+    assert_eq!(dlq.len(), 1);
+    let entry: serde_json::Value = serde_json::from_str(&dlq[0]).expect("dlq JSON");
+    assert_eq!(entry["stage"], "decode json");
+    assert_eq!(entry["offset"], "3");
+    assert_eq!(entry["partition"], "in/a.jsonl");
+    assert_eq!(entry["value"], "{\"n\":3,");
+    assert!(entry["error"].as_str().expect("error").contains("invalid JSON"));
+    assert_eq!(s.offsets("offsets", "lenient"), vec![("in/a.jsonl".to_string(), 5, true)]);
+}
+
+#[test]
+fn csv_files_become_json_and_envelopes_carry_metadata() {
+    let s = Scratch::new();
+    s.write("in/users.csv", "id,name\n1,Ada\n2,\"Lovelace, A\"\n");
+    s.write(
+        "spec.yaml",
+        "version: 1\nname: csv\nsource: {type: file, paths: [in/users.csv]}\nformat:\n  decode: csv\n  encode: json\n  csv: {columns: [id, name], header: true}\nsink: {type: file, path: out/users.jsonl, envelope: true}\npartitioner: {fields: [id]}\noffsets: {store: memory}\n",
+    );
+    let out = s.run(&["run", "spec.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = s.lines("out/users.jsonl");
+    assert_eq!(lines.len(), 2);
+    let v: serde_json::Value = serde_json::from_str(&lines[1]).expect("json");
+    assert_eq!(v["value"], serde_json::json!({"id": "2", "name": "Lovelace, A"}));
+    assert_eq!(v["partition_key"], "2");
+    assert_eq!(v["metadata"]["offset"], "3");
+    assert_eq!(v["metadata"]["partition"], "in/users.csv");
+}
+
+#[test]
+fn several_pipelines_run_in_one_process() {
+    let s = Scratch::new();
+    s.write("a.yaml", &generator_spec("a", Some(3000), 2, None).replace("out/data", "out/a"));
+    s.write("b.yaml", &generator_spec("b", Some(2000), 1, None).replace("out/data", "out/b"));
+    let out = s.run(&["run", "a.yaml", "b.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(s.lines("out/a.jsonl").len(), 3000);
+    assert_eq!(s.lines("out/b.jsonl").len(), 2000);
+}
+
+#[test]
+fn an_invalid_spec_starts_nothing() {
+    let s = Scratch::new();
+    s.write("good.yaml", &generator_spec("good", Some(100), 1, None));
+    s.write("bad.yaml", "version: 1\nname: bad\nsource: {type: generator, cont: 1}\nsink: {type: stdout}\n");
+    let out = s.run(&["run", "good.yaml", "bad.yaml"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("bad.yaml:3:27: source.cont: unknown key `cont`; did you mean `count`?"), "{}", stderr(&out));
+    assert!(!s.path("out/data.jsonl").exists(), "the valid pipeline must not have run");
+}
+
+#[test]
+fn a_corrupt_offset_file_is_reported_not_reset() {
+    let s = Scratch::new();
+    s.write("spec.yaml", &generator_spec("torn", Some(100), 1, None));
+    s.write("offsets/torn.offsets.json", "{\"version\": 1, \"names");
+    let out = s.run(&["run", "spec.yaml"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("corrupt") && err.contains("refusing to start over"), "{err}");
+    assert!(!s.path("out/data.jsonl").exists());
+}
+
+#[test]
+fn offsets_list_reset_and_prune() {
+    let s = Scratch::new();
+    s.write("spec.yaml", &generator_spec("ops", Some(100), 2, None));
+    assert!(s.run(&["run", "spec.yaml"]).status.success());
+
+    let list = s.run(&["offsets", "list", "spec.yaml"]);
+    assert!(list.status.success());
+    let table = stdout(&list);
+    assert!(table.contains("NAMESPACE") && table.contains("ops") && table.contains("49"), "{table}");
+
+    let reset = s.run(&["offsets", "reset", "spec.yaml", "--partition", "1", "--to", "9"]);
+    assert!(reset.status.success(), "{}", stderr(&reset));
+    assert_eq!(
+        s.offsets("offsets", "ops"),
+        vec![("0".to_string(), 49, true), ("1".to_string(), 9, false)]
+    );
+    // Resuming after offset 9 of partition 1 re-delivers its records 10..49 (seq 21, 23, ... 99).
+    assert!(s.run(&["run", "spec.yaml"]).status.success());
+    assert_eq!(s.lines("out/data.jsonl").len(), 140);
+
+    let dry = s.run(&["offsets", "prune", "spec.yaml", "--older-than", "1h", "--dry-run"]);
+    assert!(stderr(&dry).contains("nothing to prune"), "{}", stderr(&dry));
+    let refused = s.run(&["offsets", "prune", "spec.yaml"]);
+    assert!(!refused.status.success(), "prune without --yes and no terminal must refuse");
+    assert_eq!(s.offsets("offsets", "ops").len(), 2);
+    let pruned = s.run(&["offsets", "prune", "spec.yaml", "--yes"]);
+    assert!(pruned.status.success(), "{}", stderr(&pruned));
+    assert!(s.offsets("offsets", "ops").is_empty());
+}
+
+#[test]
+fn stdin_to_stdout() {
+    use std::io::Write;
+    let s = Scratch::new();
+    s.write("spec.yaml", "version: 1\nname: pipe\nsource: {type: stdin, batch_size: 1}\nformat: {decode: json, encode: json}\nsink: {type: stdout}\noffsets: {store: memory}\n");
+    let mut child = s
+        .cmd(&["run", "spec.yaml"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"{\"a\": 1}\n\n{\"b\":\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(!out.status.success(), "the bad second record stops the pipeline");
+    assert_eq!(stdout(&out), "{\"a\": 1}\n");
+}

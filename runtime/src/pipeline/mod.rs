@@ -87,6 +87,7 @@ pub struct Pipeline {
     partitioner: Box<dyn Partitioner>,
     post: Vec<Box<dyn Stage>>,
     store: Arc<dyn OffsetStore>,
+    start: sluice_connectors::CommittedOffsets,
     tolerance: Tolerance,
     dead_letter: Option<PathBuf>,
     commit_interval: Duration,
@@ -131,6 +132,10 @@ impl Pipeline {
                 None => PathBuf::from(format!(".sluice/dead-letter/{}.jsonl", spec.name)),
             }
         });
+        // Offsets first: a store that cannot be read stops the pipeline before any connector
+        // creates or touches anything.
+        let store: Arc<dyn OffsetStore> = Arc::from(offsets::open(&spec.offsets));
+        let start = store.load(&spec.name).await?;
         let source = spec.source.build().await.map_err(PipelineError::Source)?;
         let sink = spec.sink.build().await.map_err(PipelineError::Sink)?;
         Ok(Self {
@@ -140,7 +145,8 @@ impl Pipeline {
             pre,
             partitioner,
             post,
-            store: Arc::from(offsets::open(&spec.offsets)),
+            store,
+            start,
             tolerance: spec.errors.tolerance,
             dead_letter,
             commit_interval: spec.offsets.commit_interval(),
@@ -172,6 +178,7 @@ impl Pipeline {
             partitioner,
             post,
             store,
+            start,
             tolerance,
             dead_letter,
             commit_interval,
@@ -180,7 +187,6 @@ impl Pipeline {
             flush_interval,
             metrics,
         } = self;
-        let start = store.load(&name).await?;
         tracing::info!(pipeline = %name, store = %store.describe(), partitions = start.len(), "starting from committed offsets");
         let dl = match &dead_letter {
             Some(path) => Some(dlq::DeadLetter::open(path).map_err(|e| {

@@ -1,0 +1,157 @@
+//! Helpers shared by the end-to-end tests: a scratch folder per test, the `sluice` binary, and
+//! polling with a deadline (never fixed sleeps).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `sluice` binary under test.
+pub fn sluice_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sluice")
+}
+
+/// A scratch folder where specs are written and `sluice` runs.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.path(rel);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).expect("mkdir");
+        }
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap_or_default()
+    }
+
+    pub fn lines(&self, rel: &str) -> Vec<String> {
+        self.read(rel).lines().map(str::to_string).collect()
+    }
+
+    /// A `sluice` command running in this folder, with quiet logs and no progress bars.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(sluice_bin());
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("SLUICE_LOG", "warn")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `sluice` to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run sluice")
+    }
+
+    /// Starts `sluice` in the background.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sluice")
+    }
+
+    /// Committed offsets of a pipeline in the default file store: partition → (offset, finished).
+    pub fn offsets(&self, store: &str, name: &str) -> Vec<(String, u64, bool)> {
+        let text = std::fs::read_to_string(self.path(&format!("{store}/{name}.offsets.json")))
+            .unwrap_or_default();
+        if text.is_empty() {
+            return Vec::new();
+        }
+        let v: serde_json::Value = serde_json::from_str(&text).expect("offsets JSON");
+        let mut out: Vec<(String, u64, bool)> = v["partitions"]
+            .as_object()
+            .expect("partitions")
+            .iter()
+            .map(|(k, e)| {
+                (
+                    k.clone(),
+                    e["offset"].as_str().expect("offset").parse().expect("number"),
+                    e["finished"].as_bool().unwrap_or(false),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// Polls `cond` until it holds or `timeout` passes; returns whether it held.
+pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+/// Waits for a child to exit, killing it after `timeout`.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_for(timeout, || {
+        status = child.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    match status {
+        Some(s) => s,
+        None => {
+            let _ = child.kill();
+            panic!("sluice did not exit within {timeout:?}");
+        }
+    }
+}
+
+/// Sends a signal to a child process.
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill {sig} failed");
+}
+
+/// `seq` values of JSON lines.
+pub fn seqs(lines: &[String]) -> Vec<u64> {
+    lines
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}"));
+            v["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {l}"))
+        })
+        .collect()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The repository root.
+pub fn repo_root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
