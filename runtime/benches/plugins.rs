@@ -1,0 +1,226 @@
+//! Plugin call cost and throughput: identity, JSON field mask and field-hash partitioner as wasm
+//! plugins (through `PluginHost` stages, default limits on) against the same logic in native
+//! Rust; batches of 1, 100 and 1000 records; values of about 100 B and 1 KiB.
+//!
+//! `cargo bench -p sluice-runtime --bench plugins` (add `-- --quick` for a short run). Results
+//! are in `docs/benchmarks.md`.
+
+#[path = "../../tests/common/wasm.rs"]
+mod wasm;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::{Value, json};
+use sluice_connectors::{Offset, Record, Route};
+use sluice_runtime::plugin::PluginHost;
+use sluice_runtime::spec::plugin::PluginSpec;
+use sluice_runtime::stage::{Outcome, Partitioner, Stage};
+
+const BATCHES: [usize; 3] = [1, 100, 1000];
+
+/// JSON objects of about `size` bytes with `user_id` and `email` fields.
+fn records(n: usize, size: usize) -> Vec<Record> {
+    let partition: Arc<str> = Arc::from("shard-0");
+    (0..n)
+        .map(|i| {
+            let head = format!(r#"{{"user_id":"user-{}","email":"user{i}@example.com","n":{i},"pad":""#, i % 97);
+            let pad = "x".repeat(size.saturating_sub(head.len() + 2));
+            let mut r = Record::new(partition.clone(), Offset::from(i as u64), Bytes::from(format!("{head}{pad}\"}}")));
+            r.meta.push(("shard-id".into(), "shard-0".into()));
+            r
+        })
+        .collect()
+}
+
+fn spec(plugin: &str, config: Value) -> PluginSpec {
+    serde_json::from_value(json!({"wasm": wasm::plugin(plugin), "config": config}))
+        .expect("a valid plugin spec")
+}
+
+// --- the same logic, native --------------------------------------------------------------------
+
+fn native_identity(batch: &[Record]) -> Vec<Outcome> {
+    batch.iter().map(|_| Outcome::Keep).collect()
+}
+
+fn native_mask(batch: &[Record], fields: &[&str]) -> Vec<Outcome> {
+    batch
+        .iter()
+        .map(|r| {
+            let mut doc: Value = match serde_json::from_slice(&r.value) {
+                Ok(v) => v,
+                Err(e) => return Outcome::Error(e.to_string()),
+            };
+            let mut changed = false;
+            for f in fields {
+                if let Some(v) = doc.get_mut(*f) {
+                    *v = Value::from("***");
+                    changed = true;
+                }
+            }
+            if !changed {
+                return Outcome::Keep;
+            }
+            match serde_json::to_vec(&doc) {
+                Ok(v) => Outcome::Records(vec![r.derive(Bytes::from(v))]),
+                Err(e) => Outcome::Error(e.to_string()),
+            }
+        })
+        .collect()
+}
+
+/// Finds one top-level string field without building a `Value` (what the sdk's
+/// `json::top_level_fields` does in the plugin).
+struct Field<'n>(&'n str);
+
+impl<'de> DeserializeSeed<'de> for Field<'_> {
+    type Value = Option<Cow<'de, str>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Field<'_> {
+    type Value = Option<Cow<'de, str>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+            if k == self.0 {
+                found = Some(map.next_value::<Cow<'de, str>>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn native_partition(batch: &[Record], n: u32) -> Vec<Result<Route, String>> {
+    batch
+        .iter()
+        .map(|r| {
+            let mut de = serde_json::Deserializer::from_slice(&r.value);
+            let key = Field("user_id")
+                .deserialize(&mut de)
+                .map_err(|e| e.to_string())?
+                .ok_or("missing")?;
+            let index = ((u128::from(fnv1a64(key.as_bytes())) * u128::from(n)) >> 64) as u32;
+            Ok(Route {
+                key: Some(key.into_owned()),
+                index: Some(index),
+                explicit_hash_key: None,
+            })
+        })
+        .collect()
+}
+
+// --- benchmarks ---------------------------------------------------------------------------------
+
+fn size_name(size: usize) -> &'static str {
+    if size < 1000 { "100B" } else { "1KiB" }
+}
+
+fn transforms(c: &mut Criterion) {
+    let host = PluginHost::new().expect("start the plugin host");
+    let mut identity = host.transform(&spec("identity", json!({})), "/".as_ref()).unwrap();
+    let mut mask = host
+        .transform(&spec("mask-fields", json!({"fields": ["email"]})), "/".as_ref())
+        .unwrap();
+    let mut fueled: PluginSpec = spec("mask-fields", json!({"fields": ["email"]}));
+    fueled.fuel = Some(u64::MAX / 4);
+    let mut mask_fuel = host.transform(&fueled, "/".as_ref()).unwrap();
+
+    for size in [100, 1024] {
+        let mut g = c.benchmark_group(format!("identity/{}", size_name(size)));
+        for n in BATCHES {
+            let batch = records(n, size);
+            g.throughput(Throughput::Elements(n as u64));
+            g.bench_with_input(BenchmarkId::new("wasm", n), &batch, |b, batch| {
+                b.iter(|| black_box(identity.process(batch).unwrap()))
+            });
+            g.bench_with_input(BenchmarkId::new("native", n), &batch, |b, batch| {
+                b.iter(|| black_box(native_identity(batch)))
+            });
+        }
+        g.finish();
+
+        let mut g = c.benchmark_group(format!("mask/{}", size_name(size)));
+        for n in BATCHES {
+            let batch = records(n, size);
+            g.throughput(Throughput::Elements(n as u64));
+            g.bench_with_input(BenchmarkId::new("wasm", n), &batch, |b, batch| {
+                b.iter(|| black_box(mask.process(batch).unwrap()))
+            });
+            g.bench_with_input(BenchmarkId::new("native", n), &batch, |b, batch| {
+                b.iter(|| black_box(native_mask(batch, &["email"])))
+            });
+            if n == 1000 {
+                g.bench_with_input(BenchmarkId::new("wasm+fuel", n), &batch, |b, batch| {
+                    b.iter(|| black_box(mask_fuel.process(batch).unwrap()))
+                });
+            }
+        }
+        g.finish();
+    }
+}
+
+fn partitioners(c: &mut Criterion) {
+    let host = PluginHost::new().expect("start the plugin host");
+    let mut p = host
+        .partitioner(&spec("field-partitioner", json!({"fields": ["user_id"]})), "/".as_ref())
+        .unwrap();
+    for size in [100, 1024] {
+        let mut g = c.benchmark_group(format!("partition/{}", size_name(size)));
+        for n in BATCHES {
+            let batch = records(n, size);
+            g.throughput(Throughput::Elements(n as u64));
+            g.bench_with_input(BenchmarkId::new("wasm", n), &batch, |b, batch| {
+                b.iter(|| black_box(p.partition(batch, Some(64)).unwrap()))
+            });
+            g.bench_with_input(BenchmarkId::new("native", n), &batch, |b, batch| {
+                b.iter(|| black_box(native_partition(batch, 64)))
+            });
+        }
+        g.finish();
+    }
+}
+
+/// The smallest call: one record with a 2-byte value through the identity plugin.
+fn call_overhead(c: &mut Criterion) {
+    let host = PluginHost::new().expect("start the plugin host");
+    let mut identity = host.transform(&spec("identity", json!({})), "/".as_ref()).unwrap();
+    let batch = vec![Record::new(Arc::from("p"), Offset::from(0), Bytes::from_static(b"{}"))];
+    c.bench_function("call/identity-1-record", |b| {
+        b.iter(|| black_box(identity.process(&batch).unwrap()))
+    });
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = call_overhead, transforms, partitioners
+}
+criterion_main!(benches);
