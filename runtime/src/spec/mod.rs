@@ -143,7 +143,9 @@ pub fn parse(
     })?;
     let map = SourceMap::build(text);
     let locate = |issues: Vec<Issue>| -> Vec<Diagnostic> {
-        issues.into_iter().map(|i| i.locate(file, &map)).collect()
+        let mut d: Vec<Diagnostic> = issues.into_iter().map(|i| i.locate(file, &map)).collect();
+        d.sort_by_key(|d| (d.pos.line, d.pos.column));
+        d
     };
 
     let mut issues = Vec::new();

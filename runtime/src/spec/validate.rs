@@ -43,7 +43,9 @@ pub struct Issue {
 
 impl Issue {
     pub fn locate(self, file: &str, map: &SourceMap) -> Diagnostic {
-        let pos = if self.at_key {
+        let pos = if self.pointer.is_empty() {
+            Pos { line: 1, column: 1 }
+        } else if self.at_key {
             map.key_pos(&self.pointer)
         } else {
             map.value_pos(&self.pointer)
@@ -178,11 +180,16 @@ impl SchemaCheck {
                 out.push(issue(format!("missing required key `{name}`")));
             }
             ValidationErrorKind::Type { kind } => {
-                out.push(issue(format!(
-                    "expected {}, found {}",
-                    type_kind(kind),
-                    self.found(&ptr, inst)
-                )));
+                let pattern = self
+                    .schema_at(e.evaluation_path().as_str(), 1)
+                    .and_then(|s| s.get("pattern"))
+                    .and_then(Value::as_str);
+                let expected = match pattern {
+                    Some(DURATION_PATTERN) => "a duration such as `200ms` or `5s`".to_string(),
+                    Some(SIZE_PATTERN) => "a size such as `5MiB`".to_string(),
+                    _ => type_kind(kind),
+                };
+                out.push(issue(format!("expected {expected}, found {}", self.found(&ptr, inst))));
             }
             ValidationErrorKind::Enum { options } => {
                 out.push(issue(self.expected_one_of(&ptr, inst, options_of(options))));
@@ -372,7 +379,7 @@ impl SchemaCheck {
             format!("expected {}, found {}", words.join(" or "), self.found(ptr, inst))
         } else {
             let mut m = self.expected_one_of(ptr, inst, options);
-            let objects: Vec<_> = words.into_iter().filter(|w| w != "string").collect();
+            let objects: Vec<_> = words.into_iter().filter(|w| w != "a string").collect();
             if !objects.is_empty() {
                 m = m.replacen(
                     ", found",
