@@ -82,12 +82,18 @@ fn mask_fields_replaces_fields_and_keeps_record_identity() {
         value(&out[0]),
         r#"{"id":1,"email":"***","card":{"number":"***","exp":"12/30"}}"#
     );
-    let Outcome::Records(rs) = &out[0] else { unreachable!() };
+    let Outcome::Records(rs) = &out[0] else {
+        unreachable!()
+    };
     assert_eq!(rs[0].offset, batch[0].offset);
     assert_eq!(rs[0].partition, batch[0].partition);
     assert_eq!(rs[0].meta("shard-id"), Some("shard-0"));
     assert_eq!(out[1], Outcome::Keep);
-    assert!(matches!(&out[2], Outcome::Error(e) if e.contains("not valid JSON")), "{:?}", out[2]);
+    assert!(
+        matches!(&out[2], Outcome::Error(e) if e.contains("not valid JSON")),
+        "{:?}",
+        out[2]
+    );
     // The instance is reused across batches.
     let again = stage.process(&records(&[r#"{"email":"x"}"#])).unwrap();
     assert_eq!(value(&again[0]), r#"{"email":"***"}"#);
@@ -101,18 +107,32 @@ fn filter_keeps_and_drops() {
         json!({"config": {"conditions": [{"field": "level", "op": "in", "value": ["warn", "error"]}]}}),
     );
     let out = stage
-        .process(&records(&[r#"{"level":"error"}"#, r#"{"level":"debug"}"#, r#"{}"#]))
+        .process(&records(&[
+            r#"{"level":"error"}"#,
+            r#"{"level":"debug"}"#,
+            r#"{}"#,
+        ]))
         .unwrap();
     assert_eq!(
         out,
-        vec![Outcome::Keep, Outcome::Records(vec![]), Outcome::Records(vec![])]
+        vec![
+            Outcome::Keep,
+            Outcome::Records(vec![]),
+            Outcome::Records(vec![])
+        ]
     );
 }
 
 #[test]
 fn field_partitioner_routes_by_stable_hash() {
     let mut p = host()
-        .partitioner(&spec("field-partitioner", json!({"config": {"fields": ["user_id"]}})), base())
+        .partitioner(
+            &spec(
+                "field-partitioner",
+                json!({"config": {"fields": ["user_id"]}}),
+            ),
+            base(),
+        )
         .unwrap();
     let batch = records(&[
         r#"{"user_id":"u1","n":1}"#,
@@ -151,10 +171,16 @@ fn typed_csv_decodes_and_encodes() {
     let mut decoder = host().decoder(&s, base()).unwrap();
     assert_eq!(decoder.name(), "decode typed_csv.wasm");
     let out = decoder
-        .process(&records(&["1,ann,true", "2,bob,false\n3,\"c, d\",1", "x,y,z"]))
+        .process(&records(&[
+            "1,ann,true",
+            "2,bob,false\n3,\"c, d\",1",
+            "x,y,z",
+        ]))
         .unwrap();
     assert_eq!(value(&out[0]), r#"{"id":1,"name":"ann","ok":true}"#);
-    let Outcome::Records(two) = &out[1] else { panic!("{:?}", out[1]) };
+    let Outcome::Records(two) = &out[1] else {
+        panic!("{:?}", out[1])
+    };
     assert_eq!(two.len(), 2);
     assert_eq!(&two[1].value[..], br#"{"id":3,"name":"c, d","ok":true}"#);
     assert!(matches!(&out[2], Outcome::Error(e) if e.contains("not an integer")));
@@ -184,14 +210,21 @@ fn infinite_loop_is_stopped_by_the_timeout() {
     let started = Instant::now();
     let err = contained(stage.as_mut(), "loop");
     assert!(err.message.contains("timed out"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
 fn unbounded_allocation_hits_the_memory_cap() {
     let mut stage = transform("hostile", json!({"memory": "16MiB"}));
     let err = contained(stage.as_mut(), "alloc");
-    assert!(err.message.contains("memory limit of 16777216 bytes"), "{err}");
+    assert!(
+        err.message.contains("memory limit of 16777216 bytes"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -199,7 +232,10 @@ fn panic_is_a_trap_with_its_message() {
     let mut stage = transform("hostile", json!({}));
     let err = contained(stage.as_mut(), "panic");
     assert!(err.message.contains("panicked"), "{err}");
-    assert!(err.message.contains("hostile plugin panics on purpose"), "{err}");
+    assert!(
+        err.message.contains("hostile plugin panics on purpose"),
+        "{err}"
+    );
     assert_eq!(err.stage, "transform hostile.wasm");
 }
 
@@ -216,7 +252,10 @@ fn stack_overflow_is_contained() {
 fn wrong_number_of_outcomes_is_a_contract_violation() {
     let mut stage = transform("hostile", json!({}));
     let err = contained(stage.as_mut(), "short");
-    assert!(err.message.contains("returned 1 outcomes for 2 records"), "{err}");
+    assert!(
+        err.message.contains("returned 1 outcomes for 2 records"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -232,21 +271,35 @@ fn host_survives_many_failures() {
     for bad in ["panic", "alloc", "loop", "short", "panic", "overflow"].repeat(3) {
         assert!(stage.process(&records(&[bad])).is_err());
     }
-    assert_eq!(stage.process(&records(&["ok"])).unwrap(), vec![Outcome::Keep]);
+    assert_eq!(
+        stage.process(&records(&["ok"])).unwrap(),
+        vec![Outcome::Keep]
+    );
 }
 
 #[test]
 fn decoder_with_invalid_json_is_a_contract_violation() {
-    let mut decoder = host().decoder(&spec("hostile-format", json!({})), base()).unwrap();
+    let mut decoder = host()
+        .decoder(&spec("hostile-format", json!({})), base())
+        .unwrap();
     let err = decoder
         .process(&records(&[r#"{"a":1}"#, "bad-json"]))
         .unwrap_err();
-    assert!(err.message.contains("record 1: output is not valid JSON"), "{err}");
+    assert!(
+        err.message.contains("record 1: output is not valid JSON"),
+        "{err}"
+    );
     assert_eq!(err.stage, "decode hostile_format.wasm");
     // A kept input that is not JSON is just as bad for a decoder.
     let err = decoder.process(&records(&["plain text"])).unwrap_err();
-    assert!(err.message.contains("kept input is not valid JSON"), "{err}");
-    assert_eq!(decoder.process(&records(&["[1]"])).unwrap(), vec![Outcome::Keep]);
+    assert!(
+        err.message.contains("kept input is not valid JSON"),
+        "{err}"
+    );
+    assert_eq!(
+        decoder.process(&records(&["[1]"])).unwrap(),
+        vec![Outcome::Keep]
+    );
 }
 
 #[test]
@@ -255,8 +308,13 @@ fn partitioner_with_wrong_shape_is_a_contract_violation() {
         .partitioner(&spec("hostile-partitioner", json!({})), base())
         .unwrap();
     let err = p.partition(&records(&["a", "short"]), Some(4)).unwrap_err();
-    assert!(err.message.contains("returned 0 routes for 2 records"), "{err}");
-    let err = p.partition(&records(&["out-of-range"]), Some(4)).unwrap_err();
+    assert!(
+        err.message.contains("returned 0 routes for 2 records"),
+        "{err}"
+    );
+    let err = p
+        .partition(&records(&["out-of-range"]), Some(4))
+        .unwrap_err();
     assert!(err.message.contains("index 4 is out of range"), "{err}");
     let ok = p.partition(&records(&["a"]), Some(4)).unwrap();
     assert_eq!(ok[0].as_ref().unwrap().index, Some(0));
@@ -277,27 +335,44 @@ fn check_locates_config_errors_with_json_pointers() {
         json!({"config": {"fields": ["email", 7], "replacment": "x"}}),
     );
     let err = host().check(&s, base(), PluginKind::Transform).unwrap_err();
-    let PluginCheckError::Config(errors) = err else { panic!("{err:?}") };
+    let PluginCheckError::Config(errors) = err else {
+        panic!("{err:?}")
+    };
     assert!(errors.iter().any(|(at, _)| at == "/fields/1"), "{errors:?}");
     assert!(
-        errors.iter().any(|(at, msg)| at.is_empty() && msg.contains("replacment")),
+        errors
+            .iter()
+            .any(|(at, msg)| at.is_empty() && msg.contains("replacment")),
         "{errors:?}"
     );
 
-    let s = spec("filter", json!({"config": {"conditions": [{"field": "a", "op": "near"}]}}));
-    let PluginCheckError::Config(errors) = host().check(&s, base(), PluginKind::Transform).unwrap_err()
+    let s = spec(
+        "filter",
+        json!({"config": {"conditions": [{"field": "a", "op": "near"}]}}),
+    );
+    let PluginCheckError::Config(errors) =
+        host().check(&s, base(), PluginKind::Transform).unwrap_err()
     else {
         panic!()
     };
-    assert!(errors.iter().any(|(at, _)| at == "/conditions/0/op"), "{errors:?}");
+    assert!(
+        errors.iter().any(|(at, _)| at == "/conditions/0/op"),
+        "{errors:?}"
+    );
 }
 
 #[test]
 fn check_reports_init_rejection() {
     // Valid for the schema, but `gt` needs a value: the plugin's `init` says so.
-    let s = spec("filter", json!({"config": {"conditions": [{"field": "a", "op": "gt"}]}}));
+    let s = spec(
+        "filter",
+        json!({"config": {"conditions": [{"field": "a", "op": "gt"}]}}),
+    );
     let err = host().check(&s, base(), PluginKind::Transform).unwrap_err();
-    assert!(matches!(&err, PluginCheckError::Init(m) if m.contains("needs a `value`")), "{err:?}");
+    assert!(
+        matches!(&err, PluginCheckError::Init(m) if m.contains("needs a `value`")),
+        "{err:?}"
+    );
     // Starting the stage fails the same way.
     let err = host().transform(&s, base()).err().expect("init must fail");
     assert!(err.to_string().contains("needs a `value`"), "{err}");
@@ -318,18 +393,29 @@ fn check_reports_the_wrong_kind() {
         err.to_string(),
         "plugin is a partitioner plugin, but a transform plugin is needed here"
     );
-    assert!(host().decoder(&spec("mask-fields", json!({})), base()).is_err());
+    assert!(
+        host()
+            .decoder(&spec("mask-fields", json!({})), base())
+            .is_err()
+    );
 }
 
 #[test]
 fn check_reports_missing_and_non_wasm_files() {
     let dir = tempfile::tempdir().unwrap();
     let missing: PluginSpec = serde_json::from_value(json!({"wasm": "nope.wasm"})).unwrap();
-    let err = host().check(&missing, dir.path(), PluginKind::Transform).unwrap_err();
-    assert!(matches!(&err, PluginCheckError::Load(m) if m.contains("nope.wasm")), "{err:?}");
+    let err = host()
+        .check(&missing, dir.path(), PluginKind::Transform)
+        .unwrap_err();
+    assert!(
+        matches!(&err, PluginCheckError::Load(m) if m.contains("nope.wasm")),
+        "{err:?}"
+    );
     std::fs::write(dir.path().join("text.wasm"), "hello").unwrap();
     let text: PluginSpec = serde_json::from_value(json!({"wasm": "text.wasm"})).unwrap();
-    let err = host().check(&text, dir.path(), PluginKind::Transform).unwrap_err();
+    let err = host()
+        .check(&text, dir.path(), PluginKind::Transform)
+        .unwrap_err();
     assert!(
         matches!(&err, PluginCheckError::Load(m) if m.contains("not a WebAssembly file")),
         "{err:?}"
@@ -356,7 +442,10 @@ fn plugin_test_prints_what_comes_out() {
     let lines: Vec<_> = text.lines().collect();
     assert_eq!(lines[0], r#"{"email":"***"}"#);
     assert_eq!(lines[1], r#"{"n":1}"#);
-    assert!(lines[2].starts_with("! record 2: value is not valid JSON"), "{text}");
+    assert!(
+        lines[2].starts_with("! record 2: value is not valid JSON"),
+        "{text}"
+    );
     assert_eq!(lines[3], "# 3 records in, 2 out, 0 dropped, 1 errors");
 
     let mut out = Vec::new();
@@ -405,7 +494,11 @@ fn scaffolded_plugin_builds_tests_and_runs() {
         .env_remove("CARGO_TARGET_DIR")
         .output()
         .unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     // ...it builds to wasm with one command, and the host runs it.
     let out = wasm::build_plugins(&root.join("Cargo.toml"), &target);
     let s: PluginSpec = serde_json::from_value(json!({

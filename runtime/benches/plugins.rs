@@ -30,9 +30,16 @@ fn records(n: usize, size: usize) -> Vec<Record> {
     let partition: Arc<str> = Arc::from("shard-0");
     (0..n)
         .map(|i| {
-            let head = format!(r#"{{"user_id":"user-{}","email":"user{i}@example.com","n":{i},"pad":""#, i % 97);
+            let head = format!(
+                r#"{{"user_id":"user-{}","email":"user{i}@example.com","n":{i},"pad":""#,
+                i % 97
+            );
             let pad = "x".repeat(size.saturating_sub(head.len() + 2));
-            let mut r = Record::new(partition.clone(), Offset::from(i as u64), Bytes::from(format!("{head}{pad}\"}}")));
+            let mut r = Record::new(
+                partition.clone(),
+                Offset::from(i as u64),
+                Bytes::from(format!("{head}{pad}\"}}")),
+            );
             r.meta.push(("shard-id".into(), "shard-0".into()));
             r
         })
@@ -138,9 +145,14 @@ fn size_name(size: usize) -> &'static str {
 
 fn transforms(c: &mut Criterion) {
     let host = PluginHost::new().expect("start the plugin host");
-    let mut identity = host.transform(&spec("identity", json!({})), "/".as_ref()).unwrap();
+    let mut identity = host
+        .transform(&spec("identity", json!({})), "/".as_ref())
+        .unwrap();
     let mut mask = host
-        .transform(&spec("mask-fields", json!({"fields": ["email"]})), "/".as_ref())
+        .transform(
+            &spec("mask-fields", json!({"fields": ["email"]})),
+            "/".as_ref(),
+        )
         .unwrap();
     let mut fueled: PluginSpec = spec("mask-fields", json!({"fields": ["email"]}));
     fueled.fuel = Some(u64::MAX / 4);
@@ -183,7 +195,10 @@ fn transforms(c: &mut Criterion) {
 fn partitioners(c: &mut Criterion) {
     let host = PluginHost::new().expect("start the plugin host");
     let mut p = host
-        .partitioner(&spec("field-partitioner", json!({"fields": ["user_id"]})), "/".as_ref())
+        .partitioner(
+            &spec("field-partitioner", json!({"fields": ["user_id"]})),
+            "/".as_ref(),
+        )
         .unwrap();
     for size in [100, 1024] {
         let mut g = c.benchmark_group(format!("partition/{}", size_name(size)));
@@ -204,8 +219,14 @@ fn partitioners(c: &mut Criterion) {
 /// The smallest call: one record with a 2-byte value through the identity plugin.
 fn call_overhead(c: &mut Criterion) {
     let host = PluginHost::new().expect("start the plugin host");
-    let mut identity = host.transform(&spec("identity", json!({})), "/".as_ref()).unwrap();
-    let batch = vec![Record::new(Arc::from("p"), Offset::from(0), Bytes::from_static(b"{}"))];
+    let mut identity = host
+        .transform(&spec("identity", json!({})), "/".as_ref())
+        .unwrap();
+    let batch = vec![Record::new(
+        Arc::from("p"),
+        Offset::from(0),
+        Bytes::from_static(b"{}"),
+    )];
     c.bench_function("call/identity-1-record", |b| {
         b.iter(|| black_box(identity.process(&batch).unwrap()))
     });

@@ -75,7 +75,9 @@ pub fn partitioner_partition<T: Partitioner>(
 ) -> Vec<u8> {
     let mut guard = slot.borrow_mut();
     let plugin = guard.as_mut().unwrap_or_else(|| not_initialised());
-    run_routes(batch, |b, out| plugin.partition_batch(b, partition_count, out))
+    run_routes(batch, |b, out| {
+        plugin.partition_batch(b, partition_count, out)
+    })
 }
 
 pub(crate) fn run_records(batch: &[u8], f: impl FnOnce(Batch<'_>, &mut Outcomes)) -> Vec<u8> {

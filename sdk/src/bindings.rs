@@ -27,3 +27,7 @@ pub mod partitioner {
         runtime_path: "::sluice_sdk::__wit_bindgen::rt",
     });
 }
+
+pub use format::exports::sluice::plugin::format_plugin::Guest as FormatGuest;
+pub use partitioner::exports::sluice::plugin::partitioner_plugin::Guest as PartitionerGuest;
+pub use transform::exports::sluice::plugin::transform_plugin::Guest as TransformGuest;

@@ -100,7 +100,10 @@ impl<'a> Record<'a> {
 
     /// The first header with this name.
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
-        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
     }
 
     /// A source metadata entry, e.g. `shard-id`.
@@ -243,8 +246,11 @@ pub trait Partitioner: Sized {
 
     fn new(config: Self::Config) -> Result<Self, String>;
 
-    fn partition(&mut self, record: &Record<'_>, partition_count: Option<u32>)
-    -> Result<Route, String>;
+    fn partition(
+        &mut self,
+        record: &Record<'_>,
+        partition_count: Option<u32>,
+    ) -> Result<Route, String>;
 
     fn partition_batch(
         &mut self,
@@ -264,25 +270,24 @@ macro_rules! export_transform {
     ($plugin:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
+            use ::std::{cell::RefCell, string::String, vec::Vec};
+            use $crate::__rt;
             ::std::thread_local! {
-                static SLUICE_PLUGIN: ::std::cell::RefCell<::std::option::Option<$plugin>> =
-                    const { ::std::cell::RefCell::new(::std::option::Option::None) };
+                static PLUGIN: RefCell<Option<$plugin>> = const { RefCell::new(None) };
             }
-            struct SluiceExport;
-            impl $crate::bindings::transform::exports::sluice::plugin::transform_plugin::Guest
-                for SluiceExport
-            {
-                fn config_schema() -> ::std::string::String {
-                    $crate::__rt::config_schema::<<$plugin as $crate::Transform>::Config>()
+            struct Export;
+            impl $crate::bindings::TransformGuest for Export {
+                fn config_schema() -> String {
+                    __rt::config_schema::<<$plugin as $crate::Transform>::Config>()
                 }
-                fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
-                    SLUICE_PLUGIN.with(|slot| $crate::__rt::transform_init::<$plugin>(slot, &config))
+                fn init(config: String) -> Result<(), String> {
+                    PLUGIN.with(|slot| __rt::transform_init::<$plugin>(slot, &config))
                 }
-                fn process(batch: ::std::vec::Vec<u8>) -> ::std::vec::Vec<u8> {
-                    SLUICE_PLUGIN.with(|slot| $crate::__rt::transform_process::<$plugin>(slot, &batch))
+                fn process(batch: Vec<u8>) -> Vec<u8> {
+                    PLUGIN.with(|slot| __rt::transform_process::<$plugin>(slot, &batch))
                 }
             }
-            $crate::__export_transform_impl!(SluiceExport with_types_in $crate::bindings::transform);
+    $crate::__export_transform_impl!(Export with_types_in $crate::bindings::transform);
         };
     };
 }
@@ -293,28 +298,27 @@ macro_rules! export_format {
     ($plugin:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
+            use ::std::{cell::RefCell, string::String, vec::Vec};
+            use $crate::__rt;
             ::std::thread_local! {
-                static SLUICE_PLUGIN: ::std::cell::RefCell<::std::option::Option<$plugin>> =
-                    const { ::std::cell::RefCell::new(::std::option::Option::None) };
+                static PLUGIN: RefCell<Option<$plugin>> = const { RefCell::new(None) };
             }
-            struct SluiceExport;
-            impl $crate::bindings::format::exports::sluice::plugin::format_plugin::Guest
-                for SluiceExport
-            {
-                fn config_schema() -> ::std::string::String {
-                    $crate::__rt::config_schema::<<$plugin as $crate::Format>::Config>()
+            struct Export;
+            impl $crate::bindings::FormatGuest for Export {
+                fn config_schema() -> String {
+                    __rt::config_schema::<<$plugin as $crate::Format>::Config>()
                 }
-                fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
-                    SLUICE_PLUGIN.with(|slot| $crate::__rt::format_init::<$plugin>(slot, &config))
+                fn init(config: String) -> Result<(), String> {
+                    PLUGIN.with(|slot| __rt::format_init::<$plugin>(slot, &config))
                 }
-                fn decode(batch: ::std::vec::Vec<u8>) -> ::std::vec::Vec<u8> {
-                    SLUICE_PLUGIN.with(|slot| $crate::__rt::format_decode::<$plugin>(slot, &batch))
+                fn decode(batch: Vec<u8>) -> Vec<u8> {
+                    PLUGIN.with(|slot| __rt::format_decode::<$plugin>(slot, &batch))
                 }
-                fn encode(batch: ::std::vec::Vec<u8>) -> ::std::vec::Vec<u8> {
-                    SLUICE_PLUGIN.with(|slot| $crate::__rt::format_encode::<$plugin>(slot, &batch))
+                fn encode(batch: Vec<u8>) -> Vec<u8> {
+                    PLUGIN.with(|slot| __rt::format_encode::<$plugin>(slot, &batch))
                 }
             }
-            $crate::__export_format_impl!(SluiceExport with_types_in $crate::bindings::format);
+    $crate::__export_format_impl!(Export with_types_in $crate::bindings::format);
         };
     };
 }
@@ -325,30 +329,26 @@ macro_rules! export_partitioner {
     ($plugin:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
+            use ::std::{cell::RefCell, string::String, vec::Vec};
+            use $crate::__rt;
             ::std::thread_local! {
-                static SLUICE_PLUGIN: ::std::cell::RefCell<::std::option::Option<$plugin>> =
-                    const { ::std::cell::RefCell::new(::std::option::Option::None) };
+                static PLUGIN: RefCell<Option<$plugin>> = const { RefCell::new(None) };
             }
-            struct SluiceExport;
-            impl $crate::bindings::partitioner::exports::sluice::plugin::partitioner_plugin::Guest
-                for SluiceExport
-            {
-                fn config_schema() -> ::std::string::String {
-                    $crate::__rt::config_schema::<<$plugin as $crate::Partitioner>::Config>()
+            struct Export;
+            impl $crate::bindings::PartitionerGuest for Export {
+                fn config_schema() -> String {
+                    __rt::config_schema::<<$plugin as $crate::Partitioner>::Config>()
                 }
-                fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
-                    SLUICE_PLUGIN.with(|slot| $crate::__rt::partitioner_init::<$plugin>(slot, &config))
+                fn init(config: String) -> Result<(), String> {
+                    PLUGIN.with(|slot| __rt::partitioner_init::<$plugin>(slot, &config))
                 }
-                fn partition(
-                    batch: ::std::vec::Vec<u8>,
-                    partition_count: ::std::option::Option<u32>,
-                ) -> ::std::vec::Vec<u8> {
-                    SLUICE_PLUGIN.with(|slot| {
-                        $crate::__rt::partitioner_partition::<$plugin>(slot, &batch, partition_count)
+                fn partition(batch: Vec<u8>, partition_count: Option<u32>) -> Vec<u8> {
+                    PLUGIN.with(|slot| {
+                        __rt::partitioner_partition::<$plugin>(slot, &batch, partition_count)
                     })
                 }
             }
-            $crate::__export_partitioner_impl!(SluiceExport with_types_in $crate::bindings::partitioner);
+    $crate::__export_partitioner_impl!(Export with_types_in $crate::bindings::partitioner);
         };
     };
 }

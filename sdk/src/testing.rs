@@ -5,7 +5,7 @@
 //! as `Outcome::Records(vec![])`.
 
 use crate::codec::{self, Reader};
-use crate::{Format, Outcome, Output, Partitioner, Record, Route, Transform, __rt};
+use crate::{__rt, Format, Outcome, Output, Partitioner, Record, Route, Transform};
 
 fn build<C: serde::de::DeserializeOwned>(config: serde_json::Value) -> Result<C, String> {
     __rt::parse_config(&config.to_string())
@@ -168,8 +168,12 @@ mod tests {
                         .with_headers(vec![("h".into(), b"v".to_vec())]),
                 ]),
                 v => Outcome::Value(
-                    format!("{}|{}", String::from_utf8_lossy(v), r.meta("m").unwrap_or("-"))
-                        .into_bytes(),
+                    format!(
+                        "{}|{}",
+                        String::from_utf8_lossy(v),
+                        r.meta("m").unwrap_or("-")
+                    )
+                    .into_bytes(),
                 ),
             }
         }
@@ -217,7 +221,10 @@ mod tests {
         out.push_keep();
         assert_eq!(out.len(), 2);
         let got = decode_outcomes(&out.finish()).unwrap();
-        assert_eq!(got, vec![Outcome::Value(br#"{"a":1}"#.to_vec()), Outcome::Keep]);
+        assert_eq!(
+            got,
+            vec![Outcome::Value(br#"{"a":1}"#.to_vec()), Outcome::Keep]
+        );
     }
 
     struct Fixed;

@@ -22,7 +22,13 @@ pub fn repo_root() -> PathBuf {
 pub fn plugin_target_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .map(|t| if t.is_absolute() { t } else { repo_root().join(t) })
+        .map(|t| {
+            if t.is_absolute() {
+                t
+            } else {
+                repo_root().join(t)
+            }
+        })
         .unwrap_or_else(|| repo_root().join("target"));
     target.join("wasm-plugins")
 }
@@ -54,7 +60,13 @@ fn ensure_wasm_target() {
 pub fn build_plugins(manifest: &Path, target_dir: &Path) -> PathBuf {
     ensure_wasm_target();
     let out = Command::new(cargo())
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
         .arg(manifest)
         .arg("--target-dir")
         .arg(target_dir)

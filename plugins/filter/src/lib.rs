@@ -99,7 +99,9 @@ impl Condition {
             (Op::Eq, Some(f)) => f == want,
             (Op::Ne, Some(f)) => f != want,
             (Op::Gt, Some(f)) => compare(f, want) == Some(Ordering::Greater),
-            (Op::Ge, Some(f)) => matches!(compare(f, want), Some(Ordering::Greater | Ordering::Equal)),
+            (Op::Ge, Some(f)) => {
+                matches!(compare(f, want), Some(Ordering::Greater | Ordering::Equal))
+            }
             (Op::Lt, Some(f)) => compare(f, want) == Some(Ordering::Less),
             (Op::Le, Some(f)) => matches!(compare(f, want), Some(Ordering::Less | Ordering::Equal)),
             (Op::Contains, Some(Value::String(s))) => want.as_str().is_some_and(|w| s.contains(w)),
@@ -207,11 +209,9 @@ mod tests {
 
     #[test]
     fn comparison_needs_a_value() {
-        let err = testing::transform::<Filter>(
-            json!({"conditions": [{"field": "a", "op": "gt"}]}),
-            &[],
-        )
-        .unwrap_err();
+        let err =
+            testing::transform::<Filter>(json!({"conditions": [{"field": "a", "op": "gt"}]}), &[])
+                .unwrap_err();
         assert!(err.contains("needs a `value`"), "{err}");
     }
 }

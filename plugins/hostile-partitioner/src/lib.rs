@@ -19,7 +19,11 @@ impl Partitioner for HostilePartitioner {
     }
 
     fn partition(&mut self, record: &Record<'_>, n: Option<u32>) -> Result<Route, String> {
-        let index = if record.value == b"out-of-range" { n } else { Some(0) };
+        let index = if record.value == b"out-of-range" {
+            n
+        } else {
+            Some(0)
+        };
         Ok(Route {
             index,
             ..Route::default()

@@ -96,10 +96,16 @@ impl ColumnType {
         let bad = |what| format!("column `{name}`: `{cell}` is not {what}");
         Ok(match self {
             ColumnType::String => Value::String(cell),
-            ColumnType::Integer => cell.trim().parse::<i64>().map_err(|_| bad("an integer"))?.into(),
+            ColumnType::Integer => cell
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| bad("an integer"))?
+                .into(),
             ColumnType::Number => {
                 let n: f64 = cell.trim().parse().map_err(|_| bad("a number"))?;
-                serde_json::Number::from_f64(n).map(Value::Number).ok_or_else(|| bad("a finite number"))?
+                serde_json::Number::from_f64(n)
+                    .map(Value::Number)
+                    .ok_or_else(|| bad("a finite number"))?
             }
             ColumnType::Boolean => match cell.trim() {
                 "true" | "TRUE" | "True" | "1" => true.into(),
@@ -244,7 +250,10 @@ mod tests {
                 Output::new(br#"{"id":2,"name":"b","score":3.0,"active":true}"#.to_vec()),
             ])
         );
-        assert_eq!(out[2], Outcome::Error("column `id`: `x` is not an integer".into()));
+        assert_eq!(
+            out[2],
+            Outcome::Error("column `id`: `x` is not an integer".into())
+        );
         assert_eq!(out[3], Outcome::Error("expected 4 columns, found 2".into()));
     }
 
@@ -258,7 +267,10 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(out[0], Outcome::Value(b"7,\"Ann, \"\"A\"\"\",,true".to_vec()));
+        assert_eq!(
+            out[0],
+            Outcome::Value(b"7,\"Ann, \"\"A\"\"\",,true".to_vec())
+        );
         assert!(matches!(out[1], Outcome::Error(_)));
     }
 }

@@ -110,7 +110,8 @@ impl Reader {
     }
     fn string(&mut self) -> Result<String, String> {
         let b = self.bytes()?;
-        String::from_utf8(b.to_vec()).map_err(|_| format!("string at byte {} is not UTF-8", self.pos))
+        String::from_utf8(b.to_vec())
+            .map_err(|_| format!("string at byte {} is not UTF-8", self.pos))
     }
     fn count(&mut self, expected: usize, what: &str) -> Result<(), String> {
         let n = self.u32()? as usize;
@@ -222,8 +223,9 @@ pub(crate) fn decode_routes(
                 let flags = r.u8()?;
                 let key = (flags & ROUTE_KEY != 0).then(|| r.string()).transpose()?;
                 let index = (flags & ROUTE_INDEX != 0).then(|| r.u32()).transpose()?;
-                let explicit_hash_key =
-                    (flags & ROUTE_HASH_KEY != 0).then(|| r.string()).transpose()?;
+                let explicit_hash_key = (flags & ROUTE_HASH_KEY != 0)
+                    .then(|| r.string())
+                    .transpose()?;
                 if let (Some(ix), Some(n)) = (index, partition_count)
                     && ix >= n
                 {
@@ -265,11 +267,11 @@ mod tests {
 
     #[test]
     fn truncated_and_trailing_output_is_rejected() {
-        let err = decode_outcomes(vec![1, 0, 0, 0, OUTCOME_ERROR, 9, 0], &[rec("a")], false)
-            .unwrap_err();
+        let err =
+            decode_outcomes(vec![1, 0, 0, 0, OUTCOME_ERROR, 9, 0], &[rec("a")], false).unwrap_err();
         assert!(err.contains("truncated"), "{err}");
-        let err = decode_outcomes(vec![1, 0, 0, 0, OUTCOME_KEEP, 7], &[rec("a")], false)
-            .unwrap_err();
+        let err =
+            decode_outcomes(vec![1, 0, 0, 0, OUTCOME_KEEP, 7], &[rec("a")], false).unwrap_err();
         assert!(err.contains("unexpected bytes"), "{err}");
     }
 

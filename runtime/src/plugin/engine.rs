@@ -42,7 +42,12 @@ pub fn cache_dir() -> Option<PathBuf> {
     }
     std::env::var_os("HOME")
         .filter(|d| !d.is_empty())
-        .map(|home| PathBuf::from(home).join(".cache").join("sluice").join("wasmtime"))
+        .map(|home| {
+            PathBuf::from(home)
+                .join(".cache")
+                .join("sluice")
+                .join("wasmtime")
+        })
 }
 
 fn disk_cache() -> Option<Cache> {
@@ -90,8 +95,8 @@ impl EngineCtx {
 
     /// Loads (compiles, or fetches from the caches) the component at `path`.
     pub(crate) fn component(&self, path: &Path) -> Result<Component, String> {
-        let meta = std::fs::metadata(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let meta =
+            std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         let modified = meta.modified().ok();
         {
@@ -103,7 +108,8 @@ impl EngineCtx {
                 return Ok(c.component.clone());
             }
         }
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         if !bytes.starts_with(b"\0asm") {
             return Err(format!("{} is not a WebAssembly file", path.display()));
         }

@@ -19,7 +19,10 @@ pub(crate) trait World: 'static {
     type Pre: Clone + Send + Sync + 'static;
     type Bindings: Send + 'static;
     fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre>;
-    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self::Bindings>;
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Self::Bindings>;
     fn config_schema(b: &Self::Bindings, store: &mut Store<HostState>) -> wasmtime::Result<String>;
     fn init(
         b: &Self::Bindings,
@@ -39,7 +42,10 @@ impl World for TransformWorld {
     fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
         transform::TransformPre::new(ip)
     }
-    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self::Bindings> {
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Self::Bindings> {
         pre.instantiate(store)
     }
     fn config_schema(b: &Self::Bindings, store: &mut Store<HostState>) -> wasmtime::Result<String> {
@@ -61,7 +67,10 @@ impl World for FormatWorld {
     fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
         format::FormatPre::new(ip)
     }
-    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self::Bindings> {
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Self::Bindings> {
         pre.instantiate(store)
     }
     fn config_schema(b: &Self::Bindings, store: &mut Store<HostState>) -> wasmtime::Result<String> {
@@ -83,18 +92,23 @@ impl World for PartitionerWorld {
     fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
         partitioner::PartitionerPre::new(ip)
     }
-    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self::Bindings> {
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Self::Bindings> {
         pre.instantiate(store)
     }
     fn config_schema(b: &Self::Bindings, store: &mut Store<HostState>) -> wasmtime::Result<String> {
-        b.sluice_plugin_partitioner_plugin().call_config_schema(store)
+        b.sluice_plugin_partitioner_plugin()
+            .call_config_schema(store)
     }
     fn init(
         b: &Self::Bindings,
         store: &mut Store<HostState>,
         config: &str,
     ) -> wasmtime::Result<Result<(), String>> {
-        b.sluice_plugin_partitioner_plugin().call_init(store, config)
+        b.sluice_plugin_partitioner_plugin()
+            .call_init(store, config)
     }
 }
 
@@ -221,23 +235,18 @@ impl<W: World> Live<W> {
         f: impl FnOnce(&W::Bindings, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, StageError> {
         self.ensure()?;
-        let (store, bindings) = self
-            .current
-            .as_mut()
-            .ok_or_else(|| StageError {
-                stage: self.name.clone(),
-                message: "plugin instance is missing".into(),
-            })?;
+        let (store, bindings) = self.current.as_mut().ok_or_else(|| StageError {
+            stage: self.name.clone(),
+            message: "plugin instance is missing".into(),
+        })?;
         store.set_epoch_deadline(self.limits.deadline_ticks());
         if let Some(fuel) = self.limits.fuel
             && self.prepared.ctx.fuel
         {
-            store
-                .set_fuel(fuel)
-                .map_err(|e| StageError {
-                    stage: self.name.clone(),
-                    message: format!("cannot set fuel: {e}"),
-                })?;
+            store.set_fuel(fuel).map_err(|e| StageError {
+                stage: self.name.clone(),
+                message: format!("cannot set fuel: {e}"),
+            })?;
         }
         let res = f(bindings, store);
         match res {
@@ -319,7 +328,10 @@ mod tests {
     #[test]
     fn finds_the_panic_message() {
         let out = "thread '<unnamed>' panicked at src/lib.rs:4:9:\nboom here\nnote: run with `RUST_BACKTRACE=1`\n";
-        assert_eq!(panic_message(out).as_deref(), Some("src/lib.rs:4:9: boom here"));
+        assert_eq!(
+            panic_message(out).as_deref(),
+            Some("src/lib.rs:4:9: boom here")
+        );
         assert_eq!(panic_message("hello"), None);
     }
 }

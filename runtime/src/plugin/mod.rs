@@ -101,7 +101,8 @@ fn kind_of(engine: &Engine, component: &Component) -> Option<String> {
         .component_type()
         .exports(engine)
         .find(|(name, item)| {
-            name.starts_with("sluice:plugin/") && matches!(item.ty, ComponentItem::ComponentInstance(_))
+            name.starts_with("sluice:plugin/")
+                && matches!(item.ty, ComponentItem::ComponentInstance(_))
         })
         .map(|(name, _)| name.to_string())
 }
@@ -255,9 +256,8 @@ impl PluginHost {
         ) -> Result<serde_json::Value, PluginCheckError> {
             let (prepared, _) = host.prepare::<W>(spec, base_dir)?;
             let limits = Limits::from_spec(spec);
-            let err = |e: wasmtime::Error| {
-                PluginCheckError::Load(instance::describe(&e, &limits, ""))
-            };
+            let err =
+                |e: wasmtime::Error| PluginCheckError::Load(instance::describe(&e, &limits, ""));
             let (mut store, bindings) = prepared.instantiate(&limits).map_err(err)?;
             let schema = W::config_schema(&bindings, &mut store).map_err(err)?;
             serde_json::from_str(&schema)
@@ -294,21 +294,39 @@ impl PluginHost {
     }
 
     /// A transform stage running the plugin of `spec` (relative paths from `base_dir`).
-    pub fn transform(&self, spec: &PluginSpec, base_dir: &Path) -> Result<Box<dyn Stage>, PluginError> {
+    pub fn transform(
+        &self,
+        spec: &PluginSpec,
+        base_dir: &Path,
+    ) -> Result<Box<dyn Stage>, PluginError> {
         let live = self.live::<TransformWorld>(spec, base_dir, "transform")?;
         Ok(Box::new(transform::WasmTransform::new(live)))
     }
 
     /// A decode stage running the format plugin of `spec`.
-    pub fn decoder(&self, spec: &PluginSpec, base_dir: &Path) -> Result<Box<dyn Stage>, PluginError> {
+    pub fn decoder(
+        &self,
+        spec: &PluginSpec,
+        base_dir: &Path,
+    ) -> Result<Box<dyn Stage>, PluginError> {
         let live = self.live::<FormatWorld>(spec, base_dir, "decode")?;
-        Ok(Box::new(format::WasmFormat::new(live, format::Direction::Decode)))
+        Ok(Box::new(format::WasmFormat::new(
+            live,
+            format::Direction::Decode,
+        )))
     }
 
     /// An encode stage running the format plugin of `spec`.
-    pub fn encoder(&self, spec: &PluginSpec, base_dir: &Path) -> Result<Box<dyn Stage>, PluginError> {
+    pub fn encoder(
+        &self,
+        spec: &PluginSpec,
+        base_dir: &Path,
+    ) -> Result<Box<dyn Stage>, PluginError> {
         let live = self.live::<FormatWorld>(spec, base_dir, "encode")?;
-        Ok(Box::new(format::WasmFormat::new(live, format::Direction::Encode)))
+        Ok(Box::new(format::WasmFormat::new(
+            live,
+            format::Direction::Encode,
+        )))
     }
 
     /// A partitioner running the plugin of `spec`.
@@ -347,11 +365,16 @@ mod tests {
             "required": ["fields"],
             "additionalProperties": false
         });
-        let errs = config_errors(&schema, &serde_json::json!({"fields": ["a", 3], "x": 1})).unwrap();
+        let errs =
+            config_errors(&schema, &serde_json::json!({"fields": ["a", 3], "x": 1})).unwrap();
         let pointers: Vec<_> = errs.iter().map(|(p, _)| p.as_str()).collect();
         assert!(pointers.contains(&"/fields/1"), "{errs:?}");
         assert!(pointers.contains(&""), "{errs:?}");
-        assert!(config_errors(&schema, &serde_json::json!({"fields": []})).unwrap().is_empty());
+        assert!(
+            config_errors(&schema, &serde_json::json!({"fields": []}))
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -8,7 +8,9 @@ use super::PluginKind;
 /// Why a plugin crate could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum ScaffoldError {
-    #[error("`{0}` is not a valid plugin name (use letters, digits, `-` and `_`, starting with a letter)")]
+    #[error(
+        "`{0}` is not a valid plugin name (use letters, digits, `-` and `_`, starting with a letter)"
+    )]
     BadName(String),
     #[error("{0} already exists and is not empty")]
     Exists(PathBuf),
@@ -62,7 +64,9 @@ fn sdk_dependency(crate_dir: &Path) -> String {
             .is_ok_and(|t| t.contains("name = \"sluice-sdk\""))
             && sdk.join("wit").join("plugin.wit").is_file();
         if is_sdk {
-            let depth = abs.strip_prefix(ancestor).map_or(0, |p| p.components().count());
+            let depth = abs
+                .strip_prefix(ancestor)
+                .map_or(0, |p| p.components().count());
             let rel = "../".repeat(depth) + "sdk";
             return format!("sluice-sdk = {{ path = \"{rel}\" }}");
         }

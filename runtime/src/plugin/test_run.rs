@@ -53,17 +53,23 @@ pub fn run_test(
     match kind {
         PluginKind::Transform => {
             let mut stage = host.transform(&spec, base)?;
-            let outcomes = stage.process(&records).map_err(|e| PluginError(e.to_string()))?;
+            let outcomes = stage
+                .process(&records)
+                .map_err(|e| PluginError(e.to_string()))?;
             print_outcomes(&records, &outcomes, out).map_err(io)?;
         }
         PluginKind::Format => {
             let mut decoder = host.decoder(&spec, base)?;
-            let outcomes = decoder.process(&records).map_err(|e| PluginError(e.to_string()))?;
+            let outcomes = decoder
+                .process(&records)
+                .map_err(|e| PluginError(e.to_string()))?;
             writeln!(out, "# decode").map_err(io)?;
             print_outcomes(&records, &outcomes, out).map_err(io)?;
             let decoded = flatten(&records, outcomes);
             let mut encoder = host.encoder(&spec, base)?;
-            let encoded = encoder.process(&decoded).map_err(|e| PluginError(e.to_string()))?;
+            let encoded = encoder
+                .process(&decoded)
+                .map_err(|e| PluginError(e.to_string()))?;
             writeln!(out, "# encode (of the decoded records)").map_err(io)?;
             print_outcomes(&decoded, &encoded, out).map_err(io)?;
         }
@@ -103,7 +109,8 @@ fn read_records(input: &Path) -> Result<Vec<Record>, PluginError> {
     let partition: Arc<str> = Arc::from(input.display().to_string());
     let mut records = Vec::new();
     for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| PluginError(format!("cannot read {}: {e}", input.display())))?;
+        let line =
+            line.map_err(|e| PluginError(format!("cannot read {}: {e}", input.display())))?;
         if line.trim().is_empty() {
             continue;
         }

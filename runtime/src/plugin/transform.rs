@@ -31,9 +31,10 @@ impl Stage for WasmTransform {
         }
         codec::encode_batch(batch, &mut self.buf);
         let input = &self.buf;
-        let out = self
-            .live
-            .call(|b, store| b.sluice_plugin_transform_plugin().call_process(store, input))?;
+        let out = self.live.call(|b, store| {
+            b.sluice_plugin_transform_plugin()
+                .call_process(store, input)
+        })?;
         codec::decode_outcomes(out, batch, false)
             .map_err(|e| self.live.discard(format!("broke the plugin contract: {e}")))
     }
