@@ -12,11 +12,14 @@
 
 pub mod ack;
 pub mod api;
+pub mod aws;
 pub mod error;
 pub mod file;
 pub mod generator;
 pub mod record;
 pub mod registry;
+pub mod retry;
+pub mod secret;
 pub mod stdio;
 pub mod units;
 

@@ -1,0 +1,146 @@
+//! Retries with exponential backoff and full jitter, for every call to an external system.
+
+use std::future::Future;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::units::Dur;
+
+/// How one kind of call is retried: attempts, and delays growing from `base` by `exp` up to
+/// `max`, each randomised ("full jitter") so that many workers do not retry in step.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (0: no retry).
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// Backoff delays.
+    #[serde(default)]
+    pub backoff: Backoff,
+}
+
+/// Exponential backoff.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    /// The first delay.
+    #[serde(default = "default_base")]
+    pub base: Dur,
+    /// The longest delay.
+    #[serde(default = "default_max")]
+    pub max: Dur,
+    /// Growth factor between delays.
+    #[serde(default = "default_exp")]
+    #[schemars(range(min = 1.0))]
+    pub exp: f32,
+}
+
+fn default_max_retries() -> u32 {
+    10
+}
+fn default_base() -> Dur {
+    Dur(Duration::from_millis(300))
+}
+fn default_max() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn default_exp() -> f32 {
+    1.5
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            base: default_base(),
+            max: default_max(),
+            exp: default_exp(),
+        }
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: default_max_retries(),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// A policy with these numbers (for defaults of specific call kinds).
+    pub const fn new(max_retries: u32, base: Duration, max: Duration, exp: f32) -> Self {
+        Self {
+            max_retries,
+            backoff: Backoff {
+                base: Dur(base),
+                max: Dur(max),
+                exp,
+            },
+        }
+    }
+
+    fn builder(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.backoff.base.0)
+            .with_max_delay(self.backoff.max.0)
+            .with_factor(self.backoff.exp.max(1.0))
+            .with_max_times(self.max_retries as usize)
+            .with_jitter()
+    }
+
+    /// Runs `call` until it succeeds, fails with an error `retriable` rejects, or retries run
+    /// out. Each retry is logged with `what` (which names the call and its stream/table/topic).
+    pub async fn run<T, E, F, Fut>(
+        &self,
+        what: &str,
+        retriable: impl Fn(&E) -> bool,
+        call: F,
+    ) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: std::fmt::Display,
+    {
+        call.retry(self.builder())
+            .sleep(tokio::time::sleep)
+            .when(|e| retriable(e))
+            .notify(|e, delay| {
+                tracing::warn!(call = what, error = %e, retry_in = ?delay, "retriable error; backing off");
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn retries_retriable_errors_then_gives_up() {
+        let p = RetryPolicy::new(3, Duration::from_millis(1), Duration::from_millis(2), 2.0);
+        let n = AtomicU32::new(0);
+        let r: Result<(), String> = p
+            .run("test", |_| true, || async {
+                n.fetch_add(1, Ordering::SeqCst);
+                Err("throttled".to_string())
+            })
+            .await;
+        assert!(r.is_err());
+        assert_eq!(n.load(Ordering::SeqCst), 4, "one attempt and three retries");
+        let n = AtomicU32::new(0);
+        let r: Result<(), String> = p
+            .run("test", |e: &String| e != "fatal", || async {
+                n.fetch_add(1, Ordering::SeqCst);
+                Err("fatal".to_string())
+            })
+            .await;
+        assert!(r.is_err());
+        assert_eq!(n.load(Ordering::SeqCst), 1, "no retry of a fatal error");
+    }
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Runs every Sluice test on a fresh machine or a warm one.
+#
+# Installs what the tests need (the wasm32-wasip2 target, librdkafka's build tools, the local
+# Kinesis/DynamoDB emulators and Kafka broker, cached under ~/.cache/sluice), starts the local
+# servers on free loopback ports, runs formatting, lint and all tests, and stops the servers.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export SLUICE_CACHE=${SLUICE_CACHE:-$HOME/.cache/sluice}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$SLUICE_CACHE/target}
+mkdir -p "$SLUICE_CACHE"
+cd "$ROOT"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain"
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  rustup target add wasm32-wasip2
+fi
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+
+# librdkafka is built from source by rdkafka's cmake-build feature.
+missing=()
+command -v cmake >/dev/null || missing+=(cmake)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+[ -e /usr/include/curl/curl.h ] || [ -e /usr/include/x86_64-linux-gnu/curl/curl.h ] || missing+=(libcurl4-openssl-dev)
+[ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+[ -e /usr/include/sasl/sasl.h ] || missing+=(libsasl2-dev)
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+step "local servers"
+RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/sluice-test.XXXXXX")
+export SLUICE_TEST_RUN_DIR=$RUN_DIR
+emulators=("$ROOT"/scripts/emulators/*.sh)
+stop_all() {
+  for s in "${emulators[@]}"; do [ -f "$s" ] && bash "$s" stop "$RUN_DIR" || true; done
+}
+trap stop_all EXIT
+for s in "${emulators[@]}"; do
+  [ -f "$s" ] || continue
+  bash "$s" start "$RUN_DIR"
+done
+for f in "$RUN_DIR"/*.env; do
+  [ -f "$f" ] || continue
+  # shellcheck disable=SC1090
+  source "$f"
+done
+env | grep '^SLUICE_TEST_' | sort || true
+
+step "format"
+cargo fmt --all --check
+
+step "lint"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "tests"
+cargo test --workspace
+
+if [ -f plugins/Cargo.toml ]; then
+  step "plugin unit tests (native)"
+  cargo test --manifest-path plugins/Cargo.toml --workspace
+fi
