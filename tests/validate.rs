@@ -2,6 +2,8 @@
 //! snapshots, and the generated docs must match the code.
 
 mod common;
+#[path = "common/wasm.rs"]
+mod wasm;
 
 use common::*;
 
@@ -42,6 +44,8 @@ bad_spec!(semantic_checks, "semantic.yaml");
 #[test]
 fn every_example_spec_is_valid() {
     let examples = repo_root().join("examples");
+    // Example specs name plugins under ${SLUICE_PLUGIN_DIR}: point it at the test build.
+    let plugin_dir = wasm::plugins_dir();
     let mut n = 0;
     for entry in std::fs::read_dir(&examples).expect("examples/") {
         let path = entry.expect("entry").path();
@@ -49,6 +53,7 @@ fn every_example_spec_is_valid() {
             let out = std::process::Command::new(sluice_bin())
                 .arg("validate")
                 .arg(&path)
+                .env("SLUICE_PLUGIN_DIR", plugin_dir)
                 .current_dir(repo_root())
                 .output()
                 .expect("validate");

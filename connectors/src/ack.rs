@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::record::{Offset, PartitionId};
+use crate::record::{Offset, PartitionId, Record};
 
 /// A ticket's final state, sent to the offset tracker.
 #[derive(Debug, Clone)]
@@ -32,6 +32,18 @@ struct TicketInner {
     failed: AtomicBool,
     completion: std::sync::Mutex<Option<Completion>>,
     notify: UnboundedSender<Completion>,
+    rejects: Option<UnboundedSender<Rejected>>,
+}
+
+/// A record a sink refused as bad (too large, invalid for the target): the runtime applies the
+/// pipeline's error policy to it (dead-letter and acknowledge, or stop the pipeline).
+#[derive(Debug)]
+pub struct Rejected {
+    pub record: Record,
+    /// Why the sink refused it, naming the sink (e.g. `kinesis sink: record of 1.2 MiB exceeds 1 MiB`).
+    pub reason: String,
+    /// Acknowledged by the runtime once the error policy has dealt with the record.
+    pub ack: Ack,
 }
 
 impl TicketInner {
@@ -57,12 +69,23 @@ pub struct Ticket {
 impl Ticket {
     /// A ticket that completes (sends `completion`) once it is closed and every `Ack` is acked.
     pub fn new(completion: Completion, notify: UnboundedSender<Completion>) -> Self {
+        Self::with_rejects(completion, notify, None)
+    }
+
+    /// A ticket whose records a sink may reject through [`Ack::reject`]; rejections go to
+    /// `rejects`.
+    pub fn with_rejects(
+        completion: Completion,
+        notify: UnboundedSender<Completion>,
+        rejects: Option<UnboundedSender<Rejected>>,
+    ) -> Self {
         Self {
             inner: Arc::new(TicketInner {
                 outstanding: AtomicUsize::new(1),
                 failed: AtomicBool::new(false),
                 completion: std::sync::Mutex::new(Some(completion)),
                 notify,
+                rejects,
             }),
         }
     }
@@ -96,6 +119,21 @@ impl Ack {
     pub fn ack(mut self) {
         if let Some(inner) = self.inner.take() {
             inner.release();
+        }
+    }
+
+    /// The sink refuses this record as bad: the pipeline's error policy decides (dead-letter it
+    /// and go on, or stop). Without an error policy attached the record counts as lost, so its
+    /// batch is never committed.
+    pub fn reject(self, record: Record, reason: impl Into<String>) {
+        let tx = self.inner.as_ref().and_then(|i| i.rejects.clone());
+        if let Some(tx) = tx {
+            // If the runtime is gone, dropping the returned value drops the ack: a failure.
+            let _ = tx.send(Rejected {
+                record,
+                reason: reason.into(),
+                ack: self,
+            });
         }
     }
 
@@ -159,6 +197,21 @@ mod tests {
         t.close();
         drop(a);
         assert!(!rx.try_recv().expect("completed").ok);
+    }
+
+    #[test]
+    fn rejected_records_reach_the_policy_and_complete_when_acked() {
+        let (tx, mut rx) = unbounded_channel();
+        let (rtx, mut rrx) = unbounded_channel();
+        let t = Ticket::with_rejects(completion(), tx, Some(rtx));
+        let a = t.ack();
+        t.close();
+        a.reject(Record::new("p".into(), Offset::from(3), &b"x"[..]), "too big");
+        assert!(rx.try_recv().is_err());
+        let r = rrx.try_recv().expect("rejected");
+        assert_eq!(r.reason, "too big");
+        r.ack.ack();
+        assert!(rx.try_recv().expect("completed").ok);
     }
 
     #[test]

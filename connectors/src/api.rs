@@ -80,9 +80,12 @@ pub struct SinkRecord {
 
 /// A destination for records.
 ///
-/// The runtime calls `write` with batches in order and `flush` when its input is idle or
-/// `max_buffered` is reached. A sink acknowledges each record through its [`Ack`] once the record
-/// is durable: in `flush` (files) or whenever its requests complete (network sinks).
+/// The runtime calls `write` with batches in order, `flush` when `max_buffered` records are
+/// waiting or `flush_interval` passed, and `close` at the end. A sink acknowledges each record
+/// through its [`Ack`] once the record is durable: in `flush` (files) or whenever its requests
+/// complete (network sinks, whose `flush` waits for everything in flight). A record the sink
+/// cannot take (too large, invalid for the target) is handed back with [`Ack::reject`]; the
+/// pipeline's error policy then dead-letters it or stops the pipeline.
 #[async_trait]
 pub trait Sink: Send {
     /// Partitions a partitioner chooses among (Kafka partitions, Kinesis open shards), if any.

@@ -16,6 +16,7 @@ pub mod aws;
 pub mod error;
 pub mod file;
 pub mod generator;
+pub mod null;
 pub mod record;
 pub mod registry;
 pub mod retry;
@@ -23,7 +24,7 @@ pub mod secret;
 pub mod stdio;
 pub mod units;
 
-pub use ack::{Ack, Completion, Ticket};
+pub use ack::{Ack, Completion, Rejected, Ticket};
 pub use api::{
     Committed, CommittedOffsets, Sink, SinkRecord, Source, SourceBatch, SourceContext,
 };

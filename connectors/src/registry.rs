@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::api::{Sink, Source};
 use crate::error::ConnectorError;
-use crate::{ConfigIssue, file, generator, stdio};
+use crate::{ConfigIssue, file, generator, null, stdio};
 
 /// Where records come from. `type:` picks the connector.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -28,6 +28,8 @@ pub enum SinkConfig {
     File(file::FileSinkConfig),
     /// Writes records to standard output, one per line.
     Stdout(stdio::StdoutConfig),
+    /// Discards records (benchmarks, dry runs).
+    Null(null::NullConfig),
 }
 
 impl SourceConfig {
@@ -65,6 +67,7 @@ impl SinkConfig {
         match self {
             Self::File(_) => "file",
             Self::Stdout(_) => "stdout",
+            Self::Null(_) => "null",
         }
     }
 
@@ -73,6 +76,7 @@ impl SinkConfig {
         match self {
             Self::File(c) => format!("file {}", c.path.display()),
             Self::Stdout(_) => "stdout".into(),
+            Self::Null(_) => "null (discarded)".into(),
         }
     }
 
@@ -80,7 +84,7 @@ impl SinkConfig {
     pub fn check(&self) -> Vec<ConfigIssue> {
         match self {
             Self::File(c) => c.check(),
-            Self::Stdout(_) => Vec::new(),
+            Self::Stdout(_) | Self::Null(_) => Vec::new(),
         }
     }
 
@@ -89,6 +93,7 @@ impl SinkConfig {
         Ok(match self {
             Self::File(c) => Box::new(file::FileSink::open(c).await?),
             Self::Stdout(c) => Box::new(stdio::StdoutSink::new(c.clone())),
+            Self::Null(_) => Box::new(null::NullSink),
         })
     }
 }

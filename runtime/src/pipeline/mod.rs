@@ -32,7 +32,7 @@ use crate::spec::{
     DeadLetterSpec, FormatChoice, LoadedSpec, PartitionerSpec, Tolerance,
 };
 use crate::stage::{Partitioner, Stage};
-use process::{ErrorPolicy, Processor};
+use process::{ErrorPolicy, Processor, handle_rejects};
 
 /// Why a pipeline stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +204,17 @@ impl Pipeline {
         let (src_tx, src_rx) = mpsc::channel(channel_capacity);
         let (sink_tx, sink_rx) = mpsc::channel(channel_capacity);
         let stop_source = shutdown.child_token();
+        let policy = Arc::new(std::sync::Mutex::new(ErrorPolicy {
+            pipeline: name.clone(),
+            tolerance,
+            dead_letter: dl,
+            metrics: metrics.clone(),
+        }));
+        let (reject_tx, reject_rx) = mpsc::unbounded_channel();
+        let reject_task = {
+            let (policy, stop) = (policy.clone(), stop_source.clone());
+            tokio::task::spawn_blocking(move || handle_rejects(reject_rx, policy, stop))
+        };
         let ctx = SourceContext {
             start,
             output: src_tx,
@@ -216,12 +227,8 @@ impl Pipeline {
             partitioner,
             post,
             partition_count,
-            policy: ErrorPolicy {
-                pipeline: name.clone(),
-                tolerance,
-                dead_letter: dl,
-                metrics: metrics.clone(),
-            },
+            policy,
+            rejects: reject_tx,
             max_records: opts.max_records,
             completions: done_tx,
             stop_source: stop_source.clone(),
@@ -247,9 +254,11 @@ impl Pipeline {
         let proc_res = proc_task.await;
         let sink_res = sink_task.await;
         let tracker_res = tracker_task.await;
+        let reject_res = reject_task.await;
 
         // The most telling error first: a bad record or a sink failure explains the others.
         proc_res.map_err(|e| joined("processing", e))??;
+        reject_res.map_err(|e| joined("sink error policy", e))??;
         sink_res
             .map_err(|e| joined("sink", e))?
             .map_err(PipelineError::Sink)?;

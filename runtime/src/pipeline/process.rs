@@ -3,10 +3,10 @@
 //! to bad records.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use sluice_connectors::{
-    Completion, PartitionId, Record, Route, SinkRecord, SourceBatch, Ticket,
+    Completion, PartitionId, Record, Rejected, Route, SinkRecord, SourceBatch, Ticket,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,7 @@ pub struct ErrorPolicy {
 
 impl ErrorPolicy {
     /// Handles one bad record: an error with `tolerance: none`, a dead-letter entry with `all`.
-    fn bad(&mut self, r: &Record, stage: &str, message: &str) -> Result<(), PipelineError> {
+    pub(super) fn bad(&mut self, r: &Record, stage: &str, message: &str) -> Result<(), PipelineError> {
         match (&self.tolerance, &mut self.dead_letter) {
             (Tolerance::All, Some(dl)) => {
                 dl.write(&self.pipeline, stage, message, r).map_err(|e| {
@@ -46,7 +46,7 @@ impl ErrorPolicy {
         }
     }
 
-    fn sync(&mut self) -> Result<(), PipelineError> {
+    pub(super) fn sync(&mut self) -> Result<(), PipelineError> {
         if let Some(dl) = &mut self.dead_letter {
             dl.sync().map_err(|e| {
                 PipelineError::DeadLetter(format!("cannot sync {}: {e}", dl.path().display()))
@@ -113,7 +113,8 @@ pub struct Processor {
     /// Encode.
     pub post: Vec<Box<dyn Stage>>,
     pub partition_count: Option<u32>,
-    pub policy: ErrorPolicy,
+    pub policy: Arc<Mutex<ErrorPolicy>>,
+    pub rejects: mpsc::UnboundedSender<Rejected>,
     pub max_records: Option<u64>,
     pub completions: mpsc::UnboundedSender<Completion>,
     pub stop_source: CancellationToken,
@@ -169,13 +170,14 @@ impl Processor {
         };
         let n = records.len() as u64;
         self.admitted += n;
-        Metrics::add(&self.policy.metrics.read, n);
+        let metrics = lock(&self.policy).metrics.clone();
+        Metrics::add(&metrics.read, n);
         Metrics::add(
-            &self.policy.metrics.bytes_read,
+            &metrics.bytes_read,
             records.iter().map(|r| r.value.len() as u64).sum(),
         );
         let seq = self.seqs.entry(partition.clone()).or_insert(0);
-        let ticket = Ticket::new(
+        let ticket = Ticket::with_rejects(
             Completion {
                 partition,
                 seq: *seq,
@@ -185,10 +187,11 @@ impl Processor {
                 ok: true,
             },
             self.completions.clone(),
+            Some(self.rejects.clone()),
         );
         *seq += 1;
         let result = self.process(records, &ticket).and_then(|out| {
-            self.policy.sync()?;
+            lock(&self.policy).sync()?;
             if !out.is_empty() && output.blocking_send(out).is_err() {
                 return Err(PipelineError::SinkGone);
             }
@@ -206,10 +209,13 @@ impl Processor {
     }
 
     fn process(&mut self, records: Vec<Record>, ticket: &Ticket) -> Result<Vec<SinkRecord>, PipelineError> {
+        let policy_lock = self.policy.clone();
+        let mut policy = lock(&policy_lock);
+        let policy = &mut *policy;
         let n = records.len();
         let mut items = (records, vec![(); n]);
         for stage in &mut self.pre {
-            items = apply(stage.as_mut(), items, &mut self.policy)?;
+            items = apply(stage.as_mut(), items, policy)?;
         }
         let records = items.0;
         let mut routed: (Vec<Record>, Vec<Route>) =
@@ -224,7 +230,7 @@ impl Processor {
                                 routed.0.push(r);
                                 routed.1.push(route);
                             }
-                            Err(msg) => self.policy.bad(&r, &name, &msg)?,
+                            Err(msg) => policy.bad(&r, &name, &msg)?,
                         }
                     }
                 }
@@ -235,18 +241,18 @@ impl Processor {
                         records.len()
                     );
                     for r in &records {
-                        self.policy.bad(r, &name, &msg)?;
+                        policy.bad(r, &name, &msg)?;
                     }
                 }
                 Err(e) => {
                     for r in &records {
-                        self.policy.bad(r, &e.stage, &e.message)?;
+                        policy.bad(r, &e.stage, &e.message)?;
                     }
                 }
             }
         }
         for stage in &mut self.post {
-            routed = apply(stage.as_mut(), routed, &mut self.policy)?;
+            routed = apply(stage.as_mut(), routed, policy)?;
         }
         Ok(routed
             .0
@@ -259,4 +265,31 @@ impl Processor {
             })
             .collect())
     }
+}
+
+/// Locks the shared error policy. A poisoned lock means a panic while writing a dead-letter
+/// entry; the policy's state (a file handle and counters) is still usable.
+fn lock(p: &Mutex<ErrorPolicy>) -> MutexGuard<'_, ErrorPolicy> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Applies the error policy to records the sink rejected, until every ticket is gone. With
+/// `tolerance: none` the first rejection stops the pipeline (its ack is dropped, so its batch is
+/// never committed).
+pub fn handle_rejects(
+    mut rejects: mpsc::UnboundedReceiver<Rejected>,
+    policy: Arc<Mutex<ErrorPolicy>>,
+    stop: CancellationToken,
+) -> Result<(), PipelineError> {
+    while let Some(r) = rejects.blocking_recv() {
+        let mut p = lock(&policy);
+        match p.bad(&r.record, "sink", &r.reason).and_then(|()| p.sync()) {
+            Ok(()) => r.ack.ack(),
+            Err(e) => {
+                stop.cancel();
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,29 @@
+//! The `null` sink: discards records and acknowledges them at once (benchmarks, dry runs).
+
+use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::api::{Sink, SinkRecord};
+use crate::error::ConnectorError;
+
+/// Discards every record (acknowledging it), for benchmarks and dry runs of transforms.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NullConfig {}
+
+pub struct NullSink;
+
+#[async_trait]
+impl Sink for NullSink {
+    async fn write(&mut self, batch: Vec<SinkRecord>) -> Result<(), ConnectorError> {
+        for r in batch {
+            r.ack.ack();
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The demo: a generator → JSON → wasm mask-fields transform → wasm field partitioner → file
+# pipeline on the embedded file offset store. Needs no cloud account and no running server.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+export SLUICE_CACHE=${SLUICE_CACHE:-$HOME/.cache/sluice}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$SLUICE_CACHE/target}
+
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+echo "==> building the plugins (wasm32-wasip2) and sluice"
+cargo build --quiet --release --target wasm32-wasip2 \
+  --manifest-path plugins/Cargo.toml --target-dir "$CARGO_TARGET_DIR/wasm-plugins" \
+  -p mask-fields -p field-partitioner
+mkdir -p .sluice/plugins
+cp "$CARGO_TARGET_DIR"/wasm-plugins/wasm32-wasip2/release/{mask_fields,field_partitioner}.wasm .sluice/plugins/
+cargo build --quiet -p sluice-runtime
+SLUICE="$CARGO_TARGET_DIR/debug/sluice"
+
+echo "==> sluice validate examples/demo.yaml"
+"$SLUICE" validate examples/demo.yaml
+echo "==> sluice run examples/demo.yaml"
+rm -f out/demo.jsonl
+"$SLUICE" offsets reset examples/demo.yaml >/dev/null 2>&1 || true
+"$SLUICE" run examples/demo.yaml "$@"
+echo
+echo "==> the output: out/demo.jsonl ($(wc -l < out/demo.jsonl) records); the first two:"
+head -n 2 out/demo.jsonl
+echo
+echo "==> committed offsets (sluice offsets list examples/demo.yaml):"
+"$SLUICE" offsets list examples/demo.yaml
