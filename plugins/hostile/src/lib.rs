@@ -1,5 +1,5 @@
 //! Test only: a transform that misbehaves on request, to prove the host contains it. Each record's
-//! value picks the behaviour:
+//! value (raw, or as a JSON string such as `"loop"`) picks the behaviour:
 //!
 //! - `loop`: loops forever (stopped by the call timeout)
 //! - `alloc`: allocates without bound (stopped by the memory cap)
@@ -17,6 +17,14 @@ pub struct Config {}
 
 pub struct Hostile;
 
+/// The record's value without the quotes of a JSON string.
+fn command<'a>(record: &Record<'a>) -> &'a [u8] {
+    let v = record.value;
+    v.strip_prefix(b"\"")
+        .and_then(|v| v.strip_suffix(b"\""))
+        .unwrap_or(v)
+}
+
 #[allow(unconditional_recursion)]
 fn recurse(depth: u64) -> u64 {
     let pad = std::hint::black_box([depth; 64]);
@@ -31,7 +39,7 @@ impl Transform for Hostile {
     }
 
     fn process(&mut self, record: &Record<'_>) -> Outcome {
-        match record.value {
+        match command(record) {
             b"loop" => {
                 let mut n = 0u64;
                 loop {
@@ -54,7 +62,7 @@ impl Transform for Hostile {
     fn process_batch(&mut self, batch: Batch<'_>, out: &mut Outcomes) {
         // `short` records get no outcome at all.
         batch.for_each(|r| {
-            if r.value != b"short" {
+            if command(r) != b"short" {
                 out.push(self.process(r));
             }
         });
@@ -71,7 +79,7 @@ mod tests {
     fn short_drops_an_outcome() {
         let out = sluice_sdk::testing::transform::<Hostile>(
             serde_json::json!({}),
-            &[Record::new(b"ok"), Record::new(b"short")],
+            &[Record::new(b"ok"), Record::new(b"\"short\"")],
         )
         .unwrap();
         assert_eq!(out, vec![Outcome::Keep]);
