@@ -16,6 +16,7 @@ pub mod aws;
 pub mod error;
 pub mod file;
 pub mod generator;
+pub mod kafka;
 pub mod null;
 pub mod record;
 pub mod registry;

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::api::{Sink, Source};
 use crate::error::ConnectorError;
-use crate::{ConfigIssue, file, generator, null, stdio};
+use crate::{ConfigIssue, file, generator, kafka, null, stdio};
 
 /// Where records come from. `type:` picks the connector.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -18,6 +18,8 @@ pub enum SourceConfig {
     File(file::FileSourceConfig),
     /// Lines of standard input.
     Stdin(stdio::StdinConfig),
+    /// Kafka topics, read as a member of a consumer group.
+    Kafka(kafka::KafkaSourceConfig),
 }
 
 /// Where records go. `type:` picks the connector.
@@ -30,6 +32,8 @@ pub enum SinkConfig {
     Stdout(stdio::StdoutConfig),
     /// Discards records (benchmarks, dry runs).
     Null(null::NullConfig),
+    /// A Kafka topic, through an idempotent producer.
+    Kafka(kafka::KafkaSinkConfig),
 }
 
 impl SourceConfig {
@@ -39,6 +43,7 @@ impl SourceConfig {
             Self::Generator(_) => "generator",
             Self::File(_) => "file",
             Self::Stdin(_) => "stdin",
+            Self::Kafka(_) => "kafka",
         }
     }
 
@@ -48,6 +53,7 @@ impl SourceConfig {
             Self::Generator(c) => c.check(),
             Self::File(c) => c.check(),
             Self::Stdin(_) => Vec::new(),
+            Self::Kafka(c) => c.check(),
         }
     }
 
@@ -57,6 +63,7 @@ impl SourceConfig {
             Self::Generator(c) => Box::new(generator::GeneratorSource::new(c.clone())),
             Self::File(c) => Box::new(file::FileSource::new(c.clone())?),
             Self::Stdin(c) => Box::new(stdio::StdinSource::new(c.clone())),
+            Self::Kafka(c) => Box::new(kafka::KafkaSource::new(c.clone())),
         })
     }
 }
@@ -68,6 +75,7 @@ impl SinkConfig {
             Self::File(_) => "file",
             Self::Stdout(_) => "stdout",
             Self::Null(_) => "null",
+            Self::Kafka(_) => "kafka",
         }
     }
 
@@ -77,6 +85,7 @@ impl SinkConfig {
             Self::File(c) => format!("file {}", c.path.display()),
             Self::Stdout(_) => "stdout".into(),
             Self::Null(_) => "null (discarded)".into(),
+            Self::Kafka(c) => format!("kafka topic {}", c.topic),
         }
     }
 
@@ -85,6 +94,7 @@ impl SinkConfig {
         match self {
             Self::File(c) => c.check(),
             Self::Stdout(_) | Self::Null(_) => Vec::new(),
+            Self::Kafka(c) => c.check(),
         }
     }
 
@@ -94,6 +104,7 @@ impl SinkConfig {
             Self::File(c) => Box::new(file::FileSink::open(c).await?),
             Self::Stdout(c) => Box::new(stdio::StdoutSink::new(c.clone())),
             Self::Null(_) => Box::new(null::NullSink),
+            Self::Kafka(c) => Box::new(kafka::KafkaSink::connect(c).await?),
         })
     }
 }

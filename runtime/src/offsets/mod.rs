@@ -4,6 +4,7 @@
 //! whether the partition was read to its end, and when it was last updated.
 
 mod file;
+mod kafka;
 mod memory;
 
 use std::time::Duration;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use sluice_connectors::{Committed, CommittedOffsets, Offset};
 
 pub use file::FileStore;
+pub use kafka::KafkaStore;
 pub use memory::MemoryStore;
 
 use crate::spec::OffsetsSpec;
@@ -90,6 +92,7 @@ pub fn open(spec: &OffsetsSpec) -> Box<dyn OffsetStore> {
     match spec {
         OffsetsSpec::Memory(_) => Box::new(MemoryStore::default()),
         OffsetsSpec::File(f) => Box::new(FileStore::new(&f.path)),
+        OffsetsSpec::Kafka(k) => Box::new(KafkaStore::new(k)),
     }
 }
 

@@ -180,6 +180,9 @@ pub enum OffsetsSpec {
     Memory(MemoryStoreSpec),
     /// A local folder with one JSON file per pipeline (atomic write-then-rename, fsynced).
     File(FileStoreSpec),
+    /// A compacted Kafka topic, one record per pipeline partition (Kafka Connect's model):
+    /// shared by every worker that reaches the brokers.
+    Kafka(KafkaStoreSpec),
 }
 
 impl Default for OffsetsSpec {
@@ -196,6 +199,7 @@ impl OffsetsSpec {
         match self {
             Self::Memory(s) => s.commit_interval.0,
             Self::File(s) => s.commit_interval.0,
+            Self::Kafka(s) => s.commit_interval.0,
         }
     }
 }
@@ -219,6 +223,41 @@ pub struct FileStoreSpec {
     /// How often acknowledged progress is committed (and at shutdown).
     #[serde(default = "default_commit_interval")]
     pub commit_interval: Dur,
+}
+
+/// The Kafka offset store.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaStoreSpec {
+    /// Bootstrap brokers, `host:port`.
+    #[schemars(length(min = 1))]
+    pub brokers: Vec<String>,
+    /// The compacted topic (created with one partition when missing).
+    #[serde(default = "default_offsets_topic")]
+    pub topic: String,
+    /// Replicas of the topic when Sluice creates it.
+    #[serde(default = "default_offsets_replication")]
+    #[schemars(range(min = 1, max = 32))]
+    pub replication: u32,
+    /// How often acknowledged progress is committed (and at shutdown).
+    #[serde(default = "default_commit_interval")]
+    pub commit_interval: Dur,
+    /// How long one read or write of the store may take.
+    #[serde(default = "default_offsets_timeout")]
+    pub timeout: Dur,
+    /// librdkafka properties (SASL, SSL, ...), as for the Kafka source and sink.
+    #[serde(default)]
+    pub properties: sluice_connectors::kafka::Properties,
+}
+
+fn default_offsets_topic() -> String {
+    "sluice-offsets".into()
+}
+fn default_offsets_replication() -> u32 {
+    1
+}
+fn default_offsets_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
 }
 
 fn default_offsets_path() -> PathBuf {

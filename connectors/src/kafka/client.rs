@@ -1,0 +1,165 @@
+//! What the source, the sink and the offset log share: librdkafka's logs and errors as `tracing`
+//! events naming the brokers, topic metadata lookups and topic creation.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{Client, ClientContext, DefaultClientContext};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use crate::error::ConnectorError;
+
+/// Forwards librdkafka's logs and client errors to `tracing`, with the brokers they concern.
+#[derive(Clone, Debug)]
+pub struct LogContext {
+    /// `sink`, `source` or `offset store`: which part of Sluice the client belongs to.
+    pub role: &'static str,
+    pub brokers: String,
+}
+
+impl ClientContext for LogContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        let (role, brokers) = (self.role, self.brokers.as_str());
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(kafka = role, brokers, facility = fac, "librdkafka: {message}")
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(kafka = role, brokers, facility = fac, "librdkafka: {message}")
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(kafka = role, brokers, facility = fac, "librdkafka: {message}")
+            }
+            RDKafkaLogLevel::Debug => {
+                tracing::debug!(kafka = role, brokers, facility = fac, "librdkafka: {message}")
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        // Transport errors repeat while a broker is down; librdkafka retries them by itself.
+        tracing::warn!(kafka = self.role, brokers = %self.brokers, error = %error, reason, "kafka client error (retrying)");
+    }
+}
+
+/// True when a Kafka error may pass: a broker down or restarting, a timeout, a leader election.
+pub fn is_retriable(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    match e.rdkafka_error_code() {
+        Some(code) => matches!(
+            code,
+            BrokerTransportFailure
+                | AllBrokersDown
+                | OperationTimedOut
+                | RequestTimedOut
+                | MessageTimedOut
+                | TimedOutQueue
+                | LeaderNotAvailable
+                | NotLeaderForPartition
+                | NetworkException
+                | NotCoordinator
+                | CoordinatorNotAvailable
+                | CoordinatorLoadInProgress
+                | NotEnoughReplicas
+                | NotEnoughReplicasAfterAppend
+                | UnknownTopicOrPartition
+                | QueueFull
+                | Resolve
+                | RebalanceInProgress
+                | KafkaStorageError
+                | Retry
+        ),
+        None => false,
+    }
+}
+
+/// A consumer context that only logs (plain reads, no group).
+impl rdkafka::consumer::ConsumerContext for LogContext {}
+
+/// What metadata says about one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicState {
+    Present { partitions: u32 },
+    Missing,
+}
+
+/// Looks a topic up (blocking: call from a blocking thread). Errors are the broker's.
+pub fn topic_state<C: ClientContext>(
+    client: &Client<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<TopicState, KafkaError> {
+    let md = client.fetch_metadata(Some(topic), timeout)?;
+    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+        return Ok(TopicState::Missing);
+    };
+    match t.error() {
+        Some(e) if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition => {
+            Ok(TopicState::Missing)
+        }
+        Some(e) => Err(KafkaError::MetadataFetch(e.into())),
+        None if t.partitions().is_empty() => Ok(TopicState::Missing),
+        None => Ok(TopicState::Present {
+            partitions: t.partitions().len() as u32,
+        }),
+    }
+}
+
+/// Creates a topic; a topic that already exists is fine.
+pub async fn create_topic(
+    config: &ClientConfig,
+    brokers: &str,
+    topic: &str,
+    partitions: u32,
+    replication: u32,
+    topic_config: &[(&str, &str)],
+) -> Result<(), ConnectorError> {
+    let admin: AdminClient<DefaultClientContext> = config.create().map_err(|e| {
+        ConnectorError::fatal(format!("kafka: cannot create an admin client for {brokers}"))
+            .with_source(e)
+    })?;
+    let mut new = NewTopic::new(
+        topic,
+        partitions as i32,
+        TopicReplication::Fixed(replication as i32),
+    );
+    for (k, v) in topic_config {
+        new = new.set(k, v);
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin.create_topics([&new], &opts).await.map_err(|e| {
+        ConnectorError {
+            message: format!("kafka: creating topic `{topic}` on {brokers} failed"),
+            retriable: is_retriable(&e),
+            source: None,
+        }
+        .with_source(e)
+    })?;
+    for r in results {
+        match r {
+            Ok(_) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(ConnectorError {
+                    message: format!("kafka: creating topic `{name}` on {brokers} failed: {code}"),
+                    retriable: is_retriable(&KafkaError::AdminOp(code)),
+                    source: None,
+                });
+            }
+        }
+    }
+    tracing::info!(topic, brokers, partitions, replication, "created kafka topic");
+    Ok(())
+}
+
+/// A delivery error code that says the record was purged (the producer is closing).
+pub fn is_purged(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+    )
+}

@@ -1,0 +1,518 @@
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer};
+
+use crate::ConfigIssue;
+use crate::retry::RetryPolicy;
+use crate::units::{ByteSize, Dur};
+
+/// librdkafka properties whose values are secret: never logged, hidden in validation errors.
+pub const SECRET_PROPERTIES: &[&str] = &[
+    "sasl.password",
+    "sasl.jaas.config",
+    "sasl.oauthbearer.client.secret",
+    "sasl.oauthbearer.config",
+    "ssl.key.password",
+    "ssl.key.pem",
+    "ssl.keystore.password",
+    "ssl.truststore.password",
+];
+
+/// True for a property name whose value must not be shown (`sasl.password`, `ssl.key.pem`, any
+/// name containing `password`, `secret`, `sasl.jaas` or `ssl.key`).
+pub fn is_secret_property(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    SECRET_PROPERTIES.contains(&n.as_str())
+        || ["password", "secret", "sasl.jaas", "ssl.key", "token"]
+            .iter()
+            .any(|s| n.contains(s))
+}
+
+/// librdkafka configuration properties (`name: value`) passed to the client as they are, after
+/// Sluice's own settings, so they can override them. Secret-looking values are never logged.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Properties(pub BTreeMap<String, String>);
+
+impl Properties {
+    /// The properties with secret values replaced by `<redacted>`, for logs and errors.
+    pub fn redacted(&self) -> BTreeMap<&str, &str> {
+        self.0
+            .iter()
+            .map(|(k, v)| {
+                let shown = if is_secret_property(k) { "<redacted>" } else { v.as_str() };
+                (k.as_str(), shown)
+            })
+            .collect()
+    }
+}
+
+impl fmt::Debug for Properties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.redacted()).finish()
+    }
+}
+
+impl<'de> Deserialize<'de> for Properties {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Scalar {
+            S(String),
+            I(i64),
+            F(f64),
+            B(bool),
+        }
+        let raw = BTreeMap::<String, Scalar>::deserialize(d)?;
+        Ok(Self(
+            raw.into_iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Scalar::S(s) => s,
+                        Scalar::I(i) => i.to_string(),
+                        Scalar::F(f) => f.to_string(),
+                        Scalar::B(b) => b.to_string(),
+                    };
+                    (k, v)
+                })
+                .collect(),
+        ))
+    }
+}
+
+impl JsonSchema for Properties {
+    fn schema_name() -> Cow<'static, str> {
+        "KafkaProperties".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let mut secret = serde_json::Map::new();
+        for name in SECRET_PROPERTIES {
+            secret.insert(
+                (*name).to_string(),
+                serde_json::json!({ "type": "string", "writeOnly": true }),
+            );
+        }
+        json_schema!({
+            "type": "object",
+            "description": "librdkafka properties (https://github.com/confluentinc/librdkafka/blob/master/CONFIGURATION.md), e.g. `security.protocol: SASL_SSL`. Secret values (`sasl.password`, `ssl.key.password`, ...) are never logged: write them as `${VAR}`.",
+            "properties": secret,
+            "additionalProperties": { "type": ["string", "number", "boolean"] },
+        })
+    }
+}
+
+/// How to reach the brokers: what the source, the sink and the offset store share.
+pub(crate) fn client_config(brokers: &[String], properties: &Properties) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers.join(","));
+    c.set("client.id", "sluice");
+    c.set("log_level", "4");
+    for (k, v) in &properties.0 {
+        c.set(k, v);
+    }
+    c
+}
+
+pub(crate) fn check_brokers(brokers: &[String]) -> Vec<ConfigIssue> {
+    let mut issues = Vec::new();
+    if brokers.is_empty() {
+        issues.push(ConfigIssue::new("brokers", "at least one broker is needed (host:port)"));
+    }
+    for (i, b) in brokers.iter().enumerate() {
+        let hostport = b.rsplit("://").next().unwrap_or(b);
+        let ok = hostport
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if !ok {
+            issues.push(ConfigIssue::new(
+                format!("brokers/{i}"),
+                format!("`{b}` is not host:port"),
+            ));
+        }
+    }
+    issues
+}
+
+/// Writes records to a Kafka topic with an idempotent producer (`acks=all`): a record is
+/// acknowledged, and its source offset committed, only after Kafka confirmed it.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// Bootstrap brokers, `host:port`.
+    #[schemars(length(min = 1))]
+    pub brokers: Vec<String>,
+    /// The topic records go to (and the topic whose partition count partitioners see).
+    #[schemars(length(min = 1, max = 249))]
+    pub topic: String,
+    /// Takes the topic per record from a header or a metadata field (set by the source or a
+    /// transform); records without it go to `topic`.
+    #[serde(default)]
+    pub topic_from: Option<FieldRef>,
+    /// Where the message key comes from: `record` (the record's key), `partition_key` (the
+    /// partitioner's key), or `none`.
+    #[serde(default)]
+    pub key: KeyFrom,
+    /// How the Kafka partition is chosen: `partitioner` (the partitioner's index when it gives
+    /// one, otherwise librdkafka's hash of the key) or `hash` (always librdkafka's hash of the
+    /// key: murmur2 like the Java client, random without a key).
+    #[serde(default)]
+    pub partition: PartitionBy,
+    /// Source metadata written as headers with the same names, e.g. `[shard-id,
+    /// sequence-number]` (Kinesis) or `[topic, partition, offset]` (Kafka).
+    #[serde(default)]
+    pub include_metadata: Vec<String>,
+    /// Acknowledgements Kafka gives before a record counts as written: `all` (every in-sync
+    /// replica), `leader`, or `none` (no guarantee; not idempotent).
+    #[serde(default)]
+    pub acks: Acks,
+    /// Idempotent producer: no duplicates from producer retries, order kept per partition.
+    #[serde(default = "default_true")]
+    pub idempotent: bool,
+    /// Batch compression.
+    #[serde(default)]
+    pub compression: Compression,
+    /// How long the producer waits to fill a batch (`linger.ms`).
+    #[serde(default = "default_linger")]
+    pub linger: Dur,
+    /// Largest batch per partition in bytes (`batch.size`).
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: ByteSize,
+    /// Most records per batch (`batch.num.messages`).
+    #[serde(default = "default_batch_records")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub batch_records: u32,
+    /// How long a record may take to be delivered, retries included (`message.timeout.ms`).
+    /// Past it the record fails, its batch is not committed and the pipeline stops, so a restart
+    /// replays it.
+    #[serde(default = "default_delivery_timeout")]
+    pub delivery_timeout: Dur,
+    /// Creates the topic when it does not exist. Without it, a missing topic is an error.
+    #[serde(default)]
+    pub create_topic: Option<CreateTopic>,
+    /// Retries of the start-up checks (broker reachable, topic present).
+    #[serde(default = "default_connect_retry")]
+    pub retry: RetryPolicy,
+    /// Other librdkafka producer properties (SASL, SSL, tuning); they override the above.
+    #[serde(default)]
+    pub properties: Properties,
+}
+
+/// A header or a metadata field of a record.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum FieldRef {
+    /// A record header.
+    Header(String),
+    /// A source metadata field (`topic`, `shard-id`, ...).
+    Metadata(String),
+}
+
+/// Where a Kafka message key comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyFrom {
+    /// The record's key (a Kafka source's key, a Kinesis partition key), none if it has none.
+    #[default]
+    Record,
+    /// The partitioner's key (`fields`, a wasm partitioner).
+    PartitionKey,
+    /// No key.
+    None,
+}
+
+/// How the Kafka partition is chosen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PartitionBy {
+    /// The partitioner's index when it gives one, else librdkafka's hash of the key.
+    #[default]
+    Partitioner,
+    /// librdkafka's hash of the key (`murmur2_random`, the Java client's rule).
+    Hash,
+}
+
+/// Producer acknowledgements.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Acks {
+    /// All in-sync replicas (`acks=all`).
+    #[default]
+    All,
+    /// The partition leader only (`acks=1`).
+    Leader,
+    /// No acknowledgement (`acks=0`): records count as written once sent.
+    None,
+}
+
+/// Batch compression codecs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gzip => "gzip",
+            Self::Snappy => "snappy",
+            Self::Lz4 => "lz4",
+            Self::Zstd => "zstd",
+        }
+    }
+}
+
+/// A topic to create when it is missing.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTopic {
+    /// Number of partitions.
+    #[serde(default = "default_partitions")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub partitions: u32,
+    /// Replicas per partition.
+    #[serde(default = "default_replication")]
+    #[schemars(range(min = 1, max = 32))]
+    pub replication: u32,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_linger() -> Dur {
+    Dur(Duration::from_millis(5))
+}
+fn default_batch_bytes() -> ByteSize {
+    ByteSize(1024 * 1024)
+}
+fn default_batch_records() -> u32 {
+    10_000
+}
+fn default_delivery_timeout() -> Dur {
+    Dur(Duration::from_secs(120))
+}
+fn default_partitions() -> u32 {
+    1
+}
+fn default_replication() -> u32 {
+    1
+}
+fn default_connect_retry() -> RetryPolicy {
+    RetryPolicy::new(8, Duration::from_millis(250), Duration::from_secs(5), 2.0)
+}
+
+impl KafkaSinkConfig {
+    pub fn check(&self) -> Vec<ConfigIssue> {
+        let mut issues = check_brokers(&self.brokers);
+        if self.idempotent && self.acks != Acks::All {
+            issues.push(ConfigIssue::new(
+                "acks",
+                "an idempotent producer needs `acks: all` (or set `idempotent: false`)",
+            ));
+        }
+        if self.delivery_timeout.0 < Duration::from_millis(1) {
+            issues.push(ConfigIssue::new("delivery_timeout", "must be at least 1ms"));
+        }
+        issues
+    }
+
+    /// The producer's librdkafka configuration.
+    pub(crate) fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", self.brokers.join(","));
+        c.set("client.id", "sluice");
+        c.set("log_level", "4");
+        c.set(
+            "acks",
+            match self.acks {
+                Acks::All => "all",
+                Acks::Leader => "1",
+                Acks::None => "0",
+            },
+        );
+        c.set("enable.idempotence", self.idempotent.to_string());
+        c.set("compression.codec", self.compression.as_str());
+        c.set("linger.ms", ms(self.linger.0));
+        c.set("batch.size", self.batch_bytes.0.min(i32::MAX as u64).to_string());
+        c.set("batch.num.messages", self.batch_records.to_string());
+        c.set("message.timeout.ms", ms(self.delivery_timeout.0));
+        // The Java client's partitioner, so keys land where Kafka Connect would put them.
+        c.set("partitioner", "murmur2_random");
+        c.set("queue.buffering.max.messages", "1000000");
+        c.set("queue.buffering.max.kbytes", "1048576");
+        for (k, v) in &self.properties.0 {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+pub(crate) fn ms(d: Duration) -> String {
+    d.as_millis().min(i32::MAX as u128).to_string()
+}
+
+/// Reads Kafka topics as a member of a consumer group. Each topic-partition is a source
+/// partition named `topic/partition` (`orders/3`); its offset is the Kafka offset.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// Bootstrap brokers, `host:port`.
+    #[schemars(length(min = 1))]
+    pub brokers: Vec<String>,
+    /// Topics to read. A name starting with `^` is a regular expression (`^orders-.*`) matched
+    /// against every topic, including ones created later.
+    #[schemars(length(min = 1))]
+    pub topics: Vec<String>,
+    /// The consumer group: workers running the same pipeline with the same group share the
+    /// partitions, and committed progress is visible to Kafka tools as the group's offsets.
+    #[schemars(length(min = 1))]
+    pub group: String,
+    /// Where partitions start that have no offset in the pipeline's store or the group:
+    /// `earliest`, `latest`, or `timestamp` (with `start_timestamp`).
+    #[serde(default)]
+    pub start: StartAt,
+    /// For `start: timestamp`: the first records read are the first at or after this time
+    /// (RFC 3339, `2026-11-24T00:00:00Z`).
+    #[serde(default)]
+    pub start_timestamp: Option<String>,
+    /// Records per batch handed to the pipeline (a batch holds one partition's records).
+    #[serde(default = "default_source_batch")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub batch_size: usize,
+    /// How long a partial batch waits for more records before it is handed on.
+    #[serde(default = "default_batch_wait")]
+    pub batch_wait: Dur,
+    /// On a rebalance, how long to wait for the records of revoked partitions already read to be
+    /// acknowledged and committed, before giving the partitions up. The new owner resumes from
+    /// the last commit, so a shorter wait means more records read twice.
+    #[serde(default = "default_drain")]
+    pub rebalance_drain: Dur,
+    /// Other librdkafka consumer properties (SASL, SSL, `session.timeout.ms`, ...); they
+    /// override the above.
+    #[serde(default)]
+    pub properties: Properties,
+}
+
+/// Where a partition without committed offsets starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StartAt {
+    /// The oldest record Kafka still has.
+    #[default]
+    Earliest,
+    /// Only records written after the partition was assigned.
+    Latest,
+    /// The first record at or after `start_timestamp`.
+    Timestamp,
+}
+
+fn default_source_batch() -> usize {
+    1000
+}
+fn default_batch_wait() -> Dur {
+    Dur(Duration::from_millis(50))
+}
+fn default_drain() -> Dur {
+    Dur(Duration::from_secs(15))
+}
+
+impl KafkaSourceConfig {
+    pub fn check(&self) -> Vec<ConfigIssue> {
+        let mut issues = check_brokers(&self.brokers);
+        match (self.start, &self.start_timestamp) {
+            (StartAt::Timestamp, None) => issues.push(ConfigIssue::new(
+                "start_timestamp",
+                "`start: timestamp` needs `start_timestamp` (e.g. 2026-11-24T00:00:00Z)",
+            )),
+            (StartAt::Earliest | StartAt::Latest, Some(_)) => issues.push(ConfigIssue::new(
+                "start_timestamp",
+                "`start_timestamp` is used only with `start: timestamp`",
+            )),
+            (StartAt::Timestamp, Some(t)) => {
+                if let Err(e) = parse_timestamp(t) {
+                    issues.push(ConfigIssue::new("start_timestamp", e));
+                }
+            }
+            _ => {}
+        }
+        for (i, t) in self.topics.iter().enumerate() {
+            if t.is_empty() {
+                issues.push(ConfigIssue::new(format!("topics/{i}"), "empty topic name"));
+            }
+        }
+        issues
+    }
+
+    /// `start_timestamp` in milliseconds since the epoch, when `start: timestamp`.
+    pub(crate) fn start_millis(&self) -> Option<i64> {
+        match (self.start, &self.start_timestamp) {
+            (StartAt::Timestamp, Some(t)) => parse_timestamp(t).ok(),
+            _ => None,
+        }
+    }
+
+    /// The consumer's librdkafka configuration.
+    pub(crate) fn client_config(&self) -> ClientConfig {
+        let mut c = client_config(&self.brokers, &Properties::default());
+        c.set("group.id", &self.group);
+        c.set("enable.auto.commit", "false");
+        c.set("enable.auto.offset.store", "false");
+        c.set("enable.partition.eof", "false");
+        c.set(
+            "auto.offset.reset",
+            if self.start == StartAt::Latest { "latest" } else { "earliest" },
+        );
+        for (k, v) in &self.properties.0 {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+/// Parses an RFC 3339 time to milliseconds since the epoch.
+pub(crate) fn parse_timestamp(t: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(t.trim())
+        .map(|d| d.timestamp_millis())
+        .map_err(|e| format!("`{t}` is not an RFC 3339 time like 2026-11-24T00:00:00Z ({e})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_properties_are_redacted_in_debug_output() {
+        let p: Properties = serde_json::from_value(serde_json::json!({
+            "sasl.password": "hunter2",
+            "ssl.key.pem": "-----BEGIN",
+            "security.protocol": "SASL_SSL",
+            "linger.ms": 5,
+        }))
+        .expect("properties");
+        let shown = format!("{p:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("BEGIN"), "{shown}");
+        assert!(shown.contains("SASL_SSL") && shown.contains("\"5\""), "{shown}");
+    }
+
+    #[test]
+    fn checks_need_no_io() {
+        let c: KafkaSourceConfig = serde_json::from_value(serde_json::json!({
+            "brokers": ["localhost"], "topics": ["t"], "group": "g", "start": "timestamp"
+        }))
+        .expect("config");
+        let issues = c.check();
+        assert_eq!(issues.len(), 2, "{issues:?}");
+        assert_eq!(issues[0].path, "brokers/0");
+        assert_eq!(issues[1].path, "start_timestamp");
+    }
+}

@@ -1,0 +1,230 @@
+//! A compacted topic used as a key-value table (Kafka Connect's offset topic is the model): the
+//! latest value of each key wins, a tombstone (no value) deletes the key. Reads go from the
+//! beginning up to a barrier record written just before, so a read sees every earlier write
+//! without trusting the broker's high watermark.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::topic_partition_list::{Offset as KOffset, TopicPartitionList};
+
+use super::client::{LogContext, TopicState, create_topic, is_retriable, topic_state};
+use super::config::{Properties, client_config};
+use crate::error::ConnectorError;
+
+/// Key prefix of barrier records; they are tombstones, so compaction removes them.
+const BARRIER: &[u8] = b"__sluice_barrier__/";
+
+/// Where the log lives.
+#[derive(Debug, Clone)]
+pub struct OffsetLogConfig {
+    pub brokers: Vec<String>,
+    pub topic: String,
+    /// Replicas of the topic when Sluice creates it.
+    pub replication: u32,
+    pub properties: Properties,
+    /// How long one read or write may take.
+    pub timeout: Duration,
+}
+
+/// A compacted, single-partition topic read and written as a table.
+pub struct OffsetLog {
+    cfg: OffsetLogConfig,
+    brokers: String,
+    producer: FutureProducer<LogContext>,
+}
+
+impl OffsetLog {
+    /// Connects and creates the topic (compacted, one partition) when it does not exist.
+    pub async fn connect(cfg: OffsetLogConfig) -> Result<Self, ConnectorError> {
+        let brokers = cfg.brokers.join(",");
+        let mut pc = client_config(&cfg.brokers, &cfg.properties);
+        pc.set("enable.idempotence", "true");
+        pc.set("acks", "all");
+        pc.set("linger.ms", "0");
+        pc.set("message.timeout.ms", super::config::ms(cfg.timeout));
+        let producer: FutureProducer<LogContext> = pc
+            .create_with_context(LogContext {
+                role: "offset store",
+                brokers: brokers.clone(),
+            })
+            .map_err(|e| {
+                ConnectorError::fatal(format!(
+                    "kafka offset store: bad client configuration for {brokers}"
+                ))
+                .with_source(e)
+            })?;
+        let log = Self {
+            cfg,
+            brokers,
+            producer,
+        };
+        log.ensure_topic().await?;
+        Ok(log)
+    }
+
+    fn err(&self, what: &str, e: rdkafka::error::KafkaError) -> ConnectorError {
+        ConnectorError {
+            message: format!(
+                "kafka offset store: {what} topic `{}` on {}",
+                self.cfg.topic, self.brokers
+            ),
+            retriable: is_retriable(&e),
+            source: None,
+        }
+        .with_source(e)
+    }
+
+    async fn ensure_topic(&self) -> Result<(), ConnectorError> {
+        let producer = self.producer.clone();
+        let topic = self.cfg.topic.clone();
+        let state = tokio::task::spawn_blocking(move || {
+            topic_state(producer.client(), &topic, Duration::from_secs(10))
+        })
+        .await
+        .map_err(|e| ConnectorError::fatal(format!("kafka offset store: metadata task failed: {e}")))?
+        .map_err(|e| self.err("cannot read the metadata of", e))?;
+        match state {
+            TopicState::Present { partitions: 1 } => Ok(()),
+            TopicState::Present { partitions } => Err(ConnectorError::fatal(format!(
+                "kafka offset store: topic `{}` on {} has {partitions} partitions; the offset topic needs exactly 1",
+                self.cfg.topic, self.brokers
+            ))),
+            TopicState::Missing => {
+                create_topic(
+                    &client_config(&self.cfg.brokers, &self.cfg.properties),
+                    &self.brokers,
+                    &self.cfg.topic,
+                    1,
+                    self.cfg.replication,
+                    &[("cleanup.policy", "compact")],
+                )
+                .await?;
+                // Wait until the new topic's metadata is visible.
+                let deadline = Instant::now() + self.cfg.timeout;
+                loop {
+                    let producer = self.producer.clone();
+                    let topic = self.cfg.topic.clone();
+                    let state = tokio::task::spawn_blocking(move || {
+                        topic_state(producer.client(), &topic, Duration::from_secs(5))
+                    })
+                    .await
+                    .map_err(|e| {
+                        ConnectorError::fatal(format!("kafka offset store: metadata task failed: {e}"))
+                    })?;
+                    if matches!(state, Ok(TopicState::Present { .. })) {
+                        return Ok(());
+                    }
+                    if Instant::now() > deadline {
+                        return Err(ConnectorError::retriable(format!(
+                            "kafka offset store: topic `{}` on {} was created but does not appear in metadata",
+                            self.cfg.topic, self.brokers
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Writes entries (`None` deletes the key) and waits until Kafka has all of them; returns
+    /// the offset of the last one.
+    pub async fn write(&self, entries: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<i64, ConnectorError> {
+        let mut deliveries = Vec::with_capacity(entries.len());
+        for (k, v) in &entries {
+            let mut r = FutureRecord::<[u8], [u8]>::to(&self.cfg.topic)
+                .key(&k[..])
+                .partition(0);
+            if let Some(v) = v {
+                r = r.payload(&v[..]);
+            }
+            let d = self
+                .producer
+                .send_result(r)
+                .map_err(|(e, _)| self.err("cannot write to", e))?;
+            deliveries.push(d);
+        }
+        let mut last = -1;
+        for d in deliveries {
+            match d.await {
+                Ok(Ok(delivery)) => last = last.max(delivery.offset),
+                Ok(Err((e, _))) => return Err(self.err("cannot write to", e)),
+                Err(_) => {
+                    return Err(ConnectorError::retriable(format!(
+                        "kafka offset store: the producer for topic `{}` on {} went away",
+                        self.cfg.topic, self.brokers
+                    )));
+                }
+            }
+        }
+        Ok(last)
+    }
+
+    /// The table: the latest value of every key that is not deleted.
+    pub async fn read_all(&self) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, ConnectorError> {
+        let mut barrier = BARRIER.to_vec();
+        barrier.extend_from_slice(format!("{:032x}", rand::random::<u128>()).as_bytes());
+        let end = self.write(vec![(barrier, None)]).await?;
+        let mut cc = client_config(&self.cfg.brokers, &self.cfg.properties);
+        cc.set("group.id", "sluice-offset-store-reader");
+        cc.set("enable.auto.commit", "false");
+        cc.set("enable.partition.eof", "false");
+        let topic = self.cfg.topic.clone();
+        let brokers = self.brokers.clone();
+        let timeout = self.cfg.timeout;
+        tokio::task::spawn_blocking(move || -> Result<_, ConnectorError> {
+            let consumer: BaseConsumer<LogContext> = cc
+                .create_with_context(LogContext {
+                    role: "offset store",
+                    brokers: brokers.clone(),
+                })
+                .map_err(|e| {
+                    ConnectorError::fatal(format!(
+                        "kafka offset store: bad client configuration for {brokers}"
+                    ))
+                    .with_source(e)
+                })?;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&topic, 0, KOffset::Beginning)
+                .map_err(|e| ConnectorError::fatal(format!("kafka offset store: {e}")))?;
+            consumer
+                .assign(&tpl)
+                .map_err(|e| ConnectorError::fatal(format!("kafka offset store: assign: {e}")))?;
+            drop(tpl);
+            let mut table = BTreeMap::new();
+            let deadline = Instant::now() + timeout;
+            loop {
+                if Instant::now() > deadline {
+                    return Err(ConnectorError::retriable(format!(
+                        "kafka offset store: reading topic `{topic}` on {brokers} did not reach offset {end} within {timeout:?}"
+                    )));
+                }
+                match consumer.poll(Duration::from_millis(100)) {
+                    Some(Ok(m)) => {
+                        let offset = m.offset();
+                        if let Some(k) = m.key()
+                            && !k.starts_with(BARRIER)
+                        {
+                            match m.payload() {
+                                Some(v) => table.insert(k.to_vec(), v.to_vec()),
+                                None => table.remove(k),
+                            };
+                        }
+                        if offset >= end {
+                            return Ok(table);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(topic = %topic, brokers = %brokers, error = %e, "kafka offset store: read error; retrying");
+                    }
+                    None => {}
+                }
+            }
+        })
+        .await
+        .map_err(|e| ConnectorError::fatal(format!("kafka offset store: read task failed: {e}")))?
+    }
+}

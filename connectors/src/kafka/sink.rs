@@ -1,0 +1,372 @@
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
+use tokio::sync::Notify;
+
+use super::client::{LogContext, TopicState, create_topic, is_purged, is_retriable, topic_state};
+use super::config::{FieldRef, KafkaSinkConfig, KeyFrom, PartitionBy};
+use crate::ack::Ack;
+use crate::api::{Sink, SinkRecord};
+use crate::error::ConnectorError;
+use crate::record::Record;
+
+/// What the delivery callbacks (on librdkafka's polling thread) share with the sink.
+#[derive(Default)]
+struct Deliveries {
+    in_flight: AtomicU64,
+    idle: Notify,
+    /// The first delivery failure since the last flush.
+    failure: Mutex<Option<ConnectorError>>,
+}
+
+impl Deliveries {
+    fn done(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    fn fail(&self, e: ConnectorError) {
+        if let Ok(mut f) = self.failure.lock()
+            && f.is_none()
+        {
+            *f = Some(e);
+        }
+    }
+}
+
+/// The producer's context: delivery reports acknowledge records.
+struct SinkContext {
+    log: LogContext,
+    deliveries: Arc<Deliveries>,
+}
+
+impl ClientContext for SinkContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.log.log(level, fac, message)
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error(error, reason)
+    }
+}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = Box<Ack>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ack: Box<Ack>) {
+        match result {
+            Ok(_) => ack.ack(),
+            Err((e, msg)) => {
+                // Dropping the ack fails its batch: nothing from it on is committed.
+                drop(ack);
+                if !is_purged(e) {
+                    let partition = msg.partition();
+                    tracing::error!(
+                        topic = msg.topic(),
+                        partition,
+                        brokers = %self.log.brokers,
+                        error = %e,
+                        "kafka sink: delivery failed"
+                    );
+                    self.deliveries.fail(
+                        ConnectorError {
+                            message: format!(
+                                "kafka sink: delivery to topic `{}` partition {partition} on {} failed",
+                                msg.topic(),
+                                self.log.brokers
+                            ),
+                            retriable: is_retriable(e),
+                            source: None,
+                        }
+                        .with_source(e.clone()),
+                    );
+                }
+            }
+        }
+        self.deliveries.done();
+    }
+}
+
+/// Writes records to Kafka; see [`KafkaSinkConfig`].
+pub struct KafkaSink {
+    cfg: KafkaSinkConfig,
+    brokers: String,
+    producer: ThreadedProducer<SinkContext>,
+    deliveries: Arc<Deliveries>,
+    /// Partition counts of the topics written to (the configured one and any from `topic_from`).
+    partitions: HashMap<String, u32>,
+}
+
+impl KafkaSink {
+    /// Connects, checks that the topic exists (creating it with `create_topic`), and learns its
+    /// partition count. Retries while the brokers do not answer.
+    pub async fn connect(cfg: &KafkaSinkConfig) -> Result<Self, ConnectorError> {
+        let brokers = cfg.brokers.join(",");
+        let deliveries = Arc::new(Deliveries::default());
+        let context = SinkContext {
+            log: LogContext {
+                role: "sink",
+                brokers: brokers.clone(),
+            },
+            deliveries: deliveries.clone(),
+        };
+        tracing::debug!(brokers = %brokers, topic = %cfg.topic, properties = ?cfg.properties, "kafka sink: connecting");
+        let producer: ThreadedProducer<SinkContext> = cfg
+            .client_config()
+            .create_with_context(context)
+            .map_err(|e| {
+                ConnectorError::fatal(format!(
+                    "kafka sink: bad producer configuration for {brokers} (check `properties`)"
+                ))
+                .with_source(e)
+            })?;
+        let mut sink = Self {
+            cfg: cfg.clone(),
+            brokers,
+            producer,
+            deliveries,
+            partitions: HashMap::new(),
+        };
+        let topic = cfg.topic.clone();
+        let n = sink.ensure_topic(&topic, cfg.create_topic.is_some()).await?;
+        tracing::info!(topic = %topic, brokers = %sink.brokers, partitions = n, "kafka sink ready");
+        Ok(sink)
+    }
+
+    /// The partition count of `topic`, looked up (with retries) on first use.
+    async fn ensure_topic(&mut self, topic: &str, create: bool) -> Result<u32, ConnectorError> {
+        if let Some(n) = self.partitions.get(topic) {
+            return Ok(*n);
+        }
+        let timeout = Duration::from_secs(5);
+        let n = self
+            .cfg
+            .retry
+            .run(
+                &format!("kafka sink: metadata of topic `{topic}` on {}", self.brokers),
+                |e: &ConnectorError| e.retriable,
+                || async {
+                    let producer = self.producer.clone();
+                    let t = topic.to_string();
+                    let state = tokio::task::spawn_blocking(move || {
+                        topic_state(producer.client(), &t, timeout)
+                    })
+                    .await
+                    .map_err(|e| ConnectorError::fatal(format!("kafka sink: metadata task failed: {e}")))?
+                    .map_err(|e| {
+                        ConnectorError {
+                            message: format!(
+                                "kafka sink: cannot reach brokers {} for topic `{topic}`",
+                                self.brokers
+                            ),
+                            retriable: true,
+                            source: None,
+                        }
+                        .with_source(e)
+                    })?;
+                    match state {
+                        TopicState::Present { partitions } => Ok(partitions),
+                        TopicState::Missing if create => {
+                            let spec = self.cfg.create_topic.clone().unwrap_or(super::config::CreateTopic {
+                                partitions: 1,
+                                replication: 1,
+                            });
+                            create_topic(
+                                &self.cfg.client_config(),
+                                &self.brokers,
+                                topic,
+                                spec.partitions,
+                                spec.replication,
+                                &[],
+                            )
+                            .await?;
+                            Err(ConnectorError::retriable(format!(
+                                "kafka sink: topic `{topic}` created on {}; waiting for its metadata",
+                                self.brokers
+                            )))
+                        }
+                        TopicState::Missing => Err(ConnectorError::retriable(format!(
+                            "kafka sink: topic `{topic}` does not exist on {} (create it, or set `create_topic`)",
+                            self.brokers
+                        ))),
+                    }
+                },
+            )
+            .await?;
+        self.partitions.insert(topic.to_string(), n);
+        Ok(n)
+    }
+
+    fn topic_of<'r>(&'r self, r: &'r Record) -> &'r str {
+        let found = match &self.cfg.topic_from {
+            None => None,
+            Some(FieldRef::Header(h)) => r
+                .headers
+                .iter()
+                .find(|(k, _)| k == h)
+                .and_then(|(_, v)| std::str::from_utf8(v).ok()),
+            Some(FieldRef::Metadata(m)) => r.meta(m),
+        };
+        found.filter(|t| !t.is_empty()).unwrap_or(&self.cfg.topic)
+    }
+
+    /// Waits until every record handed to librdkafka got its delivery report.
+    async fn wait_idle(&self) -> Result<(), ConnectorError> {
+        let limit = self.cfg.delivery_timeout.0 + Duration::from_secs(30);
+        let wait = async {
+            loop {
+                let idle = self.deliveries.idle.notified();
+                if self.deliveries.in_flight.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.map_err(|_| {
+            ConnectorError::retriable(format!(
+                "kafka sink: {} records to topic `{}` on {} got no delivery report within {limit:?}",
+                self.deliveries.in_flight.load(Ordering::Acquire),
+                self.cfg.topic,
+                self.brokers
+            ))
+        })
+    }
+
+    fn take_failure(&self) -> Result<(), ConnectorError> {
+        match self.deliveries.failure.lock().map(|mut f| f.take()) {
+            Ok(Some(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Purges what librdkafka still holds, so that every outstanding ack is dropped (and its
+    /// batch fails) instead of leaking with the producer.
+    fn purge(&self) {
+        if self.deliveries.in_flight.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.deliveries.in_flight.load(Ordering::Acquire) > 0
+            && std::time::Instant::now() < deadline
+        {
+            self.producer.poll(Duration::from_millis(50));
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for KafkaSink {
+    async fn partition_count(&mut self) -> Result<Option<u32>, ConnectorError> {
+        let topic = self.cfg.topic.clone();
+        Ok(Some(self.ensure_topic(&topic, false).await?))
+    }
+
+    async fn write(&mut self, batch: Vec<SinkRecord>) -> Result<(), ConnectorError> {
+        self.take_failure()?;
+        for SinkRecord { record, route, ack } in batch {
+            let topic = self.topic_of(&record).to_string();
+            let count = match self.partitions.get(&topic) {
+                Some(n) => *n,
+                None => self.ensure_topic(&topic, false).await?,
+            };
+            let key: Option<&[u8]> = match self.cfg.key {
+                KeyFrom::Record => record.key.as_deref(),
+                KeyFrom::PartitionKey => route.key.as_deref().map(str::as_bytes),
+                KeyFrom::None => None,
+            };
+            let partition = match (self.cfg.partition, route.index) {
+                (PartitionBy::Partitioner, Some(i)) if count > 0 => Some((i % count) as i32),
+                _ => None,
+            };
+            let mut headers = None;
+            if !record.headers.is_empty() || !self.cfg.include_metadata.is_empty() {
+                let mut h = OwnedHeaders::new_with_capacity(
+                    record.headers.len() + self.cfg.include_metadata.len(),
+                );
+                for (k, v) in &record.headers {
+                    h = h.insert(Header {
+                        key: k,
+                        value: Some(v.as_ref()),
+                    });
+                }
+                for name in &self.cfg.include_metadata {
+                    let value = match name.as_str() {
+                        "partition" if record.meta(name).is_none() => Some(&*record.partition),
+                        "offset" if record.meta(name).is_none() => Some(record.offset.as_str()),
+                        _ => record.meta(name),
+                    };
+                    if let Some(v) = value {
+                        h = h.insert(Header {
+                            key: name,
+                            value: Some(v.as_bytes()),
+                        });
+                    }
+                }
+                headers = Some(h);
+            }
+            let mut msg: BaseRecord<'_, [u8], [u8], Box<Ack>> =
+                BaseRecord::with_opaque_to(&topic, Box::new(ack)).payload(&record.value[..]);
+            msg.key = key;
+            msg.partition = partition;
+            msg.timestamp = record.timestamp;
+            msg.headers = headers;
+            self.deliveries.in_flight.fetch_add(1, Ordering::AcqRel);
+            let mut backoff = Duration::from_micros(200);
+            loop {
+                match self.producer.send(msg) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        // librdkafka's queue is full: wait for deliveries to make room.
+                        msg = back;
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(20));
+                    }
+                    Err((e, back)) => {
+                        drop(back);
+                        self.deliveries.done();
+                        return Err(ConnectorError {
+                            message: format!(
+                                "kafka sink: cannot produce to topic `{topic}` partition {} on {}",
+                                partition.map_or("(by key)".to_string(), |p| p.to_string()),
+                                self.brokers
+                            ),
+                            retriable: is_retriable(&e),
+                            source: None,
+                        }
+                        .with_source(e));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), ConnectorError> {
+        self.wait_idle().await?;
+        self.take_failure()
+    }
+
+    async fn close(&mut self) -> Result<(), ConnectorError> {
+        let r = self.flush().await;
+        if r.is_err() {
+            self.purge();
+        }
+        r
+    }
+}
+
+impl Drop for KafkaSink {
+    fn drop(&mut self) {
+        self.purge();
+    }
+}

@@ -1,0 +1,497 @@
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::topic_partition_list::{Offset as KOffset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::client::{LogContext, is_retriable};
+use super::config::{KafkaSourceConfig, StartAt};
+use crate::api::{CommittedOffsets, Source, SourceBatch, SourceContext};
+use crate::error::ConnectorError;
+use crate::record::{Offset, PartitionId, Record};
+
+/// A Kafka topic-partition.
+type Tp = (String, i32);
+
+/// The source partition id of a Kafka topic-partition: `topic/partition`.
+pub fn partition_id(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
+}
+
+/// The topic-partition of a source partition id written by [`partition_id`].
+pub fn parse_partition_id(id: &str) -> Option<(&str, i32)> {
+    let (t, p) = id.rsplit_once('/')?;
+    Some((t, p.parse().ok()?))
+}
+
+/// State the poll loop shares with the rebalance callback (which runs inside `poll`).
+struct Shared {
+    group: String,
+    brokers: String,
+    start: StartAt,
+    start_millis: Option<i64>,
+    drain: Duration,
+    stop: CancellationToken,
+    /// Offsets as the pipeline commits them (starts with the store's offsets).
+    committed: watch::Receiver<Arc<CommittedOffsets>>,
+    /// Offset of the last record handed to the pipeline, per partition.
+    sent: Mutex<HashMap<Tp, i64>>,
+    /// Next offset committed to the group, per assigned partition.
+    group_next: Mutex<BTreeMap<Tp, i64>>,
+    /// Partitions revoked since the poll loop last looked: their unsent records are dropped.
+    revoked: Mutex<Vec<Tp>>,
+}
+
+impl Shared {
+    /// The pipeline's committed offset of a partition (the last delivered record).
+    fn store_offset(&self, tp: &Tp) -> Option<i64> {
+        let c = self.committed.borrow();
+        c.get(partition_id(&tp.0, tp.1).as_str())
+            .and_then(|c| c.offset.as_str().parse::<i64>().ok())
+    }
+
+    /// Commits the pipeline's committed offsets of `tps` to the group, where they are ahead.
+    fn commit_to_group(&self, consumer: &BaseConsumer<ConsumerCtx>, tps: &[Tp], mode: CommitMode) {
+        let mut tpl = TopicPartitionList::new();
+        let mut next = self.group_next.lock().unwrap_or_else(|e| e.into_inner());
+        let mut advanced = Vec::new();
+        for tp in tps {
+            let Some(done) = self.store_offset(tp) else { continue };
+            let want = done + 1;
+            if next.get(tp).is_some_and(|n| *n >= want) {
+                continue;
+            }
+            if tpl
+                .add_partition_offset(&tp.0, tp.1, KOffset::Offset(want))
+                .is_ok()
+            {
+                advanced.push((tp.clone(), want));
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        match consumer.commit(&tpl, mode) {
+            Ok(()) => {
+                for (tp, want) in advanced {
+                    next.insert(tp, want);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(group = %self.group, brokers = %self.brokers, error = %e, "kafka source: committing offsets to the consumer group failed; retrying with the next commit")
+            }
+        }
+    }
+
+    /// Where each newly assigned partition starts: after the later of the store's and the
+    /// group's committed offsets, else at `start`.
+    fn start_positions(&self, consumer: &BaseConsumer<ConsumerCtx>, tpl: &mut TopicPartitionList) {
+        let tps: Vec<Tp> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        // The group's committed offsets; the returned list is copied out and dropped at once
+        // (holding it while the consumer is dropped hangs librdkafka).
+        let group: HashMap<Tp, i64> = match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            Ok(list) => list
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    KOffset::Offset(o) if o >= 0 => Some(((e.topic().to_string(), e.partition()), o)),
+                    _ => None,
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(group = %self.group, brokers = %self.brokers, error = %e, "kafka source: cannot read the group's committed offsets; using the pipeline's store only");
+                HashMap::new()
+            }
+        };
+        let mut fresh = Vec::new();
+        let mut next = self.group_next.lock().unwrap_or_else(|e| e.into_inner());
+        for tp in &tps {
+            let from_store = self.store_offset(tp).map(|o| o + 1);
+            let from_group = group.get(tp).copied();
+            let pos = match (from_store, from_group) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            let offset = match pos {
+                Some(p) => {
+                    next.insert(tp.clone(), from_group.unwrap_or(-1));
+                    KOffset::Offset(p)
+                }
+                None => {
+                    fresh.push(tp.clone());
+                    match self.start {
+                        StartAt::Earliest | StartAt::Timestamp => KOffset::Beginning,
+                        StartAt::Latest => KOffset::End,
+                    }
+                }
+            };
+            let _ = tpl.set_partition_offset(&tp.0, tp.1, offset);
+            tracing::info!(partition = %partition_id(&tp.0, tp.1), store = ?from_store, group = ?from_group, start = ?offset, "kafka source: partition assigned");
+        }
+        drop(next);
+        if let (Some(ts), false) = (self.start_millis, fresh.is_empty()) {
+            let mut q = TopicPartitionList::new();
+            for tp in &fresh {
+                let _ = q.add_partition_offset(&tp.0, tp.1, KOffset::Offset(ts));
+            }
+            match consumer.offsets_for_times(q, Duration::from_secs(10)) {
+                Ok(found) => {
+                    let found: Vec<(Tp, KOffset)> = found
+                        .elements()
+                        .iter()
+                        .map(|e| ((e.topic().to_string(), e.partition()), e.offset()))
+                        .collect();
+                    for (tp, o) in found {
+                        let o = match o {
+                            KOffset::Offset(n) if n >= 0 => KOffset::Offset(n),
+                            _ => KOffset::End,
+                        };
+                        let _ = tpl.set_partition_offset(&tp.0, tp.1, o);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(group = %self.group, error = %e, "kafka source: offsets for start_timestamp not found; starting at the earliest offset")
+                }
+            }
+        }
+    }
+
+    /// Before giving partitions up: wait (up to `drain`) until what was read from them is
+    /// committed, then commit that to the group.
+    fn drain_revoked(&self, consumer: &BaseConsumer<ConsumerCtx>, tps: &[Tp]) {
+        let deadline = Instant::now() + self.drain;
+        let pending = |tp: &Tp| {
+            let sent = self.sent.lock().map(|s| s.get(tp).copied()).unwrap_or(None);
+            match sent {
+                Some(s) => self.store_offset(tp).is_none_or(|c| c < s),
+                None => false,
+            }
+        };
+        while !self.stop.is_cancelled() && Instant::now() < deadline && tps.iter().any(pending) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let left: Vec<String> = tps
+            .iter()
+            .filter(|tp| pending(tp))
+            .map(|tp| partition_id(&tp.0, tp.1))
+            .collect();
+        if !left.is_empty() {
+            tracing::warn!(partitions = ?left, "kafka source: giving up partitions before everything read from them was committed; the new owner reads those records again");
+        }
+        self.commit_to_group(consumer, tps, CommitMode::Sync);
+        let mut next = self.group_next.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        for tp in tps {
+            next.remove(tp);
+            sent.remove(tp);
+        }
+        drop((next, sent));
+        self.revoked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(tps.iter().cloned());
+    }
+}
+
+/// The consumer's context: rebalances go through [`Shared`].
+struct ConsumerCtx {
+    log: LogContext,
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for ConsumerCtx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.log.log(level, fac, message)
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error(error, reason)
+    }
+}
+
+impl ConsumerContext for ConsumerCtx {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.shared.start_positions(consumer, tpl);
+                let r = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = r {
+                    tracing::error!(group = %self.shared.group, error = %e, "kafka source: assigning partitions failed");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let tps: Vec<Tp> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
+                tracing::info!(partitions = ?tps.iter().map(|(t, p)| partition_id(t, *p)).collect::<Vec<_>>(), "kafka source: partitions revoked");
+                if !consumer.assignment_lost() {
+                    self.shared.drain_revoked(consumer, &tps);
+                }
+                let r = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = r {
+                    tracing::error!(group = %self.shared.group, error = %e, "kafka source: unassigning partitions failed");
+                }
+            }
+            e => {
+                tracing::error!(group = %self.shared.group, error = ?e, "kafka source: rebalance error");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+/// Reads Kafka topics; see [`KafkaSourceConfig`].
+pub struct KafkaSource {
+    cfg: KafkaSourceConfig,
+}
+
+impl KafkaSource {
+    pub fn new(cfg: KafkaSourceConfig) -> Self {
+        Self { cfg }
+    }
+}
+
+#[async_trait]
+impl Source for KafkaSource {
+    async fn run(&mut self, ctx: SourceContext) -> Result<(), ConnectorError> {
+        let cfg = self.cfg.clone();
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || poll_loop(cfg, ctx, handle))
+            .await
+            .map_err(|e| ConnectorError::fatal(format!("kafka source: consumer thread failed: {e}")))?
+    }
+}
+
+/// Records read but not yet handed to the pipeline, for one partition.
+struct Pending {
+    id: PartitionId,
+    records: Vec<Record>,
+    since: Instant,
+}
+
+fn poll_loop(
+    cfg: KafkaSourceConfig,
+    ctx: SourceContext,
+    handle: tokio::runtime::Handle,
+) -> Result<(), ConnectorError> {
+    let brokers = cfg.brokers.join(",");
+    let shared = Arc::new(Shared {
+        group: cfg.group.clone(),
+        brokers: brokers.clone(),
+        start: cfg.start,
+        start_millis: cfg.start_millis(),
+        drain: cfg.rebalance_drain.0,
+        stop: ctx.shutdown.clone(),
+        committed: ctx.committed.clone(),
+        sent: Mutex::default(),
+        group_next: Mutex::default(),
+        revoked: Mutex::default(),
+    });
+    tracing::debug!(brokers = %brokers, group = %cfg.group, topics = ?cfg.topics, properties = ?cfg.properties, "kafka source: connecting");
+    let consumer: BaseConsumer<ConsumerCtx> = cfg
+        .client_config()
+        .create_with_context(ConsumerCtx {
+            log: LogContext {
+                role: "source",
+                brokers: brokers.clone(),
+            },
+            shared: shared.clone(),
+        })
+        .map_err(|e| {
+            ConnectorError::fatal(format!(
+                "kafka source: bad consumer configuration for {brokers} (check `properties`)"
+            ))
+            .with_source(e)
+        })?;
+    let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics).map_err(|e| {
+        ConnectorError::fatal(format!(
+            "kafka source: cannot subscribe to {topics:?} on {brokers}"
+        ))
+        .with_source(e)
+    })?;
+    tracing::info!(brokers = %brokers, group = %cfg.group, topics = ?cfg.topics, "kafka source subscribed");
+
+    let batch_size = cfg.batch_size.max(1);
+    let wait = cfg.batch_wait.0;
+    let mut ids: HashMap<Tp, PartitionId> = HashMap::new();
+    let mut pending: HashMap<Tp, Pending> = HashMap::new();
+    let mut committed = ctx.committed.clone();
+    let mut last_error: Option<(String, Instant)> = None;
+    let send = |tp: &Tp, p: Pending| -> bool {
+        let Some(last) = p.records.last() else { return true };
+        let last: i64 = last.offset.as_str().parse().unwrap_or(-1);
+        if let Ok(mut s) = shared.sent.lock() {
+            s.insert(tp.clone(), last);
+        }
+        handle.block_on(ctx.send(SourceBatch {
+            partition: p.id,
+            records: p.records,
+            end_of_partition: false,
+            end_offset: None,
+        }))
+    };
+    let result = 'outer: loop {
+        if ctx.shutdown.is_cancelled() {
+            break Ok(());
+        }
+        // Records of partitions given up in a rebalance are not handed on: their new owner
+        // reads them again from the last commit.
+        for tp in shared
+            .revoked
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
+        {
+            pending.remove(&tp);
+        }
+        // Mirror the pipeline's commits into the group, so Kafka tools see the lag.
+        if committed.has_changed().unwrap_or(false) {
+            committed.mark_unchanged();
+            let assigned: Vec<Tp> = shared
+                .group_next
+                .lock()
+                .map(|n| n.keys().cloned().collect())
+                .unwrap_or_default();
+            shared.commit_to_group(&consumer, &assigned, CommitMode::Async);
+        }
+        let timeout = if pending.is_empty() { Duration::from_millis(100) } else { Duration::ZERO };
+        match consumer.poll(timeout) {
+            Some(Ok(msg)) => {
+                last_error = None;
+                let tp = (msg.topic().to_string(), msg.partition());
+                let id = ids
+                    .entry(tp.clone())
+                    .or_insert_with(|| PartitionId::from(partition_id(&tp.0, tp.1)))
+                    .clone();
+                let rec = to_record(&msg, id.clone());
+                drop(msg);
+                let p = pending.entry(tp.clone()).or_insert_with(|| Pending {
+                    id,
+                    records: Vec::with_capacity(batch_size.min(4096)),
+                    since: Instant::now(),
+                });
+                p.records.push(rec);
+                if p.records.len() >= batch_size {
+                    if let Some(p) = pending.remove(&tp)
+                        && !send(&tp, p)
+                    {
+                        break Ok(());
+                    }
+                }
+                continue;
+            }
+            Some(Err(e)) => {
+                let msg = e.to_string();
+                let repeated = last_error
+                    .as_ref()
+                    .is_some_and(|(m, at)| *m == msg && at.elapsed() < Duration::from_secs(30));
+                if !repeated {
+                    tracing::warn!(brokers = %brokers, group = %cfg.group, error = %e, retriable = is_retriable(&e), "kafka source: consumer error (librdkafka retries)");
+                    last_error = Some((msg, Instant::now()));
+                }
+            }
+            None => {}
+        }
+        // Nothing more right now (or an error): hand on partial batches that waited long enough.
+        let due: Vec<Tp> = pending
+            .iter()
+            .filter(|(_, p)| p.since.elapsed() >= wait || timeout.is_zero())
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in due {
+            if let Some(p) = pending.remove(&tp)
+                && !send(&tp, p)
+            {
+                break 'outer Ok(());
+            }
+        }
+    };
+    // Commit what the pipeline committed so far to the group, then leave it (the revoke
+    // callback runs while the consumer closes and does not wait: the pipeline is stopping).
+    let assigned: Vec<Tp> = shared
+        .group_next
+        .lock()
+        .map(|n| n.keys().cloned().collect())
+        .unwrap_or_default();
+    shared.commit_to_group(&consumer, &assigned, CommitMode::Sync);
+    drop(consumer);
+    tracing::debug!(group = %cfg.group, "kafka source: consumer closed");
+    result
+}
+
+fn to_record(msg: &BorrowedMessage<'_>, id: PartitionId) -> Record {
+    let offset = msg.offset();
+    let timestamp = msg.timestamp().to_millis();
+    let headers = msg
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| {
+                    (
+                        h.key.to_string(),
+                        h.value.map(Bytes::copy_from_slice).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut meta = vec![
+        ("topic".into(), msg.topic().to_string()),
+        ("partition".into(), msg.partition().to_string()),
+        ("offset".into(), offset.to_string()),
+    ];
+    if let Some(ts) = timestamp {
+        meta.push(("timestamp".into(), ts.to_string()));
+    }
+    Record {
+        key: msg.key().map(Bytes::copy_from_slice),
+        value: msg.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
+        headers,
+        timestamp,
+        meta,
+        partition: id,
+        offset: Offset::from(offset.max(0) as u64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_ids_round_trip_with_slashes_and_dashes_in_names() {
+        assert_eq!(partition_id("orders-eu", 3), "orders-eu/3");
+        assert_eq!(parse_partition_id("orders-eu/3"), Some(("orders-eu", 3)));
+        assert_eq!(parse_partition_id("orders"), None);
+    }
+}

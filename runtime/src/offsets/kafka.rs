@@ -1,0 +1,222 @@
+//! The `kafka` offset store: a compacted topic (default `sluice-offsets`) with one record per
+//! (namespace, partition), keyed by the JSON array `["<namespace>","<partition>"]` like Kafka
+//! Connect's offset topic, valued by the JSON entry (`offset`, `finished`, `updated_at`). Reset
+//! and prune write tombstones. Every read goes through the whole topic up to a barrier written
+//! just before, so it sees every earlier commit, from any worker.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use sluice_connectors::CommittedOffsets;
+use sluice_connectors::kafka::{OffsetLog, OffsetLogConfig};
+use tokio::sync::OnceCell;
+
+use super::{Entry, OffsetError, OffsetRow, OffsetStore, ResetTo, apply_reset, is_stale};
+use crate::spec::KafkaStoreSpec;
+
+type Table = BTreeMap<String, BTreeMap<String, Entry>>;
+
+pub struct KafkaStore {
+    cfg: OffsetLogConfig,
+    /// Connected on first use, so opening the store does no I/O.
+    log: OnceCell<OffsetLog>,
+    /// Serialises read-modify-write cycles within this process.
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl KafkaStore {
+    pub fn new(spec: &KafkaStoreSpec) -> Self {
+        Self {
+            cfg: OffsetLogConfig {
+                brokers: spec.brokers.clone(),
+                topic: spec.topic.clone(),
+                replication: spec.replication,
+                properties: spec.properties.clone(),
+                timeout: spec.timeout.0,
+            },
+            log: OnceCell::new(),
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn fail(&self, e: sluice_connectors::ConnectorError) -> OffsetError {
+        OffsetError::Io {
+            store: self.describe(),
+            message: e.message.clone(),
+            source: std::io::Error::other(e.to_string()),
+        }
+    }
+
+    async fn log(&self) -> Result<&OffsetLog, OffsetError> {
+        self.log
+            .get_or_try_init(|| OffsetLog::connect(self.cfg.clone()))
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    fn key(namespace: &str, partition: &str) -> Vec<u8> {
+        // Serialising two strings cannot fail.
+        serde_json::to_vec(&[namespace, partition]).unwrap_or_default()
+    }
+
+    async fn read(&self) -> Result<Table, OffsetError> {
+        let raw = self.log().await?.read_all().await.map_err(|e| self.fail(e))?;
+        let mut table = Table::new();
+        for (k, v) in raw {
+            let (ns, part): (String, String) =
+                serde_json::from_slice(&k).map_err(|e| OffsetError::Corrupt {
+                    store: self.describe(),
+                    message: format!("a key is not [namespace, partition] ({e})"),
+                })?;
+            let entry: Entry = serde_json::from_slice(&v).map_err(|e| OffsetError::Corrupt {
+                store: self.describe(),
+                message: format!("the entry of {ns}/{part} is corrupt ({e})"),
+            })?;
+            table.entry(ns).or_default().insert(part, entry);
+        }
+        Ok(table)
+    }
+
+    async fn write(&self, entries: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), OffsetError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.log()
+            .await?
+            .write(entries)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.fail(e))
+    }
+
+    fn put(namespace: &str, partition: &str, e: &Entry) -> (Vec<u8>, Option<Vec<u8>>) {
+        // Serialising an entry of strings, a bool and a time cannot fail.
+        (Self::key(namespace, partition), serde_json::to_vec(e).ok())
+    }
+}
+
+#[async_trait]
+impl OffsetStore for KafkaStore {
+    fn describe(&self) -> String {
+        format!("kafka topic {} on {}", self.cfg.topic, self.cfg.brokers.join(","))
+    }
+
+    async fn load(&self, namespace: &str) -> Result<CommittedOffsets, OffsetError> {
+        let table = self.read().await?;
+        Ok(table
+            .get(namespace)
+            .map(|parts| {
+                parts
+                    .iter()
+                    .map(|(k, e)| (k.as_str().into(), e.committed()))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn commit(&self, namespace: &str, offsets: &CommittedOffsets) -> Result<(), OffsetError> {
+        let now = Utc::now();
+        let entries = offsets
+            .iter()
+            .map(|(p, c)| {
+                let e = Entry {
+                    offset: c.offset.clone(),
+                    finished: c.finished,
+                    updated_at: now,
+                };
+                Self::put(namespace, p, &e)
+            })
+            .collect();
+        self.write(entries).await
+    }
+
+    async fn list(&self, namespace: Option<&str>) -> Result<Vec<OffsetRow>, OffsetError> {
+        let table = self.read().await?;
+        Ok(table
+            .iter()
+            .filter(|(ns, _)| namespace.is_none_or(|n| n == ns.as_str()))
+            .flat_map(|(ns, parts)| parts.iter().map(move |(p, e)| e.row(ns, p)))
+            .collect())
+    }
+
+    async fn reset(
+        &self,
+        namespace: &str,
+        partition: Option<&str>,
+        to: ResetTo,
+    ) -> Result<Vec<OffsetRow>, OffsetError> {
+        let _guard = self.lock.lock().await;
+        let mut table = self.read().await?;
+        let parts = table.entry(namespace.to_string()).or_default();
+        let changed = apply_reset(namespace, parts, partition, &to);
+        let entries = changed
+            .iter()
+            .map(|row| match parts.get(&row.partition) {
+                Some(e) => Self::put(namespace, &row.partition, e),
+                None => (Self::key(namespace, &row.partition), None),
+            })
+            .collect();
+        self.write(entries).await?;
+        Ok(changed)
+    }
+
+    async fn prune(
+        &self,
+        namespace: Option<&str>,
+        older_than: Option<Duration>,
+        dry_run: bool,
+    ) -> Result<Vec<OffsetRow>, OffsetError> {
+        let _guard = self.lock.lock().await;
+        let table = self.read().await?;
+        let pruned: Vec<OffsetRow> = table
+            .iter()
+            .filter(|(ns, _)| namespace.is_none_or(|n| n == ns.as_str()))
+            .flat_map(|(ns, parts)| {
+                parts
+                    .iter()
+                    .filter(|(_, e)| is_stale(e.updated_at, older_than))
+                    .map(move |(p, e)| e.row(ns, p))
+            })
+            .collect();
+        if !dry_run {
+            let tombstones = pruned
+                .iter()
+                .map(|r| (Self::key(&r.namespace, &r.partition), None))
+                .collect();
+            self.write(tombstones).await?;
+        }
+        Ok(pruned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::KafkaStoreSpec;
+
+    /// The store contract against the broker `scripts/test.sh` starts (SLUICE_TEST_KAFKA_BROKERS),
+    /// on a fresh topic.
+    #[tokio::test]
+    async fn contract() {
+        let Ok(brokers) = std::env::var("SLUICE_TEST_KAFKA_BROKERS") else {
+            panic!(
+                "SLUICE_TEST_KAFKA_BROKERS is not set: run the tests through scripts/test.sh, or start a broker with `scripts/emulators/kafka.sh start DIR` and source DIR/kafka.env"
+            );
+        };
+        let topic = format!("sluice-offsets-test-{:016x}", rand::random::<u64>());
+        let spec: KafkaStoreSpec = serde_json::from_value(serde_json::json!({
+            "brokers": [brokers], "topic": topic
+        }))
+        .expect("spec");
+        let store = KafkaStore::new(&spec);
+        super::super::contract::check(&store).await;
+        // A second store on the same topic (another worker, a later run) reads the same rows.
+        let mut c = CommittedOffsets::new();
+        c.insert("orders/0".into(), sluice_connectors::Committed { offset: "41".into(), finished: false });
+        store.commit("again", &c).await.expect("commit");
+        let other = KafkaStore::new(&spec);
+        assert_eq!(other.load("again").await.expect("load")["orders/0"].offset.as_str(), "41");
+    }
+}
