@@ -17,11 +17,13 @@ pub mod error;
 pub mod file;
 pub mod generator;
 pub mod kafka;
+pub mod kinesis;
 pub mod null;
 pub mod record;
 pub mod registry;
 pub mod retry;
 pub mod secret;
+pub mod shards;
 pub mod stdio;
 pub mod units;
 

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::api::{Sink, Source};
 use crate::error::ConnectorError;
-use crate::{ConfigIssue, file, generator, kafka, null, stdio};
+use crate::{ConfigIssue, file, generator, kafka, kinesis, null, stdio};
 
 /// Where records come from. `type:` picks the connector.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -20,6 +20,8 @@ pub enum SourceConfig {
     Stdin(stdio::StdinConfig),
     /// Kafka topics, read as a member of a consumer group.
     Kafka(kafka::KafkaSourceConfig),
+    /// A Kinesis data stream, shard by shard (polling or enhanced fan-out).
+    Kinesis(kinesis::KinesisSourceConfig),
 }
 
 /// Where records go. `type:` picks the connector.
@@ -34,6 +36,8 @@ pub enum SinkConfig {
     Null(null::NullConfig),
     /// A Kafka topic, through an idempotent producer.
     Kafka(kafka::KafkaSinkConfig),
+    /// A Kinesis data stream, written with PutRecords.
+    Kinesis(kinesis::KinesisSinkConfig),
 }
 
 impl SourceConfig {
@@ -44,6 +48,7 @@ impl SourceConfig {
             Self::File(_) => "file",
             Self::Stdin(_) => "stdin",
             Self::Kafka(_) => "kafka",
+            Self::Kinesis(_) => "kinesis",
         }
     }
 
@@ -54,6 +59,7 @@ impl SourceConfig {
             Self::File(c) => c.check(),
             Self::Stdin(_) => Vec::new(),
             Self::Kafka(c) => c.check(),
+            Self::Kinesis(c) => c.check(),
         }
     }
 
@@ -64,6 +70,7 @@ impl SourceConfig {
             Self::File(c) => Box::new(file::FileSource::new(c.clone())?),
             Self::Stdin(c) => Box::new(stdio::StdinSource::new(c.clone())),
             Self::Kafka(c) => Box::new(kafka::KafkaSource::new(c.clone())),
+            Self::Kinesis(c) => Box::new(kinesis::KinesisSource::connect(c.clone()).await?),
         })
     }
 }
@@ -76,6 +83,7 @@ impl SinkConfig {
             Self::Stdout(_) => "stdout",
             Self::Null(_) => "null",
             Self::Kafka(_) => "kafka",
+            Self::Kinesis(_) => "kinesis",
         }
     }
 
@@ -86,6 +94,7 @@ impl SinkConfig {
             Self::Stdout(_) => "stdout".into(),
             Self::Null(_) => "null (discarded)".into(),
             Self::Kafka(c) => format!("kafka topic {}", c.topic),
+            Self::Kinesis(c) => format!("kinesis stream {}", c.stream),
         }
     }
 
@@ -95,6 +104,7 @@ impl SinkConfig {
             Self::File(c) => c.check(),
             Self::Stdout(_) | Self::Null(_) => Vec::new(),
             Self::Kafka(c) => c.check(),
+            Self::Kinesis(c) => c.check(),
         }
     }
 
@@ -105,6 +115,7 @@ impl SinkConfig {
             Self::Stdout(c) => Box::new(stdio::StdoutSink::new(c.clone())),
             Self::Null(_) => Box::new(null::NullSink),
             Self::Kafka(c) => Box::new(kafka::KafkaSink::connect(c).await?),
+            Self::Kinesis(c) => Box::new(kinesis::KinesisSink::connect(c.clone()).await?),
         })
     }
 }

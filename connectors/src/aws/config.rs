@@ -116,9 +116,14 @@ impl CredentialsConfig {
     ) -> Result<Option<SharedCredentialsProvider>, ConnectorError> {
         use aws_config::environment::EnvironmentVariableCredentialsProvider;
         use aws_config::profile::ProfileFileCredentialsProvider;
+        // Deprecated aliases of aws-runtime's `EnvConfigFile*`, kept so that aws-runtime need
+        // not become a direct dependency; they name the same types.
+        #[allow(deprecated)]
         use aws_config::profile::profile_file::{ProfileFileKind, ProfileFiles};
         use aws_config::sts::AssumeRoleProvider;
-        use aws_config::web_identity_token::{StaticConfiguration, WebIdentityTokenCredentialsProvider};
+        use aws_config::web_identity_token::{
+            StaticConfiguration, WebIdentityTokenCredentialsProvider,
+        };
 
         Ok(Some(match self {
             Self::Auto => return Ok(None),
@@ -133,12 +138,15 @@ impl CredentialsConfig {
                 None,
                 "sluice-spec",
             )),
-            Self::Env => SharedCredentialsProvider::new(EnvironmentVariableCredentialsProvider::new()),
+            Self::Env => {
+                SharedCredentialsProvider::new(EnvironmentVariableCredentialsProvider::new())
+            }
             Self::Profile { path, name } => {
                 let mut b = ProfileFileCredentialsProvider::builder();
                 if let Some(n) = name {
                     b = b.profile_name(n);
                 }
+                #[allow(deprecated)]
                 if let Some(p) = path {
                     b = b.profile_files(
                         ProfileFiles::builder()
@@ -199,7 +207,10 @@ mod tests {
         .expect("config");
         assert_eq!(c.region().as_deref(), Some("us-east-1"));
         let dbg = format!("{c:?}");
-        assert!(!dbg.contains("s3cr3t") && dbg.contains("<redacted>"), "{dbg}");
+        assert!(
+            !dbg.contains("s3cr3t") && dbg.contains("<redacted>"),
+            "{dbg}"
+        );
     }
 
     #[tokio::test]
@@ -210,7 +221,10 @@ mod tests {
         }))
         .expect("config");
         let sdk = c.sdk_config().await.expect("sdk config");
-        assert_eq!(sdk.region().map(|r| r.as_ref().to_string()).as_deref(), Some("us-east-1"));
+        assert_eq!(
+            sdk.region().map(|r| r.as_ref().to_string()).as_deref(),
+            Some("us-east-1")
+        );
         assert_eq!(sdk.endpoint_url(), Some("http://127.0.0.1:4567"));
     }
 }

@@ -54,8 +54,8 @@ fn status_is_5xx<R: std::fmt::Debug>(raw: &R) -> bool {
 /// the transport failure. (The SDK's own `Display` says only "service error".)
 pub fn describe<E, R>(e: &aws_sdk_kinesis::error::SdkError<E, R>) -> String
 where
-    E: ProvideErrorMetadata + std::error::Error,
-    R: std::fmt::Debug,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
 {
     use aws_sdk_kinesis::error::SdkError;
     match e {

@@ -1,0 +1,248 @@
+//! The enhanced fan-out reader: a registered stream consumer and one SubscribeToShard
+//! subscription per shard, renewed before Kinesis ends it (5 minutes) and continued from the
+//! last continuation sequence number.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_kinesis::error::ProvideErrorMetadata;
+use aws_sdk_kinesis::types::{ConsumerStatus, SubscribeToShardEventStream};
+
+use super::call_error;
+use super::config::Registration;
+use super::records::{Converter, StartAt};
+use super::source::{Exit, Shared};
+use crate::api::SourceBatch;
+use crate::aws;
+use crate::error::ConnectorError;
+use crate::record::{Offset, PartitionId};
+
+/// How long a new consumer may take to become active.
+const ACTIVE_DEADLINE: Duration = Duration::from_secs(120);
+
+/// The consumer's ARN: registered (or reused) for `lazy` and `eager`, `consumer_arn` for `none`.
+pub(super) async fn register(sh: &Shared) -> Result<String, ConnectorError> {
+    let cfg = &sh.cfg;
+    let stream = &sh.stream.name;
+    if cfg.registration == Registration::None {
+        return cfg.consumer_arn.clone().ok_or_else(|| {
+            ConnectorError::fatal(format!(
+                "kinesis source: stream {stream}: registration none needs a consumer_arn"
+            ))
+        });
+    }
+    let name = cfg.consumer_name.clone().ok_or_else(|| {
+        ConnectorError::fatal(format!(
+            "kinesis source: stream {stream}: reader efo needs a consumer_name"
+        ))
+    })?;
+    let registered = cfg
+        .retries
+        .register
+        .run(
+            &format!("kinesis source: RegisterStreamConsumer {name} on stream {stream}"),
+            aws::is_retriable,
+            || {
+                sh.client
+                    .register_stream_consumer()
+                    .stream_arn(&sh.stream_arn)
+                    .consumer_name(&name)
+                    .send()
+            },
+        )
+        .await;
+    let arn = match registered {
+        Ok(out) => out.consumer().map(|c| c.consumer_arn().to_string()),
+        Err(e) if e.code() == Some("ResourceInUseException") => None,
+        Err(e) => {
+            return Err(call_error(
+                "source",
+                stream,
+                None,
+                "RegisterStreamConsumer",
+                &e,
+            ));
+        }
+    };
+    // Wait until the consumer is active (an existing one may still be creating).
+    let deadline = tokio::time::Instant::now() + ACTIVE_DEADLINE;
+    loop {
+        let out = cfg
+            .retries
+            .describe
+            .run(
+                &format!("kinesis source: DescribeStreamConsumer {name} on stream {stream}"),
+                aws::is_retriable,
+                || {
+                    let req = sh.client.describe_stream_consumer();
+                    match &arn {
+                        Some(a) => req.consumer_arn(a).send(),
+                        None => req.stream_arn(&sh.stream_arn).consumer_name(&name).send(),
+                    }
+                },
+            )
+            .await
+            .map_err(|e| call_error("source", stream, None, "DescribeStreamConsumer", &e))?;
+        if let Some(d) = out.consumer_description() {
+            match d.consumer_status() {
+                ConsumerStatus::Active => {
+                    tracing::info!(stream = %stream, consumer = %name, arn = %d.consumer_arn(), "EFO consumer active");
+                    return Ok(d.consumer_arn().to_string());
+                }
+                ConsumerStatus::Deleting => {
+                    return Err(ConnectorError::retriable(format!(
+                        "kinesis source: stream {stream}: EFO consumer {name} is being deleted"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ConnectorError::retriable(format!(
+                "kinesis source: stream {stream}: EFO consumer {name} did not become active within {ACTIVE_DEADLINE:?}"
+            )));
+        }
+        tokio::select! {
+            _ = sh.shutdown.cancelled() => return Err(ConnectorError::retriable(format!(
+                "kinesis source: stream {stream}: stopped while waiting for EFO consumer {name}"
+            ))),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// Deregisters the consumer (on a clean shutdown with `registration: lazy`); failures are
+/// logged.
+pub(super) async fn deregister(sh: &Shared, consumer_arn: &str) {
+    let r = sh
+        .cfg
+        .retries
+        .deregister
+        .run(
+            &format!(
+                "kinesis source: DeregisterStreamConsumer on stream {}",
+                sh.stream.name
+            ),
+            aws::is_retriable,
+            || {
+                sh.client
+                    .deregister_stream_consumer()
+                    .consumer_arn(consumer_arn)
+                    .send()
+            },
+        )
+        .await;
+    match r {
+        Ok(_) => {
+            tracing::info!(stream = %sh.stream.name, consumer = %consumer_arn, "EFO consumer deregistered")
+        }
+        Err(e) => {
+            let e = call_error(
+                "source",
+                &sh.stream.name,
+                None,
+                "DeregisterStreamConsumer",
+                &e,
+            );
+            tracing::warn!(error = %e, "could not deregister the EFO consumer");
+        }
+    }
+}
+
+/// Reads one shard through subscriptions until it ends or the pipeline stops.
+pub(super) async fn read_shard(
+    sh: Arc<Shared>,
+    consumer_arn: String,
+    shard: PartitionId,
+    start: StartAt,
+    mut last: Option<Offset>,
+) -> Result<Exit, ConnectorError> {
+    let stream = sh.stream.name.clone();
+    let mut conv = Converter::new(&stream, shard.clone(), &start);
+    let mut from = start;
+    loop {
+        let position = from.starting_position().map_err(|e| {
+            ConnectorError::fatal(format!(
+                "kinesis source: stream {stream} shard {shard}: bad starting position: {e}"
+            ))
+        })?;
+        conv.resume_at(&from);
+        let what = format!("kinesis source: SubscribeToShard of stream {stream} shard {shard}");
+        let sub = tokio::select! {
+            _ = sh.shutdown.cancelled() => return Ok(Exit::Stopped),
+            r = sh.cfg.retries.subscribe.run(
+                &what,
+                // A subscription of the same consumer to the same shard may linger for a few
+                // seconds after the previous one ended.
+                |e| aws::is_retriable(e) || e.code() == Some("ResourceInUseException"),
+                || {
+                    sh.client
+                        .subscribe_to_shard()
+                        .consumer_arn(&consumer_arn)
+                        .shard_id(shard.as_ref())
+                        .starting_position(position.clone())
+                        .send()
+                },
+            ) => r.map_err(|e| call_error("source", &stream, Some(&shard), "SubscribeToShard", &e))?,
+        };
+        let mut events = sub.event_stream;
+        let renew_at = tokio::time::Instant::now() + sh.cfg.subscription_renewal.0;
+        tracing::debug!(stream = %stream, shard = %shard, from = ?from, "subscribed");
+        loop {
+            let ev = tokio::select! {
+                _ = sh.shutdown.cancelled() => return Ok(Exit::Stopped),
+                _ = tokio::time::sleep_until(renew_at) => break,
+                ev = events.recv() => ev,
+            };
+            let e = match ev {
+                Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(e))) => e,
+                Ok(Some(_)) => continue,
+                // The server ended the subscription: subscribe again.
+                Ok(None) => break,
+                Err(err) => {
+                    let ce = call_error(
+                        "source",
+                        &stream,
+                        Some(&shard),
+                        "SubscribeToShard event stream",
+                        &err,
+                    );
+                    if ce.retriable {
+                        tracing::warn!(error = %ce, "subscription failed; subscribing again");
+                        break;
+                    }
+                    return Err(ce);
+                }
+            };
+            let mut records = Vec::with_capacity(e.records().len());
+            conv.convert(e.records(), &mut records);
+            if let Some(r) = records.last() {
+                last = Some(r.offset.clone());
+            }
+            let cont = e.continuation_sequence_number();
+            tracing::trace!(stream = %stream, shard = %shard, records = records.len(), millis_behind_latest = e.millis_behind_latest(), "SubscribeToShard event");
+            if cont.is_empty() {
+                // No continuation: the shard is closed and was read to its end.
+                let batch = Shared::end_batch(&shard, records, last);
+                return Ok(if sh.send(batch).await {
+                    Exit::Finished
+                } else {
+                    Exit::Stopped
+                });
+            }
+            from = StartAt::After(cont.to_string());
+            if !records.is_empty()
+                && !sh
+                    .send(SourceBatch {
+                        partition: shard.clone(),
+                        records,
+                        end_of_partition: false,
+                        end_offset: None,
+                    })
+                    .await
+            {
+                return Ok(Exit::Stopped);
+            }
+        }
+    }
+}

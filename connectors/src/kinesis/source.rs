@@ -1,0 +1,365 @@
+//! The Kinesis source: finds the stream's shards, starts one reader per shard once its parents
+//! are finished and committed, and rediscovers shards every `shard_discovery_interval` and
+//! whenever a shard ends.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_kinesis::Client;
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::config::{KinesisSourceConfig, ReaderKind, Registration, StartPosition};
+use super::records::StartAt;
+use super::{StreamRef, call_error, efo, polling};
+use crate::api::{CommittedOffsets, Source, SourceBatch, SourceContext};
+use crate::aws;
+use crate::error::ConnectorError;
+use crate::record::{Offset, PartitionId};
+use crate::shards::{ShardGraph, ShardNode};
+
+/// What shard readers share.
+pub(super) struct Shared {
+    pub client: Client,
+    pub cfg: KinesisSourceConfig,
+    pub stream: StreamRef,
+    /// The stream's ARN (EFO consumers are registered on it).
+    pub stream_arn: String,
+    pub output: mpsc::Sender<SourceBatch>,
+    pub shutdown: CancellationToken,
+}
+
+impl Shared {
+    /// Sends a batch; false when the pipeline is stopping.
+    pub async fn send(&self, batch: SourceBatch) -> bool {
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => false,
+            r = self.output.send(batch) => r.is_ok(),
+        }
+    }
+
+    /// The batch that records a shard as finished.
+    pub fn end_batch(
+        shard: &PartitionId,
+        records: Vec<crate::record::Record>,
+        last: Option<Offset>,
+    ) -> SourceBatch {
+        SourceBatch {
+            partition: shard.clone(),
+            end_offset: Some(last.unwrap_or_else(|| Offset::from("closed"))),
+            records,
+            end_of_partition: true,
+        }
+    }
+}
+
+/// How a shard reader ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Exit {
+    /// The shard is closed and was read to its end; the end was sent.
+    Finished,
+    /// The pipeline is stopping.
+    Stopped,
+}
+
+/// Reads a Kinesis data stream; see [`KinesisSourceConfig`].
+pub struct KinesisSource {
+    cfg: KinesisSourceConfig,
+    client: Client,
+    stream: StreamRef,
+    stream_arn: String,
+}
+
+impl KinesisSource {
+    /// Connects and checks that the stream exists (a missing stream or denied access fails
+    /// here, naming the stream).
+    pub async fn connect(cfg: KinesisSourceConfig) -> Result<Self, ConnectorError> {
+        let stream = StreamRef::parse(&cfg.stream)
+            .map_err(|m| ConnectorError::fatal(format!("kinesis source: {m}")))?;
+        let client = super::client(&cfg.aws).await?;
+        let stream_arn = describe(&client, &stream, &cfg.retries.describe, "source").await?;
+        Ok(Self {
+            cfg,
+            client,
+            stream,
+            stream_arn,
+        })
+    }
+}
+
+/// DescribeStreamSummary: the stream's ARN.
+pub(super) async fn describe(
+    client: &Client,
+    stream: &StreamRef,
+    policy: &crate::retry::RetryPolicy,
+    role: &str,
+) -> Result<String, ConnectorError> {
+    let out = policy
+        .run(
+            &format!(
+                "kinesis {role}: DescribeStreamSummary of stream {}",
+                stream.name
+            ),
+            aws::is_retriable,
+            || {
+                client
+                    .describe_stream_summary()
+                    .set_stream_name(stream.name_param())
+                    .set_stream_arn(stream.arn_param())
+                    .send()
+            },
+        )
+        .await
+        .map_err(|e| call_error(role, &stream.name, None, "DescribeStreamSummary", &e))?;
+    Ok(out
+        .stream_description_summary()
+        .map(|s| s.stream_arn().to_string())
+        .or_else(|| stream.arn.clone())
+        .unwrap_or_default())
+}
+
+/// ListShards (all pages): every shard the stream still holds.
+pub(super) async fn list_shards(
+    client: &Client,
+    stream: &StreamRef,
+    policy: &crate::retry::RetryPolicy,
+    role: &str,
+) -> Result<Vec<aws_sdk_kinesis::types::Shard>, ConnectorError> {
+    let mut shards = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let t = token.clone();
+        let out = policy
+            .run(
+                &format!("kinesis {role}: ListShards of stream {}", stream.name),
+                aws::is_retriable,
+                || {
+                    let req = client.list_shards().max_results(1000);
+                    match &t {
+                        // A page token must come without the stream.
+                        Some(t) => req.next_token(t.clone()).send(),
+                        None => req
+                            .set_stream_name(stream.name_param())
+                            .set_stream_arn(stream.arn_param())
+                            .send(),
+                    }
+                },
+            )
+            .await
+            .map_err(|e| call_error(role, &stream.name, None, "ListShards", &e))?;
+        shards.extend(out.shards().iter().cloned());
+        match out.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => return Ok(shards),
+        }
+    }
+}
+
+struct Coordinator {
+    shared: Arc<Shared>,
+    graph: ShardGraph,
+    /// Shards listed by the first discovery of this run.
+    initial: HashSet<String>,
+    /// Offsets committed before this run.
+    start: CommittedOffsets,
+    run_started: DateTime<Utc>,
+    first_round: bool,
+    active: HashSet<String>,
+    /// Shards this run read to their end (their finish may not be committed yet).
+    done: HashSet<String>,
+    consumer_arn: Option<String>,
+    readers: JoinSet<(String, Result<Exit, ConnectorError>)>,
+}
+
+impl Coordinator {
+    async fn discover(&mut self) -> Result<(), ConnectorError> {
+        let sh = &self.shared;
+        let shards = list_shards(
+            &sh.client,
+            &sh.stream,
+            &sh.cfg.retries.list_shards,
+            "source",
+        )
+        .await?;
+        let before = self.graph.len();
+        for s in &shards {
+            let parents = s
+                .parent_shard_id()
+                .into_iter()
+                .chain(s.adjacent_parent_shard_id())
+                .filter(|p| !p.is_empty());
+            let closed = s
+                .sequence_number_range()
+                .and_then(|r| r.ending_sequence_number())
+                .is_some();
+            self.graph
+                .insert(ShardNode::new(s.shard_id(), parents, closed));
+        }
+        if self.graph.len() != before {
+            tracing::info!(stream = %sh.stream.name, shards = self.graph.len(), "kinesis shards discovered");
+        }
+        Ok(())
+    }
+
+    /// Where a shard without a committed offset starts.
+    fn initial_position(&self, id: &str) -> StartAt {
+        if !self.initial.contains(id) {
+            // A child created while this run was reading: read all of it.
+            return StartAt::TrimHorizon;
+        }
+        let parents_read_before = self.graph.get(id).is_some_and(|s| {
+            s.parents
+                .iter()
+                .any(|p| self.start.contains_key(p.as_str()))
+        });
+        if parents_read_before {
+            // Earlier runs read its parents: its records follow theirs.
+            return StartAt::TrimHorizon;
+        }
+        match self.shared.cfg.start_position {
+            StartPosition::TrimHorizon => StartAt::TrimHorizon,
+            StartPosition::AtTimestamp => match self.shared.cfg.start_timestamp() {
+                Ok(t) => StartAt::Timestamp(t),
+                // `check` rejects specs without a valid timestamp.
+                Err(_) => StartAt::TrimHorizon,
+            },
+            StartPosition::Latest if self.first_round => StartAt::Latest,
+            // A shard that had to wait for its parents: what arrived since the run started.
+            StartPosition::Latest => StartAt::Timestamp(self.run_started),
+        }
+    }
+
+    fn start_ready(&mut self, committed: &CommittedOffsets) {
+        for id in self.graph.ready(committed) {
+            if self.active.contains(&id) || self.done.contains(&id) {
+                continue;
+            }
+            let (start, last) = match committed.get(id.as_str()) {
+                Some(c) => (StartAt::after_offset(&c.offset), Some(c.offset.clone())),
+                None => (self.initial_position(&id), None),
+            };
+            tracing::info!(stream = %self.shared.stream.name, shard = %id, start = ?start, "reading shard");
+            let sh = self.shared.clone();
+            let shard: PartitionId = id.as_str().into();
+            let consumer = self.consumer_arn.clone();
+            self.active.insert(id.clone());
+            self.readers.spawn(async move {
+                let r = match consumer {
+                    Some(arn) => efo::read_shard(sh, arn, shard, start, last).await,
+                    None => polling::read_shard(sh, shard, start, last).await,
+                };
+                (id, r)
+            });
+        }
+        self.first_round = false;
+    }
+
+    async fn run(
+        &mut self,
+        mut committed: tokio::sync::watch::Receiver<Arc<CommittedOffsets>>,
+    ) -> Result<(), ConnectorError> {
+        let shutdown = self.shared.shutdown.clone();
+        let mut tick = tokio::time::interval(self.shared.cfg.shard_discovery_interval.0);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        let mut watching = true;
+        loop {
+            let view = committed.borrow_and_update().clone();
+            self.start_ready(&view);
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tick.tick() => self.discover_or_warn().await?,
+                r = committed.changed(), if watching => {
+                    if r.is_err() {
+                        // The runtime stopped publishing commits; shutdown follows.
+                        watching = false;
+                    }
+                }
+                Some(j) = self.readers.join_next(), if !self.readers.is_empty() => match j {
+                    Ok((id, Ok(Exit::Finished))) => {
+                        tracing::info!(stream = %self.shared.stream.name, shard = %id, "shard read to its end");
+                        self.active.remove(&id);
+                        self.done.insert(id);
+                        self.discover_or_warn().await?;
+                    }
+                    Ok((id, Ok(Exit::Stopped))) => {
+                        self.active.remove(&id);
+                    }
+                    Ok((_, Err(e))) => return Err(e),
+                    Err(e) => return Err(ConnectorError::fatal(format!(
+                        "kinesis source: stream {}: a shard reader failed: {e}", self.shared.stream.name
+                    ))),
+                },
+            }
+        }
+    }
+
+    /// Rediscovers shards; a retriable failure (retries exhausted) is logged and tried again at
+    /// the next interval.
+    async fn discover_or_warn(&mut self) -> Result<(), ConnectorError> {
+        match self.discover().await {
+            Ok(()) => Ok(()),
+            Err(e) if e.retriable => {
+                tracing::warn!(stream = %self.shared.stream.name, error = %e, "shard discovery failed; trying again later");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[async_trait]
+impl Source for KinesisSource {
+    async fn run(&mut self, ctx: SourceContext) -> Result<(), ConnectorError> {
+        let shared = Arc::new(Shared {
+            client: self.client.clone(),
+            cfg: self.cfg.clone(),
+            stream: self.stream.clone(),
+            stream_arn: self.stream_arn.clone(),
+            output: ctx.output.clone(),
+            shutdown: ctx.shutdown.clone(),
+        });
+        let consumer_arn = match self.cfg.reader {
+            ReaderKind::Efo => Some(efo::register(&shared).await?),
+            ReaderKind::Polling => None,
+        };
+        let mut co = Coordinator {
+            shared: shared.clone(),
+            graph: ShardGraph::default(),
+            initial: HashSet::new(),
+            start: ctx.start.clone(),
+            run_started: Utc::now(),
+            first_round: true,
+            active: HashSet::new(),
+            done: HashSet::new(),
+            consumer_arn: consumer_arn.clone(),
+            readers: JoinSet::new(),
+        };
+        let result = match co.discover().await {
+            Ok(()) => {
+                co.initial = co.graph.ids().map(str::to_string).collect();
+                co.run(ctx.committed.clone()).await
+            }
+            Err(e) => Err(e),
+        };
+        // Readers stop on the shutdown token; on an error, stop them too.
+        if result.is_err() {
+            co.readers.abort_all();
+        }
+        while let Some(j) = co.readers.join_next().await {
+            if let Ok((id, Err(e))) = j {
+                tracing::warn!(stream = %shared.stream.name, shard = %id, error = %e, "shard reader failed while stopping");
+            }
+        }
+        if let (Some(arn), Registration::Lazy, Ok(())) =
+            (&consumer_arn, self.cfg.registration, &result)
+        {
+            efo::deregister(&shared, arn).await;
+        }
+        result
+    }
+}

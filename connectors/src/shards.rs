@@ -1,0 +1,157 @@
+//! Shard lineage for sources whose partitions split and merge (Kinesis Data Streams, DynamoDB
+//! Streams): which shards may be read now.
+//!
+//! The rule is the KCL's: a child shard is read only once every parent still known to the stream
+//! was read to its end *and that end was committed* (`Committed::finished`). A parent the stream no
+//! longer lists (trimmed after the retention period) does not hold its children back.
+//!
+//! ```
+//! use sluice_connectors::shards::{ShardGraph, ShardNode};
+//! use sluice_connectors::{Committed, CommittedOffsets, Offset};
+//!
+//! let mut g = ShardGraph::default();
+//! g.insert(ShardNode::new("parent", [], true));
+//! g.insert(ShardNode::new("child", ["parent"], false));
+//! let mut committed = CommittedOffsets::new();
+//! assert_eq!(g.ready(&committed), vec!["parent".to_string()]);
+//! committed.insert("parent".into(), Committed { offset: Offset::from("42"), finished: true });
+//! assert_eq!(g.ready(&committed), vec!["child".to_string()]);
+//! ```
+
+use std::collections::BTreeMap;
+
+use crate::api::CommittedOffsets;
+
+/// One shard as the stream lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardNode {
+    pub id: String,
+    /// The shard's parents: one after a split, two after a merge, none for an original shard.
+    pub parents: Vec<String>,
+    /// The shard is closed (it has an ending sequence number): once read to its end it is
+    /// finished.
+    pub closed: bool,
+}
+
+impl ShardNode {
+    pub fn new<'a>(id: &str, parents: impl IntoIterator<Item = &'a str>, closed: bool) -> Self {
+        Self {
+            id: id.to_string(),
+            parents: parents.into_iter().map(str::to_string).collect(),
+            closed,
+        }
+    }
+}
+
+/// The shards of a stream, with their parent links.
+#[derive(Debug, Clone, Default)]
+pub struct ShardGraph {
+    shards: BTreeMap<String, ShardNode>,
+}
+
+impl ShardGraph {
+    /// Adds a shard, or updates it (a shard that was open may since have closed).
+    pub fn insert(&mut self, node: ShardNode) {
+        self.shards.insert(node.id.clone(), node);
+    }
+
+    pub fn get(&self, id: &str) -> Option<&ShardNode> {
+        self.shards.get(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shards.is_empty()
+    }
+
+    /// Every known shard id, in order.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.shards.keys().map(String::as_str)
+    }
+
+    /// Shards with work left (not finished in `committed`) whose parents are all finished in
+    /// `committed` or unknown to the stream, in id order. The caller skips the ones it is
+    /// already reading.
+    pub fn ready(&self, committed: &CommittedOffsets) -> Vec<String> {
+        let finished = |id: &str| committed.get(id).is_some_and(|c| c.finished);
+        self.shards
+            .values()
+            .filter(|s| !finished(&s.id))
+            .filter(|s| {
+                s.parents
+                    .iter()
+                    .all(|p| finished(p) || !self.shards.contains_key(p))
+            })
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
+    /// Shards not finished in `committed` and held back by a parent that is not finished yet.
+    pub fn waiting(&self, committed: &CommittedOffsets) -> Vec<String> {
+        let ready = self.ready(committed);
+        self.shards
+            .keys()
+            .filter(|id| !committed.get(id.as_str()).is_some_and(|c| c.finished))
+            .filter(|id| !ready.contains(id))
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Committed;
+    use crate::record::Offset;
+
+    fn fin(ids: &[&str]) -> CommittedOffsets {
+        ids.iter()
+            .map(|id| {
+                (
+                    (*id).into(),
+                    Committed {
+                        offset: Offset::from("1"),
+                        finished: true,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn split_and_merge_lineage() {
+        // 0 splits into 1 and 2; 1 and 2 merge into 3; 9 is an unrelated open shard.
+        let mut g = ShardGraph::default();
+        g.insert(ShardNode::new("0", [], true));
+        g.insert(ShardNode::new("1", ["0"], true));
+        g.insert(ShardNode::new("2", ["0"], true));
+        g.insert(ShardNode::new("3", ["1", "2"], false));
+        g.insert(ShardNode::new("9", [], false));
+        assert_eq!(g.ready(&fin(&[])), ["0", "9"]);
+        assert_eq!(g.waiting(&fin(&[])), ["1", "2", "3"]);
+        assert_eq!(g.ready(&fin(&["0"])), ["1", "2", "9"]);
+        // A merge waits for both parents.
+        assert_eq!(g.ready(&fin(&["0", "1"])), ["2", "9"]);
+        assert_eq!(g.ready(&fin(&["0", "1", "2"])), ["3", "9"]);
+        // A committed but unfinished parent still holds its children back.
+        let mut c = fin(&["0", "1"]);
+        c.insert(
+            "2".into(),
+            Committed {
+                offset: Offset::from("5"),
+                finished: false,
+            },
+        );
+        assert_eq!(g.ready(&c), ["2", "9"]);
+    }
+
+    #[test]
+    fn trimmed_parents_do_not_block() {
+        let mut g = ShardGraph::default();
+        g.insert(ShardNode::new("child", ["gone"], false));
+        assert_eq!(g.ready(&fin(&[])), ["child"]);
+    }
+}
