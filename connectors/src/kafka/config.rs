@@ -111,6 +111,9 @@ pub(crate) fn client_config(brokers: &[String], properties: &Properties) -> Clie
     c.set("bootstrap.servers", brokers.join(","));
     c.set("client.id", "sluice");
     c.set("log_level", "4");
+    // Topics are created on purpose (`create_topic`, the offset store), never by a metadata
+    // lookup with the broker's defaults.
+    c.set("allow.auto.create.topics", "false");
     for (k, v) in &properties.0 {
         c.set(k, v);
     }
@@ -332,6 +335,7 @@ impl KafkaSinkConfig {
         c.set("bootstrap.servers", self.brokers.join(","));
         c.set("client.id", "sluice");
         c.set("log_level", "4");
+        c.set("allow.auto.create.topics", "false");
         c.set(
             "acks",
             match self.acks {

@@ -172,6 +172,7 @@ impl OffsetLog {
         cc.set("group.id", "sluice-offset-store-reader");
         cc.set("enable.auto.commit", "false");
         cc.set("enable.partition.eof", "false");
+        cc.set("fetch.wait.max.ms", "20");
         let topic = self.cfg.topic.clone();
         let brokers = self.brokers.clone();
         let timeout = self.cfg.timeout;
