@@ -13,6 +13,7 @@
 pub mod ack;
 pub mod api;
 pub mod aws;
+pub mod dynamodb;
 pub mod error;
 pub mod file;
 pub mod generator;

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::api::{Sink, Source};
 use crate::error::ConnectorError;
-use crate::{ConfigIssue, file, generator, kafka, kinesis, null, stdio};
+use crate::{ConfigIssue, dynamodb, file, generator, kafka, kinesis, null, stdio};
 
 /// Where records come from. `type:` picks the connector.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -18,6 +18,8 @@ pub enum SourceConfig {
     File(file::FileSourceConfig),
     /// Lines of standard input.
     Stdin(stdio::StdinConfig),
+    /// A DynamoDB table: a parallel-Scan snapshot, its DynamoDB Stream, or both.
+    Dynamodb(dynamodb::DynamoSourceConfig),
     /// Kafka topics, read as a member of a consumer group.
     Kafka(kafka::KafkaSourceConfig),
     /// A Kinesis data stream, shard by shard (polling or enhanced fan-out).
@@ -32,6 +34,8 @@ pub enum SinkConfig {
     File(file::FileSinkConfig),
     /// Writes records to standard output, one per line.
     Stdout(stdio::StdoutConfig),
+    /// A DynamoDB table, written with BatchWriteItem (puts and deletes).
+    Dynamodb(dynamodb::DynamoSinkConfig),
     /// Discards records (benchmarks, dry runs).
     Null(null::NullConfig),
     /// A Kafka topic, through an idempotent producer.
@@ -47,6 +51,7 @@ impl SourceConfig {
             Self::Generator(_) => "generator",
             Self::File(_) => "file",
             Self::Stdin(_) => "stdin",
+            Self::Dynamodb(_) => "dynamodb",
             Self::Kafka(_) => "kafka",
             Self::Kinesis(_) => "kinesis",
         }
@@ -58,6 +63,7 @@ impl SourceConfig {
             Self::Generator(c) => c.check(),
             Self::File(c) => c.check(),
             Self::Stdin(_) => Vec::new(),
+            Self::Dynamodb(c) => c.check(),
             Self::Kafka(c) => c.check(),
             Self::Kinesis(c) => c.check(),
         }
@@ -69,6 +75,7 @@ impl SourceConfig {
             Self::Generator(c) => Box::new(generator::GeneratorSource::new(c.clone())),
             Self::File(c) => Box::new(file::FileSource::new(c.clone())?),
             Self::Stdin(c) => Box::new(stdio::StdinSource::new(c.clone())),
+            Self::Dynamodb(c) => Box::new(dynamodb::DynamoSource::new(c.clone()).await?),
             Self::Kafka(c) => Box::new(kafka::KafkaSource::new(c.clone())),
             Self::Kinesis(c) => Box::new(kinesis::KinesisSource::connect(c.clone()).await?),
         })
@@ -81,6 +88,7 @@ impl SinkConfig {
         match self {
             Self::File(_) => "file",
             Self::Stdout(_) => "stdout",
+            Self::Dynamodb(_) => "dynamodb",
             Self::Null(_) => "null",
             Self::Kafka(_) => "kafka",
             Self::Kinesis(_) => "kinesis",
@@ -92,6 +100,7 @@ impl SinkConfig {
         match self {
             Self::File(c) => format!("file {}", c.path.display()),
             Self::Stdout(_) => "stdout".into(),
+            Self::Dynamodb(c) => format!("dynamodb table {}", c.table),
             Self::Null(_) => "null (discarded)".into(),
             Self::Kafka(c) => format!("kafka topic {}", c.topic),
             Self::Kinesis(c) => format!("kinesis stream {}", c.stream),
@@ -102,6 +111,7 @@ impl SinkConfig {
     pub fn check(&self) -> Vec<ConfigIssue> {
         match self {
             Self::File(c) => c.check(),
+            Self::Dynamodb(c) => c.check(),
             Self::Stdout(_) | Self::Null(_) => Vec::new(),
             Self::Kafka(c) => c.check(),
             Self::Kinesis(c) => c.check(),
@@ -113,6 +123,7 @@ impl SinkConfig {
         Ok(match self {
             Self::File(c) => Box::new(file::FileSink::open(c).await?),
             Self::Stdout(c) => Box::new(stdio::StdoutSink::new(c.clone())),
+            Self::Dynamodb(c) => Box::new(dynamodb::DynamoSink::new(c.clone()).await?),
             Self::Null(_) => Box::new(null::NullSink),
             Self::Kafka(c) => Box::new(kafka::KafkaSink::connect(c).await?),
             Self::Kinesis(c) => Box::new(kinesis::KinesisSink::connect(c.clone()).await?),

@@ -1,0 +1,589 @@
+//! DynamoDB items and JSON: plain JSON (numbers kept as their exact text) and DynamoDB-JSON
+//! (`{"id": {"S": "a"}}`), both ways.
+//!
+//! `serde_json` without `arbitrary_precision` turns `12345678901234567890123` into a float, so
+//! records are parsed by a small parser of its own ([`parse`]) that keeps number text as written,
+//! and items are written back by [`write_plain`] / [`write_ddb`] without a detour through
+//! `serde_json::Value`.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_smithy_types::Blob;
+
+/// A parsed JSON value; numbers keep their text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Json {
+    Null,
+    Bool(bool),
+    Num(String),
+    Str(String),
+    Arr(Vec<Json>),
+    Obj(Vec<(String, Json)>),
+}
+
+impl Json {
+    /// The member `name` of an object.
+    pub fn get(&self, name: &str) -> Option<&Json> {
+        match self {
+            Json::Obj(m) => m.iter().find(|(k, _)| k == name).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Json::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// Parses one JSON document.
+pub fn parse(bytes: &[u8]) -> Result<Json, String> {
+    let mut p = Parser {
+        b: bytes,
+        i: 0,
+        depth: 0,
+    };
+    p.ws();
+    let v = p.value()?;
+    p.ws();
+    if p.i != p.b.len() {
+        return Err(p.err("trailing characters after the JSON value"));
+    }
+    Ok(v)
+}
+
+struct Parser<'a> {
+    b: &'a [u8],
+    i: usize,
+    depth: usize,
+}
+
+/// DynamoDB nests at most 32 levels; deeper input is refused rather than recursing without bound.
+const MAX_DEPTH: usize = 64;
+
+impl Parser<'_> {
+    fn err(&self, what: &str) -> String {
+        format!("invalid JSON at byte {}: {what}", self.i)
+    }
+
+    fn ws(&mut self) {
+        while let Some(c) = self.b.get(self.i) {
+            if matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+                self.i += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn lit(&mut self, word: &[u8], v: Json) -> Result<Json, String> {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            Ok(v)
+        } else {
+            Err(self.err("unexpected character"))
+        }
+    }
+
+    fn value(&mut self) -> Result<Json, String> {
+        match self.b.get(self.i) {
+            None => Err(self.err("unexpected end of input")),
+            Some(b'{') => self.nested(|p| p.object()),
+            Some(b'[') => self.nested(|p| p.array()),
+            Some(b'"') => self.string().map(Json::Str),
+            Some(b't') => self.lit(b"true", Json::Bool(true)),
+            Some(b'f') => self.lit(b"false", Json::Bool(false)),
+            Some(b'n') => self.lit(b"null", Json::Null),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(_) => Err(self.err("unexpected character")),
+        }
+    }
+
+    fn nested(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<Json, String>,
+    ) -> Result<Json, String> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.err("nested too deeply"));
+        }
+        let r = f(self);
+        self.depth -= 1;
+        r
+    }
+
+    fn object(&mut self) -> Result<Json, String> {
+        self.i += 1;
+        let mut members = Vec::new();
+        self.ws();
+        if self.b.get(self.i) == Some(&b'}') {
+            self.i += 1;
+            return Ok(Json::Obj(members));
+        }
+        loop {
+            self.ws();
+            if self.b.get(self.i) != Some(&b'"') {
+                return Err(self.err("expected a member name"));
+            }
+            let k = self.string()?;
+            self.ws();
+            if self.b.get(self.i) != Some(&b':') {
+                return Err(self.err("expected `:`"));
+            }
+            self.i += 1;
+            self.ws();
+            let v = self.value()?;
+            members.push((k, v));
+            self.ws();
+            match self.b.get(self.i) {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(Json::Obj(members));
+                }
+                _ => return Err(self.err("expected `,` or `}`")),
+            }
+        }
+    }
+
+    fn array(&mut self) -> Result<Json, String> {
+        self.i += 1;
+        let mut items = Vec::new();
+        self.ws();
+        if self.b.get(self.i) == Some(&b']') {
+            self.i += 1;
+            return Ok(Json::Arr(items));
+        }
+        loop {
+            self.ws();
+            items.push(self.value()?);
+            self.ws();
+            match self.b.get(self.i) {
+                Some(b',') => self.i += 1,
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(Json::Arr(items));
+                }
+                _ => return Err(self.err("expected `,` or `]`")),
+            }
+        }
+    }
+
+    fn number(&mut self) -> Result<Json, String> {
+        let start = self.i;
+        if self.b.get(self.i) == Some(&b'-') {
+            self.i += 1;
+        }
+        let digits = |p: &mut Self| {
+            let s = p.i;
+            while p.b.get(p.i).is_some_and(u8::is_ascii_digit) {
+                p.i += 1;
+            }
+            p.i > s
+        };
+        if !digits(self) {
+            return Err(self.err("expected digits"));
+        }
+        if self.b.get(self.i) == Some(&b'.') {
+            self.i += 1;
+            if !digits(self) {
+                return Err(self.err("expected digits after `.`"));
+            }
+        }
+        if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            if !digits(self) {
+                return Err(self.err("expected exponent digits"));
+            }
+        }
+        // Only ASCII digits, signs, `.` and `e` were consumed.
+        let text =
+            std::str::from_utf8(&self.b[start..self.i]).map_err(|_| self.err("bad number"))?;
+        Ok(Json::Num(text.to_string()))
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        self.i += 1;
+        let mut out = String::new();
+        loop {
+            let start = self.i;
+            while let Some(&c) = self.b.get(self.i) {
+                if c == b'"' || c == b'\\' || c < 0x20 {
+                    break;
+                }
+                self.i += 1;
+            }
+            out.push_str(
+                std::str::from_utf8(&self.b[start..self.i])
+                    .map_err(|_| self.err("invalid UTF-8"))?,
+            );
+            match self.b.get(self.i) {
+                Some(b'"') => {
+                    self.i += 1;
+                    return Ok(out);
+                }
+                Some(b'\\') => {
+                    self.i += 1;
+                    let e = *self
+                        .b
+                        .get(self.i)
+                        .ok_or_else(|| self.err("unterminated escape"))?;
+                    self.i += 1;
+                    match e {
+                        b'"' => out.push('"'),
+                        b'\\' => out.push('\\'),
+                        b'/' => out.push('/'),
+                        b'b' => out.push('\u{8}'),
+                        b'f' => out.push('\u{c}'),
+                        b'n' => out.push('\n'),
+                        b'r' => out.push('\r'),
+                        b't' => out.push('\t'),
+                        b'u' => {
+                            let hi = self.hex4()?;
+                            let c = if (0xD800..0xDC00).contains(&hi) {
+                                if !self.b[self.i..].starts_with(b"\\u") {
+                                    return Err(self.err("lone surrogate"));
+                                }
+                                self.i += 2;
+                                let lo = self.hex4()?;
+                                if !(0xDC00..0xE000).contains(&lo) {
+                                    return Err(self.err("bad surrogate pair"));
+                                }
+                                char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
+                            } else {
+                                char::from_u32(hi)
+                            };
+                            out.push(c.ok_or_else(|| self.err("bad \\u escape"))?);
+                        }
+                        _ => return Err(self.err("bad escape")),
+                    }
+                }
+                Some(_) => return Err(self.err("control character in string")),
+                None => return Err(self.err("unterminated string")),
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u32, String> {
+        let h = self
+            .b
+            .get(self.i..self.i + 4)
+            .ok_or_else(|| self.err("short \\u escape"))?;
+        let s = std::str::from_utf8(h).map_err(|_| self.err("bad \\u escape"))?;
+        let v = u32::from_str_radix(s, 16).map_err(|_| self.err("bad \\u escape"))?;
+        self.i += 4;
+        Ok(v)
+    }
+}
+
+/// How plain JSON becomes attribute values.
+#[derive(Debug, Clone, Default)]
+pub struct PlainRules {
+    /// Top-level fields holding base64 text to store as binary (`B`).
+    pub binary_fields: Vec<String>,
+    /// Top-level fields whose arrays are stored as sets (`SS` of strings, `NS` of numbers).
+    pub sets: Vec<String>,
+}
+
+/// A plain JSON value as an attribute value (string → S, number → N with its exact text,
+/// bool → BOOL, null → NULL, array → L, object → M).
+pub fn plain_to_av(v: Json) -> AttributeValue {
+    match v {
+        Json::Null => AttributeValue::Null(true),
+        Json::Bool(b) => AttributeValue::Bool(b),
+        Json::Num(n) => AttributeValue::N(n),
+        Json::Str(s) => AttributeValue::S(s),
+        Json::Arr(a) => AttributeValue::L(a.into_iter().map(plain_to_av).collect()),
+        Json::Obj(m) => {
+            AttributeValue::M(m.into_iter().map(|(k, v)| (k, plain_to_av(v))).collect())
+        }
+    }
+}
+
+/// A plain JSON object as an item, applying `rules` to its top-level fields.
+pub fn plain_item(v: Json, rules: &PlainRules) -> Result<HashMap<String, AttributeValue>, String> {
+    let Json::Obj(members) = v else {
+        return Err("the record is not a JSON object".into());
+    };
+    let mut item = HashMap::with_capacity(members.len());
+    for (k, v) in members {
+        let av = if rules.binary_fields.iter().any(|f| f == &k) {
+            match v {
+                Json::Str(s) => AttributeValue::B(Blob::new(
+                    aws_smithy_types::base64::decode(&s)
+                        .map_err(|e| format!("field `{k}` is not base64 ({e})"))?,
+                )),
+                Json::Null => AttributeValue::Null(true),
+                _ => return Err(format!("field `{k}` must be a base64 string")),
+            }
+        } else if rules.sets.iter().any(|f| f == &k) {
+            match v {
+                Json::Arr(a) if a.is_empty() => continue, // DynamoDB has no empty sets.
+                Json::Arr(a) if a.iter().all(|x| matches!(x, Json::Str(_))) => {
+                    AttributeValue::Ss(dedup(a.into_iter().filter_map(|x| match x {
+                        Json::Str(s) => Some(s),
+                        _ => None,
+                    })))
+                }
+                Json::Arr(a) if a.iter().all(|x| matches!(x, Json::Num(_))) => {
+                    AttributeValue::Ns(dedup(a.into_iter().filter_map(|x| match x {
+                        Json::Num(s) => Some(s),
+                        _ => None,
+                    })))
+                }
+                Json::Null => AttributeValue::Null(true),
+                _ => {
+                    return Err(format!(
+                        "field `{k}` is a set: it must be an array of only strings or only numbers"
+                    ));
+                }
+            }
+        } else {
+            plain_to_av(v)
+        };
+        item.insert(k, av);
+    }
+    Ok(item)
+}
+
+fn dedup(it: impl Iterator<Item = String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    it.filter(|s| seen.insert(s.clone())).collect()
+}
+
+/// A DynamoDB-JSON object (`{"id": {"S": "a"}}`) as an item.
+pub fn ddb_item(v: Json) -> Result<HashMap<String, AttributeValue>, String> {
+    let Json::Obj(members) = v else {
+        return Err("the record is not a JSON object".into());
+    };
+    members
+        .into_iter()
+        .map(|(k, v)| {
+            ddb_to_av(v)
+                .map(|av| (k.clone(), av))
+                .map_err(|e| format!("attribute `{k}`: {e}"))
+        })
+        .collect()
+}
+
+/// One DynamoDB-JSON attribute value.
+pub fn ddb_to_av(v: Json) -> Result<AttributeValue, String> {
+    let Json::Obj(mut m) = v else {
+        return Err("expected an object like {\"S\": \"text\"}".into());
+    };
+    if m.len() != 1 {
+        return Err("expected exactly one type key (S, N, B, BOOL, NULL, L, M, SS, NS, BS)".into());
+    }
+    // Just checked: exactly one member.
+    let (t, v) = m.remove(0);
+    let strings = |v: Json| -> Result<Vec<String>, String> {
+        match v {
+            Json::Arr(a) => a
+                .into_iter()
+                .map(|x| match x {
+                    Json::Str(s) => Ok(s),
+                    _ => Err(format!("{t} must hold strings")),
+                })
+                .collect(),
+            _ => Err(format!("{t} must be an array")),
+        }
+    };
+    let blob = |s: &str| {
+        aws_smithy_types::base64::decode(s)
+            .map(Blob::new)
+            .map_err(|e| format!("not base64 ({e})"))
+    };
+    Ok(match (t.as_str(), v) {
+        ("S", Json::Str(s)) => AttributeValue::S(s),
+        ("N", Json::Str(s) | Json::Num(s)) => AttributeValue::N(s),
+        ("B", Json::Str(s)) => AttributeValue::B(blob(&s)?),
+        ("BOOL", Json::Bool(b)) => AttributeValue::Bool(b),
+        ("NULL", Json::Bool(b)) => AttributeValue::Null(b),
+        ("L", Json::Arr(a)) => {
+            AttributeValue::L(a.into_iter().map(ddb_to_av).collect::<Result<_, _>>()?)
+        }
+        ("M", Json::Obj(m)) => AttributeValue::M(
+            m.into_iter()
+                .map(|(k, v)| ddb_to_av(v).map(|av| (k, av)))
+                .collect::<Result<_, _>>()?,
+        ),
+        ("SS", v) => AttributeValue::Ss(strings(v)?),
+        ("NS", Json::Arr(a)) => AttributeValue::Ns(
+            a.into_iter()
+                .map(|x| match x {
+                    Json::Str(s) | Json::Num(s) => Ok(s),
+                    _ => Err("NS must hold numbers".to_string()),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        ("BS", v) => AttributeValue::Bs(
+            strings(v)?
+                .iter()
+                .map(|s| blob(s))
+                .collect::<Result<_, _>>()?,
+        ),
+        (t, _) => return Err(format!("unknown type `{t}` or a value of the wrong kind")),
+    })
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Serialising a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn write_num(out: &mut Vec<u8>, n: &str) {
+    // DynamoDB numbers are valid JSON numbers except for a leading `+` or `.` (never returned).
+    out.extend_from_slice(n.as_bytes());
+}
+
+/// Writes an attribute value as plain JSON: numbers as their exact text, binary as base64, sets
+/// as arrays.
+pub fn write_plain(av: &AttributeValue, out: &mut Vec<u8>) {
+    match av {
+        AttributeValue::S(s) => write_str(out, s),
+        AttributeValue::N(n) => write_num(out, n),
+        AttributeValue::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        AttributeValue::Null(_) => out.extend_from_slice(b"null"),
+        AttributeValue::B(b) => write_str(out, &aws_smithy_types::base64::encode(b.as_ref())),
+        AttributeValue::L(l) => {
+            out.push(b'[');
+            for (i, v) in l.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_plain(v, out);
+            }
+            out.push(b']');
+        }
+        AttributeValue::M(m) => write_plain_map(m, out),
+        AttributeValue::Ss(v) => write_list(out, v, |s, o| write_str(o, s)),
+        AttributeValue::Ns(v) => write_list(out, v, |s, o| write_num(o, s)),
+        AttributeValue::Bs(v) => write_list(out, v, |b, o| {
+            write_str(o, &aws_smithy_types::base64::encode(b.as_ref()))
+        }),
+        _ => out.extend_from_slice(b"null"),
+    }
+}
+
+/// Writes an item as a plain JSON object, attributes in name order (stable output).
+pub fn write_plain_map(m: &HashMap<String, AttributeValue>, out: &mut Vec<u8>) {
+    write_map(m, out, write_plain);
+}
+
+/// Writes an item as a DynamoDB-JSON object.
+pub fn write_ddb_map(m: &HashMap<String, AttributeValue>, out: &mut Vec<u8>) {
+    write_map(m, out, write_ddb);
+}
+
+fn write_map(
+    m: &HashMap<String, AttributeValue>,
+    out: &mut Vec<u8>,
+    each: fn(&AttributeValue, &mut Vec<u8>),
+) {
+    let mut keys: Vec<&String> = m.keys().collect();
+    keys.sort();
+    out.push(b'{');
+    for (i, k) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, k);
+        out.push(b':');
+        each(&m[k], out);
+    }
+    out.push(b'}');
+}
+
+fn write_list<T>(out: &mut Vec<u8>, v: &[T], each: impl Fn(&T, &mut Vec<u8>)) {
+    out.push(b'[');
+    for (i, x) in v.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        each(x, out);
+    }
+    out.push(b']');
+}
+
+/// Writes an attribute value as DynamoDB-JSON (`{"N":"1"}`).
+pub fn write_ddb(av: &AttributeValue, out: &mut Vec<u8>) {
+    let tagged = |out: &mut Vec<u8>, t: &str, f: &dyn Fn(&mut Vec<u8>)| {
+        out.extend_from_slice(b"{\"");
+        out.extend_from_slice(t.as_bytes());
+        out.extend_from_slice(b"\":");
+        f(out);
+        out.push(b'}');
+    };
+    let b64 = |b: &Blob| aws_smithy_types::base64::encode(b.as_ref());
+    match av {
+        AttributeValue::S(s) => tagged(out, "S", &|o| write_str(o, s)),
+        AttributeValue::N(n) => tagged(out, "N", &|o| write_str(o, n)),
+        AttributeValue::Bool(b) => tagged(out, "BOOL", &|o| {
+            o.extend_from_slice(if *b { b"true" } else { b"false" })
+        }),
+        AttributeValue::Null(_) => tagged(out, "NULL", &|o| o.extend_from_slice(b"true")),
+        AttributeValue::B(b) => tagged(out, "B", &|o| write_str(o, &b64(b))),
+        AttributeValue::L(l) => tagged(out, "L", &|o| write_list(o, l, write_ddb)),
+        AttributeValue::M(m) => tagged(out, "M", &|o| write_ddb_map(m, o)),
+        AttributeValue::Ss(v) => tagged(out, "SS", &|o| write_list(o, v, |s, o| write_str(o, s))),
+        AttributeValue::Ns(v) => tagged(out, "NS", &|o| write_list(o, v, |s, o| write_str(o, s))),
+        AttributeValue::Bs(v) => tagged(out, "BS", &|o| {
+            write_list(o, v, |b, o| write_str(o, &b64(b)))
+        }),
+        _ => tagged(out, "NULL", &|o| o.extend_from_slice(b"true")),
+    }
+}
+
+/// A DynamoDB Streams attribute value as a DynamoDB one (the two SDKs have separate types).
+pub fn from_stream(av: aws_sdk_dynamodbstreams::types::AttributeValue) -> AttributeValue {
+    use aws_sdk_dynamodbstreams::types::AttributeValue as S;
+    match av {
+        S::S(s) => AttributeValue::S(s),
+        S::N(n) => AttributeValue::N(n),
+        S::B(b) => AttributeValue::B(b),
+        S::Bool(b) => AttributeValue::Bool(b),
+        S::Null(b) => AttributeValue::Null(b),
+        S::L(l) => AttributeValue::L(l.into_iter().map(from_stream).collect()),
+        S::M(m) => AttributeValue::M(from_stream_map(m)),
+        S::Ss(v) => AttributeValue::Ss(v),
+        S::Ns(v) => AttributeValue::Ns(v),
+        S::Bs(v) => AttributeValue::Bs(v),
+        _ => AttributeValue::Null(true),
+    }
+}
+
+/// A DynamoDB Streams image as an item.
+pub fn from_stream_map(
+    m: HashMap<String, aws_sdk_dynamodbstreams::types::AttributeValue>,
+) -> HashMap<String, AttributeValue> {
+    m.into_iter().map(|(k, v)| (k, from_stream(v))).collect()
+}
+
+/// Approximate size of an item as DynamoDB counts it (names plus values), for the 400 KB limit.
+pub fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
+    item.iter().map(|(k, v)| k.len() + av_size(v)).sum()
+}
+
+fn av_size(v: &AttributeValue) -> usize {
+    match v {
+        AttributeValue::S(s) => s.len(),
+        AttributeValue::N(n) => n.len().div_ceil(2) + 1,
+        AttributeValue::B(b) => b.as_ref().len(),
+        AttributeValue::L(l) => 3 + l.iter().map(|x| 1 + av_size(x)).sum::<usize>(),
+        AttributeValue::M(m) => {
+            3 + m
+                .iter()
+                .map(|(k, x)| 1 + k.len() + av_size(x))
+                .sum::<usize>()
+        }
+        AttributeValue::Ss(v) | AttributeValue::Ns(v) => v.iter().map(String::len).sum(),
+        AttributeValue::Bs(v) => v.iter().map(|b| b.as_ref().len()).sum(),
+        _ => 1,
+    }
+}

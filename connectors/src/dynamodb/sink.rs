@@ -1,0 +1,557 @@
+//! The `dynamodb` sink: records → items, written with BatchWriteItem (or conditional PutItem /
+//! DeleteItem when `only_newer_by` guards against replays), acknowledged once written.
+//!
+//! A flush sends its buffer in *rounds*: round `k` holds the `k`-th write of each table key, so
+//! two writes of one key are never in the same request or in flight together, and the later one
+//! always lands last. Within a round, requests of `batch_size` items go out `max_in_flight` at a
+//! time.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
+use futures::StreamExt;
+
+use super::config::{DynamoSinkConfig, ItemFormat, SinkMode};
+use super::item::{self, Json, PlainRules};
+use crate::ack::Ack;
+use crate::api::{Sink, SinkRecord};
+use crate::aws;
+use crate::error::ConnectorError;
+use crate::record::Record;
+
+/// DynamoDB's item size limit.
+const MAX_ITEM_BYTES: usize = 400 * 1024;
+
+type Item = HashMap<String, AttributeValue>;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(Item),
+    Delete(Item),
+}
+
+/// One write waiting to be sent, with the records it stands for (itself and any it superseded).
+struct Pending {
+    op: Op,
+    /// The table key as text, to keep two writes of one key apart.
+    key: String,
+    /// The guard value (`only_newer_by`), when configured and present.
+    guard: Option<String>,
+    records: Vec<(Record, Ack)>,
+}
+
+impl Pending {
+    fn ack(self) {
+        for (_, a) in self.records {
+            a.ack();
+        }
+    }
+
+    fn reject(self, reason: &str) {
+        for (r, a) in self.records {
+            a.reject(r, reason.to_string());
+        }
+    }
+}
+
+/// What every request needs, shared by the concurrent sends of a flush.
+struct Shared {
+    client: Client,
+    cfg: DynamoSinkConfig,
+    key_attrs: Vec<String>,
+    guard_attr: Option<String>,
+}
+
+/// Writes records to a DynamoDB table.
+pub struct DynamoSink {
+    shared: Arc<Shared>,
+    rules: PlainRules,
+    buf: Vec<Pending>,
+    oldest: Option<Instant>,
+}
+
+impl DynamoSink {
+    /// Connects and reads the table's key schema.
+    pub async fn new(cfg: DynamoSinkConfig) -> Result<Self, ConnectorError> {
+        let sdk = cfg.aws.sdk_config().await?;
+        let client = Client::new(&sdk);
+        let key_attrs = super::key_schema(&client, &cfg.table, &cfg.retry).await?;
+        for k in &cfg.overwrite_by_keys {
+            if k.is_empty() {
+                return Err(ConnectorError::fatal(format!(
+                    "dynamodb sink {}: overwrite_by_keys holds an empty name",
+                    cfg.table
+                )));
+            }
+        }
+        let guard_attr = cfg
+            .only_newer_by
+            .as_ref()
+            .and_then(|g| cfg.include_metadata.get(g).cloned());
+        Ok(Self {
+            rules: PlainRules {
+                binary_fields: cfg.binary_fields.clone(),
+                sets: cfg.sets.clone(),
+            },
+            shared: Arc::new(Shared {
+                client,
+                cfg,
+                key_attrs,
+                guard_attr,
+            }),
+            buf: Vec::new(),
+            oldest: None,
+        })
+    }
+
+    fn cfg(&self) -> &DynamoSinkConfig {
+        &self.shared.cfg
+    }
+
+    /// Turns one record into a write, or says why it cannot be written.
+    fn to_op(&self, r: &Record) -> Result<(Op, Option<String>), String> {
+        let cfg = self.cfg();
+        let json = item::parse(&r.value)?;
+        let items = |v: Json| match cfg.item_format {
+            ItemFormat::Json => item::plain_item(v, &self.rules),
+            ItemFormat::DynamodbJson => item::ddb_item(v),
+        };
+        let mut op = match cfg.mode {
+            SinkMode::Put => Op::Put(items(json)?),
+            SinkMode::Mirror => {
+                if let (Some(Json::Str(event)), Some(keys)) = (json.get("event"), json.get("keys"))
+                {
+                    if event == "REMOVE" {
+                        Op::Delete(items(keys.clone())?)
+                    } else {
+                        let new = json
+                            .get("new")
+                            .filter(|v| !matches!(v, Json::Null))
+                            .ok_or_else(|| format!("a {event} stream record without a `new` image (the stream must carry new images)"))?;
+                        Op::Put(items(new.clone())?)
+                    }
+                } else {
+                    let delete = json.get(&cfg.op_field).and_then(Json::as_str) == Some("delete");
+                    let mut it = items(json)?;
+                    it.remove(&cfg.op_field);
+                    if delete { Op::Delete(it) } else { Op::Put(it) }
+                }
+            }
+        };
+        let guard = cfg
+            .only_newer_by
+            .as_ref()
+            .and_then(|g| meta_value(r, g).map(str::to_string));
+        match &mut op {
+            Op::Put(it) => {
+                for (name, attr) in &cfg.include_metadata {
+                    if let Some(v) = meta_value(r, name) {
+                        it.insert(attr.clone(), AttributeValue::S(v.to_string()));
+                    }
+                }
+                for k in &self.shared.key_attrs {
+                    if !it.contains_key(k) {
+                        return Err(format!("the item has no key attribute `{k}`"));
+                    }
+                }
+                let size = item::item_size(it);
+                if size > MAX_ITEM_BYTES {
+                    return Err(format!(
+                        "the item is {size} bytes; DynamoDB takes at most 400 KB"
+                    ));
+                }
+            }
+            Op::Delete(it) => {
+                let mut key = Item::new();
+                for k in &self.shared.key_attrs {
+                    let v = it
+                        .remove(k)
+                        .ok_or_else(|| format!("a delete without the key attribute `{k}`"))?;
+                    key.insert(k.clone(), v);
+                }
+                *it = key;
+            }
+        }
+        Ok((op, guard))
+    }
+
+    /// Takes the buffer and writes all of it; returns when every write is done.
+    async fn send_all(&mut self) -> Result<(), ConnectorError> {
+        let buf = std::mem::take(&mut self.buf);
+        self.oldest = None;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let n = buf.len();
+        for round in rounds(buf) {
+            let shared = self.shared.clone();
+            let max = shared.cfg.max_in_flight.max(1);
+            if shared.guard_attr.is_some() {
+                let mut s = futures::stream::iter(round.into_iter().map(|p| {
+                    let shared = shared.clone();
+                    async move { shared.write_one_guarded(p).await }
+                }))
+                .buffer_unordered(max);
+                while let Some(r) = s.next().await {
+                    r?;
+                }
+            } else {
+                let size = shared.cfg.batch_size.clamp(1, 25);
+                let mut chunks = Vec::new();
+                let mut it = round.into_iter().peekable();
+                while it.peek().is_some() {
+                    chunks.push(it.by_ref().take(size).collect::<Vec<_>>());
+                }
+                let mut s = futures::stream::iter(chunks.into_iter().map(|c| {
+                    let shared = shared.clone();
+                    async move { shared.write_batch(c).await }
+                }))
+                .buffer_unordered(max);
+                while let Some(r) = s.next().await {
+                    r?;
+                }
+            }
+        }
+        tracing::debug!(table = %self.cfg().table, writes = n, elapsed = ?started.elapsed(), "dynamodb sink flushed");
+        Ok(())
+    }
+}
+
+/// A metadata value of a record; `partition` and `offset` name its source position.
+fn meta_value<'a>(r: &'a Record, name: &str) -> Option<&'a str> {
+    r.meta(name).or(match name {
+        "partition" => Some(&*r.partition),
+        "offset" => Some(r.offset.as_str()),
+        _ => None,
+    })
+}
+
+/// The table key of an item as text (type-tagged, so `1` and `"1"` differ).
+fn key_text(item: &Item, key_attrs: &[String]) -> String {
+    let mut out = Vec::new();
+    for k in key_attrs {
+        if let Some(v) = item.get(k) {
+            item::write_ddb(v, &mut out);
+        }
+        out.push(0);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Splits writes into rounds: the `k`-th write of each key goes to round `k`, order kept.
+fn rounds(buf: Vec<Pending>) -> Vec<Vec<Pending>> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut rounds: Vec<Vec<Pending>> = Vec::new();
+    for p in buf {
+        let n = seen.entry(p.key.clone()).or_insert(0);
+        if rounds.len() <= *n {
+            rounds.push(Vec::new());
+        }
+        rounds[*n].push(p);
+        *n += 1;
+    }
+    rounds
+}
+
+impl Shared {
+    fn table(&self) -> &str {
+        &self.cfg.table
+    }
+
+    fn fail(&self, what: &str, message: String, retriable: bool) -> ConnectorError {
+        ConnectorError {
+            message: format!("dynamodb sink {}: {what}: {message}", self.table()),
+            retriable,
+            source: None,
+        }
+    }
+
+    fn request(op: &Op) -> Result<WriteRequest, String> {
+        Ok(match op {
+            Op::Put(it) => WriteRequest::builder()
+                .put_request(
+                    PutRequest::builder()
+                        .set_item(Some(it.clone()))
+                        .build()
+                        .map_err(|e| e.to_string())?,
+                )
+                .build(),
+            Op::Delete(k) => WriteRequest::builder()
+                .delete_request(
+                    DeleteRequest::builder()
+                        .set_key(Some(k.clone()))
+                        .build()
+                        .map_err(|e| e.to_string())?,
+                )
+                .build(),
+        })
+    }
+
+    /// Writes one batch (distinct keys): retries unprocessed items with backoff until written,
+    /// retries throttling and transient failures per `retry`, and on a validation error finds
+    /// the bad items by writing them one by one.
+    async fn write_batch(self: Arc<Self>, batch: Vec<Pending>) -> Result<(), ConnectorError> {
+        let mut waiting: HashMap<String, Pending> = HashMap::with_capacity(batch.len());
+        let mut requests = Vec::with_capacity(batch.len());
+        for p in batch {
+            match Self::request(&p.op) {
+                Ok(r) => {
+                    requests.push(r);
+                    waiting.insert(p.key.clone(), p);
+                }
+                Err(e) => p.reject(&format!("dynamodb sink {}: {e}", self.table())),
+            }
+        }
+        let backoff = self.cfg.retry.backoff;
+        let mut delay = backoff.base.0;
+        let mut failures = 0u32;
+        while !requests.is_empty() {
+            let res = self
+                .client
+                .batch_write_item()
+                .request_items(self.table(), requests.clone())
+                .send()
+                .await;
+            match res {
+                Ok(out) => {
+                    failures = 0;
+                    let unprocessed: Vec<WriteRequest> = out
+                        .unprocessed_items
+                        .and_then(|mut m| m.remove(self.table()))
+                        .unwrap_or_default();
+                    let mut left = HashMap::with_capacity(unprocessed.len());
+                    for w in &unprocessed {
+                        let item = w
+                            .put_request()
+                            .map(|p| p.item())
+                            .or_else(|| w.delete_request().map(|d| d.key()));
+                        if let Some(item) = item {
+                            let k = key_text(item, &self.key_attrs);
+                            if let Some(p) = waiting.remove(&k) {
+                                left.insert(k, p);
+                            }
+                        }
+                    }
+                    // Everything not handed back was written.
+                    for (_, p) in waiting.drain() {
+                        p.ack();
+                    }
+                    waiting = left;
+                    if unprocessed.is_empty() || waiting.is_empty() {
+                        // Unprocessed items that match nothing we sent cannot be retried; the
+                        // records they stand for were already acked or are not ours.
+                        return Ok(());
+                    }
+                    tracing::debug!(table = %self.table(), unprocessed = waiting.len(), retry_in = ?delay, "BatchWriteItem left items unprocessed; retrying");
+                    requests = unprocessed;
+                    tokio::time::sleep(jitter(delay)).await;
+                    delay = next_delay(delay, backoff.exp, backoff.max.0);
+                }
+                Err(e) if aws::is_retriable(&e) => {
+                    failures += 1;
+                    if self.cfg.fail_on_error || failures > self.cfg.retry.max_retries {
+                        return Err(self.fail("BatchWriteItem", aws::describe(&e), true));
+                    }
+                    tracing::warn!(table = %self.table(), error = %aws::describe(&e), retry_in = ?delay, "BatchWriteItem failed; backing off");
+                    tokio::time::sleep(jitter(delay)).await;
+                    delay = next_delay(delay, backoff.exp, backoff.max.0);
+                }
+                Err(e) => {
+                    let code = e.code().unwrap_or_default().to_string();
+                    let message = aws::describe(&e);
+                    if code != "ValidationException" || self.cfg.fail_on_error {
+                        return Err(self.fail("BatchWriteItem", message, false));
+                    }
+                    if waiting.len() == 1 {
+                        for (_, p) in waiting.drain() {
+                            tracing::debug!(table = %self.table(), error = %message, "item rejected");
+                            p.reject(&format!(
+                                "dynamodb sink {}: BatchWriteItem: {message}",
+                                self.table()
+                            ));
+                        }
+                        return Ok(());
+                    }
+                    // One bad item fails the whole request: find it by writing them one by one.
+                    for (_, p) in waiting.drain() {
+                        Box::pin(self.clone().write_batch(vec![p])).await?;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one item with the `only_newer_by` condition; an item older than the stored one is
+    /// skipped (and acknowledged: a newer write is already durable).
+    async fn write_one_guarded(self: Arc<Self>, p: Pending) -> Result<(), ConnectorError> {
+        let (Some(attr), Some(value)) = (self.guard_attr.clone(), p.guard.clone()) else {
+            return self.write_batch(vec![p]).await;
+        };
+        // Decimal text compares as a number when lengths are compared first ("9" < "10").
+        let cond = "attribute_not_exists(#g) OR size(#g) < :len OR (size(#g) = :len AND #g < :g)";
+        let len = AttributeValue::N(value.len().to_string());
+        let policy = self.cfg.retry;
+        let what = format!("dynamodb sink {}: conditional write", self.table());
+        let res = match &p.op {
+            Op::Put(it) => policy
+                .run(
+                    &what,
+                    |e| aws::is_retriable(e) && !self.cfg.fail_on_error,
+                    || {
+                        self.client
+                            .put_item()
+                            .table_name(self.table())
+                            .set_item(Some(it.clone()))
+                            .condition_expression(cond)
+                            .expression_attribute_names("#g", &attr)
+                            .expression_attribute_values(":g", AttributeValue::S(value.clone()))
+                            .expression_attribute_values(":len", len.clone())
+                            .send()
+                    },
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    (
+                        e.code().unwrap_or_default().to_string(),
+                        aws::describe(&e),
+                        aws::is_retriable(&e),
+                    )
+                }),
+            Op::Delete(k) => policy
+                .run(
+                    &what,
+                    |e| aws::is_retriable(e) && !self.cfg.fail_on_error,
+                    || {
+                        self.client
+                            .delete_item()
+                            .table_name(self.table())
+                            .set_key(Some(k.clone()))
+                            .condition_expression(cond)
+                            .expression_attribute_names("#g", &attr)
+                            .expression_attribute_values(":g", AttributeValue::S(value.clone()))
+                            .expression_attribute_values(":len", len.clone())
+                            .send()
+                    },
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    (
+                        e.code().unwrap_or_default().to_string(),
+                        aws::describe(&e),
+                        aws::is_retriable(&e),
+                    )
+                }),
+        };
+        match res {
+            Ok(()) => {
+                p.ack();
+                Ok(())
+            }
+            Err((code, _, _)) if code == "ConditionalCheckFailedException" => {
+                tracing::debug!(table = %self.table(), guard = %value, "stored item is newer; write skipped");
+                p.ack();
+                Ok(())
+            }
+            Err((code, message, _)) if code == "ValidationException" && !self.cfg.fail_on_error => {
+                p.reject(&format!("{what}: {message}"));
+                Ok(())
+            }
+            Err((_, message, retriable)) => Err(self.fail("conditional write", message, retriable)),
+        }
+    }
+}
+
+fn next_delay(d: Duration, exp: f32, max: Duration) -> Duration {
+    d.mul_f32(exp.max(1.0)).min(max)
+}
+
+/// Full jitter: a random delay up to `d`.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(rand::random::<f64>())
+        .max(Duration::from_millis(1))
+}
+
+#[async_trait]
+impl Sink for DynamoSink {
+    async fn write(&mut self, batch: Vec<SinkRecord>) -> Result<(), ConnectorError> {
+        let dedup = !self.cfg().overwrite_by_keys.is_empty();
+        // Latest write per `overwrite_by_keys` value within the buffer.
+        let mut latest: HashMap<String, usize> = HashMap::new();
+        if dedup {
+            for (i, p) in self.buf.iter().enumerate() {
+                if let Some(k) = dedup_key(&p.op, &self.cfg().overwrite_by_keys) {
+                    latest.insert(k, i);
+                }
+            }
+        }
+        for SinkRecord { record, ack, .. } in batch {
+            let (op, guard) = match self.to_op(&record) {
+                Ok(x) => x,
+                Err(e) => {
+                    let reason = format!("dynamodb sink {}: {e}", self.cfg().table);
+                    if self.cfg().fail_on_error {
+                        return Err(ConnectorError::fatal(reason));
+                    }
+                    ack.reject(record, reason);
+                    continue;
+                }
+            };
+            let item = match &op {
+                Op::Put(i) | Op::Delete(i) => i,
+            };
+            let key = key_text(item, &self.shared.key_attrs);
+            if dedup && let Some(dk) = dedup_key(&op, &self.cfg().overwrite_by_keys) {
+                if let Some(&i) = latest.get(&dk) {
+                    // The newer record replaces the older one; the older is acked with it.
+                    let old = &mut self.buf[i];
+                    old.op = op;
+                    old.key = key;
+                    old.guard = guard;
+                    old.records.push((record, ack));
+                    continue;
+                }
+                latest.insert(dk, self.buf.len());
+            }
+            self.buf.push(Pending {
+                op,
+                key,
+                guard,
+                records: vec![(record, ack)],
+            });
+        }
+        if self.oldest.is_none() && !self.buf.is_empty() {
+            self.oldest = Some(Instant::now());
+        }
+        let due = self
+            .oldest
+            .is_some_and(|t| t.elapsed() >= self.cfg().flush_interval.0);
+        if self.buf.len() >= self.cfg().max_buffered || due {
+            self.send_all().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), ConnectorError> {
+        self.send_all().await
+    }
+}
+
+/// The `overwrite_by_keys` value of a write, if it has all of them.
+fn dedup_key(op: &Op, keys: &[String]) -> Option<String> {
+    let item = match op {
+        Op::Put(i) | Op::Delete(i) => i,
+    };
+    keys.iter()
+        .all(|k| item.contains_key(k))
+        .then(|| key_text(item, keys))
+}

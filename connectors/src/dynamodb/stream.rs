@@ -1,0 +1,459 @@
+//! Reading a table's DynamoDB Stream: shard discovery, parents before children, one reader per
+//! ready shard, offsets = sequence numbers.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodbstreams::error::ProvideErrorMetadata;
+use aws_sdk_dynamodbstreams::types::{OperationType, ShardIteratorType};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::config::{DynamoSourceConfig, ItemFormat, StreamStart};
+use super::item;
+use crate::api::{CommittedOffsets, SourceBatch, SourceContext};
+use crate::aws;
+use crate::error::ConnectorError;
+use crate::record::{Offset, PartitionId, Record};
+use crate::shards::{ShardGraph, ShardNode};
+
+/// The offset of a shard that was passed over without reading (closed before a `latest` start).
+const SKIPPED: &str = "skipped";
+
+/// Reads the stream of one table.
+pub(crate) struct StreamReader {
+    pub cfg: Arc<DynamoSourceConfig>,
+    pub client: aws_sdk_dynamodb::Client,
+    pub streams: aws_sdk_dynamodbstreams::Client,
+}
+
+/// Where a shard reader starts.
+#[derive(Debug, Clone)]
+enum StartAt {
+    After(String),
+    TrimHorizon,
+    Latest,
+}
+
+impl StreamReader {
+    fn err(&self, what: &str, message: String, retriable: bool) -> ConnectorError {
+        ConnectorError {
+            message: format!("dynamodb source {}: {what}: {message}", self.cfg.table),
+            retriable,
+            source: None,
+        }
+    }
+
+    /// The ARN of the table's current stream; an error if streams are off.
+    pub async fn stream_arn(&self) -> Result<String, ConnectorError> {
+        let table = &self.cfg.table;
+        let out = self
+            .cfg
+            .retry
+            .run("DescribeTable", aws::is_retriable, || {
+                self.client.describe_table().table_name(table).send()
+            })
+            .await
+            .map_err(|e| self.err("DescribeTable", aws::describe(&e), aws::is_retriable(&e)))?;
+        let t = out.table();
+        let enabled = t
+            .and_then(|t| t.stream_specification())
+            .is_some_and(|s| s.stream_enabled());
+        match t.and_then(|t| t.latest_stream_arn()) {
+            Some(arn) if enabled => Ok(arn.to_string()),
+            _ => Err(self.err(
+                "DescribeTable",
+                "the table has no stream: enable DynamoDB Streams (NEW_AND_OLD_IMAGES) on it"
+                    .into(),
+                false,
+            )),
+        }
+    }
+
+    /// Lists the stream's shards.
+    async fn shards(&self, arn: &str) -> Result<Vec<ShardNode>, ConnectorError> {
+        let mut nodes = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let out = self
+                .cfg
+                .retry
+                .run("DescribeStream", aws::is_retriable, || {
+                    self.streams
+                        .describe_stream()
+                        .stream_arn(arn)
+                        .set_exclusive_start_shard_id(after.clone())
+                        .send()
+                })
+                .await
+                .map_err(|e| {
+                    self.err("DescribeStream", aws::describe(&e), aws::is_retriable(&e))
+                })?;
+            let Some(d) = out.stream_description() else {
+                break;
+            };
+            for s in d.shards() {
+                let Some(id) = s.shard_id() else { continue };
+                let closed = s
+                    .sequence_number_range()
+                    .and_then(|r| r.ending_sequence_number())
+                    .is_some();
+                nodes.push(ShardNode::new(id, s.parent_shard_id(), closed));
+            }
+            match d.last_evaluated_shard_id() {
+                Some(last) => after = Some(last.to_string()),
+                None => break,
+            }
+        }
+        Ok(nodes)
+    }
+
+    /// Reads the stream until `ctx.shutdown`. With `since` (ms since the epoch), records created
+    /// earlier are passed over.
+    pub async fn run(&self, ctx: &SourceContext, since: Option<i64>) -> Result<(), ConnectorError> {
+        let arn = self.stream_arn().await?;
+        let mut graph = ShardGraph::default();
+        // Shards seen at the first listing: with `latest`, those start at the stream's tip
+        // (or, if closed, are passed over); shards that appear later are read from their start.
+        let mut initial: Option<HashSet<String>> = None;
+        let mut running: HashSet<String> = HashSet::new();
+        // Shards whose reader reached the end; they count as finished once committed.
+        let mut done: HashSet<String> = HashSet::new();
+        let mut readers: JoinSet<(String, Result<(), ConnectorError>)> = JoinSet::new();
+        let (skip_tx, mut skip_rx) = mpsc::unbounded_channel::<String>();
+        let mut committed_rx = ctx.committed.clone();
+        let stop = ctx.shutdown.clone();
+        let mut discover = tokio::time::interval(self.cfg.shard_discovery_interval.0);
+        discover.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = discover.tick() => {
+                    for n in self.shards(&arn).await? {
+                        graph.insert(n);
+                    }
+                    if initial.is_none() {
+                        initial = Some(graph.ids().map(str::to_string).collect());
+                        tracing::info!(table = %self.cfg.table, stream = %arn, shards = graph.len(), "reading the stream");
+                    }
+                }
+                changed = committed_rx.changed() => {
+                    if changed.is_err() {
+                        // The runtime is gone; shutdown follows.
+                        committed_rx = ctx.committed.clone();
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                Some(joined) = readers.join_next() => {
+                    match joined {
+                        Ok((shard, Ok(()))) => {
+                            running.remove(&shard);
+                            done.insert(shard);
+                        }
+                        Ok((shard, Err(e))) => {
+                            tracing::error!(table = %self.cfg.table, shard = %shard, error = %e, "stream shard reader failed");
+                            stop_all(&mut readers).await;
+                            return Err(e);
+                        }
+                        Err(e) => {
+                            stop_all(&mut readers).await;
+                            return Err(self.err("shard reader", e.to_string(), false));
+                        }
+                    }
+                }
+                Some(shard) = skip_rx.recv() => { done.insert(shard); }
+            }
+            // Which shards may start: parents finished (committed) first.
+            let mut committed: CommittedOffsets = ctx.start.clone();
+            for (k, v) in committed_rx.borrow().iter() {
+                committed.insert(k.clone(), v.clone());
+            }
+            for id in graph.ready(&committed) {
+                if running.contains(&id) || done.contains(&id) {
+                    continue;
+                }
+                let closed = graph.get(&id).is_some_and(|n| n.closed);
+                let at_start = initial.as_ref().is_some_and(|s| s.contains(&id));
+                let start = match committed.get(id.as_str()) {
+                    Some(c) if c.offset.as_str() != SKIPPED => StartAt::After(c.offset.to_string()),
+                    _ if self.cfg.start_position == StreamStart::Latest
+                        && at_start
+                        && since.is_none() =>
+                    {
+                        if closed {
+                            // Closed before we started: nothing in it is new. Mark it finished so
+                            // its children may start.
+                            let batch = SourceBatch {
+                                partition: Arc::from(id.as_str()),
+                                records: Vec::new(),
+                                end_of_partition: true,
+                                end_offset: Some(Offset::from(SKIPPED)),
+                            };
+                            if !ctx.send(batch).await {
+                                break;
+                            }
+                            let _ = skip_tx.send(id.clone());
+                            running.insert(id.clone());
+                            continue;
+                        }
+                        StartAt::Latest
+                    }
+                    _ => StartAt::TrimHorizon,
+                };
+                tracing::debug!(table = %self.cfg.table, shard = %id, start = ?start, "reading shard");
+                running.insert(id.clone());
+                let shard = ShardTask {
+                    cfg: self.cfg.clone(),
+                    streams: self.streams.clone(),
+                    arn: arn.clone(),
+                    shard: id.clone(),
+                    output: ctx.output.clone(),
+                    stop: stop.clone(),
+                    since,
+                };
+                readers.spawn(async move {
+                    let r = shard.read(start).await;
+                    (id, r)
+                });
+            }
+        }
+        stop_all(&mut readers).await;
+        Ok(())
+    }
+}
+
+async fn stop_all(readers: &mut JoinSet<(String, Result<(), ConnectorError>)>) {
+    readers.abort_all();
+    while readers.join_next().await.is_some() {}
+}
+
+/// One shard's reader.
+struct ShardTask {
+    cfg: Arc<DynamoSourceConfig>,
+    streams: aws_sdk_dynamodbstreams::Client,
+    arn: String,
+    shard: String,
+    output: mpsc::Sender<SourceBatch>,
+    stop: CancellationToken,
+    since: Option<i64>,
+}
+
+impl ShardTask {
+    fn err(&self, what: &str, message: String, retriable: bool) -> ConnectorError {
+        ConnectorError {
+            message: format!(
+                "dynamodb source {} shard {}: {what}: {message}",
+                self.cfg.table, self.shard
+            ),
+            retriable,
+            source: None,
+        }
+    }
+
+    async fn send(&self, batch: SourceBatch) -> bool {
+        tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => false,
+            r = self.output.send(batch) => r.is_ok(),
+        }
+    }
+
+    async fn iterator(&self, at: &StartAt) -> Result<Option<String>, ConnectorError> {
+        let (kind, seq) = match at {
+            StartAt::After(s) => (ShardIteratorType::AfterSequenceNumber, Some(s.clone())),
+            StartAt::TrimHorizon => (ShardIteratorType::TrimHorizon, None),
+            StartAt::Latest => (ShardIteratorType::Latest, None),
+        };
+        let out = self
+            .cfg
+            .retry
+            .run("GetShardIterator", aws::is_retriable, || {
+                self.streams
+                    .get_shard_iterator()
+                    .stream_arn(&self.arn)
+                    .shard_id(&self.shard)
+                    .shard_iterator_type(kind.clone())
+                    .set_sequence_number(seq.clone())
+                    .send()
+            })
+            .await
+            .map_err(|e| self.err("GetShardIterator", aws::describe(&e), aws::is_retriable(&e)))?;
+        Ok(out.shard_iterator().map(str::to_string))
+    }
+
+    /// Reads the shard to its end (a closed shard) or until stopped.
+    async fn read(self, start: StartAt) -> Result<(), ConnectorError> {
+        let part: PartitionId = Arc::from(self.shard.as_str());
+        let mut at = start;
+        let mut last: Option<String> = match &at {
+            StartAt::After(s) => Some(s.clone()),
+            _ => None,
+        };
+        let mut iter = self.iterator(&at).await?;
+        let mut failures = 0u32;
+        while let Some(it) = iter.take() {
+            if self.stop.is_cancelled() {
+                return Ok(());
+            }
+            let res = self
+                .streams
+                .get_records()
+                .shard_iterator(&it)
+                .limit(1000)
+                .send()
+                .await;
+            let out = match res {
+                Ok(o) => {
+                    failures = 0;
+                    o
+                }
+                Err(e) => {
+                    let code = e.code().unwrap_or_default();
+                    if code == "ExpiredIteratorException" {
+                        iter = self.iterator(&at).await?;
+                        continue;
+                    }
+                    if code == "TrimmedDataAccessException" {
+                        tracing::warn!(table = %self.cfg.table, shard = %self.shard, "records past the committed offset were trimmed; reading from the oldest record left");
+                        at = StartAt::TrimHorizon;
+                        iter = self.iterator(&at).await?;
+                        continue;
+                    }
+                    failures += 1;
+                    if !aws::is_retriable(&e) || failures > self.cfg.retry.max_retries {
+                        return Err(self.err(
+                            "GetRecords",
+                            aws::describe(&e),
+                            aws::is_retriable(&e),
+                        ));
+                    }
+                    let delay = self.cfg.retry.backoff.base.0 * failures.min(20);
+                    tracing::warn!(table = %self.cfg.table, shard = %self.shard, error = %aws::describe(&e), retry_in = ?delay, "GetRecords failed; backing off");
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(delay.min(self.cfg.retry.backoff.max.0)) => {}
+                    }
+                    iter = Some(it);
+                    continue;
+                }
+            };
+            let next = out.next_shard_iterator().map(str::to_string);
+            let mut records = Vec::with_capacity(out.records().len());
+            for r in out.records() {
+                let Some(seq) = r.dynamodb().and_then(|d| d.sequence_number()) else {
+                    continue;
+                };
+                last = Some(seq.to_string());
+                at = StartAt::After(seq.to_string());
+                let created = r
+                    .dynamodb()
+                    .and_then(|d| d.approximate_creation_date_time())
+                    .and_then(|t| t.to_millis().ok());
+                if let (Some(since), Some(c)) = (self.since, created)
+                    && c < since
+                {
+                    continue;
+                }
+                records.push(to_record(&self.cfg, &part, r, seq, created));
+            }
+            let end = next.is_none();
+            if !records.is_empty() || end {
+                let batch = SourceBatch {
+                    partition: part.clone(),
+                    end_offset: (records.is_empty())
+                        .then(|| Offset::new(last.clone().unwrap_or_else(|| "end".to_string()))),
+                    records,
+                    end_of_partition: end,
+                };
+                if !self.send(batch).await {
+                    return Ok(());
+                }
+            }
+            if end {
+                tracing::debug!(table = %self.cfg.table, shard = %self.shard, "shard read to its end");
+                return Ok(());
+            }
+            if out.records().is_empty() {
+                tokio::select! {
+                    _ = self.stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(self.cfg.poll_interval.0) => {}
+                }
+            }
+            iter = next;
+        }
+        Ok(())
+    }
+}
+
+/// A stream record as a pipeline record: `{"event", "keys", "new", "old", "sequence_number",
+/// "approximate_creation_time"}` with images in the configured format.
+fn to_record(
+    cfg: &DynamoSourceConfig,
+    part: &PartitionId,
+    r: &aws_sdk_dynamodbstreams::types::Record,
+    seq: &str,
+    created: Option<i64>,
+) -> Record {
+    let event = match r.event_name() {
+        Some(OperationType::Insert) => "INSERT",
+        Some(OperationType::Modify) => "MODIFY",
+        Some(OperationType::Remove) => "REMOVE",
+        _ => "UNKNOWN",
+    };
+    let d = r.dynamodb();
+    let conv = |m: Option<&HashMap<String, aws_sdk_dynamodbstreams::types::AttributeValue>>| {
+        m.map(|m| item::from_stream_map(m.clone()))
+    };
+    let keys = conv(d.and_then(|d| d.keys())).unwrap_or_default();
+    let new = conv(d.and_then(|d| d.new_image()));
+    let old = conv(d.and_then(|d| d.old_image()));
+    let write_map = match cfg.item_format {
+        ItemFormat::Json => item::write_plain_map,
+        ItemFormat::DynamodbJson => item::write_ddb_map,
+    };
+    let mut v = Vec::with_capacity(512);
+    v.extend_from_slice(br#"{"event":""#);
+    v.extend_from_slice(event.as_bytes());
+    v.extend_from_slice(br#"","keys":"#);
+    write_map(&keys, &mut v);
+    for (name, img) in [("new", &new), ("old", &old)] {
+        v.extend_from_slice(format!(",\"{name}\":").as_bytes());
+        match img {
+            Some(m) => write_map(m, &mut v),
+            None => v.extend_from_slice(b"null"),
+        }
+    }
+    v.extend_from_slice(br#","sequence_number":"#);
+    // Serialising a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut v, seq);
+    v.extend_from_slice(br#","approximate_creation_time":"#);
+    match created.and_then(chrono::DateTime::from_timestamp_millis) {
+        Some(t) => {
+            let _ = serde_json::to_writer(
+                &mut v,
+                &t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            );
+        }
+        None => v.extend_from_slice(b"null"),
+    }
+    v.push(b'}');
+    let mut key = Vec::with_capacity(64);
+    write_map(&keys, &mut key);
+    let mut rec = Record::new(part.clone(), Offset::from(seq), v);
+    rec.key = Some(Bytes::from(key));
+    rec.timestamp = created;
+    rec.meta = vec![
+        ("table".into(), cfg.table.clone()),
+        (
+            "event-id".into(),
+            r.event_id().unwrap_or_default().to_string(),
+        ),
+        ("event-name".into(), event.to_string()),
+        ("sequence-number".into(), seq.to_string()),
+        ("shard-id".into(), part.to_string()),
+    ];
+    rec
+}

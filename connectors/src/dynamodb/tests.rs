@@ -1,0 +1,948 @@
+//! Tests against a real moto server (`scripts/emulators/dynamodb.sh start RUN_DIR`, which
+//! `scripts/test.sh` runs; it exports `SLUICE_TEST_DYNAMODB_ENDPOINT`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType, StreamSpecification, StreamViewType,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::item::{self, Json, PlainRules};
+use super::*;
+use crate::ack::{Completion, Rejected, Ticket};
+use crate::api::{CommittedOffsets, Sink, SinkRecord, Source, SourceBatch, SourceContext};
+use crate::aws::AwsConfig;
+use crate::record::{Offset, Record, Route};
+
+// ---------------------------------------------------------------- helpers
+
+pub(crate) fn endpoint() -> String {
+    let url = std::env::var("SLUICE_TEST_DYNAMODB_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "SLUICE_TEST_DYNAMODB_ENDPOINT is not set: run the tests with scripts/test.sh, or start \
+             moto with `scripts/emulators/dynamodb.sh start RUN_DIR` and source RUN_DIR/dynamodb.env"
+        )
+    });
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    if std::net::TcpStream::connect(&addr).is_err() {
+        panic!(
+            "nothing answers at SLUICE_TEST_DYNAMODB_ENDPOINT={url}: start moto with scripts/test.sh (or scripts/emulators/dynamodb.sh start RUN_DIR)"
+        );
+    }
+    url
+}
+
+fn aws() -> AwsConfig {
+    serde_json::from_value(serde_json::json!({
+        "endpoint": endpoint(),
+        "region": "us-east-1",
+        "credentials": {"provider": "basic", "access_key_id": "test", "secret_access_key": "test"}
+    }))
+    .expect("aws config")
+}
+
+async fn client() -> Client {
+    Client::new(&aws().sdk_config().await.expect("sdk config"))
+}
+
+fn table_name(prefix: &str) -> String {
+    format!("{prefix}-{:016x}", rand::random::<u64>())
+}
+
+/// Creates a table keyed by `hash` (and `range`), with a NEW_AND_OLD_IMAGES stream if asked.
+async fn create_table(
+    c: &Client,
+    name: &str,
+    hash: (&str, ScalarAttributeType),
+    range: Option<(&str, ScalarAttributeType)>,
+    stream: bool,
+) {
+    let mut b = c
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(hash.0)
+                .attribute_type(hash.1)
+                .build()
+                .expect("attr"),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(hash.0)
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("key"),
+        );
+    if let Some((r, t)) = range {
+        b = b
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(r)
+                    .attribute_type(t)
+                    .build()
+                    .expect("attr"),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(r)
+                    .key_type(KeyType::Range)
+                    .build()
+                    .expect("key"),
+            );
+    }
+    if stream {
+        b = b.stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build()
+                .expect("stream spec"),
+        );
+    }
+    b.send().await.expect("create table");
+}
+
+async fn scan_all(c: &Client, table: &str) -> Vec<HashMap<String, AttributeValue>> {
+    let mut out = Vec::new();
+    let mut start = None;
+    loop {
+        let r = c
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        out.extend(r.items.unwrap_or_default());
+        start = r.last_evaluated_key.filter(|k| !k.is_empty());
+        if start.is_none() {
+            return out;
+        }
+    }
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn sink_cfg(table: &str, extra: serde_json::Value) -> DynamoSinkConfig {
+    let mut v = serde_json::json!({"table": table});
+    if let (Some(m), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+        for (k, x) in e {
+            m.insert(k.clone(), x.clone());
+        }
+    }
+    let mut cfg: DynamoSinkConfig = serde_json::from_value(v).expect("sink config");
+    cfg.aws = aws();
+    cfg
+}
+
+fn source_cfg(table: &str, extra: serde_json::Value) -> DynamoSourceConfig {
+    let mut v = serde_json::json!({"table": table, "poll_interval": "50ms", "shard_discovery_interval": "200ms"});
+    if let (Some(m), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+        for (k, x) in e {
+            m.insert(k.clone(), x.clone());
+        }
+    }
+    let mut cfg: DynamoSourceConfig = serde_json::from_value(v).expect("source config");
+    cfg.aws = aws();
+    cfg
+}
+
+/// One ticket's worth of records for a sink, and how to see whether they all got acked.
+struct Batch {
+    done: mpsc::UnboundedReceiver<Completion>,
+    rejects: mpsc::UnboundedReceiver<Rejected>,
+}
+
+impl Batch {
+    fn new(
+        values: &[serde_json::Value],
+        meta: &[Vec<(&'static str, String)>],
+    ) -> (Vec<SinkRecord>, Batch) {
+        let (tx, done) = mpsc::unbounded_channel();
+        let (rtx, rejects) = mpsc::unbounded_channel();
+        let t = Ticket::with_rejects(
+            Completion {
+                partition: "p".into(),
+                seq: 0,
+                last_offset: Offset::from(values.len() as u64),
+                records: values.len() as u64,
+                end_of_partition: false,
+                ok: true,
+            },
+            tx,
+            Some(rtx),
+        );
+        let recs = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let mut r = Record::new(
+                    "p".into(),
+                    Offset::from(i as u64),
+                    v.to_string().into_bytes(),
+                );
+                if let Some(m) = meta.get(i) {
+                    r.meta = m.iter().map(|(k, v)| ((*k).into(), v.clone())).collect();
+                }
+                SinkRecord {
+                    record: r,
+                    route: Route::default(),
+                    ack: t.ack(),
+                }
+            })
+            .collect();
+        t.close();
+        (recs, Batch { done, rejects })
+    }
+
+    fn raw(values: &[&[u8]]) -> (Vec<SinkRecord>, Batch) {
+        let (mut recs, b) = Self::new(&vec![serde_json::Value::Null; values.len()], &[]);
+        for (r, v) in recs.iter_mut().zip(values) {
+            r.record.value = bytes::Bytes::copy_from_slice(v);
+        }
+        (recs, b)
+    }
+
+    /// Rejected records (acking them, as the error policy would after dead-lettering).
+    fn take_rejects(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(r) = self.rejects.try_recv() {
+            out.push(r.reason.clone());
+            r.ack.ack();
+        }
+        out
+    }
+
+    fn completed_ok(&mut self) -> bool {
+        self.done.try_recv().map(|c| c.ok).unwrap_or(false)
+    }
+}
+
+fn get<'a>(item: &'a HashMap<String, AttributeValue>, k: &str) -> &'a AttributeValue {
+    item.get(k).unwrap_or_else(|| panic!("no {k} in {item:?}"))
+}
+
+// ---------------------------------------------------------------- items (no server)
+
+#[test]
+fn plain_json_maps_to_attribute_values_with_exact_numbers() {
+    let j = item::parse(br#"{"id":"a","big":123456789012345678901234567890,"f":1.50,"e":-2E+3,"t":true,"z":null,"l":[1,"x"],"m":{"k":"\u00e9\ud83d\ude00"},"bin":"aGk=","tags":["a","b","a"],"nums":[1,2]}"#).expect("parse");
+    let rules = PlainRules {
+        binary_fields: vec!["bin".into()],
+        sets: vec!["tags".into(), "nums".into()],
+    };
+    let it = item::plain_item(j, &rules).expect("item");
+    assert_eq!(it["big"], n("123456789012345678901234567890"));
+    assert_eq!(it["f"], n("1.50"));
+    assert_eq!(it["e"], n("-2E+3"));
+    assert_eq!(it["t"], AttributeValue::Bool(true));
+    assert_eq!(it["z"], AttributeValue::Null(true));
+    assert_eq!(it["l"], AttributeValue::L(vec![n(1), s("x")]));
+    assert_eq!(
+        it["m"],
+        AttributeValue::M([("k".to_string(), s("é😀"))].into())
+    );
+    assert_eq!(
+        it["bin"],
+        AttributeValue::B(aws_smithy_types::Blob::new(b"hi".to_vec()))
+    );
+    assert_eq!(it["tags"], AttributeValue::Ss(vec!["a".into(), "b".into()]));
+    assert_eq!(it["nums"], AttributeValue::Ns(vec!["1".into(), "2".into()]));
+    // And back: plain JSON keeps the number text; DynamoDB-JSON round-trips exactly.
+    let mut out = Vec::new();
+    item::write_plain_map(&it, &mut out);
+    let text = String::from_utf8(out).expect("utf8");
+    assert!(
+        text.contains(r#""big":123456789012345678901234567890"#),
+        "{text}"
+    );
+    assert!(text.contains(r#""bin":"aGk=""#), "{text}");
+    let mut ddb = Vec::new();
+    item::write_ddb_map(&it, &mut ddb);
+    let back = item::ddb_item(item::parse(&ddb).expect("parse")).expect("ddb item");
+    assert_eq!(back, it);
+}
+
+#[test]
+fn bad_json_and_bad_items_are_explained() {
+    assert!(item::parse(b"{\"a\":").unwrap_err().contains("byte 5"));
+    assert!(item::parse(b"[1] x").unwrap_err().contains("trailing"));
+    let rules = PlainRules {
+        binary_fields: vec!["b".into()],
+        sets: vec!["s".into()],
+    };
+    let e = item::plain_item(item::parse(br#"{"b":"%%%"}"#).expect("json"), &rules).unwrap_err();
+    assert!(e.contains("`b` is not base64"), "{e}");
+    let e = item::plain_item(item::parse(br#"{"s":[1,"x"]}"#).expect("json"), &rules).unwrap_err();
+    assert!(e.contains("only strings or only numbers"), "{e}");
+    let e = item::ddb_item(item::parse(br#"{"a":{"Q":"1"}}"#).expect("json")).unwrap_err();
+    assert!(e.contains("attribute `a`"), "{e}");
+    assert!(matches!(item::parse(b"[]").expect("json"), Json::Arr(_)));
+}
+
+// ---------------------------------------------------------------- sink
+
+#[tokio::test]
+async fn sink_writes_batches_and_acks_every_record() {
+    let c = client().await;
+    let t = table_name("sink-batches");
+    create_table(&c, &t, ("id", ScalarAttributeType::N), None, false).await;
+    let mut sink = DynamoSink::new(sink_cfg(
+        &t,
+        serde_json::json!({"batch_size": 25, "max_in_flight": 4}),
+    ))
+    .await
+    .expect("sink");
+    let values: Vec<_> = (0..260)
+        .map(|i| serde_json::json!({"id": i, "name": format!("n{i}"), "score": 1.25}))
+        .collect();
+    let (recs, mut b) = Batch::new(&values, &[]);
+    sink.write(recs).await.expect("write");
+    assert!(!b.completed_ok(), "nothing is acked before it is written");
+    sink.flush().await.expect("flush");
+    assert!(b.completed_ok(), "every record acked after flush");
+    let items = scan_all(&c, &t).await;
+    assert_eq!(items.len(), 260);
+    assert!(items.iter().all(|i| get(i, "score") == &n("1.25")));
+}
+
+#[tokio::test]
+async fn sink_dedups_by_keys_and_never_reorders_one_key() {
+    let c = client().await;
+    let t = table_name("sink-dedup");
+    create_table(&c, &t, ("user_id", ScalarAttributeType::S), None, false).await;
+    // With overwrite_by_keys: only the latest per key is sent; all records are acked.
+    let mut sink = DynamoSink::new(sink_cfg(
+        &t,
+        serde_json::json!({"overwrite_by_keys": ["user_id"]}),
+    ))
+    .await
+    .expect("sink");
+    let values: Vec<_> = (0..100)
+        .map(|i| serde_json::json!({"user_id": format!("u{}", i % 7), "v": i}))
+        .collect();
+    let (recs, mut b) = Batch::new(&values, &[]);
+    sink.write(recs).await.expect("write");
+    sink.flush().await.expect("flush");
+    assert!(b.completed_ok());
+    let items = scan_all(&c, &t).await;
+    assert_eq!(items.len(), 7);
+    for it in &items {
+        let AttributeValue::S(u) = get(it, "user_id") else {
+            panic!()
+        };
+        let k: u64 = u[1..].parse().expect("n");
+        let last = (0..100u64).filter(|i| i % 7 == k).max().expect("some");
+        assert_eq!(get(it, "v"), &n(last), "latest record wins for {u}");
+    }
+    // Without it: every write is sent, in order per key, never two of one key together.
+    let t2 = table_name("sink-nodedup");
+    create_table(&c, &t2, ("user_id", ScalarAttributeType::S), None, false).await;
+    let mut sink = DynamoSink::new(sink_cfg(&t2, serde_json::json!({})))
+        .await
+        .expect("sink");
+    let (recs, mut b) = Batch::new(&values, &[]);
+    sink.write(recs).await.expect("write");
+    sink.flush().await.expect("flush");
+    assert!(b.completed_ok());
+    let items = scan_all(&c, &t2).await;
+    assert_eq!(items.len(), 7);
+    for it in &items {
+        let AttributeValue::S(u) = get(it, "user_id") else {
+            panic!()
+        };
+        let k: u64 = u[1..].parse().expect("n");
+        let last = (0..100u64).filter(|i| i % 7 == k).max().expect("some");
+        assert_eq!(get(it, "v"), &n(last), "the last write of {u} lands last");
+    }
+}
+
+#[tokio::test]
+async fn sink_mirror_mode_deletes_by_op_field_and_stream_records() {
+    let c = client().await;
+    let t = table_name("sink-mirror");
+    create_table(
+        &c,
+        &t,
+        ("pk", ScalarAttributeType::S),
+        Some(("sk", ScalarAttributeType::N)),
+        false,
+    )
+    .await;
+    let mut sink = DynamoSink::new(sink_cfg(&t, serde_json::json!({"mode": "mirror"})))
+        .await
+        .expect("sink");
+    let values = vec![
+        serde_json::json!({"pk": "a", "sk": 1, "x": 1}),
+        serde_json::json!({"pk": "a", "sk": 2, "x": 2}),
+        serde_json::json!({"pk": "b", "sk": 1, "x": 3}),
+        serde_json::json!({"pk": "a", "sk": 1, "__op": "delete"}),
+        serde_json::json!({"event": "INSERT", "keys": {"pk": "c", "sk": 9}, "new": {"pk": "c", "sk": 9, "y": true}, "old": null}),
+        serde_json::json!({"event": "REMOVE", "keys": {"pk": "b", "sk": 1}, "new": null, "old": {"pk": "b", "sk": 1}}),
+    ];
+    let (recs, mut b) = Batch::new(&values, &[]);
+    sink.write(recs).await.expect("write");
+    sink.flush().await.expect("flush");
+    assert!(b.completed_ok());
+    let mut keys: Vec<String> = scan_all(&c, &t)
+        .await
+        .iter()
+        .map(|i| {
+            assert!(!i.contains_key("__op"), "the op field is never stored");
+            format!("{:?}/{:?}", get(i, "pk"), get(i, "sk"))
+        })
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            format!("{:?}/{:?}", s("a"), n(2)),
+            format!("{:?}/{:?}", s("c"), n(9))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn sink_stores_metadata_and_the_guard_keeps_newer_items() {
+    let c = client().await;
+    let t = table_name("sink-guard");
+    create_table(&c, &t, ("id", ScalarAttributeType::S), None, false).await;
+    let cfg = sink_cfg(
+        &t,
+        serde_json::json!({
+            "include_metadata": {"shard-id": "kinesis_shard_id", "sequence-number": "shard_sequence_number"},
+            "only_newer_by": "sequence-number"
+        }),
+    );
+    assert!(cfg.check().is_empty(), "{:?}", cfg.check());
+    let mut sink = DynamoSink::new(cfg).await.expect("sink");
+    let meta = |seq: &str| {
+        vec![
+            ("shard-id", "shardId-000000000001".to_string()),
+            ("sequence-number", seq.to_string()),
+        ]
+    };
+    // 9 < 10 < 100 as numbers, though "9" > "10" as text: the guard compares lengths first.
+    let (recs, mut b) = Batch::new(
+        &[
+            serde_json::json!({"id": "k", "v": "ten"}),
+            serde_json::json!({"id": "j", "v": "hundred"}),
+        ],
+        &[meta("10"), meta("100")],
+    );
+    sink.write(recs).await.expect("write");
+    sink.flush().await.expect("flush");
+    assert!(b.completed_ok());
+    // A replay of older records is acked but does not overwrite.
+    let (recs, mut b) = Batch::new(
+        &[
+            serde_json::json!({"id": "k", "v": "nine"}),
+            serde_json::json!({"id": "j", "v": "ninety-nine"}),
+        ],
+        &[meta("9"), meta("99")],
+    );
+    sink.write(recs).await.expect("write");
+    sink.flush().await.expect("flush");
+    assert!(
+        b.completed_ok(),
+        "skipped older writes are still acknowledged"
+    );
+    let (recs, mut b) = Batch::new(
+        &[serde_json::json!({"id": "k", "v": "eleven"})],
+        &[meta("11")],
+    );
+    sink.write(recs).await.expect("write");
+    sink.flush().await.expect("flush");
+    assert!(b.completed_ok());
+    let items: BTreeMap<String, HashMap<String, AttributeValue>> = scan_all(&c, &t)
+        .await
+        .into_iter()
+        .map(|i| (format!("{:?}", get(&i, "id")), i))
+        .collect();
+    let k = &items[&format!("{:?}", s("k"))];
+    let j = &items[&format!("{:?}", s("j"))];
+    assert_eq!(get(k, "v"), &s("eleven"));
+    assert_eq!(get(k, "shard_sequence_number"), &s("11"));
+    assert_eq!(get(k, "kinesis_shard_id"), &s("shardId-000000000001"));
+    assert_eq!(get(j, "v"), &s("hundred"));
+}
+
+#[tokio::test]
+async fn sink_rejects_bad_records_and_writes_the_rest() {
+    let c = client().await;
+    let t = table_name("sink-bad");
+    create_table(&c, &t, ("id", ScalarAttributeType::N), None, false).await;
+    let mut sink = DynamoSink::new(sink_cfg(&t, serde_json::json!({})))
+        .await
+        .expect("sink");
+    let mut values: Vec<Vec<u8>> = (0..24)
+        .map(|i| format!(r#"{{"id":{i}}}"#).into_bytes())
+        .collect();
+    values.push(b"not json".to_vec());
+    values.push(br#"{"no_key":1}"#.to_vec());
+    // The key has the wrong type: only the service can tell, and it fails the whole request.
+    values.push(br#"{"id":"text"}"#.to_vec());
+    let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+    let (recs, mut b) = Batch::raw(&refs);
+    sink.write(recs).await.expect("write");
+    sink.flush().await.expect("flush");
+    let rejects = b.take_rejects();
+    assert_eq!(rejects.len(), 3, "{rejects:?}");
+    assert!(
+        rejects.iter().any(|r| r.contains("invalid JSON")),
+        "{rejects:?}"
+    );
+    assert!(
+        rejects.iter().any(|r| r.contains("no key attribute `id`")),
+        "{rejects:?}"
+    );
+    assert!(
+        rejects.iter().all(|r| r.contains(&t)),
+        "errors name the table: {rejects:?}"
+    );
+    assert!(
+        b.completed_ok(),
+        "the batch completes once the rejects are dealt with"
+    );
+    assert_eq!(scan_all(&c, &t).await.len(), 24);
+    // With fail_on_error the first bad record stops the sink.
+    let mut strict = DynamoSink::new(sink_cfg(&t, serde_json::json!({"fail_on_error": true})))
+        .await
+        .expect("sink");
+    let (recs, _b) = Batch::raw(&[b"nope"]);
+    assert!(strict.write(recs).await.is_err());
+}
+
+#[tokio::test]
+async fn sink_writes_dynamodb_json_items() {
+    let c = client().await;
+    let t = table_name("sink-ddbjson");
+    create_table(&c, &t, ("id", ScalarAttributeType::S), None, false).await;
+    let mut sink = DynamoSink::new(sink_cfg(
+        &t,
+        serde_json::json!({"item_format": "dynamodb_json"}),
+    ))
+    .await
+    .expect("sink");
+    let (recs, mut b) = Batch::new(
+        &[
+            serde_json::json!({"id": {"S": "x"}, "tags": {"SS": ["a", "b"]}, "n": {"N": "12345678901234567890.5"}}),
+        ],
+        &[],
+    );
+    sink.write(recs).await.expect("write");
+    sink.flush().await.expect("flush");
+    assert!(b.completed_ok());
+    let items = scan_all(&c, &t).await;
+    assert_eq!(get(&items[0], "n"), &n("12345678901234567890.5"));
+    assert!(matches!(get(&items[0], "tags"), AttributeValue::Ss(v) if v.len() == 2));
+}
+
+// ---------------------------------------------------------------- source
+
+/// Runs a source until `until` holds for the records so far (or the source ends), then stops it.
+async fn collect(
+    mut src: DynamoSource,
+    start: CommittedOffsets,
+    committed: Option<watch::Receiver<Arc<CommittedOffsets>>>,
+    until: impl Fn(&[SourceBatch]) -> bool,
+    timeout: Duration,
+) -> Vec<SourceBatch> {
+    let (tx, mut rx) = mpsc::channel(16);
+    let stop = CancellationToken::new();
+    let (_ctx_tx, crx) = watch::channel(Arc::new(CommittedOffsets::new()));
+    let ctx = SourceContext {
+        start,
+        output: tx,
+        shutdown: stop.clone(),
+        committed: committed.unwrap_or(crx),
+    };
+    let task = tokio::spawn(async move { src.run(ctx).await });
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        tokio::select! {
+            b = rx.recv() => match b {
+                Some(b) => { got.push(b); if until(&got) { break; } }
+                None => break,
+            },
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    stop.cancel();
+    drop(rx);
+    task.await.expect("join").expect("source ok");
+    got
+}
+
+fn records(batches: &[SourceBatch]) -> Vec<&Record> {
+    batches.iter().flat_map(|b| b.records.iter()).collect()
+}
+
+fn parse(r: &Record) -> serde_json::Value {
+    serde_json::from_slice(&r.value).expect("record JSON")
+}
+
+async fn put_items(c: &Client, t: &str, range: std::ops::Range<u64>) {
+    let reqs: Vec<_> = range
+        .map(|i| {
+            aws_sdk_dynamodb::types::WriteRequest::builder()
+                .put_request(
+                    aws_sdk_dynamodb::types::PutRequest::builder()
+                        .item("id", n(i))
+                        .item("body", s(&format!("item {i}")))
+                        .build()
+                        .expect("put"),
+                )
+                .build()
+        })
+        .collect();
+    for chunk in reqs.chunks(25) {
+        c.batch_write_item()
+            .request_items(t, chunk.to_vec())
+            .send()
+            .await
+            .expect("batch write");
+    }
+}
+
+#[tokio::test]
+async fn snapshot_scans_every_segment_and_resumes_after_the_committed_key() {
+    let c = client().await;
+    let t = table_name("src-snap");
+    create_table(&c, &t, ("id", ScalarAttributeType::N), None, false).await;
+    put_items(&c, &t, 0..3000).await;
+    let cfg = source_cfg(&t, serde_json::json!({"segments": 4, "page_size": 100}));
+    // A first run stopped early: keep what it delivered and the last offset per segment.
+    let first = collect(
+        DynamoSource::new(cfg.clone()).await.expect("source"),
+        CommittedOffsets::new(),
+        None,
+        |b| records(b).len() >= 1000,
+        Duration::from_secs(60),
+    )
+    .await;
+    let mut committed = CommittedOffsets::new();
+    let mut seen: Vec<u64> = Vec::new();
+    for b in &first {
+        for r in &b.records {
+            seen.push(parse(r)["id"].as_u64().expect("id"));
+            assert_eq!(r.meta("table"), Some(t.as_str()));
+        }
+        let off = b
+            .records
+            .last()
+            .map(|r| r.offset.clone())
+            .or_else(|| b.end_offset.clone());
+        if let Some(o) = off {
+            committed.insert(
+                b.partition.clone(),
+                crate::api::Committed {
+                    offset: o,
+                    finished: b.end_of_partition,
+                },
+            );
+        }
+    }
+    assert!(
+        seen.len() >= 1000 && seen.len() < 3000,
+        "stopped in the middle: {}",
+        seen.len()
+    );
+    assert!(
+        committed
+            .keys()
+            .all(|p| p.starts_with("scan-") && p.ends_with("-of-4")),
+        "{committed:?}"
+    );
+    let second = collect(
+        DynamoSource::new(cfg).await.expect("source"),
+        committed,
+        None,
+        |_| false,
+        Duration::from_secs(60),
+    )
+    .await;
+    let ended: Vec<_> = second
+        .iter()
+        .filter(|b| b.end_of_partition)
+        .map(|b| b.partition.to_string())
+        .collect();
+    assert_eq!(
+        ended.len() + first.iter().filter(|b| b.end_of_partition).count(),
+        4,
+        "every segment ends once"
+    );
+    let mut again: Vec<u64> = records(&second)
+        .iter()
+        .map(|r| parse(r)["id"].as_u64().expect("id"))
+        .collect();
+    let overlap = again.iter().filter(|i| seen.contains(i)).count();
+    assert_eq!(
+        overlap, 0,
+        "nothing delivered before the committed key is read again"
+    );
+    again.extend(seen);
+    again.sort();
+    assert_eq!(
+        again,
+        (0..3000).collect::<Vec<u64>>(),
+        "every item exactly once across the two runs"
+    );
+}
+
+#[tokio::test]
+async fn cdc_delivers_inserts_updates_and_deletes_in_order_per_key() {
+    let c = client().await;
+    let t = table_name("src-cdc");
+    create_table(&c, &t, ("id", ScalarAttributeType::S), None, true).await;
+    for round in 0..3 {
+        for k in 0..5 {
+            c.put_item()
+                .table_name(&t)
+                .item("id", s(&format!("k{k}")))
+                .item("v", n(round))
+                .send()
+                .await
+                .expect("put");
+        }
+    }
+    c.delete_item()
+        .table_name(&t)
+        .key("id", s("k2"))
+        .send()
+        .await
+        .expect("delete");
+    let src = DynamoSource::new(source_cfg(&t, serde_json::json!({"mode": "cdc"})))
+        .await
+        .expect("source");
+    let got = collect(
+        src,
+        CommittedOffsets::new(),
+        None,
+        |b| records(b).len() >= 16,
+        Duration::from_secs(30),
+    )
+    .await;
+    let recs = records(&got);
+    assert_eq!(recs.len(), 16);
+    let mut per_key: BTreeMap<String, Vec<(String, Option<i64>)>> = BTreeMap::new();
+    for r in &recs {
+        let v = parse(r);
+        assert_eq!(r.meta("event-name"), v["event"].as_str());
+        assert_eq!(r.meta("sequence-number"), v["sequence_number"].as_str());
+        assert!(r.meta("shard-id").is_some() && r.meta("event-id").is_some());
+        assert!(v["approximate_creation_time"].is_string(), "{v}");
+        per_key
+            .entry(v["keys"]["id"].as_str().expect("key").to_string())
+            .or_default()
+            .push((
+                v["event"].as_str().expect("event").to_string(),
+                v["new"]["v"].as_i64(),
+            ));
+        if v["event"] == "MODIFY" {
+            assert!(v["old"]["v"].is_i64(), "old image present: {v}");
+        }
+    }
+    assert_eq!(
+        per_key["k0"],
+        vec![
+            ("INSERT".into(), Some(0)),
+            ("MODIFY".into(), Some(1)),
+            ("MODIFY".into(), Some(2))
+        ]
+    );
+    assert_eq!(per_key["k2"].last(), Some(&("REMOVE".to_string(), None)));
+    // Resuming after a sequence number delivers only what came after it.
+    let mid = &recs[9];
+    let mut start = CommittedOffsets::new();
+    start.insert(
+        mid.partition.clone(),
+        crate::api::Committed {
+            offset: mid.offset.clone(),
+            finished: false,
+        },
+    );
+    let src = DynamoSource::new(source_cfg(&t, serde_json::json!({"mode": "cdc"})))
+        .await
+        .expect("source");
+    let rest = collect(
+        src,
+        start,
+        None,
+        |b| records(b).len() >= 6,
+        Duration::from_secs(30),
+    )
+    .await;
+    let rest: Vec<_> = records(&rest).iter().map(|r| r.offset.clone()).collect();
+    let expected: Vec<_> = recs[10..].iter().map(|r| r.offset.clone()).collect();
+    assert_eq!(rest, expected);
+}
+
+#[tokio::test]
+async fn cdc_latest_skips_what_came_before() {
+    let c = client().await;
+    let t = table_name("src-latest");
+    create_table(&c, &t, ("id", ScalarAttributeType::S), None, true).await;
+    c.put_item()
+        .table_name(&t)
+        .item("id", s("old"))
+        .send()
+        .await
+        .expect("put");
+    let src = DynamoSource::new(source_cfg(
+        &t,
+        serde_json::json!({"mode": "cdc", "start_position": "latest"}),
+    ))
+    .await
+    .expect("source");
+    let writer = {
+        let c = c.clone();
+        let t = t.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            c.put_item()
+                .table_name(&t)
+                .item("id", s("new"))
+                .send()
+                .await
+                .expect("put");
+        })
+    };
+    let got = collect(
+        src,
+        CommittedOffsets::new(),
+        None,
+        |b| !records(b).is_empty(),
+        Duration::from_secs(20),
+    )
+    .await;
+    writer.await.expect("writer");
+    let keys: Vec<_> = records(&got)
+        .iter()
+        .map(|r| parse(r)["keys"]["id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(keys, vec![Some("new".to_string())]);
+}
+
+#[tokio::test]
+async fn snapshot_then_cdc_loses_nothing_written_during_the_scan() {
+    let c = client().await;
+    let t = table_name("src-s2c");
+    create_table(&c, &t, ("id", ScalarAttributeType::N), None, true).await;
+    put_items(&c, &t, 0..1500).await;
+    let cfg = source_cfg(
+        &t,
+        serde_json::json!({"mode": "snapshot_then_cdc", "segments": 3, "page_size": 50, "rate_limit": 400.0}),
+    );
+    let src = DynamoSource::new(cfg).await.expect("source");
+    // Writes while the (rate-limited) scan runs: new items and updates of scanned ones.
+    let writer = {
+        let c = c.clone();
+        let t = t.clone();
+        tokio::spawn(async move {
+            for i in 0..20u64 {
+                c.put_item()
+                    .table_name(&t)
+                    .item("id", n(5000 + i))
+                    .item("body", s("during"))
+                    .send()
+                    .await
+                    .expect("put");
+                c.put_item()
+                    .table_name(&t)
+                    .item("id", n(i))
+                    .item("body", s("updated"))
+                    .send()
+                    .await
+                    .expect("put");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let got = collect(
+        src,
+        CommittedOffsets::new(),
+        None,
+        |b| {
+            let stream: Vec<_> = records(b)
+                .into_iter()
+                .filter(|r| !r.partition.starts_with("scan-"))
+                .collect();
+            stream
+                .iter()
+                .filter(|r| parse(r)["new"]["body"] == "during")
+                .count()
+                >= 20
+                && stream
+                    .iter()
+                    .filter(|r| parse(r)["new"]["body"] == "updated")
+                    .count()
+                    >= 20
+        },
+        Duration::from_secs(60),
+    )
+    .await;
+    writer.await.expect("writer");
+    assert_eq!(
+        got[0].partition.as_ref(),
+        "snapshot-start",
+        "the start time is recorded first"
+    );
+    let scanned: std::collections::BTreeSet<u64> = records(&got)
+        .iter()
+        .filter(|r| r.partition.starts_with("scan-"))
+        .map(|r| parse(r)["id"].as_u64().expect("id"))
+        .collect();
+    assert!(
+        (0..1500).all(|i| scanned.contains(&i)),
+        "the snapshot has every original item"
+    );
+    let streamed = records(&got)
+        .iter()
+        .filter(|r| !r.partition.starts_with("scan-"))
+        .count();
+    assert!(
+        streamed >= 40,
+        "every write during the scan came through the stream ({streamed})"
+    );
+}
+
+#[tokio::test]
+async fn a_table_without_a_stream_is_a_clear_error() {
+    let c = client().await;
+    let t = table_name("src-nostream");
+    create_table(&c, &t, ("id", ScalarAttributeType::S), None, false).await;
+    let mut src = DynamoSource::new(source_cfg(&t, serde_json::json!({"mode": "cdc"})))
+        .await
+        .expect("source");
+    let (tx, _rx) = mpsc::channel(1);
+    let (_w, crx) = watch::channel(Arc::new(CommittedOffsets::new()));
+    let ctx = SourceContext {
+        start: CommittedOffsets::new(),
+        output: tx,
+        shutdown: CancellationToken::new(),
+        committed: crx,
+    };
+    let e = src.run(ctx).await.expect_err("no stream");
+    assert!(
+        e.to_string().contains(&t) && e.to_string().contains("no stream"),
+        "{e}"
+    );
+}

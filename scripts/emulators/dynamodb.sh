@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Starts or stops the local DynamoDB + DynamoDB Streams emulator (the `moto` server) for tests.
+#
+#   scripts/emulators/dynamodb.sh start RUN_DIR   # installs moto once (cached), starts it on a
+#                                                 # free loopback port, writes RUN_DIR/dynamodb.env
+#   scripts/emulators/dynamodb.sh stop RUN_DIR    # stops the server started for RUN_DIR
+#
+# RUN_DIR/dynamodb.env exports SLUICE_TEST_DYNAMODB_ENDPOINT; logs go to RUN_DIR/dynamodb.log.
+set -euo pipefail
+
+cmd=${1:-}
+RUN_DIR=${2:-}
+if [ -z "$cmd" ] || [ -z "$RUN_DIR" ]; then
+  echo "usage: $0 start|stop RUN_DIR" >&2
+  exit 2
+fi
+CACHE=${SLUICE_CACHE:-$HOME/.cache/sluice}
+VENV=$CACHE/moto-venv
+PID_FILE=$RUN_DIR/dynamodb.pid
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+case "$cmd" in
+  start)
+    mkdir -p "$RUN_DIR" "$CACHE"
+    if [ ! -x "$VENV/bin/moto_server" ]; then
+      echo "dynamodb: installing moto[server] into $VENV (once)" >&2
+      python3 -m venv "$VENV"
+      "$VENV/bin/pip" install --quiet --disable-pip-version-check 'moto[server]'
+    fi
+    port=$(free_port)
+    # A new session of its own, so `stop` can end the server and nothing else.
+    setsid "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$RUN_DIR/dynamodb.log" 2>&1 &
+    echo $! >"$PID_FILE"
+    url=http://127.0.0.1:$port
+    deadline=$((SECONDS + 60))
+    until [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/moto-api/" 2>/dev/null)" = "200" ]; do
+      if [ $SECONDS -ge $deadline ] || ! kill -0 "$(cat "$PID_FILE")" 2>/dev/null; then
+        echo "dynamodb: moto did not answer on $url within 60s; log:" >&2
+        tail -n 30 "$RUN_DIR/dynamodb.log" >&2 || true
+        exit 1
+      fi
+      sleep 0.2
+    done
+    echo "export SLUICE_TEST_DYNAMODB_ENDPOINT=$url" >"$RUN_DIR/dynamodb.env"
+    echo "dynamodb: moto server on $url (pid $(cat "$PID_FILE"))" >&2
+    ;;
+  stop)
+    if [ -f "$PID_FILE" ]; then
+      pid=$(cat "$PID_FILE")
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+      rm -f "$PID_FILE"
+    fi
+    ;;
+  *)
+    echo "usage: $0 start|stop RUN_DIR" >&2
+    exit 2
+    ;;
+esac
