@@ -73,7 +73,7 @@ pub struct KinesisSourceConfig {
     pub subscription_renewal: Dur,
     /// Retries of each kind of call.
     #[serde(default)]
-    pub retries: SourceRetries,
+    pub retries: Box<SourceRetries>,
 }
 
 /// Where a shard without a committed offset is read from.
