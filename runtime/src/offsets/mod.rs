@@ -3,6 +3,7 @@
 //! One row per (namespace = pipeline name, partition): the offset of the last delivered record,
 //! whether the partition was read to its end, and when it was last updated.
 
+mod dynamodb;
 mod file;
 mod kafka;
 mod memory;
@@ -14,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sluice_connectors::{Committed, CommittedOffsets, Offset};
 
+pub use dynamodb::DynamoStore;
 pub use file::FileStore;
 pub use kafka::KafkaStore;
 pub use memory::MemoryStore;
@@ -93,6 +95,7 @@ pub fn open(spec: &OffsetsSpec) -> Box<dyn OffsetStore> {
         OffsetsSpec::Memory(_) => Box::new(MemoryStore::default()),
         OffsetsSpec::File(f) => Box::new(FileStore::new(&f.path)),
         OffsetsSpec::Kafka(k) => Box::new(KafkaStore::new(k)),
+        OffsetsSpec::Dynamodb(d) => Box::new(DynamoStore::new(d)),
     }
 }
 

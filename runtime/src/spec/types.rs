@@ -183,6 +183,9 @@ pub enum OffsetsSpec {
     /// A compacted Kafka topic, one record per pipeline partition (Kafka Connect's model):
     /// shared by every worker that reaches the brokers.
     Kafka(KafkaStoreSpec),
+    /// A DynamoDB table, one item per pipeline partition, written with conditional updates so a
+    /// stale worker never moves an offset back; shared by every worker that reaches the table.
+    Dynamodb(DynamoStoreSpec),
 }
 
 impl Default for OffsetsSpec {
@@ -200,6 +203,7 @@ impl OffsetsSpec {
             Self::Memory(s) => s.commit_interval.0,
             Self::File(s) => s.commit_interval.0,
             Self::Kafka(s) => s.commit_interval.0,
+            Self::Dynamodb(s) => s.commit_interval.0,
         }
     }
 }
@@ -248,6 +252,29 @@ pub struct KafkaStoreSpec {
     /// librdkafka properties (SASL, SSL, ...), as for the Kafka source and sink.
     #[serde(default)]
     pub properties: sluice_connectors::kafka::Properties,
+}
+
+/// The DynamoDB offset store.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DynamoStoreSpec {
+    /// The table, keyed by `namespace` (partition key, S) and `partition` (sort key, S).
+    #[serde(default = "default_offsets_table")]
+    #[schemars(length(min = 3, max = 255))]
+    pub table: String,
+    /// Create the table (on-demand capacity) on first use when it does not exist.
+    #[serde(default)]
+    pub create_table: bool,
+    /// How often acknowledged progress is committed (and at shutdown).
+    #[serde(default = "default_commit_interval")]
+    pub commit_interval: Dur,
+    /// How to reach DynamoDB.
+    #[serde(default)]
+    pub aws: sluice_connectors::aws::AwsConfig,
+}
+
+fn default_offsets_table() -> String {
+    "sluice_offsets".into()
 }
 
 fn default_offsets_topic() -> String {

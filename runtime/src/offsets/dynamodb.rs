@@ -1,0 +1,629 @@
+//! The `dynamodb` offset store: a table keyed by `namespace` (partition key, the pipeline name)
+//! and `partition` (sort key), one item per source partition with `offset`, `finished`,
+//! `updated_at`, a `generation` counter, and `owner` / `lease_expires_at` for scale-out leases.
+//!
+//! Every commit is a conditional update on the generation this worker last read or wrote: a
+//! worker whose view is stale (another worker, or `sluice offsets reset`, wrote since) is
+//! refused instead of moving the offset back. The client connects (and creates the table, with
+//! `create_table: true`) on first use, so opening the store does no I/O.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
+};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use sluice_connectors::{Committed, CommittedOffsets, Offset, aws};
+use tokio::sync::OnceCell;
+
+use super::{OffsetError, OffsetRow, OffsetStore, ResetTo, is_stale};
+use crate::spec::DynamoStoreSpec;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Commits of one namespace sent at once.
+const CONCURRENCY: usize = 16;
+
+pub struct DynamoStore {
+    spec: DynamoStoreSpec,
+    client: OnceCell<Client>,
+    /// Who commits, stored as `owner`: host, process and a random suffix.
+    owner: String,
+    /// The generation of each row as this worker last read or wrote it.
+    generations: std::sync::Mutex<HashMap<(String, String), u64>>,
+}
+
+impl DynamoStore {
+    pub fn new(spec: &DynamoStoreSpec) -> Self {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+        Self {
+            spec: spec.clone(),
+            client: OnceCell::new(),
+            owner: format!(
+                "{host}:{}:{:08x}",
+                std::process::id(),
+                rand::random::<u32>()
+            ),
+            generations: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn table(&self) -> &str {
+        &self.spec.table
+    }
+
+    fn gens(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), u64>> {
+        // A poisoned lock only means a panic elsewhere while holding a plain map.
+        self.generations.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fail(&self, call: &str, message: String) -> OffsetError {
+        OffsetError::Io {
+            store: self.describe(),
+            message: format!("{call}: {message}"),
+            source: std::io::Error::other(message),
+        }
+    }
+
+    fn sdk_fail<E, R>(&self, call: &str, e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> OffsetError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + 'static,
+    {
+        self.fail(call, aws::describe(e))
+    }
+
+    async fn client(&self) -> Result<&Client, OffsetError> {
+        self.client
+            .get_or_try_init(|| async {
+                let sdk = self
+                    .spec
+                    .aws
+                    .sdk_config()
+                    .await
+                    .map_err(|e| self.fail("AWS configuration", e.to_string()))?;
+                let client = Client::new(&sdk);
+                self.ensure_table(&client).await?;
+                Ok(client)
+            })
+            .await
+    }
+
+    /// Checks the table exists, creating it when asked to; waits until it is active.
+    async fn ensure_table(&self, c: &Client) -> Result<(), OffsetError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        let mut created = false;
+        loop {
+            match c.describe_table().table_name(self.table()).send().await {
+                Ok(out) => {
+                    let status = out.table().and_then(|t| t.table_status()).cloned();
+                    if status == Some(TableStatus::Active) || status.is_none() {
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.code() == Some("ResourceNotFoundException") => {
+                    if !self.spec.create_table {
+                        return Err(self.fail(
+                            "DescribeTable",
+                            "the table does not exist: create it (keys `namespace` S, `partition` S) or set `create_table: true`".into(),
+                        ));
+                    }
+                    if !created {
+                        self.create_table(c).await?;
+                        created = true;
+                        tracing::info!(table = %self.table(), "created the offsets table");
+                    }
+                }
+                Err(e) if aws::is_retriable(&e) => {}
+                Err(e) => return Err(self.sdk_fail("DescribeTable", &e)),
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(self.fail(
+                    "DescribeTable",
+                    "the table did not become active within 120s".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn create_table(&self, c: &Client) -> Result<(), OffsetError> {
+        let attr = |n: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(n)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+        };
+        let key = |n: &str, t: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(n)
+                .key_type(t)
+                .build()
+        };
+        let build =
+            |e: aws_sdk_dynamodb::error::BuildError| self.fail("CreateTable", e.to_string());
+        let res = c
+            .create_table()
+            .table_name(self.table())
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("namespace").map_err(build)?)
+            .attribute_definitions(attr("partition").map_err(build)?)
+            .key_schema(key("namespace", KeyType::Hash).map_err(build)?)
+            .key_schema(key("partition", KeyType::Range).map_err(build)?)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            // Another worker created it first.
+            Err(e) if e.code() == Some("ResourceInUseException") => Ok(()),
+            Err(e) => Err(self.sdk_fail("CreateTable", &e)),
+        }
+    }
+
+    /// Every item of one namespace (Query) or of all (Scan), strongly consistent.
+    async fn items(&self, namespace: Option<&str>) -> Result<Vec<Item>, OffsetError> {
+        let c = self.client().await?;
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let (items, next) = match namespace {
+                Some(ns) => {
+                    let r = c
+                        .query()
+                        .table_name(self.table())
+                        .key_condition_expression("#ns = :ns")
+                        .expression_attribute_names("#ns", "namespace")
+                        .expression_attribute_values(":ns", AttributeValue::S(ns.to_string()))
+                        .consistent_read(true)
+                        .set_exclusive_start_key(start.take())
+                        .send()
+                        .await
+                        .map_err(|e| self.sdk_fail("Query", &e))?;
+                    (r.items, r.last_evaluated_key)
+                }
+                None => {
+                    let r = c
+                        .scan()
+                        .table_name(self.table())
+                        .consistent_read(true)
+                        .set_exclusive_start_key(start.take())
+                        .send()
+                        .await
+                        .map_err(|e| self.sdk_fail("Scan", &e))?;
+                    (r.items, r.last_evaluated_key)
+                }
+            };
+            out.extend(items.unwrap_or_default());
+            match next.filter(|k| !k.is_empty()) {
+                Some(k) => start = Some(k),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// A stored item as a row and its generation.
+    fn row(&self, item: &Item) -> Result<(OffsetRow, u64), OffsetError> {
+        let s = |k: &str| match item.get(k) {
+            Some(AttributeValue::S(v)) => Ok(v.clone()),
+            _ => Err(OffsetError::Corrupt {
+                store: self.describe(),
+                message: format!("an item has no string `{k}`: {item:?}"),
+            }),
+        };
+        let namespace = s("namespace")?;
+        let partition = s("partition")?;
+        let updated_at = DateTime::parse_from_rfc3339(&s("updated_at")?)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| OffsetError::Corrupt {
+                store: self.describe(),
+                message: format!("`updated_at` of {namespace}/{partition} is not a time: {e}"),
+            })?;
+        let generation = match item.get("generation") {
+            Some(AttributeValue::N(n)) => n.parse().unwrap_or(0),
+            _ => 0,
+        };
+        Ok((
+            OffsetRow {
+                offset: Offset::new(s("offset")?),
+                finished: matches!(item.get("finished"), Some(AttributeValue::Bool(true))),
+                namespace,
+                partition,
+                updated_at,
+            },
+            generation,
+        ))
+    }
+
+    fn key(namespace: &str, partition: &str) -> Item {
+        HashMap::from([
+            (
+                "namespace".to_string(),
+                AttributeValue::S(namespace.to_string()),
+            ),
+            (
+                "partition".to_string(),
+                AttributeValue::S(partition.to_string()),
+            ),
+        ])
+    }
+
+    /// Writes one partition's offset if its generation is still the one this worker knows.
+    async fn commit_one(
+        &self,
+        namespace: &str,
+        partition: &str,
+        c: &Committed,
+    ) -> Result<(), OffsetError> {
+        let client = self.client().await?;
+        let known = self
+            .gens()
+            .get(&(namespace.to_string(), partition.to_string()))
+            .copied();
+        let next = known.unwrap_or(0) + 1;
+        let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut req = client
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(Self::key(namespace, partition)))
+            .update_expression(
+                "SET #o = :o, finished = :f, updated_at = :u, generation = :next, #owner = :me, lease_expires_at = if_not_exists(lease_expires_at, :zero)",
+            )
+            .expression_attribute_names("#o", "offset")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":o", AttributeValue::S(c.offset.to_string()))
+            .expression_attribute_values(":f", AttributeValue::Bool(c.finished))
+            .expression_attribute_values(":u", AttributeValue::S(now))
+            .expression_attribute_values(":next", AttributeValue::N(next.to_string()))
+            .expression_attribute_values(":me", AttributeValue::S(self.owner.clone()))
+            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        req = match known {
+            Some(g) => req
+                .condition_expression("generation = :g")
+                .expression_attribute_values(":g", AttributeValue::N(g.to_string())),
+            None => req.condition_expression("attribute_not_exists(generation)"),
+        };
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 0;
+        loop {
+            match req.clone().send().await {
+                Ok(_) => {
+                    self.gens()
+                        .insert((namespace.to_string(), partition.to_string()), next);
+                    return Ok(());
+                }
+                Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                    let by = e
+                        .as_service_error()
+                        .and_then(|s| match s {
+                            aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(x) => x.item(),
+                            _ => None,
+                        })
+                        .map(|item| {
+                            let g = |k: &str| match item.get(k) {
+                                Some(AttributeValue::S(v) | AttributeValue::N(v)) => v.clone(),
+                                _ => "?".into(),
+                            };
+                            format!(" (now generation {} by {})", g("generation"), g("owner"))
+                        })
+                        .unwrap_or_default();
+                    return Err(OffsetError::Invalid {
+                        store: self.describe(),
+                        message: format!(
+                            "stale commit rejected: partition {partition} of `{namespace}` was committed by another worker or reset since this worker read it{by}; this worker stops rather than move the offset back"
+                        ),
+                    });
+                }
+                Err(e) if aws::is_retriable(&e) && attempt < 8 => {
+                    attempt += 1;
+                    tracing::warn!(table = %self.table(), partition, error = %aws::describe(&e), "offset commit failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(self.sdk_fail("UpdateItem", &e)),
+            }
+        }
+    }
+
+    async fn delete(&self, row: &OffsetRow, generation: Option<u64>) -> Result<bool, OffsetError> {
+        let c = self.client().await?;
+        let mut req = c
+            .delete_item()
+            .table_name(self.table())
+            .set_key(Some(Self::key(&row.namespace, &row.partition)));
+        if let Some(g) = generation {
+            req = req
+                .condition_expression("generation = :g")
+                .expression_attribute_values(":g", AttributeValue::N(g.to_string()));
+        }
+        match req.send().await {
+            Ok(_) => {
+                self.gens()
+                    .remove(&(row.namespace.clone(), row.partition.clone()));
+                Ok(true)
+            }
+            // Updated since it was listed: no longer stale, keep it.
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(self.sdk_fail("DeleteItem", &e)),
+        }
+    }
+}
+
+#[async_trait]
+impl OffsetStore for DynamoStore {
+    fn describe(&self) -> String {
+        format!("dynamodb table {}", self.spec.table)
+    }
+
+    async fn load(&self, namespace: &str) -> Result<CommittedOffsets, OffsetError> {
+        let mut out = CommittedOffsets::new();
+        let items = self.items(Some(namespace)).await?;
+        let mut gens = HashMap::new();
+        for it in &items {
+            let (row, g) = self.row(it)?;
+            gens.insert((row.namespace.clone(), row.partition.clone()), g);
+            out.insert(
+                row.partition.as_str().into(),
+                Committed {
+                    offset: row.offset,
+                    finished: row.finished,
+                },
+            );
+        }
+        let mut known = self.gens();
+        known.retain(|(ns, _), _| ns != namespace);
+        known.extend(gens);
+        Ok(out)
+    }
+
+    async fn commit(&self, namespace: &str, offsets: &CommittedOffsets) -> Result<(), OffsetError> {
+        type Job<'a> = std::pin::Pin<Box<dyn Future<Output = Result<(), OffsetError>> + Send + 'a>>;
+        let jobs: Vec<Job<'_>> = offsets
+            .iter()
+            .map(|(p, c)| {
+                let (p, c) = (p.to_string(), c.clone());
+                Box::pin(async move { self.commit_one(namespace, &p, &c).await }) as Job<'_>
+            })
+            .collect();
+        let mut s = futures::stream::iter(jobs).buffer_unordered(CONCURRENCY);
+        let mut first_err = None;
+        while let Some(r) = s.next().await {
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    async fn list(&self, namespace: Option<&str>) -> Result<Vec<OffsetRow>, OffsetError> {
+        let mut rows = Vec::new();
+        for it in self.items(namespace).await? {
+            rows.push(self.row(&it)?.0);
+        }
+        rows.sort_by(|a, b| (&a.namespace, &a.partition).cmp(&(&b.namespace, &b.partition)));
+        Ok(rows)
+    }
+
+    async fn reset(
+        &self,
+        namespace: &str,
+        partition: Option<&str>,
+        to: ResetTo,
+    ) -> Result<Vec<OffsetRow>, OffsetError> {
+        let existing: BTreeMap<String, OffsetRow> = self
+            .list(Some(namespace))
+            .await?
+            .into_iter()
+            .map(|r| (r.partition.clone(), r))
+            .collect();
+        let targets: Vec<String> = match partition {
+            Some(p) => vec![p.to_string()],
+            None => existing.keys().cloned().collect(),
+        };
+        let c = self.client().await?;
+        let mut changed = Vec::new();
+        for p in targets {
+            match &to {
+                ResetTo::Earliest => {
+                    if let Some(row) = existing.get(&p)
+                        && self.delete(row, None).await?
+                    {
+                        changed.push(row.clone());
+                    }
+                }
+                ResetTo::Offset(o) => {
+                    let now = Utc::now();
+                    // An operator's reset wins over any worker: it bumps the generation, so a
+                    // worker still running with the old view is refused at its next commit.
+                    let out = c
+                        .update_item()
+                        .table_name(self.table())
+                        .set_key(Some(Self::key(namespace, &p)))
+                        .update_expression("SET #o = :o, finished = :f, updated_at = :u, #owner = :me ADD generation :one")
+                        .expression_attribute_names("#o", "offset")
+                        .expression_attribute_names("#owner", "owner")
+                        .expression_attribute_values(":o", AttributeValue::S(o.to_string()))
+                        .expression_attribute_values(":f", AttributeValue::Bool(false))
+                        .expression_attribute_values(
+                            ":u",
+                            AttributeValue::S(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+                        )
+                        .expression_attribute_values(":me", AttributeValue::S(format!("reset by {}", self.owner)))
+                        .expression_attribute_values(":one", AttributeValue::N("1".into()))
+                        .return_values(ReturnValue::AllNew)
+                        .send()
+                        .await
+                        .map_err(|e| self.sdk_fail("UpdateItem", &e))?;
+                    if let Some(item) = out.attributes() {
+                        let (row, g) = self.row(item)?;
+                        self.gens().insert((namespace.to_string(), p.clone()), g);
+                        changed.push(row);
+                    }
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    async fn prune(
+        &self,
+        namespace: Option<&str>,
+        older_than: Option<Duration>,
+        dry_run: bool,
+    ) -> Result<Vec<OffsetRow>, OffsetError> {
+        let mut pruned = Vec::new();
+        for it in self.items(namespace).await? {
+            let (row, g) = self.row(&it)?;
+            if !is_stale(row.updated_at, older_than) {
+                continue;
+            }
+            if dry_run || self.delete(&row, Some(g)).await? {
+                pruned.push(row);
+            }
+        }
+        pruned.sort_by(|a, b| (&a.namespace, &a.partition).cmp(&(&b.namespace, &b.partition)));
+        Ok(pruned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn endpoint() -> String {
+        let url = std::env::var("SLUICE_TEST_DYNAMODB_ENDPOINT").unwrap_or_else(|_| {
+            panic!("SLUICE_TEST_DYNAMODB_ENDPOINT is not set: run the tests with scripts/test.sh (or scripts/emulators/dynamodb.sh start RUN_DIR and source RUN_DIR/dynamodb.env)")
+        });
+        let addr = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        assert!(
+            std::net::TcpStream::connect(&addr).is_ok(),
+            "nothing answers at SLUICE_TEST_DYNAMODB_ENDPOINT={url}: start moto with scripts/test.sh"
+        );
+        url
+    }
+
+    fn spec(table: &str, create: bool) -> DynamoStoreSpec {
+        serde_json::from_value(serde_json::json!({
+            "table": table,
+            "create_table": create,
+            "aws": {
+                "endpoint": endpoint(),
+                "credentials": {"provider": "basic", "access_key_id": "test", "secret_access_key": "test"}
+            }
+        }))
+        .expect("spec")
+    }
+
+    fn table() -> String {
+        format!("offsets-{:016x}", rand::random::<u64>())
+    }
+
+    fn one(p: &str, o: u64) -> CommittedOffsets {
+        CommittedOffsets::from([(
+            Arc::from(p),
+            Committed {
+                offset: Offset::from(o),
+                finished: false,
+            },
+        )])
+    }
+
+    #[tokio::test]
+    async fn contract() {
+        super::super::contract::check(&DynamoStore::new(&spec(&table(), true))).await;
+    }
+
+    #[tokio::test]
+    async fn a_missing_table_is_an_error_unless_created() {
+        let e = DynamoStore::new(&spec(&table(), false))
+            .load("p")
+            .await
+            .expect_err("no table");
+        assert!(e.to_string().contains("create_table: true"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn two_writers_commit_their_own_partitions_concurrently() {
+        let t = table();
+        let a = DynamoStore::new(&spec(&t, true));
+        let b = DynamoStore::new(&spec(&t, true));
+        a.load("pipe").await.expect("load");
+        b.load("pipe").await.expect("load");
+        let (ra, rb) = tokio::join!(
+            async {
+                for i in 0..20 {
+                    a.commit("pipe", &one("shard-a", i)).await?;
+                }
+                Ok::<_, OffsetError>(())
+            },
+            async {
+                for i in 0..20 {
+                    b.commit("pipe", &one("shard-b", 100 + i)).await?;
+                }
+                Ok::<_, OffsetError>(())
+            }
+        );
+        ra.expect("writer a");
+        rb.expect("writer b");
+        let loaded = DynamoStore::new(&spec(&t, false))
+            .load("pipe")
+            .await
+            .expect("load");
+        assert_eq!(loaded["shard-a"].offset, Offset::from(19));
+        assert_eq!(loaded["shard-b"].offset, Offset::from(119));
+        let rows = a.list(Some("pipe")).await.expect("list");
+        assert_eq!(rows.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_stale_writer_cannot_move_an_offset_back() {
+        let t = table();
+        let old = DynamoStore::new(&spec(&t, true));
+        old.load("pipe").await.expect("load");
+        old.commit("pipe", &one("0", 10)).await.expect("commit");
+        // Another worker takes over from the stored state and moves on.
+        let new = DynamoStore::new(&spec(&t, true));
+        assert_eq!(
+            new.load("pipe").await.expect("load")["0"].offset,
+            Offset::from(10)
+        );
+        new.commit("pipe", &one("0", 50)).await.expect("commit");
+        // The old worker, unaware, tries to commit an older offset: refused.
+        let e = old.commit("pipe", &one("0", 20)).await.expect_err("stale");
+        assert!(e.to_string().contains("stale commit rejected"), "{e}");
+        assert!(
+            e.to_string().contains(&new.owner),
+            "names the newer owner: {e}"
+        );
+        // A brand-new writer that never read the row is stale too.
+        let blind = DynamoStore::new(&spec(&t, true));
+        assert!(blind.commit("pipe", &one("0", 1)).await.is_err());
+        assert_eq!(
+            new.load("pipe").await.expect("load")["0"].offset,
+            Offset::from(50)
+        );
+        // The current owner goes on committing.
+        new.commit("pipe", &one("0", 60)).await.expect("commit");
+        // An operator's reset wins, and fences the running worker.
+        let cli = DynamoStore::new(&spec(&t, false));
+        cli.reset("pipe", Some("0"), ResetTo::Offset(Offset::from(5)))
+            .await
+            .expect("reset");
+        assert!(new.commit("pipe", &one("0", 61)).await.is_err());
+        assert_eq!(
+            cli.load("pipe").await.expect("load")["0"].offset,
+            Offset::from(5)
+        );
+    }
+}
