@@ -241,6 +241,13 @@ impl KafkaSink {
     }
 
     fn take_failure(&self) -> Result<(), ConnectorError> {
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            // The producer is unusable; a restart replays everything after the last commit.
+            return Err(ConnectorError::retriable(format!(
+                "kafka sink: the producer for topic `{}` on {} failed for good ({code}: {reason}); stopping so that a restart resends everything after the last commit. A broker that lost its idempotent-producer state (a restart without persistent storage, a deleted topic) causes this",
+                self.cfg.topic, self.brokers
+            )));
+        }
         match self.deliveries.failure.lock().map(|mut f| f.take()) {
             Ok(Some(e)) => Err(e),
             _ => Ok(()),
@@ -334,6 +341,7 @@ impl Sink for KafkaSink {
                     Err((e, back)) => {
                         drop(back);
                         self.deliveries.done();
+                        self.take_failure()?;
                         return Err(ConnectorError {
                             message: format!(
                                 "kafka sink: cannot produce to topic `{topic}` partition {} on {}",
@@ -352,8 +360,9 @@ impl Sink for KafkaSink {
     }
 
     async fn flush(&mut self) -> Result<(), ConnectorError> {
-        self.wait_idle().await?;
-        self.take_failure()
+        let r = self.wait_idle().await;
+        self.take_failure()?;
+        r
     }
 
     async fn close(&mut self) -> Result<(), ConnectorError> {

@@ -257,6 +257,12 @@ impl Pipeline {
         let reject_res = reject_task.await;
 
         // The most telling error first: a bad record or a sink failure explains the others.
+        // "The sink stopped taking records" is only a symptom when the sink says why.
+        if matches!(proc_res, Ok(Err(PipelineError::SinkGone)))
+            && let Ok(Err(e)) = sink_res
+        {
+            return Err(PipelineError::Sink(e));
+        }
         proc_res.map_err(|e| joined("processing", e))??;
         reject_res.map_err(|e| joined("sink error policy", e))??;
         sink_res

@@ -1,0 +1,252 @@
+//! Kafka helpers for the end-to-end tests: the broker `scripts/test.sh` starts (through
+//! `scripts/emulators/kafka.sh`), random topics, a producer and a reader, and private tansu
+//! brokers for tests that restart one.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+/// The shared test broker: `SLUICE_TEST_KAFKA_BROKERS`, else 127.0.0.1:9092. Panics with the
+/// way to start one when nothing answers.
+pub fn brokers() -> String {
+    let b = std::env::var("SLUICE_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let addr: SocketAddr = b.parse().expect("SLUICE_TEST_KAFKA_BROKERS is host:port");
+    assert!(
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok(),
+        "no Kafka broker answers at {b} (SLUICE_TEST_KAFKA_BROKERS): run the tests through scripts/test.sh, or `scripts/emulators/kafka.sh start DIR` and source DIR/kafka.env"
+    );
+    b
+}
+
+/// A fresh topic name.
+pub fn topic(prefix: &str) -> String {
+    format!("{prefix}-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}
+
+fn config(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    c.set("allow.auto.create.topics", "false");
+    c
+}
+
+/// Creates a topic and waits until its metadata shows every partition.
+pub fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let admin: AdminClient<DefaultClientContext> = config(brokers).create().expect("admin");
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let res = rt
+        .block_on(admin.create_topics([&new], &AdminOptions::new()))
+        .expect("create topics");
+    for r in res {
+        r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
+    }
+    let consumer: BaseConsumer = config(brokers).create().expect("consumer");
+    assert!(
+        crate::common::wait_for(Duration::from_secs(10), || {
+            consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(2))
+                .map(|m| {
+                    m.topics()
+                        .iter()
+                        .any(|t| t.name() == topic && t.error().is_none() && t.partitions().len() == partitions as usize)
+                })
+                .unwrap_or(false)
+        }),
+        "topic {topic} did not appear"
+    );
+}
+
+/// A message as read back.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+    pub timestamp: Option<i64>,
+}
+
+impl Msg {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.value).unwrap_or_else(|e| panic!("not JSON: {e}: {:?}", String::from_utf8_lossy(&self.value)))
+    }
+    pub fn key_str(&self) -> Option<String> {
+        self.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned())
+    }
+}
+
+/// Produces `(key, value, headers)` records (partition by librdkafka's key hash, or `partition`)
+/// and waits until the broker has them.
+pub fn produce(brokers: &str, topic: &str, records: &[(Option<String>, String, Vec<(String, String)>)], partition: Option<i32>) {
+    let mut c = config(brokers);
+    c.set("linger.ms", "5");
+    c.set("partitioner", "murmur2_random");
+    let p: ThreadedProducer<DefaultProducerContext> = c.create().expect("producer");
+    for (k, v, hs) in records {
+        let mut h = OwnedHeaders::new();
+        for (hk, hv) in hs {
+            h = h.insert(Header { key: hk, value: Some(hv.as_bytes()) });
+        }
+        let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(v.as_bytes()).headers(h);
+        r.key = k.as_deref().map(str::as_bytes);
+        r.partition = partition;
+        loop {
+            match p.send(r) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    r = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// Reads a topic from the beginning until `want` messages arrived or `timeout` passed.
+pub fn read(brokers: &str, topic: &str, want: usize, timeout: Duration) -> Vec<Msg> {
+    let mut c = config(brokers);
+    c.set("group.id", format!("reader-{}", rand::random::<u64>()));
+    c.set("enable.auto.commit", "false");
+    c.set("fetch.wait.max.ms", "50");
+    let consumer: BaseConsumer = c.create().expect("consumer");
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).expect("metadata");
+    let parts = md.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().len()).unwrap_or(0);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..parts {
+        tpl.add_partition_offset(topic, p as i32, Offset::Beginning).expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    drop(tpl);
+    let mut out = Vec::new();
+    let deadline = Instant::now() + timeout;
+    while out.len() < want && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let headers = m
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Msg {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().unwrap_or_default().to_vec(),
+                headers,
+                timestamp: m.timestamp().to_millis(),
+            });
+        }
+    }
+    out
+}
+
+/// The consumer group's committed offsets (next offset to read) of `topic`'s partitions.
+pub fn group_offsets(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let mut c = config(brokers);
+    c.set("group.id", group);
+    c.set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = c.create().expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed");
+    // Copy the offsets out and drop the list before the consumer (librdkafka hangs otherwise).
+    let out = got
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => -1,
+        })
+        .collect();
+    drop(got);
+    out
+}
+
+/// A private tansu broker on a fixed port (for tests that stop and restart it).
+pub struct Tansu {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl Tansu {
+    /// Starts tansu (`SLUICE_TEST_TANSU_BIN`) with memory storage on a free port, working in `dir`.
+    pub fn start(dir: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut t = Self { port, dir: dir.to_path_buf(), child: None };
+        t.restart();
+        t
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port; waits until it listens.
+    pub fn restart(&mut self) {
+        let bin = std::env::var("SLUICE_TEST_TANSU_BIN").expect(
+            "SLUICE_TEST_TANSU_BIN is not set: run the tests through scripts/test.sh (scripts/emulators/kafka.sh writes it)",
+        );
+        std::fs::create_dir_all(&self.dir).expect("tansu dir");
+        std::fs::write(self.dir.join(".env"), "").expect("tansu .env");
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("tansu.log"))
+            .expect("tansu log");
+        let child = Command::new(bin)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start tansu");
+        self.child = Some(child);
+        let addr: SocketAddr = self.brokers().parse().expect("addr");
+        assert!(
+            crate::common::wait_for(Duration::from_secs(20), || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()),
+            "tansu did not listen on {addr}"
+        );
+    }
+
+    /// Kills the broker (its memory storage is lost).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
