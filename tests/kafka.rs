@@ -5,6 +5,10 @@
 mod common;
 #[path = "common/kafka.rs"]
 mod kafka_support;
+#[path = "common/kinesis.rs"]
+mod kinesis_support;
+#[path = "common/wasm.rs"]
+mod wasm;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -12,7 +16,9 @@ use std::time::Duration;
 use common::*;
 use kafka_support as k;
 
-fn json_records(range: std::ops::Range<u64>) -> Vec<(Option<String>, String, Vec<(String, String)>)> {
+fn json_records(
+    range: std::ops::Range<u64>,
+) -> Vec<(Option<String>, String, Vec<(String, String)>)> {
     range
         .map(|i| {
             (
@@ -39,23 +45,42 @@ fn generator_to_kafka_then_kafka_to_file() {
     assert!(out.status.success(), "{}", stderr(&out));
     let msgs = k::read(&brokers, &topic, 3000, Duration::from_secs(30));
     assert_eq!(msgs.len(), 3000);
-    let seqs: BTreeSet<u64> = msgs.iter().map(|m| m.json()["seq"].as_u64().expect("seq")).collect();
+    let seqs: BTreeSet<u64> = msgs
+        .iter()
+        .map(|m| m.json()["seq"].as_u64().expect("seq"))
+        .collect();
     assert_eq!(seqs, (0..3000).collect(), "every record once");
     let mut by_source: BTreeMap<(i32, String), Vec<u64>> = BTreeMap::new();
     for m in &msgs {
         let v = m.json();
-        assert_eq!(m.key_str(), Some(v["user_id"].to_string()), "the key is the partition key");
-        let src = m.headers.get("partition").expect("source partition header").clone();
+        assert_eq!(
+            m.key_str(),
+            Some(v["user_id"].to_string()),
+            "the key is the partition key"
+        );
+        let src = m
+            .headers
+            .get("partition")
+            .expect("source partition header")
+            .clone();
         assert!(m.headers.contains_key("offset"), "source offset header");
-        by_source.entry((m.partition, src)).or_default().push(v["seq"].as_u64().expect("seq"));
+        by_source
+            .entry((m.partition, src))
+            .or_default()
+            .push(v["seq"].as_u64().expect("seq"));
     }
     for (k, seqs) in &by_source {
-        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "order kept per source partition in {k:?}");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "order kept per source partition in {k:?}"
+        );
     }
     // The same key always lands in the same Kafka partition.
     let mut key_part: BTreeMap<String, i32> = BTreeMap::new();
     for m in &msgs {
-        let p = *key_part.entry(m.key_str().expect("key")).or_insert(m.partition);
+        let p = *key_part
+            .entry(m.key_str().expect("key"))
+            .or_insert(m.partition);
         assert_eq!(p, m.partition);
     }
 
@@ -83,14 +108,21 @@ fn generator_to_kafka_then_kafka_to_file() {
             v["metadata"]["offset"].as_str(),
             "offset metadata"
         );
-        assert!(part.starts_with(&format!("{topic}/")) || part.parse::<i32>().is_ok(), "{part}");
+        assert!(
+            part.starts_with(&format!("{topic}/")) || part.parse::<i32>().is_ok(),
+            "{part}"
+        );
         assert!(v["key"].is_string(), "the key is kept");
         assert!(v["headers"]["partition"].is_string(), "headers are kept");
     }
     assert_eq!(got, (0..3000).collect());
     let offs = s.offsets("offsets", "from-kafka");
     assert_eq!(offs.len(), 3, "{offs:?}");
-    assert!(offs.iter().all(|(p, _, _)| p.starts_with(&format!("{topic}/"))), "{offs:?}");
+    assert!(
+        offs.iter()
+            .all(|(p, _, _)| p.starts_with(&format!("{topic}/"))),
+        "{offs:?}"
+    );
     let stored: u64 = offs.iter().map(|(_, o, _)| o + 1).sum();
     assert_eq!(stored, 3000, "{offs:?}");
     // The group's offsets (what Kafka tools see) follow the store, never ahead of it.
@@ -101,9 +133,15 @@ fn generator_to_kafka_then_kafka_to_file() {
             .find(|(id, _, _)| *id == format!("{topic}/{p}"))
             .map(|(_, o, _)| *o as i64 + 1)
             .unwrap_or(0);
-        assert!(*g <= store, "group offset {g} of partition {p} is ahead of the store's {store}");
+        assert!(
+            *g <= store,
+            "group offset {g} of partition {p} is ahead of the store's {store}"
+        );
     }
-    assert!(group_offs.iter().any(|g| *g > 0), "offsets are committed to the group: {group_offs:?}");
+    assert!(
+        group_offs.iter().any(|g| *g > 0),
+        "offsets are committed to the group: {group_offs:?}"
+    );
 }
 
 #[test]
@@ -130,7 +168,10 @@ fn kafka_to_kafka_on_the_kafka_offset_store_resumes_without_loss_or_duplicates()
     // Nothing more arrives: a bounded run commits exactly what it delivered.
     let extra = k::read(&brokers, &output, 2001, Duration::from_secs(2));
     assert_eq!(extra.len(), 2000, "no duplicates across bounded runs");
-    let seqs: BTreeSet<u64> = msgs.iter().map(|m| m.json()["seq"].as_u64().expect("seq")).collect();
+    let seqs: BTreeSet<u64> = msgs
+        .iter()
+        .map(|m| m.json()["seq"].as_u64().expect("seq"))
+        .collect();
     assert_eq!(seqs, (0..2000).collect());
     let ts_in: BTreeMap<u64, Option<i64>> = source
         .iter()
@@ -161,15 +202,30 @@ fn kafka_to_kafka_on_the_kafka_offset_store_resumes_without_loss_or_duplicates()
     assert!(!rows.is_empty() && rows.len() <= 4, "{rows:?}");
     let total: u64 = rows
         .iter()
-        .map(|r| r["offset"].as_str().expect("offset").parse::<u64>().expect("number") + 1)
+        .map(|r| {
+            r["offset"]
+                .as_str()
+                .expect("offset")
+                .parse::<u64>()
+                .expect("number")
+                + 1
+        })
         .sum();
     assert_eq!(total, 2000);
-    let first = rows[0]["partition"].as_str().expect("partition").to_string();
+    let first = rows[0]["partition"]
+        .as_str()
+        .expect("partition")
+        .to_string();
     assert!(first.starts_with(&format!("{input}/")), "{first}");
     let reset = s.run(&["offsets", "reset", "spec.yaml", "--partition", &first]);
     assert!(reset.status.success(), "{}", stderr(&reset));
     let after = s.run(&["offsets", "list", "spec.yaml", "--json"]);
-    assert_eq!(stdout(&after).lines().count(), rows.len() - 1, "{}", stdout(&after));
+    assert_eq!(
+        stdout(&after).lines().count(),
+        rows.len() - 1,
+        "{}",
+        stdout(&after)
+    );
 }
 
 #[test]
@@ -187,7 +243,8 @@ fn two_workers_share_a_kafka_source_through_the_consumer_group() {
     b.write("spec.yaml", &spec);
     let mut wa = a.spawn(&["run", "spec.yaml"]);
     assert!(
-        wait_for(Duration::from_secs(60), || a.lines("out.jsonl").len() >= 1000),
+        wait_for(Duration::from_secs(60), || a.lines("out.jsonl").len()
+            >= 1000),
         "the first worker did not read the topic"
     );
     let mut wb = b.spawn(&["run", "spec.yaml"]);
@@ -209,14 +266,25 @@ fn two_workers_share_a_kafka_source_through_the_consumer_group() {
     });
     signal(&wa, "-TERM");
     signal(&wb, "-TERM");
-    let (sa, sb) = (wait_exit(&mut wa, Duration::from_secs(30)), wait_exit(&mut wb, Duration::from_secs(30)));
+    let (sa, sb) = (
+        wait_exit(&mut wa, Duration::from_secs(30)),
+        wait_exit(&mut wb, Duration::from_secs(30)),
+    );
     let (la, lb) = (seqs(&a.lines("out.jsonl")), seqs(&b.lines("out.jsonl")));
-    assert!(all, "records missing: a has {}, b has {}, {total} written", la.len(), lb.len());
+    assert!(
+        all,
+        "records missing: a has {}, b has {}, {total} written",
+        la.len(),
+        lb.len()
+    );
     assert!(sa.success() && sb.success(), "{sa:?} {sb:?}");
     let after_join: BTreeSet<u64> = lb.iter().copied().collect();
     assert!(!after_join.is_empty());
     let dups = la.len() + lb.len() - total as usize;
-    assert!(dups < 1000, "{dups} records read twice: revoked partitions are committed before they are given up");
+    assert!(
+        dups < 1000,
+        "{dups} records read twice: revoked partitions are committed before they are given up"
+    );
 }
 
 #[test]
@@ -233,8 +301,16 @@ fn a_broker_restart_during_a_run_loses_nothing() {
         ),
     );
     let mut run = s.spawn(&["run", "spec.yaml"]);
-    let committed = |s: &Scratch| s.offsets("offsets", "restart").iter().map(|(_, o, _)| o + 1).sum::<u64>();
-    assert!(wait_for(Duration::from_secs(30), || committed(&s) >= 2000), "no progress before the restart");
+    let committed = |s: &Scratch| {
+        s.offsets("offsets", "restart")
+            .iter()
+            .map(|(_, o, _)| o + 1)
+            .sum::<u64>()
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || committed(&s) >= 2000),
+        "no progress before the restart"
+    );
     broker.kill();
     let at_kill = committed(&s);
     broker.restart();
@@ -250,7 +326,10 @@ fn a_broker_restart_during_a_run_loses_nothing() {
         let _ = std::io::Read::read_to_string(&mut e, &mut err);
     }
     if !status.success() {
-        assert!(err.contains(&topic) && err.contains(&brokers), "a clear error: {err}");
+        assert!(
+            err.contains(&topic) && err.contains(&brokers),
+            "a clear error: {err}"
+        );
         let again = s.run(&["run", "spec.yaml"]);
         assert!(again.status.success(), "{}", stderr(&again));
     }
@@ -258,9 +337,129 @@ fn a_broker_restart_during_a_run_loses_nothing() {
     // Everything not acknowledged before the kill reached the new broker, without holes.
     // Records acknowledged before the kill but committed only after it were lost with the
     // broker's memory; they are bounded by one commit interval (100ms at 2000 records/s).
-    let msgs = k::read(&brokers, &topic, 12000 - at_kill as usize, Duration::from_secs(30));
-    let got: BTreeSet<u64> = msgs.iter().map(|m| m.json()["seq"].as_u64().expect("seq")).collect();
+    let msgs = k::read(
+        &brokers,
+        &topic,
+        12000 - at_kill as usize,
+        Duration::from_secs(30),
+    );
+    let got: BTreeSet<u64> = msgs
+        .iter()
+        .map(|m| m.json()["seq"].as_u64().expect("seq"))
+        .collect();
     let first = *got.first().expect("records after the restart");
-    assert!(first <= at_kill + 1000, "records {at_kill}..{first} were lost");
+    assert!(
+        first <= at_kill + 1000,
+        "records {at_kill}..{first} were lost"
+    );
     assert_eq!(got, (first..12000).collect(), "no holes after the restart");
+}
+
+fn clicks(seqs: std::ops::Range<u64>) -> Vec<(String, Vec<u8>)> {
+    seqs.map(|s| {
+        let user = format!("u{}", s % 17);
+        let value = format!(r#"{{"seq":{s},"user_id":"{user}","email":"{user}@example.com"}}"#);
+        (user, value.into_bytes())
+    })
+    .collect()
+}
+
+fn unique(msgs: &[k::Msg]) -> BTreeSet<u64> {
+    msgs.iter()
+        .filter_map(|m| m.json()["seq"].as_u64())
+        .collect()
+}
+
+#[test]
+fn the_bridge_kinesis_to_kafka_survives_resharding_and_a_crash() {
+    let brokers = k::brokers();
+    let kinesis = kinesis_support::Kinesis::new();
+    let stream = kinesis.create_stream(2);
+    let topic = k::topic("bridge");
+    let plugins = wasm::plugins_dir();
+    let s = Scratch::new();
+    s.write(
+        "bridge.yaml",
+        &format!(
+            "version: 1\nname: bridge\nsource:\n  type: kinesis\n  stream: {stream}\n  start_position: trim_horizon\n  shard_discovery_interval: 500ms\n{aws}format:\n  decode: json\n  encode: json\ntransforms:\n  - wasm: {dir}/mask_fields.wasm\n    config:\n      fields: [email]\npartitioner:\n  wasm: {dir}/field_partitioner.wasm\n  config:\n    fields: [user_id]\nsink:\n  type: kafka\n  brokers: [{brokers}]\n  topic: {topic}\n  key: partition_key\n  include_metadata: [shard-id, sequence-number]\n  create_topic:\n    partitions: 4\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 200ms\npipeline:\n  flush_interval: 50ms\n",
+            aws = kinesis_support::aws_yaml(&kinesis.endpoint, "  "),
+            dir = plugins.display(),
+        ),
+    );
+    kinesis.put(&stream, &clicks(0..300));
+    let mut run = s.spawn(&["run", "bridge.yaml"]);
+    let seen = |n: usize, secs: u64| {
+        k::read_until(&brokers, &topic, Duration::from_secs(secs), |m| {
+            unique(m).len() >= n
+        })
+    };
+    assert!(unique(&seen(300, 60)).len() >= 300, "the first 300 records");
+    // Reshard while it runs, write more, and crash it in the middle.
+    let first = kinesis.open_shards(&stream)[0].clone();
+    kinesis.split(&stream, &first);
+    kinesis.put(&stream, &clicks(300..600));
+    assert!(
+        unique(&seen(400, 60)).len() >= 400,
+        "records after the split"
+    );
+    run.kill().expect("kill -9");
+    run.wait().expect("reaped");
+    kinesis.put(&stream, &clicks(600..900));
+    let mut run = s.spawn(&["run", "bridge.yaml"]);
+    let all = seen(900, 90);
+    signal(&run, "-TERM");
+    let status = wait_exit(&mut run, Duration::from_secs(30));
+    assert_eq!(
+        unique(&all),
+        (0..900).collect(),
+        "every record at least once"
+    );
+    assert!(status.success(), "{status:?}");
+
+    let mut first_seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut key_partition: BTreeMap<String, i32> = BTreeMap::new();
+    for m in &all {
+        let v = m.json();
+        let user = v["user_id"].as_str().expect("user_id").to_string();
+        assert_ne!(
+            v["email"],
+            format!("{user}@example.com").as_str(),
+            "emails are masked"
+        );
+        assert_eq!(
+            m.key_str().as_deref(),
+            Some(user.as_str()),
+            "the key is the user id"
+        );
+        assert!(
+            m.headers
+                .get("shard-id")
+                .is_some_and(|h| h.starts_with("shardId-")),
+            "{:?}",
+            m.headers
+        );
+        assert!(
+            m.headers
+                .get("sequence-number")
+                .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_digit()))
+        );
+        assert_eq!(
+            *key_partition.entry(user.clone()).or_insert(m.partition),
+            m.partition,
+            "one partition per user"
+        );
+        let seq = v["seq"].as_u64().expect("seq");
+        let seen = first_seen.entry(user).or_default();
+        if !seen.contains(&seq) {
+            seen.push(seq);
+        }
+    }
+    // Per-user order: replays after the crash repeat records, but never reorder them.
+    for (user, seqs) in &first_seen {
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "user {user}: {seqs:?}"
+        );
+    }
+    kinesis.delete(&stream);
 }

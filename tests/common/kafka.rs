@@ -62,9 +62,11 @@ pub fn create_topic(brokers: &str, topic: &str, partitions: i32) {
             consumer
                 .fetch_metadata(Some(topic), Duration::from_secs(2))
                 .map(|m| {
-                    m.topics()
-                        .iter()
-                        .any(|t| t.name() == topic && t.error().is_none() && t.partitions().len() == partitions as usize)
+                    m.topics().iter().any(|t| {
+                        t.name() == topic
+                            && t.error().is_none()
+                            && t.partitions().len() == partitions as usize
+                    })
                 })
                 .unwrap_or(false)
         }),
@@ -85,16 +87,24 @@ pub struct Msg {
 
 impl Msg {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.value).unwrap_or_else(|e| panic!("not JSON: {e}: {:?}", String::from_utf8_lossy(&self.value)))
+        serde_json::from_slice(&self.value)
+            .unwrap_or_else(|e| panic!("not JSON: {e}: {:?}", String::from_utf8_lossy(&self.value)))
     }
     pub fn key_str(&self) -> Option<String> {
-        self.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned())
+        self.key
+            .as_ref()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
     }
 }
 
 /// Produces `(key, value, headers)` records (partition by librdkafka's key hash, or `partition`)
 /// and waits until the broker has them.
-pub fn produce(brokers: &str, topic: &str, records: &[(Option<String>, String, Vec<(String, String)>)], partition: Option<i32>) {
+pub fn produce(
+    brokers: &str,
+    topic: &str,
+    records: &[(Option<String>, String, Vec<(String, String)>)],
+    partition: Option<i32>,
+) {
     let mut c = config(brokers);
     c.set("linger.ms", "5");
     c.set("partitioner", "murmur2_random");
@@ -102,9 +112,13 @@ pub fn produce(brokers: &str, topic: &str, records: &[(Option<String>, String, V
     for (k, v, hs) in records {
         let mut h = OwnedHeaders::new();
         for (hk, hv) in hs {
-            h = h.insert(Header { key: hk, value: Some(hv.as_bytes()) });
+            h = h.insert(Header {
+                key: hk,
+                value: Some(hv.as_bytes()),
+            });
         }
-        let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(v.as_bytes()).headers(h);
+        let mut r: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(topic).payload(v.as_bytes()).headers(h);
         r.key = k.as_deref().map(str::as_bytes);
         r.partition = partition;
         loop {
@@ -122,28 +136,64 @@ pub fn produce(brokers: &str, topic: &str, records: &[(Option<String>, String, V
 
 /// Reads a topic from the beginning until `want` messages arrived or `timeout` passed.
 pub fn read(brokers: &str, topic: &str, want: usize, timeout: Duration) -> Vec<Msg> {
+    read_until(brokers, topic, timeout, |m| m.len() >= want)
+}
+
+/// Reads a topic from the beginning until `done` holds for what arrived, or `timeout` passed.
+pub fn read_until(
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&[Msg]) -> bool,
+) -> Vec<Msg> {
     let mut c = config(brokers);
     c.set("group.id", format!("reader-{}", rand::random::<u64>()));
     c.set("enable.auto.commit", "false");
     c.set("fetch.wait.max.ms", "50");
     let consumer: BaseConsumer = c.create().expect("consumer");
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).expect("metadata");
-    let parts = md.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().len()).unwrap_or(0);
+    let deadline = Instant::now() + timeout;
+    // The topic may not exist yet (a sink creates it when it starts).
+    let mut parts = 0;
+    crate::common::wait_for(timeout, || {
+        parts = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .ok()
+            .and_then(|md| {
+                md.topics()
+                    .iter()
+                    .find(|t| t.name() == topic && t.error().is_none())
+                    .map(|t| t.partitions().len())
+            })
+            .unwrap_or(0);
+        parts > 0
+    });
     let mut tpl = TopicPartitionList::new();
     for p in 0..parts {
-        tpl.add_partition_offset(topic, p as i32, Offset::Beginning).expect("tpl");
+        tpl.add_partition_offset(topic, p as i32, Offset::Beginning)
+            .expect("tpl");
     }
     consumer.assign(&tpl).expect("assign");
     drop(tpl);
     let mut out = Vec::new();
-    let deadline = Instant::now() + timeout;
-    while out.len() < want && Instant::now() < deadline {
+    let mut checked = 0;
+    while Instant::now() < deadline {
+        if checked != out.len() || out.is_empty() {
+            checked = out.len();
+            if done(&out) {
+                break;
+            }
+        }
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
             let headers = m
                 .headers()
                 .map(|hs| {
                     hs.iter()
-                        .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -170,7 +220,9 @@ pub fn group_offsets(brokers: &str, group: &str, topic: &str, partitions: i32) -
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let got = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed");
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed");
     // Copy the offsets out and drop the list before the consumer (librdkafka hangs otherwise).
     let out = got
         .elements()
@@ -198,7 +250,11 @@ impl Tansu {
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let mut t = Self { port, dir: dir.to_path_buf(), child: None };
+        let mut t = Self {
+            port,
+            dir: dir.to_path_buf(),
+            child: None,
+        };
         t.restart();
         t
     }
@@ -221,7 +277,15 @@ impl Tansu {
             .open(self.dir.join("tansu.log"))
             .expect("tansu log");
         let child = Command::new(bin)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -231,7 +295,11 @@ impl Tansu {
         self.child = Some(child);
         let addr: SocketAddr = self.brokers().parse().expect("addr");
         assert!(
-            crate::common::wait_for(Duration::from_secs(20), || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()),
+            crate::common::wait_for(Duration::from_secs(20), || TcpStream::connect_timeout(
+                &addr,
+                Duration::from_millis(200)
+            )
+            .is_ok()),
             "tansu did not listen on {addr}"
         );
     }

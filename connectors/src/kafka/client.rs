@@ -26,16 +26,36 @@ impl ClientContext for LogContext {
             | RDKafkaLogLevel::Alert
             | RDKafkaLogLevel::Critical
             | RDKafkaLogLevel::Error => {
-                tracing::error!(kafka = role, brokers, facility = fac, "librdkafka: {message}")
+                tracing::error!(
+                    kafka = role,
+                    brokers,
+                    facility = fac,
+                    "librdkafka: {message}"
+                )
             }
             RDKafkaLogLevel::Warning => {
-                tracing::warn!(kafka = role, brokers, facility = fac, "librdkafka: {message}")
+                tracing::warn!(
+                    kafka = role,
+                    brokers,
+                    facility = fac,
+                    "librdkafka: {message}"
+                )
             }
             RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(kafka = role, brokers, facility = fac, "librdkafka: {message}")
+                tracing::info!(
+                    kafka = role,
+                    brokers,
+                    facility = fac,
+                    "librdkafka: {message}"
+                )
             }
             RDKafkaLogLevel::Debug => {
-                tracing::debug!(kafka = role, brokers, facility = fac, "librdkafka: {message}")
+                tracing::debug!(
+                    kafka = role,
+                    brokers,
+                    facility = fac,
+                    "librdkafka: {message}"
+                )
             }
         }
     }
@@ -119,8 +139,10 @@ pub async fn create_topic(
     topic_config: &[(&str, &str)],
 ) -> Result<(), ConnectorError> {
     let admin: AdminClient<DefaultClientContext> = config.create().map_err(|e| {
-        ConnectorError::fatal(format!("kafka: cannot create an admin client for {brokers}"))
-            .with_source(e)
+        ConnectorError::fatal(format!(
+            "kafka: cannot create an admin client for {brokers}"
+        ))
+        .with_source(e)
     })?;
     let mut new = NewTopic::new(
         topic,
@@ -152,7 +174,13 @@ pub async fn create_topic(
             }
         }
     }
-    tracing::info!(topic, brokers, partitions, replication, "created kafka topic");
+    tracing::info!(
+        topic,
+        brokers,
+        partitions,
+        replication,
+        "created kafka topic"
+    );
     Ok(())
 }
 

@@ -44,7 +44,11 @@ impl Properties {
         self.0
             .iter()
             .map(|(k, v)| {
-                let shown = if is_secret_property(k) { "<redacted>" } else { v.as_str() };
+                let shown = if is_secret_property(k) {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
                 (k.as_str(), shown)
             })
             .collect()
@@ -123,7 +127,10 @@ pub(crate) fn client_config(brokers: &[String], properties: &Properties) -> Clie
 pub(crate) fn check_brokers(brokers: &[String]) -> Vec<ConfigIssue> {
     let mut issues = Vec::new();
     if brokers.is_empty() {
-        issues.push(ConfigIssue::new("brokers", "at least one broker is needed (host:port)"));
+        issues.push(ConfigIssue::new(
+            "brokers",
+            "at least one broker is needed (host:port)",
+        ));
     }
     for (i, b) in brokers.iter().enumerate() {
         let hostport = b.rsplit("://").next().unwrap_or(b);
@@ -347,7 +354,10 @@ impl KafkaSinkConfig {
         c.set("enable.idempotence", self.idempotent.to_string());
         c.set("compression.codec", self.compression.as_str());
         c.set("linger.ms", ms(self.linger.0));
-        c.set("batch.size", self.batch_bytes.0.min(i32::MAX as u64).to_string());
+        c.set(
+            "batch.size",
+            self.batch_bytes.0.min(i32::MAX as u64).to_string(),
+        );
         c.set("batch.num.messages", self.batch_records.to_string());
         c.set("message.timeout.ms", ms(self.delivery_timeout.0));
         // The Java client's partitioner, so keys land where Kafka Connect would put them.
@@ -474,7 +484,11 @@ impl KafkaSourceConfig {
         c.set("enable.partition.eof", "false");
         c.set(
             "auto.offset.reset",
-            if self.start == StartAt::Latest { "latest" } else { "earliest" },
+            if self.start == StartAt::Latest {
+                "latest"
+            } else {
+                "earliest"
+            },
         );
         for (k, v) in &self.properties.0 {
             c.set(k, v);
@@ -504,8 +518,14 @@ mod tests {
         }))
         .expect("properties");
         let shown = format!("{p:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("BEGIN"), "{shown}");
-        assert!(shown.contains("SASL_SSL") && shown.contains("\"5\""), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("BEGIN"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("SASL_SSL") && shown.contains("\"5\""),
+            "{shown}"
+        );
     }
 
     #[test]

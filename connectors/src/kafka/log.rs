@@ -85,7 +85,9 @@ impl OffsetLog {
             topic_state(producer.client(), &topic, Duration::from_secs(10))
         })
         .await
-        .map_err(|e| ConnectorError::fatal(format!("kafka offset store: metadata task failed: {e}")))?
+        .map_err(|e| {
+            ConnectorError::fatal(format!("kafka offset store: metadata task failed: {e}"))
+        })?
         .map_err(|e| self.err("cannot read the metadata of", e))?;
         match state {
             TopicState::Present { partitions: 1 } => Ok(()),
@@ -113,7 +115,9 @@ impl OffsetLog {
                     })
                     .await
                     .map_err(|e| {
-                        ConnectorError::fatal(format!("kafka offset store: metadata task failed: {e}"))
+                        ConnectorError::fatal(format!(
+                            "kafka offset store: metadata task failed: {e}"
+                        ))
                     })?;
                     if matches!(state, Ok(TopicState::Present { .. })) {
                         return Ok(());
@@ -132,7 +136,10 @@ impl OffsetLog {
 
     /// Writes entries (`None` deletes the key) and waits until Kafka has all of them; returns
     /// the offset of the last one.
-    pub async fn write(&self, entries: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<i64, ConnectorError> {
+    pub async fn write(
+        &self,
+        entries: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<i64, ConnectorError> {
         let mut deliveries = Vec::with_capacity(entries.len());
         for (k, v) in &entries {
             let mut r = FutureRecord::<[u8], [u8]>::to(&self.cfg.topic)

@@ -8,7 +8,9 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
+};
 use tokio::sync::Notify;
 
 use super::client::{LogContext, TopicState, create_topic, is_purged, is_retriable, topic_state};
@@ -136,7 +138,9 @@ impl KafkaSink {
             partitions: HashMap::new(),
         };
         let topic = cfg.topic.clone();
-        let n = sink.ensure_topic(&topic, cfg.create_topic.is_some()).await?;
+        let n = sink
+            .ensure_topic(&topic, cfg.create_topic.is_some())
+            .await?;
         tracing::info!(topic = %topic, brokers = %sink.brokers, partitions = n, "kafka sink ready");
         Ok(sink)
     }

@@ -66,7 +66,9 @@ impl Shared {
         let mut next = self.group_next.lock().unwrap_or_else(|e| e.into_inner());
         let mut advanced = Vec::new();
         for tp in tps {
-            let Some(done) = self.store_offset(tp) else { continue };
+            let Some(done) = self.store_offset(tp) else {
+                continue;
+            };
             let want = done + 1;
             if next.get(tp).is_some_and(|n| *n >= want) {
                 continue;
@@ -103,12 +105,16 @@ impl Shared {
             .collect();
         // The group's committed offsets; the returned list is copied out and dropped at once
         // (holding it while the consumer is dropped hangs librdkafka).
-        let group: HashMap<Tp, i64> = match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+        let group: HashMap<Tp, i64> = match consumer
+            .committed_offsets(tpl.clone(), Duration::from_secs(10))
+        {
             Ok(list) => list
                 .elements()
                 .iter()
                 .filter_map(|e| match e.offset() {
-                    KOffset::Offset(o) if o >= 0 => Some(((e.topic().to_string(), e.partition()), o)),
+                    KOffset::Offset(o) if o >= 0 => {
+                        Some(((e.topic().to_string(), e.partition()), o))
+                    }
                     _ => None,
                 })
                 .collect(),
@@ -229,7 +235,10 @@ impl ConsumerContext for ConsumerCtx {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.shared.start_positions(consumer, tpl);
@@ -287,7 +296,9 @@ impl Source for KafkaSource {
         let handle = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || poll_loop(cfg, ctx, handle))
             .await
-            .map_err(|e| ConnectorError::fatal(format!("kafka source: consumer thread failed: {e}")))?
+            .map_err(|e| {
+                ConnectorError::fatal(format!("kafka source: consumer thread failed: {e}"))
+            })?
     }
 }
 
@@ -348,7 +359,9 @@ fn poll_loop(
     let mut committed = ctx.committed.clone();
     let mut last_error: Option<(String, Instant)> = None;
     let send = |tp: &Tp, p: Pending| -> bool {
-        let Some(last) = p.records.last() else { return true };
+        let Some(last) = p.records.last() else {
+            return true;
+        };
         let last: i64 = last.offset.as_str().parse().unwrap_or(-1);
         if let Ok(mut s) = shared.sent.lock() {
             s.insert(tp.clone(), last);
@@ -384,7 +397,11 @@ fn poll_loop(
                 .unwrap_or_default();
             shared.commit_to_group(&consumer, &assigned, CommitMode::Async);
         }
-        let timeout = if pending.is_empty() { Duration::from_millis(100) } else { Duration::ZERO };
+        let timeout = if pending.is_empty() {
+            Duration::from_millis(100)
+        } else {
+            Duration::ZERO
+        };
         match consumer.poll(timeout) {
             Some(Ok(msg)) => {
                 last_error = None;
@@ -475,7 +492,10 @@ fn to_record(msg: &BorrowedMessage<'_>, id: PartitionId) -> Record {
     }
     Record {
         key: msg.key().map(Bytes::copy_from_slice),
-        value: msg.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
+        value: msg
+            .payload()
+            .map(Bytes::copy_from_slice)
+            .unwrap_or_default(),
         headers,
         timestamp,
         meta,
