@@ -62,7 +62,12 @@ impl KafkaStore {
     }
 
     async fn read(&self) -> Result<Table, OffsetError> {
-        let raw = self.log().await?.read_all().await.map_err(|e| self.fail(e))?;
+        let raw = self
+            .log()
+            .await?
+            .read_all()
+            .await
+            .map_err(|e| self.fail(e))?;
         let mut table = Table::new();
         for (k, v) in raw {
             let (ns, part): (String, String) =
@@ -100,7 +105,11 @@ impl KafkaStore {
 #[async_trait]
 impl OffsetStore for KafkaStore {
     fn describe(&self) -> String {
-        format!("kafka topic {} on {}", self.cfg.topic, self.cfg.brokers.join(","))
+        format!(
+            "kafka topic {} on {}",
+            self.cfg.topic,
+            self.cfg.brokers.join(",")
+        )
     }
 
     async fn load(&self, namespace: &str) -> Result<CommittedOffsets, OffsetError> {
@@ -200,8 +209,11 @@ mod tests {
     /// on a fresh topic.
     #[tokio::test]
     async fn contract() {
-        let brokers = std::env::var("SLUICE_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-        let addr: std::net::SocketAddr = brokers.parse().expect("SLUICE_TEST_KAFKA_BROKERS is host:port");
+        let brokers =
+            std::env::var("SLUICE_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+        let addr: std::net::SocketAddr = brokers
+            .parse()
+            .expect("SLUICE_TEST_KAFKA_BROKERS is host:port");
         assert!(
             std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok(),
             "no Kafka broker answers at {brokers} (SLUICE_TEST_KAFKA_BROKERS): run the tests through scripts/test.sh, or start one with `scripts/emulators/kafka.sh start DIR` and source DIR/kafka.env"
@@ -215,9 +227,20 @@ mod tests {
         super::super::contract::check(&store).await;
         // A second store on the same topic (another worker, a later run) reads the same rows.
         let mut c = CommittedOffsets::new();
-        c.insert("orders/0".into(), sluice_connectors::Committed { offset: "41".into(), finished: false });
+        c.insert(
+            "orders/0".into(),
+            sluice_connectors::Committed {
+                offset: "41".into(),
+                finished: false,
+            },
+        );
         store.commit("again", &c).await.expect("commit");
         let other = KafkaStore::new(&spec);
-        assert_eq!(other.load("again").await.expect("load")["orders/0"].offset.as_str(), "41");
+        assert_eq!(
+            other.load("again").await.expect("load")["orders/0"]
+                .offset
+                .as_str(),
+            "41"
+        );
     }
 }
