@@ -464,3 +464,81 @@ fn a_missing_stream_fails_fast_naming_the_stream_and_the_call() {
     );
     assert!(started.elapsed() < Duration::from_secs(10), "not retried");
 }
+
+#[test]
+fn efo_renews_subscriptions_and_continues_without_loss_or_repeats() {
+    let k = Kinesis::new();
+    let stream = k.create_stream(1);
+    let s = Scratch::new();
+    let extra = format!(
+        "  stream: {stream}\n  start_position: trim_horizon\n  reader: efo\n  consumer_name: renew\n  registration: eager\n  subscription_renewal: 1s\n"
+    );
+    s.write("spec.yaml", &source_spec("efo-renew", &k.endpoint, &extra));
+    let mut child = s
+        .cmd(&["run", "spec.yaml"])
+        .env("SLUICE_LOG", "warn,sluice_connectors::kinesis=debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn sluice");
+    // Rounds of records spread over several subscription lifetimes.
+    let started = std::time::Instant::now();
+    let mut next = 0;
+    while started.elapsed() < Duration::from_secs(4) || next < 300 {
+        k.put_seqs(&stream, next..next + 50, 3);
+        next += 50;
+        let want = next as usize;
+        assert!(
+            wait_for(Duration::from_secs(20), || unique_seqs(&s).len() >= want),
+            "EFO delivered {} of {want}",
+            unique_seqs(&s).len()
+        );
+    }
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+    let mut log = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut log)
+        .expect("log");
+    let subscriptions = log.matches("subscribed").count();
+    assert!(subscriptions >= 3, "{subscriptions} subscriptions:\n{log}");
+    let rows = parsed(&s);
+    assert_eq!(rows.len(), next as usize, "no repeats across renewals");
+    assert_eq!(unique_seqs(&s), (0..next).collect());
+    assert_key_order(&rows);
+    // `eager` keeps the consumer after a clean shutdown.
+    assert_eq!(k.consumers(&k.stream_arn(&stream)), ["renew"]);
+    k.delete(&stream);
+}
+
+#[test]
+fn retriable_failures_back_off_per_call_policy_then_fail_naming_the_call() {
+    // Nothing listens on this port: every DescribeStreamSummary is a retriable dispatch failure.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let s = Scratch::new();
+    let extra = "  stream: anything\n  retries:\n    describe:\n      max_retries: 2\n      backoff: {base: 10ms, max: 20ms}\n";
+    s.write(
+        "spec.yaml",
+        &source_spec("retry", &format!("http://127.0.0.1:{port}"), extra),
+    );
+    let out = s.run(&["run", "spec.yaml"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(
+        err.matches("retriable error; backing off").count(),
+        2,
+        "{err}"
+    );
+    assert!(
+        err.contains("stream anything: DescribeStreamSummary failed"),
+        "{err}"
+    );
+}

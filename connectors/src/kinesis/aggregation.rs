@@ -164,13 +164,16 @@ impl Aggregate {
                 self.pks.len() as u64
             }
         };
-        let ehk_idx = r.explicit_hash_key.as_ref().map(|k| match self.ehk_index.get(k) {
-            Some(i) => *i,
-            None => {
-                add += field_len(k.len());
-                self.ehks.len() as u64
-            }
-        });
+        let ehk_idx = r
+            .explicit_hash_key
+            .as_ref()
+            .map(|k| match self.ehk_index.get(k) {
+                Some(i) => *i,
+                None => {
+                    add += field_len(k.len());
+                    self.ehks.len() as u64
+                }
+            });
         add += field_len(record_len(pk_idx, ehk_idx, r.data.len()));
         MAGIC.len() + self.body + add + DIGEST_LEN
     }

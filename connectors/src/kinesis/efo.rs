@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_kinesis::error::ProvideErrorMetadata;
+use aws_sdk_kinesis::error::SdkError;
+use aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError;
 use aws_sdk_kinesis::types::{ConsumerStatus, SubscribeToShardEventStream};
 
-use super::call_error;
 use super::config::Registration;
 use super::records::{Converter, StartAt};
 use super::source::{Exit, Shared};
+use super::{backoff, call_error};
 use crate::api::SourceBatch;
 use crate::aws;
 use crate::error::ConnectorError;
@@ -149,6 +151,20 @@ pub(super) async fn deregister(sh: &Shared, consumer_arn: &str) {
     }
 }
 
+/// Event-stream errors worth subscribing again for. Their metadata carries no error code, so
+/// they are told apart by type: the previous subscription of this consumer and shard still
+/// counting as active (for a few seconds after it ended), and passing service failures.
+fn passing<R>(e: &SdkError<SubscribeToShardEventStreamError, R>) -> bool {
+    matches!(
+        e.as_service_error(),
+        Some(
+            SubscribeToShardEventStreamError::ResourceInUseException(_)
+                | SubscribeToShardEventStreamError::InternalFailureException(_)
+                | SubscribeToShardEventStreamError::KmsThrottlingException(_)
+        )
+    )
+}
+
 /// Reads one shard through subscriptions until it ends or the pipeline stops.
 pub(super) async fn read_shard(
     sh: Arc<Shared>,
@@ -160,7 +176,16 @@ pub(super) async fn read_shard(
     let stream = sh.stream.name.clone();
     let mut conv = Converter::new(&stream, shard.clone(), &start);
     let mut from = start;
+    // Failed subscriptions in a row (reset by every event received).
+    let mut failures: u32 = 0;
     loop {
+        if failures > 0 {
+            let delay = backoff(&sh.cfg.retries.subscribe, failures);
+            tokio::select! {
+                _ = sh.shutdown.cancelled() => return Ok(Exit::Stopped),
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
         let position = from.starting_position().map_err(|e| {
             ConnectorError::fatal(format!(
                 "kinesis source: stream {stream} shard {shard}: bad starting position: {e}"
@@ -207,13 +232,17 @@ pub(super) async fn read_shard(
                         "SubscribeToShard event stream",
                         &err,
                     );
-                    if ce.retriable {
-                        tracing::warn!(error = %ce, "subscription failed; subscribing again");
+                    failures += 1;
+                    if (ce.retriable || passing(&err))
+                        && failures <= sh.cfg.retries.subscribe.max_retries
+                    {
+                        tracing::debug!(error = %ce, failures, "subscription failed; subscribing again");
                         break;
                     }
                     return Err(ce);
                 }
             };
+            failures = 0;
             let mut records = Vec::with_capacity(e.records().len());
             conv.convert(e.records(), &mut records);
             if let Some(r) = records.last() {

@@ -116,3 +116,15 @@ where
         ConnectorError::fatal(message)
     }
 }
+
+/// The delay before retry `attempt` (1, 2, ...) of a policy: exponential from `base` by `exp`
+/// up to `max`, with jitter (between half and all of it). For retry loops that
+/// [`RetryPolicy::run`](crate::retry::RetryPolicy::run) cannot express (partial failures, event
+/// streams).
+pub(crate) fn backoff(p: &crate::retry::RetryPolicy, attempt: u32) -> std::time::Duration {
+    let base = p.backoff.base.0.as_secs_f64();
+    let max = p.backoff.max.0.as_secs_f64();
+    let exp = f64::from(p.backoff.exp.max(1.0));
+    let d = (base * exp.powi(attempt.saturating_sub(1).min(64) as i32)).min(max);
+    std::time::Duration::from_secs_f64(d * rand::random_range(0.5..=1.0))
+}

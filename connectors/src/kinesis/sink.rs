@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use aws_sdk_kinesis::Client;
@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use super::aggregation::{Aggregate, UserRecord, hash_key_of};
 use super::config::{KinesisSinkConfig, MAX_PARTITION_KEY_CHARS, MAX_RECORD_BYTES};
 use super::source::{describe, list_shards};
-use super::{StreamRef, call_error};
+use super::{StreamRef, backoff, call_error};
 use crate::ack::Ack;
 use crate::api::{Sink, SinkRecord};
 use crate::aws;
@@ -433,14 +433,4 @@ impl PutCall {
             todo = failed;
         }
     }
-}
-
-/// The delay before retry `attempt` (1, 2, ...): exponential from `base` by `exp` up to `max`,
-/// with full jitter.
-fn backoff(p: &RetryPolicy, attempt: u32) -> Duration {
-    let base = p.backoff.base.0.as_secs_f64();
-    let max = p.backoff.max.0.as_secs_f64();
-    let exp = f64::from(p.backoff.exp.max(1.0));
-    let d = (base * exp.powi(attempt.saturating_sub(1).min(64) as i32)).min(max);
-    Duration::from_secs_f64(d * rand::random_range(0.5..=1.0))
 }
