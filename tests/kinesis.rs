@@ -291,6 +291,11 @@ fn sink_writes_every_record_by_key_and_dead_letters_oversized_ones() {
     let mut text = String::new();
     for i in 0..1500u64 {
         text.push_str(&format!("{{\"seq\":{i},\"key\":\"k{}\"}}\n", i % 11));
+        if i == 300 {
+            // A partition key over 256 characters is that record's error.
+            let key = "k".repeat(300);
+            text.push_str(&format!("{{\"seq\":99998,\"key\":\"{key}\"}}\n"));
+        }
         if i == 700 {
             let big = "x".repeat(1024 * 1024 + 10);
             text.push_str(&format!(
@@ -304,8 +309,13 @@ fn sink_writes_every_record_by_key_and_dead_letters_oversized_ones() {
         &sink_spec("sink", &k.endpoint, &stream, "  max_in_flight: 4\n", "all"),
     );
     let err = run_ok(&s, &["run", "spec.yaml"]);
-    assert!(err.contains("1 dead-lettered"), "{err}");
+    assert!(err.contains("2 dead-lettered"), "{err}");
     let dead = s.read("dead.jsonl");
+    assert!(
+        dead.contains("partition key of 300 characters exceeds Kinesis's 256"),
+        "{}",
+        &dead[..dead.len().min(500)]
+    );
     assert!(
         dead.contains("exceeds Kinesis's 1 MiB limit") && dead.contains(&stream),
         "{}",

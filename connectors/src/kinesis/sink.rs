@@ -21,6 +21,7 @@ use crate::ack::Ack;
 use crate::api::{Sink, SinkRecord};
 use crate::aws;
 use crate::error::ConnectorError;
+use crate::record::Route;
 use crate::retry::RetryPolicy;
 
 /// One PutRecords entry and the acks of the records it carries (several when aggregated).
@@ -39,9 +40,9 @@ impl Entry {
 
 /// An open shard's hash key range.
 #[derive(Debug, Clone, Copy)]
-struct Range {
-    start: u128,
-    end: u128,
+pub(super) struct Range {
+    pub start: u128,
+    pub end: u128,
 }
 
 /// Writes to a Kinesis data stream; see [`KinesisSinkConfig`].
@@ -117,48 +118,6 @@ impl KinesisSink {
             .iter()
             .position(|r| r.start <= hash && hash <= r.end)
             .unwrap_or(0)
-    }
-
-    /// Partition key and explicit hash key of a record, or why it cannot be written.
-    fn route(&self, r: &SinkRecord) -> Result<(String, Option<String>), String> {
-        let route = &r.route;
-        let mut ehk = route.explicit_hash_key.clone();
-        let key = match &route.key {
-            Some(k) => k.clone(),
-            None => {
-                if ehk.is_none()
-                    && let Some(i) = route.index
-                    && let Some(range) = self.ranges.get(i as usize)
-                {
-                    // A partitioner that picked a shard: aim at the middle of its range.
-                    ehk = Some((range.start + (range.end - range.start) / 2).to_string());
-                }
-                format!("{:032x}", rand::random::<u128>())
-            }
-        };
-        let chars = key.chars().count();
-        if chars == 0 {
-            return Err("the partition key is empty".into());
-        }
-        if chars > MAX_PARTITION_KEY_CHARS {
-            return Err(format!(
-                "partition key of {chars} characters exceeds Kinesis's {MAX_PARTITION_KEY_CHARS}"
-            ));
-        }
-        if let Some(h) = &ehk
-            && h.parse::<u128>().is_err()
-        {
-            return Err(format!(
-                "explicit hash key `{h}` is not a decimal number in 0..2^128"
-            ));
-        }
-        let size = r.record.value.len() + key.len();
-        if size > MAX_RECORD_BYTES {
-            return Err(format!(
-                "record of {size} bytes (data and partition key) exceeds Kinesis's 1 MiB limit"
-            ));
-        }
-        Ok((key, ehk))
     }
 
     fn push(&mut self, e: Entry) {
@@ -294,7 +253,7 @@ impl Sink for KinesisSink {
     async fn write(&mut self, batch: Vec<SinkRecord>) -> Result<(), ConnectorError> {
         self.reap_done()?;
         for r in batch {
-            let (key, ehk) = match self.route(&r) {
+            let (key, ehk) = match route(&r.route, r.record.value.len(), &self.ranges) {
                 Ok(k) => k,
                 Err(why) => {
                     let reason = format!("kinesis sink: stream {}: {why}", self.stream.name);
@@ -347,6 +306,52 @@ impl Sink for KinesisSink {
         }
         Ok(())
     }
+}
+
+/// Partition key and explicit hash key of a record given the open shards' ranges, or why the
+/// record cannot be written.
+pub(super) fn route(
+    route: &Route,
+    value_len: usize,
+    ranges: &[Range],
+) -> Result<(String, Option<String>), String> {
+    let mut ehk = route.explicit_hash_key.clone();
+    let key = match &route.key {
+        Some(k) => k.clone(),
+        None => {
+            if ehk.is_none()
+                && let Some(i) = route.index
+                && let Some(range) = ranges.get(i as usize)
+            {
+                // A partitioner that picked a shard: aim at the middle of its range.
+                ehk = Some((range.start + (range.end - range.start) / 2).to_string());
+            }
+            format!("{:032x}", rand::random::<u128>())
+        }
+    };
+    let chars = key.chars().count();
+    if chars == 0 {
+        return Err("the partition key is empty".into());
+    }
+    if chars > MAX_PARTITION_KEY_CHARS {
+        return Err(format!(
+            "partition key of {chars} characters exceeds Kinesis's {MAX_PARTITION_KEY_CHARS}"
+        ));
+    }
+    if let Some(h) = &ehk
+        && h.parse::<u128>().is_err()
+    {
+        return Err(format!(
+            "explicit hash key `{h}` is not a decimal number in 0..2^128"
+        ));
+    }
+    let size = value_len + key.len();
+    if size > MAX_RECORD_BYTES {
+        return Err(format!(
+            "record of {size} bytes (data and partition key) exceeds Kinesis's 1 MiB limit"
+        ));
+    }
+    Ok((key, ehk))
 }
 
 /// One PutRecords batch until every entry is written (or a failure stops it).

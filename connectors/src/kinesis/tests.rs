@@ -232,3 +232,58 @@ fn sink_defaults_and_checks() {
     let paths: Vec<String> = bad.check().into_iter().map(|i| i.path).collect();
     assert_eq!(paths, ["max_batch_size", "aggregation_max_size"]);
 }
+
+#[test]
+fn sink_routes_by_hash_key_then_key_then_shard_index_and_rejects_bad_keys() {
+    use super::sink::{Range, route};
+    use crate::record::Route;
+    let ranges = [
+        Range { start: 0, end: 99 },
+        Range {
+            start: 100,
+            end: 300,
+        },
+    ];
+    let r = |key: Option<&str>, index: Option<u32>, ehk: Option<&str>| Route {
+        key: key.map(str::to_string),
+        index,
+        explicit_hash_key: ehk.map(str::to_string),
+    };
+    assert_eq!(
+        route(&r(Some("k"), Some(1), None), 10, &ranges),
+        Ok(("k".into(), None))
+    );
+    assert_eq!(
+        route(&r(Some("k"), None, Some("7")), 10, &ranges),
+        Ok(("k".into(), Some("7".into())))
+    );
+    // Only a shard index: a random key and a hash key in the middle of that shard's range.
+    let (key, ehk) = route(&r(None, Some(1), None), 10, &ranges).expect("routed");
+    assert_eq!((key.len(), ehk.as_deref()), (32, Some("200")));
+    let long = "é".repeat(257);
+    assert!(
+        route(&r(Some(&long), None, None), 10, &ranges)
+            .unwrap_err()
+            .contains("257 characters")
+    );
+    assert!(
+        route(&r(Some(&"é".repeat(256)), None, None), 10, &ranges).is_ok(),
+        "256 characters fit"
+    );
+    assert!(
+        route(&r(Some(""), None, None), 10, &ranges)
+            .unwrap_err()
+            .contains("empty")
+    );
+    assert!(
+        route(&r(Some("k"), None, Some("x1")), 10, &ranges)
+            .unwrap_err()
+            .contains("explicit hash key")
+    );
+    assert!(
+        route(&r(Some("k"), None, None), 1024 * 1024, &ranges)
+            .unwrap_err()
+            .contains("1 MiB")
+    );
+    assert!(route(&r(Some("k"), None, None), 1024 * 1024 - 1, &ranges).is_ok());
+}
