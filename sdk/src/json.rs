@@ -44,15 +44,24 @@ pub fn top_level_fields<'a, S: AsRef<str>>(
     names: &[S],
 ) -> Result<Vec<Option<&'a RawValue>>, String> {
     let mut found = vec![None; names.len()];
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    FieldsSeed {
-        names,
-        found: &mut found,
-    }
-    .deserialize(&mut de)
-    .and_then(|()| de.end())
-    .map_err(|e| format!("value is not a JSON object: {e}"))?;
+    top_level_fields_into(bytes, names, &mut found)?;
     Ok(found)
+}
+
+/// Like [`top_level_fields`], but fills `found[i]` for `names[i]` (the slice may live on the
+/// stack, so nothing is allocated per record). Panics if `found` is shorter than `names`.
+pub fn top_level_fields_into<'a, S: AsRef<str>>(
+    bytes: &'a [u8],
+    names: &[S],
+    found: &mut [Option<&'a RawValue>],
+) -> Result<(), String> {
+    let found = &mut found[..names.len()];
+    found.fill(None);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    FieldsSeed { names, found }
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| format!("value is not a JSON object: {e}"))
 }
 
 /// The text of a JSON value used as a key: a string's contents (unescaped), other values as
@@ -72,7 +81,7 @@ pub fn key_text(raw: &RawValue) -> Cow<'_, str> {
 
 struct FieldsSeed<'n, 'f, 'a, S> {
     names: &'n [S],
-    found: &'f mut Vec<Option<&'a RawValue>>,
+    found: &'f mut [Option<&'a RawValue>],
 }
 
 impl<'de, S: AsRef<str>> DeserializeSeed<'de> for FieldsSeed<'_, '_, 'de, S> {

@@ -40,9 +40,19 @@ pub struct FieldPartitioner {
 impl FieldPartitioner {
     /// Builds the key of `value` into `self.key`.
     fn key_of(&mut self, value: &[u8]) -> Result<(), String> {
-        let found = json::top_level_fields(value, &self.config.fields)?;
+        // The found fields live on the stack for up to 8 fields: no allocation per record.
+        let n = self.config.fields.len();
+        let mut stack = [None; 8];
+        let mut heap = Vec::new();
+        let found: &mut [Option<&json::RawValue>] = if n <= stack.len() {
+            &mut stack[..n]
+        } else {
+            heap.resize(n, None);
+            &mut heap
+        };
+        json::top_level_fields_into(value, &self.config.fields, found)?;
         self.key.clear();
-        for (i, (field, raw)) in self.config.fields.iter().zip(found).enumerate() {
+        for (i, (field, raw)) in self.config.fields.iter().zip(found.iter()).enumerate() {
             if i > 0 {
                 self.key.push_str(&self.config.delimiter);
             }
