@@ -1,7 +1,9 @@
 //! The wasm plugin host, through the real plugins in `plugins/` (built to wasm32-wasip2 by the
 //! test itself): each example plugin as a pipeline stage, each hostile plugin contained, and
-//! `check` (what `sluice validate` runs) on bad configs and wrong kinds.
+//! `check` (what `sluice validate` runs) on bad configs and wrong kinds; then the plugins in
+//! pipelines run by the `sluice` binary.
 
+mod common;
 #[path = "common/wasm.rs"]
 mod wasm;
 
@@ -510,4 +512,139 @@ fn scaffolded_plugin_builds_tests_and_runs() {
     let mut stage = host().transform(&s, base()).unwrap();
     let got = stage.process(&records(&[r#"{"id":1}"#])).unwrap();
     assert_eq!(value(&got[0]), r#"{"id":1,"env":"prod"}"#);
+}
+
+// --- through the `sluice` binary ---------------------------------------------------------------
+
+/// A file-to-file pipeline spec with `extra` YAML (transforms, partitioner, errors, ...).
+fn pipeline_spec(name: &str, decode: &str, extra: &str) -> String {
+    format!(
+        "version: 1\nname: {name}\nsource:\n  type: file\n  paths: [in/*.txt]\n  batch_size: 1\n\
+         format:\n  decode: {decode}\n  encode: json\nsink:\n  type: file\n  path: out/data.jsonl\n  envelope: true\n\
+         offsets:\n  store: file\n  path: offsets\n{extra}"
+    )
+}
+
+fn envelope_values(s: &common::Scratch) -> Vec<Value> {
+    s.lines("out/data.jsonl")
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).expect("an envelope line"))
+        .collect()
+}
+
+#[test]
+fn pipeline_masks_with_a_wasm_transform_and_routes_with_a_wasm_partitioner() {
+    let s = common::Scratch::new();
+    s.write(
+        "in/a.txt",
+        "{\"user_id\":\"u1\",\"email\":\"a@b.c\"}\n{\"user_id\":\"u2\",\"email\":\"x@y.z\"}\n{\"user_id\":\"u1\"}\n",
+    );
+    let extra = format!(
+        "transforms:\n  - wasm: {}\n    config: {{ fields: [email] }}\n    timeout: 50ms\n    memory: 32MiB\n\
+         partitioner: {{ wasm: {}, config: {{ fields: [user_id] }} }}\n",
+        wasm::plugin("mask-fields").display(),
+        wasm::plugin("field-partitioner").display()
+    );
+    s.write("spec.yaml", &pipeline_spec("wasm-mask", "json", &extra));
+    let out = s.run(&["run", "spec.yaml"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let lines = envelope_values(&s);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0]["value"], json!({"user_id": "u1", "email": "***"}));
+    assert_eq!(lines[1]["value"], json!({"user_id": "u2", "email": "***"}));
+    assert_eq!(lines[2]["value"], json!({"user_id": "u1"}));
+    let keys: Vec<_> = lines.iter().map(|l| l["partition_key"].clone()).collect();
+    assert_eq!(keys, vec![json!("u1"), json!("u2"), json!("u1")]);
+}
+
+#[test]
+fn pipeline_decodes_with_a_wasm_format() {
+    let s = common::Scratch::new();
+    s.write("in/a.txt", "1,ann,true\n2,\"b, c\",false\n");
+    let decode = format!(
+        "{{ wasm: {}, config: {{ columns: [{{name: id, type: integer}}, {{name: name}}, {{name: ok, type: boolean}}] }} }}",
+        wasm::plugin("typed-csv").display()
+    );
+    s.write("spec.yaml", &pipeline_spec("wasm-csv", &decode, ""));
+    let out = s.run(&["run", "spec.yaml"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let values: Vec<_> = envelope_values(&s)
+        .into_iter()
+        .map(|l| l["value"].clone())
+        .collect();
+    assert_eq!(
+        values,
+        vec![
+            json!({"id": 1, "name": "ann", "ok": true}),
+            json!({"id": 2, "name": "b, c", "ok": false})
+        ]
+    );
+}
+
+const HOSTILE_INPUT: &str =
+    "{\"n\":1}\n\"loop\"\n{\"n\":2}\n\"panic\"\n{\"n\":3}\n\"alloc\"\n{\"n\":4}\n";
+
+fn hostile_spec(tolerance: &str) -> String {
+    let extra = format!(
+        "transforms:\n  - wasm: {}\n    timeout: 50ms\n    memory: 16MiB\n\
+         errors:\n  tolerance: {tolerance}\n  dead_letter:\n    type: file\n    path: dlq.jsonl\n",
+        wasm::plugin("hostile").display()
+    );
+    pipeline_spec("hostile", "json", &extra)
+}
+
+#[test]
+fn pipeline_sends_batches_of_a_failing_plugin_to_the_dead_letter_file_and_goes_on() {
+    let s = common::Scratch::new();
+    s.write("in/a.txt", HOSTILE_INPUT);
+    s.write("spec.yaml", &hostile_spec("all"));
+    let out = s.run(&["run", "spec.yaml"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let ns: Vec<_> = envelope_values(&s)
+        .iter()
+        .map(|l| l["value"]["n"].clone())
+        .collect();
+    assert_eq!(ns, vec![json!(1), json!(2), json!(3), json!(4)]);
+    let dead: Vec<Value> = s
+        .lines("dlq.jsonl")
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    for (entry, (value, error)) in dead.iter().zip([
+        ("loop", "timed out"),
+        ("panic", "hostile plugin panics on purpose"),
+        ("alloc", "memory limit"),
+    ]) {
+        assert_eq!(entry["stage"], "transform hostile.wasm", "{entry}");
+        assert_eq!(entry["value"], value, "{entry}");
+        let msg = entry["error"].as_str().unwrap();
+        assert!(msg.contains(error), "{msg}");
+    }
+}
+
+#[test]
+fn pipeline_with_tolerance_none_stops_at_a_failing_plugin() {
+    let s = common::Scratch::new();
+    s.write("in/a.txt", HOSTILE_INPUT);
+    s.write("spec.yaml", &hostile_spec("none"));
+    let out = s.run(&["run", "spec.yaml"]);
+    assert!(
+        !out.status.success(),
+        "a plugin failure must stop the pipeline"
+    );
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("hostile.wasm") && err.contains("timed out"),
+        "{err}"
+    );
+    let ns: Vec<_> = envelope_values(&s)
+        .iter()
+        .map(|l| l["value"]["n"].clone())
+        .collect();
+    assert_eq!(
+        ns,
+        vec![json!(1)],
+        "nothing past the failing record is written"
+    );
 }

@@ -232,6 +232,25 @@ fn call_overhead(c: &mut Criterion) {
     });
 }
 
+/// Starting a stage in a new host: the component comes from the on-disk compilation cache (the
+/// first iteration warms it), then instantiation and `init`.
+fn start(c: &mut Criterion) {
+    let s = spec("mask-fields", json!({"fields": ["email"]}));
+    let mut g = c.benchmark_group("start");
+    g.sample_size(10);
+    g.bench_function("new-host+mask-fields-stage (disk cache)", |b| {
+        b.iter(|| {
+            let host = PluginHost::new().expect("start the plugin host");
+            black_box(host.transform(&s, "/".as_ref()).unwrap())
+        })
+    });
+    let host = PluginHost::new().expect("start the plugin host");
+    g.bench_function("mask-fields-stage (same host)", |b| {
+        b.iter(|| black_box(host.transform(&s, "/".as_ref()).unwrap()))
+    });
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(20)
@@ -242,6 +261,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = call_overhead, transforms, partitioners
+    targets = call_overhead, transforms, partitioners, start
 }
 criterion_main!(benches);
