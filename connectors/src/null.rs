@@ -1,4 +1,4 @@
-//! The `null` sink: discards records and acknowledges them at once (benchmarks, dry runs).
+//! The `discard` sink: discards records and acknowledges them at once (benchmarks, dry runs).
 
 use async_trait::async_trait;
 use schemars::JsonSchema;

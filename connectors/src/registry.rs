@@ -36,7 +36,9 @@ pub enum SinkConfig {
     Stdout(stdio::StdoutConfig),
     /// A DynamoDB table, written with BatchWriteItem (puts and deletes).
     Dynamodb(dynamodb::DynamoSinkConfig),
-    /// Discards records (benchmarks, dry runs).
+    /// Discards records (benchmarks, dry runs). Named `discard` because a bare `null` is
+    /// YAML's null.
+    #[serde(rename = "discard")]
     Null(null::NullConfig),
     /// A Kafka topic, through an idempotent producer.
     Kafka(kafka::KafkaSinkConfig),
@@ -89,7 +91,7 @@ impl SinkConfig {
             Self::File(_) => "file",
             Self::Stdout(_) => "stdout",
             Self::Dynamodb(_) => "dynamodb",
-            Self::Null(_) => "null",
+            Self::Null(_) => "discard",
             Self::Kafka(_) => "kafka",
             Self::Kinesis(_) => "kinesis",
         }
@@ -101,7 +103,7 @@ impl SinkConfig {
             Self::File(c) => format!("file {}", c.path.display()),
             Self::Stdout(_) => "stdout".into(),
             Self::Dynamodb(c) => format!("dynamodb table {}", c.table),
-            Self::Null(_) => "null (discarded)".into(),
+            Self::Null(_) => "discard (records dropped)".into(),
             Self::Kafka(c) => format!("kafka topic {}", c.topic),
             Self::Kinesis(c) => format!("kinesis stream {}", c.stream),
         }

@@ -1,4 +1,4 @@
-//! Generator → file / null sink throughput, in records/s and MB/s, for 100 B and 1 KiB
+//! Generator → file / discard sink throughput, in records/s and MB/s, for 100 B and 1 KiB
 //! records, through the real pipeline (JSON decode and encode on, file sink fsyncing).
 //!
 //! `cargo bench -p sluice-runtime --bench pipeline` prints a Markdown table (copied into
@@ -35,11 +35,11 @@ fn main() {
     println!("| sink | record | records | records/s | MB/s | CPU s per GB |");
     println!("|---|---|---|---|---|---|");
     for (size, count) in [(100u64, scale), (1024, scale / 4)] {
-        for sink in ["file", "null"] {
+        for sink in ["file", "discard"] {
             let out = dir.path().join(format!("out-{size}-{sink}.jsonl"));
             let sink_yaml = match sink {
                 "file" => format!("{{type: file, path: \"{}\"}}", out.display()),
-                _ => "{type: null}".to_string(),
+                _ => "{type: discard}".to_string(),
             };
             let text = format!(
                 "version: 1\nname: bench-{size}-{sink}\nsource:\n  type: generator\n  count: {count}\n  partitions: 4\n  record_size: {size}\nformat: {{decode: json, encode: json}}\nsink: {sink_yaml}\noffsets: {{store: memory}}\npipeline: {{max_buffered: 20000}}\n"
