@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use sluice_connectors::{Offset, Record, Route};
 use sluice_runtime::plugin::PluginHost;
 use sluice_runtime::spec::plugin::PluginSpec;
-use sluice_runtime::stage::{Outcome, Partitioner, Stage};
+use sluice_runtime::stage::Outcome;
 
 const BATCHES: [usize; 3] = [1, 100, 1000];
 
