@@ -16,9 +16,7 @@ use std::time::Duration;
 use common::*;
 use kafka_support as k;
 
-fn json_records(
-    range: std::ops::Range<u64>,
-) -> Vec<(Option<String>, String, Vec<(String, String)>)> {
+fn json_records(range: std::ops::Range<u64>) -> Vec<k::Produce> {
     range
         .map(|i| {
             (

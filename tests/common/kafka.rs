@@ -97,14 +97,12 @@ impl Msg {
     }
 }
 
+/// A record to produce: key, value, headers.
+pub type Produce = (Option<String>, String, Vec<(String, String)>);
+
 /// Produces `(key, value, headers)` records (partition by librdkafka's key hash, or `partition`)
 /// and waits until the broker has them.
-pub fn produce(
-    brokers: &str,
-    topic: &str,
-    records: &[(Option<String>, String, Vec<(String, String)>)],
-    partition: Option<i32>,
-) {
+pub fn produce(brokers: &str, topic: &str, records: &[Produce], partition: Option<i32>) {
     let mut c = config(brokers);
     c.set("linger.ms", "5");
     c.set("partitioner", "murmur2_random");

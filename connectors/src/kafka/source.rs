@@ -418,12 +418,11 @@ fn poll_loop(
                     since: Instant::now(),
                 });
                 p.records.push(rec);
-                if p.records.len() >= batch_size {
-                    if let Some(p) = pending.remove(&tp)
-                        && !send(&tp, p)
-                    {
-                        break Ok(());
-                    }
+                if p.records.len() >= batch_size
+                    && let Some(p) = pending.remove(&tp)
+                    && !send(&tp, p)
+                {
+                    break Ok(());
                 }
                 continue;
             }
