@@ -7,8 +7,8 @@
 Starts its own emulator (scripts/emulators/dynamodb.sh) unless SLUICE_TEST_DYNAMODB_ENDPOINT is
 set, then measures three pipelines on fresh tables:
   write:    generator (N JSON records of SIZE bytes) -> dynamodb sink (BatchWriteItem, 25 per call)
-  snapshot: dynamodb source (parallel Scan, SEGMENTS segments) -> null sink
-  cdc:      dynamodb source (the write table's stream, trim_horizon) -> null sink, --max-records N
+  snapshot: dynamodb source (parallel Scan, SEGMENTS segments) -> discard sink
+  cdc:      dynamodb source (the write table's stream, trim_horizon) -> discard sink, --max-records N
 For each: wall time, items/s, and the CPU time (user+sys) of the sluice process itself
 (getrusage of the finished child) per MB of record data. The emulator's CPU (from /proc/PID/stat)
 is shown too: moto is the bottleneck, not Sluice.
@@ -133,17 +133,17 @@ def main():
             snap_spec = (
                 f"version: 1\nname: bench-snapshot\nsource:\n  type: dynamodb\n  table: {table}\n"
                 f"  mode: snapshot\n  segments: {args.segments}\n{aws_block(endpoint)}"
-                f"sink:\n  type: \"null\"\n{common_tail}"
+                f"sink:\n  type: discard\n{common_tail}"
             )
             cdc_spec = (
                 f"version: 1\nname: bench-cdc\nsource:\n  type: dynamodb\n  table: {table}\n"
                 f"  mode: cdc\n  start_position: trim_horizon\n  poll_interval: 100ms\n{aws_block(endpoint)}"
-                f"sink:\n  type: \"null\"\n{common_tail}"
+                f"sink:\n  type: discard\n{common_tail}"
             )
             for name, spec, extra in (
                 ("write (generator → dynamodb)", write_spec, ()),
-                ("snapshot (dynamodb scan → null)", snap_spec, ()),
-                ("cdc (dynamodb stream → null)", cdc_spec, ("--max-records", str(args.items))),
+                ("snapshot (dynamodb scan → discard)", snap_spec, ()),
+                ("cdc (dynamodb stream → discard)", cdc_spec, ("--max-records", str(args.items))),
             ):
                 emu_before = cpu_seconds(emulator_pid) if emulator_pid else None
                 wall, cpu, summary = run(spec, wd, extra)
