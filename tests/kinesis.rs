@@ -125,11 +125,13 @@ fn latest_starts_at_new_records_and_at_timestamp_at_the_time() {
             .max()
             .expect("arrivals")
     };
-    // Wait (by polling the clock) until new records arrive strictly later.
-    assert!(wait_for(Duration::from_secs(5), || chrono::Utc::now()
-        .timestamp_millis()
-        > arrivals + 5));
-    let at = (arrivals + 1) as f64 / 1000.0;
+    // kinesis-local matches AT_TIMESTAMP only to the second, so start one second (and a
+    // millisecond) after the last old record, and write new records only after that time.
+    let at_ms = arrivals + 1001;
+    assert!(wait_for(Duration::from_secs(5), || {
+        chrono::Utc::now().timestamp_millis() > at_ms + 10
+    }));
+    let at = at_ms as f64 / 1000.0;
 
     // latest: start the pipeline, keep writing "probe" records until it reads one, then write
     // the records that must all arrive.

@@ -192,6 +192,7 @@ pub(super) async fn read_shard(
             ))
         })?;
         conv.resume_at(&from);
+        let asked_at = chrono::Utc::now();
         let what = format!("kinesis source: SubscribeToShard of stream {stream} shard {shard}");
         let sub = tokio::select! {
             _ = sh.shutdown.cancelled() => return Ok(Exit::Stopped),
@@ -210,6 +211,10 @@ pub(super) async fn read_shard(
                 },
             ) => r.map_err(|e| call_error("source", &stream, Some(&shard), "SubscribeToShard", &e))?,
         };
+        if from == StartAt::Latest {
+            // Subscribing again before any event must not skip what arrived meanwhile.
+            from = StartAt::Timestamp(asked_at);
+        }
         let mut events = sub.event_stream;
         let renew_at = tokio::time::Instant::now() + sh.cfg.subscription_renewal.0;
         tracing::debug!(stream = %stream, shard = %shard, from = ?from, "subscribed");

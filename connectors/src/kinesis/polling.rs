@@ -135,6 +135,12 @@ pub(super) async fn read_shard(
     mut last: Option<Offset>,
 ) -> Result<Exit, ConnectorError> {
     let mut conv = Converter::new(&sh.stream.name, shard.clone(), &start);
+    // Where to start again if the iterator expires before a record was read: `latest` means
+    // "from when reading began", not "from the new latest".
+    let restart = match &start {
+        StartAt::Latest => StartAt::Timestamp(chrono::Utc::now()),
+        other => other.clone(),
+    };
     let mut iterator = tokio::select! {
         _ = sh.shutdown.cancelled() => return Ok(Exit::Stopped),
         it = get_iterator(&sh, &shard, &start) => it?,
@@ -153,7 +159,7 @@ pub(super) async fn read_shard(
             Fetch::Ok(o) => o,
             Fetch::Expired => {
                 // Not called for 5 minutes (backpressure): start again after the last record.
-                let from = conv.position.clone().unwrap_or_else(|| start.clone());
+                let from = conv.position.clone().unwrap_or_else(|| restart.clone());
                 tracing::info!(stream = %sh.stream.name, shard = %shard, from = ?from, "shard iterator expired; getting a new one");
                 conv.resume_at(&from);
                 iterator = get_iterator(&sh, &shard, &from).await?;
