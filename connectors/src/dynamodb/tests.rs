@@ -946,3 +946,47 @@ async fn a_table_without_a_stream_is_a_clear_error() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn rate_limit_paces_the_scan_by_consumed_capacity() {
+    let c = client().await;
+    let t = table_name("src-rate");
+    create_table(&c, &t, ("id", ScalarAttributeType::N), None, false).await;
+    put_items(&c, &t, 0..1000).await;
+    // moto reports 1 read unit per page here: 10+ pages at 4 units/s take 2.5 s or more.
+    let cfg = source_cfg(
+        &t,
+        serde_json::json!({"segments": 2, "page_size": 100, "rate_limit": 4.0}),
+    );
+    let started = std::time::Instant::now();
+    let got = collect(
+        DynamoSource::new(cfg).await.expect("source"),
+        CommittedOffsets::new(),
+        None,
+        |_| false,
+        Duration::from_secs(60),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    assert_eq!(records(&got).len(), 1000);
+    assert!(
+        elapsed >= Duration::from_millis(2000),
+        "the scan was not paced: {elapsed:?}"
+    );
+    let fast = std::time::Instant::now();
+    let cfg = source_cfg(&t, serde_json::json!({"segments": 2, "page_size": 100}));
+    let got = collect(
+        DynamoSource::new(cfg).await.expect("source"),
+        CommittedOffsets::new(),
+        None,
+        |_| false,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(records(&got).len(), 1000);
+    assert!(
+        fast.elapsed() < elapsed,
+        "unpaced {:?} vs paced {elapsed:?}",
+        fast.elapsed()
+    );
+}
