@@ -325,31 +325,22 @@ impl Shared {
                         .unprocessed_items
                         .and_then(|mut m| m.remove(self.table()))
                         .unwrap_or_default();
-                    let mut left = HashMap::with_capacity(unprocessed.len());
-                    for w in &unprocessed {
-                        let item = w
-                            .put_request()
-                            .map(|p| p.item())
-                            .or_else(|| w.delete_request().map(|d| d.key()));
-                        if let Some(item) = item {
-                            let k = key_text(item, &self.key_attrs);
-                            if let Some(p) = waiting.remove(&k) {
-                                left.insert(k, p);
-                            }
-                        }
-                    }
-                    // Everything not handed back was written.
-                    for (_, p) in waiting.drain() {
+                    let (written, left) = split_unprocessed(waiting, &unprocessed, &self.key_attrs);
+                    for p in written {
                         p.ack();
                     }
                     waiting = left;
-                    if unprocessed.is_empty() || waiting.is_empty() {
-                        // Unprocessed items that match nothing we sent cannot be retried; the
-                        // records they stand for were already acked or are not ours.
+                    if waiting.is_empty() {
                         return Ok(());
                     }
                     tracing::debug!(table = %self.table(), unprocessed = waiting.len(), retry_in = ?delay, "BatchWriteItem left items unprocessed; retrying");
                     requests = unprocessed;
+                    if requests.len() != waiting.len() {
+                        requests = waiting
+                            .values()
+                            .filter_map(|p| Self::request(&p.op).ok())
+                            .collect();
+                    }
                     tokio::time::sleep(jitter(delay)).await;
                     delay = next_delay(delay, backoff.exp, backoff.max.0);
                 }
@@ -471,6 +462,34 @@ impl Shared {
     }
 }
 
+/// Splits a batch's writes after a BatchWriteItem response into those DynamoDB wrote and those it
+/// handed back as unprocessed (by table key). Should a handed-back item match none of ours, every
+/// write is kept for another attempt rather than acknowledging one that may not be written.
+fn split_unprocessed(
+    mut waiting: HashMap<String, Pending>,
+    unprocessed: &[WriteRequest],
+    key_attrs: &[String],
+) -> (Vec<Pending>, HashMap<String, Pending>) {
+    let mut left = HashMap::with_capacity(unprocessed.len());
+    for w in unprocessed {
+        let item = w
+            .put_request()
+            .map(|p| p.item())
+            .or_else(|| w.delete_request().map(|d| d.key()));
+        let k = item.map(|i| key_text(i, key_attrs));
+        match k.and_then(|k| waiting.remove(&k).map(|p| (k, p))) {
+            Some((k, p)) => {
+                left.insert(k, p);
+            }
+            None => {
+                left.extend(waiting.drain());
+                return (Vec::new(), left);
+            }
+        }
+    }
+    (waiting.into_values().collect(), left)
+}
+
 fn next_delay(d: Duration, exp: f32, max: Duration) -> Duration {
     d.mul_f32(exp.max(1.0)).min(max)
 }
@@ -554,4 +573,84 @@ fn dedup_key(op: &Op, keys: &[String]) -> Option<String> {
     keys.iter()
         .all(|k| item.contains_key(k))
         .then(|| key_text(item, keys))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::ack::{Completion, Ticket};
+    use crate::record::Offset;
+
+    fn pending(id: &str, ticket: &Ticket) -> (String, Pending) {
+        let item = Item::from([("id".to_string(), AttributeValue::S(id.into()))]);
+        let key = key_text(&item, &["id".to_string()]);
+        let p = Pending {
+            op: Op::Put(item),
+            key: key.clone(),
+            guard: None,
+            records: vec![(
+                Record::new("p".into(), Offset::from(0), &b"{}"[..]),
+                ticket.ack(),
+            )],
+        };
+        (key, p)
+    }
+
+    fn ticket() -> (Ticket, mpsc::UnboundedReceiver<Completion>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let c = Completion {
+            partition: "p".into(),
+            seq: 0,
+            last_offset: Offset::from(0),
+            records: 1,
+            end_of_partition: false,
+            ok: true,
+        };
+        (Ticket::new(c, tx), rx)
+    }
+
+    fn put(id: &str) -> WriteRequest {
+        WriteRequest::builder()
+            .put_request(
+                PutRequest::builder()
+                    .item("id", AttributeValue::S(id.into()))
+                    .build()
+                    .expect("put"),
+            )
+            .build()
+    }
+
+    #[test]
+    fn unprocessed_items_are_kept_and_only_the_rest_is_acknowledged() {
+        let keys = ["id".to_string()];
+        let (t_a, mut done_a) = ticket();
+        let (t_b, mut done_b) = ticket();
+        let waiting: HashMap<String, Pending> = [pending("a", &t_a), pending("b", &t_b)].into();
+        t_a.close();
+        t_b.close();
+        let (written, left) = split_unprocessed(waiting, &[put("b")], &keys);
+        assert_eq!(written.len(), 1);
+        assert_eq!(left.len(), 1);
+        for p in written {
+            p.ack();
+        }
+        assert!(
+            done_a.try_recv().expect("a completed").ok,
+            "a was written and acknowledged"
+        );
+        assert!(done_b.try_recv().is_err(), "b waits for its retry");
+        // An item handed back that matches none of ours: nothing is acknowledged.
+        let (written, left) = split_unprocessed(left, &[put("zzz")], &keys);
+        assert!(written.is_empty());
+        assert_eq!(left.len(), 1);
+        // Nothing handed back: everything was written.
+        let (written, left) = split_unprocessed(left, &[], &keys);
+        assert_eq!((written.len(), left.len()), (1, 0));
+        for p in written {
+            p.ack();
+        }
+        assert!(done_b.try_recv().expect("b completed").ok);
+    }
 }
