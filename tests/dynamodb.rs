@@ -300,3 +300,55 @@ fn kinesis_to_dynamodb_stores_shard_and_sequence_and_a_replay_never_goes_back() 
     assert_eq!(check(), first);
     k.delete(&stream);
 }
+
+#[test]
+fn items_dynamodb_refuses_go_to_the_dead_letter_file_and_the_rest_is_written() {
+    let d = Dynamo::new();
+    let table = d.create_table("e2e-bad", "id", true, false);
+    let s = Scratch::new();
+    let mut lines: Vec<String> = (0..40)
+        .map(|i| format!(r#"{{"id":{i},"v":"ok"}}"#))
+        .collect();
+    lines.insert(
+        7,
+        r#"{"id":"seven","v":"key of the wrong type"}"#.to_string(),
+    );
+    lines.insert(20, r#"{"v":"no key at all"}"#.to_string());
+    lines.insert(30, "not json".to_string());
+    s.write("in/records.jsonl", &(lines.join("\n") + "\n"));
+    s.write(
+        "spec.yaml",
+        &format!(
+            "version: 1\nname: bad\nsource:\n  type: file\n  paths: [in/*.jsonl]\nsink:\n  type: dynamodb\n  table: {table}\n{aws}offsets:\n  store: file\n  path: offsets\nerrors:\n  tolerance: all\n  dead_letter:\n    type: file\n    path: dlq.jsonl\n",
+            aws = aws_yaml(&d.endpoint, "  "),
+        ),
+    );
+    let err = run_ok(&s, &["run", "spec.yaml"]);
+    assert!(err.contains("3 dead-lettered"), "{err}");
+    assert_eq!(d.count(&table), 40);
+    let dlq = s.lines("dlq.jsonl");
+    assert_eq!(dlq.len(), 3, "{dlq:?}");
+    for l in &dlq {
+        let v: serde_json::Value = serde_json::from_str(l).expect("json");
+        assert_eq!(v["stage"], "sink");
+        assert!(v["error"].as_str().expect("error").contains(&table), "{v}");
+    }
+    assert!(
+        dlq.iter()
+            .any(|l| l.contains("ValidationException") || l.contains("Type mismatch")),
+        "{dlq:?}"
+    );
+    // With tolerance none the first refused item stops the pipeline, committing nothing past it.
+    let s2 = Scratch::new();
+    s2.write("in/records.jsonl", "{\"id\":1}\nnot json\n{\"id\":2}\n");
+    s2.write(
+        "spec.yaml",
+        &format!(
+            "version: 1\nname: strict\nsource:\n  type: file\n  paths: [in/*.jsonl]\nsink:\n  type: dynamodb\n  table: {table}\n{aws}offsets:\n  store: file\n  path: offsets\n",
+            aws = aws_yaml(&d.endpoint, "  "),
+        ),
+    );
+    let out = s2.run(&["run", "spec.yaml"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("invalid JSON"), "{}", stderr(&out));
+}
