@@ -345,7 +345,11 @@ impl Shared {
                     delay = next_delay(delay, backoff.exp, backoff.max.0);
                 }
                 Err(e) if aws::is_retriable(&e) => {
-                    failures += 1;
+                    // Throttling means "slower", not "broken": it backs off without a limit
+                    // (unless fail_on_error); other transient failures count against `retry`.
+                    if !is_throttling(e.code()) {
+                        failures += 1;
+                    }
                     if self.cfg.fail_on_error || failures > self.cfg.retry.max_retries {
                         return Err(self.fail("BatchWriteItem", aws::describe(&e), true));
                     }
@@ -488,6 +492,19 @@ fn split_unprocessed(
         }
     }
     (waiting.into_values().collect(), left)
+}
+
+/// Error codes DynamoDB uses when a table or account is over its capacity.
+fn is_throttling(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some(
+            "ProvisionedThroughputExceededException"
+                | "ThrottlingException"
+                | "RequestLimitExceeded"
+                | "Throttling"
+        )
+    )
 }
 
 fn next_delay(d: Duration, exp: f32, max: Duration) -> Duration {
