@@ -12,12 +12,12 @@ use std::time::Duration;
 use common::*;
 use kinesis_support::*;
 
-/// Output lines parsed as (seq, key, shard, offset).
+/// Output lines parsed as (seq, key, shard, offset). Only complete lines: the file may be
+/// being written.
 fn parsed(s: &Scratch) -> Vec<(u64, String, String, String)> {
-    s.lines("out/data.jsonl")
-        .iter()
-        .map(|l| envelope(l))
-        .collect()
+    let text = s.read("out/data.jsonl");
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    complete.lines().map(envelope).collect()
 }
 
 fn unique_seqs(s: &Scratch) -> BTreeSet<u64> {

@@ -69,6 +69,7 @@ pub(super) enum Exit {
 /// Reads a Kinesis data stream; see [`KinesisSourceConfig`].
 pub struct KinesisSource {
     cfg: KinesisSourceConfig,
+    configured: StartAt,
     client: Client,
     stream: StreamRef,
     stream_arn: String,
@@ -80,10 +81,20 @@ impl KinesisSource {
     pub async fn connect(cfg: KinesisSourceConfig) -> Result<Self, ConnectorError> {
         let stream = StreamRef::parse(&cfg.stream)
             .map_err(|m| ConnectorError::fatal(format!("kinesis source: {m}")))?;
+        let configured = match cfg.start_position {
+            StartPosition::Latest => StartAt::Latest,
+            StartPosition::TrimHorizon => StartAt::TrimHorizon,
+            StartPosition::AtTimestamp => {
+                StartAt::Timestamp(cfg.start_timestamp().map_err(|m| {
+                    ConnectorError::fatal(format!("kinesis source: stream {}: {m}", stream.name))
+                })?)
+            }
+        };
         let client = super::client(&cfg.aws).await?;
         let stream_arn = describe(&client, &stream, &cfg.retries.describe, "source").await?;
         Ok(Self {
             cfg,
+            configured,
             client,
             stream,
             stream_arn,
@@ -159,6 +170,29 @@ pub(super) async fn list_shards(
     }
 }
 
+/// Where a shard without a committed offset starts: `configured` is the spec's start position
+/// (`Latest`, `TrimHorizon` or `Timestamp`).
+///
+/// - a shard that appeared while this run was reading (a child of a split or merge): its start;
+/// - a shard whose parents earlier runs read: its start (its records follow theirs);
+/// - otherwise the configured position, except that with `latest` a shard that had to wait for
+///   its parents starts at the time the run started, so nothing written since is skipped.
+pub(super) fn first_position(
+    configured: &StartAt,
+    listed_at_start: bool,
+    parents_read_before: bool,
+    first_round: bool,
+    run_started: DateTime<Utc>,
+) -> StartAt {
+    if !listed_at_start || parents_read_before {
+        return StartAt::TrimHorizon;
+    }
+    match configured {
+        StartAt::Latest if !first_round => StartAt::Timestamp(run_started),
+        other => other.clone(),
+    }
+}
+
 struct Coordinator {
     shared: Arc<Shared>,
     graph: ShardGraph,
@@ -166,6 +200,8 @@ struct Coordinator {
     initial: HashSet<String>,
     /// Offsets committed before this run.
     start: CommittedOffsets,
+    /// The spec's start position.
+    configured: StartAt,
     run_started: DateTime<Utc>,
     first_round: bool,
     active: HashSet<String>,
@@ -207,30 +243,18 @@ impl Coordinator {
 
     /// Where a shard without a committed offset starts.
     fn initial_position(&self, id: &str) -> StartAt {
-        if !self.initial.contains(id) {
-            // A child created while this run was reading: read all of it.
-            return StartAt::TrimHorizon;
-        }
         let parents_read_before = self.graph.get(id).is_some_and(|s| {
             s.parents
                 .iter()
                 .any(|p| self.start.contains_key(p.as_str()))
         });
-        if parents_read_before {
-            // Earlier runs read its parents: its records follow theirs.
-            return StartAt::TrimHorizon;
-        }
-        match self.shared.cfg.start_position {
-            StartPosition::TrimHorizon => StartAt::TrimHorizon,
-            StartPosition::AtTimestamp => match self.shared.cfg.start_timestamp() {
-                Ok(t) => StartAt::Timestamp(t),
-                // `check` rejects specs without a valid timestamp.
-                Err(_) => StartAt::TrimHorizon,
-            },
-            StartPosition::Latest if self.first_round => StartAt::Latest,
-            // A shard that had to wait for its parents: what arrived since the run started.
-            StartPosition::Latest => StartAt::Timestamp(self.run_started),
-        }
+        first_position(
+            &self.configured,
+            self.initial.contains(id),
+            parents_read_before,
+            self.first_round,
+            self.run_started,
+        )
     }
 
     fn start_ready(&mut self, committed: &CommittedOffsets) {
@@ -332,6 +356,7 @@ impl Source for KinesisSource {
             graph: ShardGraph::default(),
             initial: HashSet::new(),
             start: ctx.start.clone(),
+            configured: self.configured.clone(),
             run_started: Utc::now(),
             first_round: true,
             active: HashSet::new(),

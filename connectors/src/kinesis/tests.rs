@@ -287,3 +287,34 @@ fn sink_routes_by_hash_key_then_key_then_shard_index_and_rejects_bad_keys() {
     );
     assert!(route(&r(Some("k"), None, None), 1024 * 1024 - 1, &ranges).is_ok());
 }
+
+#[test]
+fn where_shards_without_offsets_start() {
+    use super::source::first_position;
+    let t0 = chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("time");
+    let ts = StartAt::Timestamp(chrono::DateTime::from_timestamp(1_600_000_000, 0).expect("time"));
+    // Shards listed at start, parents not read before: the configured position...
+    assert_eq!(
+        first_position(&StartAt::Latest, true, false, true, t0),
+        StartAt::Latest
+    );
+    assert_eq!(
+        first_position(&StartAt::TrimHorizon, true, false, false, t0),
+        StartAt::TrimHorizon
+    );
+    assert_eq!(first_position(&ts, true, false, false, t0), ts);
+    // ...but `latest` for a shard that waited for its parents means "since the run started".
+    assert_eq!(
+        first_position(&StartAt::Latest, true, false, false, t0),
+        StartAt::Timestamp(t0)
+    );
+    // Children created during the run, or whose parents earlier runs read: from their start.
+    assert_eq!(
+        first_position(&StartAt::Latest, false, false, false, t0),
+        StartAt::TrimHorizon
+    );
+    assert_eq!(
+        first_position(&ts, true, true, true, t0),
+        StartAt::TrimHorizon
+    );
+}
