@@ -40,6 +40,23 @@ bad_spec!(bad_duration, "bad-duration.yaml");
 bad_spec!(missing_env_var, "missing-env.yaml");
 bad_spec!(yaml_syntax_error, "yaml-syntax.yaml");
 bad_spec!(semantic_checks, "semantic.yaml");
+bad_spec!(secret_values_are_hidden, "secret.yaml");
+
+#[test]
+fn print_redacts_secrets() {
+    let dir = repo_root().join("tests/fixtures/good");
+    let out = std::process::Command::new(sluice_bin())
+        .args(["validate", "--print", "secret.yaml"])
+        .current_dir(&dir)
+        .env("SLUICE_TEST_SECRET", "hunter2-very-secret")
+        .output()
+        .expect("run sluice validate");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("secret_access_key: <redacted>"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("access_key_id: AKIAEXAMPLE"), "{text}");
+}
 
 #[test]
 fn every_example_spec_is_valid() {

@@ -286,7 +286,7 @@ impl SchemaCheck {
         out: &mut Vec<Issue>,
     ) {
         // A tagged choice (`type:` or `store:`): pick the branch by its tag.
-        for tag in ["type", "store"] {
+        for tag in ["type", "store", "provider", "mode", "kind"] {
             let tags: Vec<Option<String>> =
                 (0..context.len()).map(|i| self.branch_tag(base, i, tag)).collect();
             if context.is_empty() || tags.iter().any(Option::is_none) {
@@ -434,20 +434,49 @@ impl SchemaCheck {
 }
 
 fn collect_secret_keys(v: &Value, out: &mut BTreeSet<String>) {
+    collect_secrets_in(v, v, out);
+}
+
+fn collect_secrets_in(root: &Value, v: &Value, out: &mut BTreeSet<String>) {
     match v {
         Value::Object(m) => {
             if let Some(Value::Object(props)) = m.get("properties") {
                 for (k, p) in props {
-                    if p.get("writeOnly") == Some(&Value::Bool(true)) {
+                    if is_secret_schema(root, p, 0) {
                         out.insert(k.clone());
                     }
                 }
             }
-            m.values().for_each(|c| collect_secret_keys(c, out));
+            m.values().for_each(|c| collect_secrets_in(root, c, out));
         }
-        Value::Array(a) => a.iter().for_each(|c| collect_secret_keys(c, out)),
+        Value::Array(a) => a.iter().for_each(|c| collect_secrets_in(root, c, out)),
         _ => {}
     }
+}
+
+/// A schema is secret when it says `writeOnly: true`, refers to one that does, or is an
+/// optional one (`anyOf: [secret, null]`).
+fn is_secret_schema(root: &Value, s: &Value, depth: usize) -> bool {
+    if depth > 8 {
+        return false;
+    }
+    if s.get("writeOnly") == Some(&Value::Bool(true)) {
+        return true;
+    }
+    if let Some(target) = s
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix('#'))
+        .and_then(|p| root.pointer(p))
+        && is_secret_schema(root, target, depth + 1)
+    {
+        return true;
+    }
+    ["anyOf", "oneOf"].iter().any(|k| {
+        s.get(*k)
+            .and_then(Value::as_array)
+            .is_some_and(|alts| alts.iter().any(|a| is_secret_schema(root, a, depth + 1)))
+    })
 }
 
 fn options_of(options: &Value) -> Vec<String> {
@@ -514,6 +543,14 @@ mod tests {
     fn pointers_become_key_paths() {
         assert_eq!(dotted("/transforms/0/config/fields"), "transforms[0].config.fields");
         assert_eq!(dotted(""), "");
+    }
+
+    #[test]
+    fn secret_keys_are_found_through_references() {
+        let check = SchemaCheck::global();
+        assert!(check.secret_keys().contains("secret_access_key"), "{:?}", check.secret_keys());
+        assert!(check.secret_keys().contains("session_token"));
+        assert!(!check.secret_keys().contains("access_key_id"));
     }
 
     #[test]
