@@ -471,7 +471,7 @@ fn scaffolded_plugin_builds_tests_and_runs() {
         let name = format!("my-{kind}");
         let root = scaffold::new_plugin(&name, kind, dir.path()).unwrap();
         assert!(root.join("src/lib.rs").is_file());
-        // Depends on this repository's sdk by path, so it builds offline against the current code.
+        // Outside a Sluice checkout the crate depends on the published sdk version.
         let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
         assert!(manifest.contains("sluice-sdk = \"0.1.0\""), "{manifest}");
     }
@@ -486,32 +486,49 @@ fn scaffolded_plugin_builds_tests_and_runs() {
         Err(scaffold::ScaffoldError::Exists(_))
     ));
 
-    // Its native test passes with plain `cargo test`...
+    // Each kind's crate passes its native test with plain `cargo test`, builds to wasm with one
+    // command, and the host accepts it as that kind.
     let target = wasm::plugin_target_dir();
-    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
-        .args(["test", "--quiet", "--manifest-path"])
-        .arg(root.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target.join("scaffold-native"))
-        .env_remove("CARGO_TARGET_DIR")
-        .output()
+    for (name, kind, config) in [
+        (
+            "tagger",
+            PluginKind::Transform,
+            json!({"field": "env", "value": "prod"}),
+        ),
+        ("liner", PluginKind::Format, json!({})),
+        ("router", PluginKind::Partitioner, json!({"field": "user"})),
+    ] {
+        let root = if name == "tagger" {
+            root.clone()
+        } else {
+            scaffold::new_plugin(name, kind, &inside).unwrap()
+        };
+        let test = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
+            .args(["test", "--quiet", "--manifest-path"])
+            .arg(root.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(target.join("scaffold-native"))
+            .env_remove("CARGO_TARGET_DIR")
+            .output()
+            .unwrap();
+        assert!(
+            test.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&test.stderr)
+        );
+        let out = wasm::build_plugins(&root.join("Cargo.toml"), &target);
+        let s: PluginSpec = serde_json::from_value(json!({
+            "wasm": out.join(format!("{name}.wasm")),
+            "config": config
+        }))
         .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    // ...it builds to wasm with one command, and the host runs it.
-    let out = wasm::build_plugins(&root.join("Cargo.toml"), &target);
-    let s: PluginSpec = serde_json::from_value(json!({
-        "wasm": out.join("tagger.wasm"),
-        "config": {"field": "env", "value": "prod"}
-    }))
-    .unwrap();
-    host().check(&s, base(), PluginKind::Transform).unwrap();
-    let mut stage = host().transform(&s, base()).unwrap();
-    let got = stage.process(&records(&[r#"{"id":1}"#])).unwrap();
-    assert_eq!(value(&got[0]), r#"{"id":1,"env":"prod"}"#);
+        host().check(&s, base(), kind).unwrap();
+        if kind == PluginKind::Transform {
+            let mut stage = host().transform(&s, base()).unwrap();
+            let got = stage.process(&records(&[r#"{"id":1}"#])).unwrap();
+            assert_eq!(value(&got[0]), r#"{"id":1,"env":"prod"}"#);
+        }
+    }
 }
 
 // --- through the `sluice` binary ---------------------------------------------------------------
