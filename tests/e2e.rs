@@ -9,7 +9,9 @@ use std::time::Duration;
 use common::*;
 
 fn generator_spec(name: &str, count: Option<u64>, partitions: u32, rate: Option<u64>) -> String {
-    let mut s = format!("version: 1\nname: {name}\nsource:\n  type: generator\n  partitions: {partitions}\n  batch_size: 200\n");
+    let mut s = format!(
+        "version: 1\nname: {name}\nsource:\n  type: generator\n  partitions: {partitions}\n  batch_size: 200\n"
+    );
     if let Some(c) = count {
         s.push_str(&format!("  count: {c}\n"));
     }
@@ -31,15 +33,24 @@ fn a_finite_generator_delivers_every_record_once_and_records_finished_partitions
     assert!(stderr(&out).contains("10000 committed"), "{}", stderr(&out));
     let got = seqs(&s.lines("out/data.jsonl"));
     assert_eq!(got.len(), 10_000);
-    assert_eq!(got.iter().copied().collect::<BTreeSet<_>>(), (0..10_000).collect());
+    assert_eq!(
+        got.iter().copied().collect::<BTreeSet<_>>(),
+        (0..10_000).collect()
+    );
     // Order is kept per source partition.
     for p in 0..4 {
         let part: Vec<u64> = got.iter().copied().filter(|s| s % 4 == p).collect();
-        assert!(part.windows(2).all(|w| w[0] < w[1]), "partition {p} out of order");
+        assert!(
+            part.windows(2).all(|w| w[0] < w[1]),
+            "partition {p} out of order"
+        );
     }
     let offs = s.offsets("offsets", "gen");
     assert_eq!(offs.len(), 4);
-    assert!(offs.iter().all(|(_, o, fin)| *o == 2499 && *fin), "{offs:?}");
+    assert!(
+        offs.iter().all(|(_, o, fin)| *o == 2499 && *fin),
+        "{offs:?}"
+    );
     // A second run has nothing left to do.
     let again = s.run(&["run", "spec.yaml"]);
     assert!(again.status.success());
@@ -49,10 +60,14 @@ fn a_finite_generator_delivers_every_record_once_and_records_finished_partitions
 #[test]
 fn kill_9_in_the_middle_then_restart_loses_nothing() {
     let s = Scratch::new();
-    s.write("spec.yaml", &generator_spec("crash", Some(40_000), 3, Some(20_000)));
+    s.write(
+        "spec.yaml",
+        &generator_spec("crash", Some(40_000), 3, Some(20_000)),
+    );
     let mut child = s.spawn(&["run", "spec.yaml"]);
     assert!(
-        wait_for(Duration::from_secs(30), || s.lines("out/data.jsonl").len() > 8_000
+        wait_for(Duration::from_secs(30), || s.lines("out/data.jsonl").len()
+            > 8_000
             && !s.offsets("offsets", "crash").is_empty()),
         "no progress before the kill"
     );
@@ -60,8 +75,15 @@ fn kill_9_in_the_middle_then_restart_loses_nothing() {
     child.wait().expect("reaped");
     let before = s.lines("out/data.jsonl").len();
     assert!(before < 40_000, "the run finished before the kill");
-    let committed: u64 = s.offsets("offsets", "crash").iter().map(|(_, o, _)| o + 1).sum();
-    assert!(committed as usize <= before, "committed past what was written");
+    let committed: u64 = s
+        .offsets("offsets", "crash")
+        .iter()
+        .map(|(_, o, _)| o + 1)
+        .sum();
+    assert!(
+        committed as usize <= before,
+        "committed past what was written"
+    );
 
     let out = s.run(&["run", "spec.yaml"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -80,13 +102,23 @@ fn sigterm_drains_commits_and_exits_zero() {
     let s = Scratch::new();
     s.write("spec.yaml", &generator_spec("drain", None, 2, Some(5_000)));
     let mut child = s.spawn(&["run", "spec.yaml"]);
-    assert!(wait_for(Duration::from_secs(30), || s.lines("out/data.jsonl").len() > 1_000));
+    assert!(wait_for(Duration::from_secs(30), || s
+        .lines("out/data.jsonl")
+        .len()
+        > 1_000));
     signal(&child, "-TERM");
     let status = wait_exit(&mut child, Duration::from_secs(20));
     assert!(status.success(), "exit {status:?}");
     let lines = s.lines("out/data.jsonl").len() as u64;
-    let committed: u64 = s.offsets("offsets", "drain").iter().map(|(_, o, _)| o + 1).sum();
-    assert_eq!(committed, lines, "a clean stop commits exactly what was written");
+    let committed: u64 = s
+        .offsets("offsets", "drain")
+        .iter()
+        .map(|(_, o, _)| o + 1)
+        .sum();
+    assert_eq!(
+        committed, lines,
+        "a clean stop commits exactly what was written"
+    );
 }
 
 #[test]
@@ -100,7 +132,11 @@ fn max_records_stops_after_exactly_n_committed_and_the_next_run_continues() {
         assert_eq!(got.len() as u64, 5000 * round);
         let unique: BTreeSet<u64> = got.iter().copied().collect();
         assert_eq!(unique.len(), got.len(), "no duplicates across bounded runs");
-        let committed: u64 = s.offsets("offsets", "bounded").iter().map(|(_, o, _)| o + 1).sum();
+        let committed: u64 = s
+            .offsets("offsets", "bounded")
+            .iter()
+            .map(|(_, o, _)| o + 1)
+            .sum();
         assert_eq!(committed, 5000 * round);
     }
 }
@@ -121,7 +157,10 @@ fn tolerance_none_stops_at_the_bad_record_and_commits_nothing_past_it() {
     let out = s.run(&["run", "spec.yaml"]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("partition in/a.jsonl offset 3") && err.contains("invalid JSON"), "{err}");
+    assert!(
+        err.contains("partition in/a.jsonl offset 3") && err.contains("invalid JSON"),
+        "{err}"
+    );
     let offs = s.offsets("offsets", "strict");
     assert_eq!(offs, vec![("in/a.jsonl".to_string(), 2, false)]);
     assert!(!s.path("dlq.jsonl").exists() || s.read("dlq.jsonl").is_empty());
@@ -142,8 +181,16 @@ fn tolerance_all_dead_letters_the_bad_record_and_goes_on() {
     assert_eq!(entry["offset"], "3");
     assert_eq!(entry["partition"], "in/a.jsonl");
     assert_eq!(entry["value"], "{\"n\":3,");
-    assert!(entry["error"].as_str().expect("error").contains("invalid JSON"));
-    assert_eq!(s.offsets("offsets", "lenient"), vec![("in/a.jsonl".to_string(), 5, true)]);
+    assert!(
+        entry["error"]
+            .as_str()
+            .expect("error")
+            .contains("invalid JSON")
+    );
+    assert_eq!(
+        s.offsets("offsets", "lenient"),
+        vec![("in/a.jsonl".to_string(), 5, true)]
+    );
 }
 
 #[test]
@@ -159,7 +206,10 @@ fn csv_files_become_json_and_envelopes_carry_metadata() {
     let lines = s.lines("out/users.jsonl");
     assert_eq!(lines.len(), 2);
     let v: serde_json::Value = serde_json::from_str(&lines[1]).expect("json");
-    assert_eq!(v["value"], serde_json::json!({"id": "2", "name": "Lovelace, A"}));
+    assert_eq!(
+        v["value"],
+        serde_json::json!({"id": "2", "name": "Lovelace, A"})
+    );
     assert_eq!(v["partition_key"], "2");
     assert_eq!(v["metadata"]["offset"], "3");
     assert_eq!(v["metadata"]["partition"], "in/users.csv");
@@ -168,8 +218,14 @@ fn csv_files_become_json_and_envelopes_carry_metadata() {
 #[test]
 fn several_pipelines_run_in_one_process() {
     let s = Scratch::new();
-    s.write("a.yaml", &generator_spec("a", Some(3000), 2, None).replace("out/data", "out/a"));
-    s.write("b.yaml", &generator_spec("b", Some(2000), 1, None).replace("out/data", "out/b"));
+    s.write(
+        "a.yaml",
+        &generator_spec("a", Some(3000), 2, None).replace("out/data", "out/a"),
+    );
+    s.write(
+        "b.yaml",
+        &generator_spec("b", Some(2000), 1, None).replace("out/data", "out/b"),
+    );
     let out = s.run(&["run", "a.yaml", "b.yaml"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(s.lines("out/a.jsonl").len(), 3000);
@@ -180,11 +236,22 @@ fn several_pipelines_run_in_one_process() {
 fn an_invalid_spec_starts_nothing() {
     let s = Scratch::new();
     s.write("good.yaml", &generator_spec("good", Some(100), 1, None));
-    s.write("bad.yaml", "version: 1\nname: bad\nsource: {type: generator, cont: 1}\nsink: {type: stdout}\n");
+    s.write(
+        "bad.yaml",
+        "version: 1\nname: bad\nsource: {type: generator, cont: 1}\nsink: {type: stdout}\n",
+    );
     let out = s.run(&["run", "good.yaml", "bad.yaml"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("bad.yaml:3:27: source.cont: unknown key `cont`; did you mean `count`?"), "{}", stderr(&out));
-    assert!(!s.path("out/data.jsonl").exists(), "the valid pipeline must not have run");
+    assert!(
+        stderr(&out)
+            .contains("bad.yaml:3:27: source.cont: unknown key `cont`; did you mean `count`?"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !s.path("out/data.jsonl").exists(),
+        "the valid pipeline must not have run"
+    );
 }
 
 #[test]
@@ -195,7 +262,10 @@ fn a_corrupt_offset_file_is_reported_not_reset() {
     let out = s.run(&["run", "spec.yaml"]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("corrupt") && err.contains("refusing to start over"), "{err}");
+    assert!(
+        err.contains("corrupt") && err.contains("refusing to start over"),
+        "{err}"
+    );
     assert!(!s.path("out/data.jsonl").exists());
 }
 
@@ -208,9 +278,20 @@ fn offsets_list_reset_and_prune() {
     let list = s.run(&["offsets", "list", "spec.yaml"]);
     assert!(list.status.success());
     let table = stdout(&list);
-    assert!(table.contains("NAMESPACE") && table.contains("ops") && table.contains("49"), "{table}");
+    assert!(
+        table.contains("NAMESPACE") && table.contains("ops") && table.contains("49"),
+        "{table}"
+    );
 
-    let reset = s.run(&["offsets", "reset", "spec.yaml", "--partition", "1", "--to", "9"]);
+    let reset = s.run(&[
+        "offsets",
+        "reset",
+        "spec.yaml",
+        "--partition",
+        "1",
+        "--to",
+        "9",
+    ]);
     assert!(reset.status.success(), "{}", stderr(&reset));
     assert_eq!(
         s.offsets("offsets", "ops"),
@@ -220,10 +301,24 @@ fn offsets_list_reset_and_prune() {
     assert!(s.run(&["run", "spec.yaml"]).status.success());
     assert_eq!(s.lines("out/data.jsonl").len(), 140);
 
-    let dry = s.run(&["offsets", "prune", "spec.yaml", "--older-than", "1h", "--dry-run"]);
-    assert!(stderr(&dry).contains("nothing to prune"), "{}", stderr(&dry));
+    let dry = s.run(&[
+        "offsets",
+        "prune",
+        "spec.yaml",
+        "--older-than",
+        "1h",
+        "--dry-run",
+    ]);
+    assert!(
+        stderr(&dry).contains("nothing to prune"),
+        "{}",
+        stderr(&dry)
+    );
     let refused = s.run(&["offsets", "prune", "spec.yaml"]);
-    assert!(!refused.status.success(), "prune without --yes and no terminal must refuse");
+    assert!(
+        !refused.status.success(),
+        "prune without --yes and no terminal must refuse"
+    );
     assert_eq!(s.offsets("offsets", "ops").len(), 2);
     let pruned = s.run(&["offsets", "prune", "spec.yaml", "--yes"]);
     assert!(pruned.status.success(), "{}", stderr(&pruned));
@@ -248,6 +343,9 @@ fn stdin_to_stdout() {
         .write_all(b"{\"a\": 1}\n\n{\"b\":\n")
         .expect("write");
     let out = child.wait_with_output().expect("wait");
-    assert!(!out.status.success(), "the bad second record stops the pipeline");
+    assert!(
+        !out.status.success(),
+        "the bad second record stops the pipeline"
+    );
     assert_eq!(stdout(&out), "{\"a\": 1}\n");
 }

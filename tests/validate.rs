@@ -87,7 +87,10 @@ fn the_schema_is_json_schema_for_editors() {
     let out = s.run(&["schema"]);
     assert!(out.status.success());
     let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
     assert!(schema["properties"]["source"].is_object());
     assert_eq!(schema["additionalProperties"], false);
 }
@@ -98,7 +101,8 @@ fn the_spec_reference_in_docs_is_up_to_date() {
     let out = s.run(&["schema", "--markdown"]);
     assert!(out.status.success());
     let generated = stdout(&out);
-    let committed = std::fs::read_to_string(repo_root().join("docs/reference.md")).unwrap_or_default();
+    let committed =
+        std::fs::read_to_string(repo_root().join("docs/reference.md")).unwrap_or_default();
     assert!(
         generated == committed,
         "docs/reference.md is stale: run `cargo run -p sluice-runtime -- schema --markdown > docs/reference.md`"

@@ -206,7 +206,10 @@ mod tests {
         let t = Ticket::with_rejects(completion(), tx, Some(rtx));
         let a = t.ack();
         t.close();
-        a.reject(Record::new("p".into(), Offset::from(3), &b"x"[..]), "too big");
+        a.reject(
+            Record::new("p".into(), Offset::from(3), &b"x"[..]),
+            "too big",
+        );
         assert!(rx.try_recv().is_err());
         let r = rrx.try_recv().expect("rejected");
         assert_eq!(r.reason, "too big");

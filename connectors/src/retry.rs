@@ -126,19 +126,27 @@ mod tests {
         let p = RetryPolicy::new(3, Duration::from_millis(1), Duration::from_millis(2), 2.0);
         let n = AtomicU32::new(0);
         let r: Result<(), String> = p
-            .run("test", |_| true, || async {
-                n.fetch_add(1, Ordering::SeqCst);
-                Err("throttled".to_string())
-            })
+            .run(
+                "test",
+                |_| true,
+                || async {
+                    n.fetch_add(1, Ordering::SeqCst);
+                    Err("throttled".to_string())
+                },
+            )
             .await;
         assert!(r.is_err());
         assert_eq!(n.load(Ordering::SeqCst), 4, "one attempt and three retries");
         let n = AtomicU32::new(0);
         let r: Result<(), String> = p
-            .run("test", |e: &String| e != "fatal", || async {
-                n.fetch_add(1, Ordering::SeqCst);
-                Err("fatal".to_string())
-            })
+            .run(
+                "test",
+                |e: &String| e != "fatal",
+                || async {
+                    n.fetch_add(1, Ordering::SeqCst);
+                    Err("fatal".to_string())
+                },
+            )
             .await;
         assert!(r.is_err());
         assert_eq!(n.load(Ordering::SeqCst), 1, "no retry of a fatal error");

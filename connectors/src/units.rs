@@ -37,7 +37,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         "d" => n * 86400.0,
         "" => return Err(format!("`{s}` has no unit (write e.g. {s}s or {s}ms)")),
-        u => return Err(format!("`{s}`: unknown duration unit `{u}` (use ms, s, m, h or d)")),
+        u => {
+            return Err(format!(
+                "`{s}`: unknown duration unit `{u}` (use ms, s, m, h or d)"
+            ));
+        }
     };
     Ok(Duration::from_secs_f64(secs))
 }
@@ -60,7 +64,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "KiB" => 1024.0,
         "MiB" => 1024.0 * 1024.0,
         "GiB" => 1024.0 * 1024.0 * 1024.0,
-        u => return Err(format!("`{s}`: unknown size unit `{u}` (use B, KiB, MiB, GiB, KB, MB, GB)")),
+        u => {
+            return Err(format!(
+                "`{s}`: unknown size unit `{u}` (use B, KiB, MiB, GiB, KB, MB, GB)"
+            ));
+        }
     };
     Ok((n * mult).round() as u64)
 }
@@ -68,7 +76,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_duration(&s).map(Dur).map_err(serde::de::Error::custom)
+        parse_duration(&s)
+            .map(Dur)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -82,7 +92,9 @@ impl<'de> Deserialize<'de> for ByteSize {
         }
         match Raw::deserialize(d)? {
             Raw::N(n) => Ok(ByteSize(n)),
-            Raw::S(s) => parse_size(&s).map(ByteSize).map_err(serde::de::Error::custom),
+            Raw::S(s) => parse_size(&s)
+                .map(ByteSize)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -161,7 +173,11 @@ mod tests {
         assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
         assert!(parse_duration("5").unwrap_err().contains("no unit"));
-        assert!(parse_duration("5 parsecs").unwrap_err().contains("unknown duration unit"));
+        assert!(
+            parse_duration("5 parsecs")
+                .unwrap_err()
+                .contains("unknown duration unit")
+        );
     }
 
     #[test]

@@ -44,7 +44,8 @@ fn main() {
             let text = format!(
                 "version: 1\nname: bench-{size}-{sink}\nsource:\n  type: generator\n  count: {count}\n  partitions: 4\n  record_size: {size}\nformat: {{decode: json, encode: json}}\nsink: {sink_yaml}\noffsets: {{store: memory}}\npipeline: {{max_buffered: 20000}}\n"
             );
-            let (s, doc, _) = spec::parse("bench.yaml", &text, &|_| None).expect("valid bench spec");
+            let (s, doc, _) =
+                spec::parse("bench.yaml", &text, &|_| None).expect("valid bench spec");
             let loaded = LoadedSpec {
                 file: "bench.yaml".into(),
                 base_dir: dir.path().to_path_buf(),
@@ -55,7 +56,9 @@ fn main() {
             let t0 = Instant::now();
             let summary = rt.block_on(async {
                 let p = Pipeline::build(&loaded, &host).await.expect("build");
-                p.run(CancellationToken::new(), RunOptions::default()).await.expect("run")
+                p.run(CancellationToken::new(), RunOptions::default())
+                    .await
+                    .expect("run")
             });
             let secs = t0.elapsed().as_secs_f64();
             let cpu = cpu_seconds() - cpu0;

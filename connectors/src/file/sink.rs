@@ -108,7 +108,9 @@ impl Sink for FileSink {
         })
         .await
         .map_err(|e| ConnectorError::fatal(format!("file sink: write task failed: {e}")))?;
-        res.map_err(|e| ConnectorError::io(format!("file sink: write {}", self.path.display()), e))?;
+        res.map_err(|e| {
+            ConnectorError::io(format!("file sink: write {}", self.path.display()), e)
+        })?;
         self.file = Some(file);
         self.buf = buf;
         self.buf.clear();

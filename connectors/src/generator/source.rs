@@ -186,7 +186,11 @@ mod tests {
         assert_eq!(a, b);
         let v: serde_json::Value = serde_json::from_slice(&a).expect("valid JSON");
         assert_eq!(v["seq"], 42);
-        assert!(v["email"].as_str().is_some_and(|e| e.ends_with("@example.com")));
+        assert!(
+            v["email"]
+                .as_str()
+                .is_some_and(|e| e.ends_with("@example.com"))
+        );
         render(42, 7, 1024, &mut a);
         assert_eq!(a.len(), 1024);
         let v: serde_json::Value = serde_json::from_slice(&a).expect("valid padded JSON");

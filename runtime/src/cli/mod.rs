@@ -73,7 +73,10 @@ pub fn main() -> ExitCode {
         _ => progress::Display::new(false, cli.log_format),
     };
     logging::init(cli.log_format, &cli.log, progress.multi());
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -137,5 +140,9 @@ fn validate(specs: &[PathBuf], print: bool) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -62,13 +62,19 @@ fn print_rows(rows: &[OffsetRow], json: bool) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let w = |f: &dyn Fn(&OffsetRow) -> usize, min: usize| rows.iter().map(f).max().unwrap_or(0).max(min);
+    let w = |f: &dyn Fn(&OffsetRow) -> usize, min: usize| {
+        rows.iter().map(f).max().unwrap_or(0).max(min)
+    };
     let (wn, wp, wo) = (
         w(&|r| r.namespace.len(), 9),
         w(&|r| r.partition.len(), 9),
         w(&|r| r.offset.as_str().len(), 6),
     );
-    writeln!(out, "{:wn$}  {:wp$}  {:wo$}  {:8}  UPDATED", "NAMESPACE", "PARTITION", "OFFSET", "FINISHED")?;
+    writeln!(
+        out,
+        "{:wn$}  {:wp$}  {:wo$}  {:8}  UPDATED",
+        "NAMESPACE", "PARTITION", "OFFSET", "FINISHED"
+    )?;
     for r in rows {
         writeln!(
             out,
@@ -119,10 +125,16 @@ pub async fn run(cmd: OffsetsCommand) -> anyhow::Result<ExitCode> {
             match (&to, rows.is_empty()) {
                 (_, true) => eprintln!("nothing to reset: no matching offsets of `{name}`"),
                 (ResetTo::Earliest, false) => {
-                    eprintln!("forgot {} offset(s) of `{name}`: those partitions start from the source's start position", rows.len())
+                    eprintln!(
+                        "forgot {} offset(s) of `{name}`: those partitions start from the source's start position",
+                        rows.len()
+                    )
                 }
                 (ResetTo::Offset(o), false) => {
-                    eprintln!("{} partition(s) of `{name}` resume after offset {o}", rows.len())
+                    eprintln!(
+                        "{} partition(s) of `{name}` resume after offset {o}",
+                        rows.len()
+                    )
                 }
             }
         }
@@ -139,7 +151,11 @@ pub async fn run(cmd: OffsetsCommand) -> anyhow::Result<ExitCode> {
                 .map(parse_duration)
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
-            let ns = if all { None } else { Some(namespace.unwrap_or(name)) };
+            let ns = if all {
+                None
+            } else {
+                Some(namespace.unwrap_or(name))
+            };
             let candidates = store.prune(ns.as_deref(), older, true).await?;
             if candidates.is_empty() {
                 eprintln!("nothing to prune");

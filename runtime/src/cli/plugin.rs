@@ -72,7 +72,15 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
         } => {
             let host = PluginHost::new()?;
             let mut out = std::io::stdout().lock();
-            run_test(&host, &wasm, kind.into(), &config, &input, partitions, &mut out)?;
+            run_test(
+                &host,
+                &wasm,
+                kind.into(),
+                &config,
+                &input,
+                partitions,
+                &mut out,
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)

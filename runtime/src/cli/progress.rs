@@ -99,8 +99,16 @@ impl Rates {
         let dt = self.at.elapsed().as_secs_f64().max(1e-3);
         let rin = (s.read - self.last.read) as f64 / dt;
         let rout = (s.delivered - self.last.delivered) as f64 / dt;
-        self.rin = if self.rin == 0.0 { rin } else { 0.6 * self.rin + 0.4 * rin };
-        self.rout = if self.rout == 0.0 { rout } else { 0.6 * self.rout + 0.4 * rout };
+        self.rin = if self.rin == 0.0 {
+            rin
+        } else {
+            0.6 * self.rin + 0.4 * rin
+        };
+        self.rout = if self.rout == 0.0 {
+            rout
+        } else {
+            0.6 * self.rout + 0.4 * rout
+        };
         self.last = s;
         self.at = Instant::now();
         (self.rin, self.rout)

@@ -54,9 +54,13 @@ pub async fn run(args: RunArgs, display: Display) -> anyhow::Result<ExitCode> {
     }
     let mut pipelines = Vec::new();
     for l in &loaded {
-        let p = Pipeline::build(l, &host)
-            .await
-            .with_context(|| format!("cannot start pipeline `{}` ({})", l.spec.name, l.file.display()))?;
+        let p = Pipeline::build(l, &host).await.with_context(|| {
+            format!(
+                "cannot start pipeline `{}` ({})",
+                l.spec.name,
+                l.file.display()
+            )
+        })?;
         pipelines.push((p, l.spec.sink.target()));
     }
 
@@ -96,7 +100,11 @@ pub async fn run(args: RunArgs, display: Display) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn report(s: &Summary, target: &str) {
@@ -124,20 +132,23 @@ fn report(s: &Summary, target: &str) {
 /// First SIGINT/SIGTERM: stop reading, drain, commit. Second: exit at once.
 fn watch_signals(shutdown: CancellationToken) {
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM");
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch SIGTERM");
+                    return;
+                }
+            };
         for n in 0.. {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
             if n == 0 {
-                tracing::info!("stopping: draining in-flight records and committing (signal again to exit at once)");
+                tracing::info!(
+                    "stopping: draining in-flight records and committing (signal again to exit at once)"
+                );
                 shutdown.cancel();
             } else {
                 eprintln!("exiting without draining");

@@ -73,7 +73,11 @@ impl FileStore {
         Ok(data.partitions)
     }
 
-    fn write(&self, namespace: &str, partitions: BTreeMap<String, Entry>) -> Result<(), OffsetError> {
+    fn write(
+        &self,
+        namespace: &str,
+        partitions: BTreeMap<String, Entry>,
+    ) -> Result<(), OffsetError> {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| self.io(format!("cannot create {}", self.dir.display()), e))?;
         let path = self.path(namespace);
@@ -111,7 +115,8 @@ impl FileStore {
         };
         let mut out = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|e| self.io(format!("cannot list {}", self.dir.display()), e))?;
+            let entry =
+                entry.map_err(|e| self.io(format!("cannot list {}", self.dir.display()), e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if let Some(ns) = name.strip_suffix(&format!(".{EXT}"))
                 && !ns.starts_with('.')
@@ -262,18 +267,34 @@ mod tests {
     async fn a_corrupt_file_is_an_error_not_a_fresh_start() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FileStore::new(dir.path());
-        std::fs::write(dir.path().join("p.offsets.json"), b"{\"version\":1,\"namesp").expect("write");
+        std::fs::write(
+            dir.path().join("p.offsets.json"),
+            b"{\"version\":1,\"namesp",
+        )
+        .expect("write");
         let err = store.load("p").await.expect_err("corrupt");
         let msg = err.to_string();
-        assert!(msg.contains("corrupt") && msg.contains("refusing to start over"), "{msg}");
+        assert!(
+            msg.contains("corrupt") && msg.contains("refusing to start over"),
+            "{msg}"
+        );
     }
 
     #[tokio::test]
     async fn survives_a_new_store_instance() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut c = CommittedOffsets::new();
-        c.insert("a".into(), sluice_connectors::Committed { offset: "42".into(), finished: false });
-        FileStore::new(dir.path()).commit("p", &c).await.expect("commit");
+        c.insert(
+            "a".into(),
+            sluice_connectors::Committed {
+                offset: "42".into(),
+                finished: false,
+            },
+        );
+        FileStore::new(dir.path())
+            .commit("p", &c)
+            .await
+            .expect("commit");
         let loaded = FileStore::new(dir.path()).load("p").await.expect("load");
         assert_eq!(loaded["a"].offset.as_str(), "42");
         assert!(!dir.path().join(".p.offsets.json.tmp").exists());

@@ -33,7 +33,11 @@ impl OffsetStore for MemoryStore {
     async fn load(&self, namespace: &str) -> Result<CommittedOffsets, OffsetError> {
         Ok(self.with(|d| {
             d.get(namespace)
-                .map(|m| m.iter().map(|(k, e)| (k.as_str().into(), e.committed())).collect())
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, e)| (k.as_str().into(), e.committed()))
+                        .collect()
+                })
                 .unwrap_or_default()
         }))
     }

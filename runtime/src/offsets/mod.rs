@@ -183,11 +183,29 @@ pub(crate) mod contract {
         let ns = "pipe";
         assert!(store.load(ns).await.expect("load").is_empty());
         let mut c = CommittedOffsets::new();
-        c.insert(Arc::from("0"), Committed { offset: Offset::from(10), finished: false });
-        c.insert(Arc::from("1"), Committed { offset: Offset::from(20), finished: true });
+        c.insert(
+            Arc::from("0"),
+            Committed {
+                offset: Offset::from(10),
+                finished: false,
+            },
+        );
+        c.insert(
+            Arc::from("1"),
+            Committed {
+                offset: Offset::from(20),
+                finished: true,
+            },
+        );
         store.commit(ns, &c).await.expect("commit");
         let mut more = CommittedOffsets::new();
-        more.insert(Arc::from("0"), Committed { offset: Offset::from(11), finished: false });
+        more.insert(
+            Arc::from("0"),
+            Committed {
+                offset: Offset::from(11),
+                finished: false,
+            },
+        );
         store.commit(ns, &more).await.expect("commit");
         store.commit("other", &more).await.expect("commit");
         let loaded = store.load(ns).await.expect("load");
@@ -204,8 +222,14 @@ pub(crate) mod contract {
             .await
             .expect("reset");
         assert_eq!(changed.len(), 1);
-        assert_eq!(store.load(ns).await.expect("load")["0"].offset, Offset::from(5));
-        store.reset(ns, Some("1"), ResetTo::Earliest).await.expect("reset");
+        assert_eq!(
+            store.load(ns).await.expect("load")["0"].offset,
+            Offset::from(5)
+        );
+        store
+            .reset(ns, Some("1"), ResetTo::Earliest)
+            .await
+            .expect("reset");
         assert!(!store.load(ns).await.expect("load").contains_key("1"));
 
         let recent = store
@@ -215,7 +239,11 @@ pub(crate) mod contract {
         assert!(recent.is_empty(), "fresh rows are kept");
         let dry = store.prune(Some(ns), None, true).await.expect("prune");
         assert_eq!(dry.len(), 1);
-        assert_eq!(store.load(ns).await.expect("load").len(), 1, "dry run keeps rows");
+        assert_eq!(
+            store.load(ns).await.expect("load").len(),
+            1,
+            "dry run keeps rows"
+        );
         store.prune(Some(ns), None, false).await.expect("prune");
         assert!(store.load(ns).await.expect("load").is_empty());
         assert_eq!(store.load("other").await.expect("load").len(), 1);

@@ -32,7 +32,13 @@ impl DeadLetter {
     }
 
     /// Adds one entry.
-    pub fn write(&mut self, pipeline: &str, stage: &str, error: &str, r: &Record) -> std::io::Result<()> {
+    pub fn write(
+        &mut self,
+        pipeline: &str,
+        stage: &str,
+        error: &str,
+        r: &Record,
+    ) -> std::io::Result<()> {
         let text = |b: &[u8]| Value::String(String::from_utf8_lossy(b).into_owned());
         let value = serde_json::from_slice::<Value>(&r.value).unwrap_or_else(|_| text(&r.value));
         let meta: Map<String, Value> = r
@@ -40,8 +46,11 @@ impl DeadLetter {
             .iter()
             .map(|(k, v)| (k.to_string(), Value::String(v.clone())))
             .collect();
-        let headers: Map<String, Value> =
-            r.headers.iter().map(|(k, v)| (k.clone(), text(v))).collect();
+        let headers: Map<String, Value> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), text(v)))
+            .collect();
         let entry = json!({
             "pipeline": pipeline,
             "stage": stage,

@@ -39,17 +39,19 @@ impl Stage for Json {
     fn process(&mut self, batch: &[Record]) -> Result<Vec<Outcome>, StageError> {
         Ok(batch
             .iter()
-            .map(|r| match serde_json::from_slice::<serde::de::IgnoredAny>(&r.value) {
-                // One record per line downstream: re-render values that span lines.
-                Ok(_) if r.value.contains(&b'\n') => {
-                    match serde_json::from_slice::<Value>(&r.value) {
-                        Ok(v) => Outcome::Records(vec![r.derive(Bytes::from(v.to_string()))]),
-                        Err(e) => Outcome::Error(format!("invalid JSON: {e}")),
+            .map(
+                |r| match serde_json::from_slice::<serde::de::IgnoredAny>(&r.value) {
+                    // One record per line downstream: re-render values that span lines.
+                    Ok(_) if r.value.contains(&b'\n') => {
+                        match serde_json::from_slice::<Value>(&r.value) {
+                            Ok(v) => Outcome::Records(vec![r.derive(Bytes::from(v.to_string()))]),
+                            Err(e) => Outcome::Error(format!("invalid JSON: {e}")),
+                        }
                     }
-                }
-                Ok(_) => Outcome::Keep,
-                Err(e) => Outcome::Error(format!("invalid JSON: {e}")),
-            })
+                    Ok(_) => Outcome::Keep,
+                    Err(e) => Outcome::Error(format!("invalid JSON: {e}")),
+                },
+            )
             .collect())
     }
 }
@@ -116,12 +118,18 @@ impl CsvDecode {
                 rec.len()
             ));
         }
-        if self.header && rec.iter().zip(&self.columns).all(|(f, c)| f == c.as_bytes()) {
+        if self.header
+            && rec
+                .iter()
+                .zip(&self.columns)
+                .all(|(f, c)| f == c.as_bytes())
+        {
             return Ok(None);
         }
         let mut obj = Map::with_capacity(self.columns.len());
         for (field, col) in rec.iter().zip(&self.columns) {
-            let s = std::str::from_utf8(field).map_err(|_| format!("field `{col}` is not UTF-8"))?;
+            let s =
+                std::str::from_utf8(field).map_err(|_| format!("field `{col}` is not UTF-8"))?;
             obj.insert(col.clone(), Value::String(s.to_string()));
         }
         Ok(Some(Value::Object(obj)))
@@ -173,8 +181,11 @@ impl CsvEncode {
             Some(Value::String(s)) => s.clone(),
             Some(other) => other.to_string(),
         });
-        w.write_record(fields).map_err(|e| format!("cannot write CSV: {e}"))?;
-        let mut out = w.into_inner().map_err(|e| format!("cannot write CSV: {e}"))?;
+        w.write_record(fields)
+            .map_err(|e| format!("cannot write CSV: {e}"))?;
+        let mut out = w
+            .into_inner()
+            .map_err(|e| format!("cannot write CSV: {e}"))?;
         if out.last() == Some(&b'\n') {
             out.pop();
         }
@@ -234,12 +245,16 @@ mod tests {
             .process(&[rec("id,name"), rec("7,\"Doe, J\""), rec("1,2,3")])
             .expect("process");
         assert_eq!(out[0], Outcome::Records(vec![]), "header row dropped");
-        let Outcome::Records(r) = &out[1] else { panic!("{:?}", out[1]) };
+        let Outcome::Records(r) = &out[1] else {
+            panic!("{:?}", out[1])
+        };
         assert_eq!(&r[0].value[..], br#"{"id":"7","name":"Doe, J"}"#);
         assert!(matches!(&out[2], Outcome::Error(m) if m.contains("expected 2 fields")));
         let mut enc = stage(BuiltinFormat::Csv, false, Some(&csv_opts(false)));
         let out = enc.process(&r[..1]).expect("process");
-        let Outcome::Records(e) = &out[0] else { panic!("{:?}", out[0]) };
+        let Outcome::Records(e) = &out[0] else {
+            panic!("{:?}", out[0])
+        };
         assert_eq!(&e[0].value[..], b"7,\"Doe, J\"");
     }
 }

@@ -28,9 +28,7 @@ pub use metrics::{Metrics, Snapshot};
 
 use crate::offsets::{self, OffsetError, OffsetStore};
 use crate::plugin::{PluginError, PluginHost};
-use crate::spec::{
-    DeadLetterSpec, FormatChoice, LoadedSpec, PartitionerSpec, Tolerance,
-};
+use crate::spec::{DeadLetterSpec, FormatChoice, LoadedSpec, PartitionerSpec, Tolerance};
 use crate::stage::{Partitioner, Stage};
 use process::{ErrorPolicy, Processor, handle_rejects};
 
@@ -106,7 +104,9 @@ impl Pipeline {
         let mut post: Vec<Box<dyn Stage>> = Vec::new();
         if let Some(f) = &spec.format {
             match &f.decode {
-                Some(FormatChoice::Builtin(b)) => pre.push(formats::stage(*b, true, f.csv.as_ref())),
+                Some(FormatChoice::Builtin(b)) => {
+                    pre.push(formats::stage(*b, true, f.csv.as_ref()))
+                }
                 Some(FormatChoice::Wasm(p)) => pre.push(host.decoder(p, base)?),
                 None => {}
             }
@@ -126,12 +126,11 @@ impl Pipeline {
             PartitionerSpec::Fields(f) => Box::new(partition::Fields::new(f.clone())),
             PartitionerSpec::Wasm(p) => host.partitioner(p, base)?,
         };
-        let dead_letter = (spec.errors.tolerance == Tolerance::All).then(|| {
-            match &spec.errors.dead_letter {
+        let dead_letter =
+            (spec.errors.tolerance == Tolerance::All).then(|| match &spec.errors.dead_letter {
                 Some(DeadLetterSpec::File(f)) => f.path.clone(),
                 None => PathBuf::from(format!(".sluice/dead-letter/{}.jsonl", spec.name)),
-            }
-        });
+            });
         // Offsets first: a store that cannot be read stops the pipeline before any connector
         // creates or touches anything.
         let store: Arc<dyn OffsetStore> = Arc::from(offsets::open(&spec.offsets));
@@ -168,7 +167,11 @@ impl Pipeline {
 
     /// Runs until the source is exhausted, `max_records` are committed, `shutdown` fires, or an
     /// error stops it. In every case, what the sink acknowledged is committed before returning.
-    pub async fn run(self, shutdown: CancellationToken, opts: RunOptions) -> Result<Summary, PipelineError> {
+    pub async fn run(
+        self,
+        shutdown: CancellationToken,
+        opts: RunOptions,
+    ) -> Result<Summary, PipelineError> {
         let started = Instant::now();
         let Pipeline {
             name,

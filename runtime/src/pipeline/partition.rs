@@ -143,13 +143,22 @@ mod tests {
             fields: vec!["user_id".into(), "behavior".into()],
             delimiter: "|".into(),
         });
-        let r = Record::new("0".into(), 0.into(), &br#"{"user_id":7,"behavior":"pv"}"#[..]);
+        let r = Record::new(
+            "0".into(),
+            0.into(),
+            &br#"{"user_id":7,"behavior":"pv"}"#[..],
+        );
         let bad = Record::new("0".into(), 1.into(), &br#"{"behavior":"pv"}"#[..]);
         let out = p.partition(&[r.clone(), bad], Some(4)).expect("partition");
         let route = out[0].as_ref().expect("routed");
         assert_eq!(route.key.as_deref(), Some("7|pv"));
         assert_eq!(route.index, Some((stable_hash(b"7|pv") % 4) as u32));
-        assert!(out[1].as_ref().unwrap_err().contains("`user_id` is missing"));
+        assert!(
+            out[1]
+                .as_ref()
+                .unwrap_err()
+                .contains("`user_id` is missing")
+        );
         let again = p.partition(&[r], Some(4)).expect("partition");
         assert_eq!(again[0], out[0]);
     }

@@ -27,7 +27,12 @@ pub struct ErrorPolicy {
 
 impl ErrorPolicy {
     /// Handles one bad record: an error with `tolerance: none`, a dead-letter entry with `all`.
-    pub(super) fn bad(&mut self, r: &Record, stage: &str, message: &str) -> Result<(), PipelineError> {
+    pub(super) fn bad(
+        &mut self,
+        r: &Record,
+        stage: &str,
+        message: &str,
+    ) -> Result<(), PipelineError> {
         match (&self.tolerance, &mut self.dead_letter) {
             (Tolerance::All, Some(dl)) => {
                 dl.write(&self.pipeline, stage, message, r).map_err(|e| {
@@ -208,7 +213,11 @@ impl Processor {
         Ok(!reached_max)
     }
 
-    fn process(&mut self, records: Vec<Record>, ticket: &Ticket) -> Result<Vec<SinkRecord>, PipelineError> {
+    fn process(
+        &mut self,
+        records: Vec<Record>,
+        ticket: &Ticket,
+    ) -> Result<Vec<SinkRecord>, PipelineError> {
         let policy_lock = self.policy.clone();
         let mut policy = lock(&policy_lock);
         let policy = &mut *policy;
@@ -218,8 +227,10 @@ impl Processor {
             items = apply(stage.as_mut(), items, policy)?;
         }
         let records = items.0;
-        let mut routed: (Vec<Record>, Vec<Route>) =
-            (Vec::with_capacity(records.len()), Vec::with_capacity(records.len()));
+        let mut routed: (Vec<Record>, Vec<Route>) = (
+            Vec::with_capacity(records.len()),
+            Vec::with_capacity(records.len()),
+        );
         if !records.is_empty() {
             let name = self.partitioner.name().to_string();
             match self.partitioner.partition(&records, self.partition_count) {

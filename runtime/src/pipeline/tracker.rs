@@ -161,21 +161,37 @@ mod tests {
     #[tokio::test]
     async fn commits_only_the_contiguous_prefix() {
         let store = Arc::new(MemoryStore::default());
-        let (mut t, rx) = Tracker::new("p".into(), store.clone(), Default::default(), Default::default());
+        let (mut t, rx) = Tracker::new(
+            "p".into(),
+            store.clone(),
+            Default::default(),
+            Default::default(),
+        );
         t.complete(done("a", 1, 19, true));
         t.commit().await.expect("commit");
-        assert!(store.load("p").await.expect("load").is_empty(), "ticket 0 is missing");
+        assert!(
+            store.load("p").await.expect("load").is_empty(),
+            "ticket 0 is missing"
+        );
         t.complete(done("a", 0, 9, true));
         t.complete(done("a", 3, 39, true));
         t.commit().await.expect("commit");
-        assert_eq!(store.load("p").await.expect("load")["a"].offset, Offset::from(19));
+        assert_eq!(
+            store.load("p").await.expect("load")["a"].offset,
+            Offset::from(19)
+        );
         assert_eq!(rx.borrow()["a"].offset, Offset::from(19));
     }
 
     #[tokio::test]
     async fn a_failed_ticket_blocks_its_partition_only() {
         let store = Arc::new(MemoryStore::default());
-        let (mut t, _rx) = Tracker::new("p".into(), store.clone(), Default::default(), Default::default());
+        let (mut t, _rx) = Tracker::new(
+            "p".into(),
+            store.clone(),
+            Default::default(),
+            Default::default(),
+        );
         t.complete(done("a", 0, 9, true));
         t.complete(done("a", 1, 19, false));
         t.complete(done("a", 2, 29, true));

@@ -18,18 +18,16 @@ pub fn interpolate(
             out.push_str("${");
             rest = r;
         } else if let Some(r) = after.strip_prefix("${") {
-            let end = r
-                .find('}')
-                .ok_or_else(|| format!("unclosed `${{` in `{s}` (write `$${{` for a literal `${{`)"))?;
+            let end = r.find('}').ok_or_else(|| {
+                format!("unclosed `${{` in `{s}` (write `$${{` for a literal `${{`)")
+            })?;
             let expr = &r[..end];
             let (name, default) = match expr.split_once(":-") {
                 Some((n, d)) => (n, Some(d)),
                 None => (expr, None),
             };
             let valid = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 && !name.starts_with(|c: char| c.is_ascii_digit());
             if !valid {
                 return Err(format!("`${{{expr}}}` is not a valid variable reference"));
@@ -78,10 +76,25 @@ mod tests {
             interpolate("http://${HOST}:${PORT:-4567}/", &env),
             Ok(Some("http://example:4567/".into()))
         );
-        assert_eq!(interpolate("$${HOST} $5", &env), Ok(Some("${HOST} $5".into())));
-        assert!(interpolate("${MISSING}", &env).unwrap_err().contains("`MISSING` is not set"));
-        assert!(interpolate("${HOST", &env).unwrap_err().contains("unclosed"));
-        assert!(interpolate("${1X}", &env).unwrap_err().contains("not a valid"));
+        assert_eq!(
+            interpolate("$${HOST} $5", &env),
+            Ok(Some("${HOST} $5".into()))
+        );
+        assert!(
+            interpolate("${MISSING}", &env)
+                .unwrap_err()
+                .contains("`MISSING` is not set")
+        );
+        assert!(
+            interpolate("${HOST", &env)
+                .unwrap_err()
+                .contains("unclosed")
+        );
+        assert!(
+            interpolate("${1X}", &env)
+                .unwrap_err()
+                .contains("not a valid")
+        );
         assert!(is_single_placeholder("${N}"));
         assert!(!is_single_placeholder("${N}${N}"));
     }

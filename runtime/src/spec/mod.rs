@@ -266,9 +266,8 @@ fn semantic_checks(spec: &Spec) -> Vec<Issue> {
         issues.push(issue(&format!("/sink/{}", i.path), i.message));
     }
     if let Some(format) = &spec.format {
-        let is_csv = |c: &Option<FormatChoice>| {
-            matches!(c, Some(FormatChoice::Builtin(BuiltinFormat::Csv)))
-        };
+        let is_csv =
+            |c: &Option<FormatChoice>| matches!(c, Some(FormatChoice::Builtin(BuiltinFormat::Csv)));
         for (key, choice) in [("decode", &format.decode), ("encode", &format.encode)] {
             if is_csv(choice) && format.csv.is_none() {
                 issues.push(issue(
@@ -282,7 +281,10 @@ fn semantic_checks(spec: &Spec) -> Vec<Issue> {
         {
             issues.push(issue(
                 "/format/csv/delimiter",
-                format!("the delimiter must be one ASCII character, found `{}`", csv.delimiter),
+                format!(
+                    "the delimiter must be one ASCII character, found `{}`",
+                    csv.delimiter
+                ),
             ));
         }
     }
@@ -317,7 +319,10 @@ fn check_plugins(spec: &Spec, base_dir: &Path, host: &PluginHost) -> Vec<Issue> 
             Ok(()) => {}
             Err(PluginCheckError::Config(errors)) => {
                 for (ptr, message) in errors {
-                    issues.push(at(&format!("/config{ptr}"), format!("plugin config: {message}")));
+                    issues.push(at(
+                        &format!("/config{ptr}"),
+                        format!("plugin config: {message}"),
+                    ));
                 }
             }
             Err(e @ PluginCheckError::Init(_)) => issues.push(at("/config", e.to_string())),
@@ -347,7 +352,8 @@ mod tests {
 
     #[test]
     fn quoted_placeholders_stay_strings() {
-        let text = "version: 1\nname: \"${COUNT}\"\nsource: {type: generator}\nsink: {type: stdout}\n";
+        let text =
+            "version: 1\nname: \"${COUNT}\"\nsource: {type: generator}\nsink: {type: stdout}\n";
         let (spec, _, _) = parse("t.yaml", text, &env).expect("valid");
         assert_eq!(spec.name, "25");
     }

@@ -10,7 +10,10 @@ use serde_json::{Map, Value};
 pub fn markdown() -> String {
     let schema = super::json_schema();
     let empty = Map::new();
-    let defs = schema.get("$defs").and_then(Value::as_object).unwrap_or(&empty);
+    let defs = schema
+        .get("$defs")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
     let mut out = String::new();
     out.push_str("# Spec reference\n\n");
     out.push_str(
@@ -36,7 +39,13 @@ fn anchor(name: &str) -> String {
     name.to_lowercase()
 }
 
-fn section(name: &str, def: &Value, defs: &Map<String, Value>, out: &mut String, q: &mut VecDeque<String>) {
+fn section(
+    name: &str,
+    def: &Value,
+    defs: &Map<String, Value>,
+    out: &mut String,
+    q: &mut VecDeque<String>,
+) {
     let _ = writeln!(out, "## {name}\n");
     if let Some(d) = def.get("description").and_then(Value::as_str) {
         let _ = writeln!(out, "{}\n", one_para(d));
@@ -45,12 +54,17 @@ fn section(name: &str, def: &Value, defs: &Map<String, Value>, out: &mut String,
         table(def, defs, out, q);
         return;
     }
-    let alts = def.get("oneOf").or_else(|| def.get("anyOf")).and_then(Value::as_array);
+    let alts = def
+        .get("oneOf")
+        .or_else(|| def.get("anyOf"))
+        .and_then(Value::as_array);
     if let Some(alts) = alts {
         for alt in alts {
             let tag = alt.get("properties").and_then(|p| {
                 p.as_object()?.iter().find_map(|(k, v)| {
-                    v.get("const").and_then(Value::as_str).map(|c| format!("{k}: {c}"))
+                    v.get("const")
+                        .and_then(Value::as_str)
+                        .map(|c| format!("{k}: {c}"))
                 })
             });
             let title = match (&tag, alt.get("const"), alt.get("enum")) {
@@ -58,7 +72,12 @@ fn section(name: &str, def: &Value, defs: &Map<String, Value>, out: &mut String,
                 (_, Some(c), _) => format!("`{}`", plain(c)),
                 (_, _, Some(e)) => e
                     .as_array()
-                    .map(|a| a.iter().map(|v| format!("`{}`", plain(v))).collect::<Vec<_>>().join(", "))
+                    .map(|a| {
+                        a.iter()
+                            .map(|v| format!("`{}`", plain(v)))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
                     .unwrap_or_default(),
                 _ => type_of(alt, q),
             };
@@ -81,7 +100,9 @@ fn section(name: &str, def: &Value, defs: &Map<String, Value>, out: &mut String,
 }
 
 fn table(obj: &Value, _defs: &Map<String, Value>, out: &mut String, q: &mut VecDeque<String>) {
-    let Some(props) = obj.get("properties").and_then(Value::as_object) else { return };
+    let Some(props) = obj.get("properties").and_then(Value::as_object) else {
+        return;
+    };
     let required: BTreeSet<&str> = obj
         .get("required")
         .and_then(Value::as_array)
@@ -100,8 +121,17 @@ fn table(obj: &Value, _defs: &Map<String, Value>, out: &mut String, q: &mut VecD
                 Some(d) => format!("`{}`", plain(d)),
             }
         };
-        let desc = p.get("description").and_then(Value::as_str).map(one_para).unwrap_or_default();
-        let _ = writeln!(out, "| `{key}` | {} | {req} | {} |", type_of(p, q), desc.replace('|', "\\|"));
+        let desc = p
+            .get("description")
+            .and_then(Value::as_str)
+            .map(one_para)
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "| `{key}` | {} | {req} | {} |",
+            type_of(p, q),
+            desc.replace('|', "\\|")
+        );
     }
     out.push('\n');
 }
@@ -124,7 +154,11 @@ fn type_of(p: &Value, q: &mut VecDeque<String>) -> String {
             _ => format!("[{name}](#{})", anchor(&name)),
         };
     }
-    if let Some(alts) = p.get("anyOf").or_else(|| p.get("oneOf")).and_then(Value::as_array) {
+    if let Some(alts) = p
+        .get("anyOf")
+        .or_else(|| p.get("oneOf"))
+        .and_then(Value::as_array)
+    {
         let parts: Vec<String> = alts
             .iter()
             .filter(|a| a.get("type") != Some(&Value::String("null".into())))
@@ -136,7 +170,11 @@ fn type_of(p: &Value, q: &mut VecDeque<String>) -> String {
         return format!("`{}`", plain(c));
     }
     if let Some(e) = p.get("enum").and_then(Value::as_array) {
-        return e.iter().map(|v| format!("`{}`", plain(v))).collect::<Vec<_>>().join(" \\| ");
+        return e
+            .iter()
+            .map(|v| format!("`{}`", plain(v)))
+            .collect::<Vec<_>>()
+            .join(" \\| ");
     }
     let t = match p.get("type") {
         Some(Value::String(s)) => s.clone(),
@@ -161,7 +199,12 @@ mod tests {
     #[test]
     fn documents_every_connector() {
         let md = super::markdown();
-        for needle in ["`type: generator`", "`type: file`", "`store: file`", "`commit_interval`"] {
+        for needle in [
+            "`type: generator`",
+            "`type: file`",
+            "`store: file`",
+            "`commit_interval`",
+        ] {
             assert!(md.contains(needle), "missing {needle}");
         }
     }

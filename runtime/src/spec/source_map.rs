@@ -181,14 +181,24 @@ mod tests {
 
     #[test]
     fn maps_keys_and_values() {
-        let text = "version: 1\nsource:\n  type: generator\n  count: 10\nlist:\n  - a\n  - {b: 2}\n";
+        let text =
+            "version: 1\nsource:\n  type: generator\n  count: 10\nlist:\n  - a\n  - {b: 2}\n";
         let m = SourceMap::build(text);
         let count = m.get("/source/count").expect("mapped");
         assert_eq!(count.key, Some(Pos { line: 4, column: 3 }));
-        assert_eq!(count.value, Pos { line: 4, column: 10 });
+        assert_eq!(
+            count.value,
+            Pos {
+                line: 4,
+                column: 10
+            }
+        );
         assert!(count.plain);
         assert_eq!(m.get("/list/1/b").map(|n| n.value.line), Some(7));
-        assert_eq!(m.value_pos("/source/missing"), m.get("/source").expect("mapped").value);
+        assert_eq!(
+            m.value_pos("/source/missing"),
+            m.get("/source").expect("mapped").value
+        );
     }
 
     #[test]

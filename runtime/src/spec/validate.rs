@@ -176,7 +176,9 @@ impl SchemaCheck {
                 }
             }
             ValidationErrorKind::Required { property } => {
-                let name = property.as_str().map_or(property.to_string(), str::to_string);
+                let name = property
+                    .as_str()
+                    .map_or(property.to_string(), str::to_string);
                 out.push(issue(format!("missing required key `{name}`")));
             }
             ValidationErrorKind::Type { kind } => {
@@ -189,7 +191,10 @@ impl SchemaCheck {
                     Some(SIZE_PATTERN) => "a size such as `5MiB`".to_string(),
                     _ => type_kind(kind),
                 };
-                out.push(issue(format!("expected {expected}, found {}", self.found(&ptr, inst))));
+                out.push(issue(format!(
+                    "expected {expected}, found {}",
+                    self.found(&ptr, inst)
+                )));
             }
             ValidationErrorKind::Enum { options } => {
                 out.push(issue(self.expected_one_of(&ptr, inst, options_of(options))));
@@ -248,7 +253,8 @@ impl SchemaCheck {
             ValidationErrorKind::MaxLength { limit } => {
                 out.push(issue(format!("must have at most {limit} character(s)")));
             }
-            ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
+            ValidationErrorKind::AnyOf { context }
+            | ValidationErrorKind::OneOfNotValid { context } => {
                 let base = e.evaluation_path().as_str().to_string();
                 self.explain_alternatives(&base, &ptr, inst, context, out);
             }
@@ -287,8 +293,9 @@ impl SchemaCheck {
     ) {
         // A tagged choice (`type:` or `store:`): pick the branch by its tag.
         for tag in ["type", "store", "provider", "mode", "kind"] {
-            let tags: Vec<Option<String>> =
-                (0..context.len()).map(|i| self.branch_tag(base, i, tag)).collect();
+            let tags: Vec<Option<String>> = (0..context.len())
+                .map(|i| self.branch_tag(base, i, tag))
+                .collect();
             if context.is_empty() || tags.iter().any(Option::is_none) {
                 continue;
             }
@@ -313,7 +320,10 @@ impl SchemaCheck {
                     at_key: false,
                     message: format!(
                         "missing required key `{tag}` (one of {})",
-                        tags.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+                        tags.iter()
+                            .map(|t| format!("`{t}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 }),
             }
@@ -376,7 +386,11 @@ impl SchemaCheck {
             }
         }
         let message = if options.is_empty() {
-            format!("expected {}, found {}", words.join(" or "), self.found(ptr, inst))
+            format!(
+                "expected {}, found {}",
+                words.join(" or "),
+                self.found(ptr, inst)
+            )
         } else {
             let mut m = self.expected_one_of(ptr, inst, options);
             let objects: Vec<_> = words.into_iter().filter(|w| w != "a string").collect();
@@ -399,7 +413,9 @@ impl SchemaCheck {
     /// The constant value of property `tag` in alternative `i` of the `oneOf`/`anyOf` at `base`.
     fn branch_tag(&self, base: &str, i: usize, tag: &str) -> Option<String> {
         let branch = self.schema_at(&format!("{base}/{i}"), 0)?;
-        Some(show_plain(branch.get("properties")?.get(tag)?.get("const")?))
+        Some(show_plain(
+            branch.get("properties")?.get(tag)?.get("const")?,
+        ))
     }
 
     /// The schema node at a keyword location, following `$ref`s; `up` drops that many trailing
@@ -529,7 +545,12 @@ fn type_kind(kind: &TypeKind) -> String {
 /// The closest candidate to a misspelled `word`, if one is close enough.
 pub fn did_you_mean<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     candidates
-        .map(|c| (strsim::jaro_winkler(&word.to_lowercase(), &c.to_lowercase()), c))
+        .map(|c| {
+            (
+                strsim::jaro_winkler(&word.to_lowercase(), &c.to_lowercase()),
+                c,
+            )
+        })
         .filter(|(score, _)| *score >= 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)
@@ -541,14 +562,21 @@ mod tests {
 
     #[test]
     fn pointers_become_key_paths() {
-        assert_eq!(dotted("/transforms/0/config/fields"), "transforms[0].config.fields");
+        assert_eq!(
+            dotted("/transforms/0/config/fields"),
+            "transforms[0].config.fields"
+        );
         assert_eq!(dotted(""), "");
     }
 
     #[test]
     fn secret_keys_are_found_through_references() {
         let check = SchemaCheck::global();
-        assert!(check.secret_keys().contains("secret_access_key"), "{:?}", check.secret_keys());
+        assert!(
+            check.secret_keys().contains("secret_access_key"),
+            "{:?}",
+            check.secret_keys()
+        );
         assert!(check.secret_keys().contains("session_token"));
         assert!(!check.secret_keys().contains("access_key_id"));
     }
