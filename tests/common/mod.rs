@@ -84,7 +84,11 @@ impl Scratch {
             .map(|(k, e)| {
                 (
                     k.clone(),
-                    e["offset"].as_str().expect("offset").parse().expect("number"),
+                    e["offset"]
+                        .as_str()
+                        .expect("offset")
+                        .parse()
+                        .expect("number"),
                     e["finished"].as_bool().unwrap_or(false),
                 )
             })
@@ -137,7 +141,8 @@ pub fn seqs(lines: &[String]) -> Vec<u64> {
     lines
         .iter()
         .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}"));
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}"));
             v["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {l}"))
         })
         .collect()
