@@ -186,10 +186,19 @@ fn latest_starts_at_new_records_and_at_timestamp_at_the_time() {
 
 #[test]
 fn split_and_merge_mid_run_deliver_everything_parents_before_children() {
+    reshard_mid_run("");
+}
+
+#[test]
+fn efo_split_and_merge_mid_run_deliver_everything_parents_before_children() {
+    reshard_mid_run("  reader: efo\n  consumer_name: reshard\n");
+}
+
+fn reshard_mid_run(reader: &str) {
     let k = Kinesis::new();
     let stream = k.create_stream(2);
     let s = Scratch::new();
-    let extra = format!("  stream: {stream}\n  start_position: trim_horizon\n");
+    let extra = format!("  stream: {stream}\n  start_position: trim_horizon\n{reader}");
     s.write("spec.yaml", &source_spec("reshard", &k.endpoint, &extra));
     let mut child = s.spawn(&["run", "spec.yaml"]);
     let keys = 23;

@@ -19,6 +19,9 @@ use crate::aws;
 use crate::error::ConnectorError;
 use crate::record::{Offset, PartitionId};
 
+/// How often an idle subscription of a closed shard checks whether the shard is read to its end.
+const END_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How long a new consumer may take to become active.
 const ACTIVE_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -151,6 +154,35 @@ pub(super) async fn deregister(sh: &Shared, consumer_arn: &str) {
     }
 }
 
+/// Whether a closed shard has nothing after `continuation`: GetRecords from there returns no
+/// record and no next iterator.
+async fn at_end(sh: &Shared, shard: &str, continuation: &str) -> Result<bool, ConnectorError> {
+    let it =
+        super::polling::get_iterator(sh, shard, &StartAt::After(continuation.to_string())).await?;
+    let out = sh
+        .cfg
+        .retries
+        .get_records
+        .run(
+            &format!(
+                "kinesis source: GetRecords of stream {} shard {shard}",
+                sh.stream.name
+            ),
+            aws::is_retriable,
+            || {
+                sh.client
+                    .get_records()
+                    .shard_iterator(&it)
+                    .limit(1)
+                    .set_stream_arn(sh.stream.arn_param())
+                    .send()
+            },
+        )
+        .await
+        .map_err(|e| call_error("source", &sh.stream.name, Some(shard), "GetRecords", &e))?;
+    Ok(out.records().is_empty() && out.next_shard_iterator().is_none_or(str::is_empty))
+}
+
 /// Event-stream errors worth subscribing again for. Their metadata carries no error code, so
 /// they are told apart by type: the previous subscription of this consumer and shard still
 /// counting as active (for a few seconds after it ended), and passing service failures.
@@ -178,6 +210,7 @@ pub(super) async fn read_shard(
     let mut from = start;
     // Failed subscriptions in a row (reset by every event received).
     let mut failures: u32 = 0;
+    let mut last_probe = std::time::Instant::now() - END_PROBE_INTERVAL;
     loop {
         if failures > 0 {
             let delay = backoff(&sh.cfg.retries.subscribe, failures);
@@ -254,8 +287,20 @@ pub(super) async fn read_shard(
                 last = Some(r.offset.clone());
             }
             let cont = e.continuation_sequence_number();
-            tracing::trace!(stream = %stream, shard = %shard, records = records.len(), millis_behind_latest = e.millis_behind_latest(), "SubscribeToShard event");
-            if cont.is_empty() {
+            tracing::trace!(stream = %stream, shard = %shard, records = records.len(), continuation = cont, child_shards = e.child_shards().len(), millis_behind_latest = e.millis_behind_latest(), "SubscribeToShard event");
+            // Kinesis ends a closed shard's last subscription with an event without a
+            // continuation. Some servers (kinesis-local) never do: for a shard listed as closed,
+            // once caught up, ask GetRecords whether anything is left after the continuation.
+            let ended = cont.is_empty()
+                || (records.is_empty()
+                    && e.millis_behind_latest() == 0
+                    && sh.is_closed(&shard)
+                    && last_probe.elapsed() >= END_PROBE_INTERVAL
+                    && {
+                        last_probe = std::time::Instant::now();
+                        at_end(&sh, &shard, cont).await?
+                    });
+            if ended {
                 // No continuation: the shard is closed and was read to its end.
                 let batch = Shared::end_batch(&shard, records, last);
                 return Ok(if sh.send(batch).await {

@@ -30,9 +30,20 @@ pub(super) struct Shared {
     pub stream_arn: String,
     pub output: mpsc::Sender<SourceBatch>,
     pub shutdown: CancellationToken,
+    /// Shards the last discovery listed as closed (EFO readers check for their end).
+    pub closed: std::sync::Mutex<HashSet<String>>,
 }
 
 impl Shared {
+    /// The shard was listed as closed.
+    pub fn is_closed(&self, shard: &str) -> bool {
+        // A poisoned lock only follows a panic while holding it, which `discover` cannot do.
+        self.closed
+            .lock()
+            .map(|c| c.contains(shard))
+            .unwrap_or(false)
+    }
+
     /// Sends a batch; false when the pipeline is stopping.
     pub async fn send(&self, batch: SourceBatch) -> bool {
         tokio::select! {
@@ -232,6 +243,9 @@ impl Coordinator {
                 .sequence_number_range()
                 .and_then(|r| r.ending_sequence_number())
                 .is_some();
+            if closed && let Ok(mut c) = sh.closed.lock() {
+                c.insert(s.shard_id().to_string());
+            }
             self.graph
                 .insert(ShardNode::new(s.shard_id(), parents, closed));
         }
@@ -346,6 +360,7 @@ impl Source for KinesisSource {
             stream_arn: self.stream_arn.clone(),
             output: ctx.output.clone(),
             shutdown: ctx.shutdown.clone(),
+            closed: std::sync::Mutex::default(),
         });
         let consumer_arn = match self.cfg.reader {
             ReaderKind::Efo => Some(efo::register(&shared).await?),
