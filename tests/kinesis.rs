@@ -428,6 +428,20 @@ fn aggregated_records_round_trip_and_resume_inside_an_aggregate() {
         first["metadata"]["partition-key"], first["value"]["key"],
         "user record keys"
     );
+
+    // The same through enhanced fan-out: AT_SEQUENCE_NUMBER subscriptions skip the delivered
+    // sub-records.
+    let e = Scratch::new();
+    let extra = format!(
+        "  stream: {stream}\n  start_position: trim_horizon\n  reader: efo\n  consumer_name: agg\n"
+    );
+    e.write("spec.yaml", &source_spec("agg-efo", &k.endpoint, &extra));
+    run_ok(&e, &["run", "--max-records", "411", "spec.yaml"]);
+    run_ok(&e, &["run", "--max-records", "589", "spec.yaml"]);
+    let rows = parsed(&e);
+    assert_eq!(rows.len(), 1000, "EFO: none lost, none repeated");
+    assert_eq!(unique_seqs(&e), (0..1000).collect());
+    assert_key_order(&rows);
     k.delete(&stream);
 }
 
