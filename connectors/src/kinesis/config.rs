@@ -169,7 +169,8 @@ pub struct KinesisSinkConfig {
     /// How to reach Kinesis: region, endpoint, credentials.
     #[serde(default)]
     pub aws: AwsConfig,
-    /// PutRecords calls in flight at once.
+    /// PutRecords calls in flight at once. With more than one, records of one partition key
+    /// can change order when a refused entry is sent again; `1` keeps their order.
     #[serde(default = "default_max_in_flight")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_in_flight: usize,
