@@ -482,6 +482,10 @@ impl KafkaSourceConfig {
         c.set("enable.auto.commit", "false");
         c.set("enable.auto.offset.store", "false");
         c.set("enable.partition.eof", "false");
+        // Kafka Connect's session timeout: a dead worker's partitions move within 10 s, and a
+        // group forms quickly (some brokers wait for a fraction of it on the first join).
+        c.set("session.timeout.ms", "10000");
+        c.set("heartbeat.interval.ms", "1000");
         c.set(
             "auto.offset.reset",
             if self.start == StartAt::Latest {

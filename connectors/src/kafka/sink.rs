@@ -192,10 +192,27 @@ impl KafkaSink {
                                 &[],
                             )
                             .await?;
-                            Err(ConnectorError::retriable(format!(
-                                "kafka sink: topic `{topic}` created on {}; waiting for its metadata",
-                                self.brokers
-                            )))
+                            // Wait (briefly) until the new topic shows in metadata.
+                            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                            loop {
+                                let producer = self.producer.clone();
+                                let t = topic.to_string();
+                                let state = tokio::task::spawn_blocking(move || {
+                                    topic_state(producer.client(), &t, timeout)
+                                })
+                                .await
+                                .map_err(|e| ConnectorError::fatal(format!("kafka sink: metadata task failed: {e}")))?;
+                                if let Ok(TopicState::Present { partitions }) = state {
+                                    return Ok(partitions);
+                                }
+                                if std::time::Instant::now() > deadline {
+                                    return Err(ConnectorError::retriable(format!(
+                                        "kafka sink: topic `{topic}` was created on {} but does not show in metadata",
+                                        self.brokers
+                                    )));
+                                }
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
                         }
                         TopicState::Missing => Err(ConnectorError::retriable(format!(
                             "kafka sink: topic `{topic}` does not exist on {} (create it, or set `create_topic`)",

@@ -138,6 +138,7 @@ impl Shared {
                     KOffset::Offset(p)
                 }
                 None => {
+                    next.insert(tp.clone(), -1);
                     fresh.push(tp.clone());
                     match self.start {
                         StartAt::Earliest | StartAt::Timestamp => KOffset::Beginning,
@@ -176,9 +177,9 @@ impl Shared {
         }
     }
 
-    /// Before giving partitions up: wait (up to `drain`) until what was read from them is
-    /// committed, then commit that to the group.
-    fn drain_revoked(&self, consumer: &BaseConsumer<ConsumerCtx>, tps: &[Tp]) {
+    /// Waits (up to `drain`) until the pipeline committed everything handed on from `tps`;
+    /// returns the partitions still behind.
+    fn wait_committed(&self, tps: &[Tp]) -> Vec<String> {
         let deadline = Instant::now() + self.drain;
         let pending = |tp: &Tp| {
             let sent = self.sent.lock().map(|s| s.get(tp).copied()).unwrap_or(None);
@@ -187,16 +188,24 @@ impl Shared {
                 None => false,
             }
         };
-        while !self.stop.is_cancelled() && Instant::now() < deadline && tps.iter().any(pending) {
+        while Instant::now() < deadline && tps.iter().any(pending) {
             std::thread::sleep(Duration::from_millis(20));
         }
-        let left: Vec<String> = tps
-            .iter()
+        tps.iter()
             .filter(|tp| pending(tp))
             .map(|tp| partition_id(&tp.0, tp.1))
-            .collect();
-        if !left.is_empty() {
-            tracing::warn!(partitions = ?left, "kafka source: giving up partitions before everything read from them was committed; the new owner reads those records again");
+            .collect()
+    }
+
+    /// Before giving partitions up: wait (up to `drain`) until what was read from them is
+    /// committed, then commit that to the group.
+    fn drain_revoked(&self, consumer: &BaseConsumer<ConsumerCtx>, tps: &[Tp]) {
+        // When the pipeline stops, the poll loop already waited for the commits.
+        if !self.stop.is_cancelled() {
+            let left = self.wait_committed(tps);
+            if !left.is_empty() {
+                tracing::warn!(partitions = ?left, "kafka source: giving up partitions before everything read from them was committed; the new owner reads those records again");
+            }
         }
         self.commit_to_group(consumer, tps, CommitMode::Sync);
         let mut next = self.group_next.lock().unwrap_or_else(|e| e.into_inner());
@@ -229,6 +238,21 @@ impl ClientContext for ConsumerCtx {
 }
 
 impl ConsumerContext for ConsumerCtx {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        match result {
+            Ok(()) => {
+                tracing::debug!(group = %self.shared.group, partitions = offsets.count(), "kafka source: offsets committed to the group")
+            }
+            Err(e) => {
+                tracing::warn!(group = %self.shared.group, brokers = %self.shared.brokers, error = %e, "kafka source: committing offsets to the consumer group failed")
+            }
+        }
+    }
+
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -452,13 +476,18 @@ fn poll_loop(
             }
         }
     };
-    // Commit what the pipeline committed so far to the group, then leave it (the revoke
-    // callback runs while the consumer closes and does not wait: the pipeline is stopping).
+    // Wait (up to `rebalance_drain`) until the pipeline committed what was handed on, commit
+    // that to the group, then leave it (the revoke callback that runs while the consumer
+    // closes does not wait again).
     let assigned: Vec<Tp> = shared
         .group_next
         .lock()
         .map(|n| n.keys().cloned().collect())
         .unwrap_or_default();
+    let left = shared.wait_committed(&assigned);
+    if !left.is_empty() {
+        tracing::info!(partitions = ?left, "kafka source: stopping before the pipeline committed everything read; the group's offsets trail the store's until the next run");
+    }
     shared.commit_to_group(&consumer, &assigned, CommitMode::Sync);
     drop(consumer);
     tracing::debug!(group = %cfg.group, "kafka source: consumer closed");
