@@ -138,7 +138,7 @@ fn latest_starts_at_new_records_and_at_timestamp_at_the_time() {
     let s = Scratch::new();
     let extra = format!("  stream: {stream}\n");
     s.write("spec.yaml", &source_spec("latest", &k.endpoint, &extra));
-    let mut child = s.spawn(&["run", "spec.yaml"]);
+    let mut child = Running(s.spawn(&["run", "spec.yaml"]));
     let mut probe = 10_000;
     assert!(
         wait_for(Duration::from_secs(30), || {
@@ -200,7 +200,7 @@ fn reshard_mid_run(reader: &str) {
     let s = Scratch::new();
     let extra = format!("  stream: {stream}\n  start_position: trim_horizon\n{reader}");
     s.write("spec.yaml", &source_spec("reshard", &k.endpoint, &extra));
-    let mut child = s.spawn(&["run", "spec.yaml"]);
+    let mut child = Running(s.spawn(&["run", "spec.yaml"]));
     let keys = 23;
 
     k.put_seqs(&stream, 0..300, keys);
@@ -455,7 +455,7 @@ fn efo_reads_through_subscriptions_and_deregisters_a_lazy_consumer() {
         "  stream: {stream}\n  start_position: trim_horizon\n  reader: efo\n  consumer_name: sluice-e2e\n"
     );
     s.write("spec.yaml", &source_spec("efo", &k.endpoint, &extra));
-    let mut child = s.spawn(&["run", "spec.yaml"]);
+    let mut child = Running(s.spawn(&["run", "spec.yaml"]));
     let arn = k.stream_arn(&stream);
     assert!(
         wait_for(Duration::from_secs(30), || unique_seqs(&s).len() >= 400),
@@ -509,13 +509,14 @@ fn efo_renews_subscriptions_and_continues_without_loss_or_repeats() {
         "  stream: {stream}\n  start_position: trim_horizon\n  reader: efo\n  consumer_name: renew\n  registration: eager\n  subscription_renewal: 1s\n"
     );
     s.write("spec.yaml", &source_spec("efo-renew", &k.endpoint, &extra));
-    let mut child = s
-        .cmd(&["run", "spec.yaml"])
-        .env("SLUICE_LOG", "warn,sluice_connectors::kinesis=debug")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn sluice");
+    let mut child = Running(
+        s.cmd(&["run", "spec.yaml"])
+            .env("SLUICE_LOG", "warn,sluice_connectors::kinesis=debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn sluice"),
+    );
     // Rounds of records spread over several subscription lifetimes.
     let started = std::time::Instant::now();
     let mut next = 0;

@@ -342,3 +342,29 @@ pub fn committed(dir: &std::path::Path, name: &str) -> Vec<(String, String, bool
     out.sort();
     out
 }
+
+/// A running `sluice` that is killed when the test ends, even by a failed assertion, so no
+/// pipeline outlives its test.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
