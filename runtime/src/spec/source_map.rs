@@ -146,10 +146,8 @@ impl MarkedEventReceiver for Builder {
                     self.value(mark, style == TScalarStyle::Plain);
                 }
             }
-            Event::Alias(_) => {
-                if !self.expecting_key() {
-                    self.value(mark, false);
-                }
+            Event::Alias(_) if !self.expecting_key() => {
+                self.value(mark, false);
             }
             Event::MappingStart(..) | Event::SequenceStart(..) => {
                 // A complex (non-scalar) key is not addressable by a JSON pointer; map its
