@@ -466,3 +466,40 @@ fn the_bridge_kinesis_to_kafka_survives_resharding_and_a_crash() {
     }
     kinesis.delete(&stream);
 }
+
+#[test]
+fn an_oversized_record_is_dead_lettered_and_the_rest_delivered() {
+    let brokers = k::brokers();
+    let topic = k::topic("big");
+    let s = Scratch::new();
+    let big = format!("{{\"seq\":1,\"pad\":\"{}\"}}", "x".repeat(1_200_000));
+    s.write(
+        "in/a.jsonl",
+        &format!("{{\"seq\":0}}\n{big}\n{{\"seq\":2}}\n"),
+    );
+    s.write(
+        "spec.yaml",
+        &format!(
+            "version: 1\nname: big\nsource:\n  type: file\n  paths: [in/*.jsonl]\nsink:\n  type: kafka\n  brokers: [{brokers}]\n  topic: {topic}\n  create_topic:\n    partitions: 1\noffsets:\n  store: file\n  path: offsets\nerrors:\n  tolerance: all\n  dead_letter:\n    type: file\n    path: dlq.jsonl\n"
+        ),
+    );
+    let out = s.run(&["run", "spec.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dlq = s.lines("dlq.jsonl");
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert!(
+        dlq[0].contains("message.max.bytes") && dlq[0].contains(&topic),
+        "{}",
+        &dlq[0][..300.min(dlq[0].len())]
+    );
+    let msgs = k::read(&brokers, &topic, 2, Duration::from_secs(20));
+    let seqs: Vec<u64> = msgs
+        .iter()
+        .map(|m| m.json()["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, vec![0, 2]);
+    assert_eq!(
+        s.offsets("offsets", "big"),
+        vec![("in/a.jsonl".to_string(), 3, true)]
+    );
+}

@@ -350,9 +350,18 @@ impl Sink for KafkaSink {
             msg.headers = headers;
             self.deliveries.in_flight.fetch_add(1, Ordering::AcqRel);
             let mut backoff = Duration::from_micros(200);
+            let mut too_large = None;
             loop {
                 match self.producer.send(msg) {
                     Ok(()) => break,
+                    Err((
+                        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+                        back,
+                    )) => {
+                        // A bad record, not a broken sink: the error policy decides.
+                        too_large = Some(back.delivery_opaque);
+                        break;
+                    }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                         // librdkafka's queue is full: wait for deliveries to make room.
                         msg = back;
@@ -375,6 +384,16 @@ impl Sink for KafkaSink {
                         .with_source(e));
                     }
                 }
+            }
+            if let Some(ack) = too_large {
+                self.deliveries.done();
+                let size = record.value.len() + record.key.as_ref().map_or(0, |k| k.len());
+                ack.reject(
+                    record,
+                    format!(
+                        "kafka sink: record of {size} bytes is larger than the producer's `message.max.bytes` for topic `{topic}`"
+                    ),
+                );
             }
         }
         Ok(())
