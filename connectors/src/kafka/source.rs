@@ -60,8 +60,11 @@ impl Shared {
             .and_then(|c| c.offset.as_str().parse::<i64>().ok())
     }
 
-    /// Commits the pipeline's committed offsets of `tps` to the group, where they are ahead.
+    /// Commits the pipeline's committed offsets of `tps` to the group, where they are ahead of
+    /// what was sent to the group before (a synchronous commit sends them again regardless, in
+    /// case an earlier asynchronous one failed).
     fn commit_to_group(&self, consumer: &BaseConsumer<ConsumerCtx>, tps: &[Tp], mode: CommitMode) {
+        let force = matches!(mode, CommitMode::Sync);
         let mut tpl = TopicPartitionList::new();
         let mut next = self.group_next.lock().unwrap_or_else(|e| e.into_inner());
         let mut advanced = Vec::new();
@@ -70,7 +73,7 @@ impl Shared {
                 continue;
             };
             let want = done + 1;
-            if next.get(tp).is_some_and(|n| *n >= want) {
+            if !force && next.get(tp).is_some_and(|n| *n >= want) {
                 continue;
             }
             if tpl
