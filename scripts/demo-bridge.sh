@@ -117,10 +117,14 @@ with_headers = sum(1 for r in rows if "shard-id" in r.get("headers", {}) and "se
 shards = Counter(r.get("headers", {}).get("shard-id") for r in rows)
 # Per-user order: one user is one Kinesis shard and one Kafka partition (read back in offset
 # order), so the Kinesis sequence numbers of a user's records must increase in Kafka.
-order_ok, per_user = True, defaultdict(list)
+# Stronger, with many records per pair: within a Kafka partition, the records of each Kinesis
+# shard keep the shard's order.
+order_ok, per_user, per_pair = True, defaultdict(list), defaultdict(list)
 for r in rows:
-    per_user[r["value"]["user_id"]].append(int(r["headers"]["sequence-number"]))
-for user, s in per_user.items():
+    seqnum = int(r["headers"]["sequence-number"])
+    per_user[r["value"]["user_id"]].append(seqnum)
+    per_pair[(r["metadata"]["partition"], r["headers"]["shard-id"])].append(seqnum)
+for s in list(per_user.values()) + list(per_pair.values()):
     if s != sorted(s):
         order_ok = False
 print(f"  records in Kafka:        {len(rows)} (unique {len(set(seqs))} of {want})")
@@ -128,7 +132,7 @@ print(f"  per Kafka partition:     " + ", ".join(f"{k}: {v}" for k, v in sorted(
 print(f"  per Kinesis shard:       " + ", ".join(f"{k}: {v}" for k, v in sorted(shards.items())))
 print(f"  emails masked:           {masked} of {len(rows)}")
 print(f"  shard-id/sequence-number headers: {with_headers} of {len(rows)}")
-print(f"  per-user order kept:     {'yes' if order_ok else 'NO'} ({len(per_user)} users)")
+print(f"  order kept:              {'yes' if order_ok else 'NO'} (per user: {len(per_user)} users; per shard within each Kafka partition: {len(per_pair)} pairs)")
 ok = len(set(seqs)) == want and masked == len(rows) and with_headers == len(rows) and order_ok
 print("  RESULT: " + ("OK" if ok else "FAILED"))
 sys.exit(0 if ok else 1)
