@@ -503,3 +503,21 @@ fn an_oversized_record_is_dead_lettered_and_the_rest_delivered() {
         vec![("in/a.jsonl".to_string(), 3, true)]
     );
 }
+
+#[test]
+fn secret_librdkafka_properties_never_show() {
+    let s = Scratch::new();
+    s.write(
+        "spec.yaml",
+        "version: 1\nname: sec\nsource:\n  type: generator\n  count: 1\nsink:\n  type: kafka\n  brokers: [127.0.0.1:9092]\n  topic: t\n  properties:\n    sasl.password: hunter2\n    ssl.key.password: hunter3\n    security.protocol: SASL_SSL\n",
+    );
+    let out = s.run(&["validate", "spec.yaml", "--print"]);
+    let text = stdout(&out) + &stderr(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("sasl.password: <redacted>"), "{text}");
+    assert!(
+        !text.contains("hunter2") && !text.contains("hunter3"),
+        "{text}"
+    );
+    assert!(text.contains("security.protocol: SASL_SSL"), "{text}");
+}
