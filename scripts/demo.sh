@@ -8,7 +8,8 @@ cd "$ROOT"
 export SLUICE_CACHE=${SLUICE_CACHE:-$HOME/.cache/sluice}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$SLUICE_CACHE/target}
 
-rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+# shellcheck source=lib/setup.sh
+source "$ROOT/scripts/lib/setup.sh"
 echo "==> building the plugins (wasm32-wasip2) and sluice"
 cargo build --quiet --release --target wasm32-wasip2 \
   --manifest-path plugins/Cargo.toml --target-dir "$CARGO_TARGET_DIR/wasm-plugins" \

@@ -15,24 +15,9 @@ cd "$ROOT"
 step() { printf '\n==> %s\n' "$*"; }
 
 step "toolchain"
-if ! rustup target list --installed | grep -qx wasm32-wasip2; then
-  rustup target add wasm32-wasip2
-fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
-
-# librdkafka is built from source by rdkafka's cmake-build feature.
-missing=()
-command -v cmake >/dev/null || missing+=(cmake)
-command -v pkg-config >/dev/null || missing+=(pkg-config)
-[ -e /usr/include/curl/curl.h ] || [ -e /usr/include/x86_64-linux-gnu/curl/curl.h ] || missing+=(libcurl4-openssl-dev)
-[ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
-[ -e /usr/include/sasl/sasl.h ] || missing+=(libsasl2-dev)
-if [ ${#missing[@]} -gt 0 ]; then
-  step "installing ${missing[*]}"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+# shellcheck source=lib/setup.sh
+source "$ROOT/scripts/lib/setup.sh"
 
 step "local servers"
 RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/sluice-test.XXXXXX")

@@ -1,0 +1,18 @@
+# Sourced by scripts/test.sh and the demo scripts: what a fresh machine needs to build Sluice.
+# The wasm32-wasip2 target (plugins), and librdkafka's build tools (rdkafka's cmake-build).
+
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+
+sluice_missing=()
+command -v cmake >/dev/null || sluice_missing+=(cmake)
+command -v pkg-config >/dev/null || sluice_missing+=(pkg-config)
+[ -e /usr/include/curl/curl.h ] || [ -e /usr/include/x86_64-linux-gnu/curl/curl.h ] || sluice_missing+=(libcurl4-openssl-dev)
+[ -e /usr/include/openssl/ssl.h ] || sluice_missing+=(libssl-dev)
+[ -e /usr/include/sasl/sasl.h ] || sluice_missing+=(libsasl2-dev)
+if [ ${#sluice_missing[@]} -gt 0 ]; then
+  echo "==> installing ${sluice_missing[*]}"
+  sluice_sudo=""
+  [ "$(id -u)" -ne 0 ] && sluice_sudo=sudo
+  $sluice_sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sluice_sudo apt-get install -y -qq "${sluice_missing[@]}" >/dev/null
+fi
