@@ -44,10 +44,15 @@ cargo fmt --all --check
 step "lint"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+TEST_LOG="$RUN_DIR/tests.log"
 step "tests"
-cargo test --workspace
+cargo test --workspace 2>&1 | tee -a "$TEST_LOG"
 
 if [ -f plugins/Cargo.toml ]; then
   step "plugin unit tests (native)"
-  cargo test --manifest-path plugins/Cargo.toml --workspace
+  cargo test --manifest-path plugins/Cargo.toml --workspace 2>&1 | tee -a "$TEST_LOG"
 fi
+
+# One closing line for the whole run (cargo prints one per test binary).
+step "summary"
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$TEST_LOG"
