@@ -31,86 +31,65 @@ pub(crate) trait World: 'static {
     ) -> wasmtime::Result<Result<(), String>>;
 }
 
-pub(crate) struct TransformWorld;
-pub(crate) struct FormatWorld;
-pub(crate) struct PartitionerWorld;
+/// Implements [`World`] for one generated binding: the three worlds differ only in names.
+macro_rules! world {
+    ($world:ident, $kind:ident, $module:ident, $pre:ident, $bindings:ident, $export:ident) => {
+        pub(crate) struct $world;
 
-impl World for TransformWorld {
-    const KIND: PluginKind = PluginKind::Transform;
-    type Pre = transform::TransformPre<HostState>;
-    type Bindings = transform::Transform;
-    fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
-        transform::TransformPre::new(ip)
-    }
-    fn instantiate(
-        pre: &Self::Pre,
-        store: &mut Store<HostState>,
-    ) -> wasmtime::Result<Self::Bindings> {
-        pre.instantiate(store)
-    }
-    fn config_schema(b: &Self::Bindings, store: &mut Store<HostState>) -> wasmtime::Result<String> {
-        b.sluice_plugin_transform_plugin().call_config_schema(store)
-    }
-    fn init(
-        b: &Self::Bindings,
-        store: &mut Store<HostState>,
-        config: &str,
-    ) -> wasmtime::Result<Result<(), String>> {
-        b.sluice_plugin_transform_plugin().call_init(store, config)
-    }
+        impl World for $world {
+            const KIND: PluginKind = PluginKind::$kind;
+            type Pre = $module::$pre<HostState>;
+            type Bindings = $module::$bindings;
+            fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
+                $module::$pre::new(ip)
+            }
+            fn instantiate(
+                pre: &Self::Pre,
+                store: &mut Store<HostState>,
+            ) -> wasmtime::Result<Self::Bindings> {
+                pre.instantiate(store)
+            }
+            fn config_schema(
+                b: &Self::Bindings,
+                store: &mut Store<HostState>,
+            ) -> wasmtime::Result<String> {
+                b.$export().call_config_schema(store)
+            }
+            fn init(
+                b: &Self::Bindings,
+                store: &mut Store<HostState>,
+                config: &str,
+            ) -> wasmtime::Result<Result<(), String>> {
+                b.$export().call_init(store, config)
+            }
+        }
+    };
 }
 
-impl World for FormatWorld {
-    const KIND: PluginKind = PluginKind::Format;
-    type Pre = format::FormatPre<HostState>;
-    type Bindings = format::Format;
-    fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
-        format::FormatPre::new(ip)
-    }
-    fn instantiate(
-        pre: &Self::Pre,
-        store: &mut Store<HostState>,
-    ) -> wasmtime::Result<Self::Bindings> {
-        pre.instantiate(store)
-    }
-    fn config_schema(b: &Self::Bindings, store: &mut Store<HostState>) -> wasmtime::Result<String> {
-        b.sluice_plugin_format_plugin().call_config_schema(store)
-    }
-    fn init(
-        b: &Self::Bindings,
-        store: &mut Store<HostState>,
-        config: &str,
-    ) -> wasmtime::Result<Result<(), String>> {
-        b.sluice_plugin_format_plugin().call_init(store, config)
-    }
-}
-
-impl World for PartitionerWorld {
-    const KIND: PluginKind = PluginKind::Partitioner;
-    type Pre = partitioner::PartitionerPre<HostState>;
-    type Bindings = partitioner::Partitioner;
-    fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
-        partitioner::PartitionerPre::new(ip)
-    }
-    fn instantiate(
-        pre: &Self::Pre,
-        store: &mut Store<HostState>,
-    ) -> wasmtime::Result<Self::Bindings> {
-        pre.instantiate(store)
-    }
-    fn config_schema(b: &Self::Bindings, store: &mut Store<HostState>) -> wasmtime::Result<String> {
-        b.sluice_plugin_partitioner_plugin()
-            .call_config_schema(store)
-    }
-    fn init(
-        b: &Self::Bindings,
-        store: &mut Store<HostState>,
-        config: &str,
-    ) -> wasmtime::Result<Result<(), String>> {
-        b.sluice_plugin_partitioner_plugin()
-            .call_init(store, config)
-    }
-}
+world!(
+    TransformWorld,
+    Transform,
+    transform,
+    TransformPre,
+    Transform,
+    sluice_plugin_transform_plugin
+);
+world!(
+    FormatWorld,
+    Format,
+    format,
+    FormatPre,
+    Format,
+    sluice_plugin_format_plugin
+);
+world!(
+    PartitionerWorld,
+    Partitioner,
+    partitioner,
+    PartitionerPre,
+    Partitioner,
+    sluice_plugin_partitioner_plugin
+);
 
 /// A component checked against world `W`, ready to instantiate.
 pub(crate) struct Prepared<W: World> {
