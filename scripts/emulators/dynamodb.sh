@@ -18,9 +18,8 @@ CACHE=${SLUICE_CACHE:-$HOME/.cache/sluice}
 VENV=$CACHE/moto-venv
 PID_FILE=$RUN_DIR/dynamodb.pid
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
+# shellcheck source=../lib/emulator.sh
+source "$(dirname "$0")/../lib/emulator.sh"
 
 case "$cmd" in
   start)
@@ -35,26 +34,12 @@ case "$cmd" in
     setsid "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$RUN_DIR/dynamodb.log" 2>&1 &
     echo $! >"$PID_FILE"
     url=http://127.0.0.1:$port
-    deadline=$((SECONDS + 60))
-    until [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/moto-api/" 2>/dev/null)" = "200" ]; do
-      if [ $SECONDS -ge $deadline ] || ! kill -0 "$(cat "$PID_FILE")" 2>/dev/null; then
-        echo "dynamodb: moto did not answer on $url within 60s; log:" >&2
-        tail -n 30 "$RUN_DIR/dynamodb.log" >&2 || true
-        exit 1
-      fi
-      sleep 0.2
-    done
+    wait_ready dynamodb "$PID_FILE" "$RUN_DIR/dynamodb.log" 60 http_status_is "$url/moto-api/" 200
     echo "export SLUICE_TEST_DYNAMODB_ENDPOINT=$url" >"$RUN_DIR/dynamodb.env"
     echo "dynamodb: moto server on $url (pid $(cat "$PID_FILE"))" >&2
     ;;
   stop)
-    if [ -f "$PID_FILE" ]; then
-      pid=$(cat "$PID_FILE")
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-      rm -f "$PID_FILE"
-    fi
+    stop_pid "$PID_FILE"
     ;;
   *)
     echo "usage: $0 start|stop RUN_DIR" >&2

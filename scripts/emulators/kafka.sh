@@ -33,16 +33,11 @@ install() {
   echo "$bin"
 }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-port_open() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
+# shellcheck source=../lib/emulator.sh
+source "$(dirname "$0")/../lib/emulator.sh"
 
 start() {
-  local run_dir=$1 bin port work deadline
+  local run_dir=$1 bin port work
   mkdir -p "$run_dir"
   run_dir=$(cd "$run_dir" && pwd)
   bin=$(install)
@@ -60,19 +55,7 @@ start() {
       >>"$run_dir/kafka.log" 2>&1
   ) &
   echo $! >"$run_dir/kafka.pid"
-  deadline=$((SECONDS + 20))
-  until port_open "$port"; do
-    if ! kill -0 "$(cat "$run_dir/kafka.pid")" 2>/dev/null; then
-      echo "kafka.sh: tansu exited at start; see $run_dir/kafka.log" >&2
-      tail -n 20 "$run_dir/kafka.log" >&2 || true
-      exit 1
-    fi
-    if [ $SECONDS -ge $deadline ]; then
-      echo "kafka.sh: tansu did not listen on 127.0.0.1:$port within 20s; see $run_dir/kafka.log" >&2
-      exit 1
-    fi
-    sleep 0.05
-  done
+  wait_ready kafka "$run_dir/kafka.pid" "$run_dir/kafka.log" 20 port_open "$port"
   cat >"$run_dir/kafka.env" <<EOF
 export SLUICE_TEST_KAFKA_BROKERS=127.0.0.1:$port
 export SLUICE_TEST_TANSU_BIN=$bin
@@ -81,18 +64,7 @@ EOF
 }
 
 stop() {
-  local run_dir=$1 pid
-  [ -f "$run_dir/kafka.pid" ] || return 0
-  pid=$(cat "$run_dir/kafka.pid")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.05
-    done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$run_dir/kafka.pid"
+  stop_pid "$1/kafka.pid"
 }
 
 case "${1:-}" in

@@ -22,9 +22,8 @@ CERT=$CACHE/kinesis-cert.json
 MAIN=$NPM_DIR/node_modules/kinesis-local/main.js
 PID_FILE=$RUN_DIR/kinesis.pid
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
+# shellcheck source=../lib/emulator.sh
+source "$(dirname "$0")/../lib/emulator.sh"
 
 make_cert() {
   # kinesis-local crashes at start without a cert file, even for plain HTTP; its bundled cert has
@@ -66,26 +65,12 @@ case "$cmd" in
       setsid node "$MAIN" >"$RUN_DIR/kinesis.log" 2>&1 &
     echo $! >"$PID_FILE"
     url=http://127.0.0.1:$port
-    deadline=$((SECONDS + 60))
-    until [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/" 2>/dev/null)" != "000" ]; do
-      if [ $SECONDS -ge $deadline ] || ! kill -0 "$(cat "$PID_FILE")" 2>/dev/null; then
-        echo "kinesis: kinesis-local did not answer on $url within 60s; log:" >&2
-        tail -n 30 "$RUN_DIR/kinesis.log" >&2 || true
-        exit 1
-      fi
-      sleep 0.2
-    done
+    wait_ready kinesis "$PID_FILE" "$RUN_DIR/kinesis.log" 60 http_status_is "$url/" any
     echo "export SLUICE_TEST_KINESIS_ENDPOINT=$url" >"$RUN_DIR/kinesis.env"
     echo "kinesis: kinesis-local on $url (pid $(cat "$PID_FILE"))" >&2
     ;;
   stop)
-    if [ -f "$PID_FILE" ]; then
-      pid=$(cat "$PID_FILE")
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-      rm -f "$PID_FILE"
-    fi
+    stop_pid "$PID_FILE"
     ;;
   *)
     echo "usage: $0 start|stop RUN_DIR" >&2
