@@ -475,9 +475,15 @@ fn scaffolded_plugin_builds_tests_and_runs() {
         let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
         assert!(manifest.contains("sluice-sdk = \"0.1.0\""), "{manifest}");
     }
-    // Inside the repository (as `sluice plugin new` run in a checkout would do): by path.
-    let inside = wasm::plugin_target_dir().join("scaffold");
-    let _ = std::fs::remove_dir_all(&inside);
+    // Inside the repository (as `sluice plugin new` run in a checkout would do): by path. The
+    // folder is under the repository's (git-ignored) `target/`, wherever CARGO_TARGET_DIR points.
+    let scratch_root = wasm::repo_root().join("target");
+    std::fs::create_dir_all(&scratch_root).unwrap();
+    let inside_dir = tempfile::Builder::new()
+        .prefix("scaffold-test-")
+        .tempdir_in(&scratch_root)
+        .unwrap();
+    let inside = inside_dir.path().to_path_buf();
     let root = scaffold::new_plugin("tagger", PluginKind::Transform, &inside).unwrap();
     let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
     assert!(manifest.contains("sluice-sdk = { path = "), "{manifest}");
