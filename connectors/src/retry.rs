@@ -51,6 +51,21 @@ fn default_exp() -> f32 {
     1.5
 }
 
+impl Backoff {
+    /// An endless series of jittered delays, for loops that retry on their own terms (e.g. until
+    /// a batch is fully written) rather than through [`RetryPolicy::run`].
+    pub fn delays(&self) -> impl Iterator<Item = Duration> + Send + use<> {
+        use backon::BackoffBuilder;
+        ExponentialBuilder::default()
+            .with_min_delay(self.base.0)
+            .with_max_delay(self.max.0)
+            .with_factor(self.exp.max(1.0))
+            .without_max_times()
+            .with_jitter()
+            .build()
+    }
+}
+
 impl Default for Backoff {
     fn default() -> Self {
         Self {
@@ -120,6 +135,23 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
+
+    #[test]
+    fn delays_go_on_and_stay_below_max_plus_jitter() {
+        let b = Backoff {
+            base: Dur(Duration::from_millis(10)),
+            max: Dur(Duration::from_millis(40)),
+            exp: 2.0,
+        };
+        let d: Vec<Duration> = b.delays().take(50).collect();
+        assert_eq!(d.len(), 50, "endless");
+        // Full jitter adds at most the delay itself on top of it.
+        assert!(d.iter().all(|x| *x <= Duration::from_millis(80)), "{d:?}");
+        assert!(
+            d.iter().skip(5).any(|x| *x >= Duration::from_millis(40)),
+            "{d:?}"
+        );
+    }
 
     #[tokio::test]
     async fn retries_retriable_errors_then_gives_up() {

@@ -308,8 +308,7 @@ impl Shared {
                 Err(e) => p.reject(&format!("dynamodb sink {}: {e}", self.table())),
             }
         }
-        let backoff = self.cfg.retry.backoff;
-        let mut delay = backoff.base.0;
+        let mut delays = self.cfg.retry.backoff.delays();
         let mut failures = 0u32;
         while !requests.is_empty() {
             let res = self
@@ -333,6 +332,7 @@ impl Shared {
                     if waiting.is_empty() {
                         return Ok(());
                     }
+                    let delay = delays.next().unwrap_or(Duration::from_secs(1));
                     tracing::debug!(table = %self.table(), unprocessed = waiting.len(), retry_in = ?delay, "BatchWriteItem left items unprocessed; retrying");
                     requests = unprocessed;
                     if requests.len() != waiting.len() {
@@ -341,8 +341,7 @@ impl Shared {
                             .filter_map(|p| Self::request(&p.op).ok())
                             .collect();
                     }
-                    tokio::time::sleep(jitter(delay)).await;
-                    delay = next_delay(delay, backoff.exp, backoff.max.0);
+                    tokio::time::sleep(delay).await;
                 }
                 Err(e) if aws::is_retriable(&e) => {
                     // Throttling means "slower", not "broken": it backs off without a limit
@@ -353,9 +352,9 @@ impl Shared {
                     if self.cfg.fail_on_error || failures > self.cfg.retry.max_retries {
                         return Err(self.fail("BatchWriteItem", aws::describe(&e), true));
                     }
+                    let delay = delays.next().unwrap_or(Duration::from_secs(1));
                     tracing::warn!(table = %self.table(), error = %aws::describe(&e), retry_in = ?delay, "BatchWriteItem failed; backing off");
-                    tokio::time::sleep(jitter(delay)).await;
-                    delay = next_delay(delay, backoff.exp, backoff.max.0);
+                    tokio::time::sleep(delay).await;
                 }
                 Err(e) => {
                     let code = e.code().unwrap_or_default().to_string();
@@ -414,13 +413,7 @@ impl Shared {
                 )
                 .await
                 .map(|_| ())
-                .map_err(|e| {
-                    (
-                        e.code().unwrap_or_default().to_string(),
-                        aws::describe(&e),
-                        aws::is_retriable(&e),
-                    )
-                }),
+                .map_err(|e| failure(&e)),
             Op::Delete(k) => policy
                 .run(
                     &what,
@@ -439,13 +432,7 @@ impl Shared {
                 )
                 .await
                 .map(|_| ())
-                .map_err(|e| {
-                    (
-                        e.code().unwrap_or_default().to_string(),
-                        aws::describe(&e),
-                        aws::is_retriable(&e),
-                    )
-                }),
+                .map_err(|e| failure(&e)),
         };
         match res {
             Ok(()) => {
@@ -494,6 +481,19 @@ fn split_unprocessed(
     (waiting.into_values().collect(), left)
 }
 
+/// An SDK error as (code, readable message, retriable).
+fn failure<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> (String, String, bool)
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    (
+        e.code().unwrap_or_default().to_string(),
+        aws::describe(e),
+        aws::is_retriable(e),
+    )
+}
+
 /// Error codes DynamoDB uses when a table or account is over its capacity.
 fn is_throttling(code: Option<&str>) -> bool {
     matches!(
@@ -505,16 +505,6 @@ fn is_throttling(code: Option<&str>) -> bool {
                 | "Throttling"
         )
     )
-}
-
-fn next_delay(d: Duration, exp: f32, max: Duration) -> Duration {
-    d.mul_f32(exp.max(1.0)).min(max)
-}
-
-/// Full jitter: a random delay up to `d`.
-fn jitter(d: Duration) -> Duration {
-    d.mul_f64(rand::random::<f64>())
-        .max(Duration::from_millis(1))
 }
 
 #[async_trait]
