@@ -157,30 +157,15 @@ pub(super) async fn deregister(sh: &Shared, consumer_arn: &str) {
 /// Whether a closed shard has nothing after `continuation`: GetRecords from there returns no
 /// record and no next iterator.
 async fn at_end(sh: &Shared, shard: &str, continuation: &str) -> Result<bool, ConnectorError> {
-    let it =
-        super::polling::get_iterator(sh, shard, &StartAt::After(continuation.to_string())).await?;
-    let out = sh
-        .cfg
-        .retries
-        .get_records
-        .run(
-            &format!(
-                "kinesis source: GetRecords of stream {} shard {shard}",
-                sh.stream.name
-            ),
-            aws::is_retriable,
-            || {
-                sh.client
-                    .get_records()
-                    .shard_iterator(&it)
-                    .limit(1)
-                    .set_stream_arn(sh.stream.arn_param())
-                    .send()
-            },
-        )
-        .await
-        .map_err(|e| call_error("source", &sh.stream.name, Some(shard), "GetRecords", &e))?;
-    Ok(out.records().is_empty() && out.next_shard_iterator().is_none_or(str::is_empty))
+    use super::polling::{Fetch, get_iterator, get_records};
+    let it = get_iterator(sh, shard, &StartAt::After(continuation.to_string())).await?;
+    Ok(match get_records(sh, shard, &it, 1).await? {
+        Fetch::Ok(out) => {
+            out.records().is_empty() && out.next_shard_iterator().is_none_or(str::is_empty)
+        }
+        // A fresh iterator that already expired says nothing about the end: ask again later.
+        Fetch::Expired => false,
+    })
 }
 
 /// Event-stream errors worth subscribing again for. Their metadata carries no error code, so

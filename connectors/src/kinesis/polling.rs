@@ -66,12 +66,13 @@ pub(super) async fn get_iterator(
     })
 }
 
-enum Fetch {
+/// What one GetRecords call gave: records, or an expired iterator to re-acquire.
+pub(super) enum Fetch {
     Ok(GetRecordsOutput),
     Expired,
 }
 
-async fn get_records(
+pub(super) async fn get_records(
     sh: &Shared,
     shard: &str,
     iterator: &str,
