@@ -136,11 +136,6 @@ impl Ack {
             });
         }
     }
-
-    /// An ack that belongs to no ticket (tests, tools).
-    pub fn detached() -> Self {
-        Self { inner: None }
-    }
 }
 
 impl Drop for Ack {

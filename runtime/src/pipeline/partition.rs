@@ -16,10 +16,16 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
     h
 }
 
-fn index_of(key: &str, count: Option<u32>) -> Option<u32> {
-    count
-        .filter(|c| *c > 0)
-        .map(|c| (stable_hash(key.as_bytes()) % u64::from(c)) as u32)
+/// The route of a record with partition key `key`: the key, and its stable index when the sink
+/// has partitions.
+fn by_key(key: String, count: Option<u32>) -> Route {
+    Route {
+        index: count
+            .filter(|c| *c > 0)
+            .map(|c| (stable_hash(key.as_bytes()) % u64::from(c)) as u32),
+        key: Some(key),
+        explicit_hash_key: None,
+    }
 }
 
 /// The built-in partitioner a spec names.
@@ -70,13 +76,7 @@ impl Partitioner for Fixed {
     ) -> Result<Vec<Result<Route, String>>, StageError> {
         Ok(batch
             .iter()
-            .map(|r| {
-                Ok(Route {
-                    key: Some(r.partition.to_string()),
-                    index: index_of(&r.partition, count),
-                    explicit_hash_key: None,
-                })
-            })
+            .map(|r| Ok(by_key(r.partition.to_string(), count)))
             .collect())
     }
 }
@@ -122,13 +122,7 @@ impl Partitioner for Fields {
     ) -> Result<Vec<Result<Route, String>>, StageError> {
         Ok(batch
             .iter()
-            .map(|r| {
-                self.key(&r.value).map(|k| Route {
-                    index: index_of(&k, count),
-                    key: Some(k),
-                    explicit_hash_key: None,
-                })
-            })
+            .map(|r| self.key(&r.value).map(|k| by_key(k, count)))
             .collect())
     }
 }
