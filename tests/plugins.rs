@@ -464,19 +464,112 @@ fn plugin_test_prints_what_comes_out() {
     assert!(err.to_string().starts_with("config/fields: "), "{err}");
 }
 
+/// `cargo test` of a scaffolded crate, natively, with a target dir shared between test runs.
+fn cargo_test_crate(root: &Path) {
+    let test = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
+        .args(["test", "--quiet", "--manifest-path"])
+        .arg(root.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(wasm::plugin_target_dir().join("scaffold-native"))
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        test.status.success(),
+        "{}: {}",
+        root.display(),
+        String::from_utf8_lossy(&test.stderr)
+    );
+}
+
 #[test]
-fn scaffolded_plugin_builds_tests_and_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    for kind in PluginKind::ALL {
-        let name = format!("my-{kind}");
-        let root = scaffold::new_plugin(&name, kind, dir.path()).unwrap();
-        assert!(root.join("src/lib.rs").is_file());
-        // Outside a Sluice checkout the crate depends on the published sdk version.
-        let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
-        assert!(manifest.contains("sluice-sdk = \"0.1.0\""), "{manifest}");
-    }
+fn scaffolded_plugin_outside_the_repository_builds_tests_and_runs() {
+    // A new user's folder, far from any Sluice checkout, and a cache of their own.
+    let home = tempfile::tempdir().unwrap();
+    let cache = home.path().join("cache");
+    let new = |name: &str, kind: &str| {
+        std::process::Command::new(common::sluice_bin())
+            .args(["plugin", "new", name, "--kind", kind])
+            .current_dir(home.path())
+            .env("SLUICE_CACHE_DIR", &cache)
+            .output()
+            .unwrap()
+    };
+    let out = new("router", "partitioner");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = home.path().join("router");
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    // The crate builds against the SDK this binary carries, written under the cache.
+    let sdk = cache.join("sdk");
+    assert!(
+        manifest.contains(&format!("path = \"{}", sdk.display())),
+        "{manifest}"
+    );
+    let written: Vec<_> = std::fs::read_dir(&sdk).unwrap().collect();
+    assert_eq!(written.len(), 1, "one SDK folder under {}", sdk.display());
+    // A second crate reuses the same SDK folder.
+    assert!(new("tagger", "transform").status.success());
+    assert_eq!(std::fs::read_dir(&sdk).unwrap().count(), 1);
+    assert!(!new("router", "partitioner").status.success(), "exists");
+
+    cargo_test_crate(&root);
+    let out = wasm::build_plugins(&root.join("Cargo.toml"), &wasm::plugin_target_dir());
+    let wasm_file = out.join("router.wasm");
+    let s: PluginSpec = serde_json::from_value(json!({
+        "wasm": wasm_file,
+        "config": {"field": "user"}
+    }))
+    .unwrap();
+    host().check(&s, base(), PluginKind::Partitioner).unwrap();
+    // And `sluice plugin test` runs it: the same user, the same partition.
+    let input = home.path().join("records.jsonl");
+    std::fs::write(
+        &input,
+        "{\"user\":\"a\"}\n{\"user\":\"a\",\"x\":1}\n{\"user\":\"b\"}\n",
+    )
+    .unwrap();
+    let run = std::process::Command::new(common::sluice_bin())
+        .args(["plugin", "test"])
+        .arg(&wasm_file)
+        .args([
+            "--kind",
+            "partitioner",
+            "--config",
+            r#"{"field":"user"}"#,
+            "--partitions",
+            "8",
+            "--input",
+        ])
+        .arg(&input)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // `key=<key> index=<partition> <record>`, one line per record.
+    let routes: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("key="))
+        .map(|l| l.split(" {").next().unwrap_or(l))
+        .collect();
+    assert_eq!(routes.len(), 3, "{stdout}");
+    assert!(routes[0].starts_with("a index="), "{stdout}");
+    assert_eq!(routes[0], routes[1], "same user, same route: {stdout}");
+    assert!(routes[2].starts_with("b index="), "{stdout}");
+}
+
+#[test]
+fn scaffolded_plugin_inside_the_repository_uses_its_sdk_and_every_kind_runs() {
     // Inside the repository (as `sluice plugin new` run in a checkout would do): by path. The
     // folder is under the repository's (git-ignored) `target/`, wherever CARGO_TARGET_DIR points.
+    let unused_cache = tempfile::tempdir().unwrap();
     let scratch_root = wasm::repo_root().join("target");
     std::fs::create_dir_all(&scratch_root).unwrap();
     let inside_dir = tempfile::Builder::new()
@@ -484,11 +577,16 @@ fn scaffolded_plugin_builds_tests_and_runs() {
         .tempdir_in(&scratch_root)
         .unwrap();
     let inside = inside_dir.path().to_path_buf();
-    let root = scaffold::new_plugin("tagger", PluginKind::Transform, &inside).unwrap();
+    let new = |name: &str, kind| scaffold::new_plugin(name, kind, &inside, unused_cache.path());
+    let root = new("tagger", PluginKind::Transform).unwrap();
     let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
-    assert!(manifest.contains("sluice-sdk = { path = "), "{manifest}");
+    assert!(
+        manifest.contains("sluice-sdk = { path = \"../../../sdk\" }"),
+        "{manifest}"
+    );
+    assert_eq!(std::fs::read_dir(unused_cache.path()).unwrap().count(), 0);
     assert!(matches!(
-        scaffold::new_plugin("tagger", PluginKind::Transform, &inside),
+        new("tagger", PluginKind::Transform),
         Err(scaffold::ScaffoldError::Exists(_))
     ));
 
@@ -507,21 +605,9 @@ fn scaffolded_plugin_builds_tests_and_runs() {
         let root = if name == "tagger" {
             root.clone()
         } else {
-            scaffold::new_plugin(name, kind, &inside).unwrap()
+            new(name, kind).unwrap()
         };
-        let test = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
-            .args(["test", "--quiet", "--manifest-path"])
-            .arg(root.join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(target.join("scaffold-native"))
-            .env_remove("CARGO_TARGET_DIR")
-            .output()
-            .unwrap();
-        assert!(
-            test.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&test.stderr)
-        );
+        cargo_test_crate(&root);
         let out = wasm::build_plugins(&root.join("Cargo.toml"), &target);
         let s: PluginSpec = serde_json::from_value(json!({
             "wasm": out.join(format!("{name}.wasm")),
@@ -535,6 +621,46 @@ fn scaffolded_plugin_builds_tests_and_runs() {
             assert_eq!(value(&got[0]), r#"{"id":1,"env":"prod"}"#);
         }
     }
+}
+
+#[test]
+fn a_plugin_built_for_another_wit_version_is_refused_naming_both_versions() {
+    // The identity plugin with its `sluice:plugin` package version rewritten, byte for byte (the
+    // same length, so the component stays well-formed): what a plugin built against another SDK
+    // looks like to the host.
+    let bytes = std::fs::read(wasm::plugin("identity")).unwrap();
+    let from = format!("@{}", sluice_runtime::plugin::WIT_VERSION);
+    let to = "@9.9.9";
+    assert_eq!(from.len(), to.len());
+    let mut patched = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    let mut replaced = 0;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(from.as_bytes()) {
+            patched.extend_from_slice(to.as_bytes());
+            i += from.len();
+            replaced += 1;
+        } else {
+            patched.push(bytes[i]);
+            i += 1;
+        }
+    }
+    assert!(replaced > 0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.wasm");
+    std::fs::write(&path, patched).unwrap();
+    let s: PluginSpec = serde_json::from_value(json!({"wasm": path})).unwrap();
+    let err = host().check(&s, base(), PluginKind::Transform).unwrap_err();
+    assert!(matches!(err, PluginCheckError::WitVersion { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("sluice:plugin@9.9.9"), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "sluice:plugin@{}",
+            sluice_runtime::plugin::WIT_VERSION
+        )),
+        "{msg}"
+    );
 }
 
 // --- through the `sluice` binary ---------------------------------------------------------------

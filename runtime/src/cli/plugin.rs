@@ -56,7 +56,12 @@ pub enum PluginCommand {
 pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         PluginCommand::New { name, kind, dir } => {
-            let path = scaffold::new_plugin(&name, kind.into(), &dir)?;
+            let sdk = scaffold::sdk_dir().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no cache folder for the plugin SDK: set SLUICE_CACHE_DIR (or HOME) to a writable folder"
+                )
+            })?;
+            let path = scaffold::new_plugin(&name, kind.into(), &dir, &sdk)?;
             eprintln!(
                 "created {}\nbuild it with: cargo build --release --target wasm32-wasip2 --manifest-path {}/Cargo.toml",
                 path.display(),

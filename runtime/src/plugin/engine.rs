@@ -31,23 +31,23 @@ struct CachedComponent {
     component: Component,
 }
 
-/// Where compiled components are kept between runs: `$SLUICE_CACHE_DIR`, else
-/// `$XDG_CACHE_HOME/sluice/wasmtime`, else `~/.cache/sluice/wasmtime`.
-pub fn cache_dir() -> Option<PathBuf> {
+/// Sluice's cache folder: `$SLUICE_CACHE_DIR`, else `$XDG_CACHE_HOME/sluice`, else
+/// `~/.cache/sluice`.
+pub fn cache_root() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("SLUICE_CACHE_DIR").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(dir).join("wasmtime"));
+        return Some(PathBuf::from(dir));
     }
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(dir).join("sluice").join("wasmtime"));
+        return Some(PathBuf::from(dir).join("sluice"));
     }
     std::env::var_os("HOME")
         .filter(|d| !d.is_empty())
-        .map(|home| {
-            PathBuf::from(home)
-                .join(".cache")
-                .join("sluice")
-                .join("wasmtime")
-        })
+        .map(|home| PathBuf::from(home).join(".cache").join("sluice"))
+}
+
+/// Where compiled components are kept between runs: `wasmtime/` in [`cache_root`].
+pub fn cache_dir() -> Option<PathBuf> {
+    cache_root().map(|root| root.join("wasmtime"))
 }
 
 fn disk_cache() -> Option<Cache> {

@@ -100,6 +100,8 @@ pub(crate) struct Prepared<W: World> {
 /// Why a component could not be prepared as world `W`.
 pub(crate) enum PrepareError {
     WrongKind(String),
+    /// It exports a `sluice:plugin` interface of another package version (the version).
+    WitVersion(String),
     Other(String),
 }
 
@@ -107,6 +109,14 @@ impl<W: World> Prepared<W> {
     /// Checks from the component's type (nothing runs) that it implements `W`.
     pub(crate) fn new(ctx: Arc<EngineCtx>, component: &Component) -> Result<Self, PrepareError> {
         let found = kind_of(&ctx.engine, component);
+        if let Some(version) = found
+            .as_deref()
+            .and_then(|export| export.rsplit_once('@'))
+            .map(|(_, version)| version)
+            .filter(|version| *version != super::WIT_VERSION)
+        {
+            return Err(PrepareError::WitVersion(version.to_string()));
+        }
         if found.as_deref() != Some(W::KIND.wit_export()) {
             let found = match found {
                 Some(export) => PluginKind::from_wit_export(&export)
@@ -122,8 +132,9 @@ impl<W: World> Prepared<W> {
             .map_err(|e| PrepareError::Other(format!("cannot link the plugin: {e}")))?;
         let pre = W::pre(ip).map_err(|e| {
             PrepareError::Other(format!(
-                "the plugin does not match the {} world of sluice:plugin@0.1.0: {e}",
-                W::KIND
+                "the plugin does not match the {} world of sluice:plugin@{}: {e}",
+                W::KIND,
+                super::WIT_VERSION
             ))
         })?;
         Ok(Self { ctx, pre })

@@ -42,6 +42,18 @@ use crate::stage::{Partitioner, Stage};
 
 pub use self::test_run::run_test;
 
+/// The version of the `sluice:plugin` WIT package (`sdk/wit/plugin.wit`) this host runs. A macro
+/// so the export names below are `&'static str` constants.
+macro_rules! wit_version {
+    () => {
+        "0.1.0"
+    };
+}
+
+/// The version of the `sluice:plugin` WIT package this host runs; a plugin built against another
+/// version is refused with both versions named.
+pub const WIT_VERSION: &str = wit_version!();
+
 /// The kind of a plugin, as its WIT world says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PluginKind {
@@ -60,9 +72,11 @@ impl PluginKind {
     /// The interface a component of this kind exports.
     pub fn wit_export(self) -> &'static str {
         match self {
-            PluginKind::Transform => "sluice:plugin/transform-plugin@0.1.0",
-            PluginKind::Format => "sluice:plugin/format-plugin@0.1.0",
-            PluginKind::Partitioner => "sluice:plugin/partitioner-plugin@0.1.0",
+            PluginKind::Transform => concat!("sluice:plugin/transform-plugin@", wit_version!()),
+            PluginKind::Format => concat!("sluice:plugin/format-plugin@", wit_version!()),
+            PluginKind::Partitioner => {
+                concat!("sluice:plugin/partitioner-plugin@", wit_version!())
+            }
         }
     }
 
@@ -124,6 +138,12 @@ pub enum PluginCheckError {
     /// The config breaks the plugin's schema: (JSON pointer inside `config`, message).
     #[error("config does not match the plugin's schema")]
     Config(Vec<(String, String)>),
+    /// The component was built against another version of the plugin contract.
+    #[error(
+        "plugin was built for sluice:plugin@{found}, but this sluice runs sluice:plugin@{WIT_VERSION}; \
+         rebuild it against the matching sluice-sdk (a crate made by `sluice plugin new` uses it)"
+    )]
+    WitVersion { found: String },
     /// The plugin's `init` rejected the config.
     #[error("plugin rejected its config: {0}")]
     Init(String),
@@ -175,6 +195,7 @@ impl PluginHost {
                 expected: W::KIND,
                 found,
             }),
+            Err(PrepareError::WitVersion(found)) => Err(PluginCheckError::WitVersion { found }),
             Err(PrepareError::Other(msg)) => {
                 Err(PluginCheckError::Load(format!("{}: {msg}", path.display())))
             }

@@ -21,11 +21,41 @@ pub enum ScaffoldError {
     },
 }
 
+/// The SDK's source, embedded so that `sluice plugin new` works in any folder: the scaffolded
+/// crate depends on exactly the SDK (and WIT) this binary runs, written once under the cache.
+/// A test checks that this list is every file of `sdk/`.
+const SDK_FILES: &[(&str, &str)] = &[
+    ("Cargo.toml", include_str!("../../../sdk/Cargo.toml")),
+    (
+        "wit/plugin.wit",
+        include_str!("../../../sdk/wit/plugin.wit"),
+    ),
+    ("src/lib.rs", include_str!("../../../sdk/src/lib.rs")),
+    ("src/__rt.rs", include_str!("../../../sdk/src/__rt.rs")),
+    (
+        "src/bindings.rs",
+        include_str!("../../../sdk/src/bindings.rs"),
+    ),
+    ("src/codec.rs", include_str!("../../../sdk/src/codec.rs")),
+    ("src/hash.rs", include_str!("../../../sdk/src/hash.rs")),
+    ("src/json.rs", include_str!("../../../sdk/src/json.rs")),
+    (
+        "src/testing.rs",
+        include_str!("../../../sdk/src/testing.rs"),
+    ),
+];
+
 /// Creates the crate `dir/name` for a plugin of `kind` and returns its path. Inside a checkout of
-/// the Sluice repository the crate depends on `sdk/` by path, elsewhere on the published
-/// `sluice-sdk` version. Build it with `cargo build --release --target wasm32-wasip2`; test it
-/// with `cargo test`.
-pub fn new_plugin(name: &str, kind: PluginKind, dir: &Path) -> Result<PathBuf, ScaffoldError> {
+/// the Sluice repository whose WIT is this binary's, the crate depends on that checkout's `sdk/`
+/// by path; anywhere else on the SDK embedded in this binary, written once under `sdk_cache`
+/// (see [`sdk_dir`]). Build it with `cargo build --release --target wasm32-wasip2`; test it with
+/// `cargo test`.
+pub fn new_plugin(
+    name: &str,
+    kind: PluginKind,
+    dir: &Path,
+    sdk_cache: &Path,
+) -> Result<PathBuf, ScaffoldError> {
     let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
         && name
             .chars()
@@ -37,12 +67,14 @@ pub fn new_plugin(name: &str, kind: PluginKind, dir: &Path) -> Result<PathBuf, S
     if root.read_dir().is_ok_and(|mut d| d.next().is_some()) {
         return Err(ScaffoldError::Exists(root));
     }
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ScaffoldError::Io { path, source }
-    };
     std::fs::create_dir_all(root.join("src")).map_err(io(&root))?;
-    let sdk = sdk_dependency(&root);
+    let sdk = match checkout_sdk(&root) {
+        Some(rel) => rel,
+        None => {
+            let abs = std::path::absolute(sdk_cache).map_err(io(sdk_cache))?;
+            write_sdk(&abs)?.display().to_string()
+        }
+    };
     let files = [
         ("Cargo.toml", cargo_toml(name, kind, &sdk)),
         ("src/lib.rs", lib_rs(name, kind)),
@@ -55,26 +87,99 @@ pub fn new_plugin(name: &str, kind: PluginKind, dir: &Path) -> Result<PathBuf, S
     Ok(root)
 }
 
-/// The `sluice-sdk = …` dependency line: by path inside a Sluice checkout, else by version.
-fn sdk_dependency(crate_dir: &Path) -> String {
-    let abs = std::path::absolute(crate_dir).unwrap_or_else(|_| crate_dir.to_path_buf());
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ScaffoldError + use<> {
+    let path = path.to_path_buf();
+    move |source| ScaffoldError::Io { path, source }
+}
+
+/// Where `sluice plugin new` keeps the embedded SDK: `sdk/` in Sluice's cache folder (see
+/// [`super::engine::cache_root`]).
+pub fn sdk_dir() -> Option<PathBuf> {
+    super::engine::cache_root().map(|root| root.join("sdk"))
+}
+
+/// Writes the embedded SDK to `cache/sluice-sdk-<version>-<content hash>` unless it is there
+/// already, and returns that folder. The name changes with the content, so a folder once complete
+/// is never rewritten; it is made complete in a temporary folder and renamed into place, so two
+/// scaffolds at once, or one killed midway, never leave a half-written SDK behind.
+fn write_sdk(cache: &Path) -> Result<PathBuf, ScaffoldError> {
+    use std::hash::{Hash, Hasher};
+    // FNV-1a: stable across Rust versions, unlike `DefaultHasher`.
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    SDK_FILES.hash(&mut h);
+    let dest = cache.join(format!(
+        "sluice-sdk-{}-{:016x}",
+        env!("CARGO_PKG_VERSION"),
+        h.finish()
+    ));
+    if dest.join("Cargo.toml").is_file() {
+        return Ok(dest);
+    }
+    std::fs::create_dir_all(cache).map_err(io(cache))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".sluice-sdk-")
+        .tempdir_in(cache)
+        .map_err(io(cache))?;
+    for (file, text) in SDK_FILES {
+        let path = tmp.path().join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        std::fs::write(&path, text).map_err(io(&path))?;
+    }
+    match std::fs::rename(tmp.path(), &dest) {
+        Ok(()) => {
+            // Renamed away: nothing left for the guard to delete.
+            let _ = tmp.keep();
+            Ok(dest)
+        }
+        // Another scaffold finished first: its copy is the same content.
+        Err(_) if dest.join("Cargo.toml").is_file() => Ok(dest),
+        Err(e) => Err(io(&dest)(e)),
+    }
+}
+
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// The relative path to `sdk/` when `crate_dir` is inside a Sluice checkout whose WIT is the one
+/// this binary runs (so plugins in the repository build against the SDK being worked on).
+fn checkout_sdk(crate_dir: &Path) -> Option<String> {
+    let abs = std::path::absolute(crate_dir).ok()?;
+    let embedded_wit = SDK_FILES.iter().find(|(f, _)| *f == "wit/plugin.wit")?.1;
     for ancestor in abs.ancestors().skip(1) {
         let sdk = ancestor.join("sdk");
         let is_sdk = std::fs::read_to_string(sdk.join("Cargo.toml"))
-            .is_ok_and(|t| t.contains("name = \"sluice-sdk\""))
-            && sdk.join("wit").join("plugin.wit").is_file();
+            .is_ok_and(|t| t.contains("name = \"sluice-sdk\""));
         if is_sdk {
+            let same_wit = std::fs::read_to_string(sdk.join("wit").join("plugin.wit"))
+                .is_ok_and(|wit| wit == embedded_wit);
+            if !same_wit {
+                return None;
+            }
             let depth = abs
                 .strip_prefix(ancestor)
                 .map_or(0, |p| p.components().count());
-            let rel = "../".repeat(depth) + "sdk";
-            return format!("sluice-sdk = {{ path = \"{rel}\" }}");
+            return Some("../".repeat(depth) + "sdk");
         }
     }
-    format!("sluice-sdk = \"{}\"", env!("CARGO_PKG_VERSION"))
+    None
 }
 
+/// The crate's manifest; `sdk` is the path of the SDK it builds against.
 fn cargo_toml(name: &str, kind: PluginKind, sdk: &str) -> String {
+    // A TOML basic string: escape what a path could hold.
+    let sdk = sdk.replace('\\', "\\\\").replace('"', "\\\"");
     format!(
         r#"[package]
 name = "{name}"
@@ -87,7 +192,7 @@ publish = false
 crate-type = ["cdylib", "rlib"]
 
 [dependencies]
-{sdk}
+sluice-sdk = {{ path = "{sdk}" }}
 serde = {{ version = "1", features = ["derive"] }}
 serde_json = "1"
 schemars = "1"
@@ -325,17 +430,78 @@ mod tests {
         assert_eq!(type_name("my-cool_plugin"), "MyCoolPlugin");
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(
-            new_plugin("1bad", PluginKind::Transform, dir.path()),
+            new_plugin("1bad", PluginKind::Transform, dir.path(), dir.path()),
             Err(ScaffoldError::BadName(_))
         ));
     }
 
+    fn repo() -> &'static Path {
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+    }
+
     #[test]
-    fn uses_the_repo_sdk_by_path() {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let dep = sdk_dependency(&repo.join("plugins").join("x"));
-        assert_eq!(dep, "sluice-sdk = { path = \"../../sdk\" }");
+    fn uses_the_repo_sdk_by_path_inside_a_checkout() {
+        let dep = checkout_sdk(&repo().join("plugins").join("x"));
+        assert_eq!(dep.as_deref(), Some("../../sdk"));
         let elsewhere = tempfile::tempdir().unwrap();
-        assert!(sdk_dependency(&elsewhere.path().join("x")).contains("\"0.1"));
+        assert_eq!(checkout_sdk(&elsewhere.path().join("x")), None);
+    }
+
+    #[test]
+    fn embeds_every_file_of_the_sdk() {
+        let sdk = repo().join("sdk");
+        let mut on_disk = Vec::new();
+        for sub in ["src", "wit"] {
+            for entry in std::fs::read_dir(sdk.join(sub)).unwrap() {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                on_disk.push(format!("{sub}/{name}"));
+            }
+        }
+        on_disk.push("Cargo.toml".into());
+        on_disk.sort();
+        let mut embedded: Vec<_> = SDK_FILES.iter().map(|(f, _)| f.to_string()).collect();
+        embedded.sort();
+        assert_eq!(
+            embedded, on_disk,
+            "update SDK_FILES when sdk/ gains or loses a file"
+        );
+    }
+
+    #[test]
+    fn sdk_version_is_the_workspace_version_and_wit_version_is_the_hosts() {
+        let manifest = SDK_FILES[0].1;
+        let version = format!("version = \"{}\"", env!("CARGO_PKG_VERSION"));
+        assert!(
+            manifest.contains(&version),
+            "sdk/Cargo.toml must say {version}"
+        );
+        let wit = SDK_FILES[1].1;
+        let package = format!("package sluice:plugin@{};", super::super::WIT_VERSION);
+        assert!(
+            wit.contains(&package),
+            "sdk/wit/plugin.wit must say {package}"
+        );
+    }
+
+    #[test]
+    fn the_sdk_is_written_once_and_reused() {
+        let cache = tempfile::tempdir().unwrap();
+        let first = write_sdk(cache.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(first.join("wit/plugin.wit")).unwrap(),
+            SDK_FILES[1].1
+        );
+        let modified = std::fs::metadata(first.join("src/lib.rs"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(write_sdk(cache.path()).unwrap(), first);
+        let again = std::fs::metadata(first.join("src/lib.rs"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(modified, again);
+        // Only the SDK folder is left: no temporary folder.
+        assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1);
     }
 }
