@@ -349,3 +349,47 @@ fn stdin_to_stdout() {
     );
     assert_eq!(stdout(&out), "{\"a\": 1}\n");
 }
+
+#[test]
+fn jq_transforms_edit_filter_fan_out_and_dead_letter_through_the_binary() {
+    let s = Scratch::new();
+    s.write(
+        "in/a.jsonl",
+        "{\"id\":1,\"user\":\"a\",\"email\":\"A@X\",\"tags\":[\"t1\",\"t2\"]}\n{\"id\":2,\"user\":\"b\",\"email\":\"b@x\",\"drop\":true,\"tags\":[\"t0\"]}\n{\"id\":3,\"user\":\"c\",\"email\":3,\"tags\":[\"t3\"]}\n",
+    );
+    s.write(
+        "spec.yaml",
+        "version: 1\nname: jq\nsource: {type: file, paths: [in/*.jsonl]}\nformat: {decode: json, encode: json}\ntransforms:\n  - jq: 'select(.drop | not) | .email |= ascii_downcase'\n  - jq: '.tags[] as $t | {value: {id, tag: $t, line: $meta.offset}, key: .user, headers: {tag: $t}}'\n    output: envelope\nsink: {type: file, path: out/data.jsonl, envelope: true}\noffsets: {store: file, path: offsets}\nerrors:\n  tolerance: all\n  dead_letter: {type: file, path: dlq.jsonl}\n",
+    );
+    let out = s.run(&["run", "spec.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got: Vec<serde_json::Value> = s
+        .lines("out/data.jsonl")
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    // Record 1 fans out into one record per tag, keyed by user; record 2 is dropped.
+    let values: Vec<_> = got.iter().map(|v| v["value"].clone()).collect();
+    assert_eq!(
+        values,
+        vec![
+            serde_json::json!({"id": 1, "tag": "t1", "line": "1"}),
+            serde_json::json!({"id": 1, "tag": "t2", "line": "1"}),
+        ]
+    );
+    assert_eq!(got[0]["key"], "a", "{:?}", got[0]);
+    assert_eq!(got[1]["headers"]["tag"], "t2", "{:?}", got[1]);
+    // Record 3's email is a number: `ascii_downcase` fails, and jq's message is dead-lettered.
+    let dlq = s.lines("dlq.jsonl");
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    let entry: serde_json::Value = serde_json::from_str(&dlq[0]).expect("dlq JSON");
+    assert_eq!(entry["offset"], "3");
+    let error = entry["error"].as_str().expect("error");
+    assert!(error.starts_with("jq: "), "{error}");
+    assert!(entry["stage"].as_str().expect("stage").contains("jq"));
+    // Everything was accounted for: the file is finished.
+    assert_eq!(
+        s.offsets("offsets", "jq"),
+        vec![("in/a.jsonl".to_string(), 3, true)]
+    );
+}

@@ -41,6 +41,11 @@ bad_spec!(missing_env_var, "missing-env.yaml");
 bad_spec!(yaml_syntax_error, "yaml-syntax.yaml");
 bad_spec!(semantic_checks, "semantic.yaml");
 bad_spec!(secret_values_are_hidden, "secret.yaml");
+bad_spec!(
+    jq_programs_are_compiled_and_errors_point_into_them,
+    "jq.yaml"
+);
+bad_spec!(jq_needs_json_records, "jq-needs-json.yaml");
 
 #[test]
 fn print_redacts_secrets() {

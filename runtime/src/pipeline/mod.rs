@@ -10,6 +10,7 @@
 
 mod dlq;
 pub mod formats;
+pub mod jq;
 pub mod metrics;
 pub mod partition;
 mod process;
@@ -28,7 +29,9 @@ pub use metrics::{Metrics, Snapshot};
 
 use crate::offsets::{self, OffsetError, OffsetStore};
 use crate::plugin::{PluginError, PluginHost};
-use crate::spec::{DeadLetterSpec, FormatChoice, LoadedSpec, PartitionerSpec, Tolerance};
+use crate::spec::{
+    DeadLetterSpec, FormatChoice, LoadedSpec, PartitionerSpec, Tolerance, TransformSpec,
+};
 use crate::stage::{Partitioner, Stage};
 use process::{ErrorPolicy, Processor, handle_rejects};
 
@@ -119,7 +122,13 @@ impl Pipeline {
             }
         }
         for t in &spec.transforms {
-            pre.push(host.transform(t, base)?);
+            match t {
+                // `validate` compiled the program already: an error here is not expected.
+                TransformSpec::Jq(jq) => pre.push(Box::new(
+                    jq::JqStage::new(jq).map_err(PipelineError::Internal)?,
+                )),
+                TransformSpec::Wasm(p) => pre.push(host.transform(p, base)?),
+            }
         }
         let partitioner: Box<dyn Partitioner> = match &spec.partitioner {
             PartitionerSpec::Builtin(b) => partition::builtin(*b),

@@ -165,9 +165,11 @@ pub fn parse(
             message: e.inner().to_string(),
         }])
     })?;
-    let issues = semantic_checks(&spec);
-    if !issues.is_empty() {
-        return Err(locate(issues));
+    let mut diagnostics = locate(semantic_checks(&spec));
+    diagnostics.extend(check_jq(&spec, file, text, &map));
+    if !diagnostics.is_empty() {
+        diagnostics.sort_by_key(|d| (d.pos.line, d.pos.column));
+        return Err(diagnostics);
     }
     Ok((spec, doc, map))
 }
@@ -265,6 +267,16 @@ fn semantic_checks(spec: &Spec) -> Vec<Issue> {
     for i in spec.sink.check() {
         issues.push(issue(&format!("/sink/{}", i.path), i.message));
     }
+    let decodes = spec.format.as_ref().is_some_and(|f| f.decode.is_some());
+    for (i, t) in spec.transforms.iter().enumerate() {
+        if matches!(t, TransformSpec::Jq(_)) && !decodes {
+            issues.push(issue(
+                &format!("/transforms/{i}/jq"),
+                "a jq transform works on JSON records: add `format.decode` (json, csv or a wasm decoder)"
+                    .into(),
+            ));
+        }
+    }
     if let Some(format) = &spec.format {
         let is_csv =
             |c: &Option<FormatChoice>| matches!(c, Some(FormatChoice::Builtin(BuiltinFormat::Csv)));
@@ -291,12 +303,80 @@ fn semantic_checks(spec: &Spec) -> Vec<Issue> {
     issues
 }
 
+/// Compiles each `jq:` program; an error points at its place inside the program in the file
+/// (when the program's text stands in the file as written, else at the program's start).
+fn check_jq(spec: &Spec, file: &str, text: &str, map: &SourceMap) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for (i, t) in spec.transforms.iter().enumerate() {
+        let TransformSpec::Jq(jq) = t else { continue };
+        let pointer = format!("/transforms/{i}/jq");
+        let Err(errors) = crate::pipeline::jq::compile(&jq.jq) else {
+            continue;
+        };
+        let start = map.value_pos(&pointer);
+        for e in errors {
+            out.push(Diagnostic {
+                file: file.to_string(),
+                pos: pos_in_value(text, start, &jq.jq, e.offset).unwrap_or(start),
+                path: validate::dotted(&pointer),
+                message: format!("jq: {}", e.message),
+            });
+        }
+    }
+    out
+}
+
+/// Where byte `offset` of a string value that starts at `start` stands in `text`: the line of
+/// the value holding that part of the string is found by its content (a quoted one-line value
+/// sits on the value's line, a block scalar's lines follow it). `None` when the value's text is
+/// not in the file as it is (escapes, folding).
+fn pos_in_value(
+    text: &str,
+    start: source_map::Pos,
+    value: &str,
+    offset: usize,
+) -> Option<source_map::Pos> {
+    let before = value.get(..offset)?;
+    let line_index = before.matches('\n').count();
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let value_line = value[line_start..].split('\n').next().unwrap_or("");
+    let column_in_line = offset - line_start;
+    let lines: Vec<&str> = text.lines().collect();
+    // The first file line at or after the value's own (plus the lines before this one) that
+    // holds this line of the value.
+    let from = start.line.checked_sub(1)? + line_index;
+    let probe = if value_line.trim().is_empty() {
+        return None;
+    } else {
+        value_line
+    };
+    for (n, l) in lines.iter().enumerate().skip(from).take(line_index + 2) {
+        let found = if n + 1 == start.line {
+            // On the value's own line the value starts at `start.column` (or one later, quoted).
+            let skip = start.column.saturating_sub(1);
+            l.get(skip..)
+                .and_then(|rest| rest.find(probe).map(|i| i + skip))
+        } else {
+            l.find(probe)
+        };
+        if let Some(col) = found {
+            return Some(source_map::Pos {
+                line: n + 1,
+                column: l[..col].chars().count() + value_line[..column_in_line].chars().count() + 1,
+            });
+        }
+    }
+    None
+}
+
 /// Loads each wasm plugin the spec names, checks its kind, and checks its config against the
 /// schema the plugin exports.
 fn check_plugins(spec: &Spec, base_dir: &Path, host: &PluginHost) -> Vec<Issue> {
     let mut refs = Vec::new();
     for (i, t) in spec.transforms.iter().enumerate() {
-        refs.push((format!("/transforms/{i}"), t, PluginKind::Transform));
+        if let TransformSpec::Wasm(t) = t {
+            refs.push((format!("/transforms/{i}"), t, PluginKind::Transform));
+        }
     }
     if let PartitionerSpec::Wasm(p) = &spec.partitioner {
         refs.push(("/partitioner".into(), p, PluginKind::Partitioner));

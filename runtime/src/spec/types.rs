@@ -29,9 +29,10 @@ pub struct Spec {
     /// (`encode`). Omit to pass bytes through unchanged.
     #[serde(default)]
     pub format: Option<FormatSpec>,
-    /// WebAssembly transforms, applied in order.
+    /// Transforms, applied in order: jq programs run natively (`jq: <program>`) or WebAssembly
+    /// transform plugins (`wasm: <path>`).
     #[serde(default)]
-    pub transforms: Vec<PluginSpec>,
+    pub transforms: Vec<TransformSpec>,
     /// How records are spread over the sink's partitions.
     #[serde(default)]
     pub partitioner: PartitionerSpec,
@@ -87,6 +88,47 @@ pub struct FormatSpec {
     /// Options of the `csv` format (needed when `decode` or `encode` is `csv`).
     #[serde(default)]
     pub csv: Option<CsvOptions>,
+}
+
+/// One transform: a jq program or a wasm transform plugin.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum TransformSpec {
+    /// A jq program run natively on each JSON record.
+    Jq(JqSpec),
+    /// A WebAssembly transform plugin.
+    Wasm(PluginSpec),
+}
+
+/// A jq program (the jq language as jaq implements it) run on each JSON record. Its outputs
+/// replace the record: none drops it, several make several records; a runtime error sends the
+/// record to the error policy with jq's message. The record's envelope is `$meta`: `key`,
+/// `timestamp` (ms), `headers`, `metadata` (source metadata such as `shard-id`), `partition`,
+/// `offset`. Needs JSON records, so the spec must have `format.decode`. The process environment
+/// (`env`, `$ENV`) is not available: it holds credentials. Each record may yield at most 10,000
+/// outputs.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JqSpec {
+    /// The program, e.g. `.email = "***"` or `select(.type == "click")`.
+    #[schemars(length(min = 1))]
+    pub jq: String,
+    /// What each output is: `value` (the new record value; key, timestamp and headers are kept)
+    /// or `envelope` (an object `{value, key?, timestamp?, headers?}`: a field left out keeps the
+    /// input's, `null` removes it; `headers` replaces all headers).
+    #[serde(default)]
+    pub output: JqOutput,
+}
+
+/// What each output of a jq program is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JqOutput {
+    /// The record's new value.
+    #[default]
+    Value,
+    /// `{value, key?, timestamp?, headers?}`.
+    Envelope,
 }
 
 /// A built-in format or a wasm format plugin.
