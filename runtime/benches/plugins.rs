@@ -1,6 +1,6 @@
 //! Plugin call cost and throughput: identity, JSON field mask and field-hash partitioner as wasm
 //! plugins (through `PluginHost` stages, default limits on) against the same logic in native
-//! Rust; batches of 1, 100 and 1000 records; values of about 100 B and 1 KiB.
+//! Rust (and the mask as a built-in `jq:` transform); batches of 1, 100 and 1000 records; values of about 100 B and 1 KiB.
 //!
 //! `cargo bench -p sluice-runtime --bench plugins` (add `-- --quick` for a short run). Results
 //! are in `docs/benchmarks.md`.
@@ -19,9 +19,11 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Value, json};
 use sluice_connectors::{Offset, Record, Route};
+use sluice_runtime::pipeline::jq::JqStage;
 use sluice_runtime::plugin::PluginHost;
+use sluice_runtime::spec::JqSpec;
 use sluice_runtime::spec::plugin::PluginSpec;
-use sluice_runtime::stage::Outcome;
+use sluice_runtime::stage::{Outcome, Stage};
 
 const BATCHES: [usize; 3] = [1, 100, 1000];
 
@@ -154,6 +156,9 @@ fn transforms(c: &mut Criterion) {
             "/".as_ref(),
         )
         .unwrap();
+    let jq_spec: JqSpec =
+        serde_json::from_value(json!({"jq": r#".email = "***""#})).expect("a valid jq spec");
+    let mut jq = JqStage::new(&jq_spec).expect("the program compiles");
     let mut fueled: PluginSpec = spec("mask-fields", json!({"fields": ["email"]}));
     fueled.fuel = Some(u64::MAX / 4);
     let mut mask_fuel = host.transform(&fueled, "/".as_ref()).unwrap();
@@ -181,6 +186,9 @@ fn transforms(c: &mut Criterion) {
             });
             g.bench_with_input(BenchmarkId::new("native", n), &batch, |b, batch| {
                 b.iter(|| black_box(native_mask(batch, &["email"])))
+            });
+            g.bench_with_input(BenchmarkId::new("jq", n), &batch, |b, batch| {
+                b.iter(|| black_box(jq.process(batch).unwrap()))
             });
             if n == 1000 {
                 g.bench_with_input(BenchmarkId::new("wasm+fuel", n), &batch, |b, batch| {

@@ -24,6 +24,12 @@ impl From<Kind> for PluginKind {
     }
 }
 
+#[derive(Copy, Clone, ValueEnum)]
+pub enum Lang {
+    Rust,
+    Python,
+}
+
 #[derive(Subcommand)]
 pub enum PluginCommand {
     /// Create a plugin crate that builds to wasm32-wasip2 with one command.
@@ -34,6 +40,9 @@ pub enum PluginCommand {
         /// Parent folder of the new crate.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
+        /// The plugin's language: a Rust crate, or a Python project built with componentize-py.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: Lang,
     },
     /// Run a plugin over sample records and print what comes out.
     Test {
@@ -55,18 +64,36 @@ pub enum PluginCommand {
 
 pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        PluginCommand::New { name, kind, dir } => {
+        PluginCommand::New {
+            name,
+            kind,
+            dir,
+            lang,
+        } => {
             let sdk = scaffold::sdk_dir().ok_or_else(|| {
                 anyhow::anyhow!(
                     "no cache folder for the plugin SDK: set SLUICE_CACHE_DIR (or HOME) to a writable folder"
                 )
             })?;
-            let path = scaffold::new_plugin(&name, kind.into(), &dir, &sdk)?;
-            eprintln!(
-                "created {}\nbuild it with: cargo build --release --target wasm32-wasip2 --manifest-path {}/Cargo.toml",
-                path.display(),
-                path.display()
-            );
+            match lang {
+                Lang::Rust => {
+                    let path = scaffold::new_plugin(&name, kind.into(), &dir, &sdk)?;
+                    eprintln!(
+                        "created {}\nbuild it with: cargo build --release --target wasm32-wasip2 --manifest-path {}/Cargo.toml",
+                        path.display(),
+                        path.display()
+                    );
+                }
+                Lang::Python => {
+                    let path = scaffold::new_python_plugin(&name, kind.into(), &dir, &sdk)?;
+                    eprintln!(
+                        "created {}\nbuild it with: {}/build.sh (needs `pip install {}`)",
+                        path.display(),
+                        path.display(),
+                        scaffold::COMPONENTIZE_PY
+                    );
+                }
+            }
         }
         PluginCommand::Test {
             wasm,

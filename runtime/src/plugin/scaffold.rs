@@ -14,6 +14,8 @@ pub enum ScaffoldError {
     BadName(String),
     #[error("{0} already exists and is not empty")]
     Exists(PathBuf),
+    #[error("{0}")]
+    Unsupported(String),
     #[error("cannot write {path}: {source}")]
     Io {
         path: PathBuf,
@@ -43,7 +45,14 @@ const SDK_FILES: &[(&str, &str)] = &[
         "src/testing.rs",
         include_str!("../../../sdk/src/testing.rs"),
     ),
+    (
+        "python/sluice_plugin.py",
+        include_str!("../../../sdk/python/sluice_plugin.py"),
+    ),
 ];
+
+/// The version of componentize-py the Python scaffold and the tests build with.
+pub const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 
 /// Creates the crate `dir/name` for a plugin of `kind` and returns its path. Inside a checkout of
 /// the Sluice repository whose WIT is this binary's, the crate depends on that checkout's `sdk/`
@@ -56,17 +65,7 @@ pub fn new_plugin(
     dir: &Path,
     sdk_cache: &Path,
 ) -> Result<PathBuf, ScaffoldError> {
-    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if !valid {
-        return Err(ScaffoldError::BadName(name.to_string()));
-    }
-    let root = dir.join(name);
-    if root.read_dir().is_ok_and(|mut d| d.next().is_some()) {
-        return Err(ScaffoldError::Exists(root));
-    }
+    let root = prepare_root(name, dir)?;
     std::fs::create_dir_all(root.join("src")).map_err(io(&root))?;
     let sdk = match checkout_sdk(&root) {
         Some(rel) => rel,
@@ -84,6 +83,79 @@ pub fn new_plugin(
         let path = root.join(file);
         std::fs::write(&path, text).map_err(io(&path))?;
     }
+    Ok(root)
+}
+
+/// Creates the Python plugin project `dir/name` (componentize-py): `app.py` with a working
+/// example, `sluice_plugin.py` (the guest library that hides the batch encoding), a native
+/// `test_app.py`, and `build.sh`, which builds `<name>.wasm` against the WIT of this binary
+/// (written under `sdk_cache`). Python plugins are transforms or partitioners.
+pub fn new_python_plugin(
+    name: &str,
+    kind: PluginKind,
+    dir: &Path,
+    sdk_cache: &Path,
+) -> Result<PathBuf, ScaffoldError> {
+    let (template, test, world) = match kind {
+        PluginKind::Partitioner => (PY_PARTITIONER, PY_PARTITIONER_TEST, "partitioner"),
+        PluginKind::Transform => (PY_TRANSFORM, PY_TRANSFORM_TEST, "transform"),
+        PluginKind::Format => {
+            return Err(ScaffoldError::Unsupported(
+                "Python plugins are transforms or partitioners; write a format in Rust".into(),
+            ));
+        }
+    };
+    let root = prepare_root(name, dir)?;
+    let abs = std::path::absolute(sdk_cache).map_err(io(sdk_cache))?;
+    let sdk = write_sdk(&abs)?;
+    let library = SDK_FILES
+        .iter()
+        .find(|(f, _)| *f == "python/sluice_plugin.py")
+        .map_or("", |(_, text)| text);
+    let file = name.replace('-', "_");
+    let build = format!(
+        "#!/bin/sh\n# Builds {file}.wasm with componentize-py ({COMPONENTIZE_PY} from PyPI; set\n\
+         # COMPONENTIZE_PY to its path if it is not on PATH), against the plugin contract (WIT) of\n\
+         # the sluice that made this project.\nset -e\ncd \"$(dirname \"$0\")\"\n\
+         \"${{COMPONENTIZE_PY:-componentize-py}}\" -d '{wit}' -w {world} componentize app -p . -o {file}.wasm\n\
+         echo \"built $(pwd)/{file}.wasm\"\n",
+        wit = sdk.join("wit").display(),
+    );
+    let files = [
+        ("app.py", template.replace("NAME", name)),
+        ("test_app.py", test.to_string()),
+        ("sluice_plugin.py", library.to_string()),
+        ("build.sh", build),
+        (".gitignore", "*.wasm\n__pycache__/\n".to_string()),
+    ];
+    for (file, text) in files {
+        let path = root.join(file);
+        std::fs::write(&path, text).map_err(io(&path))?;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let path = root.join("build.sh");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .map_err(io(&path))?;
+    }
+    Ok(root)
+}
+
+/// Checks `name` and creates the empty folder `dir/name`.
+fn prepare_root(name: &str, dir: &Path) -> Result<PathBuf, ScaffoldError> {
+    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid {
+        return Err(ScaffoldError::BadName(name.to_string()));
+    }
+    let root = dir.join(name);
+    if root.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+        return Err(ScaffoldError::Exists(root));
+    }
+    std::fs::create_dir_all(&root).map_err(io(&root))?;
     Ok(root)
 }
 
@@ -421,6 +493,115 @@ mod tests {
 }
 "##;
 
+const PY_PARTITIONER: &str = r#"""NAME: a Sluice partitioner plugin in Python.
+
+Build: `./build.sh` (componentize-py). Test: `python3 -m unittest`. Try it:
+`sluice plugin test NAME.wasm --kind partitioner --config '{"field": "user"}' --partitions 8 --input records.jsonl`
+"""
+
+import sluice_plugin as sp
+
+
+class Plugin(sp.Partitioner):
+    # The JSON Schema of the spec's `config:` (checked by `sluice validate`).
+    CONFIG_SCHEMA = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["field"],
+        "properties": {
+            "field": {"type": "string", "description": "The JSON field whose value picks the partition."},
+        },
+    }
+
+    def __init__(self, config):
+        self.field = config["field"]
+
+    def partition(self, record, partitions):
+        """The field's value is the partition key; its stable hash picks the partition index."""
+        doc = record.json()
+        if not isinstance(doc, dict) or self.field not in doc:
+            raise sp.PluginError(f"field `{self.field}` is missing")
+        key = sp.key_text(doc[self.field])
+        return sp.Route(key=key, index=sp.bucket(sp.fnv1a64(key.encode("utf-8")), partitions))
+
+
+PartitionerPlugin = sp.export_partitioner(Plugin)
+"#;
+
+const PY_PARTITIONER_TEST: &str = r#"import unittest
+
+import app
+import sluice_plugin as sp
+
+
+class PluginTest(unittest.TestCase):
+    def test_same_value_same_partition(self):
+        routes = sp.partition_values(
+            app.Plugin, {"field": "user"}, [{"user": "a"}, {"user": "a", "x": 1}, {}], 4
+        )
+        self.assertEqual(routes[0], routes[1])
+        self.assertEqual(routes[0].key, "a")
+        self.assertIsInstance(routes[2], sp.PluginError)
+
+
+if __name__ == "__main__":
+    unittest.main()
+"#;
+
+const PY_TRANSFORM: &str = r#"""NAME: a Sluice transform plugin in Python.
+
+Build: `./build.sh` (componentize-py). Test: `python3 -m unittest`. Try it:
+`sluice plugin test NAME.wasm --kind transform --config '{"field": "env", "value": "prod"}' --input records.jsonl`
+"""
+
+import sluice_plugin as sp
+
+
+class Plugin(sp.Transform):
+    # The JSON Schema of the spec's `config:` (checked by `sluice validate`).
+    CONFIG_SCHEMA = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "field": {"type": "string", "default": "tagged", "description": "The field to add."},
+            "value": {"description": "Its value."},
+        },
+    }
+
+    def __init__(self, config):
+        self.field = config.get("field", "tagged")
+        self.value = config.get("value")
+
+    def process(self, record):
+        """Adds `field: value` to each JSON object; other values go to the error policy.
+        Return sp.KEEP, None (drop), a value, an sp.Output, or a list of them."""
+        doc = record.json()
+        if not isinstance(doc, dict):
+            raise sp.PluginError("value is not a JSON object")
+        doc[self.field] = self.value
+        return doc
+
+
+TransformPlugin = sp.export_transform(Plugin)
+"#;
+
+const PY_TRANSFORM_TEST: &str = r#"import unittest
+
+import app
+import sluice_plugin as sp
+
+
+class PluginTest(unittest.TestCase):
+    def test_adds_the_field(self):
+        out = sp.transform_values(app.Plugin, {"field": "env", "value": "prod"}, [{"id": 1}, []])
+        self.assertEqual(out[0], [b'{"id":1,"env":"prod"}'])
+        self.assertIsInstance(out[1], sp.PluginError)
+
+
+if __name__ == "__main__":
+    unittest.main()
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,7 +632,7 @@ mod tests {
     fn embeds_every_file_of_the_sdk() {
         let sdk = repo().join("sdk");
         let mut on_disk = Vec::new();
-        for sub in ["src", "wit"] {
+        for sub in ["src", "wit", "python"] {
             for entry in std::fs::read_dir(sdk.join(sub)).unwrap() {
                 let name = entry.unwrap().file_name().into_string().unwrap();
                 on_disk.push(format!("{sub}/{name}"));
