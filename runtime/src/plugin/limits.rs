@@ -1,13 +1,14 @@
 //! Per-plugin limits (call timeout, memory, fuel) and the sandbox a plugin runs in: a store whose
-//! WASI context grants nothing (no files, sockets, env or args; stdin closed) and whose
-//! stdout/stderr are captured into the host's logs.
+//! WASI context grants nothing (no files, sockets, env or args; stdin closed), whose
+//! stdout/stderr are captured into the host's logs, whose WASI resource table is bounded, and
+//! whose linear memories share one cap.
 
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
@@ -43,26 +44,137 @@ impl Limits {
         u64::try_from(ticks).unwrap_or(u64::MAX / 2).max(1) + 1
     }
 
-    fn store_limits(&self) -> StoreLimits {
-        StoreLimitsBuilder::new()
-            .memory_size(usize::try_from(self.memory).unwrap_or(usize::MAX))
-            // A component built from Rust has one or two core instances and memories; the
-            // margins keep a plugin from building huge instance graphs.
-            .instances(16)
-            .memories(4)
-            .tables(16)
-            .table_elements(100_000)
-            .trap_on_grow_failure(true)
-            .build()
+    /// The wall-clock deadline of a call that starts now.
+    pub(crate) fn deadline_from_now(&self) -> Instant {
+        let now = Instant::now();
+        now.checked_add(self.timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+    }
+
+    /// How many host bytes decoding one call's output may take: [`OUTPUT_MEMORY_FACTOR`] times
+    /// the plugin's `memory`.
+    pub(crate) fn output_budget(&self) -> usize {
+        usize::try_from(self.memory.saturating_mul(OUTPUT_MEMORY_FACTOR)).unwrap_or(usize::MAX)
+    }
+
+    fn limiter(&self) -> SandboxLimiter {
+        SandboxLimiter {
+            counts: StoreLimitsBuilder::new()
+                // A component built from Rust has one or two core instances and memories; the
+                // margins keep a plugin from building huge instance graphs. Memory size is
+                // capped below, over all memories together.
+                .instances(16)
+                .memories(4)
+                .tables(16)
+                .table_elements(100_000)
+                .trap_on_grow_failure(true)
+                .build(),
+            memory_cap: usize::try_from(self.memory).unwrap_or(usize::MAX),
+            memory_used: 0,
+            last_grow: 0,
+        }
+    }
+}
+
+/// Host memory for decoding a call's output is capped at this multiple of the plugin's `memory`
+/// (the output buffer itself, every output record and what it inherits from its input).
+pub(crate) const OUTPUT_MEMORY_FACTOR: u64 = 4;
+
+/// At most this many output records per call (one batch); more fails the batch.
+pub(crate) const MAX_OUTPUT_RECORDS: usize = 1_000_000;
+
+/// At most this many WASI resources (streams, pollables, ...) live in a plugin's store at once.
+/// A Rust guest uses a handful; a plugin that leaks them fails its call instead of growing the
+/// host's heap.
+pub(crate) const MAX_WASI_RESOURCES: usize = 4096;
+
+/// A call's linear memories grew past the `memory` limit (all memories of the store together).
+#[derive(Debug, thiserror::Error)]
+#[error("plugin exceeded its memory limit of {cap} bytes")]
+pub(crate) struct MemoryCapExceeded {
+    pub(crate) cap: usize,
+}
+
+/// A WASI wait (`wasi:io/poll`, `pollable.block`) reached the call's deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin call reached its deadline while waiting in wasi:io/poll")]
+pub(crate) struct WaitTimedOut;
+
+/// The store's resource limiter: wasmtime's `StoreLimits` for the counts of instances, tables and
+/// memories, and one byte cap shared by all linear memories (`StoreLimits` caps each memory on
+/// its own, so a component with four memories could use four times `memory`).
+pub(crate) struct SandboxLimiter {
+    counts: StoreLimits,
+    memory_cap: usize,
+    memory_used: usize,
+    /// The bytes of the last growth allowed, taken back if the growth then fails.
+    last_grow: usize,
+}
+
+impl ResourceLimiter for SandboxLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        let grow = desired.saturating_sub(current);
+        let total = self.memory_used.saturating_add(grow);
+        if total > self.memory_cap {
+            return Err(MemoryCapExceeded {
+                cap: self.memory_cap,
+            }
+            .into());
+        }
+        self.memory_used = total;
+        self.last_grow = grow;
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_used = self.memory_used.saturating_sub(self.last_grow);
+        self.last_grow = 0;
+        self.counts.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.counts.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.counts.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.counts.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.counts.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.counts.memories()
     }
 }
 
 /// What a plugin's store holds.
 pub(crate) struct HostState {
     wasi: WasiCtx,
-    table: ResourceTable,
-    limits: StoreLimits,
+    pub(super) table: ResourceTable,
+    limits: SandboxLimiter,
     pub(crate) output: LogPipe,
+    /// When the current call must end: WASI waits give up here (epoch interruption only stops
+    /// wasm code, not a host call that blocks).
+    pub(crate) deadline: Instant,
 }
 
 impl HostState {
@@ -75,11 +187,14 @@ impl HostState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_WASI_RESOURCES);
         Self {
             wasi,
-            table: ResourceTable::new(),
-            limits: limits.store_limits(),
+            table,
+            limits: limits.limiter(),
             output,
+            deadline: limits.deadline_from_now(),
         }
     }
 
