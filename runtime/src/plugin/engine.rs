@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -21,6 +22,9 @@ pub(crate) struct EngineCtx {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<HostState>,
     pub(crate) fuel: bool,
+    /// Ticks of [`EPOCH_TICK`] since the engine started, advanced with the engine's epoch (which
+    /// wasmtime does not expose): the clock of WASI waits' deadlines.
+    pub(crate) ticks: Arc<AtomicU64>,
     components: Mutex<HashMap<PathBuf, CachedComponent>>,
 }
 
@@ -129,11 +133,13 @@ impl EngineCtx {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .and_then(|()| super::wait::link_deadline_poll(&mut linker))
             .map_err(|e| PluginError(format!("cannot link WASI: {e}")))?;
-        start_ticker(&engine)?;
+        let ticks = Arc::new(AtomicU64::new(0));
+        start_ticker(&engine, ticks.clone())?;
         Ok(Arc::new(Self {
             engine,
             linker,
             fuel,
+            ticks,
             components: Mutex::new(HashMap::new()),
         }))
     }
@@ -177,9 +183,9 @@ impl EngineCtx {
     }
 }
 
-/// Starts the thread that advances the epoch of `engine` every [`EPOCH_TICK`]; it ends when the
-/// engine is dropped.
-fn start_ticker(engine: &Engine) -> Result<(), PluginError> {
+/// Starts the thread that advances the epoch of `engine` and `ticks` every [`EPOCH_TICK`]; it
+/// ends when the engine is dropped.
+fn start_ticker(engine: &Engine, ticks: Arc<AtomicU64>) -> Result<(), PluginError> {
     let weak = engine.weak();
     std::thread::Builder::new()
         .name("sluice-wasm-epoch".into())
@@ -187,7 +193,10 @@ fn start_ticker(engine: &Engine) -> Result<(), PluginError> {
             loop {
                 std::thread::sleep(EPOCH_TICK);
                 match weak.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
+                    Some(engine) => {
+                        ticks.fetch_add(1, Ordering::Relaxed);
+                        engine.increment_epoch();
+                    }
                     None => break,
                 }
             }

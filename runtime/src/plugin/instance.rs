@@ -138,7 +138,10 @@ impl<W: World> Prepared<W> {
         &self,
         limits: &Limits,
     ) -> wasmtime::Result<(Store<HostState>, W::Bindings)> {
-        let mut store = Store::new(&self.ctx.engine, HostState::new(limits));
+        let mut store = Store::new(
+            &self.ctx.engine,
+            HostState::new(limits, self.ctx.ticks.clone()),
+        );
         store.limiter(|s| s.limiter());
         store.set_epoch_deadline(limits.deadline_ticks());
         store.epoch_deadline_trap();
@@ -231,8 +234,9 @@ impl<W: World> Live<W> {
             stage: self.name.clone(),
             message: "plugin instance is missing".into(),
         })?;
-        store.set_epoch_deadline(self.limits.deadline_ticks());
-        store.data_mut().deadline = self.limits.deadline_from_now();
+        let ticks = self.limits.deadline_ticks();
+        store.set_epoch_deadline(ticks);
+        store.data_mut().start_call(ticks);
         if let Some(fuel) = self.limits.fuel
             && self.prepared.ctx.fuel
         {

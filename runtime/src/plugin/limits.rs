@@ -6,9 +6,10 @@
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
@@ -42,13 +43,6 @@ impl Limits {
         let tick = EPOCH_TICK.as_nanos();
         let ticks = self.timeout.as_nanos().div_ceil(tick);
         u64::try_from(ticks).unwrap_or(u64::MAX / 2).max(1) + 1
-    }
-
-    /// The wall-clock deadline of a call that starts now.
-    pub(crate) fn deadline_from_now(&self) -> Instant {
-        let now = Instant::now();
-        now.checked_add(self.timeout)
-            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
     }
 
     /// How many host bytes decoding one call's output may take: [`OUTPUT_MEMORY_FACTOR`] times
@@ -169,16 +163,20 @@ impl ResourceLimiter for SandboxLimiter {
 /// What a plugin's store holds.
 pub(crate) struct HostState {
     wasi: WasiCtx,
-    pub(super) table: ResourceTable,
+    table: ResourceTable,
     limits: SandboxLimiter,
     pub(crate) output: LogPipe,
-    /// When the current call must end: WASI waits give up here (epoch interruption only stops
-    /// wasm code, not a host call that blocks).
-    pub(crate) deadline: Instant,
+    /// The engine's tick count (see `engine::EPOCH_TICK`), advanced with its epoch.
+    ticks: Arc<AtomicU64>,
+    /// The tick at which the current call must end, the same deadline as the store's epoch
+    /// deadline: WASI waits give up there (epoch interruption only stops wasm code, not a host
+    /// call that blocks). A tick count rather than an `Instant`, because reading the clock costs
+    /// ~0.3 µs per call on some virtual machines.
+    deadline_tick: u64,
 }
 
 impl HostState {
-    pub(crate) fn new(limits: &Limits) -> Self {
+    pub(crate) fn new(limits: &Limits, ticks: Arc<AtomicU64>) -> Self {
         let output = LogPipe::default();
         let wasi = WasiCtxBuilder::new()
             .stdout(output.clone())
@@ -194,8 +192,20 @@ impl HostState {
             table,
             limits: limits.limiter(),
             output,
-            deadline: limits.deadline_from_now(),
+            deadline_tick: ticks.load(Ordering::Relaxed) + limits.deadline_ticks(),
+            ticks,
         }
+    }
+
+    /// Starts the deadline of a call; the caller sets the same number of ticks as the store's
+    /// epoch deadline.
+    pub(crate) fn start_call(&mut self, deadline_ticks: u64) {
+        self.deadline_tick = self.ticks.load(Ordering::Relaxed) + deadline_ticks;
+    }
+
+    /// The resource table, the engine's tick count and the current call's deadline tick.
+    pub(super) fn poll_parts(&mut self) -> (&mut ResourceTable, &AtomicU64, u64) {
+        (&mut self.table, &self.ticks, self.deadline_tick)
     }
 
     pub(crate) fn limiter(&mut self) -> &mut dyn ResourceLimiter {

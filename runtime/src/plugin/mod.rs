@@ -5,8 +5,7 @@
 //! shared `wasmtime::Engine` (epoch interruption on, a ticker thread advancing it every 10 ms),
 //! compiles each component once (cached in memory and on disk, see [`engine::cache_dir`]) and
 //! hands out pipeline stages. Each stage owns one instance in its own store, with the limits of
-//! its spec: a call timeout (an epoch deadline for wasm code, and a wall-clock deadline for WASI
-//! waits, see `wait`), one memory cap over all linear memories (trapping on growth failure) and
+//! its spec: a call timeout (an epoch deadline, which WASI waits honour too, see `wait`), one memory cap over all linear memories (trapping on growth failure) and
 //! optional fuel. Decoding a call's output is bounded too (host memory at a multiple of the
 //! memory cap, a number of output records), and so is the store's WASI resource table. The
 //! sandbox grants no WASI capability: no files, sockets, environment or arguments; stdin is

@@ -5,9 +5,9 @@
 //! time limit (`std::thread::sleep` in a Rust guest is `subscribe-duration` + `block`, and
 //! `subscribe-duration(u64::MAX)` never becomes ready). This module replaces those two functions
 //! (and `pollable.ready`) with versions that wait on this thread until the pollables are ready or
-//! the call's deadline ([`HostState::deadline`]) passes, whichever comes first; at the deadline
-//! the call traps with [`WaitTimedOut`], reported as a timeout. The wait parks the thread itself
-//! (no tokio `block_on`), so it works on any thread, inside a tokio runtime or not.
+//! the call's epoch deadline passes (checked at least every tick), whichever comes first; at the
+//! deadline the call traps with [`WaitTimedOut`], reported as a timeout. The wait parks the
+//! thread itself (no tokio `block_on`), so it works on any thread, inside a tokio runtime or not.
 //!
 //! [`off_runtime`] moves the other WASI calls that block on tokio (stream writes, drops) off a
 //! thread that drives a tokio runtime, where wasmtime-wasi would panic with "Cannot start a
@@ -16,20 +16,22 @@
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::Instant;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use wasmtime_wasi::p2::DynPollable;
 use wasmtime_wasi::p2::bindings::sync::io::poll as sync_poll;
 use wasmtime_wasi_io::bindings::wasi::io::poll as async_poll;
 
+use super::engine::EPOCH_TICK;
 use super::limits::{HostState, WaitTimedOut};
 
 /// What the deadline-bound `wasi:io/poll` sees of the store.
 pub(crate) struct DeadlinePoll<'a> {
     table: &'a mut ResourceTable,
-    deadline: Instant,
+    ticks: &'a AtomicU64,
+    deadline_tick: u64,
 }
 
 struct HasDeadlinePoll;
@@ -42,50 +44,49 @@ impl HasData for HasDeadlinePoll {
 /// deadline-bound version.
 pub(crate) fn link_deadline_poll(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
-    let res = sync_poll::add_to_linker::<HostState, HasDeadlinePoll>(linker, |s| s.poll_view());
+    let res = sync_poll::add_to_linker::<HostState, HasDeadlinePoll>(linker, HostState::poll_view);
     linker.allow_shadowing(false);
     res
 }
 
 impl HostState {
     fn poll_view(&mut self) -> DeadlinePoll<'_> {
-        let deadline = self.deadline;
+        let (table, ticks, deadline_tick) = self.poll_parts();
         DeadlinePoll {
-            table: &mut self.table,
-            deadline,
+            table,
+            ticks,
+            deadline_tick,
         }
+    }
+}
+
+impl DeadlinePoll<'_> {
+    /// The table, and whether the call's deadline has passed.
+    fn parts(&mut self) -> (&mut ResourceTable, impl Fn() -> bool + '_) {
+        let (ticks, deadline) = (&*self.ticks, self.deadline_tick);
+        (&mut *self.table, move || {
+            ticks.load(Ordering::Relaxed) >= deadline
+        })
     }
 }
 
 impl sync_poll::Host for DeadlinePoll<'_> {
     fn poll(&mut self, pollables: Vec<Resource<DynPollable>>) -> wasmtime::Result<Vec<u32>> {
-        let deadline = self.deadline;
-        wait_until(
-            async_poll::Host::poll(&mut *self.table, pollables),
-            deadline,
-        )
-        .ok_or(WaitTimedOut)?
+        let (table, passed) = self.parts();
+        wait_until(async_poll::Host::poll(table, pollables), &passed).ok_or(WaitTimedOut)?
     }
 }
 
 impl sync_poll::HostPollable for DeadlinePoll<'_> {
     fn ready(&mut self, pollable: Resource<DynPollable>) -> wasmtime::Result<bool> {
         // `ready` polls once and never waits; the deadline only guards a misbehaving future.
-        let deadline = self.deadline;
-        wait_until(
-            async_poll::HostPollable::ready(&mut *self.table, pollable),
-            deadline,
-        )
-        .ok_or(WaitTimedOut)?
+        let (table, passed) = self.parts();
+        wait_until(async_poll::HostPollable::ready(table, pollable), &passed).ok_or(WaitTimedOut)?
     }
 
     fn block(&mut self, pollable: Resource<DynPollable>) -> wasmtime::Result<()> {
-        let deadline = self.deadline;
-        wait_until(
-            async_poll::HostPollable::block(&mut *self.table, pollable),
-            deadline,
-        )
-        .ok_or(WaitTimedOut)?
+        let (table, passed) = self.parts();
+        wait_until(async_poll::HostPollable::block(table, pollable), &passed).ok_or(WaitTimedOut)?
     }
 
     fn drop(&mut self, pollable: Resource<DynPollable>) -> wasmtime::Result<()> {
@@ -105,10 +106,13 @@ impl Wake for Unpark {
     }
 }
 
-/// Runs `fut` on this thread until it completes (`Some`) or `deadline` passes (`None`). The
-/// pollables' futures use tokio timers, so a tokio runtime is entered around them: the current
-/// one, else wasmtime-wasi's own.
-pub(crate) fn wait_until<F: Future>(fut: F, deadline: Instant) -> Option<F::Output> {
+/// Runs `fut` on this thread until it completes (`Some`) or `deadline_passed` says so (`None`;
+/// checked at least every [`EPOCH_TICK`]). The pollables' futures use tokio timers, so a tokio
+/// runtime is entered around them: the current one, else wasmtime-wasi's own.
+pub(crate) fn wait_until<F: Future>(
+    fut: F,
+    deadline_passed: &dyn Fn() -> bool,
+) -> Option<F::Output> {
     let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
     let mut cx = Context::from_waker(&waker);
     let mut fut = pin!(fut);
@@ -117,11 +121,10 @@ pub(crate) fn wait_until<F: Future>(fut: F, deadline: Instant) -> Option<F::Outp
             if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
                 return Some(out);
             }
-            let now = Instant::now();
-            if now >= deadline {
+            if deadline_passed() {
                 return None;
             }
-            std::thread::park_timeout(deadline - now);
+            std::thread::park_timeout(EPOCH_TICK);
         }
     })
 }
@@ -143,14 +146,18 @@ pub(crate) fn off_runtime<R>(f: impl FnOnce() -> R) -> R {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
+
+    fn by(deadline: Instant) -> impl Fn() -> bool {
+        move || Instant::now() >= deadline
+    }
 
     #[test]
     fn a_wait_that_never_ends_stops_at_the_deadline() {
         let started = Instant::now();
         let got = wait_until(
             std::future::pending::<()>(),
-            started + Duration::from_millis(30),
+            &by(started + Duration::from_millis(30)),
         );
         assert_eq!(got, None);
         let took = started.elapsed();
@@ -162,8 +169,8 @@ mod tests {
     fn a_tokio_sleep_completes_before_the_deadline() {
         let started = Instant::now();
         let got = wait_until(
-            tokio::time::sleep(Duration::from_millis(5)),
-            started + Duration::from_secs(5),
+            async { tokio::time::sleep(Duration::from_millis(5)).await },
+            &by(started + Duration::from_secs(5)),
         );
         assert_eq!(got, Some(()));
         assert!(started.elapsed() < Duration::from_secs(2));
@@ -179,8 +186,8 @@ mod tests {
         let got = rt.block_on(async {
             off_runtime(|| {
                 wait_until(
-                    tokio::time::sleep(Duration::from_millis(5)),
-                    Instant::now() + Duration::from_secs(5),
+                    async { tokio::time::sleep(Duration::from_millis(5)).await },
+                    &by(Instant::now() + Duration::from_secs(5)),
                 )
             })
         });
