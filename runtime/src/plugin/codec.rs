@@ -235,10 +235,12 @@ pub(crate) fn decode_outcomes(
                 if n > (r.buf.len() - r.pos) / MIN_OUTPUT_RECORD {
                     return Err(format!("record {i}: impossible output count {n}"));
                 }
-                let each = std::mem::size_of::<Record>() + inherited_bytes(input);
-                budget
-                    .charge_records(n, each)
-                    .map_err(|e| format!("record {i}: {e}"))?;
+                if n > 0 {
+                    let each = std::mem::size_of::<Record>() + inherited_bytes(input);
+                    budget
+                        .charge_records(n, each)
+                        .map_err(|e| format!("record {i}: {e}"))?;
+                }
                 let mut records = Vec::with_capacity(n);
                 for _ in 0..n {
                     let flags = r.u8()?;

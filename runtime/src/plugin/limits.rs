@@ -317,6 +317,34 @@ mod tests {
     }
 
     #[test]
+    fn memory_cap_is_shared_by_all_memories() {
+        let limits = Limits {
+            timeout: Duration::from_millis(200),
+            memory: 10 << 20,
+            fuel: None,
+        };
+        let mut l = limits.limiter();
+        // Four memories (what `memories(4)` allows) of 3 MiB each pass a 10 MiB cap together.
+        let mib = 1 << 20;
+        for _ in 0..3 {
+            assert!(l.memory_growing(0, 3 * mib, None).unwrap());
+        }
+        let err = l.memory_growing(0, 3 * mib, None).unwrap_err();
+        assert!(err.downcast_ref::<MemoryCapExceeded>().is_some(), "{err}");
+        // Growing one of them by what is left is fine; a growth that then fails gives its bytes
+        // back (and traps).
+        assert!(l.memory_growing(3 * mib, 4 * mib, None).unwrap());
+        assert!(l.memory_growing(4 * mib, 5 * mib, None).is_err());
+        l.memory_grow_failed(wasmtime::Error::msg("mmap failed"))
+            .expect_err("growth failures trap");
+        assert_eq!(l.memory_used, 9 * mib);
+        assert!(l.memory_growing(3 * mib, 4 * mib, None).unwrap());
+        assert_eq!(l.memory_used, 10 * mib);
+        // A memory's own maximum still applies.
+        assert!(!l.memory_growing(0, 2 * mib, Some(mib)).unwrap());
+    }
+
+    #[test]
     fn log_pipe_keeps_the_tail() {
         let p = LogPipe::default();
         p.push(&vec![b'a'; LogPipe::CAPACITY]);
