@@ -63,7 +63,7 @@ impl HostState {
 impl DeadlinePoll<'_> {
     /// The table, and whether the call's deadline has passed.
     fn parts(&mut self) -> (&mut ResourceTable, impl Fn() -> bool + '_) {
-        let (ticks, deadline) = (&*self.ticks, self.deadline_tick);
+        let (ticks, deadline) = (self.ticks, self.deadline_tick);
         (&mut *self.table, move || {
             ticks.load(Ordering::Relaxed) >= deadline
         })
