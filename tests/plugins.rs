@@ -797,3 +797,252 @@ fn pipeline_with_tolerance_none_stops_at_a_failing_plugin() {
         "nothing past the failing record is written"
     );
 }
+
+/// Records that make the hostile plugin wait in WASI (a sleep, a wait that never ends, via
+/// `pollable.block` and via `poll`) or leak WASI resources, between good ones.
+const WAITING_INPUT: &str = "{\"n\":1}\n\"sleep\"\n{\"n\":2}\n\"block-forever\"\n{\"n\":3}\n\"poll-forever\"\n{\"n\":4}\n\"pollables\"\n{\"n\":5}\n";
+
+fn hostile_spec_with(tolerance: &str, limits: &str) -> String {
+    let extra = format!(
+        "transforms:\n  - wasm: {}\n{limits}\
+         errors:\n  tolerance: {tolerance}\n  dead_letter:\n    type: file\n    path: dlq.jsonl\n",
+        wasm::plugin("hostile").display()
+    );
+    pipeline_spec("hostile", "json", &extra)
+}
+
+fn dead_letters(s: &common::Scratch) -> Vec<Value> {
+    s.lines("dlq.jsonl")
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("a dead-letter line"))
+        .collect()
+}
+
+/// Runs `sluice run spec.yaml` in `s`, killing it (and failing) after `limit`.
+fn run_within(s: &common::Scratch, limit: Duration) -> (std::process::ExitStatus, String) {
+    let mut child = s.spawn(&["run", "spec.yaml"]);
+    let status = common::wait_exit(&mut child, limit);
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    (status, err)
+}
+
+#[test]
+fn pipeline_dead_letters_a_plugin_that_waits_in_wasi_within_its_timeout() {
+    let s = common::Scratch::new();
+    s.write("in/a.txt", WAITING_INPUT);
+    s.write(
+        "spec.yaml",
+        &hostile_spec_with("all", "    timeout: 50ms\n    memory: 16MiB\n"),
+    );
+    let started = Instant::now();
+    let (status, err) = run_within(&s, Duration::from_secs(60));
+    assert!(status.success(), "{err}");
+    let took = started.elapsed();
+    let ns: Vec<_> = envelope_values(&s)
+        .iter()
+        .map(|l| l["value"]["n"].clone())
+        .collect();
+    assert_eq!(ns, vec![json!(1), json!(2), json!(3), json!(4), json!(5)]);
+    let dead = dead_letters(&s);
+    assert_eq!(dead.len(), 4, "{dead:?}");
+    for (entry, (value, error)) in dead.iter().zip([
+        ("sleep", "timed out"),
+        ("block-forever", "timed out"),
+        ("poll-forever", "timed out"),
+        ("pollables", "WASI resources"),
+    ]) {
+        assert_eq!(entry["value"], value, "{entry}");
+        let msg = entry["error"].as_str().unwrap();
+        assert!(msg.contains(error), "{msg}");
+    }
+    // Four failing batches, each bounded by timeout + 1 s (a 30 s sleep and two endless waits
+    // would otherwise hold the pipeline for ever), plus the start.
+    assert!(took < Duration::from_secs(4 + 10), "{took:?}");
+
+    // Each waiting batch alone: it fails within the timeout + 1 s.
+    for cmd in ["sleep", "block-forever", "poll-forever"] {
+        let s = common::Scratch::new();
+        s.write("in/a.txt", &format!("\"{cmd}\"\n{{\"n\":1}}\n"));
+        s.write(
+            "spec.yaml",
+            &hostile_spec_with("all", "    timeout: 50ms\n"),
+        );
+        let baseline = {
+            let b = common::Scratch::new();
+            b.write("in/a.txt", "{\"n\":0}\n{\"n\":1}\n");
+            b.write(
+                "spec.yaml",
+                &hostile_spec_with("all", "    timeout: 50ms\n"),
+            );
+            let started = Instant::now();
+            let (status, err) = run_within(&b, Duration::from_secs(60));
+            assert!(status.success(), "{err}");
+            started.elapsed()
+        };
+        let started = Instant::now();
+        let (status, err) = run_within(&s, Duration::from_secs(60));
+        assert!(status.success(), "{cmd}: {err}");
+        let extra = started.elapsed().saturating_sub(baseline);
+        assert!(
+            extra < Duration::from_millis(50 + 1000),
+            "{cmd}: the waiting batch took {extra:?} more than a good one"
+        );
+        assert_eq!(dead_letters(&s).len(), 1, "{cmd}");
+    }
+}
+
+#[test]
+fn pipeline_with_tolerance_none_stops_at_a_plugin_that_sleeps() {
+    let s = common::Scratch::new();
+    s.write("in/a.txt", "{\"n\":1}\n\"block-forever\"\n{\"n\":2}\n");
+    s.write(
+        "spec.yaml",
+        &hostile_spec_with("none", "    timeout: 50ms\n"),
+    );
+    let (status, err) = run_within(&s, Duration::from_secs(60));
+    assert!(!status.success(), "a plugin failure must stop the pipeline");
+    assert!(
+        err.contains("hostile.wasm") && err.contains("timed out"),
+        "{err}"
+    );
+    let ns: Vec<_> = envelope_values(&s)
+        .iter()
+        .map(|l| l["value"]["n"].clone())
+        .collect();
+    assert_eq!(ns, vec![json!(1)]);
+}
+
+#[test]
+fn sigterm_drains_promptly_while_a_plugin_waits_in_wasi() {
+    let s = common::Scratch::new();
+    let mut input = String::from("{\"n\":1}\n");
+    input.push_str(&"\"block-forever\"\n".repeat(20));
+    s.write("in/a.txt", &input);
+    s.write(
+        "spec.yaml",
+        &format!(
+            "{}pipeline:\n  channel_capacity: 1\n",
+            hostile_spec_with("all", "    timeout: 1s\n")
+        ),
+    );
+    let mut child = s.spawn(&["run", "spec.yaml"]);
+    assert!(
+        common::wait_for(Duration::from_secs(60), || !s
+            .lines("out/data.jsonl")
+            .is_empty()),
+        "the first record was never written"
+    );
+    common::signal(&child, "-TERM");
+    let signalled = Instant::now();
+    // The drain finishes the batch in the plugin and the one queued (`channel_capacity: 1`), each
+    // ended by the 1 s timeout; then the pipeline exits.
+    let status = common::wait_exit(&mut child, Duration::from_secs(20));
+    assert!(status.success(), "exit {status:?}");
+    let took = signalled.elapsed();
+    assert!(took < Duration::from_secs(3 + 1), "{took:?}");
+    assert!(
+        dead_letters(&s).len() < 20,
+        "the drain did not wait for every batch"
+    );
+}
+
+#[test]
+fn pipeline_dead_letters_an_output_bomb_and_lives() {
+    let s = common::Scratch::new();
+    // 1.2 million empty output records for one input (6 MB of output from a 128 MiB plugin):
+    // over the per-batch output-record limit.
+    s.write("in/a.txt", "{\"n\":1}\n\"bomb:1200000\"\n{\"n\":2}\n");
+    s.write(
+        "spec.yaml",
+        &hostile_spec_with("all", "    timeout: 10s\n    memory: 128MiB\n"),
+    );
+    let (status, err) = run_within(&s, Duration::from_secs(120));
+    assert!(status.success(), "{err}");
+    let dead = dead_letters(&s);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["value"], "bomb:1200000");
+    let msg = dead[0]["error"].as_str().unwrap();
+    assert!(
+        msg.contains("more than 1000000 output records for one batch"),
+        "{msg}"
+    );
+    let ns: Vec<_> = envelope_values(&s)
+        .iter()
+        .map(|l| l["value"]["n"].clone())
+        .collect();
+    assert_eq!(ns, vec![json!(1), json!(2)]);
+}
+
+#[test]
+fn plugin_test_runs_a_plugin_that_sleeps_prints_or_waits() {
+    let s = common::Scratch::new();
+    let wasm = wasm::plugin("hostile");
+    let wasm = wasm.to_str().unwrap();
+    // A short sleep works, as under `sluice run` (it used to panic the host: "Cannot start a
+    // runtime from within a runtime").
+    s.write("nap.txt", "\"nap\"\n{\"n\":1}\n");
+    let out = s.run(&[
+        "plugin",
+        "test",
+        wasm,
+        "--kind",
+        "transform",
+        "--input",
+        "nap.txt",
+    ]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(
+        common::stdout(&out).contains("# 2 records in, 2 out, 0 dropped, 0 errors"),
+        "{}",
+        common::stdout(&out)
+    );
+    // A panic writes to stderr (a blocking WASI stream write) and is reported, not a host panic.
+    s.write("panic.txt", "\"panic\"\n");
+    let out = s.run(&[
+        "plugin",
+        "test",
+        wasm,
+        "--kind",
+        "transform",
+        "--input",
+        "panic.txt",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("hostile plugin panics on purpose"),
+        "{}",
+        common::stderr(&out)
+    );
+    // A wait that never ends is stopped by the default 200 ms timeout.
+    s.write("wait.txt", "\"block-forever\"\n");
+    let started = Instant::now();
+    let mut child = s.spawn(&[
+        "plugin",
+        "test",
+        wasm,
+        "--kind",
+        "transform",
+        "--input",
+        "wait.txt",
+    ]);
+    let status = common::wait_exit(&mut child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1));
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(err.contains("timed out"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -21,6 +22,9 @@ pub(crate) struct EngineCtx {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<HostState>,
     pub(crate) fuel: bool,
+    /// Ticks of [`EPOCH_TICK`] since the engine started, advanced with the engine's epoch (which
+    /// wasmtime does not expose): the clock of WASI waits' deadlines.
+    pub(crate) ticks: Arc<AtomicU64>,
     components: Mutex<HashMap<PathBuf, CachedComponent>>,
 }
 
@@ -57,6 +61,10 @@ fn disk_cache() -> Option<Cache> {
     } else {
         std::env::current_dir().ok()?.join(dir)
     };
+    if let Err(why) = trusted_cache_dir(&dir) {
+        tracing::warn!(dir = %dir.display(), reason = %why, "wasm compilation cache disabled: the folder is not private to this user");
+        return None;
+    }
     let mut config = CacheConfig::new();
     config.with_directory(&dir);
     match Cache::new(config) {
@@ -66,6 +74,46 @@ fn disk_cache() -> Option<Cache> {
             None
         }
     }
+}
+
+/// The compilation cache holds native code that the host loads and runs without further checks,
+/// so it is only used from a folder that no other user can write: owned by this user and not
+/// writable by group or others. A missing folder is created private (`0700`).
+fn trusted_cache_dir(dir: &Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| format!("cannot create it: {e}"))?;
+        }
+        let meta = std::fs::metadata(dir).map_err(|e| format!("cannot read it: {e}"))?;
+        if !meta.is_dir() {
+            return Err("it is not a folder".into());
+        }
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(format!(
+                "it is owned by uid {}, not by this user (uid {me})",
+                meta.uid()
+            ));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "it is writable by group or others (mode {:o})",
+                meta.mode() & 0o777
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create it: {e}"))?;
+    }
+    Ok(())
 }
 
 impl EngineCtx {
@@ -83,12 +131,15 @@ impl EngineCtx {
             .map_err(|e| PluginError(format!("cannot start the wasm engine: {e}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .and_then(|()| super::wait::link_deadline_poll(&mut linker))
             .map_err(|e| PluginError(format!("cannot link WASI: {e}")))?;
-        start_ticker(&engine)?;
+        let ticks = Arc::new(AtomicU64::new(0));
+        start_ticker(&engine, ticks.clone())?;
         Ok(Arc::new(Self {
             engine,
             linker,
             fuel,
+            ticks,
             components: Mutex::new(HashMap::new()),
         }))
     }
@@ -132,9 +183,9 @@ impl EngineCtx {
     }
 }
 
-/// Starts the thread that advances the epoch of `engine` every [`EPOCH_TICK`]; it ends when the
-/// engine is dropped.
-fn start_ticker(engine: &Engine) -> Result<(), PluginError> {
+/// Starts the thread that advances the epoch of `engine` and `ticks` every [`EPOCH_TICK`]; it
+/// ends when the engine is dropped.
+fn start_ticker(engine: &Engine, ticks: Arc<AtomicU64>) -> Result<(), PluginError> {
     let weak = engine.weak();
     std::thread::Builder::new()
         .name("sluice-wasm-epoch".into())
@@ -142,11 +193,39 @@ fn start_ticker(engine: &Engine) -> Result<(), PluginError> {
             loop {
                 std::thread::sleep(EPOCH_TICK);
                 match weak.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
+                    Some(engine) => {
+                        ticks.fetch_add(1, Ordering::Relaxed);
+                        engine.increment_epoch();
+                    }
                     None => break,
                 }
             }
         })
         .map(|_| ())
         .map_err(|e| PluginError(format!("cannot start the epoch ticker thread: {e}")))
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn cache_dir_writable_by_others_is_not_trusted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/wasmtime");
+        trusted_cache_dir(&dir).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "a new cache folder is private");
+        for (mode, trusted) in [
+            (0o755, true),
+            (0o775, false),
+            (0o777, false),
+            (0o1777, false),
+        ] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+            let got = trusted_cache_dir(&dir);
+            assert_eq!(got.is_ok(), trusted, "mode {mode:o}: {got:?}");
+        }
+    }
 }

@@ -49,7 +49,12 @@ impl Stage for WasmFormat {
             }
         })?;
         // A decoder promises JSON: anything else is the plugin's fault, reported as such.
-        codec::decode_outcomes(out, batch, direction == Direction::Decode)
-            .map_err(|e| self.live.discard(format!("broke the plugin contract: {e}")))
+        codec::decode_outcomes(
+            out,
+            batch,
+            direction == Direction::Decode,
+            self.live.output_limits(),
+        )
+        .map_err(|e| self.live.discard(format!("broke the plugin contract: {e}")))
     }
 }

@@ -8,8 +8,12 @@ use wasmtime::component::{Component, InstancePre};
 use wasmtime::{Store, Trap};
 
 use super::bindings::{format, partitioner, transform};
+use super::codec::OutputLimits;
 use super::engine::EngineCtx;
-use super::limits::{HostState, Limits};
+use super::limits::{
+    HostState, Limits, MAX_OUTPUT_RECORDS, MAX_WASI_RESOURCES, MemoryCapExceeded, WaitTimedOut,
+};
+use super::wait::off_runtime;
 use super::{PluginKind, kind_of};
 use crate::stage::StageError;
 
@@ -145,7 +149,10 @@ impl<W: World> Prepared<W> {
         &self,
         limits: &Limits,
     ) -> wasmtime::Result<(Store<HostState>, W::Bindings)> {
-        let mut store = Store::new(&self.ctx.engine, HostState::new(limits));
+        let mut store = Store::new(
+            &self.ctx.engine,
+            HostState::new(limits, self.ctx.ticks.clone()),
+        );
         store.limiter(|s| s.limiter());
         store.set_epoch_deadline(limits.deadline_ticks());
         store.epoch_deadline_trap();
@@ -189,6 +196,14 @@ impl<W: World> Live<W> {
         &self.name
     }
 
+    /// What decoding one call's output may cost the host.
+    pub(crate) fn output_limits(&self) -> OutputLimits {
+        OutputLimits {
+            bytes: self.limits.output_budget(),
+            records: MAX_OUTPUT_RECORDS,
+        }
+    }
+
     fn fail(&self, message: String) -> StageError {
         StageError {
             stage: self.name.clone(),
@@ -200,11 +215,12 @@ impl<W: World> Live<W> {
         if self.current.is_some() {
             return Ok(());
         }
-        let (mut store, bindings) = self
-            .prepared
-            .instantiate(&self.limits)
-            .map_err(|e| self.fail(describe(&e, &self.limits, "")))?;
-        let res = W::init(&bindings, &mut store, &self.config);
+        let (store, bindings, res) = off_runtime(|| {
+            let (mut store, bindings) = self.prepared.instantiate(&self.limits)?;
+            let res = W::init(&bindings, &mut store, &self.config);
+            Ok((store, bindings, res))
+        })
+        .map_err(|e: wasmtime::Error| self.fail(describe(&e, &self.limits, "")))?;
         let output = store.data().output.take();
         log_output(&self.name, &output);
         match res {
@@ -229,7 +245,9 @@ impl<W: World> Live<W> {
             stage: self.name.clone(),
             message: "plugin instance is missing".into(),
         })?;
-        store.set_epoch_deadline(self.limits.deadline_ticks());
+        let ticks = self.limits.deadline_ticks();
+        store.set_epoch_deadline(ticks);
+        store.data_mut().start_call(ticks);
         if let Some(fuel) = self.limits.fuel
             && self.prepared.ctx.fuel
         {
@@ -279,12 +297,29 @@ fn panic_message(output: &str) -> Option<String> {
 
 /// A readable reason for a failed call.
 pub(crate) fn describe(e: &wasmtime::Error, limits: &Limits, output: &str) -> String {
+    let timed_out = format!(
+        "plugin timed out: a call ran longer than {:?} (the `timeout` limit)",
+        limits.timeout
+    );
+    if e.downcast_ref::<WaitTimedOut>().is_some() {
+        return timed_out;
+    }
+    if e.downcast_ref::<MemoryCapExceeded>().is_some() {
+        return format!(
+            "plugin exceeded its memory limit of {} bytes (the `memory` limit)",
+            limits.memory
+        );
+    }
+    if let Some(wasmtime::component::ResourceTableError::Full) =
+        e.downcast_ref::<wasmtime::component::ResourceTableError>()
+    {
+        return format!(
+            "plugin holds more than {MAX_WASI_RESOURCES} WASI resources (streams, pollables) at once (the host's limit)"
+        );
+    }
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => {
-            return format!(
-                "plugin timed out: a call ran longer than {:?} (the `timeout` limit)",
-                limits.timeout
-            );
+            return timed_out;
         }
         Some(Trap::OutOfFuel) => {
             return format!(
@@ -296,7 +331,9 @@ pub(crate) fn describe(e: &wasmtime::Error, limits: &Limits, output: &str) -> St
         _ => {}
     }
     let text = format!("{e:#}");
-    if text.contains("forcing trap when growing memory") {
+    if text.contains("forcing trap when growing memory")
+        || text.contains("exceeded its memory limit")
+    {
         return format!(
             "plugin exceeded its memory limit of {} bytes (the `memory` limit)",
             limits.memory

@@ -1,10 +1,12 @@
 //! Per-plugin limits (call timeout, memory, fuel) and the sandbox a plugin runs in: a store whose
-//! WASI context grants nothing (no files, sockets, env or args; stdin closed) and whose
-//! stdout/stderr are captured into the host's logs.
+//! WASI context grants nothing (no files, sockets, env or args; stdin closed), whose
+//! stdout/stderr are captured into the host's logs, whose WASI resource table is bounded, and
+//! whose linear memories share one cap.
 
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -43,17 +45,118 @@ impl Limits {
         u64::try_from(ticks).unwrap_or(u64::MAX / 2).max(1) + 1
     }
 
-    fn store_limits(&self) -> StoreLimits {
-        StoreLimitsBuilder::new()
-            .memory_size(usize::try_from(self.memory).unwrap_or(usize::MAX))
-            // A component built from Rust has one or two core instances and memories; the
-            // margins keep a plugin from building huge instance graphs.
-            .instances(16)
-            .memories(4)
-            .tables(16)
-            .table_elements(100_000)
-            .trap_on_grow_failure(true)
-            .build()
+    /// How many host bytes decoding one call's output may take: [`OUTPUT_MEMORY_FACTOR`] times
+    /// the plugin's `memory`.
+    pub(crate) fn output_budget(&self) -> usize {
+        usize::try_from(self.memory.saturating_mul(OUTPUT_MEMORY_FACTOR)).unwrap_or(usize::MAX)
+    }
+
+    fn limiter(&self) -> SandboxLimiter {
+        SandboxLimiter {
+            counts: StoreLimitsBuilder::new()
+                // A component built from Rust has one or two core instances and memories; the
+                // margins keep a plugin from building huge instance graphs. Memory size is
+                // capped below, over all memories together.
+                .instances(16)
+                .memories(4)
+                .tables(16)
+                .table_elements(100_000)
+                .trap_on_grow_failure(true)
+                .build(),
+            memory_cap: usize::try_from(self.memory).unwrap_or(usize::MAX),
+            memory_used: 0,
+            last_grow: 0,
+        }
+    }
+}
+
+/// Host memory for decoding a call's output is capped at this multiple of the plugin's `memory`
+/// (the output buffer itself, every output record and what it inherits from its input).
+pub(crate) const OUTPUT_MEMORY_FACTOR: u64 = 4;
+
+/// At most this many output records per call (one batch); more fails the batch.
+pub(crate) const MAX_OUTPUT_RECORDS: usize = 1_000_000;
+
+/// At most this many WASI resources (streams, pollables, ...) live in a plugin's store at once.
+/// A Rust guest uses a handful; a plugin that leaks them fails its call instead of growing the
+/// host's heap.
+pub(crate) const MAX_WASI_RESOURCES: usize = 4096;
+
+/// A call's linear memories grew past the `memory` limit (all memories of the store together).
+#[derive(Debug, thiserror::Error)]
+#[error("plugin exceeded its memory limit of {cap} bytes")]
+pub(crate) struct MemoryCapExceeded {
+    pub(crate) cap: usize,
+}
+
+/// A WASI wait (`wasi:io/poll`, `pollable.block`) reached the call's deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin call reached its deadline while waiting in wasi:io/poll")]
+pub(crate) struct WaitTimedOut;
+
+/// The store's resource limiter: wasmtime's `StoreLimits` for the counts of instances, tables and
+/// memories, and one byte cap shared by all linear memories (`StoreLimits` caps each memory on
+/// its own, so a component with four memories could use four times `memory`).
+pub(crate) struct SandboxLimiter {
+    counts: StoreLimits,
+    memory_cap: usize,
+    memory_used: usize,
+    /// The bytes of the last growth allowed, taken back if the growth then fails.
+    last_grow: usize,
+}
+
+impl ResourceLimiter for SandboxLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        let grow = desired.saturating_sub(current);
+        let total = self.memory_used.saturating_add(grow);
+        if total > self.memory_cap {
+            return Err(MemoryCapExceeded {
+                cap: self.memory_cap,
+            }
+            .into());
+        }
+        self.memory_used = total;
+        self.last_grow = grow;
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_used = self.memory_used.saturating_sub(self.last_grow);
+        self.last_grow = 0;
+        self.counts.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.counts.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.counts.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.counts.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.counts.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.counts.memories()
     }
 }
 
@@ -61,12 +164,19 @@ impl Limits {
 pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: SandboxLimiter,
     pub(crate) output: LogPipe,
+    /// The engine's tick count (see `engine::EPOCH_TICK`), advanced with its epoch.
+    ticks: Arc<AtomicU64>,
+    /// The tick at which the current call must end, the same deadline as the store's epoch
+    /// deadline: WASI waits give up there (epoch interruption only stops wasm code, not a host
+    /// call that blocks). A tick count rather than an `Instant`, because reading the clock costs
+    /// ~0.3 µs per call on some virtual machines.
+    deadline_tick: u64,
 }
 
 impl HostState {
-    pub(crate) fn new(limits: &Limits) -> Self {
+    pub(crate) fn new(limits: &Limits, ticks: Arc<AtomicU64>) -> Self {
         let output = LogPipe::default();
         let wasi = WasiCtxBuilder::new()
             .stdout(output.clone())
@@ -75,12 +185,27 @@ impl HostState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_WASI_RESOURCES);
         Self {
             wasi,
-            table: ResourceTable::new(),
-            limits: limits.store_limits(),
+            table,
+            limits: limits.limiter(),
             output,
+            deadline_tick: ticks.load(Ordering::Relaxed) + limits.deadline_ticks(),
+            ticks,
         }
+    }
+
+    /// Starts the deadline of a call; the caller sets the same number of ticks as the store's
+    /// epoch deadline.
+    pub(crate) fn start_call(&mut self, deadline_ticks: u64) {
+        self.deadline_tick = self.ticks.load(Ordering::Relaxed) + deadline_ticks;
+    }
+
+    /// The resource table, the engine's tick count and the current call's deadline tick.
+    pub(super) fn poll_parts(&mut self) -> (&mut ResourceTable, &AtomicU64, u64) {
+        (&mut self.table, &self.ticks, self.deadline_tick)
     }
 
     pub(crate) fn limiter(&mut self) -> &mut dyn ResourceLimiter {
@@ -189,6 +314,34 @@ mod tests {
         assert_eq!(l(200).deadline_ticks(), 21);
         assert_eq!(l(5).deadline_ticks(), 2);
         assert_eq!(l(0).deadline_ticks(), 2);
+    }
+
+    #[test]
+    fn memory_cap_is_shared_by_all_memories() {
+        let limits = Limits {
+            timeout: Duration::from_millis(200),
+            memory: 10 << 20,
+            fuel: None,
+        };
+        let mut l = limits.limiter();
+        // Four memories (what `memories(4)` allows) of 3 MiB each pass a 10 MiB cap together.
+        let mib = 1 << 20;
+        for _ in 0..3 {
+            assert!(l.memory_growing(0, 3 * mib, None).unwrap());
+        }
+        let err = l.memory_growing(0, 3 * mib, None).unwrap_err();
+        assert!(err.downcast_ref::<MemoryCapExceeded>().is_some(), "{err}");
+        // Growing one of them by what is left is fine; a growth that then fails gives its bytes
+        // back (and traps).
+        assert!(l.memory_growing(3 * mib, 4 * mib, None).unwrap());
+        assert!(l.memory_growing(4 * mib, 5 * mib, None).is_err());
+        l.memory_grow_failed(wasmtime::Error::msg("mmap failed"))
+            .expect_err("growth failures trap");
+        assert_eq!(l.memory_used, 9 * mib);
+        assert!(l.memory_growing(3 * mib, 4 * mib, None).unwrap());
+        assert_eq!(l.memory_used, 10 * mib);
+        // A memory's own maximum still applies.
+        assert!(!l.memory_growing(0, 2 * mib, Some(mib)).unwrap());
     }
 
     #[test]

@@ -5,14 +5,16 @@
 //! shared `wasmtime::Engine` (epoch interruption on, a ticker thread advancing it every 10 ms),
 //! compiles each component once (cached in memory and on disk, see [`engine::cache_dir`]) and
 //! hands out pipeline stages. Each stage owns one instance in its own store, with the limits of
-//! its spec: a call timeout (epoch deadline), a memory cap (`StoreLimits`, trapping on growth
-//! failure) and optional fuel. The sandbox grants no WASI capability: no files, sockets,
-//! environment or arguments; stdin is closed and stdout/stderr go to the host's log.
+//! its spec: a call timeout (an epoch deadline, which WASI waits honour too, see `wait`), one memory cap over all linear memories (trapping on growth failure) and
+//! optional fuel. Decoding a call's output is bounded too (host memory at a multiple of the
+//! memory cap, a number of output records), and so is the store's WASI resource table. The
+//! sandbox grants no WASI capability: no files, sockets, environment or arguments; stdin is
+//! closed and stdout/stderr go to the host's log.
 //!
 //! A trap, timeout or memory overrun fails only the batch being processed (a
 //! [`StageError`](crate::stage::StageError) naming the plugin); the instance is discarded and the
-//! next batch runs in a fresh one. So does malformed output (a wrong number of outcomes or routes,
-//! invalid JSON from a decoder).
+//! next batch runs in a fresh one. So does malformed or oversized output (a wrong number of
+//! outcomes or routes, invalid JSON from a decoder, more output than the limits allow).
 
 mod bindings;
 mod codec;
@@ -24,6 +26,7 @@ mod partitioner;
 pub mod scaffold;
 mod test_run;
 mod transform;
+mod wait;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -211,11 +214,11 @@ impl PluginHost {
         base_dir: &Path,
         kind: PluginKind,
     ) -> Result<(), PluginCheckError> {
-        match kind {
+        wait::off_runtime(|| match kind {
             PluginKind::Transform => self.check_world::<TransformWorld>(spec, base_dir),
             PluginKind::Format => self.check_world::<FormatWorld>(spec, base_dir),
             PluginKind::Partitioner => self.check_world::<PartitionerWorld>(spec, base_dir),
-        }
+        })
     }
 
     fn check_world<W: World>(
@@ -284,11 +287,11 @@ impl PluginHost {
             serde_json::from_str(&schema)
                 .map_err(|e| PluginCheckError::Load(format!("config schema is not JSON: {e}")))
         }
-        match kind {
+        wait::off_runtime(|| match kind {
             PluginKind::Transform => get::<TransformWorld>(self, spec, base_dir),
             PluginKind::Format => get::<FormatWorld>(self, spec, base_dir),
             PluginKind::Partitioner => get::<PartitionerWorld>(self, spec, base_dir),
-        }
+        })
     }
 
     fn live<W: World>(

@@ -28,6 +28,20 @@ pub fn run_test(
     partitions: Option<u32>,
     out: &mut impl Write,
 ) -> Result<(), PluginError> {
+    // The plugin runs on this thread: if it drives the async runtime (the CLI's main thread),
+    // step out of it first, as a pipeline's processor thread is.
+    super::wait::off_runtime(|| run_test_here(host, wasm, kind, config, input, partitions, out))
+}
+
+fn run_test_here(
+    host: &PluginHost,
+    wasm: &Path,
+    kind: PluginKind,
+    config: &str,
+    input: &Path,
+    partitions: Option<u32>,
+    out: &mut impl Write,
+) -> Result<(), PluginError> {
     let config: serde_json::Value = serde_json::from_str(config)
         .map_err(|e| PluginError(format!("--config is not JSON: {e}")))?;
     let spec = PluginSpec {

@@ -35,7 +35,7 @@ impl Stage for WasmTransform {
             b.sluice_plugin_transform_plugin()
                 .call_process(store, input)
         })?;
-        codec::decode_outcomes(out, batch, false)
+        codec::decode_outcomes(out, batch, false, self.live.output_limits())
             .map_err(|e| self.live.discard(format!("broke the plugin contract: {e}")))
     }
 }

@@ -16,10 +16,12 @@ pub struct PluginSpec {
     /// The plugin's configuration, checked against the JSON Schema the plugin exports.
     #[serde(default = "empty_object")]
     pub config: serde_json::Value,
-    /// Longest time one call (one batch) may run before the plugin is stopped.
+    /// Longest time one call (one batch) may run before the plugin is stopped, waits in WASI
+    /// (sleeps, polls) included.
     #[serde(default = "default_timeout")]
     pub timeout: Dur,
-    /// Most linear memory the plugin may grow to.
+    /// Most linear memory the plugin may grow to, all its memories together. Decoding one call's
+    /// output may take up to 4 times this in the host.
     #[serde(default = "default_memory")]
     pub memory: ByteSize,
     /// Optional fuel (roughly, wasm instructions) per call; off by default, as epoch timeouts
