@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use sluice_connectors::{Offset, Record, Route};
-use sluice_runtime::plugin::{PluginCheckError, PluginHost, PluginKind, run_test, scaffold};
+use sluice_runtime::plugin::{
+    PluginCheckError, PluginHost, PluginKind, TestRun, run_test, scaffold,
+};
 use sluice_runtime::spec::plugin::PluginSpec;
 use sluice_runtime::stage::{Outcome, Stage, StageError};
 
@@ -432,11 +434,14 @@ fn plugin_test_prints_what_comes_out() {
     let mut out = Vec::new();
     run_test(
         host(),
-        &wasm::plugin("mask-fields"),
-        PluginKind::Transform,
-        r#"{"fields":["email"]}"#,
-        &input,
-        None,
+        &TestRun {
+            wasm: &wasm::plugin("mask-fields"),
+            kind: PluginKind::Transform,
+            config: r#"{"fields":["email"]}"#,
+            input: &input,
+            partitions: None,
+            envelopes: false,
+        },
         &mut out,
     )
     .unwrap();
@@ -453,11 +458,14 @@ fn plugin_test_prints_what_comes_out() {
     let mut out = Vec::new();
     let err = run_test(
         host(),
-        &wasm::plugin("mask-fields"),
-        PluginKind::Transform,
-        r#"{"fields":"email"}"#,
-        &input,
-        None,
+        &TestRun {
+            wasm: &wasm::plugin("mask-fields"),
+            kind: PluginKind::Transform,
+            config: r#"{"fields":"email"}"#,
+            input: &input,
+            partitions: None,
+            envelopes: false,
+        },
         &mut out,
     )
     .unwrap_err();
@@ -1044,5 +1052,283 @@ fn plugin_test_runs_a_plugin_that_sleeps_prints_or_waits() {
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
+    );
+}
+
+// --- Python plugins (componentize-py) -----------------------------------------------------------
+
+/// Records with a user id, a region and a numeric id, one JSON object per line.
+fn user_lines(n: u32) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "{{\"user_id\":\"user-{}\",\"region\":\"{}\",\"n\":{i}}}\n",
+                i % 13,
+                ["eu", "us", "ap"][i as usize % 3]
+            )
+        })
+        .collect()
+}
+
+/// Runs `sluice plugin test` on a partitioner and returns its route lines.
+fn plugin_test_routes(wasm_file: &Path, config: &str, input: &Path) -> Vec<String> {
+    let run = std::process::Command::new(common::sluice_bin())
+        .args(["plugin", "test"])
+        .arg(wasm_file)
+        .args(["--kind", "partitioner", "--config", config])
+        .args(["--partitions", "8", "--input"])
+        .arg(input)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    stdout
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_python_partitioner_routes_exactly_like_the_rust_one_through_the_binary() {
+    let dir = wasm::repo_root().join("plugins/python-field-partitioner");
+    // Its native tests pass under plain Python.
+    let unit = std::process::Command::new("python3")
+        .args(["-m", "unittest", "-q"])
+        .current_dir(&dir)
+        .env("PYTHONPATH", wasm::repo_root().join("sdk/python"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        unit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&unit.stderr)
+    );
+    let python = wasm::build_python_plugin(
+        &dir,
+        "partitioner",
+        &wasm::plugin_target_dir().join("python/python_field_partitioner.wasm"),
+    );
+    let rust = wasm::plugin("field-partitioner");
+
+    // Keys and partition indexes, record by record, as `sluice plugin test` prints them.
+    let s = common::Scratch::new();
+    s.write("in/users.txt", &user_lines(60));
+    let config = r#"{"fields":["user_id","region"]}"#;
+    let py_routes = plugin_test_routes(&python, config, &s.path("in/users.txt"));
+    let rust_routes = plugin_test_routes(&rust, config, &s.path("in/users.txt"));
+    assert_eq!(py_routes.len(), 60);
+    assert_eq!(py_routes, rust_routes);
+    let indexes: std::collections::BTreeSet<_> = py_routes
+        .iter()
+        .filter_map(|l| l.split(" index=").nth(1)?.split(' ').next())
+        .collect();
+    assert!(
+        indexes.len() > 2,
+        "the keys spread over partitions: {indexes:?}"
+    );
+
+    // And in a pipeline run by the binary: the same partition keys as the Rust plugin gives.
+    let mut keys = Vec::new();
+    for (name, wasm_file) in [("py", &python), ("rs", &rust)] {
+        let s = common::Scratch::new();
+        s.write("in/users.txt", &user_lines(60));
+        s.write(
+            "spec.yaml",
+            &pipeline_spec(
+                name,
+                "json",
+                &format!(
+                    "partitioner:\n  wasm: {}\n  config:\n    fields: [user_id, region]\n",
+                    wasm_file.display()
+                ),
+            ),
+        );
+        let out = s.run(&["run", "spec.yaml"]);
+        assert!(out.status.success(), "{}", common::stderr(&out));
+        let got: Vec<String> = envelope_values(&s)
+            .iter()
+            .map(|v| {
+                v["partition_key"]
+                    .as_str()
+                    .expect("a partition key")
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(got.len(), 60);
+        keys.push(got);
+    }
+    assert_eq!(keys[0], keys[1]);
+    assert_eq!(keys[0][1], "user-1|us");
+}
+
+#[test]
+fn a_python_plugin_scaffolded_outside_the_repository_builds_tests_and_runs() {
+    let home = tempfile::tempdir().unwrap();
+    let made = std::process::Command::new(common::sluice_bin())
+        .args([
+            "plugin",
+            "new",
+            "py-router",
+            "--kind",
+            "partitioner",
+            "--lang",
+            "python",
+        ])
+        .current_dir(home.path())
+        .env("SLUICE_CACHE_DIR", home.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", common::stderr(&made));
+    let root = home.path().join("py-router");
+    let unit = std::process::Command::new("python3")
+        .args(["-m", "unittest", "-q"])
+        .current_dir(&root)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        unit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&unit.stderr)
+    );
+    let build = std::process::Command::new(root.join("build.sh"))
+        .env("COMPONENTIZE_PY", wasm::componentize_py())
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let input = home.path().join("records.jsonl");
+    std::fs::write(
+        &input,
+        "{\"user\":\"alice\"}\n{\"user\":\"alice\",\"x\":1}\n{}\n",
+    )
+    .unwrap();
+    let routes = plugin_test_routes(&root.join("py_router.wasm"), r#"{"field":"user"}"#, &input);
+    assert_eq!(routes.len(), 3, "{routes:?}");
+    assert!(routes[0].starts_with("key=alice index="), "{routes:?}");
+    assert_eq!(
+        routes[0].split(" {").next(),
+        routes[1].split(" {").next(),
+        "same user, same route"
+    );
+    assert!(routes[2].contains("field `user` is missing"), "{routes:?}");
+    // A transform project passes its native tests too.
+    let made = std::process::Command::new(common::sluice_bin())
+        .args([
+            "plugin",
+            "new",
+            "py-tagger",
+            "--kind",
+            "transform",
+            "--lang",
+            "python",
+        ])
+        .current_dir(home.path())
+        .env("SLUICE_CACHE_DIR", home.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", common::stderr(&made));
+    let unit = std::process::Command::new("python3")
+        .args(["-m", "unittest", "-q"])
+        .current_dir(home.path().join("py-tagger"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        unit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&unit.stderr)
+    );
+    // A format cannot be written in Python: a clear refusal.
+    let refused = std::process::Command::new(common::sluice_bin())
+        .args([
+            "plugin",
+            "new",
+            "py-format",
+            "--kind",
+            "format",
+            "--lang",
+            "python",
+        ])
+        .current_dir(home.path())
+        .env("SLUICE_CACHE_DIR", home.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(common::stderr(&refused).contains("transforms or partitioners"));
+}
+
+#[test]
+fn plugin_test_takes_envelopes_from_stdin_and_prints_envelopes() {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(common::sluice_bin())
+        .args(["plugin", "test"])
+        .arg(wasm::plugin("field-partitioner"))
+        .args([
+            "--kind",
+            "partitioner",
+            "--config",
+            r#"{"fields":["user"]}"#,
+        ])
+        .args(["--partitions", "4", "--envelopes", "--input", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            concat!(
+                r#"{"value":{"user":"ada"},"key":"k1","headers":{"h":"v"},"timestamp":5,"metadata":{"shard-id":"shardId-000000000001","partition":"shardId-000000000001","offset":"49"}}"#,
+                "\n",
+                r#"{"value":{"nouser":1}}"#,
+                "\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    let first: Value = serde_json::from_str(lines[0]).expect("an envelope");
+    assert_eq!(first["value"], json!({"user": "ada"}));
+    assert_eq!(first["key"], "k1");
+    assert_eq!(first["headers"]["h"], "v");
+    assert_eq!(first["timestamp"], 5);
+    assert_eq!(first["metadata"]["shard-id"], "shardId-000000000001");
+    assert_eq!(first["metadata"]["offset"], "49");
+    assert_eq!(first["route"]["key"], "ada");
+    assert!(first["route"]["index"].as_u64().is_some_and(|i| i < 4));
+    assert!(lines[1].starts_with("! record 1:"), "{stdout}");
+    // A malformed envelope names its line.
+    let bad = std::process::Command::new(common::sluice_bin())
+        .args(["plugin", "test"])
+        .arg(wasm::plugin("identity"))
+        .args(["--kind", "transform", "--envelopes", "--input"])
+        .arg(wasm::repo_root().join("tests/fixtures/bad/jq.yaml"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        common::stderr(&bad).contains("jq.yaml:1: not a JSON envelope"),
+        "{}",
+        common::stderr(&bad)
     );
 }

@@ -16,3 +16,12 @@ if [ ${#sluice_missing[@]} -gt 0 ]; then
   $sluice_sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sluice_sudo apt-get install -y -qq "${sluice_missing[@]}" >/dev/null
 fi
+
+# componentize-py (PyPI) for the Python plugin tests, once into the cache.
+SLUICE_PY_VENV=${SLUICE_CACHE:-$HOME/.cache/sluice}/componentize-py-venv
+if ! "$SLUICE_PY_VENV/bin/componentize-py" --version 2>/dev/null | grep -q '0\.25\.1'; then
+  echo "==> installing componentize-py into $SLUICE_PY_VENV"
+  python3 -m venv "$SLUICE_PY_VENV"
+  "$SLUICE_PY_VENV/bin/pip" install -q --disable-pip-version-check componentize-py==0.25.1
+fi
+export SLUICE_COMPONENTIZE_PY="$SLUICE_PY_VENV/bin/componentize-py"

@@ -101,3 +101,57 @@ pub fn plugin(name: &str) -> PathBuf {
     assert!(path.is_file(), "{} was not built", path.display());
     path
 }
+
+/// componentize-py, as `scripts/test.sh` installs it (`$SLUICE_COMPONENTIZE_PY`, else the cache).
+pub fn componentize_py() -> PathBuf {
+    let path = std::env::var_os("SLUICE_COMPONENTIZE_PY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("SLUICE_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                        .join(".cache/sluice")
+                });
+            cache.join("componentize-py-venv/bin/componentize-py")
+        });
+    assert!(
+        path.is_file(),
+        "componentize-py not found at {} (scripts/test.sh installs it)",
+        path.display()
+    );
+    path
+}
+
+/// Builds the Python plugin project in `dir` (module `app`) to `out` for `world`, with the
+/// guest library `sdk/python` on the path, unless `out` is newer than every source.
+pub fn build_python_plugin(dir: &Path, world: &str, out: &Path) -> PathBuf {
+    let sources = [
+        dir.join("app.py"),
+        repo_root().join("sdk/python/sluice_plugin.py"),
+        repo_root().join("sdk/wit/plugin.wit"),
+    ];
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let fresh =
+        modified(out).is_some_and(|built| sources.iter().all(|s| modified(s) < Some(built)));
+    if !fresh {
+        std::fs::create_dir_all(out.parent().expect("a file")).expect("create the output folder");
+        let run = Command::new(componentize_py())
+            .arg("-d")
+            .arg(repo_root().join("sdk/wit"))
+            .args(["-w", world, "componentize", "app", "-p"])
+            .arg(dir)
+            .arg("-p")
+            .arg(repo_root().join("sdk/python"))
+            .arg("-o")
+            .arg(out)
+            .output()
+            .expect("run componentize-py");
+        assert!(
+            run.status.success(),
+            "componentize-py failed:\n{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+    out.to_path_buf()
+}

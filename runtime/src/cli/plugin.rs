@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
 
-use crate::plugin::{PluginHost, PluginKind, run_test, scaffold};
+use crate::plugin::{PluginHost, PluginKind, TestRun, run_test, scaffold};
 
 #[derive(Copy, Clone, ValueEnum)]
 pub enum Kind {
@@ -53,9 +53,14 @@ pub enum PluginCommand {
         /// The plugin's config as JSON.
         #[arg(long, default_value = "{}")]
         config: String,
-        /// Records, one value per line.
+        /// Records, one value per line (`-`: standard input).
         #[arg(long)]
         input: PathBuf,
+        /// Input lines are record envelopes (`{"value", "key", "headers", "timestamp",
+        /// "metadata"}`, the shape a file sink with `envelope: true` writes) and output is printed
+        /// as envelopes, so a plugin that reads keys, headers or source metadata can be tried.
+        #[arg(long)]
+        envelopes: bool,
         /// Partition count passed to a partitioner.
         #[arg(long)]
         partitions: Option<u32>,
@@ -101,18 +106,19 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             config,
             input,
             partitions,
+            envelopes,
         } => {
             let host = PluginHost::new()?;
             let mut out = std::io::stdout().lock();
-            run_test(
-                &host,
-                &wasm,
-                kind.into(),
-                &config,
-                &input,
+            let run = TestRun {
+                wasm: &wasm,
+                kind: kind.into(),
+                config: &config,
+                input: &input,
                 partitions,
-                &mut out,
-            )?;
+                envelopes,
+            };
+            run_test(&host, &run, &mut out)?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -43,7 +43,7 @@ use self::limits::Limits;
 use crate::spec::plugin::PluginSpec;
 use crate::stage::{Partitioner, Stage};
 
-pub use self::test_run::run_test;
+pub use self::test_run::{TestRun, run_test};
 
 /// The version of the `sluice:plugin` WIT package (`sdk/wit/plugin.wit`) this host runs. A macro
 /// so the export names below are `&'static str` constants.

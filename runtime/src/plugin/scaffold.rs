@@ -493,7 +493,7 @@ mod tests {
 }
 "##;
 
-const PY_PARTITIONER: &str = r#"""NAME: a Sluice partitioner plugin in Python.
+const PY_PARTITIONER: &str = r#""""NAME: a Sluice partitioner plugin in Python.
 
 Build: `./build.sh` (componentize-py). Test: `python3 -m unittest`. Try it:
 `sluice plugin test NAME.wasm --kind partitioner --config '{"field": "user"}' --partitions 8 --input records.jsonl`
@@ -548,7 +548,7 @@ if __name__ == "__main__":
     unittest.main()
 "#;
 
-const PY_TRANSFORM: &str = r#"""NAME: a Sluice transform plugin in Python.
+const PY_TRANSFORM: &str = r#""""NAME: a Sluice transform plugin in Python.
 
 Build: `./build.sh` (componentize-py). Test: `python3 -m unittest`. Try it:
 `sluice plugin test NAME.wasm --kind transform --config '{"field": "env", "value": "prod"}' --input records.jsonl`

@@ -7,41 +7,66 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sluice_connectors::{Offset, Record};
+use sluice_connectors::file::render_line;
+use sluice_connectors::{Offset, Record, Route};
 
 use super::{PluginCheckError, PluginError, PluginHost, PluginKind};
 use crate::spec::plugin::PluginSpec;
 use crate::spec::units::{ByteSize, Dur};
 use crate::stage::Outcome;
 
-/// Runs the plugin at `wasm` (of `kind`, with `config` as JSON text) over the records in `input`
-/// (one record value per line; empty lines are skipped), as one batch, with the default limits.
-/// Writes one line per output record value, `! record N: message` per rejected record, and a
-/// `#` summary line, to `out`. A partitioner gets `partitions` as the sink's partition count and
-/// prints `key=… index=… <value>`; a format decodes each line, then encodes what it decoded.
+/// What `sluice plugin test` runs.
+#[derive(Debug, Clone, Copy)]
+pub struct TestRun<'a> {
+    /// The plugin's `.wasm` component.
+    pub wasm: &'a Path,
+    pub kind: PluginKind,
+    /// The plugin's config as JSON text.
+    pub config: &'a str,
+    /// The records, one per line (`-`: standard input); empty lines are skipped.
+    pub input: &'a Path,
+    /// The sink's partition count, given to a partitioner.
+    pub partitions: Option<u32>,
+    /// Input lines are record envelopes, and output is printed as envelopes (see [`run_test`]).
+    pub envelopes: bool,
+}
+
+/// Runs a plugin over the records in `run.input` as one batch, with the default limits.
+///
+/// Input lines are record values, or with `envelopes` the envelopes a file sink with
+/// `envelope: true` writes: `{"value": …, "key": "…", "headers": {"name": "…"}, "timestamp":
+/// ms, "metadata": {"shard-id": "…", "partition": "…", "offset": "…"}}`, every field but
+/// `value` optional (a string value is the record's text, any other JSON value its JSON text;
+/// `metadata.partition` and `metadata.offset` set the record's position). So a partitioner that
+/// reads the key or a Kinesis shard id can be tried.
+///
+/// Writes one line per output record (its value, or its envelope, with `route` for a
+/// partitioner), `! record N: message` per rejected record, and a `#` summary line, to `out`. A
+/// partitioner without `envelopes` prints `key=… index=… <value>`; a format decodes each line,
+/// then encodes what it decoded.
 pub fn run_test(
     host: &PluginHost,
-    wasm: &Path,
-    kind: PluginKind,
-    config: &str,
-    input: &Path,
-    partitions: Option<u32>,
+    run: &TestRun<'_>,
     out: &mut impl Write,
 ) -> Result<(), PluginError> {
     // The plugin runs on this thread: if it drives the async runtime (the CLI's main thread),
     // step out of it first, as a pipeline's processor thread is.
-    super::wait::off_runtime(|| run_test_here(host, wasm, kind, config, input, partitions, out))
+    super::wait::off_runtime(|| run_test_here(host, run, out))
 }
 
 fn run_test_here(
     host: &PluginHost,
-    wasm: &Path,
-    kind: PluginKind,
-    config: &str,
-    input: &Path,
-    partitions: Option<u32>,
+    run: &TestRun<'_>,
     out: &mut impl Write,
 ) -> Result<(), PluginError> {
+    let TestRun {
+        wasm,
+        kind,
+        config,
+        input,
+        partitions,
+        envelopes,
+    } = *run;
     let config: serde_json::Value = serde_json::from_str(config)
         .map_err(|e| PluginError(format!("--config is not JSON: {e}")))?;
     let spec = PluginSpec {
@@ -62,7 +87,7 @@ fn run_test_here(
         ),
         e => PluginError(e.to_string()),
     })?;
-    let records = read_records(input)?;
+    let records = read_records(input, envelopes)?;
     let io = |e: std::io::Error| PluginError(format!("cannot write output: {e}"));
     match kind {
         PluginKind::Transform => {
@@ -70,7 +95,7 @@ fn run_test_here(
             let outcomes = stage
                 .process(&records)
                 .map_err(|e| PluginError(e.to_string()))?;
-            print_outcomes(&records, &outcomes, out).map_err(io)?;
+            print_outcomes(&records, &outcomes, envelopes, out).map_err(io)?;
         }
         PluginKind::Format => {
             let mut decoder = host.decoder(&spec, base)?;
@@ -78,14 +103,14 @@ fn run_test_here(
                 .process(&records)
                 .map_err(|e| PluginError(e.to_string()))?;
             writeln!(out, "# decode").map_err(io)?;
-            print_outcomes(&records, &outcomes, out).map_err(io)?;
+            print_outcomes(&records, &outcomes, envelopes, out).map_err(io)?;
             let decoded = flatten(&records, outcomes);
             let mut encoder = host.encoder(&spec, base)?;
             let encoded = encoder
                 .process(&decoded)
                 .map_err(|e| PluginError(e.to_string()))?;
             writeln!(out, "# encode (of the decoded records)").map_err(io)?;
-            print_outcomes(&decoded, &encoded, out).map_err(io)?;
+            print_outcomes(&decoded, &encoded, envelopes, out).map_err(io)?;
         }
         PluginKind::Partitioner => {
             let mut p = host.partitioner(&spec, base)?;
@@ -95,6 +120,21 @@ fn run_test_here(
             let mut errors = 0;
             for (i, (r, route)) in records.iter().zip(routes).enumerate() {
                 match route {
+                    Ok(route) if envelopes => {
+                        let mut line = Vec::new();
+                        render_line(r, &route, true, &mut line);
+                        let mut env: serde_json::Map<String, serde_json::Value> =
+                            serde_json::from_slice(&line).unwrap_or_default();
+                        env.insert(
+                            "route".into(),
+                            serde_json::json!({
+                                "key": route.key,
+                                "index": route.index,
+                                "explicit_hash_key": route.explicit_hash_key,
+                            }),
+                        );
+                        writeln!(out, "{}", serde_json::Value::Object(env)).map_err(io)?;
+                    }
                     Ok(route) => {
                         let key = route.key.as_deref().unwrap_or("-");
                         let index = route.index.map_or("-".to_string(), |i| i.to_string());
@@ -117,24 +157,101 @@ fn run_test_here(
     Ok(())
 }
 
-fn read_records(input: &Path) -> Result<Vec<Record>, PluginError> {
-    let file = std::fs::File::open(input)
-        .map_err(|e| PluginError(format!("cannot open {}: {e}", input.display())))?;
-    let partition: Arc<str> = Arc::from(input.display().to_string());
+fn read_records(input: &Path, envelopes: bool) -> Result<Vec<Record>, PluginError> {
+    let stdin = input == Path::new("-");
+    let reader: Box<dyn BufRead> = if stdin {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let file = std::fs::File::open(input)
+            .map_err(|e| PluginError(format!("cannot open {}: {e}", input.display())))?;
+        Box::new(std::io::BufReader::new(file))
+    };
+    let name = if stdin {
+        "stdin".to_string()
+    } else {
+        input.display().to_string()
+    };
+    let partition: Arc<str> = Arc::from(name.as_str());
     let mut records = Vec::new();
-    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line =
-            line.map_err(|e| PluginError(format!("cannot read {}: {e}", input.display())))?;
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| PluginError(format!("cannot read {name}: {e}")))?;
         if line.trim().is_empty() {
             continue;
         }
-        records.push(Record::new(
-            partition.clone(),
-            Offset::from(n as u64 + 1),
-            Bytes::from(line),
-        ));
+        let mut record = Record::new(partition.clone(), Offset::from(n as u64 + 1), Bytes::new());
+        if envelopes {
+            from_envelope(&line, &mut record)
+                .map_err(|e| PluginError(format!("{name}:{}: {e}", n + 1)))?;
+        } else {
+            record.value = Bytes::from(line);
+        }
+        records.push(record);
     }
     Ok(records)
+}
+
+/// Fills `record` from an envelope line (the file sink's `envelope: true` shape).
+fn from_envelope(line: &str, record: &mut Record) -> Result<(), String> {
+    use serde_json::Value;
+    let env: serde_json::Map<String, Value> =
+        serde_json::from_str(line).map_err(|e| format!("not a JSON envelope object: {e}"))?;
+    let text = |v: &Value, what: &str| match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(_) | Value::Bool(_) => Ok(v.to_string()),
+        other => Err(format!("{what} must be a string, found {other}")),
+    };
+    for (field, v) in &env {
+        match field.as_str() {
+            "value" => {
+                record.value = match v {
+                    Value::String(s) => Bytes::from(s.clone()),
+                    other => Bytes::from(other.to_string()),
+                }
+            }
+            "key" if v.is_null() => record.key = None,
+            "key" => record.key = Some(Bytes::from(text(v, "key")?)),
+            "timestamp" if v.is_null() => record.timestamp = None,
+            "timestamp" => {
+                record.timestamp = Some(
+                    v.as_i64()
+                        .ok_or_else(|| format!("timestamp must be milliseconds, found {v}"))?,
+                )
+            }
+            "headers" => {
+                let hs = v
+                    .as_object()
+                    .ok_or_else(|| format!("headers must be an object, found {v}"))?;
+                for (name, value) in hs {
+                    let value = text(value, "a header value")?;
+                    record.headers.push((name.clone(), Bytes::from(value)));
+                }
+            }
+            "metadata" => {
+                let meta = v
+                    .as_object()
+                    .ok_or_else(|| format!("metadata must be an object, found {v}"))?;
+                for (name, value) in meta {
+                    let value = text(value, "a metadata value")?;
+                    match name.as_str() {
+                        "partition" => record.partition = Arc::from(value.as_str()),
+                        "offset" => record.offset = Offset::new(value),
+                        _ => record.meta.push((name.clone().into(), value)),
+                    }
+                }
+            }
+            // What a file sink writes besides the record: ignored on the way in.
+            "partition_key" | "route" => {}
+            other => {
+                return Err(format!(
+                    "unknown envelope field `{other}` (use value, key, headers, timestamp, metadata)"
+                ));
+            }
+        }
+    }
+    if !env.contains_key("value") {
+        return Err("the envelope has no `value`".into());
+    }
+    Ok(())
 }
 
 /// The records a stage's outcomes stand for (kept inputs and outputs; errors left out).
@@ -153,22 +270,28 @@ fn flatten(inputs: &[Record], outcomes: Vec<Outcome>) -> Vec<Record> {
 fn print_outcomes(
     inputs: &[Record],
     outcomes: &[Outcome],
+    envelopes: bool,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
+    let mut line = Vec::new();
+    let mut print = |r: &Record, out: &mut dyn Write| {
+        line.clear();
+        render_line(r, &Route::default(), envelopes, &mut line);
+        out.write_all(&line)?;
+        writeln!(out)
+    };
     let (mut produced, mut dropped, mut errors) = (0, 0, 0);
     for (i, (input, outcome)) in inputs.iter().zip(outcomes).enumerate() {
         match outcome {
             Outcome::Keep => {
                 produced += 1;
-                out.write_all(&input.value)?;
-                writeln!(out)?;
+                print(input, out)?;
             }
             Outcome::Records(rs) if rs.is_empty() => dropped += 1,
             Outcome::Records(rs) => {
                 for r in rs {
                     produced += 1;
-                    out.write_all(&r.value)?;
-                    writeln!(out)?;
+                    print(r, out)?;
                 }
             }
             Outcome::Error(e) => {
