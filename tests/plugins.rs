@@ -1332,3 +1332,84 @@ fn plugin_test_takes_envelopes_from_stdin_and_prints_envelopes() {
         common::stderr(&bad)
     );
 }
+
+#[test]
+fn a_rebuilt_plugin_is_swapped_in_while_running_and_a_bad_one_refused() {
+    use std::io::Write as _;
+    let s = common::Scratch::new();
+    // The running plugin is a copy that the test replaces as a rebuild would (write, rename).
+    let replace = |from: &Path| {
+        let tmp = s.path("t.wasm.tmp");
+        std::fs::copy(from, &tmp).unwrap();
+        std::fs::rename(&tmp, s.path("t.wasm")).unwrap();
+    };
+    replace(&wasm::plugin("identity"));
+    s.write(
+        "spec.yaml",
+        "version: 1\nname: reload\nsource: {type: stdin, batch_size: 1}\ntransforms:\n  - wasm: t.wasm\nsink: {type: file, path: out.txt}\noffsets: {store: memory}\npipeline: {flush_interval: 10ms}\n",
+    );
+    let log = std::fs::File::create(s.path("sluice.log")).unwrap();
+    let mut child = s
+        .cmd(&["run", "spec.yaml", "--watch-plugins", "--no-progress"])
+        .env("SLUICE_LOG", "info")
+        .stdin(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut send = |line: &str| {
+        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    };
+    let out = || s.lines("out.txt");
+    // Sends `line` until the pipeline has written `want` lines (each send is one batch, and a
+    // batch is when a changed plugin is looked at).
+    let until = |send: &mut dyn FnMut(&str), line: &str, want: &dyn Fn(&[String]) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            send(line);
+            if common::wait_for(Duration::from_millis(300), || want(&out())) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never: {:?}", out());
+        }
+    };
+    until(&mut send, "\"bomb:0\"", &|o| !o.is_empty());
+    assert_eq!(out()[0], "\"bomb:0\"", "identity keeps it");
+
+    // A version whose schema refuses the running config (mask-fields needs `fields`): refused,
+    // identity goes on.
+    replace(&wasm::plugin("mask-fields"));
+    let refused = || s.read("sluice.log").contains("new plugin version refused");
+    until(&mut send, "\"bomb:0\"", &|_| refused());
+    assert!(
+        s.read("sluice.log").contains("fields"),
+        "{}",
+        s.read("sluice.log")
+    );
+    let before = out().len();
+    send("\"marker-1\"");
+    assert!(common::wait_for(Duration::from_secs(10), || out()
+        .contains(&"\"marker-1\"".to_string())));
+    assert!(out().len() > before);
+
+    // A good rebuild (the hostile plugin: `bomb:0` makes no record at all) is swapped in.
+    replace(&wasm::plugin("hostile"));
+    until(&mut send, "\"bomb:0\"", &|_| {
+        s.read("sluice.log").contains("plugin reloaded")
+    });
+    let seen = out().len();
+    send("\"bomb:0\"");
+    send("\"marker-2\"");
+    assert!(common::wait_for(Duration::from_secs(10), || out()
+        .contains(&"\"marker-2\"".to_string())));
+    let after: Vec<String> = out()[seen..].to_vec();
+    assert_eq!(
+        after,
+        vec!["\"marker-2\"".to_string()],
+        "bomb:0 now makes nothing"
+    );
+    drop(stdin);
+    let status = common::wait_exit(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "{}", s.read("sluice.log"));
+}

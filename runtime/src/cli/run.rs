@@ -23,10 +23,16 @@ pub struct RunArgs {
     /// No live progress bars (log lines every 10 s instead).
     #[arg(long)]
     pub no_progress: bool,
+    /// Swap in rebuilt plugin `.wasm` files while running (every plugin as with `reload: true`):
+    /// a changed file is checked, then runs from the next batch; one that fails the check is
+    /// refused with a log line.
+    #[arg(long)]
+    watch_plugins: bool,
 }
 
 pub async fn run(args: RunArgs, display: Display) -> anyhow::Result<ExitCode> {
-    let host = PluginHost::new().context("cannot start the plugin host")?;
+    let host =
+        PluginHost::with_watch(args.watch_plugins).context("cannot start the plugin host")?;
     // Nothing starts unless every spec is valid.
     let mut loaded = Vec::new();
     let mut invalid = false;

@@ -2,7 +2,9 @@
 //! epoch deadline (and fuel), and throws the instance away after any failure so that the next
 //! batch gets a fresh one.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use wasmtime::component::{Component, InstancePre};
 use wasmtime::{Store, Trap};
@@ -164,6 +166,64 @@ impl<W: World> Prepared<W> {
     }
 }
 
+/// How a plugin with `reload` swaps in a rebuilt `.wasm`: the file's modification time and
+/// length are looked at between calls, at most once per [`Reload::EVERY`]; a changed file is
+/// checked in full by `check` before it replaces the running version.
+pub(crate) struct Reload<W: World> {
+    path: PathBuf,
+    /// The file as the running version (or the last refused one) was read from it.
+    seen: Option<(Option<SystemTime>, u64)>,
+    next_look: Instant,
+    check: Box<dyn FnMut() -> Result<Prepared<W>, String> + Send>,
+}
+
+impl<W: World> Reload<W> {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    pub(crate) fn new(
+        path: PathBuf,
+        check: Box<dyn FnMut() -> Result<Prepared<W>, String> + Send>,
+    ) -> Self {
+        let seen = Self::stamp(&path);
+        Self {
+            path,
+            seen,
+            next_look: Instant::now() + Self::EVERY,
+            check,
+        }
+    }
+
+    fn stamp(path: &Path) -> Option<(Option<SystemTime>, u64)> {
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.modified().ok(), m.len()))
+    }
+
+    /// A new checked version when the file changed since it was last read, else `None`.
+    fn changed(&mut self, name: &str) -> Option<Prepared<W>> {
+        let now = Instant::now();
+        if now < self.next_look {
+            return None;
+        }
+        self.next_look = now + Self::EVERY;
+        let stamp = Self::stamp(&self.path);
+        if stamp.is_none() || stamp == self.seen {
+            return None;
+        }
+        self.seen = stamp;
+        match (self.check)() {
+            Ok(prepared) => {
+                tracing::info!(plugin = %name, path = %self.path.display(), "plugin reloaded: the new version runs from the next batch");
+                Some(prepared)
+            }
+            Err(e) => {
+                tracing::warn!(plugin = %name, path = %self.path.display(), error = %e, "new plugin version refused; the running version goes on");
+                None
+            }
+        }
+    }
+}
+
 /// An initialised instance that is recreated after any failure.
 pub(crate) struct Live<W: World> {
     name: String,
@@ -171,6 +231,7 @@ pub(crate) struct Live<W: World> {
     limits: Limits,
     config: String,
     current: Option<(Store<HostState>, W::Bindings)>,
+    reload: Option<Reload<W>>,
 }
 
 impl<W: World> Live<W> {
@@ -180,6 +241,7 @@ impl<W: World> Live<W> {
         prepared: Prepared<W>,
         limits: Limits,
         config: String,
+        reload: Option<Reload<W>>,
     ) -> Result<Self, String> {
         let mut live = Self {
             name,
@@ -187,6 +249,7 @@ impl<W: World> Live<W> {
             limits,
             config,
             current: None,
+            reload,
         };
         live.ensure().map_err(|e| e.message)?;
         Ok(live)
@@ -240,6 +303,11 @@ impl<W: World> Live<W> {
         &mut self,
         f: impl FnOnce(&W::Bindings, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, StageError> {
+        // Between batches: a rebuilt plugin that passed its checks replaces this one.
+        if let Some(prepared) = self.reload.as_mut().and_then(|r| r.changed(&self.name)) {
+            self.prepared = prepared;
+            self.current = None;
+        }
         self.ensure()?;
         let (store, bindings) = self.current.as_mut().ok_or_else(|| StageError {
             stage: self.name.clone(),

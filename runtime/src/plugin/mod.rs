@@ -37,7 +37,7 @@ use wasmtime::component::types::ComponentItem;
 
 use self::engine::EngineCtx;
 use self::instance::{
-    FormatWorld, Live, PartitionerWorld, PrepareError, Prepared, TransformWorld, World,
+    FormatWorld, Live, PartitionerWorld, PrepareError, Prepared, Reload, TransformWorld, World,
 };
 use self::limits::Limits;
 use crate::spec::plugin::PluginSpec;
@@ -159,6 +159,8 @@ pub struct PluginHost {
 }
 
 struct HostInner {
+    /// Every plugin reloads when its file changes (`sluice run --watch-plugins`).
+    watch: bool,
     plain: Arc<EngineCtx>,
     /// A second engine that meters fuel, started the first time a spec asks for fuel.
     fueled: OnceLock<Result<Arc<EngineCtx>, String>>,
@@ -166,8 +168,15 @@ struct HostInner {
 
 impl PluginHost {
     pub fn new() -> Result<Self, PluginError> {
+        Self::with_watch(false)
+    }
+
+    /// A host whose plugins all reload when their `.wasm` changes (as `reload: true` does for
+    /// one plugin).
+    pub fn with_watch(watch: bool) -> Result<Self, PluginError> {
         Ok(Self {
             inner: Arc::new(HostInner {
+                watch,
                 plain: EngineCtx::new(false)?,
                 fueled: OnceLock::new(),
             }),
@@ -308,11 +317,34 @@ impl PluginHost {
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.display().to_string());
         let name = format!("{role} {file}");
+        let reload = (spec.reload || self.inner.watch).then(|| {
+            let (host, spec, base_dir) = (self.clone(), spec.clone(), base_dir.to_path_buf());
+            Reload::new(
+                path.clone(),
+                Box::new(move || {
+                    // The whole check `validate` runs (kind, WIT version, config schema, init),
+                    // then the checked component ready to instantiate.
+                    host.check_world::<W>(&spec, &base_dir)
+                        .map_err(|e| match e {
+                            PluginCheckError::Config(errors) => errors
+                                .iter()
+                                .map(|(at, message)| format!("config{at}: {message}"))
+                                .collect::<Vec<_>>()
+                                .join("; "),
+                            e => e.to_string(),
+                        })?;
+                    host.prepare::<W>(&spec, &base_dir)
+                        .map(|(prepared, _)| prepared)
+                        .map_err(|e| e.to_string())
+                }),
+            )
+        });
         Live::start(
             name.clone(),
             prepared,
             Limits::from_spec(spec),
             spec.config.to_string(),
+            reload,
         )
         .map_err(|e| PluginError(format!("{name}: {e}")))
     }

@@ -75,6 +75,7 @@ fn run_test_here(
         timeout: Dur(Duration::from_millis(200)),
         memory: ByteSize(64 * 1024 * 1024),
         fuel: None,
+        reload: false,
     };
     let base = Path::new(".");
     host.check(&spec, base, kind).map_err(|e| match e {

@@ -28,6 +28,13 @@ pub struct PluginSpec {
     /// cost less.
     #[serde(default)]
     pub fuel: Option<u64>,
+    /// Swap in a rebuilt `.wasm` while the pipeline runs: the file is looked at between batches
+    /// (at most once a second), and a changed one is checked (kind, WIT version, config against
+    /// its schema, `init`) before it replaces the running version, without losing position. A
+    /// version that fails the check is refused with a log line and the running one goes on.
+    /// `sluice run --watch-plugins` turns this on for every plugin.
+    #[serde(default)]
+    pub reload: bool,
 }
 
 fn empty_object() -> serde_json::Value {
