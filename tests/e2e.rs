@@ -367,8 +367,10 @@ fn sigterm_with_an_idle_open_stdin_drains_and_exits_zero() {
     stdin.write_all(b"{\"n\":1}\n").expect("write");
     stdin.flush().expect("flush");
     assert!(
-        wait_for(Duration::from_secs(30), || s.lines("out/data.jsonl").len() == 1
-            && s.offsets("offsets", "idle-stdin") == [("stdin".to_string(), 1, false)]),
+        wait_for(Duration::from_secs(30), || s.lines("out/data.jsonl").len()
+            == 1
+            && s.offsets("offsets", "idle-stdin")
+                == [("stdin".to_string(), 1, false)]),
         "the first line is delivered and committed"
     );
     signal(&child, "-TERM");

@@ -78,9 +78,9 @@ impl Source for StdinSource {
                 },
             }
         }
-        reader
-            .await
-            .map_err(|e| ConnectorError::fatal(format!("stdin source: reader thread failed: {e}")))?
+        reader.await.map_err(|e| {
+            ConnectorError::fatal(format!("stdin source: reader thread failed: {e}"))
+        })?
     }
 }
 

@@ -200,11 +200,8 @@ mod tests {
             committed,
             assigned: None,
         };
-        let run = tokio::time::timeout(
-            Duration::from_secs(5),
-            GeneratorSource::new(cfg).run(ctx),
-        )
-        .await;
+        let run =
+            tokio::time::timeout(Duration::from_secs(5), GeneratorSource::new(cfg).run(ctx)).await;
         assert!(
             matches!(run, Ok(Ok(()))),
             "the source ends by itself: {run:?}"

@@ -107,7 +107,11 @@ pub trait OffsetStore: Send + Sync {
     /// Takes over partitions newly assigned to this worker (a Kafka rebalance): a store that
     /// fences stale writers re-reads their rows, so the previous owner's commits are not taken
     /// for a conflict. Stores without fencing do nothing.
-    async fn claim(&self, _namespace: &str, _partitions: &[PartitionId]) -> Result<(), OffsetError> {
+    async fn claim(
+        &self,
+        _namespace: &str,
+        _partitions: &[PartitionId],
+    ) -> Result<(), OffsetError> {
         Ok(())
     }
     /// Stores these partitions' offsets (others stay as they are).

@@ -13,9 +13,9 @@ pub mod formats;
 pub mod metrics;
 pub mod partition;
 mod process;
-mod tracker;
 #[cfg(test)]
 mod tests;
+mod tracker;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -43,9 +43,10 @@ fn pipeline(
 
 /// An endless generator: 2,000 records/s on one partition.
 fn endless() -> Box<dyn Source> {
-    let cfg: GeneratorConfig =
-        serde_json::from_value(serde_json::json!({"partitions": 1, "rate": 2000, "batch_size": 50}))
-            .expect("generator config");
+    let cfg: GeneratorConfig = serde_json::from_value(
+        serde_json::json!({"partitions": 1, "rate": 2000, "batch_size": 50}),
+    )
+    .expect("generator config");
     Box::new(GeneratorSource::new(cfg))
 }
 
@@ -56,7 +57,13 @@ struct OneThenIdle;
 impl Source for OneThenIdle {
     async fn run(&mut self, ctx: SourceContext) -> Result<(), ConnectorError> {
         let records = (0..3u64)
-            .map(|i| Record::new("p".into(), Offset::from(i), bytes::Bytes::from_static(b"{}")))
+            .map(|i| {
+                Record::new(
+                    "p".into(),
+                    Offset::from(i),
+                    bytes::Bytes::from_static(b"{}"),
+                )
+            })
             .collect();
         let batch = SourceBatch {
             partition: "p".into(),
@@ -172,9 +179,12 @@ impl OffsetStore for FlakyStore {
 /// Runs `p` until it ends, failing the test if that takes longer than `limit`.
 async fn run_within(p: Pipeline, limit: Duration) -> (Result<Summary, PipelineError>, Duration) {
     let started = Instant::now();
-    let r = tokio::time::timeout(limit, p.run(CancellationToken::new(), RunOptions::default()))
-        .await
-        .unwrap_or_else(|_| panic!("the pipeline was still running after {limit:?}"));
+    let r = tokio::time::timeout(
+        limit,
+        p.run(CancellationToken::new(), RunOptions::default()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the pipeline was still running after {limit:?}"));
     (r, started.elapsed())
 }
 
@@ -215,7 +225,13 @@ async fn a_fenced_commit_stops_the_pipeline_at_once() {
     let interval = Duration::from_millis(50);
     // The first commit works; the second is refused (another worker or a reset).
     let store = FlakyStore::new(2, None, true);
-    let p = pipeline(endless(), Box::new(NullSink), store.clone(), Vec::new(), interval);
+    let p = pipeline(
+        endless(),
+        Box::new(NullSink),
+        store.clone(),
+        Vec::new(),
+        interval,
+    );
     let (r, elapsed) = run_within(p, Duration::from_secs(5)).await;
     match r {
         Err(PipelineError::Offsets(e)) => {
@@ -229,14 +245,23 @@ async fn a_fenced_commit_stops_the_pipeline_at_once() {
         2,
         "no commit is tried after a refusal"
     );
-    assert!(elapsed < interval * 2 + Duration::from_millis(500), "{elapsed:?}");
+    assert!(
+        elapsed < interval * 2 + Duration::from_millis(500),
+        "{elapsed:?}"
+    );
 }
 
 #[tokio::test]
 async fn failing_commits_stop_the_pipeline_after_ten_commit_intervals() {
     let interval = Duration::from_millis(50);
     let store = FlakyStore::new(2, None, false);
-    let p = pipeline(endless(), Box::new(NullSink), store.clone(), Vec::new(), interval);
+    let p = pipeline(
+        endless(),
+        Box::new(NullSink),
+        store.clone(),
+        Vec::new(),
+        interval,
+    );
     let (r, elapsed) = run_within(p, Duration::from_secs(10)).await;
     match r {
         Err(PipelineError::Offsets(OffsetError::Unavailable { last, .. })) => {
@@ -246,7 +271,10 @@ async fn failing_commits_stop_the_pipeline_after_ten_commit_intervals() {
     }
     // One good commit after an interval, then ten intervals of failures.
     assert!(elapsed >= interval * 11, "gave up too soon: {elapsed:?}");
-    assert!(elapsed < interval * 11 + Duration::from_secs(1), "{elapsed:?}");
+    assert!(
+        elapsed < interval * 11 + Duration::from_secs(1),
+        "{elapsed:?}"
+    );
     assert!(
         store.calls.load(Ordering::SeqCst) > 11,
         "retried with backoff, more often than once per interval: {} calls",
