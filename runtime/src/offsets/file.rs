@@ -1,5 +1,6 @@
 //! The `file` offset store (the embedded default): a folder with one JSON file per namespace,
-//! replaced atomically (write a temporary file, fsync, rename, fsync the folder) on every commit.
+//! replaced atomically (write a temporary file, fsync, rename, fsync the folder) on every commit,
+//! while holding an exclusive advisory lock on the folder's `.lock` file.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -94,10 +95,9 @@ impl FileStore {
             namespace: namespace.to_string(),
             partitions,
         };
-        // One temporary name per process: two processes never write into the same one.
-        let tmp = self
-            .dir
-            .join(format!(".{namespace}.{EXT}.{}.tmp", std::process::id()));
+        // Writers hold the folder's lock (see `locked`), so one temporary name is enough and a
+        // crash leaves at most this one file behind.
+        let tmp = self.dir.join(format!(".{namespace}.{EXT}.tmp"));
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
             serde_json::to_writer_pretty(&mut f, &data)?;
