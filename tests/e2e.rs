@@ -351,6 +351,53 @@ fn stdin_to_stdout() {
 }
 
 #[test]
+fn sigterm_with_an_idle_open_stdin_drains_and_exits_zero() {
+    use std::io::Write;
+    let s = Scratch::new();
+    s.write("spec.yaml", "version: 1\nname: idle-stdin\nsource: {type: stdin, batch_size: 1}\nsink: {type: file, path: out/data.jsonl}\noffsets: {store: file, path: offsets, commit_interval: 100ms}\npipeline: {flush_interval: 20ms}\n");
+    let mut child = s
+        .cmd(&["run", "spec.yaml"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Kept open (and idle) until the end of the test.
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"{\"n\":1}\n").expect("write");
+    stdin.flush().expect("flush");
+    assert!(
+        wait_for(Duration::from_secs(30), || s.lines("out/data.jsonl").len()
+            == 1
+            && s.offsets("offsets", "idle-stdin")
+                == [("stdin".to_string(), 1, false)]),
+        "the first line is delivered and committed"
+    );
+    signal(&child, "-TERM");
+    let status = wait_exit(&mut child, Duration::from_secs(5));
+    assert!(status.success(), "exit {status:?}");
+    drop(stdin);
+}
+
+#[test]
+fn max_records_zero_delivers_and_commits_nothing() {
+    let s = Scratch::new();
+    // An empty file's first (and only) batch is an end-of-partition marker with an offset:
+    // `--max-records 0` must not commit even that.
+    s.write("in/empty.jsonl", "");
+    s.write("in/full.jsonl", BAD_INPUT);
+    s.write("spec.yaml", &file_spec("zero", "all"));
+    let out = s.run(&["run", "spec.yaml", "--max-records", "0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(s.lines("out/data.jsonl").is_empty(), "nothing delivered");
+    assert!(
+        s.offsets("offsets", "zero").is_empty(),
+        "nothing committed: {:?}",
+        s.offsets("offsets", "zero")
+    );
+}
+
+#[test]
 fn jq_transforms_edit_filter_fan_out_and_dead_letter_through_the_binary() {
     let s = Scratch::new();
     s.write(

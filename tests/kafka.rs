@@ -3,6 +3,8 @@
 //! Every test uses its own random topics and group.
 
 mod common;
+#[path = "common/dynamodb.rs"]
+mod dynamo_support;
 #[path = "common/kafka.rs"]
 mod kafka_support;
 #[path = "common/kinesis.rs"]
@@ -288,6 +290,67 @@ fn two_workers_share_a_kafka_source_through_the_consumer_group() {
         dups < 1000,
         "{dups} records read twice: revoked partitions are committed before they are given up"
     );
+}
+
+/// Two workers share a pipeline's partitions through the consumer group and one DynamoDB offset
+/// table. When the group moves partitions to the second worker, it claims them in the store, so
+/// its commits are not refused as stale (without the claim it would be fenced and stop).
+#[test]
+fn a_worker_taking_over_partitions_in_a_rebalance_commits_them_to_the_shared_dynamodb_store() {
+    let brokers = k::brokers();
+    let endpoint = dynamo_support::endpoint();
+    let topic = k::topic("claimed");
+    let group = k::topic("claimers");
+    let table = k::topic("offsets");
+    k::create_topic(&brokers, &topic, 4);
+    k::produce(&brokers, &topic, &json_records(0..1000), None);
+    let spec = format!(
+        "version: 1\nname: claimed\nsource:\n  type: kafka\n  brokers: [{brokers}]\n  topics: [{topic}]\n  group: {group}\n  rebalance_drain: 10s\n  properties:\n    session.timeout.ms: 6000\n    heartbeat.interval.ms: 500\nsink:\n  type: file\n  path: out.jsonl\noffsets:\n  store: dynamodb\n  table: {table}\n  create_table: true\n  commit_interval: 100ms\n{}pipeline:\n  flush_interval: 20ms\n",
+        dynamo_support::aws_yaml(&endpoint, "  ")
+    );
+    let (a, b) = (Scratch::new(), Scratch::new());
+    a.write("spec.yaml", &spec);
+    b.write("spec.yaml", &spec);
+    let mut wa = a.spawn(&["run", "spec.yaml"]);
+    assert!(
+        wait_for(Duration::from_secs(60), || a.lines("out.jsonl").len()
+            >= 1000),
+        "the first worker did not read the topic"
+    );
+    let mut wb = b.spawn(&["run", "spec.yaml"]);
+    let mut next = 1000u64;
+    let both = wait_for(Duration::from_secs(90), || {
+        if next < 6000 {
+            k::produce(&brokers, &topic, &json_records(next..next + 100), None);
+            next += 100;
+        }
+        !b.lines("out.jsonl").is_empty() && next >= 3000
+    });
+    let b_early_exit = wb.try_wait().expect("try_wait");
+    assert!(
+        both && b_early_exit.is_none(),
+        "the second worker never got a partition, or stopped: {b_early_exit:?}"
+    );
+    let total = next;
+    let all = wait_for(Duration::from_secs(60), || {
+        let mut got: BTreeSet<u64> = seqs(&a.lines("out.jsonl")).into_iter().collect();
+        got.extend(seqs(&b.lines("out.jsonl")));
+        got.len() as u64 == total
+    });
+    // Both keep committing the partitions they own: neither is fenced.
+    let running = (
+        wa.try_wait().expect("try_wait"),
+        wb.try_wait().expect("try_wait"),
+    );
+    signal(&wa, "-TERM");
+    signal(&wb, "-TERM");
+    let (sa, sb) = (
+        wait_exit(&mut wa, Duration::from_secs(30)),
+        wait_exit(&mut wb, Duration::from_secs(30)),
+    );
+    assert!(all, "records missing");
+    assert_eq!(running, (None, None), "a worker stopped before the end");
+    assert!(sa.success() && sb.success(), "{sa:?} {sb:?}");
 }
 
 #[test]

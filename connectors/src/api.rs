@@ -47,6 +47,11 @@ pub struct SourceContext {
     pub shutdown: CancellationToken,
     /// Offsets as they are committed while the pipeline runs (for parent-before-child shard rules).
     pub committed: watch::Receiver<Arc<CommittedOffsets>>,
+    /// Where a source whose partitions are assigned while it runs (a Kafka consumer group)
+    /// announces newly assigned partitions, before sending any of their records: the offset
+    /// store then takes them over from their previous owner instead of refusing its commits as
+    /// stale. `None` when nobody listens.
+    pub assigned: Option<mpsc::UnboundedSender<Vec<PartitionId>>>,
 }
 
 impl SourceContext {

@@ -48,19 +48,39 @@ impl StdinSource {
 
 #[async_trait]
 impl Source for StdinSource {
+    /// Reading standard input blocks until a line or EOF comes, and cannot be interrupted. So
+    /// the blocking reader feeds a small channel of its own, and this task forwards its batches:
+    /// when the pipeline stops, this task returns at once and the reader, still waiting for
+    /// input, is left behind holding nothing of the pipeline (the process exits without it).
     async fn run(&mut self, ctx: SourceContext) -> Result<(), ConnectorError> {
         let batch = self.cfg.batch_size.max(1);
-        let out = ctx.output.clone();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
         let stop = ctx.shutdown.clone();
         // Lines already consumed in an earlier run are gone: start fresh.
-        tokio::task::spawn_blocking(move || {
+        let reader = tokio::task::spawn_blocking(move || {
             let stdin = std::io::stdin();
-            read_lines(stdin.lock(), Arc::from("stdin"), None, batch, &out, &stop)
+            read_lines(stdin.lock(), Arc::from("stdin"), None, batch, &tx, &stop)
                 .map(|_| ())
                 .map_err(|e| ConnectorError::io("stdin source: read", e))
-        })
-        .await
-        .map_err(|e| ConnectorError::fatal(format!("stdin source: reader thread failed: {e}")))?
+        });
+        loop {
+            tokio::select! {
+                biased;
+                _ = ctx.shutdown.cancelled() => return Ok(()),
+                b = rx.recv() => match b {
+                    Some(b) => {
+                        if !ctx.send(b).await {
+                            return Ok(());
+                        }
+                    }
+                    // The reader is done: end of input, or a read error.
+                    None => break,
+                },
+            }
+        }
+        reader.await.map_err(|e| {
+            ConnectorError::fatal(format!("stdin source: reader thread failed: {e}"))
+        })?
     }
 }
 

@@ -572,6 +572,7 @@ async fn collect(
         output: tx,
         shutdown: stop.clone(),
         committed: committed.unwrap_or(crx),
+        assigned: None,
     };
     let task = tokio::spawn(async move { src.run(ctx).await });
     let mut got = Vec::new();
@@ -939,6 +940,7 @@ async fn a_table_without_a_stream_is_a_clear_error() {
         output: tx,
         shutdown: CancellationToken::new(),
         committed: crx,
+        assigned: None,
     };
     let e = src.run(ctx).await.expect_err("no stream");
     assert!(

@@ -121,7 +121,8 @@ impl Source for GeneratorSource {
                     n = n.min(budget);
                 }
                 if let Some(end) = part.end {
-                    n = n.min(end - part.next);
+                    // `next` is past `end` when `count` was lowered since the last run.
+                    n = n.min(end.saturating_sub(part.next));
                 }
                 let mut records = Vec::with_capacity(n as usize);
                 for i in part.next..part.next + n {
@@ -176,6 +177,50 @@ impl Source for GeneratorSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{Committed, CommittedOffsets};
+
+    #[tokio::test]
+    async fn a_count_lowered_below_the_committed_offset_emits_nothing_and_ends() {
+        let cfg: GeneratorConfig =
+            serde_json::from_value(serde_json::json!({"count": 10, "partitions": 1}))
+                .expect("config");
+        let start = CommittedOffsets::from([(
+            PartitionId::from("0"),
+            Committed {
+                offset: Offset::from(19),
+                finished: false,
+            },
+        )]);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let (_watch_tx, committed) = tokio::sync::watch::channel(Arc::new(start.clone()));
+        let ctx = SourceContext {
+            start,
+            output: tx,
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            committed,
+            assigned: None,
+        };
+        let run =
+            tokio::time::timeout(Duration::from_secs(5), GeneratorSource::new(cfg).run(ctx)).await;
+        assert!(
+            matches!(run, Ok(Ok(()))),
+            "the source ends by itself: {run:?}"
+        );
+        let mut batches = Vec::new();
+        while let Ok(b) = rx.try_recv() {
+            batches.push(b);
+        }
+        assert!(
+            batches.iter().all(|b| b.records.is_empty()),
+            "no record past `count`: {batches:?}"
+        );
+        assert!(
+            batches
+                .iter()
+                .all(|b| b.end_offset.as_ref().is_none_or(|o| o.as_str() == "19")),
+            "the committed offset never moves: {batches:?}"
+        );
+    }
 
     #[test]
     fn records_are_deterministic_json_of_the_requested_size() {

@@ -50,6 +50,8 @@ struct Shared {
     group_next: Mutex<BTreeMap<Tp, i64>>,
     /// Partitions revoked since the poll loop last looked: their unsent records are dropped.
     revoked: Mutex<Vec<Tp>>,
+    /// Announces newly assigned partitions to the offset store (see [`SourceContext::assigned`]).
+    assigned: Option<tokio::sync::mpsc::UnboundedSender<Vec<crate::record::PartitionId>>>,
 }
 
 impl Shared {
@@ -268,6 +270,15 @@ impl ConsumerContext for ConsumerCtx {
         );
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Some(tx) = &self.shared.assigned {
+                    let ids = tpl
+                        .elements()
+                        .iter()
+                        .map(|e| partition_id(e.topic(), e.partition()).as_str().into())
+                        .collect();
+                    // The pipeline is stopping if nobody listens any more.
+                    let _ = tx.send(ids);
+                }
                 self.shared.start_positions(consumer, tpl);
                 let r = if cooperative {
                     consumer.incremental_assign(tpl)
@@ -353,6 +364,7 @@ fn poll_loop(
         sent: Mutex::default(),
         group_next: Mutex::default(),
         revoked: Mutex::default(),
+        assigned: ctx.assigned.clone(),
     });
     tracing::debug!(brokers = %brokers, group = %cfg.group, topics = ?cfg.topics, properties = ?cfg.properties, "kafka source: connecting");
     let consumer: BaseConsumer<ConsumerCtx> = cfg

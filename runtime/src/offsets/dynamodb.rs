@@ -19,7 +19,8 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use sluice_connectors::{Committed, CommittedOffsets, Offset, aws};
+use sluice_connectors::retry::RetryPolicy;
+use sluice_connectors::{Committed, CommittedOffsets, Offset, PartitionId, aws};
 use tokio::sync::OnceCell;
 
 use super::{OffsetError, OffsetRow, OffsetStore, ResetTo, is_stale};
@@ -29,6 +30,10 @@ type Item = HashMap<String, AttributeValue>;
 
 /// Commits of one namespace sent at once.
 const CONCURRENCY: usize = 16;
+
+/// Retries of one conditional write (or read) on throttling and 5xx errors.
+const COMMIT_RETRY: RetryPolicy =
+    RetryPolicy::new(8, Duration::from_millis(100), Duration::from_secs(5), 2.0);
 
 pub struct DynamoStore {
     spec: DynamoStoreSpec,
@@ -254,6 +259,12 @@ impl DynamoStore {
     }
 
     /// Writes one partition's offset if its generation is still the one this worker knows.
+    ///
+    /// A refused write whose row shows this worker as its last writer is this worker's own
+    /// earlier write whose response was lost (a retry by the SDK or by us, or a commit reported
+    /// as failed after it landed): nobody else wrote since, so the generation is adopted (and the
+    /// commit is done when the row already holds this offset). Any other refusal is
+    /// [`OffsetError::Fenced`].
     async fn commit_one(
         &self,
         namespace: &str,
@@ -261,74 +272,122 @@ impl DynamoStore {
         c: &Committed,
     ) -> Result<(), OffsetError> {
         let client = self.client().await?;
-        let known = self
-            .gens()
-            .get(&(namespace.to_string(), partition.to_string()))
-            .copied();
-        let next = known.unwrap_or(0) + 1;
-        let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let mut req = client
-            .update_item()
-            .table_name(self.table())
-            .set_key(Some(Self::key(namespace, partition)))
-            .update_expression(
-                "SET #o = :o, finished = :f, updated_at = :u, generation = :next, #owner = :me, lease_expires_at = if_not_exists(lease_expires_at, :zero)",
-            )
-            .expression_attribute_names("#o", "offset")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":o", AttributeValue::S(c.offset.to_string()))
-            .expression_attribute_values(":f", AttributeValue::Bool(c.finished))
-            .expression_attribute_values(":u", AttributeValue::S(now))
-            .expression_attribute_values(":next", AttributeValue::N(next.to_string()))
-            .expression_attribute_values(":me", AttributeValue::S(self.owner.clone()))
-            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        req = match known {
-            Some(g) => req
-                .condition_expression("generation = :g")
-                .expression_attribute_values(":g", AttributeValue::N(g.to_string())),
-            None => req.condition_expression("attribute_not_exists(generation)"),
-        };
-        let mut delay = Duration::from_millis(100);
-        let mut attempt = 0;
+        let key = (namespace.to_string(), partition.to_string());
+        let mut known = self.gens().get(&key).copied();
+        let mut adopted = false;
         loop {
-            match req.clone().send().await {
+            let next = known.unwrap_or(0) + 1;
+            let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let mut req = client
+                .update_item()
+                .table_name(self.table())
+                .set_key(Some(Self::key(namespace, partition)))
+                .update_expression(
+                    "SET #o = :o, finished = :f, updated_at = :u, generation = :next, #owner = :me, lease_expires_at = if_not_exists(lease_expires_at, :zero)",
+                )
+                .expression_attribute_names("#o", "offset")
+                .expression_attribute_names("#owner", "owner")
+                .expression_attribute_values(":o", AttributeValue::S(c.offset.to_string()))
+                .expression_attribute_values(":f", AttributeValue::Bool(c.finished))
+                .expression_attribute_values(":u", AttributeValue::S(now))
+                .expression_attribute_values(":next", AttributeValue::N(next.to_string()))
+                .expression_attribute_values(":me", AttributeValue::S(self.owner.clone()))
+                .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                );
+            req = match known {
+                Some(g) => req
+                    .condition_expression("generation = :g")
+                    .expression_attribute_values(":g", AttributeValue::N(g.to_string())),
+                None => req.condition_expression("attribute_not_exists(generation)"),
+            };
+            let sent = COMMIT_RETRY
+                .run(
+                    "offset store UpdateItem",
+                    |e: &aws_sdk_dynamodb::error::SdkError<_, _>| {
+                        e.code() != Some("ConditionalCheckFailedException") && aws::is_retriable(e)
+                    },
+                    || req.clone().send(),
+                )
+                .await;
+            let e = match sent {
                 Ok(_) => {
-                    self.gens()
-                        .insert((namespace.to_string(), partition.to_string()), next);
+                    self.gens().insert(key, next);
                     return Ok(());
                 }
-                Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
-                    let by = e
-                        .as_service_error()
-                        .and_then(|s| match s {
-                            aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(x) => x.item(),
-                            _ => None,
-                        })
-                        .map(|item| {
-                            let g = |k: &str| match item.get(k) {
-                                Some(AttributeValue::S(v) | AttributeValue::N(v)) => v.clone(),
-                                _ => "?".into(),
-                            };
-                            format!(" (now generation {} by {})", g("generation"), g("owner"))
-                        })
-                        .unwrap_or_default();
-                    return Err(OffsetError::Invalid {
-                        store: self.describe(),
-                        message: format!(
-                            "stale commit rejected: partition {partition} of `{namespace}` was committed by another worker or reset since this worker read it{by}; this worker stops rather than move the offset back"
-                        ),
-                    });
-                }
-                Err(e) if aws::is_retriable(&e) && attempt < 8 => {
-                    attempt += 1;
-                    tracing::warn!(table = %self.table(), partition, error = %aws::describe(&e), "offset commit failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
+                Err(e) if e.code() == Some("ConditionalCheckFailedException") => e,
                 Err(e) => return Err(self.sdk_fail("UpdateItem", &e)),
+            };
+            let now_item = e.as_service_error().and_then(|s| match s {
+                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(x) => x.item(),
+                _ => None,
+            });
+            let attr = |item: &Item, k: &str| match item.get(k) {
+                Some(AttributeValue::S(v) | AttributeValue::N(v)) => Some(v.clone()),
+                _ => None,
+            };
+            if let Some(item) = now_item
+                && !adopted
+                && attr(item, "owner").as_deref() == Some(self.owner.as_str())
+                && let Some(g) = attr(item, "generation").and_then(|g| g.parse::<u64>().ok())
+            {
+                let landed = attr(item, "offset").as_deref() == Some(c.offset.as_str())
+                    && matches!(item.get("finished"), Some(AttributeValue::Bool(f)) if *f == c.finished);
+                tracing::debug!(table = %self.table(), partition, generation = g, landed, "offset commit refused by this worker's own earlier write; adopting its generation");
+                if landed {
+                    self.gens().insert(key, g);
+                    return Ok(());
+                }
+                known = Some(g);
+                adopted = true;
+                continue;
+            }
+            let detail = now_item
+                .map(|item| {
+                    let g = |k: &str| attr(item, k).unwrap_or_else(|| "?".into());
+                    format!(" (now generation {} by {})", g("generation"), g("owner"))
+                })
+                .unwrap_or_default();
+            return Err(OffsetError::Fenced {
+                store: self.describe(),
+                namespace: namespace.to_string(),
+                partition: partition.to_string(),
+                detail,
+            });
+        }
+    }
+
+    /// Reads one row's generation again (strongly consistent): after this, commits of the
+    /// partition are conditioned on what its previous owner last wrote.
+    async fn refresh(&self, namespace: &str, partition: &str) -> Result<(), OffsetError> {
+        let client = self.client().await?;
+        let out = COMMIT_RETRY
+            .run(
+                "offset store GetItem",
+                |e: &aws_sdk_dynamodb::error::SdkError<_, _>| aws::is_retriable(e),
+                || {
+                    client
+                        .get_item()
+                        .table_name(self.table())
+                        .set_key(Some(Self::key(namespace, partition)))
+                        .consistent_read(true)
+                        .send()
+                },
+            )
+            .await
+            .map_err(|e| self.sdk_fail("GetItem", &e))?;
+        let key = (namespace.to_string(), partition.to_string());
+        match out.item() {
+            Some(item) => {
+                let (_, g) = self.row(item)?;
+                self.gens().insert(key, g);
+            }
+            None => {
+                self.gens().remove(&key);
             }
         }
+        Ok(())
     }
 
     async fn delete(&self, row: &OffsetRow, generation: Option<u64>) -> Result<bool, OffsetError> {
@@ -380,6 +439,13 @@ impl OffsetStore for DynamoStore {
         known.retain(|(ns, _), _| ns != namespace);
         known.extend(gens);
         Ok(out)
+    }
+
+    async fn claim(&self, namespace: &str, partitions: &[PartitionId]) -> Result<(), OffsetError> {
+        for p in partitions {
+            self.refresh(namespace, p).await?;
+        }
+        Ok(())
     }
 
     async fn commit(&self, namespace: &str, offsets: &CommittedOffsets) -> Result<(), OffsetError> {
@@ -625,5 +691,75 @@ mod tests {
             cli.load("pipe").await.expect("load")["0"].offset,
             Offset::from(5)
         );
+    }
+    #[tokio::test]
+    async fn a_retried_commit_whose_write_already_landed_is_success() {
+        let t = table();
+        let a = DynamoStore::new(&spec(&t, true));
+        a.load("pipe").await.expect("load");
+        a.commit("pipe", &one("0", 10)).await.expect("commit");
+        let key = ("pipe".to_string(), "0".to_string());
+        let before = a.gens()[&key];
+        a.commit("pipe", &one("0", 11)).await.expect("commit");
+        // The write of offset 11 landed, but its response was lost: this worker still holds the
+        // generation it had before, and sends the same write again.
+        a.gens().insert(key.clone(), before);
+        a.commit("pipe", &one("0", 11))
+            .await
+            .expect("a retry of a write that landed is not a conflict");
+        // Lost again, and the tracker moved on to a later offset meanwhile.
+        a.gens().insert(key.clone(), before);
+        a.commit("pipe", &one("0", 12))
+            .await
+            .expect("this worker's own last write is no conflict either");
+        a.commit("pipe", &one("0", 13)).await.expect("commit");
+        let other = DynamoStore::new(&spec(&t, false));
+        assert_eq!(
+            other.load("pipe").await.expect("load")["0"].offset,
+            Offset::from(13)
+        );
+        // Another writer still fences it.
+        other.commit("pipe", &one("0", 20)).await.expect("commit");
+        let e = a.commit("pipe", &one("0", 14)).await.expect_err("fenced");
+        assert!(e.is_fenced(), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_partition_claimed_after_a_rebalance_takes_over_from_its_previous_owner() {
+        let t = table();
+        let a = DynamoStore::new(&spec(&t, true));
+        let b = DynamoStore::new(&spec(&t, true));
+        a.load("pipe").await.expect("load");
+        a.commit("pipe", &one("orders/3", 1)).await.expect("commit");
+        b.load("pipe").await.expect("load");
+        for o in 2..=4 {
+            a.commit("pipe", &one("orders/3", o)).await.expect("commit");
+        }
+        // The group moves orders/3 from a to b: b's view from its start is stale.
+        let e = b
+            .commit("pipe", &one("orders/3", 5))
+            .await
+            .expect_err("an unclaimed stale view is refused");
+        assert!(e.is_fenced(), "{e}");
+        b.claim("pipe", &[PartitionId::from("orders/3")])
+            .await
+            .expect("claim");
+        b.commit("pipe", &one("orders/3", 5))
+            .await
+            .expect("the new owner commits");
+        b.commit("pipe", &one("orders/3", 6))
+            .await
+            .expect("and goes on");
+        // The previous owner, if it still ran, would now be fenced.
+        let e = a
+            .commit("pipe", &one("orders/3", 5))
+            .await
+            .expect_err("fenced");
+        assert!(e.is_fenced(), "{e}");
+        // A claim of a partition nobody committed yet lets the first commit create it.
+        b.claim("pipe", &[PartitionId::from("orders/9")])
+            .await
+            .expect("claim");
+        b.commit("pipe", &one("orders/9", 1)).await.expect("commit");
     }
 }

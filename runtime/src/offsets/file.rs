@@ -1,5 +1,6 @@
 //! The `file` offset store (the embedded default): a folder with one JSON file per namespace,
-//! replaced atomically (write a temporary file, fsync, rename, fsync the folder) on every commit.
+//! replaced atomically (write a temporary file, fsync, rename, fsync the folder) on every commit,
+//! while holding an exclusive advisory lock on the folder's `.lock` file.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -94,6 +95,8 @@ impl FileStore {
             namespace: namespace.to_string(),
             partitions,
         };
+        // Writers hold the folder's lock (see `locked`), so one temporary name is enough and a
+        // crash leaves at most this one file behind.
         let tmp = self.dir.join(format!(".{namespace}.{EXT}.tmp"));
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
@@ -126,6 +129,31 @@ impl FileStore {
         }
         out.sort();
         Ok(out)
+    }
+
+    /// Runs a read-modify-write cycle holding the folder's lock file (`.lock`, an exclusive
+    /// advisory lock), so that two processes on the same folder (the same spec run twice, a
+    /// `sluice offsets reset` racing a commit) never lose each other's updates.
+    async fn locked<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&FileStore) -> Result<T, OffsetError> + Send + 'static,
+    ) -> Result<T, OffsetError> {
+        self.blocking(move |s| {
+            std::fs::create_dir_all(&s.dir)
+                .map_err(|e| s.io(format!("cannot create {}", s.dir.display()), e))?;
+            let path = s.dir.join(".lock");
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|e| s.io(format!("cannot open {}", path.display()), e))?;
+            lock.lock()
+                .map_err(|e| s.io(format!("cannot lock {}", path.display()), e))?;
+            // Unlocked when `lock` is closed, after `f`.
+            f(s)
+        })
+        .await
     }
 
     async fn blocking<T: Send + 'static>(
@@ -174,7 +202,7 @@ impl OffsetStore for FileStore {
                 )
             })
             .collect();
-        self.blocking(move |s| {
+        self.locked(move |s| {
             let mut parts = s.read(&ns)?;
             parts.extend(updates);
             s.write(&ns, parts)
@@ -206,7 +234,7 @@ impl OffsetStore for FileStore {
     ) -> Result<Vec<OffsetRow>, OffsetError> {
         let ns = namespace.to_string();
         let partition = partition.map(str::to_string);
-        self.blocking(move |s| {
+        self.locked(move |s| {
             let mut parts = s.read(&ns)?;
             let changed = apply_reset(&ns, &mut parts, partition.as_deref(), &to);
             s.write(&ns, parts)?;
@@ -222,7 +250,7 @@ impl OffsetStore for FileStore {
         dry_run: bool,
     ) -> Result<Vec<OffsetRow>, OffsetError> {
         let only = namespace.map(str::to_string);
-        self.blocking(move |s| {
+        self.locked(move |s| {
             let namespaces = match only {
                 Some(n) => vec![n],
                 None => s.namespaces()?,
@@ -298,5 +326,46 @@ mod tests {
         let loaded = FileStore::new(dir.path()).load("p").await.expect("load");
         assert_eq!(loaded["a"].offset.as_str(), "42");
         assert!(!dir.path().join(".p.offsets.json.tmp").exists());
+    }
+    #[test]
+    fn two_processes_committing_to_one_folder_lose_no_update() {
+        // Two stores on one folder stand for two processes: each has its own in-process mutex,
+        // so only the folder's lock file keeps their read-modify-write cycles apart.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rounds = 60u64;
+        let writers: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|p| {
+                let dir = dir.path().to_path_buf();
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .expect("runtime");
+                    let store = FileStore::new(&dir);
+                    for i in 0..rounds {
+                        let c = CommittedOffsets::from([(
+                            p.into(),
+                            sluice_connectors::Committed {
+                                offset: i.to_string().as_str().into(),
+                                finished: false,
+                            },
+                        )]);
+                        rt.block_on(store.commit("p", &c)).expect("commit");
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().expect("writer");
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let loaded = rt
+            .block_on(FileStore::new(dir.path()).load("p"))
+            .expect("load");
+        let last = (rounds - 1).to_string();
+        assert_eq!(loaded["a"].offset.as_str(), last);
+        assert_eq!(loaded["b"].offset.as_str(), last);
     }
 }

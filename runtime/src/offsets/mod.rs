@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sluice_connectors::{Committed, CommittedOffsets, Offset};
+use sluice_connectors::{Committed, CommittedOffsets, Offset, PartitionId};
 
 pub use dynamodb::DynamoStore;
 pub use file::FileStore;
@@ -57,8 +57,44 @@ pub enum OffsetError {
         "offset store {store}: {message}; refusing to start over from the beginning. Repair or move the file, or run `sluice offsets reset` to start over deliberately"
     )]
     Corrupt { store: String, message: String },
+    /// The store refused the request as it stands (a bug or a broken store task): retrying the
+    /// same call cannot help.
     #[error("offset store {store}: {message}")]
     Invalid { store: String, message: String },
+    /// Another worker wrote this partition, or an operator reset it, since this worker read it.
+    /// Committing anyway would move its offset back, so the pipeline stops at once.
+    #[error(
+        "offset store {store}: stale commit rejected: partition {partition} of `{namespace}` was committed by another worker or reset since this worker read it{detail}; this worker stops rather than move the offset back"
+    )]
+    Fenced {
+        store: String,
+        namespace: String,
+        partition: String,
+        /// Who holds the partition now, when the store says (` (now generation 7 by host:12:ab)`).
+        detail: String,
+    },
+    /// Periodic commits kept failing with transient errors for longer than the pipeline allows.
+    #[error(
+        "offset commits failed for {failing_for:?} (the limit is {limit:?}, 10 × commit_interval); stopping so that a restart re-delivers a bounded amount. Last error: {last}"
+    )]
+    Unavailable {
+        failing_for: std::time::Duration,
+        limit: std::time::Duration,
+        last: Box<OffsetError>,
+    },
+}
+
+impl OffsetError {
+    /// Whether the same commit may succeed if tried again later (a network or disk error).
+    /// Fenced, corrupt and invalid stores never heal by waiting: the pipeline stops at once.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, OffsetError::Io { .. })
+    }
+
+    /// Whether another worker or an operator's reset owns the partition now.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, OffsetError::Fenced { .. })
+    }
 }
 
 /// A store of pipeline offsets.
@@ -68,6 +104,16 @@ pub trait OffsetStore: Send + Sync {
     fn describe(&self) -> String;
     /// The committed offsets of a namespace.
     async fn load(&self, namespace: &str) -> Result<CommittedOffsets, OffsetError>;
+    /// Takes over partitions newly assigned to this worker (a Kafka rebalance): a store that
+    /// fences stale writers re-reads their rows, so the previous owner's commits are not taken
+    /// for a conflict. Stores without fencing do nothing.
+    async fn claim(
+        &self,
+        _namespace: &str,
+        _partitions: &[PartitionId],
+    ) -> Result<(), OffsetError> {
+        Ok(())
+    }
     /// Stores these partitions' offsets (others stay as they are).
     async fn commit(&self, namespace: &str, offsets: &CommittedOffsets) -> Result<(), OffsetError>;
     /// Rows of one namespace, or of all.

@@ -14,6 +14,8 @@ pub mod jq;
 pub mod metrics;
 pub mod partition;
 mod process;
+#[cfg(test)]
+mod tests;
 mod tracker;
 
 use std::collections::HashMap;
@@ -209,13 +211,25 @@ impl Pipeline {
         let partition_count = sink.partition_count().await.map_err(PipelineError::Sink)?;
 
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let (tracker, committed) =
+        let (assigned_tx, assigned_rx) = mpsc::unbounded_channel();
+        let (mut tracker, committed) =
             tracker::Tracker::new(name.clone(), store, start.clone(), metrics.clone());
-        let tracker_task = tokio::spawn(tracker.run(done_rx, commit_interval));
-
+        tracker.claims(assigned_rx);
         let (src_tx, src_rx) = mpsc::channel(channel_capacity);
         let (sink_tx, sink_rx) = mpsc::channel(channel_capacity);
+        // Whatever part fails or panics stops the source, so the rest drains and `run` returns:
+        // a part that ends with an error (or unwinds) drops its guard, which cancels.
         let stop_source = shutdown.child_token();
+        let tracker_task = {
+            let guard = stop_source.clone().drop_guard();
+            tokio::spawn(async move {
+                let r = tracker.run(done_rx, commit_interval).await;
+                if r.is_ok() {
+                    guard.disarm();
+                }
+                r
+            })
+        };
         let policy = Arc::new(std::sync::Mutex::new(ErrorPolicy {
             pipeline: name.clone(),
             tolerance,
@@ -232,6 +246,7 @@ impl Pipeline {
             output: src_tx,
             shutdown: stop_source.clone(),
             committed,
+            assigned: Some(assigned_tx),
         };
         let source_task = tokio::spawn(async move { source.run(ctx).await });
         let processor = Processor {
@@ -247,14 +262,29 @@ impl Pipeline {
             admitted: 0,
             seqs: HashMap::new(),
         };
-        let proc_task = tokio::task::spawn_blocking(move || processor.run(src_rx, sink_tx));
-        let sink_task = tokio::spawn(async move {
-            let r = drive_sink(sink.as_mut(), sink_rx, max_buffered, flush_interval).await;
-            // Dropping the sink drops the acks of anything it still holds (failing their
-            // tickets), so the tracker can finish.
-            drop(sink);
-            r
-        });
+        let proc_task = {
+            let guard = stop_source.clone().drop_guard();
+            tokio::task::spawn_blocking(move || {
+                let r = processor.run(src_rx, sink_tx);
+                if r.is_ok() {
+                    guard.disarm();
+                }
+                r
+            })
+        };
+        let sink_task = {
+            let guard = stop_source.clone().drop_guard();
+            tokio::spawn(async move {
+                let r = drive_sink(sink.as_mut(), sink_rx, max_buffered, flush_interval).await;
+                // Dropping the sink drops the acks of anything it still holds (failing their
+                // tickets), so the tracker can finish.
+                drop(sink);
+                if r.is_ok() {
+                    guard.disarm();
+                }
+                r
+            })
+        };
 
         let joined = |what: &str, e: tokio::task::JoinError| {
             PipelineError::Internal(format!("the {what} task failed: {e}"))
@@ -275,6 +305,11 @@ impl Pipeline {
         {
             return Err(PipelineError::Sink(e));
         }
+        // A refused commit (fenced, reset) or commits failing for too long stopped everything.
+        let tracker_res = match tracker_res {
+            Ok(Err(e)) if !e.is_transient() => return Err(e.into()),
+            other => other,
+        };
         proc_res.map_err(|e| joined("processing", e))??;
         reject_res.map_err(|e| joined("sink error policy", e))??;
         sink_res

@@ -162,6 +162,13 @@ impl Processor {
         let mut reached_max = false;
         if let Some(max) = self.max_records {
             let left = max.saturating_sub(self.admitted);
+            if left == 0 {
+                // Nothing of this batch is delivered, so nothing of it is committed: not even
+                // an end-of-partition offset that would skip its records next run
+                // (`--max-records 0` reads nothing).
+                self.stop_source.cancel();
+                return Ok(false);
+            }
             if records.len() as u64 >= left {
                 if records.len() as u64 > left {
                     records.truncate(left as usize);
@@ -303,4 +310,81 @@ pub fn handle_rejects(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::BuiltinPartitioner;
+    use sluice_connectors::Offset;
+
+    /// A processor with no stages and `max_records`, and the receiver of its completions.
+    fn processor(max_records: Option<u64>) -> (Processor, mpsc::UnboundedReceiver<Completion>) {
+        let (completions, done) = mpsc::unbounded_channel();
+        let (rejects, _) = mpsc::unbounded_channel();
+        let p = Processor {
+            pre: Vec::new(),
+            partitioner: super::super::partition::builtin(BuiltinPartitioner::Fixed),
+            post: Vec::new(),
+            partition_count: None,
+            policy: Arc::new(Mutex::new(ErrorPolicy {
+                pipeline: "pipe".into(),
+                tolerance: Tolerance::None,
+                dead_letter: None,
+                metrics: Arc::default(),
+            })),
+            rejects,
+            max_records,
+            completions,
+            stop_source: CancellationToken::new(),
+            admitted: 0,
+            seqs: HashMap::new(),
+        };
+        (p, done)
+    }
+
+    /// A shard's final batch: records, and the end offset Kinesis puts on every final batch.
+    fn final_batch() -> SourceBatch {
+        SourceBatch {
+            partition: "shard-0".into(),
+            records: (7..=9u64)
+                .map(|i| Record::new("shard-0".into(), Offset::from(i), bytes::Bytes::new()))
+                .collect(),
+            end_of_partition: true,
+            end_offset: Some(Offset::from(9)),
+        }
+    }
+
+    #[test]
+    fn max_records_zero_commits_nothing_of_a_final_batch_with_records() {
+        let (p, mut done) = processor(Some(0));
+        let stop = p.stop_source.clone();
+        let (tx, rx) = mpsc::channel(4);
+        tx.blocking_send(final_batch()).expect("send");
+        drop(tx);
+        let (out, mut sink) = mpsc::channel(4);
+        p.run(rx, out).expect("run");
+        assert!(
+            done.try_recv().is_err(),
+            "no ticket completes, so nothing is committed"
+        );
+        assert!(sink.try_recv().is_err(), "nothing is delivered");
+        assert!(stop.is_cancelled(), "the source is stopped");
+    }
+
+    #[test]
+    fn max_records_cut_inside_a_final_batch_commits_only_what_was_delivered() {
+        let (p, mut done) = processor(Some(2));
+        let (tx, rx) = mpsc::channel(4);
+        tx.blocking_send(final_batch()).expect("send");
+        drop(tx);
+        let (out, mut sink) = mpsc::channel(4);
+        p.run(rx, out).expect("run");
+        let delivered = sink.try_recv().expect("two records go to the sink");
+        assert_eq!(delivered.len(), 2);
+        drop(delivered);
+        let c = done.try_recv().expect("the ticket completes");
+        assert_eq!(c.last_offset, Offset::from(8));
+        assert!(!c.end_of_partition, "the shard is not finished");
+    }
 }

@@ -5,8 +5,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use sluice_connectors::retry::Backoff;
+use sluice_connectors::units::Dur;
 use sluice_connectors::{Committed, CommittedOffsets, Completion, PartitionId};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use super::metrics::Metrics;
 use crate::offsets::{OffsetError, OffsetStore};
@@ -33,6 +36,11 @@ pub struct Tracker {
     pending_records: u64,
     metrics: Arc<Metrics>,
     watch: watch::Sender<Arc<CommittedOffsets>>,
+    /// Partitions the source announces as newly assigned; claimed in the store before the next
+    /// commit.
+    assigned: Option<mpsc::UnboundedReceiver<Vec<PartitionId>>>,
+    /// Announced but not yet claimed (a claim failed).
+    to_claim: Vec<PartitionId>,
 }
 
 impl Tracker {
@@ -53,6 +61,8 @@ impl Tracker {
                 pending_records: 0,
                 metrics,
                 watch: tx,
+                assigned: None,
+                to_claim: Vec::new(),
             },
             rx,
         )
@@ -88,8 +98,25 @@ impl Tracker {
         }
     }
 
-    /// Commits what advanced since the last commit.
+    /// Listens to the source's announcements of newly assigned partitions.
+    pub fn claims(&mut self, assigned: mpsc::UnboundedReceiver<Vec<PartitionId>>) {
+        self.assigned = Some(assigned);
+    }
+
+    /// Commits what advanced since the last commit, after claiming newly assigned partitions.
+    /// A partition is announced before any of its records is read, so its claim is always
+    /// received here before a commit of its offsets.
     pub async fn commit(&mut self) -> Result<(), OffsetError> {
+        if let Some(rx) = &mut self.assigned {
+            while let Ok(ps) = rx.try_recv() {
+                self.to_claim.extend(ps);
+            }
+        }
+        if !self.to_claim.is_empty() {
+            self.store.claim(&self.namespace, &self.to_claim).await?;
+            tracing::debug!(pipeline = %self.namespace, partitions = ?self.to_claim, "newly assigned partitions claimed in the offset store");
+            self.to_claim.clear();
+        }
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -103,41 +130,87 @@ impl Tracker {
     }
 
     /// Runs until every ticket sender is gone, committing every `interval` and at the end.
-    /// A failed periodic commit is retried at the next tick; the final one must succeed.
+    ///
+    /// A commit the store refuses for good (fenced by another worker or a reset, a corrupt or
+    /// invalid store) ends the run at once with that error. Transient failures are retried with
+    /// jittered backoff (the next attempt comes sooner than the next tick, never later); once
+    /// commits have failed for [`give_up_after`]`(interval)` the run ends with
+    /// [`OffsetError::Unavailable`]. The caller stops the pipeline whenever this returns an error.
     pub async fn run(
         mut self,
         mut completions: mpsc::UnboundedReceiver<Completion>,
         interval: Duration,
     ) -> Result<(), OffsetError> {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
+        let limit = give_up_after(interval);
+        let mut next_commit = Instant::now() + interval;
+        let mut failing: Option<(Instant, Box<dyn Iterator<Item = Duration> + Send>)> = None;
         loop {
             tokio::select! {
                 c = completions.recv() => match c {
                     Some(c) => self.complete(c),
                     None => break,
                 },
-                _ = tick.tick() => {
-                    if let Err(e) = self.commit().await {
-                        tracing::warn!(pipeline = %self.namespace, error = %e, "offset commit failed; retrying at the next interval");
+                _ = tokio::time::sleep_until(next_commit) => {
+                    match self.commit().await {
+                        Ok(()) => {
+                            if let Some((since, _)) = failing.take() {
+                                tracing::info!(pipeline = %self.namespace, failed_for = ?since.elapsed(), "offset commits work again");
+                            }
+                            next_commit = Instant::now() + interval;
+                        }
+                        Err(e) if !e.is_transient() => {
+                            tracing::error!(pipeline = %self.namespace, error = %e, "offset commit refused; stopping the pipeline");
+                            return Err(e);
+                        }
+                        Err(e) => {
+                            let (since, delays) = failing.get_or_insert_with(|| (Instant::now(), Box::new(retry_backoff(interval).delays())));
+                            let failing_for = since.elapsed();
+                            if failing_for >= limit {
+                                tracing::error!(pipeline = %self.namespace, error = %e, failing_for = ?failing_for, "offset commits keep failing; stopping the pipeline");
+                                return Err(OffsetError::Unavailable { failing_for, limit, last: Box::new(e) });
+                            }
+                            let delay = delays.next().unwrap_or(interval).min(interval);
+                            tracing::warn!(pipeline = %self.namespace, error = %e, failing_for = ?failing_for, retry_in = ?delay, "offset commit failed; retrying");
+                            next_commit = Instant::now() + delay;
+                        }
                     }
                 }
             }
         }
-        let mut delay = Duration::from_millis(100);
-        for attempt in 1..=5 {
+        // The final commit: a few quick retries of transient errors, none of a refusal.
+        let mut delays = retry_backoff(interval).delays().take(FINAL_RETRIES);
+        loop {
             match self.commit().await {
                 Ok(()) => return Ok(()),
-                Err(e) if attempt == 5 => return Err(e),
-                Err(e) => {
-                    tracing::warn!(pipeline = %self.namespace, error = %e, attempt, "final offset commit failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
+                Err(e) if !e.is_transient() => return Err(e),
+                Err(e) => match delays.next() {
+                    Some(delay) => {
+                        tracing::warn!(pipeline = %self.namespace, error = %e, retry_in = ?delay, "final offset commit failed; retrying");
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => return Err(e),
+                },
             }
         }
-        Ok(())
+    }
+}
+
+/// Retries of the final commit after its first attempt.
+const FINAL_RETRIES: usize = 4;
+
+/// How long periodic commits may keep failing before the pipeline stops: ten commit intervals.
+pub fn give_up_after(interval: Duration) -> Duration {
+    interval.saturating_mul(10)
+}
+
+/// Delays between attempts of a failing commit: from a tenth of the interval (at most 100 ms)
+/// up to the interval itself, jittered.
+fn retry_backoff(interval: Duration) -> Backoff {
+    let base = (interval / 10).min(Duration::from_millis(100));
+    Backoff {
+        base: Dur(base),
+        max: Dur(interval.max(base)),
+        exp: 2.0,
     }
 }
 
@@ -200,5 +273,79 @@ mod tests {
         let s = store.load("p").await.expect("load");
         assert_eq!(s["a"].offset, Offset::from(9));
         assert_eq!(s["b"].offset, Offset::from(5));
+    }
+    /// Records what the tracker asks of the store, in order.
+    #[derive(Default)]
+    struct Recording {
+        inner: MemoryStore,
+        calls: std::sync::Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl OffsetStore for Recording {
+        fn describe(&self) -> String {
+            "recording".into()
+        }
+        async fn load(&self, ns: &str) -> Result<CommittedOffsets, OffsetError> {
+            self.inner.load(ns).await
+        }
+        async fn claim(&self, _ns: &str, ps: &[PartitionId]) -> Result<(), OffsetError> {
+            let mut calls = self.calls.lock().expect("lock");
+            calls.extend(ps.iter().map(|p| format!("claim {p}")));
+            Ok(())
+        }
+        async fn commit(&self, ns: &str, c: &CommittedOffsets) -> Result<(), OffsetError> {
+            let mut names: Vec<String> = c.keys().map(|p| format!("commit {p}")).collect();
+            names.sort();
+            self.calls.lock().expect("lock").extend(names);
+            self.inner.commit(ns, c).await
+        }
+        async fn list(
+            &self,
+            ns: Option<&str>,
+        ) -> Result<Vec<crate::offsets::OffsetRow>, OffsetError> {
+            self.inner.list(ns).await
+        }
+        async fn reset(
+            &self,
+            ns: &str,
+            p: Option<&str>,
+            to: crate::offsets::ResetTo,
+        ) -> Result<Vec<crate::offsets::OffsetRow>, OffsetError> {
+            self.inner.reset(ns, p, to).await
+        }
+        async fn prune(
+            &self,
+            ns: Option<&str>,
+            older_than: Option<Duration>,
+            dry_run: bool,
+        ) -> Result<Vec<crate::offsets::OffsetRow>, OffsetError> {
+            self.inner.prune(ns, older_than, dry_run).await
+        }
+    }
+
+    #[tokio::test]
+    async fn newly_assigned_partitions_are_claimed_before_their_first_commit() {
+        let store = Arc::new(Recording::default());
+        let (mut t, _rx) = Tracker::new(
+            "p".into(),
+            store.clone(),
+            Default::default(),
+            Default::default(),
+        );
+        let (assigned, rx) = mpsc::unbounded_channel();
+        t.claims(rx);
+        t.complete(done("a", 0, 9, true));
+        t.commit().await.expect("commit");
+        // A rebalance hands over `b`: the source announces it before reading from it.
+        assigned.send(vec![PartitionId::from("b")]).expect("send");
+        t.complete(done("b", 0, 5, true));
+        t.commit().await.expect("commit");
+        t.complete(done("b", 1, 6, true));
+        t.commit().await.expect("commit");
+        assert_eq!(
+            *store.calls.lock().expect("lock"),
+            ["commit a", "claim b", "commit b", "commit b"]
+        );
     }
 }

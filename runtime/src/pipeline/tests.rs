@@ -1,0 +1,361 @@
+//! Engine tests with test doubles for the parts whose failures are hard to cause for real: a
+//! sink whose flush fails, a stage that panics, a store whose commits fail. The DynamoDB fencing
+//! test uses the real store on moto.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use async_trait::async_trait;
+use sluice_connectors::generator::{GeneratorConfig, GeneratorSource};
+use sluice_connectors::null::NullSink;
+use sluice_connectors::{CommittedOffsets, Offset, Record, SourceBatch};
+
+use super::*;
+use crate::offsets::{MemoryStore, OffsetRow, ResetTo};
+use crate::spec::BuiltinPartitioner;
+use crate::stage::{Outcome, StageError};
+
+/// A pipeline of these parts with a 20 ms flush interval.
+fn pipeline(
+    source: Box<dyn Source>,
+    sink: Box<dyn Sink>,
+    store: Arc<dyn OffsetStore>,
+    pre: Vec<Box<dyn Stage>>,
+    commit_interval: Duration,
+) -> Pipeline {
+    Pipeline {
+        name: "pipe".into(),
+        source,
+        sink,
+        pre,
+        partitioner: partition::builtin(BuiltinPartitioner::Fixed),
+        post: Vec::new(),
+        store,
+        start: Default::default(),
+        tolerance: Tolerance::None,
+        dead_letter: None,
+        commit_interval,
+        channel_capacity: 4,
+        max_buffered: 1000,
+        flush_interval: Duration::from_millis(20),
+        metrics: Arc::default(),
+    }
+}
+
+/// An endless generator: 2,000 records/s on one partition.
+fn endless() -> Box<dyn Source> {
+    let cfg: GeneratorConfig = serde_json::from_value(
+        serde_json::json!({"partitions": 1, "rate": 2000, "batch_size": 50}),
+    )
+    .expect("generator config");
+    Box::new(GeneratorSource::new(cfg))
+}
+
+/// Sends one batch of three records, then idles until the pipeline stops (a quiet tail).
+struct OneThenIdle;
+
+#[async_trait]
+impl Source for OneThenIdle {
+    async fn run(&mut self, ctx: SourceContext) -> Result<(), ConnectorError> {
+        let records = (0..3u64)
+            .map(|i| {
+                Record::new(
+                    "p".into(),
+                    Offset::from(i),
+                    bytes::Bytes::from_static(b"{}"),
+                )
+            })
+            .collect();
+        let batch = SourceBatch {
+            partition: "p".into(),
+            records,
+            end_of_partition: false,
+            end_offset: None,
+        };
+        if ctx.send(batch).await {
+            ctx.shutdown.cancelled().await;
+        }
+        Ok(())
+    }
+}
+
+/// Takes records, then fails to make them durable.
+struct FailingFlush(Vec<SinkRecord>);
+
+#[async_trait]
+impl Sink for FailingFlush {
+    async fn write(&mut self, batch: Vec<SinkRecord>) -> Result<(), ConnectorError> {
+        self.0.extend(batch);
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), ConnectorError> {
+        Err(ConnectorError::fatal("test sink: fsync failed"))
+    }
+}
+
+struct Panics;
+
+impl Stage for Panics {
+    fn name(&self) -> &str {
+        "transform panics"
+    }
+
+    fn process(&mut self, _batch: &[Record]) -> Result<Vec<Outcome>, StageError> {
+        panic!("a bug in a stage");
+    }
+}
+
+/// A memory store whose commits fail from the `fail_from`-th call on (counting from 1), with a
+/// fenced or a transient error, until `heal_at` (if any).
+struct FlakyStore {
+    inner: MemoryStore,
+    calls: AtomicU32,
+    fail_from: u32,
+    heal_at: Option<u32>,
+    fenced: bool,
+}
+
+impl FlakyStore {
+    fn new(fail_from: u32, heal_at: Option<u32>, fenced: bool) -> Arc<Self> {
+        Arc::new(Self {
+            inner: MemoryStore::default(),
+            calls: AtomicU32::new(0),
+            fail_from,
+            heal_at,
+            fenced,
+        })
+    }
+}
+
+#[async_trait]
+impl OffsetStore for FlakyStore {
+    fn describe(&self) -> String {
+        "flaky".into()
+    }
+    async fn load(&self, namespace: &str) -> Result<CommittedOffsets, OffsetError> {
+        self.inner.load(namespace).await
+    }
+    async fn commit(&self, namespace: &str, offsets: &CommittedOffsets) -> Result<(), OffsetError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if n >= self.fail_from && self.heal_at.is_none_or(|h| n < h) {
+            return Err(if self.fenced {
+                OffsetError::Fenced {
+                    store: self.describe(),
+                    namespace: namespace.into(),
+                    partition: "0".into(),
+                    detail: " (now generation 9 by someone-else)".into(),
+                }
+            } else {
+                OffsetError::Io {
+                    store: self.describe(),
+                    message: "disk full".into(),
+                    source: std::io::Error::other("disk full"),
+                }
+            });
+        }
+        self.inner.commit(namespace, offsets).await
+    }
+    async fn list(&self, namespace: Option<&str>) -> Result<Vec<OffsetRow>, OffsetError> {
+        self.inner.list(namespace).await
+    }
+    async fn reset(
+        &self,
+        namespace: &str,
+        partition: Option<&str>,
+        to: ResetTo,
+    ) -> Result<Vec<OffsetRow>, OffsetError> {
+        self.inner.reset(namespace, partition, to).await
+    }
+    async fn prune(
+        &self,
+        namespace: Option<&str>,
+        older_than: Option<Duration>,
+        dry_run: bool,
+    ) -> Result<Vec<OffsetRow>, OffsetError> {
+        self.inner.prune(namespace, older_than, dry_run).await
+    }
+}
+
+/// Runs `p` until it ends, failing the test if that takes longer than `limit`.
+async fn run_within(p: Pipeline, limit: Duration) -> (Result<Summary, PipelineError>, Duration) {
+    let started = Instant::now();
+    let r = tokio::time::timeout(
+        limit,
+        p.run(CancellationToken::new(), RunOptions::default()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the pipeline was still running after {limit:?}"));
+    (r, started.elapsed())
+}
+
+#[tokio::test]
+async fn a_failed_sink_stops_an_idle_source() {
+    let p = pipeline(
+        Box::new(OneThenIdle),
+        Box::new(FailingFlush(Vec::new())),
+        Arc::new(MemoryStore::default()),
+        Vec::new(),
+        Duration::from_millis(100),
+    );
+    let (r, _) = run_within(p, Duration::from_secs(2)).await;
+    match r {
+        Err(PipelineError::Sink(e)) => assert!(e.to_string().contains("fsync failed"), "{e}"),
+        other => panic!("expected the sink's error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_processor_stops_an_idle_source() {
+    let p = pipeline(
+        Box::new(OneThenIdle),
+        Box::new(NullSink),
+        Arc::new(MemoryStore::default()),
+        vec![Box::new(Panics)],
+        Duration::from_millis(100),
+    );
+    let (r, _) = run_within(p, Duration::from_secs(2)).await;
+    match r {
+        Err(PipelineError::Internal(m)) => assert!(m.contains("processing task failed"), "{m}"),
+        other => panic!("expected the processor's panic, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_fenced_commit_stops_the_pipeline_at_once() {
+    let interval = Duration::from_millis(50);
+    // The first commit works; the second is refused (another worker or a reset).
+    let store = FlakyStore::new(2, None, true);
+    let p = pipeline(
+        endless(),
+        Box::new(NullSink),
+        store.clone(),
+        Vec::new(),
+        interval,
+    );
+    let (r, elapsed) = run_within(p, Duration::from_secs(5)).await;
+    match r {
+        Err(PipelineError::Offsets(e)) => {
+            assert!(e.is_fenced(), "{e}");
+            assert!(e.to_string().contains("stale commit rejected"), "{e}");
+        }
+        other => panic!("expected a fenced commit, got {other:?}"),
+    }
+    assert_eq!(
+        store.calls.load(Ordering::SeqCst),
+        2,
+        "no commit is tried after a refusal"
+    );
+    assert!(
+        elapsed < interval * 2 + Duration::from_millis(500),
+        "{elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn failing_commits_stop_the_pipeline_after_ten_commit_intervals() {
+    let interval = Duration::from_millis(50);
+    let store = FlakyStore::new(2, None, false);
+    let p = pipeline(
+        endless(),
+        Box::new(NullSink),
+        store.clone(),
+        Vec::new(),
+        interval,
+    );
+    let (r, elapsed) = run_within(p, Duration::from_secs(10)).await;
+    match r {
+        Err(PipelineError::Offsets(OffsetError::Unavailable { last, .. })) => {
+            assert!(last.to_string().contains("disk full"), "{last}")
+        }
+        other => panic!("expected commits to give up, got {other:?}"),
+    }
+    // One good commit after an interval, then ten intervals of failures.
+    assert!(elapsed >= interval * 11, "gave up too soon: {elapsed:?}");
+    assert!(
+        elapsed < interval * 11 + Duration::from_secs(1),
+        "{elapsed:?}"
+    );
+    assert!(
+        store.calls.load(Ordering::SeqCst) > 11,
+        "retried with backoff, more often than once per interval: {} calls",
+        store.calls.load(Ordering::SeqCst)
+    );
+}
+
+#[tokio::test]
+async fn a_transient_commit_failure_is_retried_and_the_run_commits_everything() {
+    let store = FlakyStore::new(1, Some(4), false);
+    let cfg: GeneratorConfig =
+        serde_json::from_value(serde_json::json!({"partitions": 1, "count": 3000, "rate": 10000}))
+            .expect("generator config");
+    let p = pipeline(
+        Box::new(GeneratorSource::new(cfg)),
+        Box::new(NullSink),
+        store.clone(),
+        Vec::new(),
+        Duration::from_millis(50),
+    );
+    let (r, _) = run_within(p, Duration::from_secs(10)).await;
+    let summary = r.expect("the run recovers from three failed commits");
+    assert_eq!(summary.counts.committed, 3000);
+    assert_eq!(
+        store.load("pipe").await.expect("load")["0"].offset,
+        Offset::from(2999)
+    );
+}
+
+/// With the real DynamoDB store (moto): an operator's `offsets reset` while the pipeline runs
+/// fences it, and it stops at its next commit instead of running on without committing.
+#[tokio::test]
+async fn a_reset_of_the_dynamodb_store_stops_the_running_pipeline() {
+    let table = format!("offsets-{:016x}", rand::random::<u64>());
+    let spec = |create: bool| -> crate::spec::DynamoStoreSpec {
+        let url = std::env::var("SLUICE_TEST_DYNAMODB_ENDPOINT").unwrap_or_else(|_| {
+            panic!("SLUICE_TEST_DYNAMODB_ENDPOINT is not set: start scripts/emulators/dynamodb.sh and source its env file")
+        });
+        serde_json::from_value(serde_json::json!({
+            "table": table,
+            "create_table": create,
+            "aws": {
+                "endpoint": url,
+                "credentials": {"provider": "basic", "access_key_id": "test", "secret_access_key": "test"}
+            }
+        }))
+        .expect("store spec")
+    };
+    let store: Arc<dyn OffsetStore> = Arc::new(crate::offsets::DynamoStore::new(&spec(true)));
+    let start = store.load("pipe").await.expect("load");
+    let interval = Duration::from_millis(200);
+    let mut p = pipeline(endless(), Box::new(NullSink), store, Vec::new(), interval);
+    p.start = start;
+    let run = tokio::spawn(p.run(CancellationToken::new(), RunOptions::default()));
+    let operator = crate::offsets::DynamoStore::new(&spec(false));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while operator.load("pipe").await.expect("load").is_empty() {
+        assert!(Instant::now() < deadline, "nothing was committed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    operator
+        .reset("pipe", Some("0"), ResetTo::Offset(Offset::from(5)))
+        .await
+        .expect("reset");
+    let reset_at = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the pipeline stops after the reset")
+        .expect("join");
+    match r {
+        Err(PipelineError::Offsets(e)) => assert!(e.is_fenced(), "{e}"),
+        other => panic!("expected a fenced commit, got {other:?}"),
+    }
+    assert!(
+        reset_at.elapsed() < interval * 3 + Duration::from_secs(2),
+        "{:?}",
+        reset_at.elapsed()
+    );
+    assert_eq!(
+        operator.load("pipe").await.expect("load")["0"].offset,
+        Offset::from(5),
+        "the reset stands"
+    );
+}
