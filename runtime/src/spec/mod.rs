@@ -17,6 +17,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use sluice_connectors::{SinkConfig, SourceConfig};
 
 pub use types::*;
 pub use validate::Diagnostic;
@@ -31,8 +32,8 @@ pub fn json_schema() -> Value {
     serde_json::to_value(&schema).unwrap_or(Value::Bool(true))
 }
 
-/// A spec that passed validation.
-#[derive(Debug, Clone)]
+/// A spec that passed validation. Its `Debug` shows the document with secrets redacted.
+#[derive(Clone)]
 pub struct LoadedSpec {
     /// The spec file as given.
     pub file: PathBuf,
@@ -46,25 +47,37 @@ pub struct LoadedSpec {
 impl LoadedSpec {
     /// The resolved document with the values of secret keys replaced, for printing.
     pub fn redacted(&self) -> Value {
-        redact(&self.doc, SchemaCheck::global().secret_keys())
+        redact(&self.doc, SchemaCheck::global())
     }
 }
 
-fn redact(v: &Value, secret: &std::collections::BTreeSet<String>) -> Value {
+impl fmt::Debug for LoadedSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `doc` holds `${VAR}` values in clear; `spec`'s own Debug hides its secrets.
+        f.debug_struct("LoadedSpec")
+            .field("file", &self.file)
+            .field("base_dir", &self.base_dir)
+            .field("spec", &self.spec)
+            .field("doc", &self.redacted())
+            .finish()
+    }
+}
+
+fn redact(v: &Value, check: &SchemaCheck) -> Value {
     match v {
         Value::Object(m) => Value::Object(
             m.iter()
                 .map(|(k, v)| {
-                    let v = if secret.contains(k) && !v.is_null() {
+                    let v = if check.is_secret_key(k) && !v.is_null() {
                         Value::String("<redacted>".into())
                     } else {
-                        redact(v, secret)
+                        redact(v, check)
                     };
                     (k.clone(), v)
                 })
                 .collect(),
         ),
-        Value::Array(a) => Value::Array(a.iter().map(|v| redact(v, secret)).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(|v| redact(v, check)).collect()),
         other => other.clone(),
     }
 }
@@ -157,7 +170,7 @@ pub fn parse(
     if !issues.is_empty() {
         return Err(locate(issues));
     }
-    let spec: Spec = serde_path_to_error::deserialize(&doc).map_err(|e| {
+    let mut spec: Spec = serde_path_to_error::deserialize(&doc).map_err(|e| {
         let pointer = path_to_pointer(&e.path().to_string());
         locate(vec![Issue {
             pointer,
@@ -168,6 +181,10 @@ pub fn parse(
     let issues = semantic_checks(&spec);
     if !issues.is_empty() {
         return Err(locate(issues));
+    }
+    // The Kafka sink refuses to route records into the offset store's topic at run time too.
+    if let (SinkConfig::Kafka(sink), OffsetsSpec::Kafka(store)) = (&mut spec.sink, &spec.offsets) {
+        sink.reserved_topics.push(store.topic.clone());
     }
     Ok((spec, doc, map))
 }
@@ -204,7 +221,10 @@ fn path_to_pointer(path: &str) -> String {
 }
 
 /// Replaces `${VAR}` in every string value. A plain (unquoted) scalar that is exactly one
-/// placeholder takes the YAML type of its replacement, so `count: ${N}` can be a number.
+/// placeholder takes the YAML type of its replacement, so `count: ${N}` can be a number, but
+/// only when the replacement is written the way that number or boolean prints (`25`, `1.5`,
+/// `true`): `0x1F`, `1e3`, `007` or a 20-digit value stay the strings they are, so a credential
+/// that looks like a number is never changed.
 fn interpolate(
     v: &mut Value,
     pointer: String,
@@ -220,7 +240,7 @@ fn interpolate(
                 *v = if plain && env::is_single_placeholder(s) {
                     match serde_yaml::from_str::<Value>(&new) {
                         Ok(scalar @ (Value::Number(_) | Value::Bool(_) | Value::Null))
-                            if !new.trim().is_empty() =>
+                            if !new.trim().is_empty() && scalar.to_string() == new.trim() =>
                         {
                             scalar
                         }
@@ -265,6 +285,7 @@ fn semantic_checks(spec: &Spec) -> Vec<Issue> {
     for i in spec.sink.check() {
         issues.push(issue(&format!("/sink/{}", i.path), i.message));
     }
+    kafka_checks(spec, &mut issues);
     if let Some(format) = &spec.format {
         let is_csv =
             |c: &Option<FormatChoice>| matches!(c, Some(FormatChoice::Builtin(BuiltinFormat::Csv)));
@@ -289,6 +310,61 @@ fn semantic_checks(spec: &Spec) -> Vec<Issue> {
         }
     }
     issues
+}
+
+/// Kafka checks that span sections or need librdkafka's property list: every `properties` name
+/// is one librdkafka knows (a typo would otherwise reach librdkafka, which rejects it at run
+/// time, or silently do nothing), and the sink can never write into the offset store's topic.
+fn kafka_checks(spec: &Spec, issues: &mut Vec<Issue>) {
+    use sluice_connectors::kafka::{LIBRDKAFKA_PROPERTIES, is_librdkafka_property};
+    let mut maps = Vec::new();
+    if let SourceConfig::Kafka(c) = &spec.source {
+        maps.push(("/source/properties", &c.properties));
+    }
+    if let SinkConfig::Kafka(c) = &spec.sink {
+        maps.push(("/sink/properties", &c.properties));
+    }
+    if let OffsetsSpec::Kafka(c) = &spec.offsets {
+        maps.push(("/offsets/properties", &c.properties));
+    }
+    for (at, props) in maps {
+        for name in props.0.keys().filter(|n| !is_librdkafka_property(n)) {
+            let mut message = format!("unknown librdkafka property `{name}`");
+            if let Some(s) = validate::did_you_mean(name, LIBRDKAFKA_PROPERTIES.iter().copied()) {
+                message.push_str(&format!("; did you mean `{s}`?"));
+            }
+            message.push_str(" (librdkafka 2.12.1 properties: https://github.com/confluentinc/librdkafka/blob/v2.12.1/CONFIGURATION.md)");
+            issues.push(Issue {
+                pointer: format!("{at}/{}", source_map::escape(name)),
+                at_key: true,
+                message,
+            });
+        }
+    }
+    if let (SinkConfig::Kafka(sink), OffsetsSpec::Kafka(store)) = (&spec.sink, &spec.offsets) {
+        if sink.topic == store.topic {
+            issues.push(Issue {
+                pointer: "/sink/topic".into(),
+                at_key: false,
+                message: format!(
+                    "`{}` is the Kafka offset store's topic (`offsets.topic`); the sink may not write into it",
+                    store.topic
+                ),
+            });
+        }
+        for (i, pattern) in sink.allowed_topics.iter().enumerate() {
+            if sluice_connectors::kafka::glob_match(pattern, &store.topic) {
+                issues.push(Issue {
+                    pointer: format!("/sink/allowed_topics/{i}"),
+                    at_key: false,
+                    message: format!(
+                        "`{pattern}` allows the Kafka offset store's topic `{}`; records can never be routed there",
+                        store.topic
+                    ),
+                });
+            }
+        }
+    }
 }
 
 /// Loads each wasm plugin the spec names, checks its kind, and checks its config against the
