@@ -665,3 +665,24 @@ fn a_stale_store_never_rewinds_the_consumer_group() {
     );
     assert_eq!(s.lines("out.jsonl").len(), 5, "nothing read twice");
 }
+
+#[test]
+fn an_offset_topic_that_is_not_compacted_is_refused() {
+    let brokers = k::brokers();
+    let offsets = k::topic("offsets-delete");
+    k::create_topic_with(&brokers, &offsets, 1, &[("cleanup.policy", "delete")]);
+    let s = Scratch::new();
+    s.write(
+        "spec.yaml",
+        &format!(
+            "version: 1\nname: notcompact\nsource:\n  type: generator\n  count: 10\nsink:\n  type: file\n  path: out.jsonl\noffsets:\n  store: kafka\n  brokers: [{brokers}]\n  topic: {offsets}\n"
+        ),
+    );
+    let out = s.run(&["run", "spec.yaml"]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cleanup.policy=delete"),
+        "{}",
+        stderr(&out)
+    );
+}

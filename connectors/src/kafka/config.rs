@@ -13,9 +13,10 @@ use crate::retry::RetryPolicy;
 use crate::units::{ByteSize, Dur};
 
 /// librdkafka's sensitive properties (`_RK_SENSITIVE` in librdkafka 2.12.1's `rdkafka_conf.c`,
-/// which librdkafka itself redacts), plus the Java client's secret names users carry over.
+/// which librdkafka itself redacts). The Java client's `sasl.jaas.config` and
+/// `ssl.truststore.password`, which users carry over, are covered by [`is_secret_property`]'s
+/// name parts.
 pub const SECRET_PROPERTIES: &[&str] = &[
-    "sasl.jaas.config",
     "sasl.oauthbearer.assertion.private.key.file",
     "sasl.oauthbearer.assertion.private.key.passphrase",
     "sasl.oauthbearer.assertion.private.key.pem",
@@ -28,7 +29,6 @@ pub const SECRET_PROPERTIES: &[&str] = &[
     "ssl.key.password",
     "ssl.key.pem",
     "ssl.keystore.password",
-    "ssl.truststore.password",
     "ssl_key",
 ];
 
@@ -38,7 +38,6 @@ const SECRET_NAME_PARTS: &[&str] = &[
     "passphrase",
     "secret",
     "token",
-    "credential",
     "private.key",
     "private_key",
     "key.pem",
@@ -50,7 +49,7 @@ const SECRET_NAME_PARTS: &[&str] = &[
 /// The one rule for which values Sluice never shows (logs, errors, `validate --print`, `Debug`):
 /// a librdkafka sensitive property ([`SECRET_PROPERTIES`], also under librdkafka's `topic.`
 /// prefix), or any key whose name contains `password`, `passphrase`, `secret`, `token`,
-/// `credential`, `private.key`/`private_key`, `key.pem`, `ssl.key`/`ssl_key` or `sasl.jaas`
+/// `private.key`/`private_key`, `key.pem`, `ssl.key`/`ssl_key` or `sasl.jaas`
 /// (case-insensitive).
 pub fn is_secret_property(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
@@ -127,7 +126,8 @@ impl JsonSchema for Properties {
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         let mut secret = serde_json::Map::new();
-        for name in SECRET_PROPERTIES {
+        // `ssl_key` is librdkafka-internal: not settable by name, so not offered.
+        for name in SECRET_PROPERTIES.iter().filter(|n| is_librdkafka_property(n)) {
             secret.insert(
                 (*name).to_string(),
                 serde_json::json!({ "type": ["string", "number", "boolean"], "writeOnly": true }),
@@ -690,12 +690,10 @@ mod tests {
         assert!(is_librdkafka_property("topic.message.timeout.ms"));
         assert!(!is_librdkafka_property("sasl.pasword"));
         for name in SECRET_PROPERTIES {
-            let java_only = ["sasl.jaas.config", "ssl.truststore.password", "ssl_key"];
-            assert!(
-                is_librdkafka_property(name) || java_only.contains(name),
-                "{name}"
-            );
+            assert!(is_librdkafka_property(name) || *name == "ssl_key", "{name}");
         }
+        assert!(is_secret_property("sasl.jaas.config"));
+        assert!(is_secret_property("ssl.truststore.password"));
     }
 
     #[test]

@@ -581,6 +581,58 @@ impl Drop for KafkaSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ack::{Completion, Ticket};
+    use crate::record::{Offset, Route};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    use tokio::sync::mpsc::unbounded_channel;
+
+    /// tansu (the end-to-end broker) does not enforce a topic's `max.message.bytes`, so the
+    /// broker's refusal is injected with librdkafka's own mock broker, which speaks the Kafka
+    /// protocol to the real producer.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_record_the_broker_refuses_goes_to_the_error_policy() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("t", 1, 1).expect("topic");
+        let cfg: KafkaSinkConfig = serde_json::from_value(serde_json::json!({
+            "brokers": [cluster.bootstrap_servers()], "topic": "t",
+        }))
+        .expect("config");
+        let mut sink = KafkaSink::connect(&cfg).await.expect("connect");
+        let (done_tx, mut done_rx) = unbounded_channel();
+        let (reject_tx, mut reject_rx) = unbounded_channel();
+        let completion = Completion {
+            partition: "p".into(),
+            seq: 0,
+            last_offset: Offset::from(1),
+            records: 2,
+            end_of_partition: false,
+            ok: true,
+        };
+        let ticket = Ticket::with_rejects(completion, done_tx, Some(reject_tx));
+        cluster.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+        );
+        let record = |o: u64, v: &'static str| SinkRecord {
+            record: Record::new("p".into(), Offset::from(o), v),
+            route: Route::default(),
+            ack: ticket.ack(),
+        };
+        sink.write(vec![record(0, "refused")]).await.expect("write");
+        sink.flush().await.expect("a refused record does not fail the sink");
+        sink.write(vec![record(1, "kept")]).await.expect("write");
+        sink.flush().await.expect("flush");
+        ticket.close();
+        let rejected = reject_rx.try_recv().expect("the refused record is rejected");
+        assert_eq!(&rejected.record.value[..], b"refused");
+        assert_eq!(rejected.record.offset, Offset::from(0));
+        assert!(rejected.reason.contains("refused"), "{}", rejected.reason);
+        assert!(reject_rx.try_recv().is_err(), "only one record is refused");
+        // The error policy acknowledges it; then the batch completes.
+        rejected.ack.ack();
+        assert!(done_rx.recv().await.expect("completion").ok);
+    }
 
     #[test]
     fn per_record_broker_errors_go_to_the_error_policy() {
