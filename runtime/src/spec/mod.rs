@@ -426,6 +426,65 @@ mod tests {
         }
     }
 
+    fn kafka_env(name: &str) -> Option<String> {
+        match name {
+            "HEX" => Some("0x1F".into()),
+            "EXP" => Some("1e3".into()),
+            "LONG" => Some("99999999999999999999".into()),
+            "DIGITS" => Some("12345".into()),
+            "N" => Some("5".into()),
+            _ => None,
+        }
+    }
+
+    fn kafka_sink(spec: &Spec) -> &sluice_connectors::kafka::KafkaSinkConfig {
+        match &spec.sink {
+            SinkConfig::Kafka(k) => k,
+            other => panic!("unexpected sink {other:?}"),
+        }
+    }
+
+    #[test]
+    fn placeholders_that_only_look_like_numbers_keep_their_text() {
+        let text = "version: 1\nname: t\nsource: {type: generator}\nsink:\n  type: kafka\n  brokers: [b:9092]\n  topic: t\n  linger: 5ms\n  batch_records: ${N}\n  properties:\n    sasl.password: ${HEX}\n    sasl.username: ${EXP}\n    ssl.key.password: ${LONG}\n    ssl.keystore.password: ${DIGITS}\n    linger.ms: ${N}\n";
+        let (spec, _, _) = parse("t.yaml", text, &kafka_env).expect("valid");
+        let k = kafka_sink(&spec);
+        assert_eq!(k.batch_records, 5, "a plain number still becomes a number");
+        let p = &k.properties.0;
+        assert_eq!(p["sasl.password"], "0x1F");
+        assert_eq!(p["sasl.username"], "1e3");
+        assert_eq!(p["ssl.key.password"], "99999999999999999999");
+        assert_eq!(p["ssl.keystore.password"], "12345");
+        assert_eq!(p["linger.ms"], "5");
+    }
+
+    #[test]
+    fn loaded_spec_debug_hides_secrets() {
+        let text = "version: 1\nname: t\nsource: {type: generator}\nsink:\n  type: kafka\n  brokers: [b:9092]\n  topic: t\n  properties:\n    sasl.password: ${HEX}\n    sasl.oauthbearer.client.secret: hunter2\n";
+        let (spec, doc, _) = parse("t.yaml", text, &kafka_env).expect("valid");
+        let loaded = LoadedSpec {
+            file: "t.yaml".into(),
+            base_dir: ".".into(),
+            spec,
+            doc,
+        };
+        let shown = format!("{loaded:?}");
+        assert!(
+            !shown.contains("0x1F") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
+    #[test]
+    fn the_kafka_sink_refuses_the_offset_store_topic_at_run_time_too() {
+        let text = "version: 1\nname: t\nsource: {type: generator}\nsink:\n  type: kafka\n  brokers: [b:9092]\n  topic: t\n  topic_from: {header: dest}\noffsets:\n  store: kafka\n  brokers: [b:9092]\n  topic: offs\n";
+        let (spec, _, _) = parse("t.yaml", text, &kafka_env).expect("valid");
+        let k = kafka_sink(&spec);
+        assert!(k.check_record_topic("offs").is_err());
+        assert!(k.check_record_topic("other").is_ok());
+    }
+
     #[test]
     fn quoted_placeholders_stay_strings() {
         let text =
