@@ -590,9 +590,16 @@ fn records_topic_from_may_not_write_go_to_the_error_policy() {
     );
     let dlq = s.lines("dlq.jsonl");
     assert_eq!(dlq.len(), 3, "{dlq:#?}");
-    assert!(dlq.iter().any(|l| l.contains(&missing) && l.contains("does not exist")), "{dlq:#?}");
+    assert!(
+        dlq.iter()
+            .any(|l| l.contains(&missing) && l.contains("does not exist")),
+        "{dlq:#?}"
+    );
     assert!(dlq.iter().any(|l| l.contains("offset store")), "{dlq:#?}");
-    assert!(dlq.iter().any(|l| l.contains("internal to Kafka")), "{dlq:#?}");
+    assert!(
+        dlq.iter().any(|l| l.contains("internal to Kafka")),
+        "{dlq:#?}"
+    );
     let seqs = |t: &str, n: usize| -> Vec<u64> {
         k::read(&brokers, t, n, Duration::from_secs(20))
             .iter()
@@ -604,7 +611,9 @@ fn records_topic_from_may_not_write_go_to_the_error_policy() {
     // Nothing reached the offset store's topic but the store's own entries.
     let store = k::read(&brokers, &offsets, 100, Duration::from_secs(3));
     assert!(
-        store.iter().all(|m| !String::from_utf8_lossy(&m.value).contains("seq")),
+        store
+            .iter()
+            .all(|m| !String::from_utf8_lossy(&m.value).contains("seq")),
         "{store:?}"
     );
 }
@@ -642,7 +651,10 @@ fn a_stale_store_never_rewinds_the_consumer_group() {
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr_pipe)
+            .lines()
+            .map_while(Result::ok)
+        {
             let _ = tx.send(line);
         }
     });

@@ -45,10 +45,7 @@ bad_spec!(
     unknown_kafka_properties_and_the_offset_topic_are_refused,
     "kafka-properties.yaml"
 );
-bad_spec!(
-    interpolation_errors_never_echo_values,
-    "interpolation.yaml"
-);
+bad_spec!(interpolation_errors_never_echo_values, "interpolation.yaml");
 
 #[test]
 fn print_redacts_secrets() {
@@ -80,7 +77,10 @@ fn print_redacts_every_librdkafka_sensitive_property() {
         .expect("run sluice validate");
     let text = stdout(&out) + &stderr(&out);
     assert!(out.status.success(), "{text}");
-    assert!(!text.contains("hunter2") && !text.contains("12345"), "{text}");
+    assert!(
+        !text.contains("hunter2") && !text.contains("12345"),
+        "{text}"
+    );
     assert!(
         text.contains("sasl.oauthbearer.assertion.private.key.pem: <redacted>"),
         "{text}"

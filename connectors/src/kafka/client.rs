@@ -79,7 +79,9 @@ impl ClientConfigError {
             KafkaError::ClientConfig(res, desc, key, value) => {
                 let what = match res {
                     rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN => "unknown property",
-                    rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_INVALID => "invalid value for property",
+                    rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_INVALID => {
+                        "invalid value for property"
+                    }
                     _ => "cannot set property",
                 };
                 // The description names the property, but some also quote the value.

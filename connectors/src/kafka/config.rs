@@ -127,7 +127,10 @@ impl JsonSchema for Properties {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         let mut secret = serde_json::Map::new();
         // `ssl_key` is librdkafka-internal: not settable by name, so not offered.
-        for name in SECRET_PROPERTIES.iter().filter(|n| is_librdkafka_property(n)) {
+        for name in SECRET_PROPERTIES
+            .iter()
+            .filter(|n| is_librdkafka_property(n))
+        {
             secret.insert(
                 (*name).to_string(),
                 serde_json::json!({ "type": ["string", "number", "boolean"], "writeOnly": true }),

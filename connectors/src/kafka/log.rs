@@ -13,7 +13,9 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset as KOffset, TopicPartitionList};
 
-use super::client::{LogContext, TopicState, config_error, create_topic, is_retriable, topic_state};
+use super::client::{
+    LogContext, TopicState, config_error, create_topic, is_retriable, topic_state,
+};
 use super::config::{Properties, client_config};
 use crate::error::ConnectorError;
 
@@ -155,7 +157,11 @@ impl OffsetLog {
                 "kafka offset store: topic `{topic}` on {brokers} has cleanup.policy={p}; it must be `compact`, or the offsets of idle partitions expire and those partitions start over (fix: kafka-configs --alter --entity-type topics --entity-name {topic} --add-config cleanup.policy=compact)"
             ))),
             None => {
-                tracing::warn!(topic, brokers, "kafka offset store: the broker did not report the topic's cleanup.policy; it must be `compact`");
+                tracing::warn!(
+                    topic,
+                    brokers,
+                    "kafka offset store: the broker did not report the topic's cleanup.policy; it must be `compact`"
+                );
                 Ok(())
             }
         }

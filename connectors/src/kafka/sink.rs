@@ -81,8 +81,14 @@ fn is_record_error(e: &KafkaError, routed: bool) -> bool {
         return false;
     };
     match code {
-        MessageSizeTooLarge | InvalidMessageSize | InvalidMessage | InvalidRecord
-        | MessageBatchTooLarge | TopicAuthorizationFailed | InvalidTopic | PolicyViolation => true,
+        MessageSizeTooLarge
+        | InvalidMessageSize
+        | InvalidMessage
+        | InvalidRecord
+        | MessageBatchTooLarge
+        | TopicAuthorizationFailed
+        | InvalidTopic
+        | PolicyViolation => true,
         UnknownTopicOrPartition | UnknownTopic | UnknownPartition => routed,
         _ => false,
     }
@@ -108,7 +114,10 @@ impl ProducerContext for SinkContext {
                     error = %e,
                     "kafka sink: Kafka refused a record; handing it to the error policy"
                 );
-                record.value = msg.payload().map(Bytes::copy_from_slice).unwrap_or_default();
+                record.value = msg
+                    .payload()
+                    .map(Bytes::copy_from_slice)
+                    .unwrap_or_default();
                 ack.reject(
                     record,
                     format!(
@@ -408,9 +417,7 @@ impl KafkaSink {
         self.producer
             .purge(PurgeConfig::default().queue().inflight());
         let deadline = Instant::now() + Duration::from_secs(5);
-        while self.deliveries.in_flight.load(Ordering::Acquire) > 0
-            && Instant::now() < deadline
-        {
+        while self.deliveries.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
             self.producer.poll(Duration::from_millis(50));
         }
     }
@@ -620,11 +627,15 @@ mod tests {
             ack: ticket.ack(),
         };
         sink.write(vec![record(0, "refused")]).await.expect("write");
-        sink.flush().await.expect("a refused record does not fail the sink");
+        sink.flush()
+            .await
+            .expect("a refused record does not fail the sink");
         sink.write(vec![record(1, "kept")]).await.expect("write");
         sink.flush().await.expect("flush");
         ticket.close();
-        let rejected = reject_rx.try_recv().expect("the refused record is rejected");
+        let rejected = reject_rx
+            .try_recv()
+            .expect("the refused record is rejected");
         assert_eq!(&rejected.record.value[..], b"refused");
         assert_eq!(rejected.record.offset, Offset::from(0));
         assert!(rejected.reason.contains("refused"), "{}", rejected.reason);

@@ -240,7 +240,9 @@ fn interpolate(
                 *v = if plain && env::is_single_placeholder(s) {
                     match serde_yaml::from_str::<Value>(&new) {
                         Ok(scalar @ (Value::Number(_) | Value::Bool(_) | Value::Null))
-                            if !new.trim().is_empty() && scalar.to_string() == new.trim() =>
+                            if !new.trim().is_empty()
+                                && serde_json::to_string(&scalar)
+                                    .is_ok_and(|printed| printed == new.trim()) =>
                         {
                             scalar
                         }
