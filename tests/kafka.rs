@@ -584,3 +584,180 @@ fn secret_librdkafka_properties_never_show() {
     );
     assert!(text.contains("security.protocol: SASL_SSL"), "{text}");
 }
+
+#[test]
+fn client_config_errors_never_echo_property_values() {
+    // A misspelt property is refused by validation; properties librdkafka rejects at run time
+    // (the OAuth/OIDC ones, unsupported in this build) are reported without their values.
+    let s = Scratch::new();
+    for (i, prop) in [
+        "sasl.pasword",
+        "sasl.oauthbearer.client.secret",
+        "sasl.oauthbearer.assertion.private.key.pem",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let file = format!("spec{i}.yaml");
+        s.write(
+            &file,
+            &format!(
+                "version: 1\nname: sec{i}\nsource:\n  type: generator\n  count: 1\nsink:\n  type: kafka\n  brokers: [127.0.0.1:9]\n  topic: t\n  properties:\n    {prop}: hunter2\n"
+            ),
+        );
+        let out = s.run(&["run", &file, "--log", "debug"]);
+        let text = stdout(&out) + &stderr(&out);
+        assert!(!out.status.success(), "{prop}: {text}");
+        assert!(text.contains(prop), "the error names `{prop}`: {text}");
+        assert!(!text.contains("hunter2"), "{prop}: {text}");
+    }
+}
+
+#[test]
+fn records_topic_from_may_not_write_go_to_the_error_policy() {
+    let brokers = k::brokers();
+    let (input, main, other, offsets) = (
+        k::topic("in"),
+        k::topic("main"),
+        k::topic("other"),
+        k::topic("offsets"),
+    );
+    let missing = k::topic("missing");
+    k::create_topic(&brokers, &input, 1);
+    k::create_topic(&brokers, &main, 1);
+    k::create_topic(&brokers, &other, 1);
+    let dest = |t: &str| vec![("dest".to_string(), t.to_string())];
+    let records: Vec<k::Produce> = vec![
+        (None, "{\"seq\":0}".into(), dest(&other)),
+        (None, "{\"seq\":1}".into(), dest(&missing)),
+        (None, "{\"seq\":2}".into(), dest(&offsets)),
+        (None, "{\"seq\":3}".into(), vec![]),
+        (None, "{\"seq\":4}".into(), dest("__consumer_offsets")),
+        (None, "{\"seq\":5}".into(), dest(&other)),
+    ];
+    k::produce(&brokers, &input, &records, Some(0));
+    let s = Scratch::new();
+    s.write(
+        "spec.yaml",
+        &format!(
+            "version: 1\nname: route\nsource:\n  type: kafka\n  brokers: [{brokers}]\n  topics: [{input}]\n  group: {input}\nsink:\n  type: kafka\n  brokers: [{brokers}]\n  topic: {main}\n  topic_from: {{header: dest}}\n  retry: {{max_retries: 1}}\noffsets:\n  store: kafka\n  brokers: [{brokers}]\n  topic: {offsets}\n  commit_interval: 100ms\nerrors:\n  tolerance: all\n  dead_letter:\n    type: file\n    path: dlq.jsonl\n"
+        ),
+    );
+    let started = std::time::Instant::now();
+    let out = s.run(&["run", "spec.yaml", "--max-records", "6"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "a missing topic is not waited for: {:?}",
+        started.elapsed()
+    );
+    let dlq = s.lines("dlq.jsonl");
+    assert_eq!(dlq.len(), 3, "{dlq:#?}");
+    assert!(
+        dlq.iter()
+            .any(|l| l.contains(&missing) && l.contains("does not exist")),
+        "{dlq:#?}"
+    );
+    assert!(dlq.iter().any(|l| l.contains("offset store")), "{dlq:#?}");
+    assert!(
+        dlq.iter().any(|l| l.contains("internal to Kafka")),
+        "{dlq:#?}"
+    );
+    let seqs = |t: &str, n: usize| -> Vec<u64> {
+        k::read(&brokers, t, n, Duration::from_secs(20))
+            .iter()
+            .map(|m| m.json()["seq"].as_u64().expect("seq"))
+            .collect()
+    };
+    assert_eq!(seqs(&other, 2), vec![0, 5]);
+    assert_eq!(seqs(&main, 1), vec![3]);
+    // Nothing reached the offset store's topic but the store's own entries.
+    let store = k::read(&brokers, &offsets, 100, Duration::from_secs(3));
+    assert!(
+        store
+            .iter()
+            .all(|m| !String::from_utf8_lossy(&m.value).contains("seq")),
+        "{store:?}"
+    );
+}
+
+#[test]
+fn a_stale_store_never_rewinds_the_consumer_group() {
+    let brokers = k::brokers();
+    let (input, group) = (k::topic("stale"), k::topic("group"));
+    k::create_topic(&brokers, &input, 1);
+    k::produce(&brokers, &input, &json_records(0..20), Some(0));
+    let s = Scratch::new();
+    s.write(
+        "spec.yaml",
+        &format!(
+            "version: 1\nname: stale\nsource:\n  type: kafka\n  brokers: [{brokers}]\n  topics: [{input}]\n  group: {group}\n  rebalance_drain: 2s\nsink:\n  type: file\n  path: out.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 20ms\n"
+        ),
+    );
+    // This worker's store ends at offset 4 ...
+    let out = s.run(&["run", "spec.yaml", "--max-records", "5"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        s.offsets("offsets", "stale"),
+        vec![(format!("{input}/0"), 4, false)]
+    );
+    // ... while another worker took the group to the end.
+    k::commit_group_offset(&brokers, &group, &input, 0, 20);
+    // This worker is assigned the partition, starts at the group's 20, reads nothing, and stops.
+    let mut child = s
+        .cmd(&["run", "spec.yaml", "--log", "info"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn sluice");
+    let stderr_pipe = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr_pipe)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = String::new();
+    let assigned = wait_for(Duration::from_secs(30), || {
+        while let Ok(l) = rx.try_recv() {
+            log.push_str(&l);
+            log.push('\n');
+        }
+        log.contains("partition assigned")
+    });
+    assert!(assigned, "{log}");
+    signal(&child, "-TERM");
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+    assert_eq!(
+        k::group_offsets(&brokers, &group, &input, 1),
+        vec![20],
+        "the group is not rewound to the stale store's offset"
+    );
+    assert_eq!(s.lines("out.jsonl").len(), 5, "nothing read twice");
+}
+
+#[test]
+fn an_offset_topic_that_is_not_compacted_is_refused() {
+    let brokers = k::brokers();
+    let offsets = k::topic("offsets-delete");
+    k::create_topic_with(&brokers, &offsets, 1, &[("cleanup.policy", "delete")]);
+    let s = Scratch::new();
+    s.write(
+        "spec.yaml",
+        &format!(
+            "version: 1\nname: notcompact\nsource:\n  type: generator\n  count: 10\nsink:\n  type: file\n  path: out.jsonl\noffsets:\n  store: kafka\n  brokers: [{brokers}]\n  topic: {offsets}\n"
+        ),
+    );
+    let out = s.run(&["run", "spec.yaml"]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cleanup.policy=delete"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -46,6 +46,11 @@ bad_spec!(
     "jq.yaml"
 );
 bad_spec!(jq_needs_json_records, "jq-needs-json.yaml");
+bad_spec!(
+    unknown_kafka_properties_and_the_offset_topic_are_refused,
+    "kafka-properties.yaml"
+);
+bad_spec!(interpolation_errors_never_echo_values, "interpolation.yaml");
 
 #[test]
 fn print_redacts_secrets() {
@@ -61,6 +66,31 @@ fn print_redacts_secrets() {
     assert!(text.contains("secret_access_key: <redacted>"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
     assert!(text.contains("access_key_id: AKIAEXAMPLE"), "{text}");
+}
+
+#[test]
+fn print_redacts_every_librdkafka_sensitive_property() {
+    let s = Scratch::new();
+    s.write(
+        "spec.yaml",
+        "version: 1\nname: sec\nsource:\n  type: kafka\n  brokers: [127.0.0.1:9092]\n  topics: [t]\n  group: g\n  properties:\n    sasl.oauthbearer.assertion.private.key.pem: hunter2-pem\n    sasl.oauthbearer.assertion.private.key.passphrase: hunter2-pass\n    sasl.oauthbearer.client.secret: hunter2-secret\n    ssl.keystore.password: hunter2-ks\n    ssl.key.location: /hunter2/key\n    ssl.key.pem: hunter2-keypem\n    sasl.password: ${PW}\n    client.rack: rack-1\nsink: {type: stdout}\noffsets:\n  store: kafka\n  brokers: [127.0.0.1:9092]\n  properties:\n    sasl.password: 12345\n",
+    );
+    let out = s
+        .cmd(&["validate", "--print", "spec.yaml"])
+        .env("PW", "hunter2-env")
+        .output()
+        .expect("run sluice validate");
+    let text = stdout(&out) + &stderr(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        !text.contains("hunter2") && !text.contains("12345"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sasl.oauthbearer.assertion.private.key.pem: <redacted>"),
+        "{text}"
+    );
+    assert!(text.contains("client.rack: rack-1"), "{text}");
 }
 
 #[test]

@@ -44,12 +44,21 @@ fn config(brokers: &str) -> ClientConfig {
 
 /// Creates a topic and waits until its metadata shows every partition.
 pub fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+    create_topic_with(brokers, topic, partitions, &[]);
+}
+
+/// Creates a topic with topic-level configuration (`cleanup.policy`, `max.message.bytes`) and
+/// waits until its metadata shows every partition.
+pub fn create_topic_with(brokers: &str, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let admin: AdminClient<DefaultClientContext> = config(brokers).create().expect("admin");
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        new = new.set(k, v);
+    }
     let res = rt
         .block_on(admin.create_topics([&new], &AdminOptions::new()))
         .expect("create topics");
@@ -232,6 +241,21 @@ pub fn group_offsets(brokers: &str, group: &str, topic: &str, partitions: i32) -
         .collect();
     drop(got);
     out
+}
+
+/// Commits `offset` (the next offset to read) for one partition to a consumer group, as
+/// another member of the group would.
+pub fn commit_group_offset(brokers: &str, group: &str, topic: &str, partition: i32, offset: i64) {
+    let mut c = config(brokers);
+    c.set("group.id", group);
+    c.set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = c.create().expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+        .expect("tpl");
+    consumer
+        .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        .expect("commit");
 }
 
 /// A private tansu broker on a fixed port (for tests that stop and restart it).

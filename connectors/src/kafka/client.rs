@@ -66,6 +66,43 @@ impl ClientContext for LogContext {
     }
 }
 
+/// An error creating a librdkafka client, without any property value: rdkafka's
+/// `KafkaError::ClientConfig` displays the rejected value (a misspelt `sasl.pasword` would print
+/// the password), and librdkafka's own description may quote it too.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ClientConfigError(String);
+
+impl ClientConfigError {
+    pub fn new(e: &KafkaError) -> Self {
+        Self(match e {
+            KafkaError::ClientConfig(res, desc, key, value) => {
+                let what = match res {
+                    rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN => "unknown property",
+                    rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_INVALID => {
+                        "invalid value for property"
+                    }
+                    _ => "cannot set property",
+                };
+                // The description names the property, but some also quote the value.
+                let desc = if !value.is_empty() && desc.contains(value.as_str()) {
+                    "(the value is not shown)".to_string()
+                } else {
+                    desc.clone()
+                };
+                format!("librdkafka: {what} `{key}`: {desc}")
+            }
+            other => format!("librdkafka: {other}"),
+        })
+    }
+}
+
+/// A fatal error for a client librdkafka refused to create, naming what failed but never a
+/// property value.
+pub fn config_error(context: String, e: &KafkaError) -> ConnectorError {
+    ConnectorError::fatal(context).with_source(ClientConfigError::new(e))
+}
+
 /// True when a Kafka error may pass: a broker down or restarting, a timeout, a leader election.
 pub fn is_retriable(e: &KafkaError) -> bool {
     use RDKafkaErrorCode::*;
@@ -139,10 +176,10 @@ pub async fn create_topic(
     topic_config: &[(&str, &str)],
 ) -> Result<(), ConnectorError> {
     let admin: AdminClient<DefaultClientContext> = config.create().map_err(|e| {
-        ConnectorError::fatal(format!(
-            "kafka: cannot create an admin client for {brokers}"
-        ))
-        .with_source(e)
+        config_error(
+            format!("kafka: cannot create an admin client for {brokers}"),
+            &e,
+        )
     })?;
     let mut new = NewTopic::new(
         topic,
@@ -190,4 +227,33 @@ pub fn is_purged(e: &KafkaError) -> bool {
         e.rdkafka_error_code(),
         Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::types::RDKafkaConfRes;
+
+    #[test]
+    fn client_config_errors_never_show_the_value() {
+        let e = KafkaError::ClientConfig(
+            RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+            "Unsupported value \"hunter2\" for configuration property \"sasl.password\"".into(),
+            "sasl.password".into(),
+            "hunter2".into(),
+        );
+        assert!(e.to_string().contains("hunter2"), "rdkafka itself shows it");
+        let shown = config_error("kafka sink: bad configuration".into(), &e).to_string();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("sasl.password"), "{shown}");
+        let e = KafkaError::ClientConfig(
+            RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN,
+            "No such configuration property: \"sasl.pasword\"".into(),
+            "sasl.pasword".into(),
+            "hunter2".into(),
+        );
+        let shown = config_error("x".into(), &e).to_string();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("No such configuration property"), "{shown}");
+    }
 }

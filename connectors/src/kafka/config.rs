@@ -7,30 +7,63 @@ use rdkafka::ClientConfig;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer};
 
+use super::properties::{LIBRDKAFKA_PROPERTIES, LIBRDKAFKA_TOPIC_PROPERTIES};
 use crate::ConfigIssue;
 use crate::retry::RetryPolicy;
 use crate::units::{ByteSize, Dur};
 
-/// librdkafka properties whose values are secret: never logged, hidden in validation errors.
+/// librdkafka's sensitive properties (`_RK_SENSITIVE` in librdkafka 2.12.1's `rdkafka_conf.c`,
+/// which librdkafka itself redacts). The Java client's `sasl.jaas.config` and
+/// `ssl.truststore.password`, which users carry over, are covered by [`is_secret_property`]'s
+/// name parts.
 pub const SECRET_PROPERTIES: &[&str] = &[
-    "sasl.password",
-    "sasl.jaas.config",
+    "sasl.oauthbearer.assertion.private.key.file",
+    "sasl.oauthbearer.assertion.private.key.passphrase",
+    "sasl.oauthbearer.assertion.private.key.pem",
     "sasl.oauthbearer.client.secret",
     "sasl.oauthbearer.config",
+    "sasl.password",
+    "sasl.username",
+    "ssl.ca.pem",
+    "ssl.key.location",
     "ssl.key.password",
     "ssl.key.pem",
     "ssl.keystore.password",
-    "ssl.truststore.password",
+    "ssl_key",
 ];
 
-/// True for a property name whose value must not be shown (`sasl.password`, `ssl.key.pem`, any
-/// name containing `password`, `secret`, `sasl.jaas` or `ssl.key`).
+/// Parts of a key name that mark its value as secret wherever the key appears.
+const SECRET_NAME_PARTS: &[&str] = &[
+    "password",
+    "passphrase",
+    "secret",
+    "token",
+    "private.key",
+    "private_key",
+    "key.pem",
+    "ssl.key",
+    "ssl_key",
+    "sasl.jaas",
+];
+
+/// The one rule for which values Sluice never shows (logs, errors, `validate --print`, `Debug`):
+/// a librdkafka sensitive property ([`SECRET_PROPERTIES`], also under librdkafka's `topic.`
+/// prefix), or any key whose name contains `password`, `passphrase`, `secret`, `token`,
+/// `private.key`/`private_key`, `key.pem`, `ssl.key`/`ssl_key` or `sasl.jaas`
+/// (case-insensitive).
 pub fn is_secret_property(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    SECRET_PROPERTIES.contains(&n.as_str())
-        || ["password", "secret", "sasl.jaas", "ssl.key", "token"]
-            .iter()
-            .any(|s| n.contains(s))
+    let bare = n.strip_prefix("topic.").unwrap_or(&n);
+    SECRET_PROPERTIES.contains(&bare) || SECRET_NAME_PARTS.iter().any(|s| n.contains(s))
+}
+
+/// True for a property name librdkafka 2.12.1 knows (global or topic-level, with or without
+/// librdkafka's `topic.` prefix for topic-level ones).
+pub fn is_librdkafka_property(name: &str) -> bool {
+    LIBRDKAFKA_PROPERTIES.binary_search(&name).is_ok()
+        || name
+            .strip_prefix("topic.")
+            .is_some_and(|n| LIBRDKAFKA_TOPIC_PROPERTIES.binary_search(&n).is_ok())
 }
 
 /// librdkafka configuration properties (`name: value`) passed to the client as they are, after
@@ -67,8 +100,8 @@ impl<'de> Deserialize<'de> for Properties {
         #[serde(untagged)]
         enum Scalar {
             S(String),
-            I(i64),
-            F(f64),
+            // A number keeps the digits it was written with (`5.0` stays `5.0`).
+            N(serde_json::Number),
             B(bool),
         }
         let raw = BTreeMap::<String, Scalar>::deserialize(d)?;
@@ -77,8 +110,7 @@ impl<'de> Deserialize<'de> for Properties {
                 .map(|(k, v)| {
                     let v = match v {
                         Scalar::S(s) => s,
-                        Scalar::I(i) => i.to_string(),
-                        Scalar::F(f) => f.to_string(),
+                        Scalar::N(n) => n.to_string(),
                         Scalar::B(b) => b.to_string(),
                     };
                     (k, v)
@@ -94,15 +126,19 @@ impl JsonSchema for Properties {
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         let mut secret = serde_json::Map::new();
-        for name in SECRET_PROPERTIES {
+        // `ssl_key` is librdkafka-internal: not settable by name, so not offered.
+        for name in SECRET_PROPERTIES
+            .iter()
+            .filter(|n| is_librdkafka_property(n))
+        {
             secret.insert(
                 (*name).to_string(),
-                serde_json::json!({ "type": "string", "writeOnly": true }),
+                serde_json::json!({ "type": ["string", "number", "boolean"], "writeOnly": true }),
             );
         }
         json_schema!({
             "type": "object",
-            "description": "librdkafka properties (https://github.com/confluentinc/librdkafka/blob/master/CONFIGURATION.md), e.g. `security.protocol: SASL_SSL`. Secret values (`sasl.password`, `ssl.key.password`, ...) are never logged: write them as `${VAR}`.",
+            "description": "librdkafka properties (https://github.com/confluentinc/librdkafka/blob/master/CONFIGURATION.md), e.g. `security.protocol: SASL_SSL`. Names are checked against librdkafka 2.12.1's properties. Secret values (`sasl.password`, `ssl.key.password`, `sasl.oauthbearer.client.secret`, names containing `password`, `secret`, `token`, ...) are never logged or printed: write them as `${VAR}`.",
             "properties": secret,
             "additionalProperties": { "type": ["string", "number", "boolean"] },
         })
@@ -162,6 +198,17 @@ pub struct KafkaSinkConfig {
     /// transform); records without it go to `topic`.
     #[serde(default)]
     pub topic_from: Option<FieldRef>,
+    /// With `topic_from`: the topics a record may name, as names or patterns with `*`
+    /// (`orders-*`). A record naming any other topic is rejected to the error policy. Empty:
+    /// any topic, except that Kafka's internal topics (`__*`) and the Kafka offset store's
+    /// topic are always refused.
+    #[serde(default)]
+    pub allowed_topics: Vec<String>,
+    /// Topics `topic_from` may never name, whatever `allowed_topics` says: the pipeline's Kafka
+    /// offset-store topic (filled in by the runtime, not part of the spec).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub reserved_topics: Vec<String>,
     /// Where the message key comes from: `record` (the record's key), `partition_key` (the
     /// partitioner's key), or `none`.
     #[serde(default)]
@@ -333,7 +380,39 @@ impl KafkaSinkConfig {
         if self.delivery_timeout.0 < Duration::from_millis(1) {
             issues.push(ConfigIssue::new("delivery_timeout", "must be at least 1ms"));
         }
+        if self.topic_from.is_none() && !self.allowed_topics.is_empty() {
+            issues.push(ConfigIssue::new(
+                "allowed_topics",
+                "`allowed_topics` is used only with `topic_from`",
+            ));
+        }
         issues
+    }
+
+    /// Whether a record may be written to `topic` (taken from `topic_from`): `Err` says why not.
+    pub fn check_record_topic(&self, topic: &str) -> Result<(), String> {
+        if topic == self.topic {
+            return Ok(());
+        }
+        if self.reserved_topics.iter().any(|t| t == topic) {
+            return Err(format!(
+                "topic `{topic}` is the Kafka offset store's topic; `topic_from` may never name it"
+            ));
+        }
+        if topic.starts_with("__") {
+            return Err(format!(
+                "topic `{topic}` is internal to Kafka; `topic_from` may never name it"
+            ));
+        }
+        if !self.allowed_topics.is_empty()
+            && !self.allowed_topics.iter().any(|p| glob_match(p, topic))
+        {
+            return Err(format!(
+                "topic `{topic}` is not in `allowed_topics` ({})",
+                self.allowed_topics.join(", ")
+            ));
+        }
+        Ok(())
     }
 
     /// The producer's librdkafka configuration.
@@ -369,6 +448,27 @@ impl KafkaSinkConfig {
         }
         c
     }
+}
+
+/// `pattern` with `*` matching any run of characters (`orders-*`), else an exact name.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    // `split` yields at least one part.
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for p in middle {
+        match rest.find(p) {
+            Some(i) => rest = &rest[i + p.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 pub(crate) fn ms(d: Duration) -> String {
@@ -530,6 +630,96 @@ mod tests {
             shown.contains("SASL_SSL") && shown.contains("\"5\""),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn librdkafka_sensitive_properties_are_redacted_in_debug_output() {
+        let mut map = BTreeMap::new();
+        for name in SECRET_PROPERTIES {
+            map.insert((*name).to_string(), format!("hunter2-{name}"));
+        }
+        for name in [
+            "sasl.oauthbearer.assertion.private.key.pem",
+            "my.custom.token",
+            "Some.PASSWORD.thing",
+            "topic.ssl.key.pem",
+        ] {
+            map.insert(name.to_string(), "hunter2".into());
+        }
+        map.insert("client.rack".into(), "rack-1".into());
+        let shown = format!("{:?}", Properties(map));
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("rack-1"), "{shown}");
+    }
+
+    #[test]
+    fn every_librdkafka_sensitive_property_is_secret() {
+        // `_RK_SENSITIVE` in librdkafka 2.12.1's rdkafka_conf.c.
+        for name in [
+            "ssl.key.location",
+            "ssl.key.password",
+            "ssl.key.pem",
+            "ssl_key",
+            "ssl.ca.pem",
+            "ssl.keystore.password",
+            "sasl.username",
+            "sasl.password",
+            "sasl.oauthbearer.config",
+            "sasl.oauthbearer.client.secret",
+            "sasl.oauthbearer.assertion.private.key.file",
+            "sasl.oauthbearer.assertion.private.key.passphrase",
+            "sasl.oauthbearer.assertion.private.key.pem",
+        ] {
+            assert!(is_secret_property(name), "{name}");
+        }
+        assert!(!is_secret_property("security.protocol"));
+        assert!(!is_secret_property("linger.ms"));
+    }
+
+    #[test]
+    fn the_librdkafka_property_list_is_sorted_and_unique() {
+        assert!(LIBRDKAFKA_PROPERTIES.len() > 150);
+        for list in [LIBRDKAFKA_PROPERTIES, LIBRDKAFKA_TOPIC_PROPERTIES] {
+            assert!(list.windows(2).all(|w| w[0] < w[1]), "sorted and unique");
+        }
+        assert!(
+            LIBRDKAFKA_TOPIC_PROPERTIES
+                .iter()
+                .all(|t| LIBRDKAFKA_PROPERTIES.contains(t))
+        );
+        assert!(!is_librdkafka_property("topic.sasl.password"));
+        assert!(is_librdkafka_property("sasl.password"));
+        assert!(is_librdkafka_property("message.timeout.ms"));
+        assert!(is_librdkafka_property("topic.message.timeout.ms"));
+        assert!(!is_librdkafka_property("sasl.pasword"));
+        for name in SECRET_PROPERTIES {
+            assert!(is_librdkafka_property(name) || *name == "ssl_key", "{name}");
+        }
+        assert!(is_secret_property("sasl.jaas.config"));
+        assert!(is_secret_property("ssl.truststore.password"));
+    }
+
+    #[test]
+    fn topic_from_never_names_reserved_or_unlisted_topics() {
+        let mut c: KafkaSinkConfig = serde_json::from_value(serde_json::json!({
+            "brokers": ["b:9092"], "topic": "main", "topic_from": {"header": "dest"},
+        }))
+        .expect("config");
+        c.reserved_topics = vec!["sluice-offsets".into()];
+        assert!(c.check_record_topic("main").is_ok());
+        assert!(c.check_record_topic("anything").is_ok());
+        assert!(c.check_record_topic("sluice-offsets").is_err());
+        assert!(c.check_record_topic("__consumer_offsets").is_err());
+        c.allowed_topics = vec!["orders-*".into(), "audit".into()];
+        assert!(c.check_record_topic("orders-eu").is_ok());
+        assert!(c.check_record_topic("audit").is_ok());
+        assert!(c.check_record_topic("audit2").is_err());
+        assert!(c.check_record_topic("main").is_ok());
+        assert!(glob_match("a*b*c", "aXbYc"));
+        assert!(glob_match("*", ""));
+        assert!(!glob_match("a*a", "a"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exactly"));
     }
 
     #[test]

@@ -6,12 +6,16 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset as KOffset, TopicPartitionList};
 
-use super::client::{LogContext, TopicState, create_topic, is_retriable, topic_state};
+use super::client::{
+    LogContext, TopicState, config_error, create_topic, is_retriable, topic_state,
+};
 use super::config::{Properties, client_config};
 use crate::error::ConnectorError;
 
@@ -52,10 +56,10 @@ impl OffsetLog {
                 brokers: brokers.clone(),
             })
             .map_err(|e| {
-                ConnectorError::fatal(format!(
-                    "kafka offset store: bad client configuration for {brokers}"
-                ))
-                .with_source(e)
+                config_error(
+                    format!("kafka offset store: bad client configuration for {brokers}"),
+                    &e,
+                )
             })?;
         let log = Self {
             cfg,
@@ -90,7 +94,7 @@ impl OffsetLog {
         })?
         .map_err(|e| self.err("cannot read the metadata of", e))?;
         match state {
-            TopicState::Present { partitions: 1 } => Ok(()),
+            TopicState::Present { partitions: 1 } => self.check_compacted().await,
             TopicState::Present { partitions } => Err(ConnectorError::fatal(format!(
                 "kafka offset store: topic `{}` on {} has {partitions} partitions; the offset topic needs exactly 1",
                 self.cfg.topic, self.brokers
@@ -130,6 +134,35 @@ impl OffsetLog {
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
+            }
+        }
+    }
+
+    /// Refuses an existing topic whose `cleanup.policy` deletes old records: there the offsets
+    /// of idle partitions expire, and those partitions restart at `start` (loss or replay). A
+    /// broker that does not say is only warned about.
+    async fn check_compacted(&self) -> Result<(), ConnectorError> {
+        let topic = self.cfg.topic.as_str();
+        let brokers = self.brokers.as_str();
+        let policy = match cleanup_policy(&self.cfg, topic).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(topic, brokers, error = %e, "kafka offset store: cannot read the topic's cleanup.policy; it must be `compact`");
+                return Ok(());
+            }
+        };
+        match policy {
+            Some(p) if p.split(',').all(|x| x.trim() == "compact") => Ok(()),
+            Some(p) => Err(ConnectorError::fatal(format!(
+                "kafka offset store: topic `{topic}` on {brokers} has cleanup.policy={p}; it must be `compact`, or the offsets of idle partitions expire and those partitions start over (fix: kafka-configs --alter --entity-type topics --entity-name {topic} --add-config cleanup.policy=compact)"
+            ))),
+            None => {
+                tracing::warn!(
+                    topic,
+                    brokers,
+                    "kafka offset store: the broker did not report the topic's cleanup.policy; it must be `compact`"
+                );
+                Ok(())
             }
         }
     }
@@ -190,10 +223,10 @@ impl OffsetLog {
                     brokers: brokers.clone(),
                 })
                 .map_err(|e| {
-                    ConnectorError::fatal(format!(
-                        "kafka offset store: bad client configuration for {brokers}"
-                    ))
-                    .with_source(e)
+                    config_error(
+                        format!("kafka offset store: bad client configuration for {brokers}"),
+                        &e,
+                    )
                 })?;
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(&topic, 0, KOffset::Beginning)
@@ -235,4 +268,45 @@ impl OffsetLog {
         .await
         .map_err(|e| ConnectorError::fatal(format!("kafka offset store: read task failed: {e}")))?
     }
+}
+
+/// The `cleanup.policy` of `topic`, as the broker reports it.
+async fn cleanup_policy(
+    cfg: &OffsetLogConfig,
+    topic: &str,
+) -> Result<Option<String>, ConnectorError> {
+    let brokers = cfg.brokers.join(",");
+    let admin: AdminClient<DefaultClientContext> = client_config(&cfg.brokers, &cfg.properties)
+        .create()
+        .map_err(|e| {
+            config_error(
+                format!("kafka offset store: cannot create an admin client for {brokers}"),
+                &e,
+            )
+        })?;
+    let opts = AdminOptions::new().request_timeout(Some(cfg.timeout));
+    let results = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &opts)
+        .await
+        .map_err(|e| {
+            ConnectorError::retriable(format!(
+                "kafka offset store: describing topic `{topic}` on {brokers} failed"
+            ))
+            .with_source(e)
+        })?;
+    for r in results {
+        match r {
+            Ok(res) => {
+                if let Some(entry) = res.entries.iter().find(|e| e.name == "cleanup.policy") {
+                    return Ok(entry.value.clone());
+                }
+            }
+            Err(code) => {
+                return Err(ConnectorError::retriable(format!(
+                    "kafka offset store: describing topic `{topic}` on {brokers} failed: {code}"
+                )));
+            }
+        }
+    }
+    Ok(None)
 }

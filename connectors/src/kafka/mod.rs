@@ -7,14 +7,16 @@
 mod client;
 mod config;
 mod log;
+mod properties;
 mod sink;
 mod source;
 
 pub use client::{TopicState, is_retriable};
 pub use config::{
     Acks, Compression, CreateTopic, FieldRef, KafkaSinkConfig, KafkaSourceConfig, KeyFrom,
-    PartitionBy, Properties, StartAt, is_secret_property,
+    PartitionBy, Properties, StartAt, glob_match, is_librdkafka_property, is_secret_property,
 };
 pub use log::{OffsetLog, OffsetLogConfig};
+pub use properties::LIBRDKAFKA_PROPERTIES;
 pub use sink::KafkaSink;
 pub use source::{KafkaSource, parse_partition_id, partition_id};

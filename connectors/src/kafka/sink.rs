@@ -1,9 +1,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -13,7 +14,9 @@ use rdkafka::producer::{
 };
 use tokio::sync::Notify;
 
-use super::client::{LogContext, TopicState, create_topic, is_purged, is_retriable, topic_state};
+use super::client::{
+    LogContext, TopicState, config_error, create_topic, is_purged, is_retriable, topic_state,
+};
 use super::config::{FieldRef, KafkaSinkConfig, KeyFrom, PartitionBy};
 use crate::ack::Ack;
 use crate::api::{Sink, SinkRecord};
@@ -60,12 +63,70 @@ impl ClientContext for SinkContext {
     }
 }
 
-impl ProducerContext for SinkContext {
-    type DeliveryOpaque = Box<Ack>;
+/// A record librdkafka holds until its delivery report: its ack, and the record without its
+/// value (librdkafka has a copy, handed back in the report), for the error policy.
+struct InFlight {
+    ack: Ack,
+    record: Record,
+    /// The topic came from `topic_from`, not the configured `topic`.
+    routed: bool,
+}
 
-    fn delivery(&self, result: &DeliveryResult<'_>, ack: Box<Ack>) {
+/// True for a delivery error that concerns this one record, not the sink: Kafka refused the
+/// record itself (too large, invalid), or a topic that `topic_from` picked does not exist or
+/// may not be written. Such a record goes to the error policy; anything else stops the sink.
+fn is_record_error(e: &KafkaError, routed: bool) -> bool {
+    use RDKafkaErrorCode::*;
+    let Some(code) = e.rdkafka_error_code() else {
+        return false;
+    };
+    match code {
+        MessageSizeTooLarge
+        | InvalidMessageSize
+        | InvalidMessage
+        | InvalidRecord
+        | MessageBatchTooLarge
+        | TopicAuthorizationFailed
+        | InvalidTopic
+        | PolicyViolation => true,
+        UnknownTopicOrPartition | UnknownTopic | UnknownPartition => routed,
+        _ => false,
+    }
+}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = Box<InFlight>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, pending: Box<InFlight>) {
+        let InFlight {
+            ack,
+            mut record,
+            routed,
+        } = *pending;
         match result {
             Ok(_) => ack.ack(),
+            Err((e, msg)) if is_record_error(e, routed) => {
+                let partition = msg.partition();
+                tracing::warn!(
+                    topic = msg.topic(),
+                    partition,
+                    brokers = %self.log.brokers,
+                    error = %e,
+                    "kafka sink: Kafka refused a record; handing it to the error policy"
+                );
+                record.value = msg
+                    .payload()
+                    .map(Bytes::copy_from_slice)
+                    .unwrap_or_default();
+                ack.reject(
+                    record,
+                    format!(
+                        "kafka sink: Kafka refused the record for topic `{}` on {}: {e}",
+                        msg.topic(),
+                        self.log.brokers
+                    ),
+                );
+            }
             Err((e, msg)) => {
                 // Dropping the ack fails its batch: nothing from it on is committed.
                 drop(ack);
@@ -97,6 +158,16 @@ impl ProducerContext for SinkContext {
     }
 }
 
+/// What a metadata lookup says about a topic to write to.
+enum Lookup {
+    Partitions(u32),
+    /// The topic does not exist or may not be used: records for it go to the error policy.
+    Refused(String),
+}
+
+/// How long a `topic_from` topic found missing is not looked up again.
+const MISSING_TOPIC_RECHECK: Duration = Duration::from_secs(10);
+
 /// Writes records to Kafka; see [`KafkaSinkConfig`].
 pub struct KafkaSink {
     cfg: KafkaSinkConfig,
@@ -105,6 +176,8 @@ pub struct KafkaSink {
     deliveries: Arc<Deliveries>,
     /// Partition counts of the topics written to (the configured one and any from `topic_from`).
     partitions: HashMap<String, u32>,
+    /// `topic_from` topics found missing or forbidden, when, and why.
+    refused: HashMap<String, (Instant, String)>,
 }
 
 impl KafkaSink {
@@ -125,10 +198,12 @@ impl KafkaSink {
             .client_config()
             .create_with_context(context)
             .map_err(|e| {
-                ConnectorError::fatal(format!(
-                    "kafka sink: bad producer configuration for {brokers} (check `properties`)"
-                ))
-                .with_source(e)
+                config_error(
+                    format!(
+                        "kafka sink: bad producer configuration for {brokers} (check `properties`)"
+                    ),
+                    &e,
+                )
             })?;
         let mut sink = Self {
             cfg: cfg.clone(),
@@ -136,6 +211,7 @@ impl KafkaSink {
             producer,
             deliveries,
             partitions: HashMap::new(),
+            refused: HashMap::new(),
         };
         let topic = cfg.topic.clone();
         let n = sink
@@ -147,11 +223,26 @@ impl KafkaSink {
 
     /// The partition count of `topic`, looked up (with retries) on first use.
     async fn ensure_topic(&mut self, topic: &str, create: bool) -> Result<u32, ConnectorError> {
+        match self.lookup(topic, create, true).await? {
+            Lookup::Partitions(n) => Ok(n),
+            Lookup::Refused(why) => Err(ConnectorError::fatal(why)),
+        }
+    }
+
+    /// The partition count of `topic`, looked up on first use. Unreachable brokers are retried
+    /// (`retry`); a missing topic too when `wait_missing`, else it is [`Lookup::Refused`], like a
+    /// topic Kafka says is invalid or forbidden.
+    async fn lookup(
+        &mut self,
+        topic: &str,
+        create: bool,
+        wait_missing: bool,
+    ) -> Result<Lookup, ConnectorError> {
         if let Some(n) = self.partitions.get(topic) {
-            return Ok(*n);
+            return Ok(Lookup::Partitions(*n));
         }
         let timeout = Duration::from_secs(5);
-        let n = self
+        let found = self
             .cfg
             .retry
             .run(
@@ -164,20 +255,29 @@ impl KafkaSink {
                         topic_state(producer.client(), &t, timeout)
                     })
                     .await
-                    .map_err(|e| ConnectorError::fatal(format!("kafka sink: metadata task failed: {e}")))?
-                    .map_err(|e| {
-                        ConnectorError {
-                            message: format!(
-                                "kafka sink: cannot reach brokers {} for topic `{topic}`",
+                    .map_err(|e| ConnectorError::fatal(format!("kafka sink: metadata task failed: {e}")))?;
+                    let state = match state {
+                        Ok(state) => state,
+                        Err(e) if !wait_missing && is_record_error(&e, true) => {
+                            return Ok(Lookup::Refused(format!(
+                                "kafka sink: topic `{topic}` on {} cannot be written: {e}",
                                 self.brokers
-                            ),
-                            retriable: true,
-                            source: None,
+                            )));
                         }
-                        .with_source(e)
-                    })?;
+                        Err(e) => {
+                            return Err(ConnectorError {
+                                message: format!(
+                                    "kafka sink: cannot reach brokers {} for topic `{topic}`",
+                                    self.brokers
+                                ),
+                                retriable: true,
+                                source: None,
+                            }
+                            .with_source(e));
+                        }
+                    };
                     match state {
-                        TopicState::Present { partitions } => Ok(partitions),
+                        TopicState::Present { partitions } => Ok(Lookup::Partitions(partitions)),
                         TopicState::Missing if create => {
                             let spec = self.cfg.create_topic.clone().unwrap_or(super::config::CreateTopic {
                                 partitions: 1,
@@ -193,7 +293,7 @@ impl KafkaSink {
                             )
                             .await?;
                             // Wait (briefly) until the new topic shows in metadata.
-                            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                            let deadline = Instant::now() + Duration::from_secs(10);
                             loop {
                                 let producer = self.producer.clone();
                                 let t = topic.to_string();
@@ -203,9 +303,9 @@ impl KafkaSink {
                                 .await
                                 .map_err(|e| ConnectorError::fatal(format!("kafka sink: metadata task failed: {e}")))?;
                                 if let Ok(TopicState::Present { partitions }) = state {
-                                    return Ok(partitions);
+                                    return Ok(Lookup::Partitions(partitions));
                                 }
-                                if std::time::Instant::now() > deadline {
+                                if Instant::now() > deadline {
                                     return Err(ConnectorError::retriable(format!(
                                         "kafka sink: topic `{topic}` was created on {} but does not show in metadata",
                                         self.brokers
@@ -214,6 +314,10 @@ impl KafkaSink {
                                 tokio::time::sleep(Duration::from_millis(100)).await;
                             }
                         }
+                        TopicState::Missing if !wait_missing => Ok(Lookup::Refused(format!(
+                            "kafka sink: topic `{topic}` does not exist on {}",
+                            self.brokers
+                        ))),
                         TopicState::Missing => Err(ConnectorError::retriable(format!(
                             "kafka sink: topic `{topic}` does not exist on {} (create it, or set `create_topic`)",
                             self.brokers
@@ -222,8 +326,37 @@ impl KafkaSink {
                 },
             )
             .await?;
-        self.partitions.insert(topic.to_string(), n);
-        Ok(n)
+        if let Lookup::Partitions(n) = found {
+            self.partitions.insert(topic.to_string(), n);
+        }
+        Ok(found)
+    }
+
+    /// The partition count of a topic `topic_from` picked, or why records may not go there.
+    async fn routed_topic(&mut self, topic: &str) -> Result<Lookup, ConnectorError> {
+        if let Err(why) = self.cfg.check_record_topic(topic) {
+            return Ok(Lookup::Refused(format!("kafka sink: {why}")));
+        }
+        if let Some(n) = self.partitions.get(topic) {
+            return Ok(Lookup::Partitions(*n));
+        }
+        if let Some((at, why)) = self.refused.get(topic)
+            && at.elapsed() < MISSING_TOPIC_RECHECK
+        {
+            return Ok(Lookup::Refused(why.clone()));
+        }
+        let found = self.lookup(topic, false, false).await?;
+        match &found {
+            Lookup::Refused(why) => {
+                tracing::warn!(topic, brokers = %self.brokers, reason = %why, "kafka sink: records naming this topic go to the error policy");
+                self.refused
+                    .insert(topic.to_string(), (Instant::now(), why.clone()));
+            }
+            Lookup::Partitions(_) => {
+                self.refused.remove(topic);
+            }
+        }
+        Ok(found)
     }
 
     fn topic_of<'r>(&'r self, r: &'r Record) -> &'r str {
@@ -283,10 +416,8 @@ impl KafkaSink {
         }
         self.producer
             .purge(PurgeConfig::default().queue().inflight());
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while self.deliveries.in_flight.load(Ordering::Acquire) > 0
-            && std::time::Instant::now() < deadline
-        {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.deliveries.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
             self.producer.poll(Duration::from_millis(50));
         }
     }
@@ -301,14 +432,34 @@ impl Sink for KafkaSink {
 
     async fn write(&mut self, batch: Vec<SinkRecord>) -> Result<(), ConnectorError> {
         self.take_failure()?;
-        for SinkRecord { record, route, ack } in batch {
+        for SinkRecord {
+            mut record,
+            route,
+            ack,
+        } in batch
+        {
             let topic = self.topic_of(&record).to_string();
-            let count = match self.partitions.get(&topic) {
-                Some(n) => *n,
-                None => self.ensure_topic(&topic, false).await?,
+            let routed = topic != self.cfg.topic;
+            let count = if routed {
+                match self.routed_topic(&topic).await? {
+                    Lookup::Partitions(n) => n,
+                    Lookup::Refused(why) => {
+                        ack.reject(record, why);
+                        continue;
+                    }
+                }
+            } else {
+                match self.partitions.get(&topic) {
+                    Some(n) => *n,
+                    None => self.ensure_topic(&topic, false).await?,
+                }
             };
+            // librdkafka copies key and value; the record (without its value) waits for the
+            // delivery report in case the error policy needs it.
+            let value = std::mem::take(&mut record.value);
+            let record_key = record.key.clone();
             let key: Option<&[u8]> = match self.cfg.key {
-                KeyFrom::Record => record.key.as_deref(),
+                KeyFrom::Record => record_key.as_deref(),
                 KeyFrom::PartitionKey => route.key.as_deref().map(str::as_bytes),
                 KeyFrom::None => None,
             };
@@ -342,31 +493,36 @@ impl Sink for KafkaSink {
                 }
                 headers = Some(h);
             }
-            let mut msg: BaseRecord<'_, [u8], [u8], Box<Ack>> =
-                BaseRecord::with_opaque_to(&topic, Box::new(ack)).payload(&record.value[..]);
+            let timestamp = record.timestamp;
+            let mut msg: BaseRecord<'_, [u8], [u8], Box<InFlight>> = BaseRecord::with_opaque_to(
+                &topic,
+                Box::new(InFlight {
+                    ack,
+                    record,
+                    routed,
+                }),
+            )
+            .payload(&value[..]);
             msg.key = key;
             msg.partition = partition;
-            msg.timestamp = record.timestamp;
+            msg.timestamp = timestamp;
             msg.headers = headers;
             self.deliveries.in_flight.fetch_add(1, Ordering::AcqRel);
             let mut backoff = Duration::from_micros(200);
-            let mut too_large = None;
+            let mut refused = None;
             loop {
                 match self.producer.send(msg) {
                     Ok(()) => break,
-                    Err((
-                        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
-                        back,
-                    )) => {
-                        // A bad record, not a broken sink: the error policy decides.
-                        too_large = Some(back.delivery_opaque);
-                        break;
-                    }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                         // librdkafka's queue is full: wait for deliveries to make room.
                         msg = back;
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_millis(20));
+                    }
+                    Err((e, back)) if is_record_error(&e, routed) => {
+                        // A bad record, not a broken sink: the error policy decides.
+                        refused = Some((e, back.delivery_opaque));
+                        break;
                     }
                     Err((e, back)) => {
                         drop(back);
@@ -385,15 +541,24 @@ impl Sink for KafkaSink {
                     }
                 }
             }
-            if let Some(ack) = too_large {
+            if let Some((e, pending)) = refused {
                 self.deliveries.done();
-                let size = record.value.len() + record.key.as_ref().map_or(0, |k| k.len());
-                ack.reject(
-                    record,
+                let InFlight {
+                    ack, mut record, ..
+                } = *pending;
+                let size = value.len() + record.key.as_ref().map_or(0, |k| k.len());
+                record.value = value;
+                let reason = if matches!(
+                    e,
+                    KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
+                ) {
                     format!(
                         "kafka sink: record of {size} bytes is larger than the producer's `message.max.bytes` for topic `{topic}`"
-                    ),
-                );
+                    )
+                } else {
+                    format!("kafka sink: cannot produce the record to topic `{topic}`: {e}")
+                };
+                ack.reject(record, reason);
             }
         }
         Ok(())
@@ -417,5 +582,88 @@ impl Sink for KafkaSink {
 impl Drop for KafkaSink {
     fn drop(&mut self) {
         self.purge();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ack::{Completion, Ticket};
+    use crate::record::{Offset, Route};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    use tokio::sync::mpsc::unbounded_channel;
+
+    /// tansu (the end-to-end broker) does not enforce a topic's `max.message.bytes`, so the
+    /// broker's refusal is injected with librdkafka's own mock broker, which speaks the Kafka
+    /// protocol to the real producer.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_record_the_broker_refuses_goes_to_the_error_policy() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("t", 1, 1).expect("topic");
+        let cfg: KafkaSinkConfig = serde_json::from_value(serde_json::json!({
+            "brokers": [cluster.bootstrap_servers()], "topic": "t",
+        }))
+        .expect("config");
+        let mut sink = KafkaSink::connect(&cfg).await.expect("connect");
+        let (done_tx, mut done_rx) = unbounded_channel();
+        let (reject_tx, mut reject_rx) = unbounded_channel();
+        let completion = Completion {
+            partition: "p".into(),
+            seq: 0,
+            last_offset: Offset::from(1),
+            records: 2,
+            end_of_partition: false,
+            ok: true,
+        };
+        let ticket = Ticket::with_rejects(completion, done_tx, Some(reject_tx));
+        cluster.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+        );
+        let record = |o: u64, v: &'static str| SinkRecord {
+            record: Record::new("p".into(), Offset::from(o), v),
+            route: Route::default(),
+            ack: ticket.ack(),
+        };
+        sink.write(vec![record(0, "refused")]).await.expect("write");
+        sink.flush()
+            .await
+            .expect("a refused record does not fail the sink");
+        sink.write(vec![record(1, "kept")]).await.expect("write");
+        sink.flush().await.expect("flush");
+        ticket.close();
+        let rejected = reject_rx
+            .try_recv()
+            .expect("the refused record is rejected");
+        assert_eq!(&rejected.record.value[..], b"refused");
+        assert_eq!(rejected.record.offset, Offset::from(0));
+        assert!(rejected.reason.contains("refused"), "{}", rejected.reason);
+        assert!(reject_rx.try_recv().is_err(), "only one record is refused");
+        // The error policy acknowledges it; then the batch completes.
+        rejected.ack.ack();
+        assert!(done_rx.recv().await.expect("completion").ok);
+    }
+
+    #[test]
+    fn per_record_broker_errors_go_to_the_error_policy() {
+        use RDKafkaErrorCode::*;
+        let err = KafkaError::MessageProduction;
+        for code in [
+            MessageSizeTooLarge,
+            InvalidRecord,
+            MessageBatchTooLarge,
+            TopicAuthorizationFailed,
+            InvalidMessage,
+        ] {
+            assert!(is_record_error(&err(code), false), "{code:?}");
+        }
+        // A missing topic is the record's problem only when `topic_from` picked it.
+        assert!(is_record_error(&err(UnknownTopicOrPartition), true));
+        assert!(!is_record_error(&err(UnknownTopicOrPartition), false));
+        assert!(!is_record_error(&err(UnknownTopic), false));
+        for code in [MessageTimedOut, AllBrokersDown, OutOfOrderSequenceNumber] {
+            assert!(!is_record_error(&err(code), true), "{code:?}");
+        }
     }
 }

@@ -14,7 +14,7 @@ use rdkafka::types::RDKafkaRespErr;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{LogContext, is_retriable};
+use super::client::{LogContext, config_error, is_retriable};
 use super::config::{KafkaSourceConfig, StartAt};
 use crate::api::{CommittedOffsets, Source, SourceBatch, SourceContext};
 use crate::error::ConnectorError;
@@ -63,8 +63,10 @@ impl Shared {
     }
 
     /// Commits the pipeline's committed offsets of `tps` to the group, where they are ahead of
-    /// what was sent to the group before (a synchronous commit sends them again regardless, in
-    /// case an earlier asynchronous one failed).
+    /// what was sent to the group before (a synchronous commit sends an equal offset again, in
+    /// case an earlier asynchronous one failed). Never below what the group had at assignment
+    /// or was sent since: this worker's store may be stale (another worker owned the partition
+    /// meanwhile), and committing it would rewind the group.
     fn commit_to_group(&self, consumer: &BaseConsumer<ConsumerCtx>, tps: &[Tp], mode: CommitMode) {
         let force = matches!(mode, CommitMode::Sync);
         let mut tpl = TopicPartitionList::new();
@@ -75,7 +77,8 @@ impl Shared {
                 continue;
             };
             let want = done + 1;
-            if !force && next.get(tp).is_some_and(|n| *n >= want) {
+            let floor = next.get(tp).copied().unwrap_or(-1);
+            if want < floor || (!force && want == floor) {
                 continue;
             }
             if tpl
@@ -377,10 +380,12 @@ fn poll_loop(
             shared: shared.clone(),
         })
         .map_err(|e| {
-            ConnectorError::fatal(format!(
-                "kafka source: bad consumer configuration for {brokers} (check `properties`)"
-            ))
-            .with_source(e)
+            config_error(
+                format!(
+                    "kafka source: bad consumer configuration for {brokers} (check `properties`)"
+                ),
+                &e,
+            )
         })?;
     let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(|e| {

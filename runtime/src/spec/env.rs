@@ -18,8 +18,10 @@ pub fn interpolate(
             out.push_str("${");
             rest = r;
         } else if let Some(r) = after.strip_prefix("${") {
+            // Messages never quote the text: the value may be a secret, or a typo in one.
+            let at = s[..s.len() - after.len()].chars().count() + 1;
             let end = r.find('}').ok_or_else(|| {
-                format!("unclosed `${{` in `{s}` (write `$${{` for a literal `${{`)")
+                format!("unclosed `${{` at character {at} (write `$${{` for a literal `${{`)")
             })?;
             let expr = &r[..end];
             let (name, default) = match expr.split_once(":-") {
@@ -30,7 +32,9 @@ pub fn interpolate(
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 && !name.starts_with(|c: char| c.is_ascii_digit());
             if !valid {
-                return Err(format!("`${{{expr}}}` is not a valid variable reference"));
+                return Err(format!(
+                    "the `${{...}}` at character {at} is not a valid variable reference: a name is letters, digits and `_`, not starting with a digit (write `$${{` for a literal `${{`)"
+                ));
             }
             match (lookup(name), default) {
                 (Some(v), _) => out.push_str(&v),
@@ -66,6 +70,20 @@ mod tests {
             "HOST" => Some("example".into()),
             "N" => Some("5".into()),
             _ => None,
+        }
+    }
+
+    #[test]
+    fn interpolation_errors_never_echo_the_value() {
+        for raw in [
+            "hunter2${oops",
+            "${BAD-NAME:-hunter2}",
+            "pre-hunter2-${ x }",
+            "${:-hunter2}",
+        ] {
+            let e = interpolate(raw, &env).expect_err(raw);
+            assert!(!e.contains("hunter2") && !e.contains("BAD-NAME"), "{e}");
+            assert!(e.contains("character"), "{e}");
         }
     }
 

@@ -17,6 +17,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use sluice_connectors::{SinkConfig, SourceConfig};
 
 pub use types::*;
 pub use validate::Diagnostic;
@@ -31,8 +32,8 @@ pub fn json_schema() -> Value {
     serde_json::to_value(&schema).unwrap_or(Value::Bool(true))
 }
 
-/// A spec that passed validation.
-#[derive(Debug, Clone)]
+/// A spec that passed validation. Its `Debug` shows the document with secrets redacted.
+#[derive(Clone)]
 pub struct LoadedSpec {
     /// The spec file as given.
     pub file: PathBuf,
@@ -46,25 +47,37 @@ pub struct LoadedSpec {
 impl LoadedSpec {
     /// The resolved document with the values of secret keys replaced, for printing.
     pub fn redacted(&self) -> Value {
-        redact(&self.doc, SchemaCheck::global().secret_keys())
+        redact(&self.doc, SchemaCheck::global())
     }
 }
 
-fn redact(v: &Value, secret: &std::collections::BTreeSet<String>) -> Value {
+impl fmt::Debug for LoadedSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `doc` holds `${VAR}` values in clear; `spec`'s own Debug hides its secrets.
+        f.debug_struct("LoadedSpec")
+            .field("file", &self.file)
+            .field("base_dir", &self.base_dir)
+            .field("spec", &self.spec)
+            .field("doc", &self.redacted())
+            .finish()
+    }
+}
+
+fn redact(v: &Value, check: &SchemaCheck) -> Value {
     match v {
         Value::Object(m) => Value::Object(
             m.iter()
                 .map(|(k, v)| {
-                    let v = if secret.contains(k) && !v.is_null() {
+                    let v = if check.is_secret_key(k) && !v.is_null() {
                         Value::String("<redacted>".into())
                     } else {
-                        redact(v, secret)
+                        redact(v, check)
                     };
                     (k.clone(), v)
                 })
                 .collect(),
         ),
-        Value::Array(a) => Value::Array(a.iter().map(|v| redact(v, secret)).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(|v| redact(v, check)).collect()),
         other => other.clone(),
     }
 }
@@ -157,7 +170,7 @@ pub fn parse(
     if !issues.is_empty() {
         return Err(locate(issues));
     }
-    let spec: Spec = serde_path_to_error::deserialize(&doc).map_err(|e| {
+    let mut spec: Spec = serde_path_to_error::deserialize(&doc).map_err(|e| {
         let pointer = path_to_pointer(&e.path().to_string());
         locate(vec![Issue {
             pointer,
@@ -170,6 +183,10 @@ pub fn parse(
     if !diagnostics.is_empty() {
         diagnostics.sort_by_key(|d| (d.pos.line, d.pos.column));
         return Err(diagnostics);
+    }
+    // The Kafka sink refuses to route records into the offset store's topic at run time too.
+    if let (SinkConfig::Kafka(sink), OffsetsSpec::Kafka(store)) = (&mut spec.sink, &spec.offsets) {
+        sink.reserved_topics.push(store.topic.clone());
     }
     Ok((spec, doc, map))
 }
@@ -206,7 +223,10 @@ fn path_to_pointer(path: &str) -> String {
 }
 
 /// Replaces `${VAR}` in every string value. A plain (unquoted) scalar that is exactly one
-/// placeholder takes the YAML type of its replacement, so `count: ${N}` can be a number.
+/// placeholder takes the YAML type of its replacement, so `count: ${N}` can be a number, but
+/// only when the replacement is written the way that number or boolean prints (`25`, `1.5`,
+/// `true`): `0x1F`, `1e3`, `007` or a 20-digit value stay the strings they are, so a credential
+/// that looks like a number is never changed.
 fn interpolate(
     v: &mut Value,
     pointer: String,
@@ -222,7 +242,9 @@ fn interpolate(
                 *v = if plain && env::is_single_placeholder(s) {
                     match serde_yaml::from_str::<Value>(&new) {
                         Ok(scalar @ (Value::Number(_) | Value::Bool(_) | Value::Null))
-                            if !new.trim().is_empty() =>
+                            if !new.trim().is_empty()
+                                && serde_json::to_string(&scalar)
+                                    .is_ok_and(|printed| printed == new.trim()) =>
                         {
                             scalar
                         }
@@ -277,6 +299,7 @@ fn semantic_checks(spec: &Spec) -> Vec<Issue> {
             ));
         }
     }
+    kafka_checks(spec, &mut issues);
     if let Some(format) = &spec.format {
         let is_csv =
             |c: &Option<FormatChoice>| matches!(c, Some(FormatChoice::Builtin(BuiltinFormat::Csv)));
@@ -369,6 +392,61 @@ fn pos_in_value(
     None
 }
 
+/// Kafka checks that span sections or need librdkafka's property list: every `properties` name
+/// is one librdkafka knows (a typo would otherwise reach librdkafka, which rejects it at run
+/// time, or silently do nothing), and the sink can never write into the offset store's topic.
+fn kafka_checks(spec: &Spec, issues: &mut Vec<Issue>) {
+    use sluice_connectors::kafka::{LIBRDKAFKA_PROPERTIES, is_librdkafka_property};
+    let mut maps = Vec::new();
+    if let SourceConfig::Kafka(c) = &spec.source {
+        maps.push(("/source/properties", &c.properties));
+    }
+    if let SinkConfig::Kafka(c) = &spec.sink {
+        maps.push(("/sink/properties", &c.properties));
+    }
+    if let OffsetsSpec::Kafka(c) = &spec.offsets {
+        maps.push(("/offsets/properties", &c.properties));
+    }
+    for (at, props) in maps {
+        for name in props.0.keys().filter(|n| !is_librdkafka_property(n)) {
+            let mut message = format!("unknown librdkafka property `{name}`");
+            if let Some(s) = validate::did_you_mean(name, LIBRDKAFKA_PROPERTIES.iter().copied()) {
+                message.push_str(&format!("; did you mean `{s}`?"));
+            }
+            message.push_str(" (librdkafka 2.12.1 properties: https://github.com/confluentinc/librdkafka/blob/v2.12.1/CONFIGURATION.md)");
+            issues.push(Issue {
+                pointer: format!("{at}/{}", source_map::escape(name)),
+                at_key: true,
+                message,
+            });
+        }
+    }
+    if let (SinkConfig::Kafka(sink), OffsetsSpec::Kafka(store)) = (&spec.sink, &spec.offsets) {
+        if sink.topic == store.topic {
+            issues.push(Issue {
+                pointer: "/sink/topic".into(),
+                at_key: false,
+                message: format!(
+                    "`{}` is the Kafka offset store's topic (`offsets.topic`); the sink may not write into it",
+                    store.topic
+                ),
+            });
+        }
+        for (i, pattern) in sink.allowed_topics.iter().enumerate() {
+            if sluice_connectors::kafka::glob_match(pattern, &store.topic) {
+                issues.push(Issue {
+                    pointer: format!("/sink/allowed_topics/{i}"),
+                    at_key: false,
+                    message: format!(
+                        "`{pattern}` allows the Kafka offset store's topic `{}`; records can never be routed there",
+                        store.topic
+                    ),
+                });
+            }
+        }
+    }
+}
+
 /// Loads each wasm plugin the spec names, checks its kind, and checks its config against the
 /// schema the plugin exports.
 fn check_plugins(spec: &Spec, base_dir: &Path, host: &PluginHost) -> Vec<Issue> {
@@ -428,6 +506,65 @@ mod tests {
             sluice_connectors::SourceConfig::Generator(g) => assert_eq!(g.count, Some(25)),
             other => panic!("unexpected source {other:?}"),
         }
+    }
+
+    fn kafka_env(name: &str) -> Option<String> {
+        match name {
+            "HEX" => Some("0x1F".into()),
+            "EXP" => Some("1e3".into()),
+            "LONG" => Some("99999999999999999999".into()),
+            "DIGITS" => Some("12345".into()),
+            "N" => Some("5".into()),
+            _ => None,
+        }
+    }
+
+    fn kafka_sink(spec: &Spec) -> &sluice_connectors::kafka::KafkaSinkConfig {
+        match &spec.sink {
+            SinkConfig::Kafka(k) => k,
+            other => panic!("unexpected sink {other:?}"),
+        }
+    }
+
+    #[test]
+    fn placeholders_that_only_look_like_numbers_keep_their_text() {
+        let text = "version: 1\nname: t\nsource: {type: generator}\nsink:\n  type: kafka\n  brokers: [b:9092]\n  topic: t\n  linger: 5ms\n  batch_records: ${N}\n  properties:\n    sasl.password: ${HEX}\n    sasl.username: ${EXP}\n    ssl.key.password: ${LONG}\n    ssl.keystore.password: ${DIGITS}\n    linger.ms: ${N}\n";
+        let (spec, _, _) = parse("t.yaml", text, &kafka_env).expect("valid");
+        let k = kafka_sink(&spec);
+        assert_eq!(k.batch_records, 5, "a plain number still becomes a number");
+        let p = &k.properties.0;
+        assert_eq!(p["sasl.password"], "0x1F");
+        assert_eq!(p["sasl.username"], "1e3");
+        assert_eq!(p["ssl.key.password"], "99999999999999999999");
+        assert_eq!(p["ssl.keystore.password"], "12345");
+        assert_eq!(p["linger.ms"], "5");
+    }
+
+    #[test]
+    fn loaded_spec_debug_hides_secrets() {
+        let text = "version: 1\nname: t\nsource: {type: generator}\nsink:\n  type: kafka\n  brokers: [b:9092]\n  topic: t\n  properties:\n    sasl.password: ${HEX}\n    sasl.oauthbearer.client.secret: hunter2\n";
+        let (spec, doc, _) = parse("t.yaml", text, &kafka_env).expect("valid");
+        let loaded = LoadedSpec {
+            file: "t.yaml".into(),
+            base_dir: ".".into(),
+            spec,
+            doc,
+        };
+        let shown = format!("{loaded:?}");
+        assert!(
+            !shown.contains("0x1F") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
+    #[test]
+    fn the_kafka_sink_refuses_the_offset_store_topic_at_run_time_too() {
+        let text = "version: 1\nname: t\nsource: {type: generator}\nsink:\n  type: kafka\n  brokers: [b:9092]\n  topic: t\n  topic_from: {header: dest}\noffsets:\n  store: kafka\n  brokers: [b:9092]\n  topic: offs\n";
+        let (spec, _, _) = parse("t.yaml", text, &kafka_env).expect("valid");
+        let k = kafka_sink(&spec);
+        assert!(k.check_record_topic("offs").is_err());
+        assert!(k.check_record_topic("other").is_ok());
     }
 
     #[test]

@@ -112,6 +112,15 @@ impl SchemaCheck {
         &self.secret_keys
     }
 
+    /// The one rule for a key whose value is never shown, in validation errors and in
+    /// `validate --print`: a schema `writeOnly` key, or a name the secret-name rule
+    /// ([`sluice_connectors::kafka::is_secret_property`]: librdkafka's sensitive properties and
+    /// names containing `password`, `secret`, `token`, ...) matches, wherever it appears, so
+    /// free-form maps such as Kafka `properties` are covered too.
+    pub fn is_secret_key(&self, key: &str) -> bool {
+        self.secret_keys.contains(key) || sluice_connectors::kafka::is_secret_property(key)
+    }
+
     /// Every schema violation in `doc`, phrased for people.
     pub fn check(&self, doc: &Value) -> Vec<Issue> {
         let mut issues = Vec::new();
@@ -124,7 +133,9 @@ impl SchemaCheck {
     }
 
     fn is_secret(&self, pointer: &str) -> bool {
-        pointer.split('/').any(|s| self.secret_keys.contains(s))
+        pointer
+            .split('/')
+            .any(|s| self.is_secret_key(&s.replace("~1", "/").replace("~0", "~")))
     }
 
     fn found(&self, pointer: &str, v: &Value) -> String {
