@@ -374,6 +374,41 @@ fn sink_writes_every_record_by_key_and_dead_letters_oversized_ones() {
 }
 
 #[test]
+fn sink_keeps_per_key_order_with_many_calls_in_flight() {
+    let k = Kinesis::new();
+    let stream = k.create_stream(3);
+    let s = Scratch::new();
+    write_input(&s, 800, 4);
+    // One record per call and 50 calls at once: without one call per shard at a time, calls
+    // carrying the same key race each other to the service.
+    s.write(
+        "spec.yaml",
+        &sink_spec(
+            "order",
+            &k.endpoint,
+            &stream,
+            "  max_batch_records: 1\n  max_in_flight: 50\n",
+            "none",
+        ),
+    );
+    run_ok(&s, &["run", "spec.yaml"]);
+    let got = k.read_all(&stream);
+    assert_eq!(got.len(), 800);
+    let mut shards: BTreeSet<&str> = BTreeSet::new();
+    let mut last: HashMap<String, u64> = HashMap::new();
+    for g in &got {
+        let v: serde_json::Value = serde_json::from_slice(&g.data).expect("json");
+        let seq = v["seq"].as_u64().expect("seq");
+        if let Some(prev) = last.insert(g.key.clone(), seq) {
+            assert!(seq > prev, "key {}: seq {seq} stored after {prev}", g.key);
+        }
+        shards.insert(g.shard.as_str());
+    }
+    assert!(shards.len() > 1, "the keys spread over shards: {shards:?}");
+    k.delete(&stream);
+}
+
+#[test]
 fn aggregated_records_round_trip_and_resume_inside_an_aggregate() {
     let k = Kinesis::new();
     let stream = k.create_stream(2);

@@ -304,7 +304,7 @@ fn retry_put_records() -> RetryPolicy {
 impl KinesisSourceConfig {
     /// Checks beyond the schema, without I/O.
     pub fn check(&self) -> Vec<ConfigIssue> {
-        let mut issues = Vec::new();
+        let mut issues = self.aws.timeouts.check("aws");
         if let Err(m) = super::StreamRef::parse(&self.stream) {
             issues.push(ConfigIssue::new("stream", m));
         }
@@ -374,7 +374,7 @@ impl KinesisSourceConfig {
 impl KinesisSinkConfig {
     /// Checks beyond the schema, without I/O.
     pub fn check(&self) -> Vec<ConfigIssue> {
-        let mut issues = Vec::new();
+        let mut issues = self.aws.timeouts.check("aws");
         if let Err(m) = super::StreamRef::parse(&self.stream) {
             issues.push(ConfigIssue::new("stream", m));
         }
