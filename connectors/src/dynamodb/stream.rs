@@ -31,11 +31,65 @@ pub(crate) struct StreamReader {
 }
 
 /// Where a shard reader starts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum StartAt {
     After(String),
     TrimHorizon,
     Latest,
+}
+
+/// What to do with a shard that is ready to be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Plan {
+    /// Read from here, passing over records created before `since` (ms since the epoch).
+    Read { at: StartAt, since: Option<i64> },
+    /// Closed before a `latest` start: nothing in it is new; mark it finished.
+    Skip,
+}
+
+/// What a ready shard does. `listed_at_start`: it was in the first listing; `parent_at_start`:
+/// its parent was too. `since` is the run's own lower bound (`snapshot_then_cdc`);
+/// `run_started` is when this run began (ms since the epoch).
+///
+/// With `latest`, a shard listed at start reads from its tip, except that an open shard whose
+/// parent was listed (and is read first, or passed over) reads from its start and passes over
+/// what was created before this run: its tip at the time the parent is done is later than the
+/// run's start, and changes in between would be lost. DynamoDB Streams has no AT_TIMESTAMP, and
+/// creation times are whole seconds, so the bound is the run's start rounded down to a second.
+fn plan(
+    latest: bool,
+    committed: Option<&str>,
+    listed_at_start: bool,
+    parent_at_start: bool,
+    closed: bool,
+    since: Option<i64>,
+    run_started: i64,
+) -> Plan {
+    match committed {
+        Some(c) if c != SKIPPED => Plan::Read {
+            at: StartAt::After(c.to_string()),
+            since,
+        },
+        _ if latest && listed_at_start && since.is_none() => {
+            if closed {
+                Plan::Skip
+            } else if parent_at_start {
+                Plan::Read {
+                    at: StartAt::TrimHorizon,
+                    since: Some(run_started - run_started.rem_euclid(1000)),
+                }
+            } else {
+                Plan::Read {
+                    at: StartAt::Latest,
+                    since: None,
+                }
+            }
+        }
+        _ => Plan::Read {
+            at: StartAt::TrimHorizon,
+            since,
+        },
+    }
 }
 
 impl StreamReader {
@@ -114,6 +168,7 @@ impl StreamReader {
     /// Reads the stream until `ctx.shutdown`. With `since` (ms since the epoch), records created
     /// earlier are passed over.
     pub async fn run(&self, ctx: &SourceContext, since: Option<i64>) -> Result<(), ConnectorError> {
+        let run_started = chrono::Utc::now().timestamp_millis();
         let arn = self.stream_arn().await?;
         let mut graph = ShardGraph::default();
         // Shards seen at the first listing: with `latest`, those start at the stream's tip
@@ -175,33 +230,37 @@ impl StreamReader {
                 if running.contains(&id) || done.contains(&id) {
                     continue;
                 }
-                let closed = graph.get(&id).is_some_and(|n| n.closed);
-                let at_start = initial.as_ref().is_some_and(|s| s.contains(&id));
-                let start = match committed.get(id.as_str()) {
-                    Some(c) if c.offset.as_str() != SKIPPED => StartAt::After(c.offset.to_string()),
-                    _ if self.cfg.start_position == StreamStart::Latest
-                        && at_start
-                        && since.is_none() =>
-                    {
-                        if closed {
-                            // Closed before we started: nothing in it is new. Mark it finished so
-                            // its children may start.
-                            let batch = SourceBatch {
-                                partition: Arc::from(id.as_str()),
-                                records: Vec::new(),
-                                end_of_partition: true,
-                                end_offset: Some(Offset::from(SKIPPED)),
-                            };
-                            if !ctx.send(batch).await {
-                                break;
-                            }
-                            let _ = skip_tx.send(id.clone());
-                            running.insert(id.clone());
-                            continue;
+                let node = graph.get(&id);
+                let closed = node.is_some_and(|n| n.closed);
+                let listed = |s: &str| initial.as_ref().is_some_and(|i| i.contains(s));
+                let parent_at_start = node.is_some_and(|n| n.parents.iter().any(|p| listed(p)));
+                let plan = plan(
+                    self.cfg.start_position == StreamStart::Latest,
+                    committed.get(id.as_str()).map(|c| c.offset.as_str()),
+                    listed(&id),
+                    parent_at_start,
+                    closed,
+                    since,
+                    run_started,
+                );
+                let (start, shard_since) = match plan {
+                    Plan::Read { at, since } => (at, since),
+                    Plan::Skip => {
+                        // Closed before we started: nothing in it is new. Mark it finished so
+                        // its children may start.
+                        let batch = SourceBatch {
+                            partition: Arc::from(id.as_str()),
+                            records: Vec::new(),
+                            end_of_partition: true,
+                            end_offset: Some(Offset::from(SKIPPED)),
+                        };
+                        if !ctx.send(batch).await {
+                            break;
                         }
-                        StartAt::Latest
+                        let _ = skip_tx.send(id.clone());
+                        running.insert(id.clone());
+                        continue;
                     }
-                    _ => StartAt::TrimHorizon,
                 };
                 tracing::debug!(table = %self.cfg.table, shard = %id, start = ?start, "reading shard");
                 running.insert(id.clone());
@@ -212,7 +271,7 @@ impl StreamReader {
                     shard: id.clone(),
                     output: ctx.output.clone(),
                     stop: stop.clone(),
-                    since,
+                    since: shard_since,
                 };
                 readers.spawn(async move {
                     let r = shard.read(start).await;
@@ -286,15 +345,29 @@ impl ShardTask {
 
     /// Reads the shard to its end (a closed shard) or until stopped.
     async fn read(self, start: StartAt) -> Result<(), ConnectorError> {
+        let first = self.iterator(&start).await?;
+        self.read_from(start, first).await
+    }
+
+    /// Reads the shard from `first`, the iterator GetShardIterator gave for `start` (if any).
+    async fn read_from(self, start: StartAt, first: Option<String>) -> Result<(), ConnectorError> {
         let part: PartitionId = Arc::from(self.shard.as_str());
         let mut at = start;
         let mut last: Option<String> = match &at {
             StartAt::After(s) => Some(s.clone()),
             _ => None,
         };
-        let mut iter = self.iterator(&at).await?;
+        let mut iter = first;
         let mut failures = 0u32;
-        while let Some(it) = iter.take() {
+        loop {
+            let Some(it) = iter.take() else {
+                // No iterator means nothing left to read here (a closed shard read to its end
+                // or trimmed away). Say so, so that the shard is finished and its children
+                // start, rather than leaving them waiting until the shard ages out.
+                tracing::warn!(table = %self.cfg.table, shard = %self.shard, "GetShardIterator returned no iterator; the shard is taken as read to its end");
+                self.send(end_batch(&part, last)).await;
+                return Ok(());
+            };
             if self.stop.is_cancelled() {
                 return Ok(());
             }
@@ -384,7 +457,17 @@ impl ShardTask {
             }
             iter = next;
         }
-        Ok(())
+    }
+}
+
+/// The end marker of a shard with nothing (more) to read: its last record's sequence number, or
+/// `end` when none was read.
+fn end_batch(part: &PartitionId, last: Option<String>) -> SourceBatch {
+    SourceBatch {
+        partition: part.clone(),
+        records: Vec::new(),
+        end_of_partition: true,
+        end_offset: Some(Offset::new(last.unwrap_or_else(|| "end".to_string()))),
     }
 }
 
@@ -410,7 +493,7 @@ fn to_record(
     let keys = conv(d.and_then(|d| d.keys())).unwrap_or_default();
     let new = conv(d.and_then(|d| d.new_image()));
     let old = conv(d.and_then(|d| d.old_image()));
-    let write_map = match cfg.item_format {
+    let write_map = match cfg.item_format() {
         ItemFormat::Json => item::write_plain_map,
         ItemFormat::DynamodbJson => item::write_ddb_map,
     };
@@ -456,4 +539,85 @@ fn to_record(
         ("shard-id".into(), part.to_string()),
     ];
     rec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STARTED: i64 = 1_764_496_800_123;
+
+    #[test]
+    fn latest_reads_an_open_child_of_a_shard_listed_at_start_from_the_runs_start() {
+        // {closed parent listed at start, open child listed at start}: the parent is passed
+        // over; the child reads from its start, passing over what came before this run.
+        let parent = plan(true, None, true, false, true, None, STARTED);
+        assert_eq!(parent, Plan::Skip);
+        // The child becomes ready only once the parent's `skipped` is committed.
+        let child = plan(true, Some(SKIPPED), true, true, false, None, STARTED);
+        assert_eq!(
+            child,
+            Plan::Read {
+                at: StartAt::TrimHorizon,
+                since: Some(1_764_496_800_000),
+            }
+        );
+        // An open shard without a listed parent starts at once, at the tip.
+        assert_eq!(
+            plan(true, None, true, false, false, None, STARTED),
+            Plan::Read {
+                at: StartAt::Latest,
+                since: None,
+            }
+        );
+        // Shards that appear later are read whole; committed shards resume.
+        assert_eq!(
+            plan(true, None, false, true, false, None, STARTED),
+            Plan::Read {
+                at: StartAt::TrimHorizon,
+                since: None,
+            }
+        );
+        assert_eq!(
+            plan(false, Some("42"), true, true, false, None, STARTED),
+            Plan::Read {
+                at: StartAt::After("42".into()),
+                since: None,
+            }
+        );
+        // trim_horizon reads everything.
+        assert_eq!(
+            plan(false, None, true, true, true, None, STARTED),
+            Plan::Read {
+                at: StartAt::TrimHorizon,
+                since: None,
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_shard_without_an_iterator_ends_with_an_end_marker() {
+        let cfg: DynamoSourceConfig =
+            serde_json::from_value(serde_json::json!({"table": "orders"})).expect("config");
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        let (tx, mut rx) = mpsc::channel(4);
+        let task = ShardTask {
+            cfg: Arc::new(cfg),
+            streams: aws_sdk_dynamodbstreams::Client::new(&sdk),
+            arn: "arn:aws:dynamodb:us-east-1:1:table/orders/stream/x".into(),
+            shard: "shardId-1".into(),
+            output: tx,
+            stop: CancellationToken::new(),
+            since: None,
+        };
+        task.read_from(StartAt::After("77".into()), None)
+            .await
+            .expect("read");
+        let b = rx.try_recv().expect("an end marker");
+        assert!(b.end_of_partition && b.records.is_empty());
+        assert_eq!(b.end_offset.as_ref().map(|o| o.as_str()), Some("77"));
+    }
 }
