@@ -397,7 +397,7 @@ fn validate_refuses_a_table_to_table_copy_through_plain_json() {
     );
     let out = s.run(&["validate", "default.yaml"]);
     assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = format!("{}{}", stdout(&out), stderr(&out));
     assert!(
         err.contains("item_format") && err.contains("dynamodb_json") && err.contains("sets"),
         "{err}"

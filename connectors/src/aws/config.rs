@@ -34,7 +34,8 @@ pub struct AwsConfig {
 }
 
 /// Time limits of every AWS call. A call that runs out of time fails as retriable and goes
-/// through the connector's own `retry` policy; the SDK does not retry on its own. A Kinesis
+/// through the connector's own retry policy; in the connectors the SDK does not retry on its
+/// own (the DynamoDB offset store keeps the SDK's standard retries). A Kinesis
 /// SubscribeToShard call is done once its subscription is open: the event stream that follows
 /// (up to 5 minutes) is not cut by these limits.
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
