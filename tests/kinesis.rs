@@ -587,6 +587,61 @@ fn efo_renews_subscriptions_and_continues_without_loss_or_repeats() {
 }
 
 #[test]
+fn efo_subscriptions_outlive_the_aws_call_timeouts() {
+    let k = Kinesis::new();
+    let stream = k.create_stream(1);
+    let s = Scratch::new();
+    let extra = format!(
+        "  stream: {stream}\n  start_position: trim_horizon\n  reader: efo\n  consumer_name: long\n"
+    );
+    // Calls time out after 1s; a subscription (renewed only after 290s) must not.
+    let spec = source_spec("efo-long", &k.endpoint, &extra).replacen(
+        "  aws:\n",
+        "  aws:\n    timeouts: {attempt: 1s, operation: 1s}\n",
+        1,
+    );
+    assert!(spec.contains("timeouts"), "{spec}");
+    s.write("spec.yaml", &spec);
+    let mut child = Running(
+        s.cmd(&["run", "spec.yaml"])
+            .env("SLUICE_LOG", "warn,sluice_connectors::kinesis=debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn sluice"),
+    );
+    let started = std::time::Instant::now();
+    let mut next = 0;
+    while started.elapsed() < Duration::from_secs(5) {
+        k.put_seqs(&stream, next..next + 20, 3);
+        next += 20;
+        let want = next as usize;
+        assert!(
+            wait_for(Duration::from_secs(20), || unique_seqs(&s).len() >= want),
+            "EFO delivered {} of {want}",
+            unique_seqs(&s).len()
+        );
+    }
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+    let mut log = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut log)
+        .expect("log");
+    assert_eq!(
+        log.matches("subscribed").count(),
+        1,
+        "one subscription for the whole run:\n{log}"
+    );
+    assert_eq!(unique_seqs(&s), (0..next).collect());
+    k.delete(&stream);
+}
+
+#[test]
 fn retriable_failures_back_off_per_call_policy_then_fail_naming_the_call() {
     // Nothing listens on this port: every DescribeStreamSummary is a retriable dispatch failure.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
