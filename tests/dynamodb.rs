@@ -270,29 +270,52 @@ fn typed_item(id: &str, generation: u64) -> Item {
     let g = generation;
     Item::from([
         ("id".to_string(), A::S(id.to_string())),
-        ("ss".into(), A::Ss(vec![format!("a-{id}"), format!("b-{g}")])),
-        ("ns".into(), A::Ns(vec!["1.50".into(), format!("{g}"), "-0.001".into()])),
+        (
+            "ss".into(),
+            A::Ss(vec![format!("a-{id}"), format!("b-{g}")]),
+        ),
+        (
+            "ns".into(),
+            A::Ns(vec!["1.50".into(), format!("{g}"), "-0.001".into()]),
+        ),
         (
             "bs".into(),
-            A::Bs(vec![Blob::new(vec![0, 1, 2]), Blob::new(vec![0xff, g as u8])]),
+            A::Bs(vec![
+                Blob::new(vec![0, 1, 2]),
+                Blob::new(vec![0xff, g as u8]),
+            ]),
         ),
-        ("bin".into(), A::B(Blob::new(vec![0xff, 0x00, 0xfe, g as u8]))),
+        (
+            "bin".into(),
+            A::B(Blob::new(vec![0xff, 0x00, 0xfe, g as u8])),
+        ),
         ("num".into(), A::N("10.250".into())),
-        ("big".into(), A::N("123456789012345678901234567890.5".into())),
+        (
+            "big".into(),
+            A::N("123456789012345678901234567890.5".into()),
+        ),
         ("nul".into(), A::Null(true)),
-        ("flag".into(), A::Bool(g % 2 == 0)),
+        ("flag".into(), A::Bool(g.is_multiple_of(2))),
         (
             "map".into(),
             A::M(HashMap::from([
                 ("inner_ss".to_string(), A::Ss(vec!["q".into(), "r".into()])),
                 (
                     "list".to_string(),
-                    A::L(vec![A::S("x".into()), A::N("2.0".into()), A::Null(true), A::Bool(false)]),
+                    A::L(vec![
+                        A::S("x".into()),
+                        A::N("2.0".into()),
+                        A::Null(true),
+                        A::Bool(false),
+                    ]),
                 ),
                 ("bin".to_string(), A::B(Blob::new(vec![9, 8, 7]))),
             ])),
         ),
-        ("list".into(), A::L(vec![A::Ns(vec!["3".into()]), A::M(HashMap::new())])),
+        (
+            "list".into(),
+            A::L(vec![A::Ns(vec!["3".into()]), A::M(HashMap::new())]),
+        ),
         ("gen".into(), A::N(g.to_string())),
     ])
 }
@@ -355,7 +378,11 @@ fn a_replica_keeps_every_attribute_type_through_the_snapshot_and_the_stream() {
             .chain(b.keys())
             .filter(|k| a.get(*k) != b.get(*k))
             .collect();
-        (diff.len(), diff.first().map(|k| (a.get(*k).cloned(), b.get(*k).cloned())))
+        (
+            diff.len(),
+            diff.first()
+                .map(|k| (a.get(*k).cloned(), b.get(*k).cloned())),
+        )
     };
     // Churn while the (rate-limited) scan runs: updates, new items, deletes.
     assert!(
@@ -365,14 +392,20 @@ fn a_replica_keeps_every_attribute_type_through_the_snapshot_and_the_stream() {
     for i in 0..40 {
         d.put(&from, typed_item(&format!("k{}", i * 7), 1));
         d.put(&from, typed_item(&format!("new{i}"), 2));
-        d.delete(&from, Item::from([("id".to_string(), s_(&format!("k{}", 399 - i)))]));
+        d.delete(
+            &from,
+            Item::from([("id".to_string(), s_(&format!("k{}", 399 - i)))]),
+        );
     }
     let ok = wait_for(Duration::from_secs(120), || differs().0 == 0);
     assert!(ok, "the copy differs after the snapshot: {:?}", differs());
     // And through the stream alone.
     for i in 0..30 {
         d.put(&from, typed_item(&format!("k{}", i * 3), 3));
-        d.delete(&from, Item::from([("id".to_string(), s_(&format!("new{i}")))]));
+        d.delete(
+            &from,
+            Item::from([("id".to_string(), s_(&format!("new{i}")))]),
+        );
         d.put(&from, typed_item(&format!("late{i}"), 4));
     }
     let ok = wait_for(Duration::from_secs(60), || differs().0 == 0);
@@ -382,8 +415,14 @@ fn a_replica_keeps_every_attribute_type_through_the_snapshot_and_the_stream() {
     assert!(status.success());
     let copy = d.by_key(&to, "id");
     assert_eq!(copy.len(), 400 + 40 - 40 - 30 + 30);
-    assert!(matches!(copy["k0"]["ss"], aws_sdk_dynamodb::types::AttributeValue::Ss(_)));
-    assert!(matches!(copy["k21"]["bs"], aws_sdk_dynamodb::types::AttributeValue::Bs(_)));
+    assert!(matches!(
+        copy["k0"]["ss"],
+        aws_sdk_dynamodb::types::AttributeValue::Ss(_)
+    ));
+    assert!(matches!(
+        copy["k21"]["bs"],
+        aws_sdk_dynamodb::types::AttributeValue::Bs(_)
+    ));
 }
 
 #[test]

@@ -390,11 +390,11 @@ async fn overwrite_by_keys_other_than_the_table_key_is_refused_at_start() {
         serde_json::json!(["user_id", "ts", "v"]),
         serde_json::json!(["v"]),
     ] {
-        let r = DynamoSink::new(sink_cfg(&t, serde_json::json!({"overwrite_by_keys": keys})))
-            .await;
+        let r = DynamoSink::new(sink_cfg(&t, serde_json::json!({"overwrite_by_keys": keys}))).await;
         let e = r.err().expect("refused");
         assert!(
-            e.message.contains("overwrite_by_keys must name the table's key attributes")
+            e.message
+                .contains("overwrite_by_keys must name the table's key attributes")
                 && e.message.contains(&t)
                 && !e.retriable,
             "{e}"
