@@ -20,8 +20,26 @@ use crate::error::ConnectorError;
 use crate::record::{Offset, PartitionId, Record};
 use crate::shards::{ShardGraph, ShardNode};
 
-/// The offset of a shard that was passed over without reading (closed before a `latest` start).
+/// The offset of a shard that was passed over without reading (closed before a `latest` start):
+/// `skipped@<ms>`, the start of that run (rounded down to a second). Older markers carry no time.
 const SKIPPED: &str = "skipped";
+
+/// The skip marker of a run started at `floor` (ms since the epoch).
+fn skipped_marker(floor: i64) -> String {
+    format!("{SKIPPED}@{floor}")
+}
+
+/// `Some(run start)` for a skip marker (`Some(None)` for one without a time), `None` for an
+/// offset.
+fn skipped_at(offset: &str) -> Option<Option<i64>> {
+    if offset == SKIPPED {
+        return Some(None);
+    }
+    offset
+        .strip_prefix(SKIPPED)
+        .and_then(|r| r.strip_prefix('@'))
+        .map(|t| t.parse().ok())
+}
 
 /// Reads the stream of one table.
 pub(crate) struct StreamReader {
@@ -47,48 +65,72 @@ enum Plan {
     Skip,
 }
 
-/// What a ready shard does. `listed_at_start`: it was in the first listing; `parent_at_start`:
-/// its parent was too. `since` is the run's own lower bound (`snapshot_then_cdc`);
+/// What is known about a ready shard when deciding where it starts.
+#[derive(Debug, Clone, Default)]
+struct Lineage<'a> {
+    /// Its committed offset, if any.
+    committed: Option<&'a str>,
+    /// It was in this run's first listing.
+    listed_at_start: bool,
+    /// One of its parents was in this run's first listing.
+    parent_at_start: bool,
+    /// A parent was passed over at a `latest` start: that run's start (`None` if the marker has
+    /// no time).
+    parent_skipped: Option<Option<i64>>,
+    closed: bool,
+}
+
+/// What a ready shard does. `since` is the run's own lower bound (`snapshot_then_cdc`);
 /// `run_started` is when this run began (ms since the epoch).
 ///
-/// With `latest`, a shard listed at start reads from its tip, except that an open shard whose
-/// parent was listed (and is read first, or passed over) reads from its start and passes over
-/// what was created before this run: its tip at the time the parent is done is later than the
-/// run's start, and changes in between would be lost. DynamoDB Streams has no AT_TIMESTAMP, and
-/// creation times are whole seconds, so the bound is the run's start rounded down to a second.
-fn plan(
-    latest: bool,
-    committed: Option<&str>,
-    listed_at_start: bool,
-    parent_at_start: bool,
-    closed: bool,
-    since: Option<i64>,
-    run_started: i64,
-) -> Plan {
-    match committed {
-        Some(c) if c != SKIPPED => Plan::Read {
+/// With `latest`, a shard listed at start reads from its tip, and one already closed is passed
+/// over, except for children: a shard whose parent was passed over (or was listed at start)
+/// reads from its oldest record and passes over what was created before the start of the run
+/// that passed the parent over. Its tip at the time the parent is done is later than that start,
+/// and changes in between would be lost, also when the run crashed before committing any of
+/// them. DynamoDB Streams has no AT_TIMESTAMP, and creation times are whole seconds, so the
+/// bound is the start rounded down to a second.
+fn plan(latest: bool, shard: &Lineage, since: Option<i64>, run_started: i64) -> Plan {
+    let floor = run_started - run_started.rem_euclid(1000);
+    if let Some(c) = shard.committed
+        && skipped_at(c).is_none()
+    {
+        return Plan::Read {
             at: StartAt::After(c.to_string()),
             since,
-        },
-        _ if latest && listed_at_start && since.is_none() => {
-            if closed {
+        };
+    }
+    if latest && since.is_none() {
+        if let Some(mark) = shard.parent_skipped {
+            let t = mark.unwrap_or(floor).min(floor);
+            if shard.closed && shard.listed_at_start && t >= floor {
+                // Closed before this run began, below a shard this run passed over.
+                return Plan::Skip;
+            }
+            return Plan::Read {
+                at: StartAt::TrimHorizon,
+                since: Some(t),
+            };
+        }
+        if shard.listed_at_start {
+            return if shard.closed {
                 Plan::Skip
-            } else if parent_at_start {
+            } else if shard.parent_at_start {
                 Plan::Read {
                     at: StartAt::TrimHorizon,
-                    since: Some(run_started - run_started.rem_euclid(1000)),
+                    since: Some(floor),
                 }
             } else {
                 Plan::Read {
                     at: StartAt::Latest,
                     since: None,
                 }
-            }
+            };
         }
-        _ => Plan::Read {
-            at: StartAt::TrimHorizon,
-            since,
-        },
+    }
+    Plan::Read {
+        at: StartAt::TrimHorizon,
+        since,
     }
 }
 
@@ -233,13 +275,24 @@ impl StreamReader {
                 let node = graph.get(&id);
                 let closed = node.is_some_and(|n| n.closed);
                 let listed = |s: &str| initial.as_ref().is_some_and(|i| i.contains(s));
-                let parent_at_start = node.is_some_and(|n| n.parents.iter().any(|p| listed(p)));
+                let parents: &[String] = node.map(|n| n.parents.as_slice()).unwrap_or_default();
+                let marks: Vec<Option<i64>> = parents
+                    .iter()
+                    .filter_map(|p| committed.get(p.as_str()))
+                    .filter_map(|c| skipped_at(c.offset.as_str()))
+                    .collect();
+                let parent_skipped =
+                    (!marks.is_empty()).then(|| marks.iter().flatten().min().copied());
+                let lineage = Lineage {
+                    committed: committed.get(id.as_str()).map(|c| c.offset.as_str()),
+                    listed_at_start: listed(&id),
+                    parent_at_start: parents.iter().any(|p| listed(p)),
+                    parent_skipped,
+                    closed,
+                };
                 let plan = plan(
                     self.cfg.start_position == StreamStart::Latest,
-                    committed.get(id.as_str()).map(|c| c.offset.as_str()),
-                    listed(&id),
-                    parent_at_start,
-                    closed,
+                    &lineage,
                     since,
                     run_started,
                 );
@@ -252,7 +305,9 @@ impl StreamReader {
                             partition: Arc::from(id.as_str()),
                             records: Vec::new(),
                             end_of_partition: true,
-                            end_offset: Some(Offset::from(SKIPPED)),
+                            end_offset: Some(Offset::new(skipped_marker(
+                                run_started - run_started.rem_euclid(1000),
+                            ))),
                         };
                         if !ctx.send(batch).await {
                             break;
@@ -547,52 +602,94 @@ mod tests {
 
     const STARTED: i64 = 1_764_496_800_123;
 
+    fn read(at: StartAt, since: Option<i64>) -> Plan {
+        Plan::Read { at, since }
+    }
+
     #[test]
     fn latest_reads_an_open_child_of_a_shard_listed_at_start_from_the_runs_start() {
+        const FLOOR: i64 = 1_764_496_800_000;
         // {closed parent listed at start, open child listed at start}: the parent is passed
         // over; the child reads from its start, passing over what came before this run.
-        let parent = plan(true, None, true, false, true, None, STARTED);
-        assert_eq!(parent, Plan::Skip);
-        // The child becomes ready only once the parent's `skipped` is committed.
-        let child = plan(true, Some(SKIPPED), true, true, false, None, STARTED);
+        let parent = Lineage {
+            listed_at_start: true,
+            closed: true,
+            ..Lineage::default()
+        };
+        assert_eq!(plan(true, &parent, None, STARTED), Plan::Skip);
+        assert_eq!(skipped_marker(FLOOR), "skipped@1764496800000");
+        // The child becomes ready once the parent's marker is committed.
+        let marker = skipped_marker(FLOOR);
+        let child = Lineage {
+            listed_at_start: true,
+            parent_at_start: true,
+            parent_skipped: skipped_at(&marker),
+            ..Lineage::default()
+        };
         assert_eq!(
-            child,
-            Plan::Read {
-                at: StartAt::TrimHorizon,
-                since: Some(1_764_496_800_000),
-            }
+            plan(true, &child, None, STARTED),
+            read(StartAt::TrimHorizon, Some(FLOOR))
+        );
+        // A later run (the first crashed before the child committed anything) still reads the
+        // child from the first run's start, even once the child has closed.
+        let later = STARTED + 3_600_000;
+        let closed_child = Lineage {
+            closed: true,
+            ..child.clone()
+        };
+        assert_eq!(
+            plan(true, &closed_child, None, later),
+            read(StartAt::TrimHorizon, Some(FLOOR))
+        );
+        // A grandchild closed before this run, below a shard this run passed over: passed over.
+        assert_eq!(plan(true, &closed_child, None, STARTED), Plan::Skip);
+        // A marker without a time (older runs): this run's start.
+        let old = Lineage {
+            parent_skipped: skipped_at(SKIPPED),
+            ..child.clone()
+        };
+        assert_eq!(
+            plan(true, &old, None, STARTED),
+            read(StartAt::TrimHorizon, Some(FLOOR))
+        );
+        // An open child of a parent listed open at start (read from its tip): from the start.
+        let open_parent = Lineage {
+            listed_at_start: true,
+            parent_at_start: true,
+            ..Lineage::default()
+        };
+        assert_eq!(
+            plan(true, &open_parent, None, STARTED),
+            read(StartAt::TrimHorizon, Some(FLOOR))
         );
         // An open shard without a listed parent starts at once, at the tip.
+        let root = Lineage {
+            listed_at_start: true,
+            ..Lineage::default()
+        };
         assert_eq!(
-            plan(true, None, true, false, false, None, STARTED),
-            Plan::Read {
-                at: StartAt::Latest,
-                since: None,
-            }
+            plan(true, &root, None, STARTED),
+            read(StartAt::Latest, None)
         );
         // Shards that appear later are read whole; committed shards resume.
         assert_eq!(
-            plan(true, None, false, true, false, None, STARTED),
-            Plan::Read {
-                at: StartAt::TrimHorizon,
-                since: None,
-            }
+            plan(true, &Lineage::default(), None, STARTED),
+            read(StartAt::TrimHorizon, None)
         );
+        let resumed = Lineage {
+            committed: Some("42"),
+            ..child.clone()
+        };
         assert_eq!(
-            plan(false, Some("42"), true, true, false, None, STARTED),
-            Plan::Read {
-                at: StartAt::After("42".into()),
-                since: None,
-            }
+            plan(true, &resumed, None, STARTED),
+            read(StartAt::After("42".into()), None)
         );
         // trim_horizon reads everything.
         assert_eq!(
-            plan(false, None, true, true, true, None, STARTED),
-            Plan::Read {
-                at: StartAt::TrimHorizon,
-                since: None,
-            }
+            plan(false, &closed_child, None, STARTED),
+            read(StartAt::TrimHorizon, None)
         );
+        assert_eq!(skipped_at("49600000000000000001"), None);
     }
 
     #[tokio::test]
