@@ -9,7 +9,7 @@ mod dynamo_support;
 #[path = "common/kinesis.rs"]
 mod kinesis_support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use common::*;
@@ -137,7 +137,7 @@ fn snapshot_of_thousands_of_items_across_segments_resumes_after_a_stop() {
 
 fn mirror_spec(d: &Dynamo, name: &str, from: &str, to: &str, source_extra: &str) -> String {
     format!(
-        "version: 1\nname: {name}\nsource:\n  type: dynamodb\n  table: {from}\n{source_extra}  poll_interval: 100ms\n  shard_discovery_interval: 1s\n{aws}sink:\n  type: dynamodb\n  table: {to}\n  mode: mirror\n{aws}offsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 50ms\n  max_buffered: 500\n",
+        "version: 1\nname: {name}\nsource:\n  type: dynamodb\n  table: {from}\n  item_format: dynamodb_json\n{source_extra}  poll_interval: 100ms\n  shard_discovery_interval: 1s\n{aws}sink:\n  type: dynamodb\n  table: {to}\n  mode: mirror\n  item_format: dynamodb_json\n{aws}offsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 50ms\n  max_buffered: 500\n",
         aws = aws_yaml(&d.endpoint, "  "),
     )
 }
@@ -263,6 +263,199 @@ fn snapshot_then_cdc_copies_a_table_that_changes_during_the_scan() {
     assert_eq!(d.count(&to), 1500);
 }
 
+/// An item with every attribute type; `generation` changes its values.
+fn typed_item(id: &str, generation: u64) -> Item {
+    use aws_sdk_dynamodb::primitives::Blob;
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    let g = generation;
+    Item::from([
+        ("id".to_string(), A::S(id.to_string())),
+        (
+            "ss".into(),
+            A::Ss(vec![format!("a-{id}"), format!("b-{g}")]),
+        ),
+        (
+            "ns".into(),
+            A::Ns(vec!["1.50".into(), format!("{g}"), "-0.001".into()]),
+        ),
+        (
+            "bs".into(),
+            A::Bs(vec![
+                Blob::new(vec![0, 1, 2]),
+                Blob::new(vec![0xff, g as u8]),
+            ]),
+        ),
+        (
+            "bin".into(),
+            A::B(Blob::new(vec![0xff, 0x00, 0xfe, g as u8])),
+        ),
+        ("num".into(), A::N("10.250".into())),
+        (
+            "big".into(),
+            A::N("123456789012345678901234567890.5".into()),
+        ),
+        ("nul".into(), A::Null(true)),
+        ("flag".into(), A::Bool(g.is_multiple_of(2))),
+        (
+            "map".into(),
+            A::M(HashMap::from([
+                ("inner_ss".to_string(), A::Ss(vec!["q".into(), "r".into()])),
+                (
+                    "list".to_string(),
+                    A::L(vec![
+                        A::S("x".into()),
+                        A::N("2.0".into()),
+                        A::Null(true),
+                        A::Bool(false),
+                    ]),
+                ),
+                ("bin".to_string(), A::B(Blob::new(vec![9, 8, 7]))),
+            ])),
+        ),
+        (
+            "list".into(),
+            A::L(vec![A::Ns(vec!["3".into()]), A::M(HashMap::new())]),
+        ),
+        ("gen".into(), A::N(g.to_string())),
+    ])
+}
+
+/// Sets compare as sets: their order is not part of the item.
+fn normalized(items: BTreeMap<String, Item>) -> BTreeMap<String, Item> {
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    fn norm(v: A) -> A {
+        match v {
+            A::Ss(mut s) => {
+                s.sort();
+                A::Ss(s)
+            }
+            A::Ns(mut s) => {
+                s.sort();
+                A::Ns(s)
+            }
+            A::Bs(mut s) => {
+                s.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
+                A::Bs(s)
+            }
+            A::M(m) => A::M(m.into_iter().map(|(k, v)| (k, norm(v))).collect()),
+            A::L(l) => A::L(l.into_iter().map(norm).collect()),
+            other => other,
+        }
+    }
+    items
+        .into_iter()
+        .map(|(k, it)| (k, it.into_iter().map(|(a, v)| (a, norm(v))).collect()))
+        .collect()
+}
+
+#[test]
+fn a_replica_keeps_every_attribute_type_through_the_snapshot_and_the_stream() {
+    let d = Dynamo::new();
+    let from = d.create_table("e2e-types-from", "id", false, true);
+    let to = d.create_table("e2e-types-to", "id", false, false);
+    for i in 0..400 {
+        d.put(&from, typed_item(&format!("k{i}"), 0));
+    }
+    let s = Scratch::new();
+    s.write(
+        "spec.yaml",
+        &mirror_spec(
+            &d,
+            "types",
+            &from,
+            &to,
+            "  mode: snapshot_then_cdc\n  segments: 3\n  page_size: 25\n  rate_limit: 100\n",
+        ),
+    );
+    let mut child = s.spawn(&["run", "spec.yaml"]);
+    let differs = || {
+        let (a, b) = (
+            normalized(d.by_key(&from, "id")),
+            normalized(d.by_key(&to, "id")),
+        );
+        let diff: Vec<&String> = a
+            .keys()
+            .chain(b.keys())
+            .filter(|k| a.get(*k) != b.get(*k))
+            .collect();
+        (
+            diff.len(),
+            diff.first()
+                .map(|k| (a.get(*k).cloned(), b.get(*k).cloned())),
+        )
+    };
+    // Churn while the (rate-limited) scan runs: updates, new items, deletes.
+    assert!(
+        wait_for(Duration::from_secs(30), || d.count(&to) > 25),
+        "the scan did not start"
+    );
+    for i in 0..40 {
+        d.put(&from, typed_item(&format!("k{}", i * 7), 1));
+        d.put(&from, typed_item(&format!("new{i}"), 2));
+        d.delete(
+            &from,
+            Item::from([("id".to_string(), s_(&format!("k{}", 399 - i)))]),
+        );
+    }
+    let ok = wait_for(Duration::from_secs(120), || differs().0 == 0);
+    assert!(ok, "the copy differs after the snapshot: {:?}", differs());
+    // And through the stream alone.
+    for i in 0..30 {
+        d.put(&from, typed_item(&format!("k{}", i * 3), 3));
+        d.delete(
+            &from,
+            Item::from([("id".to_string(), s_(&format!("new{i}")))]),
+        );
+        d.put(&from, typed_item(&format!("late{i}"), 4));
+    }
+    let ok = wait_for(Duration::from_secs(60), || differs().0 == 0);
+    signal(&child, "-TERM");
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(ok, "the copy differs after stream changes: {:?}", differs());
+    assert!(status.success());
+    let copy = d.by_key(&to, "id");
+    assert_eq!(copy.len(), 400 + 40 - 40 - 30 + 30);
+    assert!(matches!(
+        copy["k0"]["ss"],
+        aws_sdk_dynamodb::types::AttributeValue::Ss(_)
+    ));
+    assert!(matches!(
+        copy["k21"]["bs"],
+        aws_sdk_dynamodb::types::AttributeValue::Bs(_)
+    ));
+}
+
+#[test]
+fn validate_refuses_a_table_to_table_copy_through_plain_json() {
+    let d = Dynamo::new();
+    let s = Scratch::new();
+    let spec = mirror_spec(&d, "plain", "from-table", "to-table", "  mode: cdc\n");
+    s.write(
+        "default.yaml",
+        &spec.replace("  item_format: dynamodb_json\n", ""),
+    );
+    let out = s.run(&["validate", "default.yaml"]);
+    assert!(!out.status.success());
+    let err = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        err.contains("item_format") && err.contains("dynamodb_json") && err.contains("sets"),
+        "{err}"
+    );
+    // Mixed formats are refused too; dynamodb_json at both ends, or json said at both, pass.
+    s.write(
+        "mixed.yaml",
+        &spec.replacen("  item_format: dynamodb_json\n", "", 1),
+    );
+    assert!(!s.run(&["validate", "mixed.yaml"]).status.success());
+    s.write("typed.yaml", &spec);
+    run_ok(&s, &["validate", "typed.yaml"]);
+    s.write(
+        "json.yaml",
+        &spec.replace("item_format: dynamodb_json", "item_format: json"),
+    );
+    run_ok(&s, &["validate", "json.yaml"]);
+}
+
 #[test]
 fn kinesis_to_dynamodb_stores_shard_and_sequence_and_a_replay_never_goes_back() {
     let k = kinesis_support::Kinesis::new();
@@ -320,6 +513,78 @@ fn kinesis_to_dynamodb_stores_shard_and_sequence_and_a_replay_never_goes_back() 
     s.write("replay.yaml", &spec("kin-ddb-replay"));
     run_ok(&s, &["run", "--max-records", "600", "replay.yaml"]);
     assert_eq!(check(), first);
+    k.delete(&stream);
+}
+
+#[test]
+fn only_newer_by_sequence_number_keeps_the_last_update_inside_one_kpl_aggregate() {
+    let k = kinesis_support::Kinesis::new();
+    let d = Dynamo::new();
+    let stream = k.create_stream(1);
+    // KPL-aggregated Kinesis records, each holding many updates of the same few items.
+    let s = Scratch::new();
+    let lines: String = (0..400u64)
+        .map(|i| format!("{{\"seq\":{i},\"key\":\"k{}\"}}\n", i % 5))
+        .collect();
+    s.write("in.jsonl", &lines);
+    s.write(
+        "produce.yaml",
+        &format!(
+            "version: 1\nname: agg-produce\nsource:\n  type: file\n  paths: [in.jsonl]\nformat:\n  decode: json\n  encode: json\npartitioner:\n  fields: [key]\nsink:\n  type: kinesis\n  stream: {stream}\n  aggregate: true\n  aggregation_max_size: 2KiB\n{kaws}offsets:\n  store: file\n  path: offsets\n",
+            kaws = kinesis_support::aws_yaml(&k.endpoint, "  "),
+        ),
+    );
+    run_ok(&s, &["run", "produce.yaml"]);
+    let raw = k.read_all(&stream);
+    assert!(raw.len() < 100, "{} Kinesis records for 400", raw.len());
+    // Without and with the sub-sequence number stored.
+    for (name, extra) in [
+        ("agg-ddb", ""),
+        (
+            "agg-ddb-sub",
+            "    sub-sequence-number: kinesis_sub_sequence\n",
+        ),
+    ] {
+        let table = d.create_table("e2e-agg", "key", false, false);
+        let spec = format!(
+            "version: 1\nname: {name}\nsource:\n  type: kinesis\n  stream: {stream}\n  start_position: trim_horizon\n{kaws}sink:\n  type: dynamodb\n  table: {table}\n  include_metadata:\n    sequence-number: shard_sequence_number\n{extra}  only_newer_by: sequence-number\n{daws}offsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 50ms\n",
+            kaws = kinesis_support::aws_yaml(&k.endpoint, "  "),
+            daws = aws_yaml(&d.endpoint, "  "),
+        );
+        s.write(&format!("{name}.yaml"), &spec);
+        run_ok(
+            &s,
+            &["run", "--max-records", "400", &format!("{name}.yaml")],
+        );
+        let check = || {
+            let items = d.by_key(&table, "key");
+            assert_eq!(items.len(), 5, "{name}");
+            for (key, it) in &items {
+                let k: u64 = key[1..].parse().expect("key");
+                let want = (0..400u64).filter(|i| i % 5 == k).max().expect("max");
+                assert_eq!(it["seq"], n(want), "{name}: the last update of {key} wins");
+            }
+        };
+        check();
+        // A replay from the start (a pipeline with no offsets) ends with the same items.
+        s.write(
+            &format!("{name}-replay.yaml"),
+            &spec.replace(
+                &format!("name: {name}\n"),
+                &format!("name: {name}-replay\n"),
+            ),
+        );
+        run_ok(
+            &s,
+            &[
+                "run",
+                "--max-records",
+                "400",
+                &format!("{name}-replay.yaml"),
+            ],
+        );
+        check();
+    }
     k.delete(&stream);
 }
 

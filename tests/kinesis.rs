@@ -374,6 +374,41 @@ fn sink_writes_every_record_by_key_and_dead_letters_oversized_ones() {
 }
 
 #[test]
+fn sink_keeps_per_key_order_with_many_calls_in_flight() {
+    let k = Kinesis::new();
+    let stream = k.create_stream(3);
+    let s = Scratch::new();
+    write_input(&s, 800, 4);
+    // One record per call and 50 calls at once: without one call per shard at a time, calls
+    // carrying the same key race each other to the service.
+    s.write(
+        "spec.yaml",
+        &sink_spec(
+            "order",
+            &k.endpoint,
+            &stream,
+            "  max_batch_records: 1\n  max_in_flight: 50\n",
+            "none",
+        ),
+    );
+    run_ok(&s, &["run", "spec.yaml"]);
+    let got = k.read_all(&stream);
+    assert_eq!(got.len(), 800);
+    let mut shards: BTreeSet<&str> = BTreeSet::new();
+    let mut last: HashMap<String, u64> = HashMap::new();
+    for g in &got {
+        let v: serde_json::Value = serde_json::from_slice(&g.data).expect("json");
+        let seq = v["seq"].as_u64().expect("seq");
+        if let Some(prev) = last.insert(g.key.clone(), seq) {
+            assert!(seq > prev, "key {}: seq {seq} stored after {prev}", g.key);
+        }
+        shards.insert(g.shard.as_str());
+    }
+    assert!(shards.len() > 1, "the keys spread over shards: {shards:?}");
+    k.delete(&stream);
+}
+
+#[test]
 fn aggregated_records_round_trip_and_resume_inside_an_aggregate() {
     let k = Kinesis::new();
     let stream = k.create_stream(2);
@@ -548,6 +583,61 @@ fn efo_renews_subscriptions_and_continues_without_loss_or_repeats() {
     assert_key_order(&rows);
     // `eager` keeps the consumer after a clean shutdown.
     assert_eq!(k.consumers(&k.stream_arn(&stream)), ["renew"]);
+    k.delete(&stream);
+}
+
+#[test]
+fn efo_subscriptions_outlive_the_aws_call_timeouts() {
+    let k = Kinesis::new();
+    let stream = k.create_stream(1);
+    let s = Scratch::new();
+    let extra = format!(
+        "  stream: {stream}\n  start_position: trim_horizon\n  reader: efo\n  consumer_name: long\n"
+    );
+    // Calls time out after 1s; a subscription (renewed only after 290s) must not.
+    let spec = source_spec("efo-long", &k.endpoint, &extra).replacen(
+        "  aws:\n",
+        "  aws:\n    timeouts: {attempt: 1s, operation: 1s}\n",
+        1,
+    );
+    assert!(spec.contains("timeouts"), "{spec}");
+    s.write("spec.yaml", &spec);
+    let mut child = Running(
+        s.cmd(&["run", "spec.yaml"])
+            .env("SLUICE_LOG", "warn,sluice_connectors::kinesis=debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn sluice"),
+    );
+    let started = std::time::Instant::now();
+    let mut next = 0;
+    while started.elapsed() < Duration::from_secs(5) {
+        k.put_seqs(&stream, next..next + 20, 3);
+        next += 20;
+        let want = next as usize;
+        assert!(
+            wait_for(Duration::from_secs(20), || unique_seqs(&s).len() >= want),
+            "EFO delivered {} of {want}",
+            unique_seqs(&s).len()
+        );
+    }
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+    let mut log = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut log)
+        .expect("log");
+    assert_eq!(
+        log.matches("subscribed").count(),
+        1,
+        "one subscription for the whole run:\n{log}"
+    );
+    assert_eq!(unique_seqs(&s), (0..next).collect());
     k.delete(&stream);
 }
 

@@ -84,6 +84,16 @@ impl SourceConfig {
     }
 }
 
+/// Checks of a source and sink together, without I/O (paths relative to the spec's root).
+pub fn check_pair(source: &SourceConfig, sink: &SinkConfig) -> Vec<ConfigIssue> {
+    match (source, sink) {
+        (SourceConfig::Dynamodb(from), SinkConfig::Dynamodb(to)) => {
+            dynamodb::check_table_to_table(from, to)
+        }
+        _ => Vec::new(),
+    }
+}
+
 impl SinkConfig {
     /// The connector's name as written in `type:`.
     pub fn kind(&self) -> &'static str {

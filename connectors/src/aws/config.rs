@@ -1,5 +1,8 @@
 use std::path::PathBuf;
+use std::time::Duration;
 
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
@@ -8,6 +11,7 @@ use serde::Deserialize;
 
 use crate::error::ConnectorError;
 use crate::secret::Secret;
+use crate::units::Dur;
 
 /// How to reach AWS (or a local emulator).
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -24,6 +28,82 @@ pub struct AwsConfig {
     /// Where credentials come from. Default: the standard chain (`auto`).
     #[serde(default)]
     pub credentials: CredentialsConfig,
+    /// How long a call may take before it fails as a (retriable) timeout.
+    #[serde(default)]
+    pub timeouts: AwsTimeouts,
+}
+
+/// Time limits of every AWS call. A call that runs out of time fails as retriable and goes
+/// through the connector's own retry policy; in the connectors the SDK does not retry on its
+/// own (the DynamoDB offset store keeps the SDK's standard retries). A Kinesis
+/// SubscribeToShard call is done once its subscription is open: the event stream that follows
+/// (up to 5 minutes) is not cut by these limits.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AwsTimeouts {
+    /// Opening a connection (TCP and TLS).
+    #[serde(default = "default_connect_timeout")]
+    pub connect: Dur,
+    /// One HTTP request and its response, from sending to the last byte read.
+    #[serde(default = "default_attempt_timeout")]
+    pub attempt: Dur,
+    /// The whole call, including credential look-ups and request signing.
+    #[serde(default = "default_operation_timeout")]
+    pub operation: Dur,
+}
+
+fn default_connect_timeout() -> Dur {
+    Dur(Duration::from_secs(5))
+}
+fn default_attempt_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn default_operation_timeout() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+
+impl Default for AwsTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: default_connect_timeout(),
+            attempt: default_attempt_timeout(),
+            operation: default_operation_timeout(),
+        }
+    }
+}
+
+impl AwsTimeouts {
+    fn sdk(&self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(self.connect.0)
+            .operation_attempt_timeout(self.attempt.0)
+            .operation_timeout(self.operation.0)
+            .build()
+    }
+
+    /// Checks beyond the schema, without I/O; `at` is the path of the `aws` block.
+    pub fn check(&self, at: &str) -> Vec<crate::ConfigIssue> {
+        let mut issues = Vec::new();
+        for (name, d) in [
+            ("connect", self.connect),
+            ("attempt", self.attempt),
+            ("operation", self.operation),
+        ] {
+            if d.0.is_zero() {
+                issues.push(crate::ConfigIssue::new(
+                    format!("{at}/timeouts/{name}"),
+                    "must be more than 0s",
+                ));
+            }
+        }
+        if self.operation.0 < self.attempt.0 {
+            issues.push(crate::ConfigIssue::new(
+                format!("{at}/timeouts/operation"),
+                "must be at least `attempt` (one call is one attempt)",
+            ));
+        }
+        issues
+    }
 }
 
 /// A credentials provider, as in Flink's `aws.credentials.provider`.
@@ -92,9 +172,26 @@ impl AwsConfig {
             .or_else(|| self.endpoint.as_ref().map(|_| "us-east-1".to_string()))
     }
 
-    /// Builds the SDK configuration (resolves credentials lazily, on first use).
+    /// Builds the SDK configuration (resolves credentials lazily, on first use) for callers
+    /// without a retry policy of their own: the `timeouts` apply, and the SDK retries throttling
+    /// and transient failures itself (its standard mode, 3 attempts unless `AWS_MAX_ATTEMPTS`).
     pub async fn sdk_config(&self) -> Result<SdkConfig, ConnectorError> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        self.load(None).await
+    }
+
+    /// As [`Self::sdk_config`], for the connectors, which retry through their own policies: the
+    /// SDK never retries, so each SDK call is one attempt and a policy's `max_retries` is the
+    /// real number of retries.
+    pub async fn sdk_config_without_sdk_retries(&self) -> Result<SdkConfig, ConnectorError> {
+        self.load(Some(RetryConfig::disabled())).await
+    }
+
+    async fn load(&self, retry: Option<RetryConfig>) -> Result<SdkConfig, ConnectorError> {
+        let mut loader =
+            aws_config::defaults(BehaviorVersion::latest()).timeout_config(self.timeouts.sdk());
+        if let Some(r) = retry {
+            loader = loader.retry_config(r);
+        }
         if let Some(r) = self.region() {
             loader = loader.region(Region::new(r));
         }
@@ -226,5 +323,100 @@ mod tests {
             Some("us-east-1")
         );
         assert_eq!(sdk.endpoint_url(), Some("http://127.0.0.1:4567"));
+    }
+
+    /// A server that accepts connections and reads requests but never answers: a stalled
+    /// endpoint (half-open connection, stuck proxy), which no emulator can play. Counts the
+    /// connections it accepted.
+    async fn black_hole() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while matches!(sock.read(&mut buf).await, Ok(n) if n > 0) {}
+                });
+            }
+        });
+        (format!("http://{addr}"), accepted)
+    }
+
+    fn stalled_config(endpoint: &str) -> AwsConfig {
+        serde_json::from_value(serde_json::json!({
+            "endpoint": endpoint,
+            "credentials": {"provider": "basic", "access_key_id": "test", "secret_access_key": "test"},
+            "timeouts": {"attempt": "300ms", "operation": "1s"}
+        }))
+        .expect("config")
+    }
+
+    #[tokio::test]
+    async fn a_stalled_call_times_out_after_one_attempt_and_is_retriable() {
+        use std::sync::atomic::Ordering;
+        let (endpoint, accepted) = black_hole().await;
+        let sdk = stalled_config(&endpoint)
+            .sdk_config_without_sdk_retries()
+            .await
+            .expect("sdk config");
+        let client = aws_sdk_kinesis::Client::new(&sdk);
+        let started = std::time::Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(10), client.list_streams().send())
+            .await
+            .expect("the call must end on its own, well before 10s");
+        let took = started.elapsed();
+        let e = r.expect_err("nothing answers");
+        assert!(
+            matches!(e, aws_sdk_kinesis::error::SdkError::TimeoutError(_)),
+            "{e:?}"
+        );
+        assert!(super::super::is_retriable(&e), "a timeout is retriable");
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+            "took {took:?}"
+        );
+        // The SDK did not retry on its own: one connection, one attempt.
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn the_operation_timeout_bounds_the_sdks_own_retries() {
+        let (endpoint, _) = black_hole().await;
+        let sdk = stalled_config(&endpoint)
+            .sdk_config()
+            .await
+            .expect("sdk config");
+        let client = aws_sdk_kinesis::Client::new(&sdk);
+        let started = std::time::Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(10), client.list_streams().send())
+            .await
+            .expect("the call must end on its own, well before 10s");
+        assert!(r.is_err());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn timeouts_of_zero_or_an_operation_shorter_than_an_attempt_are_refused() {
+        let c: AwsConfig = serde_json::from_value(serde_json::json!({
+            "timeouts": {"connect": "0s", "attempt": "10s", "operation": "5s"}
+        }))
+        .expect("config");
+        let issues = c.timeouts.check("aws");
+        let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(paths, ["aws/timeouts/connect", "aws/timeouts/operation"]);
+        let d = AwsConfig::default().timeouts;
+        assert!(d.check("aws").is_empty());
+        assert_eq!(d.attempt.0, Duration::from_secs(30));
     }
 }

@@ -3,7 +3,7 @@
 
 mod config;
 
-pub use config::{AwsConfig, CredentialsConfig};
+pub use config::{AwsConfig, AwsTimeouts, CredentialsConfig};
 
 use aws_sdk_kinesis::error::ProvideErrorMetadata;
 

@@ -45,9 +45,10 @@ pub struct DynamoSinkConfig {
     /// How to reach DynamoDB.
     #[serde(default)]
     pub aws: AwsConfig,
-    /// How records become items.
+    /// How records become items. Default: `json`. DynamoDB → DynamoDB needs `dynamodb_json` at
+    /// both ends to keep sets, binary and numbers as they are; `validate` says so.
     #[serde(default)]
-    pub item_format: ItemFormat,
+    pub item_format: Option<ItemFormat>,
     /// Put every record, or mirror puts and deletes.
     #[serde(default)]
     pub mode: SinkMode,
@@ -91,8 +92,11 @@ pub struct DynamoSinkConfig {
     #[serde(default)]
     pub include_metadata: BTreeMap<String, String>,
     /// A metadata name (one of `include_metadata`) holding a decimal position such as a Kinesis
-    /// `sequence-number`: an item is written only if the stored one has a lower value or none,
-    /// so a replay never overwrites newer data with older. Uses conditional PutItem/DeleteItem.
+    /// `sequence-number`: an item is written only if the stored one has a lower or equal value
+    /// or none, so a replay never overwrites newer data with older. An equal value is the same
+    /// record again, or another user record of the same KPL aggregate (they share a sequence
+    /// number and arrive in order, so the last one wins); store `sub-sequence-number` too to
+    /// order those strictly. Uses conditional PutItem/DeleteItem.
     #[serde(default)]
     pub only_newer_by: Option<String>,
     /// Retries of failed requests (throttling, timeouts, 5xx). Unprocessed items of a batch are
@@ -118,9 +122,14 @@ fn default_flush_interval() -> Dur {
 }
 
 impl DynamoSinkConfig {
+    /// The item format, `json` unless set.
+    pub fn item_format(&self) -> ItemFormat {
+        self.item_format.unwrap_or_default()
+    }
+
     pub fn check(&self) -> Vec<ConfigIssue> {
-        let mut issues = Vec::new();
-        if self.item_format == ItemFormat::DynamodbJson {
+        let mut issues = self.aws.timeouts.check("aws");
+        if self.item_format() == ItemFormat::DynamodbJson {
             if !self.binary_fields.is_empty() {
                 issues.push(ConfigIssue::new(
                     "binary_fields",
@@ -216,9 +225,11 @@ pub struct DynamoSourceConfig {
     /// Where a stream shard with no committed offset is first read (`cdc` mode).
     #[serde(default)]
     pub start_position: StreamStart,
-    /// How items and images are written: plain JSON or DynamoDB-JSON.
+    /// How items and images are written: plain JSON or DynamoDB-JSON. Default: `json`, which
+    /// loses attribute types (a string set becomes a list, binary becomes base64 text);
+    /// `dynamodb_json` keeps them.
     #[serde(default)]
-    pub item_format: ItemFormat,
+    pub item_format: Option<ItemFormat>,
     /// Wait between GetRecords calls on a shard that returned nothing.
     #[serde(default = "default_poll_interval")]
     pub poll_interval: Dur,
@@ -244,8 +255,13 @@ fn default_discovery_interval() -> Dur {
 }
 
 impl DynamoSourceConfig {
+    /// The item format, `json` unless set.
+    pub fn item_format(&self) -> ItemFormat {
+        self.item_format.unwrap_or_default()
+    }
+
     pub fn check(&self) -> Vec<ConfigIssue> {
-        let mut issues = Vec::new();
+        let mut issues = self.aws.timeouts.check("aws");
         if self.mode == SourceMode::SnapshotThenCdc && self.start_position == StreamStart::Latest {
             issues.push(ConfigIssue::new(
                 "start_position",
@@ -254,4 +270,36 @@ impl DynamoSourceConfig {
         }
         issues
     }
+}
+
+/// Checks a DynamoDB → DynamoDB pipeline (paths relative to the spec's root). Plain JSON cannot
+/// say that an array was a string set or that a string was binary, so a copy made through it
+/// differs from its source; both ends must use `dynamodb_json`, or say `json` explicitly at
+/// both to accept that.
+pub fn check_table_to_table(
+    source: &DynamoSourceConfig,
+    sink: &DynamoSinkConfig,
+) -> Vec<ConfigIssue> {
+    let (from, to) = (source.item_format(), sink.item_format());
+    if from != to {
+        let name = |f: ItemFormat| match f {
+            ItemFormat::Json => "json",
+            ItemFormat::DynamodbJson => "dynamodb_json",
+        };
+        return vec![ConfigIssue::new(
+            "sink/item_format",
+            format!(
+                "the source writes items as `{}` but the sink reads `{}`: set `item_format: dynamodb_json` on both",
+                name(from),
+                name(to)
+            ),
+        )];
+    }
+    if from == ItemFormat::Json && (source.item_format.is_none() || sink.item_format.is_none()) {
+        return vec![ConfigIssue::new(
+            "sink/item_format",
+            "copying DynamoDB items through plain JSON loses their types (string and number sets become lists, binary becomes base64 text): set `item_format: dynamodb_json` on both the source and the sink (or `item_format: json` on both to accept that)",
+        )];
+    }
+    Vec::new()
 }

@@ -15,6 +15,7 @@ mod tests;
 
 pub use config::{
     DynamoSinkConfig, DynamoSourceConfig, ItemFormat, SinkMode, SourceMode, StreamStart,
+    check_table_to_table,
 };
 pub use sink::DynamoSink;
 pub use source::DynamoSource;

@@ -41,7 +41,7 @@ struct Pending {
     /// The table key as text, to keep two writes of one key apart.
     key: String,
     /// The guard value (`only_newer_by`), when configured and present.
-    guard: Option<String>,
+    guard: Option<Guard>,
     records: Vec<(Record, Ack)>,
 }
 
@@ -59,12 +59,41 @@ impl Pending {
     }
 }
 
+/// A record's `only_newer_by` position: the guard value and, for a user record of a KPL
+/// aggregate, its sub-sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Guard {
+    value: String,
+    sub: Option<String>,
+}
+
+/// Metadata that orders the user records of one KPL aggregate (which share a sequence number).
+const SUB_SEQUENCE: &str = "sub-sequence-number";
+
+/// The condition of a guarded write. A stored item with a lower guard value (or none) is
+/// replaced. An equal value is the same source record again (an idempotent replay) or another
+/// user record of the same KPL aggregate; with the sub-sequence number stored (`#s`) the lower
+/// or equal one is replaced, else the later write wins (records arrive in order).
+fn guard_condition(with_sub: bool) -> &'static str {
+    // Decimal text compares as a number when lengths are compared first ("9" < "10").
+    if with_sub {
+        "attribute_not_exists(#g) OR size(#g) < :len OR (size(#g) = :len AND #g < :g) \
+         OR (#g = :g AND (attribute_not_exists(#s) OR size(#s) < :slen \
+         OR (size(#s) = :slen AND #s <= :s)))"
+    } else {
+        "attribute_not_exists(#g) OR size(#g) < :len OR (size(#g) = :len AND #g <= :g)"
+    }
+}
+
 /// What every request needs, shared by the concurrent sends of a flush.
 struct Shared {
     client: Client,
     cfg: DynamoSinkConfig,
     key_attrs: Vec<String>,
     guard_attr: Option<String>,
+    /// Where the sub-sequence number is stored, when the guard is `sequence-number` and
+    /// `include_metadata` stores it: then user records of one aggregate are ordered by it.
+    sub_attr: Option<String>,
 }
 
 /// Writes records to a DynamoDB table.
@@ -78,7 +107,7 @@ pub struct DynamoSink {
 impl DynamoSink {
     /// Connects and reads the table's key schema.
     pub async fn new(cfg: DynamoSinkConfig) -> Result<Self, ConnectorError> {
-        let sdk = cfg.aws.sdk_config().await?;
+        let sdk = cfg.aws.sdk_config_without_sdk_retries().await?;
         let client = Client::new(&sdk);
         let key_attrs = super::key_schema(&client, &cfg.table, &cfg.retry).await?;
         for k in &cfg.overwrite_by_keys {
@@ -89,10 +118,29 @@ impl DynamoSink {
                 )));
             }
         }
+        // Deduplication replaces a buffered write in place, so it must pick out exactly one
+        // item: a part of the table key would merge writes of different items (losing all but
+        // one), extra attributes would let a later put overtake a delete of the same item.
+        if !cfg.overwrite_by_keys.is_empty() {
+            let mut want: Vec<&String> = key_attrs.iter().collect();
+            let mut got: Vec<&String> = cfg.overwrite_by_keys.iter().collect();
+            want.sort();
+            got.sort();
+            got.dedup();
+            if want != got {
+                return Err(ConnectorError::fatal(format!(
+                    "dynamodb sink {}: overwrite_by_keys must name the table's key attributes, {:?}, found {:?}",
+                    cfg.table, key_attrs, cfg.overwrite_by_keys
+                )));
+            }
+        }
         let guard_attr = cfg
             .only_newer_by
             .as_ref()
             .and_then(|g| cfg.include_metadata.get(g).cloned());
+        let sub_attr = (cfg.only_newer_by.as_deref() == Some("sequence-number"))
+            .then(|| cfg.include_metadata.get(SUB_SEQUENCE).cloned())
+            .flatten();
         Ok(Self {
             rules: PlainRules {
                 binary_fields: cfg.binary_fields.clone(),
@@ -103,6 +151,7 @@ impl DynamoSink {
                 cfg,
                 key_attrs,
                 guard_attr,
+                sub_attr,
             }),
             buf: Vec::new(),
             oldest: None,
@@ -114,10 +163,10 @@ impl DynamoSink {
     }
 
     /// Turns one record into a write, or says why it cannot be written.
-    fn to_op(&self, r: &Record) -> Result<(Op, Option<String>), String> {
+    fn to_op(&self, r: &Record) -> Result<(Op, Option<Guard>), String> {
         let cfg = self.cfg();
         let json = item::parse(&r.value)?;
-        let items = |v: Json| match cfg.item_format {
+        let items = |v: Json| match cfg.item_format() {
             ItemFormat::Json => item::plain_item(v, &self.rules),
             ItemFormat::DynamodbJson => item::ddb_item(v),
         };
@@ -143,10 +192,12 @@ impl DynamoSink {
                 }
             }
         };
-        let guard = cfg
-            .only_newer_by
-            .as_ref()
-            .and_then(|g| meta_value(r, g).map(str::to_string));
+        let guard = cfg.only_newer_by.as_ref().and_then(|g| {
+            meta_value(r, g).map(|v| Guard {
+                value: v.to_string(),
+                sub: r.meta(SUB_SEQUENCE).map(str::to_string),
+            })
+        });
         match &mut op {
             Op::Put(it) => {
                 for (name, attr) in &cfg.include_metadata {
@@ -386,12 +437,28 @@ impl Shared {
     /// Writes one item with the `only_newer_by` condition; an item older than the stored one is
     /// skipped (and acknowledged: a newer write is already durable).
     async fn write_one_guarded(self: Arc<Self>, p: Pending) -> Result<(), ConnectorError> {
-        let (Some(attr), Some(value)) = (self.guard_attr.clone(), p.guard.clone()) else {
+        let (Some(attr), Some(guard)) = (self.guard_attr.clone(), p.guard.clone()) else {
             return self.write_batch(vec![p]).await;
         };
-        // Decimal text compares as a number when lengths are compared first ("9" < "10").
-        let cond = "attribute_not_exists(#g) OR size(#g) < :len OR (size(#g) = :len AND #g < :g)";
+        let value = guard.value.clone();
+        // With the sub-sequence number stored and known, user records of one aggregate are
+        // ordered by it too.
+        let sub = match (&self.sub_attr, &guard.sub) {
+            (Some(a), Some(s)) => Some((a.clone(), s.clone())),
+            _ => None,
+        };
+        let cond = guard_condition(sub.is_some());
         let len = AttributeValue::N(value.len().to_string());
+        let mut names = HashMap::from([("#g".to_string(), attr.clone())]);
+        let mut values = HashMap::from([
+            (":g".to_string(), AttributeValue::S(value.clone())),
+            (":len".to_string(), len),
+        ]);
+        if let Some((a, s)) = &sub {
+            names.insert("#s".into(), a.clone());
+            values.insert(":s".into(), AttributeValue::S(s.clone()));
+            values.insert(":slen".into(), AttributeValue::N(s.len().to_string()));
+        }
         let policy = self.cfg.retry;
         let what = format!("dynamodb sink {}: conditional write", self.table());
         let res = match &p.op {
@@ -405,9 +472,8 @@ impl Shared {
                             .table_name(self.table())
                             .set_item(Some(it.clone()))
                             .condition_expression(cond)
-                            .expression_attribute_names("#g", &attr)
-                            .expression_attribute_values(":g", AttributeValue::S(value.clone()))
-                            .expression_attribute_values(":len", len.clone())
+                            .set_expression_attribute_names(Some(names.clone()))
+                            .set_expression_attribute_values(Some(values.clone()))
                             .send()
                     },
                 )
@@ -424,9 +490,8 @@ impl Shared {
                             .table_name(self.table())
                             .set_key(Some(k.clone()))
                             .condition_expression(cond)
-                            .expression_attribute_names("#g", &attr)
-                            .expression_attribute_values(":g", AttributeValue::S(value.clone()))
-                            .expression_attribute_values(":len", len.clone())
+                            .set_expression_attribute_names(Some(names.clone()))
+                            .set_expression_attribute_values(Some(values.clone()))
                             .send()
                     },
                 )

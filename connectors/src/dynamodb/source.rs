@@ -37,7 +37,7 @@ pub struct DynamoSource {
 
 impl DynamoSource {
     pub async fn new(cfg: DynamoSourceConfig) -> Result<Self, ConnectorError> {
-        let sdk = cfg.aws.sdk_config().await?;
+        let sdk = cfg.aws.sdk_config_without_sdk_retries().await?;
         let client = Client::new(&sdk);
         let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
         let key_attrs = super::key_schema(&client, &cfg.table, &cfg.retry).await?;
@@ -148,7 +148,7 @@ impl DynamoSource {
                 let offset = Offset(String::from_utf8_lossy(&off).into_owned());
                 let mut value = Vec::with_capacity(256);
                 let mut key_json = Vec::with_capacity(64);
-                match self.cfg.item_format {
+                match self.cfg.item_format() {
                     ItemFormat::Json => {
                         item::write_plain_map(it, &mut value);
                         item::write_plain_map(&key, &mut key_json);

@@ -20,8 +20,26 @@ use crate::error::ConnectorError;
 use crate::record::{Offset, PartitionId, Record};
 use crate::shards::{ShardGraph, ShardNode};
 
-/// The offset of a shard that was passed over without reading (closed before a `latest` start).
+/// The offset of a shard that was passed over without reading (closed before a `latest` start):
+/// `skipped@<ms>`, the start of that run (rounded down to a second). Older markers carry no time.
 const SKIPPED: &str = "skipped";
+
+/// The skip marker of a run started at `floor` (ms since the epoch).
+fn skipped_marker(floor: i64) -> String {
+    format!("{SKIPPED}@{floor}")
+}
+
+/// `Some(run start)` for a skip marker (`Some(None)` for one without a time), `None` for an
+/// offset.
+fn skipped_at(offset: &str) -> Option<Option<i64>> {
+    if offset == SKIPPED {
+        return Some(None);
+    }
+    offset
+        .strip_prefix(SKIPPED)
+        .and_then(|r| r.strip_prefix('@'))
+        .map(|t| t.parse().ok())
+}
 
 /// Reads the stream of one table.
 pub(crate) struct StreamReader {
@@ -31,11 +49,89 @@ pub(crate) struct StreamReader {
 }
 
 /// Where a shard reader starts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum StartAt {
     After(String),
     TrimHorizon,
     Latest,
+}
+
+/// What to do with a shard that is ready to be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Plan {
+    /// Read from here, passing over records created before `since` (ms since the epoch).
+    Read { at: StartAt, since: Option<i64> },
+    /// Closed before a `latest` start: nothing in it is new; mark it finished.
+    Skip,
+}
+
+/// What is known about a ready shard when deciding where it starts.
+#[derive(Debug, Clone, Default)]
+struct Lineage<'a> {
+    /// Its committed offset, if any.
+    committed: Option<&'a str>,
+    /// It was in this run's first listing.
+    listed_at_start: bool,
+    /// One of its parents was in this run's first listing.
+    parent_at_start: bool,
+    /// A parent was passed over at a `latest` start: that run's start (`None` if the marker has
+    /// no time).
+    parent_skipped: Option<Option<i64>>,
+    closed: bool,
+}
+
+/// What a ready shard does. `since` is the run's own lower bound (`snapshot_then_cdc`);
+/// `run_started` is when this run began (ms since the epoch).
+///
+/// With `latest`, a shard listed at start reads from its tip, and one already closed is passed
+/// over, except for children: a shard whose parent was passed over (or was listed at start)
+/// reads from its oldest record and passes over what was created before the start of the run
+/// that passed the parent over. Its tip at the time the parent is done is later than that start,
+/// and changes in between would be lost, also when the run crashed before committing any of
+/// them. DynamoDB Streams has no AT_TIMESTAMP, and creation times are whole seconds, so the
+/// bound is the start rounded down to a second.
+fn plan(latest: bool, shard: &Lineage, since: Option<i64>, run_started: i64) -> Plan {
+    let floor = run_started - run_started.rem_euclid(1000);
+    if let Some(c) = shard.committed
+        && skipped_at(c).is_none()
+    {
+        return Plan::Read {
+            at: StartAt::After(c.to_string()),
+            since,
+        };
+    }
+    if latest && since.is_none() {
+        if let Some(mark) = shard.parent_skipped {
+            let t = mark.unwrap_or(floor).min(floor);
+            if shard.closed && shard.listed_at_start && t >= floor {
+                // Closed before this run began, below a shard this run passed over.
+                return Plan::Skip;
+            }
+            return Plan::Read {
+                at: StartAt::TrimHorizon,
+                since: Some(t),
+            };
+        }
+        if shard.listed_at_start {
+            return if shard.closed {
+                Plan::Skip
+            } else if shard.parent_at_start {
+                Plan::Read {
+                    at: StartAt::TrimHorizon,
+                    since: Some(floor),
+                }
+            } else {
+                Plan::Read {
+                    at: StartAt::Latest,
+                    since: None,
+                }
+            };
+        }
+    }
+    Plan::Read {
+        at: StartAt::TrimHorizon,
+        since,
+    }
 }
 
 impl StreamReader {
@@ -114,6 +210,7 @@ impl StreamReader {
     /// Reads the stream until `ctx.shutdown`. With `since` (ms since the epoch), records created
     /// earlier are passed over.
     pub async fn run(&self, ctx: &SourceContext, since: Option<i64>) -> Result<(), ConnectorError> {
+        let run_started = chrono::Utc::now().timestamp_millis();
         let arn = self.stream_arn().await?;
         let mut graph = ShardGraph::default();
         // Shards seen at the first listing: with `latest`, those start at the stream's tip
@@ -175,33 +272,50 @@ impl StreamReader {
                 if running.contains(&id) || done.contains(&id) {
                     continue;
                 }
-                let closed = graph.get(&id).is_some_and(|n| n.closed);
-                let at_start = initial.as_ref().is_some_and(|s| s.contains(&id));
-                let start = match committed.get(id.as_str()) {
-                    Some(c) if c.offset.as_str() != SKIPPED => StartAt::After(c.offset.to_string()),
-                    _ if self.cfg.start_position == StreamStart::Latest
-                        && at_start
-                        && since.is_none() =>
-                    {
-                        if closed {
-                            // Closed before we started: nothing in it is new. Mark it finished so
-                            // its children may start.
-                            let batch = SourceBatch {
-                                partition: Arc::from(id.as_str()),
-                                records: Vec::new(),
-                                end_of_partition: true,
-                                end_offset: Some(Offset::from(SKIPPED)),
-                            };
-                            if !ctx.send(batch).await {
-                                break;
-                            }
-                            let _ = skip_tx.send(id.clone());
-                            running.insert(id.clone());
-                            continue;
+                let node = graph.get(&id);
+                let closed = node.is_some_and(|n| n.closed);
+                let listed = |s: &str| initial.as_ref().is_some_and(|i| i.contains(s));
+                let parents: &[String] = node.map(|n| n.parents.as_slice()).unwrap_or_default();
+                let marks: Vec<Option<i64>> = parents
+                    .iter()
+                    .filter_map(|p| committed.get(p.as_str()))
+                    .filter_map(|c| skipped_at(c.offset.as_str()))
+                    .collect();
+                let parent_skipped =
+                    (!marks.is_empty()).then(|| marks.iter().flatten().min().copied());
+                let lineage = Lineage {
+                    committed: committed.get(id.as_str()).map(|c| c.offset.as_str()),
+                    listed_at_start: listed(&id),
+                    parent_at_start: parents.iter().any(|p| listed(p)),
+                    parent_skipped,
+                    closed,
+                };
+                let plan = plan(
+                    self.cfg.start_position == StreamStart::Latest,
+                    &lineage,
+                    since,
+                    run_started,
+                );
+                let (start, shard_since) = match plan {
+                    Plan::Read { at, since } => (at, since),
+                    Plan::Skip => {
+                        // Closed before we started: nothing in it is new. Mark it finished so
+                        // its children may start.
+                        let batch = SourceBatch {
+                            partition: Arc::from(id.as_str()),
+                            records: Vec::new(),
+                            end_of_partition: true,
+                            end_offset: Some(Offset::new(skipped_marker(
+                                run_started - run_started.rem_euclid(1000),
+                            ))),
+                        };
+                        if !ctx.send(batch).await {
+                            break;
                         }
-                        StartAt::Latest
+                        let _ = skip_tx.send(id.clone());
+                        running.insert(id.clone());
+                        continue;
                     }
-                    _ => StartAt::TrimHorizon,
                 };
                 tracing::debug!(table = %self.cfg.table, shard = %id, start = ?start, "reading shard");
                 running.insert(id.clone());
@@ -212,7 +326,7 @@ impl StreamReader {
                     shard: id.clone(),
                     output: ctx.output.clone(),
                     stop: stop.clone(),
-                    since,
+                    since: shard_since,
                 };
                 readers.spawn(async move {
                     let r = shard.read(start).await;
@@ -286,15 +400,29 @@ impl ShardTask {
 
     /// Reads the shard to its end (a closed shard) or until stopped.
     async fn read(self, start: StartAt) -> Result<(), ConnectorError> {
+        let first = self.iterator(&start).await?;
+        self.read_from(start, first).await
+    }
+
+    /// Reads the shard from `first`, the iterator GetShardIterator gave for `start` (if any).
+    async fn read_from(self, start: StartAt, first: Option<String>) -> Result<(), ConnectorError> {
         let part: PartitionId = Arc::from(self.shard.as_str());
         let mut at = start;
         let mut last: Option<String> = match &at {
             StartAt::After(s) => Some(s.clone()),
             _ => None,
         };
-        let mut iter = self.iterator(&at).await?;
+        let mut iter = first;
         let mut failures = 0u32;
-        while let Some(it) = iter.take() {
+        loop {
+            let Some(it) = iter.take() else {
+                // No iterator means nothing left to read here (a closed shard read to its end
+                // or trimmed away). Say so, so that the shard is finished and its children
+                // start, rather than leaving them waiting until the shard ages out.
+                tracing::warn!(table = %self.cfg.table, shard = %self.shard, "GetShardIterator returned no iterator; the shard is taken as read to its end");
+                self.send(end_batch(&part, last)).await;
+                return Ok(());
+            };
             if self.stop.is_cancelled() {
                 return Ok(());
             }
@@ -384,7 +512,17 @@ impl ShardTask {
             }
             iter = next;
         }
-        Ok(())
+    }
+}
+
+/// The end marker of a shard with nothing (more) to read: its last record's sequence number, or
+/// `end` when none was read.
+fn end_batch(part: &PartitionId, last: Option<String>) -> SourceBatch {
+    SourceBatch {
+        partition: part.clone(),
+        records: Vec::new(),
+        end_of_partition: true,
+        end_offset: Some(Offset::new(last.unwrap_or_else(|| "end".to_string()))),
     }
 }
 
@@ -410,7 +548,7 @@ fn to_record(
     let keys = conv(d.and_then(|d| d.keys())).unwrap_or_default();
     let new = conv(d.and_then(|d| d.new_image()));
     let old = conv(d.and_then(|d| d.old_image()));
-    let write_map = match cfg.item_format {
+    let write_map = match cfg.item_format() {
         ItemFormat::Json => item::write_plain_map,
         ItemFormat::DynamodbJson => item::write_ddb_map,
     };
@@ -456,4 +594,127 @@ fn to_record(
         ("shard-id".into(), part.to_string()),
     ];
     rec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STARTED: i64 = 1_764_496_800_123;
+
+    fn read(at: StartAt, since: Option<i64>) -> Plan {
+        Plan::Read { at, since }
+    }
+
+    #[test]
+    fn latest_reads_an_open_child_of_a_shard_listed_at_start_from_the_runs_start() {
+        const FLOOR: i64 = 1_764_496_800_000;
+        // {closed parent listed at start, open child listed at start}: the parent is passed
+        // over; the child reads from its start, passing over what came before this run.
+        let parent = Lineage {
+            listed_at_start: true,
+            closed: true,
+            ..Lineage::default()
+        };
+        assert_eq!(plan(true, &parent, None, STARTED), Plan::Skip);
+        assert_eq!(skipped_marker(FLOOR), "skipped@1764496800000");
+        // The child becomes ready once the parent's marker is committed.
+        let marker = skipped_marker(FLOOR);
+        let child = Lineage {
+            listed_at_start: true,
+            parent_at_start: true,
+            parent_skipped: skipped_at(&marker),
+            ..Lineage::default()
+        };
+        assert_eq!(
+            plan(true, &child, None, STARTED),
+            read(StartAt::TrimHorizon, Some(FLOOR))
+        );
+        // A later run (the first crashed before the child committed anything) still reads the
+        // child from the first run's start, even once the child has closed.
+        let later = STARTED + 3_600_000;
+        let closed_child = Lineage {
+            closed: true,
+            ..child.clone()
+        };
+        assert_eq!(
+            plan(true, &closed_child, None, later),
+            read(StartAt::TrimHorizon, Some(FLOOR))
+        );
+        // A grandchild closed before this run, below a shard this run passed over: passed over.
+        assert_eq!(plan(true, &closed_child, None, STARTED), Plan::Skip);
+        // A marker without a time (older runs): this run's start.
+        let old = Lineage {
+            parent_skipped: skipped_at(SKIPPED),
+            ..child.clone()
+        };
+        assert_eq!(
+            plan(true, &old, None, STARTED),
+            read(StartAt::TrimHorizon, Some(FLOOR))
+        );
+        // An open child of a parent listed open at start (read from its tip): from the start.
+        let open_parent = Lineage {
+            listed_at_start: true,
+            parent_at_start: true,
+            ..Lineage::default()
+        };
+        assert_eq!(
+            plan(true, &open_parent, None, STARTED),
+            read(StartAt::TrimHorizon, Some(FLOOR))
+        );
+        // An open shard without a listed parent starts at once, at the tip.
+        let root = Lineage {
+            listed_at_start: true,
+            ..Lineage::default()
+        };
+        assert_eq!(
+            plan(true, &root, None, STARTED),
+            read(StartAt::Latest, None)
+        );
+        // Shards that appear later are read whole; committed shards resume.
+        assert_eq!(
+            plan(true, &Lineage::default(), None, STARTED),
+            read(StartAt::TrimHorizon, None)
+        );
+        let resumed = Lineage {
+            committed: Some("42"),
+            ..child.clone()
+        };
+        assert_eq!(
+            plan(true, &resumed, None, STARTED),
+            read(StartAt::After("42".into()), None)
+        );
+        // trim_horizon reads everything.
+        assert_eq!(
+            plan(false, &closed_child, None, STARTED),
+            read(StartAt::TrimHorizon, None)
+        );
+        assert_eq!(skipped_at("49600000000000000001"), None);
+    }
+
+    #[tokio::test]
+    async fn a_shard_without_an_iterator_ends_with_an_end_marker() {
+        let cfg: DynamoSourceConfig =
+            serde_json::from_value(serde_json::json!({"table": "orders"})).expect("config");
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        let (tx, mut rx) = mpsc::channel(4);
+        let task = ShardTask {
+            cfg: Arc::new(cfg),
+            streams: aws_sdk_dynamodbstreams::Client::new(&sdk),
+            arn: "arn:aws:dynamodb:us-east-1:1:table/orders/stream/x".into(),
+            shard: "shardId-1".into(),
+            output: tx,
+            stop: CancellationToken::new(),
+            since: None,
+        };
+        task.read_from(StartAt::After("77".into()), None)
+            .await
+            .expect("read");
+        let b = rx.try_recv().expect("an end marker");
+        assert!(b.end_of_partition && b.records.is_empty());
+        assert_eq!(b.end_offset.as_ref().map(|o| o.as_str()), Some("77"));
+    }
 }

@@ -374,6 +374,41 @@ async fn sink_dedups_by_keys_and_never_reorders_one_key() {
 }
 
 #[tokio::test]
+async fn overwrite_by_keys_other_than_the_table_key_is_refused_at_start() {
+    let c = client().await;
+    let t = table_name("sink-dedup-keys");
+    create_table(
+        &c,
+        &t,
+        ("user_id", ScalarAttributeType::S),
+        Some(("ts", ScalarAttributeType::N)),
+        false,
+    )
+    .await;
+    for keys in [
+        serde_json::json!(["user_id"]),
+        serde_json::json!(["user_id", "ts", "v"]),
+        serde_json::json!(["v"]),
+    ] {
+        let r = DynamoSink::new(sink_cfg(&t, serde_json::json!({"overwrite_by_keys": keys}))).await;
+        let e = r.err().expect("refused");
+        assert!(
+            e.message
+                .contains("overwrite_by_keys must name the table's key attributes")
+                && e.message.contains(&t)
+                && !e.retriable,
+            "{e}"
+        );
+    }
+    DynamoSink::new(sink_cfg(
+        &t,
+        serde_json::json!({"overwrite_by_keys": ["ts", "user_id"]}),
+    ))
+    .await
+    .expect("the table key, in any order");
+}
+
+#[tokio::test]
 async fn sink_mirror_mode_deletes_by_op_field_and_stream_records() {
     let c = client().await;
     let t = table_name("sink-mirror");

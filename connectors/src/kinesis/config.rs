@@ -169,8 +169,9 @@ pub struct KinesisSinkConfig {
     /// How to reach Kinesis: region, endpoint, credentials.
     #[serde(default)]
     pub aws: AwsConfig,
-    /// PutRecords calls in flight at once. With more than one, records of one partition key
-    /// can change order when a refused entry is sent again; `1` keeps their order.
+    /// PutRecords calls in flight at once, at most one per target shard, so records of one
+    /// partition key are written in order. Only an entry Kinesis refused and that is sent again
+    /// can land after later records of its key.
     #[serde(default = "default_max_in_flight")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_in_flight: usize,
@@ -304,7 +305,7 @@ fn retry_put_records() -> RetryPolicy {
 impl KinesisSourceConfig {
     /// Checks beyond the schema, without I/O.
     pub fn check(&self) -> Vec<ConfigIssue> {
-        let mut issues = Vec::new();
+        let mut issues = self.aws.timeouts.check("aws");
         if let Err(m) = super::StreamRef::parse(&self.stream) {
             issues.push(ConfigIssue::new("stream", m));
         }
@@ -374,7 +375,7 @@ impl KinesisSourceConfig {
 impl KinesisSinkConfig {
     /// Checks beyond the schema, without I/O.
     pub fn check(&self) -> Vec<ConfigIssue> {
-        let mut issues = Vec::new();
+        let mut issues = self.aws.timeouts.check("aws");
         if let Err(m) = super::StreamRef::parse(&self.stream) {
             issues.push(ConfigIssue::new("stream", m));
         }

@@ -89,7 +89,7 @@ fn valid_name(n: &str) -> bool {
 
 /// A Kinesis client for the spec's `aws` settings.
 pub async fn client(aws: &AwsConfig) -> Result<Client, ConnectorError> {
-    let sdk = aws.sdk_config().await?;
+    let sdk = aws.sdk_config_without_sdk_retries().await?;
     Ok(Client::new(&sdk))
 }
 

@@ -1,7 +1,8 @@
-//! The Kinesis sink: PutRecords batches (500 records / 5 MiB), `max_in_flight` calls at once,
-//! partial failures retried entry by entry, optional KPL aggregation per target shard.
+//! The Kinesis sink: PutRecords batches (500 records / 5 MiB), `max_in_flight` calls at once
+//! but at most one per target shard (so records of one partition key land in order), partial
+//! failures retried entry by entry, optional KPL aggregation per target shard.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -26,6 +27,8 @@ use crate::retry::RetryPolicy;
 
 /// One PutRecords entry and the acks of the records it carries (several when aggregated).
 struct Entry {
+    /// The target shard (index into `ranges`); one key always maps to one index.
+    shard: usize,
     data: Bytes,
     partition_key: String,
     explicit_hash_key: Option<String>,
@@ -52,12 +55,17 @@ pub struct KinesisSink {
     stream: StreamRef,
     /// Open shards by starting hash key (for `Route.index` and aggregation by shard).
     ranges: Vec<Range>,
-    pending: Vec<Entry>,
+    /// Entries waiting to be sent, in order, by target shard.
+    pending: BTreeMap<usize, VecDeque<Entry>>,
+    pending_count: usize,
     pending_bytes: usize,
     oldest: Option<Instant>,
     /// Open aggregates by target shard index.
-    aggregates: HashMap<usize, (Aggregate, Vec<Ack>)>,
-    in_flight: JoinSet<Result<(), ConnectorError>>,
+    aggregates: BTreeMap<usize, (Aggregate, Vec<Ack>)>,
+    /// Calls in flight, each returning the target shards it carried.
+    in_flight: JoinSet<(Vec<usize>, Result<(), ConnectorError>)>,
+    /// Target shards with a call in flight: their next entries wait for it.
+    busy: HashSet<usize>,
     /// Records accepted by `write` and not yet acknowledged or failed.
     held: Arc<AtomicUsize>,
 }
@@ -74,11 +82,13 @@ impl KinesisSink {
             client,
             stream,
             ranges: Vec::new(),
-            pending: Vec::new(),
+            pending: BTreeMap::new(),
+            pending_count: 0,
             pending_bytes: 0,
             oldest: None,
-            aggregates: HashMap::new(),
+            aggregates: BTreeMap::new(),
             in_flight: JoinSet::new(),
+            busy: HashSet::new(),
             held: Arc::new(AtomicUsize::new(0)),
         };
         sink.refresh_shards().await?;
@@ -120,39 +130,46 @@ impl KinesisSink {
             .unwrap_or(0)
     }
 
+    /// The target shard of a partition key or explicit hash key.
+    fn shard_for(&self, partition_key: &str, explicit_hash_key: Option<&str>) -> usize {
+        let hash = match explicit_hash_key {
+            Some(h) => h.parse().unwrap_or(0),
+            None => hash_key_of(partition_key),
+        };
+        self.shard_of(hash)
+    }
+
     fn push(&mut self, e: Entry) {
         self.pending_bytes += e.size();
+        self.pending_count += 1;
         self.oldest.get_or_insert_with(Instant::now);
-        self.pending.push(e);
+        self.pending.entry(e.shard).or_default().push_back(e);
     }
 
     fn batch_full(&self) -> bool {
-        self.pending.len() >= self.cfg.max_batch_records
+        self.pending_count >= self.cfg.max_batch_records
             || self.pending_bytes as u64 >= self.cfg.max_batch_size.0
     }
 
     /// Adds a user record to its shard's aggregate, closing the aggregate first when the record
     /// would not fit.
     fn aggregate(&mut self, u: UserRecord, ack: Ack) {
-        let hash = match &u.explicit_hash_key {
-            Some(h) => h.parse().unwrap_or(0),
-            None => hash_key_of(&u.partition_key),
-        };
-        let shard = self.shard_of(hash);
+        let shard = self.shard_for(&u.partition_key, u.explicit_hash_key.as_deref());
         let max_size = self.cfg.aggregation_max_size.0 as usize;
         let max_records = self.cfg.aggregation_max_records;
-        let full = self.aggregates.get(&shard).is_some_and(|(a, _)| {
-            !a.is_empty() && (a.size_with(&u) > max_size || a.len() >= max_records)
-        });
+        let full = self
+            .aggregates
+            .get(&shard)
+            .is_some_and(|(a, _)| !a.is_empty() && !fits(a, &u, max_size, max_records));
         if full && let Some((a, acks)) = self.aggregates.remove(&shard) {
-            self.push_aggregate(a, acks);
+            self.push_aggregate(shard, a, acks);
         }
         let (a, acks) = self.aggregates.entry(shard).or_default();
         a.add(u);
         acks.push(ack);
     }
 
-    fn push_aggregate(&mut self, a: Aggregate, acks: Vec<Ack>) {
+    fn push_aggregate(&mut self, shard: usize, a: Aggregate, acks: Vec<Ack>) {
         let Some(pk) = a.partition_key().map(str::to_string) else {
             return;
         };
@@ -162,6 +179,7 @@ impl KinesisSink {
             None => (a.finish(), a.explicit_hash_key()),
         };
         self.push(Entry {
+            shard,
             data,
             partition_key: pk,
             explicit_hash_key,
@@ -171,38 +189,37 @@ impl KinesisSink {
 
     /// Moves every open aggregate into the pending entries.
     fn close_aggregates(&mut self) {
-        let mut shards: Vec<usize> = self.aggregates.keys().copied().collect();
-        shards.sort_unstable();
-        for s in shards {
-            if let Some((a, acks)) = self.aggregates.remove(&s) {
-                self.push_aggregate(a, acks);
-            }
+        for (s, (a, acks)) in std::mem::take(&mut self.aggregates) {
+            self.push_aggregate(s, a, acks);
         }
     }
 
     /// Sends pending entries as PutRecords calls: full batches only, or everything with `all`.
+    /// A call carries only shards with no call in flight, so the entries of one shard (and of
+    /// one partition key) are written in the order they came, while other shards go ahead.
     async fn dispatch(&mut self, all: bool) -> Result<(), ConnectorError> {
-        while !self.pending.is_empty() && (all || self.batch_full()) {
-            let mut n = 0;
-            let mut bytes = 0u64;
-            for e in &self.pending {
-                let s = e.size() as u64;
-                if n > 0
-                    && (n >= self.cfg.max_batch_records || bytes + s > self.cfg.max_batch_size.0)
-                {
-                    break;
-                }
-                n += 1;
-                bytes += s;
+        while self.pending_count > 0 && (all || self.batch_full()) {
+            if self.in_flight.len() >= self.cfg.max_in_flight {
+                self.reap_one().await?;
+                continue;
             }
-            let batch: Vec<Entry> = self.pending.drain(..n).collect();
+            let (batch, shards, bytes) = take_batch(
+                &mut self.pending,
+                &self.busy,
+                self.cfg.max_batch_records,
+                self.cfg.max_batch_size.0,
+            );
+            if batch.is_empty() {
+                // Every shard with entries waits for its call in flight.
+                self.reap_one().await?;
+                continue;
+            }
+            self.pending_count -= batch.len();
             self.pending_bytes -= bytes as usize;
-            if self.pending.is_empty() {
+            if self.pending_count == 0 {
                 self.oldest = None;
             }
-            while self.in_flight.len() >= self.cfg.max_in_flight {
-                self.reap_one().await?;
-            }
+            self.busy.extend(shards.iter().copied());
             let call = PutCall {
                 client: self.client.clone(),
                 stream: self.stream.clone(),
@@ -210,18 +227,33 @@ impl KinesisSink {
                 fail_on_error: self.cfg.fail_on_error,
                 held: self.held.clone(),
             };
-            self.in_flight.spawn(call.run(batch));
+            self.in_flight
+                .spawn(async move { (shards, call.run(batch).await) });
         }
         Ok(())
     }
 
-    async fn reap_one(&mut self) -> Result<(), ConnectorError> {
-        match self.in_flight.join_next().await {
-            Some(Ok(r)) => r,
-            Some(Err(e)) => Err(ConnectorError::fatal(format!(
+    fn joined(
+        &mut self,
+        j: Result<(Vec<usize>, Result<(), ConnectorError>), tokio::task::JoinError>,
+    ) -> Result<(), ConnectorError> {
+        match j {
+            Ok((shards, r)) => {
+                for s in shards {
+                    self.busy.remove(&s);
+                }
+                r
+            }
+            Err(e) => Err(ConnectorError::fatal(format!(
                 "kinesis sink: stream {}: a PutRecords task failed: {e}",
                 self.stream.name
             ))),
+        }
+    }
+
+    async fn reap_one(&mut self) -> Result<(), ConnectorError> {
+        match self.in_flight.join_next().await {
+            Some(j) => self.joined(j),
             None => Ok(()),
         }
     }
@@ -229,18 +261,57 @@ impl KinesisSink {
     /// Surfaces errors of calls that already finished, without waiting.
     fn reap_done(&mut self) -> Result<(), ConnectorError> {
         while let Some(j) = self.in_flight.try_join_next() {
-            match j {
-                Ok(r) => r?,
-                Err(e) => {
-                    return Err(ConnectorError::fatal(format!(
-                        "kinesis sink: stream {}: a PutRecords task failed: {e}",
-                        self.stream.name
-                    )));
-                }
-            }
+            self.joined(j)?;
         }
         Ok(())
     }
+}
+
+/// Whether user record `u` may join aggregate `a`: within `max_size` and `max_records`, and the
+/// Kinesis record it makes (data plus the partition key it is sent with) within 1 MiB.
+fn fits(a: &Aggregate, u: &UserRecord, max_size: usize, max_records: usize) -> bool {
+    let size = a.size_with(u);
+    let pk = a.partition_key().unwrap_or(&u.partition_key).len();
+    size <= max_size && size + pk <= MAX_RECORD_BYTES && a.len() < max_records
+}
+
+/// Takes the next PutRecords batch from the front of the queues of shards not in `busy`, within
+/// `max_records` and `max_bytes` (at least one entry, if any shard is free). Returns the
+/// entries, the shards they target and their size.
+fn take_batch(
+    pending: &mut BTreeMap<usize, VecDeque<Entry>>,
+    busy: &HashSet<usize>,
+    max_records: usize,
+    max_bytes: u64,
+) -> (Vec<Entry>, Vec<usize>, u64) {
+    let mut batch = Vec::new();
+    let mut shards = Vec::new();
+    let mut bytes = 0u64;
+    'shards: for (&shard, queue) in pending.iter_mut() {
+        if busy.contains(&shard) {
+            continue;
+        }
+        let mut took = false;
+        while let Some(e) = queue.front() {
+            let s = e.size() as u64;
+            if !batch.is_empty() && (batch.len() >= max_records || bytes + s > max_bytes) {
+                if took {
+                    shards.push(shard);
+                }
+                break 'shards;
+            }
+            bytes += s;
+            took = true;
+            if let Some(e) = queue.pop_front() {
+                batch.push(e);
+            }
+        }
+        if took {
+            shards.push(shard);
+        }
+    }
+    pending.retain(|_, q| !q.is_empty());
+    (batch, shards, bytes)
 }
 
 #[async_trait]
@@ -271,7 +342,9 @@ impl Sink for KinesisSink {
                 self.aggregate(u, r.ack);
                 self.oldest.get_or_insert_with(Instant::now);
             } else {
+                let shard = self.shard_for(&key, ehk.as_deref());
                 self.push(Entry {
+                    shard,
                     data: r.record.value,
                     partition_key: key,
                     explicit_hash_key: ehk,
@@ -437,5 +510,77 @@ impl PutCall {
             tokio::time::sleep(delay).await;
             todo = failed;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kinesis::config::MAX_BATCH_BYTES;
+
+    fn entry(shard: usize, n: usize) -> Entry {
+        Entry {
+            shard,
+            data: Bytes::from(n.to_string()),
+            partition_key: format!("k{shard}"),
+            explicit_hash_key: None,
+            acks: Vec::new(),
+        }
+    }
+
+    fn queues(spec: &[(usize, usize)]) -> BTreeMap<usize, VecDeque<Entry>> {
+        let mut q: BTreeMap<usize, VecDeque<Entry>> = BTreeMap::new();
+        let mut n = 0;
+        for &(shard, count) in spec {
+            for _ in 0..count {
+                q.entry(shard).or_default().push_back(entry(shard, n));
+                n += 1;
+            }
+        }
+        q
+    }
+
+    #[test]
+    fn a_batch_takes_only_shards_without_a_call_in_flight_in_order() {
+        let mut q = queues(&[(0, 3), (1, 2), (2, 2)]);
+        let busy = HashSet::from([1]);
+        let (batch, shards, _) = take_batch(&mut q, &busy, 500, MAX_BATCH_BYTES);
+        assert_eq!(shards, [0, 2]);
+        let data: Vec<&[u8]> = batch.iter().map(|e| e.data.as_ref()).collect();
+        assert_eq!(data, [b"0", b"1", b"2", b"5", b"6"]);
+        // Shard 1 keeps its entries for a later call.
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[&1].len(), 2);
+        // Everything busy: nothing to send.
+        let (batch, shards, _) = take_batch(&mut q, &HashSet::from([1]), 500, MAX_BATCH_BYTES);
+        assert!(batch.is_empty() && shards.is_empty());
+    }
+
+    #[test]
+    fn a_batch_stops_at_the_record_limit_and_names_every_shard_it_touched() {
+        let mut q = queues(&[(0, 2), (1, 3)]);
+        let (batch, shards, _) = take_batch(&mut q, &HashSet::new(), 3, MAX_BATCH_BYTES);
+        assert_eq!(batch.len(), 3);
+        assert_eq!(shards, [0, 1]);
+        assert_eq!(q[&1].len(), 2);
+    }
+
+    #[test]
+    fn an_aggregate_plus_its_partition_key_never_exceeds_one_mib() {
+        let pk = "p".repeat(256);
+        let user = |len: usize| UserRecord {
+            partition_key: pk.clone(),
+            explicit_hash_key: None,
+            data: Bytes::from(vec![b'x'; len]),
+        };
+        let mut a = Aggregate::default();
+        a.add(user(500 * 1024));
+        // Data alone fits 1 MiB; with the 256-byte key it would not.
+        let len = MAX_RECORD_BYTES - a.size_with(&user(0)) - 100;
+        let u = user(len);
+        assert!(a.size_with(&u) <= MAX_RECORD_BYTES);
+        assert!(a.size_with(&u) + pk.len() > MAX_RECORD_BYTES);
+        assert!(!fits(&a, &u, MAX_RECORD_BYTES, usize::MAX));
+        assert!(fits(&a, &user(1), MAX_RECORD_BYTES, usize::MAX));
     }
 }

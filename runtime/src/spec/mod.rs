@@ -300,6 +300,9 @@ fn semantic_checks(spec: &Spec) -> Vec<Issue> {
         }
     }
     kafka_checks(spec, &mut issues);
+    for i in sluice_connectors::registry::check_pair(&spec.source, &spec.sink) {
+        issues.push(issue(&format!("/{}", i.path), i.message));
+    }
     if let Some(format) = &spec.format {
         let is_csv =
             |c: &Option<FormatChoice>| matches!(c, Some(FormatChoice::Builtin(BuiltinFormat::Csv)));
