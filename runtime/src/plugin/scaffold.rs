@@ -634,8 +634,12 @@ mod tests {
         let mut on_disk = Vec::new();
         for sub in ["src", "wit", "python"] {
             for entry in std::fs::read_dir(sdk.join(sub)).unwrap() {
-                let name = entry.unwrap().file_name().into_string().unwrap();
-                on_disk.push(format!("{sub}/{name}"));
+                let entry = entry.unwrap();
+                // Files only: Python leaves `__pycache__/` beside the guest library.
+                if entry.file_type().unwrap().is_file() {
+                    let name = entry.file_name().into_string().unwrap();
+                    on_disk.push(format!("{sub}/{name}"));
+                }
             }
         }
         on_disk.push("Cargo.toml".into());
