@@ -1,7 +1,7 @@
 //! The connector spec: what a YAML spec file holds.
 
 use std::borrow::Cow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
@@ -37,7 +37,8 @@ pub struct Spec {
     pub partitioner: PartitionerSpec,
     /// Where records go.
     pub sink: SinkConfig,
-    /// Where progress is stored. Default: the `file` store under `.sluice/offsets`.
+    /// Where progress is stored. Default: the `file` store under `.sluice/offsets` in the spec
+    /// file's folder.
     #[serde(default)]
     pub offsets: OffsetsSpec,
     /// What happens to a record that cannot be processed.
@@ -46,6 +47,37 @@ pub struct Spec {
     /// Tuning of the pipeline's internal batching and buffering.
     #[serde(default)]
     pub pipeline: PipelineOptions,
+}
+
+impl Spec {
+    /// Makes every relative path in the spec relative to `base` (the spec file's folder), so a
+    /// spec means the same files whatever the working directory: the file source's patterns,
+    /// the file sink, the file offset store and the dead-letter file. (Plugin paths are resolved
+    /// against the same folder when the plugins are loaded.)
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() && p != Path::new("-") {
+                *p = base.join(&*p);
+            }
+        };
+        if let SourceConfig::File(f) = &mut self.source {
+            f.root = base.to_path_buf();
+        }
+        if let SinkConfig::File(f) = &mut self.sink {
+            resolve(&mut f.path);
+        }
+        if let OffsetsSpec::File(f) = &mut self.offsets {
+            resolve(&mut f.path);
+        }
+        let dead_letter = self.errors.dead_letter.get_or_insert_with(|| {
+            DeadLetterSpec::File(DeadLetterFile {
+                path: PathBuf::from(format!(".sluice/dead-letter/{}.jsonl", self.name)),
+            })
+        });
+        match dead_letter {
+            DeadLetterSpec::File(f) => resolve(&mut f.path),
+        }
+    }
 }
 
 /// The spec format version (only `1` exists).
@@ -120,7 +152,8 @@ pub struct CsvOptions {
     #[serde(default = "default_delimiter")]
     #[schemars(length(min = 1, max = 1))]
     pub delimiter: String,
-    /// The source's first line of each partition is a header row to skip (decode).
+    /// Line 1 of each file (or of stdin) is a header row to skip when decoding, whatever it says;
+    /// only for the `file` and `stdin` sources.
     #[serde(default)]
     pub header: bool,
 }
@@ -221,7 +254,7 @@ pub struct MemoryStoreSpec {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileStoreSpec {
-    /// Folder of the offset files, relative to the working directory.
+    /// Folder of the offset files, relative to the spec file's folder.
     #[serde(default = "default_offsets_path")]
     pub path: PathBuf,
     /// How often acknowledged progress is committed (and at shutdown).
@@ -302,7 +335,8 @@ pub struct ErrorsSpec {
     /// to the dead-letter file and go on.
     #[serde(default)]
     pub tolerance: Tolerance,
-    /// Where bad records go with `tolerance: all`. Default: `.sluice/dead-letter/<name>.jsonl`.
+    /// Where bad records go with `tolerance: all`. Default: `.sluice/dead-letter/<name>.jsonl`
+    /// in the spec file's folder.
     #[serde(default)]
     pub dead_letter: Option<DeadLetterSpec>,
 }
@@ -328,7 +362,8 @@ pub enum DeadLetterSpec {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterFile {
-    /// The file to append to, relative to the working directory.
+    /// The file to append to, relative to the spec file's folder. A torn last line left by a
+    /// crash (no final newline) is cut off when the file is opened.
     pub path: PathBuf,
 }
 
