@@ -136,7 +136,7 @@ pub fn parse(
                 line: l.line(),
                 column: l.column(),
             })
-            .unwrap_or_default();
+            .unwrap_or_else(|| unlocated_yaml_error_pos(text));
         vec![Diagnostic {
             file: file.to_string(),
             pos,
@@ -162,6 +162,7 @@ pub fn parse(
     }
     let spec: Spec = serde_path_to_error::deserialize(&doc).map_err(|e| {
         let pointer = path_to_pointer(&e.path().to_string());
+        let pointer = refine_pointer(&doc, pointer, &e.inner().to_string());
         locate(vec![Issue {
             pointer,
             at_key: false,
@@ -175,12 +176,55 @@ pub fn parse(
     Ok((spec, doc, map))
 }
 
+/// Where to point a YAML error that serde_yaml does not locate (e.g. "more than one document"):
+/// the first document marker after the start, or else the top of the file.
+fn unlocated_yaml_error_pos(text: &str) -> source_map::Pos {
+    let line = text
+        .lines()
+        .enumerate()
+        .skip(1)
+        .find(|(_, l)| l.starts_with("---") || l.starts_with("..."))
+        .map_or(1, |(i, _)| i + 1);
+    source_map::Pos { line, column: 1 }
+}
+
 /// serde_yaml's message without its own location suffix (we print ours).
 fn yaml_message(e: &serde_yaml::Error) -> String {
     let m = e.to_string();
     match m.find(" at line ") {
         Some(i) => m[..i].to_string(),
         None => m,
+    }
+}
+
+/// serde loses the path inside internally tagged enums (`source`, `sink`, `offsets`): an error
+/// there names only the enum. When the message quotes a string value (`` `99999999999s` ``)
+/// that occurs exactly once below `pointer`, point at that value instead.
+fn refine_pointer(doc: &Value, pointer: String, message: &str) -> String {
+    fn walk(v: &Value, at: &str, message: &str, found: &mut Vec<String>) {
+        match v {
+            Value::String(s) if message.contains(&format!("`{s}`")) => found.push(at.to_string()),
+            Value::Array(a) => {
+                for (i, item) in a.iter().enumerate() {
+                    walk(item, &format!("{at}/{i}"), message, found);
+                }
+            }
+            Value::Object(m) => {
+                for (k, item) in m {
+                    walk(item, &format!("{at}/{}", source_map::escape(k)), message, found);
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(node) = doc.pointer(&pointer) else {
+        return pointer;
+    };
+    let mut found = Vec::new();
+    walk(node, &pointer, message, &mut found);
+    match found.as_slice() {
+        [one] => one.clone(),
+        _ => pointer,
     }
 }
 
@@ -401,6 +445,14 @@ mod tests {
         assert_eq!(errs[0].path, "pipeline.flush_interval");
         assert!(errs[0].message.contains("too long"), "{}", errs[0]);
         assert_eq!(errs[0].pos.line, 6, "{}", errs[0]);
+    }
+
+    #[test]
+    fn a_huge_duration_inside_a_tagged_section_points_at_its_value() {
+        let text = "version: 1\nname: t\nsource:\n  type: kinesis\n  stream: s\n  shard_discovery_interval: 99999999999999999999s\nsink: {type: stdout}\noffsets:\n  store: memory\n  commit_interval: 5s\n";
+        let errs = parse("t.yaml", text, &env).expect_err("invalid");
+        assert_eq!(errs[0].path, "source.shard_discovery_interval", "{}", errs[0]);
+        assert_eq!((errs[0].pos.line, errs[0].pos.column), (6, 29), "{}", errs[0]);
     }
 
     #[test]

@@ -55,8 +55,10 @@ impl Spec {
     /// the file sink, the file offset store and the dead-letter file. (Plugin paths are resolved
     /// against the same folder when the plugins are loaded.)
     pub fn resolve_paths(&mut self, base: &Path) {
+        // A spec in the working directory needs no change (and keeps its paths short in logs).
+        let here = base.as_os_str().is_empty() || base == Path::new(".");
         let resolve = |p: &mut PathBuf| {
-            if p.is_relative() && !p.as_os_str().is_empty() && p != Path::new("-") {
+            if !here && p.is_relative() && !p.as_os_str().is_empty() && p != Path::new("-") {
                 *p = base.join(&*p);
             }
         };
