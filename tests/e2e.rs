@@ -379,7 +379,11 @@ fn relative_paths_in_a_spec_are_relative_to_its_folder_whatever_the_working_dire
         .expect("read_dir")
         .map(|e| e.expect("entry").file_name())
         .collect();
-    assert_eq!(stray, vec![".keep"], "nothing is written in the working directory");
+    assert_eq!(
+        stray,
+        vec![".keep"],
+        "nothing is written in the working directory"
+    );
 
     // The same spec started from its own folder (or by absolute path) finds the same offsets:
     // only the new file is read.
@@ -389,7 +393,11 @@ fn relative_paths_in_a_spec_are_relative_to_its_folder_whatever_the_working_dire
     let abs = s.path("proj/spec.yaml");
     let out = run_in(".", abs.to_str().expect("utf-8 path"));
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(s.lines("proj/out/data.jsonl").len(), 5, "nothing read twice");
+    assert_eq!(
+        s.lines("proj/out/data.jsonl").len(),
+        5,
+        "nothing read twice"
+    );
     assert_eq!(s.lines("proj/.sluice/dead-letter/rel.jsonl").len(), 1);
 }
 
@@ -401,10 +409,20 @@ fn a_torn_last_line_of_the_output_file_is_cut_before_appending() {
     s.write("out/data.jsonl", "{\"seq\":1000}\n{\"seq\":10,\"user_i");
     let out = s.run(&["run", "spec.yaml"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // The log may be coloured: drop ANSI escapes before looking for `bytes=17`.
+    let mut log = String::new();
+    let mut escape = false;
+    for c in stderr(&out).chars() {
+        match c {
+            '\u{1b}' => escape = true,
+            'm' if escape => escape = false,
+            _ if escape => {}
+            c => log.push(c),
+        }
+    }
     assert!(
-        stderr(&out).contains("torn last line") && stderr(&out).contains("bytes=17"),
-        "{}",
-        stderr(&out)
+        log.contains("torn last line") && log.contains("bytes=17"),
+        "{log}"
     );
     // Every line parses: the fragment is gone, nothing is glued onto it.
     let got = seqs(&s.lines("out/data.jsonl"));
@@ -442,6 +460,9 @@ fn out_of_range_durations_on_the_command_line_are_errors_not_panics() {
     ]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("--older-than") && err.contains("too long"), "{err}");
+    assert!(
+        err.contains("--older-than") && err.contains("too long"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }

@@ -42,7 +42,10 @@ bad_spec!(yaml_syntax_error, "yaml-syntax.yaml");
 bad_spec!(semantic_checks, "semantic.yaml");
 bad_spec!(secret_values_are_hidden, "secret.yaml");
 bad_spec!(zero_periods_are_rejected, "zero-period.yaml");
-bad_spec!(huge_durations_are_rejected_not_a_panic, "huge-duration.yaml");
+bad_spec!(
+    huge_durations_are_rejected_not_a_panic,
+    "huge-duration.yaml"
+);
 
 #[test]
 fn print_redacts_secrets() {

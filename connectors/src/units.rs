@@ -49,7 +49,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     };
     match Duration::try_from_secs_f64(secs) {
         Ok(d) if d <= MAX_DURATION => Ok(d),
-        _ => Err(format!("`{s}` is too long (at most 100 years, e.g. 36500d)")),
+        _ => Err(format!(
+            "`{s}` is too long (at most 100 years, e.g. 36500d)"
+        )),
     }
 }
 
@@ -203,7 +205,11 @@ mod tests {
 
     #[test]
     fn huge_durations_are_errors_not_panics() {
-        for s in ["99999999999999999999s", "1000000000000000000000000000000000000000d", "101y"] {
+        for s in [
+            "99999999999999999999s",
+            "1000000000000000000000000000000000000000d",
+            "101y",
+        ] {
             assert!(parse_duration(s).is_err(), "{s}");
         }
         let long = format!("{}s", "9".repeat(400));
@@ -214,8 +220,16 @@ mod tests {
 
     #[test]
     fn huge_sizes_are_errors_not_saturated() {
-        assert!(parse_size("99999999999999999999GB").unwrap_err().contains("too large"));
-        assert!(parse_size(&"9".repeat(400)).unwrap_err().contains("too large"));
+        assert!(
+            parse_size("99999999999999999999GB")
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert!(
+            parse_size(&"9".repeat(400))
+                .unwrap_err()
+                .contains("too large")
+        );
         assert_eq!(parse_size("16GiB"), Ok(16 << 30));
         assert_eq!(ByteSize(5 * 1024 * 1024).to_string(), "5MiB");
     }

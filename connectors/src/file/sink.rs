@@ -24,9 +24,9 @@ impl FileSink {
         let path = cfg.path.clone();
         let p = path.clone();
         let file = tokio::task::spawn_blocking(move || super::open_append(&p))
-        .await
-        .map_err(|e| ConnectorError::fatal(format!("file sink: open task failed: {e}")))?
-        .map_err(|e| ConnectorError::io(format!("file sink: open {}", path.display()), e))?;
+            .await
+            .map_err(|e| ConnectorError::fatal(format!("file sink: open task failed: {e}")))?
+            .map_err(|e| ConnectorError::io(format!("file sink: open {}", path.display()), e))?;
         Ok(Self {
             path,
             envelope: cfg.envelope,

@@ -211,7 +211,12 @@ fn refine_pointer(doc: &Value, pointer: String, message: &str) -> String {
             }
             Value::Object(m) => {
                 for (k, item) in m {
-                    walk(item, &format!("{at}/{}", source_map::escape(k)), message, found);
+                    walk(
+                        item,
+                        &format!("{at}/{}", source_map::escape(k)),
+                        message,
+                        found,
+                    );
                 }
             }
             _ => {}
@@ -435,7 +440,12 @@ mod tests {
         let text = "version: 1\nname: t\nsource: {type: generator}\nsink: {type: stdout}\noffsets:\n  store: memory\n  commit_interval: 0s\n";
         let errs = parse("t.yaml", text, &env).expect_err("invalid");
         assert_eq!(errs[0].path, "offsets.commit_interval");
-        assert_eq!((errs[0].pos.line, errs[0].pos.column), (7, 20), "{}", errs[0]);
+        assert_eq!(
+            (errs[0].pos.line, errs[0].pos.column),
+            (7, 20),
+            "{}",
+            errs[0]
+        );
     }
 
     #[test]
@@ -451,8 +461,17 @@ mod tests {
     fn a_huge_duration_inside_a_tagged_section_points_at_its_value() {
         let text = "version: 1\nname: t\nsource:\n  type: kinesis\n  stream: s\n  shard_discovery_interval: 99999999999999999999s\nsink: {type: stdout}\noffsets:\n  store: memory\n  commit_interval: 5s\n";
         let errs = parse("t.yaml", text, &env).expect_err("invalid");
-        assert_eq!(errs[0].path, "source.shard_discovery_interval", "{}", errs[0]);
-        assert_eq!((errs[0].pos.line, errs[0].pos.column), (6, 29), "{}", errs[0]);
+        assert_eq!(
+            errs[0].path, "source.shard_discovery_interval",
+            "{}",
+            errs[0]
+        );
+        assert_eq!(
+            (errs[0].pos.line, errs[0].pos.column),
+            (6, 29),
+            "{}",
+            errs[0]
+        );
     }
 
     #[test]
