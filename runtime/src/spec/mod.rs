@@ -497,6 +497,32 @@ mod tests {
         assert_eq!(d.path, Path::new("/etc/sluice/.sluice/dead-letter/t.jsonl"));
     }
 
+    #[test]
+    fn credential_and_tls_files_resolve_against_the_spec_folder() {
+        let text = "version: 1\nname: t\nsource:\n  type: kafka\n  brokers: [b:9092]\n  topics: [t]\n  group: g\n  properties:\n    ssl.certificate.location: certs/client.pem\n    ssl.ca.location: probe\n    ssl.key.location: /abs/key.pem\nsink:\n  type: kinesis\n  stream: s\n  aws:\n    credentials: {provider: web_identity, token_file: token, role_arn: arn:aws:iam::1:role/r}\n";
+        let (mut spec, _, _) = parse("t.yaml", text, &env).expect("valid");
+        spec.resolve_paths(Path::new("/etc/sluice"));
+        let SourceConfig::Kafka(k) = &spec.source else {
+            panic!("{:?}", spec.source)
+        };
+        let props = &k.properties.0;
+        assert_eq!(
+            props["ssl.certificate.location"],
+            "/etc/sluice/certs/client.pem"
+        );
+        assert_eq!(props["ssl.ca.location"], "probe");
+        assert_eq!(props["ssl.key.location"], "/abs/key.pem");
+        let sluice_connectors::SinkConfig::Kinesis(k) = &spec.sink else {
+            panic!("{:?}", spec.sink)
+        };
+        let sluice_connectors::aws::CredentialsConfig::WebIdentity { token_file, .. } =
+            &k.aws.credentials
+        else {
+            panic!("{:?}", k.aws.credentials)
+        };
+        assert_eq!(token_file, Path::new("/etc/sluice/token"));
+    }
+
     mod prop {
         //! The loader on arbitrary YAML-ish text: a spec or located errors, never a panic.
         use proptest::prelude::*;

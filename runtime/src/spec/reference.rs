@@ -21,7 +21,8 @@ pub fn markdown() -> String {
          file is stale. Durations are written `200ms`, `5s`, `1m` (at most 100 years; commit and\n\
          discovery intervals longer than 0s); sizes `512KiB`, `5MiB`. Any string value may use\n\
          `${VAR}` or `${VAR:-default}`. Every relative path (files, globs, the offset folder, the\n\
-         dead-letter file, plugins) is relative to the folder of the spec file, whatever the\n\
+         dead-letter file, plugins, AWS credential files, librdkafka `ssl.*.location` and\n\
+         `sasl.kerberos.keytab`) is relative to the folder of the spec file, whatever the\n\
          working directory.\n\n",
     );
     let mut queue: VecDeque<String> = VecDeque::new();

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer};
+use sluice_connectors::aws::CredentialsConfig;
+use sluice_connectors::kafka::Properties;
 use sluice_connectors::{SinkConfig, SourceConfig};
 
 use crate::spec::plugin::PluginSpec;
@@ -52,8 +54,9 @@ pub struct Spec {
 impl Spec {
     /// Makes every relative path in the spec relative to `base` (the spec file's folder), so a
     /// spec means the same files whatever the working directory: the file source's patterns,
-    /// the file sink, the file offset store and the dead-letter file. (Plugin paths are resolved
-    /// against the same folder when the plugins are loaded.)
+    /// the file sink, the file offset store, the dead-letter file, AWS credential files and
+    /// librdkafka's SSL/Kerberos files. (Plugin paths are resolved against the same folder when
+    /// the plugins are loaded.)
     pub fn resolve_paths(&mut self, base: &Path) {
         // A spec in the working directory needs no change (and keeps its paths short in logs).
         let here = base.as_os_str().is_empty() || base == Path::new(".");
@@ -62,14 +65,25 @@ impl Spec {
                 *p = base.join(&*p);
             }
         };
-        if let SourceConfig::File(f) = &mut self.source {
-            f.root = base.to_path_buf();
+        match &mut self.source {
+            SourceConfig::File(f) => f.root = base.to_path_buf(),
+            SourceConfig::Kafka(k) => resolve_kafka_files(&mut k.properties, &resolve),
+            SourceConfig::Kinesis(k) => resolve_aws_files(&mut k.aws.credentials, &resolve),
+            SourceConfig::Dynamodb(d) => resolve_aws_files(&mut d.aws.credentials, &resolve),
+            SourceConfig::Generator(_) | SourceConfig::Stdin(_) => {}
         }
-        if let SinkConfig::File(f) = &mut self.sink {
-            resolve(&mut f.path);
+        match &mut self.sink {
+            SinkConfig::File(f) => resolve(&mut f.path),
+            SinkConfig::Kafka(k) => resolve_kafka_files(&mut k.properties, &resolve),
+            SinkConfig::Kinesis(k) => resolve_aws_files(&mut k.aws.credentials, &resolve),
+            SinkConfig::Dynamodb(d) => resolve_aws_files(&mut d.aws.credentials, &resolve),
+            SinkConfig::Stdout(_) | SinkConfig::Null(_) => {}
         }
-        if let OffsetsSpec::File(f) = &mut self.offsets {
-            resolve(&mut f.path);
+        match &mut self.offsets {
+            OffsetsSpec::File(f) => resolve(&mut f.path),
+            OffsetsSpec::Kafka(k) => resolve_kafka_files(&mut k.properties, &resolve),
+            OffsetsSpec::Dynamodb(d) => resolve_aws_files(&mut d.aws.credentials, &resolve),
+            OffsetsSpec::Memory(_) => {}
         }
         let dead_letter = self.errors.dead_letter.get_or_insert_with(|| {
             DeadLetterSpec::File(DeadLetterFile {
@@ -78,6 +92,30 @@ impl Spec {
         });
         match dead_letter {
             DeadLetterSpec::File(f) => resolve(&mut f.path),
+        }
+    }
+}
+
+/// Files named in AWS credentials (a profile's credentials file, a web identity token).
+fn resolve_aws_files(c: &mut CredentialsConfig, resolve: &dyn Fn(&mut PathBuf)) {
+    match c {
+        CredentialsConfig::Profile { path: Some(p), .. } => resolve(p),
+        CredentialsConfig::WebIdentity { token_file, .. } => resolve(token_file),
+        CredentialsConfig::AssumeRole { source, .. } => resolve_aws_files(source, resolve),
+        _ => {}
+    }
+}
+
+/// librdkafka properties that name files: `ssl.*.location` (except the special
+/// `ssl.ca.location: probe`) and `sasl.kerberos.keytab`.
+fn resolve_kafka_files(props: &mut Properties, resolve: &dyn Fn(&mut PathBuf)) {
+    for (k, v) in props.0.iter_mut() {
+        let names_a_file = (k.starts_with("ssl.") && k.ends_with(".location") && v != "probe")
+            || k == "sasl.kerberos.keytab";
+        if names_a_file {
+            let mut p = PathBuf::from(&*v);
+            resolve(&mut p);
+            *v = p.to_string_lossy().into_owned();
         }
     }
 }
