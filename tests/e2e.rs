@@ -466,3 +466,22 @@ fn out_of_range_durations_on_the_command_line_are_errors_not_panics() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn a_zero_commit_interval_is_refused_before_anything_runs() {
+    let s = Scratch::new();
+    s.write(
+        "spec.yaml",
+        &generator_spec("zero", Some(100), 1, None)
+            .replace("commit_interval: 100ms", "commit_interval: 0s"),
+    );
+    let out = s.run(&["run", "spec.yaml"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("spec.yaml:17:20: offsets.commit_interval: must be longer than 0s"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!s.path("out/data.jsonl").exists(), "nothing ran");
+}
