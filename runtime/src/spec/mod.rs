@@ -592,7 +592,7 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+            #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
             #[test]
             fn mutated_specs_give_a_spec_or_located_errors(
