@@ -84,6 +84,9 @@ EOF
 (cd "$WORK" && SLUICE_LOG=warn "$SLUICE" run load.yaml --no-progress 2>&1 | tail -n 2)
 
 echo "==> sluice run examples/kinesis-to-kafka.yaml --max-records $RECORDS"
+# The example's offsets live beside it (relative paths are relative to the spec): forget those
+# of an earlier demo, whose stream was another.
+"$SLUICE" offsets reset "$ROOT/examples/kinesis-to-kafka.yaml" >/dev/null 2>&1 || true
 (cd "$WORK" && SLUICE_LOG=warn "$SLUICE" run "$ROOT/examples/kinesis-to-kafka.yaml" --max-records "$RECORDS" --no-progress 2>&1 | tee "$WORK/bridge.log" | tail -n 3)
 
 echo "==> reading topic $BRIDGE_TOPIC back (sluice: kafka → file)"

@@ -440,3 +440,139 @@ fn jq_transforms_edit_filter_fan_out_and_dead_letter_through_the_binary() {
         vec![("in/a.jsonl".to_string(), 3, true)]
     );
 }
+
+#[test]
+fn relative_paths_in_a_spec_are_relative_to_its_folder_whatever_the_working_directory() {
+    let s = Scratch::new();
+    s.write("proj/in/a.jsonl", BAD_INPUT);
+    // The default offset store and the default dead-letter file, plus a relative sink path.
+    s.write(
+        "proj/spec.yaml",
+        "version: 1\nname: rel\nsource: {type: file, paths: [in/*.jsonl], batch_size: 1}\nformat: {decode: json}\nsink: {type: file, path: out/data.jsonl}\nerrors: {tolerance: all}\n",
+    );
+    s.write("elsewhere/.keep", "");
+    let run_in = |cwd: &str, spec: &str| {
+        s.cmd(&["run", spec])
+            .current_dir(s.path(cwd))
+            .output()
+            .expect("run sluice")
+    };
+    let out = run_in("elsewhere", "../proj/spec.yaml");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(s.lines("proj/out/data.jsonl").len(), 4);
+    assert_eq!(s.lines("proj/.sluice/dead-letter/rel.jsonl").len(), 1);
+    // Partitions are named relative to the spec's folder, not to the working directory.
+    assert_eq!(
+        s.offsets("proj/.sluice/offsets", "rel"),
+        vec![("in/a.jsonl".to_string(), 5, true)]
+    );
+    let stray: Vec<_> = std::fs::read_dir(s.path("elsewhere"))
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(
+        stray,
+        vec![".keep"],
+        "nothing is written in the working directory"
+    );
+
+    // The same spec started from its own folder (or by absolute path) finds the same offsets:
+    // only the new file is read.
+    s.write("proj/in/b.jsonl", "{\"n\":6}\n");
+    let out = run_in("proj", "spec.yaml");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let abs = s.path("proj/spec.yaml");
+    let out = run_in(".", abs.to_str().expect("utf-8 path"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        s.lines("proj/out/data.jsonl").len(),
+        5,
+        "nothing read twice"
+    );
+    assert_eq!(s.lines("proj/.sluice/dead-letter/rel.jsonl").len(), 1);
+}
+
+#[test]
+fn a_torn_last_line_of_the_output_file_is_cut_before_appending() {
+    let s = Scratch::new();
+    s.write("spec.yaml", &generator_spec("torn-out", Some(100), 1, None));
+    // A crash in the middle of a write left a fragment without a newline.
+    s.write("out/data.jsonl", "{\"seq\":1000}\n{\"seq\":10,\"user_i");
+    let out = s.run(&["run", "spec.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The log may be coloured: drop ANSI escapes before looking for `bytes=17`.
+    let mut log = String::new();
+    let mut escape = false;
+    for c in stderr(&out).chars() {
+        match c {
+            '\u{1b}' => escape = true,
+            'm' if escape => escape = false,
+            _ if escape => {}
+            c => log.push(c),
+        }
+    }
+    assert!(
+        log.contains("torn last line") && log.contains("bytes=17"),
+        "{log}"
+    );
+    // Every line parses: the fragment is gone, nothing is glued onto it.
+    let got = seqs(&s.lines("out/data.jsonl"));
+    assert_eq!(got[0], 1000, "complete lines are kept");
+    assert_eq!(&got[1..], &(0..100).collect::<Vec<_>>()[..]);
+}
+
+#[test]
+fn a_torn_last_line_of_the_dead_letter_file_is_cut_before_appending() {
+    let s = Scratch::new();
+    s.write("in/a.jsonl", BAD_INPUT);
+    s.write("spec.yaml", &file_spec("torn-dlq", "all"));
+    s.write("dlq.jsonl", "{\"pipeline\":\"torn-dlq\",\"sta");
+    let out = s.run(&["run", "spec.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("torn last line"), "{}", stderr(&out));
+    let dlq = s.lines("dlq.jsonl");
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    let entry: serde_json::Value = serde_json::from_str(&dlq[0]).expect("dlq JSON");
+    assert_eq!(entry["offset"], "3");
+}
+
+#[test]
+fn out_of_range_durations_on_the_command_line_are_errors_not_panics() {
+    let s = Scratch::new();
+    s.write("spec.yaml", &generator_spec("prune", Some(10), 1, None));
+    assert!(s.run(&["run", "spec.yaml"]).status.success());
+    let out = s.run(&[
+        "offsets",
+        "prune",
+        "spec.yaml",
+        "--older-than",
+        "99999999999999999999s",
+        "--dry-run",
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("--older-than") && err.contains("too long"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_zero_commit_interval_is_refused_before_anything_runs() {
+    let s = Scratch::new();
+    s.write(
+        "spec.yaml",
+        &generator_spec("zero", Some(100), 1, None)
+            .replace("commit_interval: 100ms", "commit_interval: 0s"),
+    );
+    let out = s.run(&["run", "spec.yaml"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("spec.yaml:17:20: offsets.commit_interval: must be longer than 0s"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!s.path("out/data.jsonl").exists(), "nothing ran");
+}

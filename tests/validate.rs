@@ -51,6 +51,11 @@ bad_spec!(
     "kafka-properties.yaml"
 );
 bad_spec!(interpolation_errors_never_echo_values, "interpolation.yaml");
+bad_spec!(zero_periods_are_rejected, "zero-period.yaml");
+bad_spec!(
+    huge_durations_are_rejected_not_a_panic,
+    "huge-duration.yaml"
+);
 
 #[test]
 fn print_redacts_secrets() {

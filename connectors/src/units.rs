@@ -15,6 +15,10 @@ pub struct Dur(pub Duration);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteSize(pub u64);
 
+/// The longest duration a spec may hold: 100 years. Anything longer is certainly a typo, and
+/// bounding it keeps every `Instant + duration` and timer in the runtime free of overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 pub const DURATION_PATTERN: &str = r"^\s*[0-9]+(\.[0-9]+)?\s*(ns|us|µs|ms|s|m|h|d)\s*$";
 pub const SIZE_PATTERN: &str = r"^\s*[0-9]+(\.[0-9]+)?\s*(B|KB|MB|GB|KiB|MiB|GiB|k|K|M|G)?\s*$";
 
@@ -43,7 +47,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             ));
         }
     };
-    Ok(Duration::from_secs_f64(secs))
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(format!(
+            "`{s}` is too long (at most 100 years, e.g. 36500d)"
+        )),
+    }
 }
 
 /// Parses `512KiB`, `5MiB`, `1GB`, `100`.
@@ -70,7 +79,13 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
             ));
         }
     };
-    Ok((n * mult).round() as u64)
+    let bytes = (n * mult).round();
+    // `u64::MAX as f64` rounds up to 2^64, so `<` keeps the cast below exact and in range.
+    if bytes.is_finite() && bytes < u64::MAX as f64 {
+        Ok(bytes as u64)
+    } else {
+        Err(format!("`{s}` is too large (at most 2^64 - 1 bytes)"))
+    }
 }
 
 impl<'de> Deserialize<'de> for Dur {
@@ -186,6 +201,36 @@ mod tests {
         assert_eq!(parse_size("1KB"), Ok(1000));
         assert_eq!(parse_size("100"), Ok(100));
         assert!(parse_size("5XB").is_err());
+    }
+
+    #[test]
+    fn huge_durations_are_errors_not_panics() {
+        for s in [
+            "99999999999999999999s",
+            "1000000000000000000000000000000000000000d",
+            "101y",
+        ] {
+            assert!(parse_duration(s).is_err(), "{s}");
+        }
+        let long = format!("{}s", "9".repeat(400));
+        assert!(parse_duration(&long).unwrap_err().contains("too long"));
+        assert!(parse_duration("36500d").is_ok());
+        assert!(parse_duration("36501d").unwrap_err().contains("too long"));
+    }
+
+    #[test]
+    fn huge_sizes_are_errors_not_saturated() {
+        assert!(
+            parse_size("99999999999999999999GB")
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert!(
+            parse_size(&"9".repeat(400))
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert_eq!(parse_size("16GiB"), Ok(16 << 30));
         assert_eq!(ByteSize(5 * 1024 * 1024).to_string(), "5MiB");
     }
 }

@@ -268,6 +268,13 @@ impl DynamoSourceConfig {
                 "snapshot_then_cdc reads the stream from the time the snapshot started; start_position applies to `cdc` only",
             ));
         }
+        // A timer period: `tokio::time::interval` panics on zero.
+        if self.shard_discovery_interval.0.is_zero() {
+            issues.push(ConfigIssue::new(
+                "shard_discovery_interval",
+                "must be longer than 0s",
+            ));
+        }
         issues
     }
 }

@@ -10,9 +10,15 @@ use crate::ConfigIssue;
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSourceConfig {
-    /// Files or glob patterns (`logs/*.jsonl`), relative to the working directory.
+    /// Files or glob patterns (`logs/*.jsonl`), relative to the spec file's folder. A file's
+    /// partition is its path as matched, relative to that folder.
     #[schemars(length(min = 1))]
     pub paths: Vec<String>,
+    /// The folder relative `paths` are read from: set by the runtime to the spec file's folder,
+    /// never written in a spec. Empty: the working directory.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub root: PathBuf,
     /// Records per batch.
     #[serde(default = "default_batch_size")]
     #[schemars(range(min = 1, max = 100000))]
@@ -42,7 +48,8 @@ impl FileSourceConfig {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
-    /// The file to append to (created with its folders), relative to the working directory.
+    /// The file to append to (created with its folders), relative to the spec file's folder. A
+    /// torn last line left by a crash (no final newline) is cut off when the file is opened.
     pub path: PathBuf,
     /// Write a JSON envelope per line (`key`, `value`, `headers`, `timestamp`, `partition_key`,
     /// `metadata`) instead of the bare value.

@@ -1,4 +1,4 @@
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -23,15 +23,10 @@ impl FileSink {
     pub async fn open(cfg: &FileSinkConfig) -> Result<Self, ConnectorError> {
         let path = cfg.path.clone();
         let p = path.clone();
-        let file = tokio::task::spawn_blocking(move || {
-            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
-            }
-            OpenOptions::new().create(true).append(true).open(&p)
-        })
-        .await
-        .map_err(|e| ConnectorError::fatal(format!("file sink: open task failed: {e}")))?
-        .map_err(|e| ConnectorError::io(format!("file sink: open {}", path.display()), e))?;
+        let file = tokio::task::spawn_blocking(move || super::open_append(&p))
+            .await
+            .map_err(|e| ConnectorError::fatal(format!("file sink: open task failed: {e}")))?
+            .map_err(|e| ConnectorError::io(format!("file sink: open {}", path.display()), e))?;
         Ok(Self {
             path,
             envelope: cfg.envelope,

@@ -1,5 +1,6 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -22,11 +23,24 @@ impl FileSource {
         Ok(Self { cfg })
     }
 
-    /// The files the patterns match now, sorted, without duplicates.
-    fn expand(&self) -> Result<Vec<String>, ConnectorError> {
+    /// The files the patterns match now, sorted by partition id, without duplicates: each as
+    /// (partition id, path to open). A relative pattern is matched under `root`, and its files'
+    /// ids stay relative to `root`, so they do not depend on the working directory.
+    fn expand(&self) -> Result<Vec<(String, PathBuf)>, ConnectorError> {
+        let root = &self.cfg.root;
+        let under_root = !(root.as_os_str().is_empty() || root == Path::new("."));
         let mut files = Vec::new();
         for pattern in &self.cfg.paths {
-            let matches = glob::glob(pattern).map_err(|e| {
+            let relative = under_root && Path::new(pattern).is_relative();
+            let full = if relative {
+                format!(
+                    "{}/{pattern}",
+                    glob::Pattern::escape(&root.to_string_lossy())
+                )
+            } else {
+                pattern.clone()
+            };
+            let matches = glob::glob(&full).map_err(|e| {
                 ConnectorError::fatal(format!("file source: bad glob pattern `{pattern}`: {e}"))
             })?;
             let mut any = false;
@@ -35,18 +49,22 @@ impl FileSource {
                     ConnectorError::fatal(format!("file source: cannot read `{pattern}`: {e}"))
                 })?;
                 if path.is_file() {
-                    files.push(path.to_string_lossy().into_owned());
+                    let id = match path.strip_prefix(root) {
+                        Ok(rel) if relative => rel.to_string_lossy().into_owned(),
+                        _ => path.to_string_lossy().into_owned(),
+                    };
+                    files.push((id, path));
                     any = true;
                 }
             }
             if !any {
                 return Err(ConnectorError::fatal(format!(
-                    "file source: no file matches `{pattern}`"
+                    "file source: no file matches `{full}`"
                 )));
             }
         }
         files.sort();
-        files.dedup();
+        files.dedup_by(|a, b| a.0 == b.0);
         Ok(files)
     }
 }
@@ -60,19 +78,20 @@ impl Source for FileSource {
         let out = ctx.output.clone();
         let stop = ctx.shutdown.clone();
         tokio::task::spawn_blocking(move || {
-            for path in files {
-                let id: PartitionId = Arc::from(path.as_str());
+            for (name, path) in files {
+                let id: PartitionId = Arc::from(name.as_str());
+                let shown = path.display();
                 let file = File::open(&path)
-                    .map_err(|e| ConnectorError::io(format!("file source: open {path}"), e))?;
+                    .map_err(|e| ConnectorError::io(format!("file source: open {shown}"), e))?;
                 let more = read_lines(
                     BufReader::with_capacity(256 * 1024, file),
                     id,
-                    start.get(path.as_str()),
+                    start.get(name.as_str()),
                     batch,
                     &out,
                     &stop,
                 )
-                .map_err(|e| ConnectorError::io(format!("file source: read {path}"), e))?;
+                .map_err(|e| ConnectorError::io(format!("file source: read {shown}"), e))?;
                 if !more {
                     break;
                 }

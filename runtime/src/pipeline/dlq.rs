@@ -1,6 +1,6 @@
 //! The dead-letter file: bad records with the error, the failing stage and their metadata.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -16,10 +16,8 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let f = OpenOptions::new().create(true).append(true).open(path)?;
+        // Creates the folders durably and cuts a torn last line left by a crash.
+        let f = sluice_connectors::file::open_append(path)?;
         Ok(Self {
             path: path.to_path_buf(),
             out: BufWriter::new(f),

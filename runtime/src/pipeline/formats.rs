@@ -99,7 +99,7 @@ impl CsvDecode {
         }
     }
 
-    fn decode(&self, line: &[u8]) -> Result<Option<Value>, String> {
+    fn decode(&self, line: &[u8]) -> Result<Value, String> {
         let mut rdr = csv::ReaderBuilder::new()
             .has_headers(false)
             .delimiter(self.delimiter)
@@ -118,21 +118,13 @@ impl CsvDecode {
                 rec.len()
             ));
         }
-        if self.header
-            && rec
-                .iter()
-                .zip(&self.columns)
-                .all(|(f, c)| f == c.as_bytes())
-        {
-            return Ok(None);
-        }
         let mut obj = Map::with_capacity(self.columns.len());
         for (field, col) in rec.iter().zip(&self.columns) {
             let s =
                 std::str::from_utf8(field).map_err(|_| format!("field `{col}` is not UTF-8"))?;
             obj.insert(col.clone(), Value::String(s.to_string()));
         }
-        Ok(Some(Value::Object(obj)))
+        Ok(Value::Object(obj))
     }
 }
 
@@ -144,10 +136,16 @@ impl Stage for CsvDecode {
     fn process(&mut self, batch: &[Record]) -> Result<Vec<Outcome>, StageError> {
         Ok(batch
             .iter()
-            .map(|r| match self.decode(&r.value) {
-                Ok(Some(v)) => Outcome::Records(vec![r.derive(Bytes::from(v.to_string()))]),
-                Ok(None) => Outcome::Records(Vec::new()),
-                Err(e) => Outcome::Error(e),
+            .map(|r| {
+                // Line-based sources (file, stdin; validation allows no other with `header`)
+                // number lines from 1: the header is line 1, whatever it says.
+                if self.header && r.offset.as_str() == "1" {
+                    return Outcome::Records(Vec::new());
+                }
+                match self.decode(&r.value) {
+                    Ok(v) => Outcome::Records(vec![r.derive(Bytes::from(v.to_string()))]),
+                    Err(e) => Outcome::Error(e),
+                }
             })
             .collect())
     }
@@ -214,7 +212,11 @@ mod tests {
     use super::*;
 
     fn rec(v: &str) -> Record {
-        Record::new("p".into(), 1.into(), Bytes::from(v.to_string()))
+        Record::new("p".into(), 2.into(), Bytes::from(v.to_string()))
+    }
+
+    fn line(n: u64, v: &str) -> Record {
+        Record::new("p".into(), n.into(), Bytes::from(v.to_string()))
     }
 
     fn csv_opts(header: bool) -> CsvOptions {
@@ -242,7 +244,7 @@ mod tests {
     fn csv_round_trip() {
         let mut dec = stage(BuiltinFormat::Csv, true, Some(&csv_opts(true)));
         let out = dec
-            .process(&[rec("id,name"), rec("7,\"Doe, J\""), rec("1,2,3")])
+            .process(&[line(1, "id,name"), rec("7,\"Doe, J\""), rec("1,2,3")])
             .expect("process");
         assert_eq!(out[0], Outcome::Records(vec![]), "header row dropped");
         let Outcome::Records(r) = &out[1] else {
@@ -256,5 +258,25 @@ mod tests {
             panic!("{:?}", out[0])
         };
         assert_eq!(&e[0].value[..], b"7,\"Doe, J\"");
+    }
+
+    #[test]
+    fn csv_header_drops_only_the_first_line() {
+        let mut dec = stage(BuiltinFormat::Csv, true, Some(&csv_opts(true)));
+        let out = dec
+            // Line 1 is the header even when it differs from `columns`; a later row that
+            // happens to equal the column names is data.
+            .process(&[line(1, "ID,Name"), line(2, "id,name"), line(3, "7,x")])
+            .expect("process");
+        assert_eq!(out[0], Outcome::Records(vec![]), "line 1 is the header");
+        let Outcome::Records(r) = &out[1] else {
+            panic!("{:?}", out[1])
+        };
+        assert_eq!(&r[0].value[..], br#"{"id":"id","name":"name"}"#);
+        assert!(matches!(&out[2], Outcome::Records(r) if r.len() == 1));
+        // Without `header`, line 1 is data.
+        let mut dec = stage(BuiltinFormat::Csv, true, Some(&csv_opts(false)));
+        let out = dec.process(&[line(1, "id,name")]).expect("process");
+        assert!(matches!(&out[0], Outcome::Records(r) if r.len() == 1));
     }
 }

@@ -140,7 +140,8 @@ impl Pipeline {
         let dead_letter =
             (spec.errors.tolerance == Tolerance::All).then(|| match &spec.errors.dead_letter {
                 Some(DeadLetterSpec::File(f)) => f.path.clone(),
-                None => PathBuf::from(format!(".sluice/dead-letter/{}.jsonl", spec.name)),
+                // `spec::load` fills in the default (resolved against the spec's folder).
+                None => base.join(format!(".sluice/dead-letter/{}.jsonl", spec.name)),
             });
         // Offsets first: a store that cannot be read stops the pipeline before any connector
         // creates or touches anything.

@@ -37,8 +37,9 @@ pub fn json_schema() -> Value {
 pub struct LoadedSpec {
     /// The spec file as given.
     pub file: PathBuf,
-    /// The folder plugin paths are relative to.
+    /// The spec file's folder: every relative path in the spec is relative to it.
     pub base_dir: PathBuf,
+    /// The spec, its relative paths resolved against `base_dir` ([`Spec::resolve_paths`]).
     pub spec: Spec,
     /// The document after `${VAR}` replacement.
     pub doc: Value,
@@ -112,11 +113,12 @@ pub fn load(path: &Path, host: Option<&PluginHost>) -> Result<LoadedSpec, SpecEr
         }])
     })?;
     let env = |name: &str| std::env::var(name).ok();
-    let (spec, doc, map) = parse(&file, &text, &env).map_err(SpecErrors)?;
+    let (mut spec, doc, map) = parse(&file, &text, &env).map_err(SpecErrors)?;
     let base_dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    spec.resolve_paths(&base_dir);
     if let Some(host) = host {
         let issues = check_plugins(&spec, &base_dir, host);
         if !issues.is_empty() {
@@ -146,7 +148,7 @@ pub fn parse(
                 line: l.line(),
                 column: l.column(),
             })
-            .unwrap_or_default();
+            .unwrap_or_else(|| unlocated_yaml_error_pos(text));
         vec![Diagnostic {
             file: file.to_string(),
             pos,
@@ -172,6 +174,7 @@ pub fn parse(
     }
     let mut spec: Spec = serde_path_to_error::deserialize(&doc).map_err(|e| {
         let pointer = path_to_pointer(&e.path().to_string());
+        let pointer = refine_pointer(&doc, pointer, &e.inner().to_string());
         locate(vec![Issue {
             pointer,
             at_key: false,
@@ -191,12 +194,60 @@ pub fn parse(
     Ok((spec, doc, map))
 }
 
+/// Where to point a YAML error that serde_yaml does not locate (e.g. "more than one document"):
+/// the first document marker after the start, or else the top of the file.
+fn unlocated_yaml_error_pos(text: &str) -> source_map::Pos {
+    let line = text
+        .lines()
+        .enumerate()
+        .skip(1)
+        .find(|(_, l)| l.starts_with("---") || l.starts_with("..."))
+        .map_or(1, |(i, _)| i + 1);
+    source_map::Pos { line, column: 1 }
+}
+
 /// serde_yaml's message without its own location suffix (we print ours).
 fn yaml_message(e: &serde_yaml::Error) -> String {
     let m = e.to_string();
     match m.find(" at line ") {
         Some(i) => m[..i].to_string(),
         None => m,
+    }
+}
+
+/// serde loses the path inside internally tagged enums (`source`, `sink`, `offsets`): an error
+/// there names only the enum. When the message quotes a string value (`` `99999999999s` ``)
+/// that occurs exactly once below `pointer`, point at that value instead.
+fn refine_pointer(doc: &Value, pointer: String, message: &str) -> String {
+    fn walk(v: &Value, at: &str, message: &str, found: &mut Vec<String>) {
+        match v {
+            Value::String(s) if message.contains(&format!("`{s}`")) => found.push(at.to_string()),
+            Value::Array(a) => {
+                for (i, item) in a.iter().enumerate() {
+                    walk(item, &format!("{at}/{i}"), message, found);
+                }
+            }
+            Value::Object(m) => {
+                for (k, item) in m {
+                    walk(
+                        item,
+                        &format!("{at}/{}", source_map::escape(k)),
+                        message,
+                        found,
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(node) = doc.pointer(&pointer) else {
+        return pointer;
+    };
+    let mut found = Vec::new();
+    walk(node, &pointer, message, &mut found);
+    match found.as_slice() {
+        [one] => one.clone(),
+        _ => pointer,
     }
 }
 
@@ -303,6 +354,13 @@ fn semantic_checks(spec: &Spec) -> Vec<Issue> {
     for i in sluice_connectors::registry::check_pair(&spec.source, &spec.sink) {
         issues.push(issue(&format!("/{}", i.path), i.message));
     }
+    // The commit interval is a timer period (`tokio::time::interval` panics on zero).
+    if spec.offsets.commit_interval().is_zero() {
+        issues.push(issue(
+            "/offsets/commit_interval",
+            "must be longer than 0s (offsets are committed this often)".into(),
+        ));
+    }
     if let Some(format) = &spec.format {
         let is_csv =
             |c: &Option<FormatChoice>| matches!(c, Some(FormatChoice::Builtin(BuiltinFormat::Csv)));
@@ -313,6 +371,16 @@ fn semantic_checks(spec: &Spec) -> Vec<Issue> {
                     "the csv format needs its columns: add `format.csv.columns: [...]`".into(),
                 ));
             }
+        }
+        if let Some(csv) = &format.csv
+            && csv.header
+            && !matches!(spec.source, SourceConfig::File(_) | SourceConfig::Stdin(_))
+        {
+            issues.push(issue(
+                "/format/csv/header",
+                "`header: true` skips line 1 of each file: it needs a `file` or `stdin` source"
+                    .into(),
+            ));
         }
         if let Some(csv) = &format.csv
             && !(csv.delimiter.len() == 1 && csv.delimiter.is_ascii())
@@ -584,5 +652,201 @@ mod tests {
         let errs = parse("t.yaml", text, &env).expect_err("invalid");
         assert_eq!(errs[0].path, "format.decode");
         assert!(errs[0].message.contains("csv.columns"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn a_zero_commit_interval_is_rejected_where_it_is_written() {
+        let text = "version: 1\nname: t\nsource: {type: generator}\nsink: {type: stdout}\noffsets:\n  store: memory\n  commit_interval: 0s\n";
+        let errs = parse("t.yaml", text, &env).expect_err("invalid");
+        assert_eq!(errs[0].path, "offsets.commit_interval");
+        assert_eq!(
+            (errs[0].pos.line, errs[0].pos.column),
+            (7, 20),
+            "{}",
+            errs[0]
+        );
+    }
+
+    #[test]
+    fn a_huge_duration_is_a_located_error() {
+        let text = "version: 1\nname: t\nsource: {type: generator}\nsink: {type: stdout}\npipeline:\n  flush_interval: 99999999999999999999s\n";
+        let errs = parse("t.yaml", text, &env).expect_err("invalid");
+        assert_eq!(errs[0].path, "pipeline.flush_interval");
+        assert!(errs[0].message.contains("too long"), "{}", errs[0]);
+        assert_eq!(errs[0].pos.line, 6, "{}", errs[0]);
+    }
+
+    #[test]
+    fn a_huge_duration_inside_a_tagged_section_points_at_its_value() {
+        let text = "version: 1\nname: t\nsource:\n  type: kinesis\n  stream: s\n  shard_discovery_interval: 99999999999999999999s\nsink: {type: stdout}\noffsets:\n  store: memory\n  commit_interval: 5s\n";
+        let errs = parse("t.yaml", text, &env).expect_err("invalid");
+        assert_eq!(
+            errs[0].path, "source.shard_discovery_interval",
+            "{}",
+            errs[0]
+        );
+        assert_eq!(
+            (errs[0].pos.line, errs[0].pos.column),
+            (6, 29),
+            "{}",
+            errs[0]
+        );
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_spec_folder() {
+        let text = "version: 1\nname: t\nsource: {type: file, paths: [in/*.csv, /abs/x]}\nsink: {type: file, path: out/x.jsonl}\nerrors: {tolerance: all}\n";
+        let (mut spec, _, _) = parse("t.yaml", text, &env).expect("valid");
+        spec.resolve_paths(Path::new("/etc/sluice"));
+        let SourceConfig::File(src) = &spec.source else {
+            panic!("{:?}", spec.source)
+        };
+        assert_eq!(src.root, Path::new("/etc/sluice"));
+        let sluice_connectors::SinkConfig::File(sink) = &spec.sink else {
+            panic!("{:?}", spec.sink)
+        };
+        assert_eq!(sink.path, Path::new("/etc/sluice/out/x.jsonl"));
+        let OffsetsSpec::File(f) = &spec.offsets else {
+            panic!("{:?}", spec.offsets)
+        };
+        assert_eq!(f.path, Path::new("/etc/sluice/.sluice/offsets"));
+        let Some(DeadLetterSpec::File(d)) = &spec.errors.dead_letter else {
+            panic!("{:?}", spec.errors)
+        };
+        assert_eq!(d.path, Path::new("/etc/sluice/.sluice/dead-letter/t.jsonl"));
+    }
+
+    #[test]
+    fn credential_and_tls_files_resolve_against_the_spec_folder() {
+        let text = "version: 1\nname: t\nsource:\n  type: kafka\n  brokers: [b:9092]\n  topics: [t]\n  group: g\n  properties:\n    ssl.certificate.location: certs/client.pem\n    ssl.ca.location: probe\n    ssl.key.location: /abs/key.pem\nsink:\n  type: kinesis\n  stream: s\n  aws:\n    credentials: {provider: web_identity, token_file: token, role_arn: arn:aws:iam::1:role/r}\n";
+        let (mut spec, _, _) = parse("t.yaml", text, &env).expect("valid");
+        spec.resolve_paths(Path::new("/etc/sluice"));
+        let SourceConfig::Kafka(k) = &spec.source else {
+            panic!("{:?}", spec.source)
+        };
+        let props = &k.properties.0;
+        assert_eq!(
+            props["ssl.certificate.location"],
+            "/etc/sluice/certs/client.pem"
+        );
+        assert_eq!(props["ssl.ca.location"], "probe");
+        assert_eq!(props["ssl.key.location"], "/abs/key.pem");
+        let sluice_connectors::SinkConfig::Kinesis(k) = &spec.sink else {
+            panic!("{:?}", spec.sink)
+        };
+        let sluice_connectors::aws::CredentialsConfig::WebIdentity { token_file, .. } =
+            &k.aws.credentials
+        else {
+            panic!("{:?}", k.aws.credentials)
+        };
+        assert_eq!(token_file, Path::new("/etc/sluice/token"));
+    }
+
+    mod prop {
+        //! The loader on arbitrary YAML-ish text: a spec or located errors, never a panic.
+        use proptest::prelude::*;
+
+        use super::super::parse;
+
+        const VALID: &str = "version: 1\nname: p\nsource:\n  type: file\n  paths: [in/*.jsonl]\n  batch_size: 10\nformat:\n  decode: csv\n  csv: {columns: [a, b], header: true}\ntransforms: []\nsink: {type: file, path: out.jsonl, envelope: true}\noffsets:\n  store: file\n  commit_interval: 5s\nerrors: {tolerance: all, dead_letter: {type: file, path: d.jsonl}}\npipeline: {flush_interval: 200ms, max_buffered: 100, channel_capacity: 4}\n";
+
+        /// Pieces that stress the YAML parser, interpolation, the schema and the semantic checks.
+        fn token() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just(": ".to_string()),
+                Just("\n".to_string()),
+                Just("\n  ".to_string()),
+                Just("- ".to_string()),
+                Just("{".to_string()),
+                Just("}".to_string()),
+                Just("[".to_string()),
+                Just("]".to_string()),
+                Just("\"".to_string()),
+                Just("'".to_string()),
+                Just("\t".to_string()),
+                Just("&a ".to_string()),
+                Just("*a".to_string()),
+                Just("<<: *a".to_string()),
+                Just("!!binary ".to_string()),
+                Just("---\n".to_string()),
+                Just("${".to_string()),
+                Just("${V}".to_string()),
+                Just("${BIG}".to_string()),
+                Just("${X:-0s}".to_string()),
+                Just("0s".to_string()),
+                Just("99999999999999999999s".to_string()),
+                Just("1e400".to_string()),
+                Just("18446744073709551616".to_string()),
+                Just("99999999999999999999GB".to_string()),
+                Just("-1".to_string()),
+                Just("null".to_string()),
+                Just("~".to_string()),
+                Just("commit_interval: ".to_string()),
+                Just("type: kinesis".to_string()),
+                Just("type: dynamodb".to_string()),
+                Just("store: kafka".to_string()),
+                "[a-z_]{1,12}",
+                "[ -~]{0,8}",
+                any::<char>().prop_map(String::from),
+            ]
+        }
+
+        fn env(name: &str) -> Option<String> {
+            match name {
+                "V" => Some("0s".into()),
+                "BIG" => Some("99999999999999999999".into()),
+                _ => None,
+            }
+        }
+
+        fn check(text: &str) {
+            if let Err(diags) = parse("p.yaml", text, &env) {
+                assert!(!diags.is_empty(), "an error without a diagnostic");
+                for d in diags {
+                    assert_eq!(d.file, "p.yaml");
+                    assert!(d.pos.line >= 1 && d.pos.column >= 1, "unlocated: {d}");
+                    assert!(!d.message.is_empty(), "no message: {d:?}");
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn mutated_specs_give_a_spec_or_located_errors(
+                edits in proptest::collection::vec((any::<proptest::sample::Index>(), 0usize..3, token()), 1..6),
+            ) {
+                let mut text = VALID.to_string();
+                for (at, cut, tok) in edits {
+                    let mut i = at.index(text.len() + 1);
+                    while !text.is_char_boundary(i) {
+                        i -= 1;
+                    }
+                    let mut end = (i + cut).min(text.len());
+                    while !text.is_char_boundary(end) {
+                        end += 1;
+                    }
+                    text.replace_range(i..end, &tok);
+                }
+                check(&text);
+            }
+
+            #[test]
+            fn arbitrary_text_gives_located_errors(text in "[ -~\n\t]{0,200}") {
+                check(&text);
+            }
+
+            #[test]
+            fn generated_mappings_give_a_spec_or_located_errors(
+                pairs in proptest::collection::vec((0usize..4, "[a-z_]{1,16}", token()), 0..12),
+            ) {
+                let mut text = "version: 1\nname: p\n".to_string();
+                for (indent, key, value) in pairs {
+                    text.push_str(&format!("{}{key}: {value}\n", "  ".repeat(indent)));
+                }
+                check(&text);
+            }
+        }
     }
 }

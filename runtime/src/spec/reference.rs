@@ -18,8 +18,12 @@ pub fn markdown() -> String {
     out.push_str("# Spec reference\n\n");
     out.push_str(
         "Generated from the spec's JSON Schema by `sluice schema --markdown`; a test fails when this\n\
-         file is stale. Durations are written `200ms`, `5s`, `1m`; sizes `512KiB`, `5MiB`. Any\n\
-         string value may use `${VAR}` or `${VAR:-default}`.\n\n",
+         file is stale. Durations are written `200ms`, `5s`, `1m` (at most 100 years; commit and\n\
+         discovery intervals longer than 0s); sizes `512KiB`, `5MiB`. Any string value may use\n\
+         `${VAR}` or `${VAR:-default}`. Every relative path (files, globs, the offset folder, the\n\
+         dead-letter file, plugins, AWS credential files, librdkafka `ssl.*.location` and\n\
+         `sasl.kerberos.keytab`) is relative to the folder of the spec file, whatever the\n\
+         working directory.\n\n",
     );
     let mut queue: VecDeque<String> = VecDeque::new();
     let mut seen = BTreeSet::new();

@@ -1,11 +1,13 @@
 //! The connector spec: what a YAML spec file holds.
 
 use std::borrow::Cow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer};
+use sluice_connectors::aws::CredentialsConfig;
+use sluice_connectors::kafka::Properties;
 use sluice_connectors::{SinkConfig, SourceConfig};
 
 use crate::spec::plugin::PluginSpec;
@@ -38,7 +40,8 @@ pub struct Spec {
     pub partitioner: PartitionerSpec,
     /// Where records go.
     pub sink: SinkConfig,
-    /// Where progress is stored. Default: the `file` store under `.sluice/offsets`.
+    /// Where progress is stored. Default: the `file` store under `.sluice/offsets` in the spec
+    /// file's folder.
     #[serde(default)]
     pub offsets: OffsetsSpec,
     /// What happens to a record that cannot be processed.
@@ -47,6 +50,75 @@ pub struct Spec {
     /// Tuning of the pipeline's internal batching and buffering.
     #[serde(default)]
     pub pipeline: PipelineOptions,
+}
+
+impl Spec {
+    /// Makes every relative path in the spec relative to `base` (the spec file's folder), so a
+    /// spec means the same files whatever the working directory: the file source's patterns,
+    /// the file sink, the file offset store, the dead-letter file, AWS credential files and
+    /// librdkafka's SSL/Kerberos files. (Plugin paths are resolved against the same folder when
+    /// the plugins are loaded.)
+    pub fn resolve_paths(&mut self, base: &Path) {
+        // A spec in the working directory needs no change (and keeps its paths short in logs).
+        let here = base.as_os_str().is_empty() || base == Path::new(".");
+        let resolve = |p: &mut PathBuf| {
+            if !here && p.is_relative() && !p.as_os_str().is_empty() && p != Path::new("-") {
+                *p = base.join(&*p);
+            }
+        };
+        match &mut self.source {
+            SourceConfig::File(f) => f.root = base.to_path_buf(),
+            SourceConfig::Kafka(k) => resolve_kafka_files(&mut k.properties, &resolve),
+            SourceConfig::Kinesis(k) => resolve_aws_files(&mut k.aws.credentials, &resolve),
+            SourceConfig::Dynamodb(d) => resolve_aws_files(&mut d.aws.credentials, &resolve),
+            SourceConfig::Generator(_) | SourceConfig::Stdin(_) => {}
+        }
+        match &mut self.sink {
+            SinkConfig::File(f) => resolve(&mut f.path),
+            SinkConfig::Kafka(k) => resolve_kafka_files(&mut k.properties, &resolve),
+            SinkConfig::Kinesis(k) => resolve_aws_files(&mut k.aws.credentials, &resolve),
+            SinkConfig::Dynamodb(d) => resolve_aws_files(&mut d.aws.credentials, &resolve),
+            SinkConfig::Stdout(_) | SinkConfig::Null(_) => {}
+        }
+        match &mut self.offsets {
+            OffsetsSpec::File(f) => resolve(&mut f.path),
+            OffsetsSpec::Kafka(k) => resolve_kafka_files(&mut k.properties, &resolve),
+            OffsetsSpec::Dynamodb(d) => resolve_aws_files(&mut d.aws.credentials, &resolve),
+            OffsetsSpec::Memory(_) => {}
+        }
+        let dead_letter = self.errors.dead_letter.get_or_insert_with(|| {
+            DeadLetterSpec::File(DeadLetterFile {
+                path: PathBuf::from(format!(".sluice/dead-letter/{}.jsonl", self.name)),
+            })
+        });
+        match dead_letter {
+            DeadLetterSpec::File(f) => resolve(&mut f.path),
+        }
+    }
+}
+
+/// Files named in AWS credentials (a profile's credentials file, a web identity token).
+fn resolve_aws_files(c: &mut CredentialsConfig, resolve: &dyn Fn(&mut PathBuf)) {
+    match c {
+        CredentialsConfig::Profile { path: Some(p), .. } => resolve(p),
+        CredentialsConfig::WebIdentity { token_file, .. } => resolve(token_file),
+        CredentialsConfig::AssumeRole { source, .. } => resolve_aws_files(source, resolve),
+        _ => {}
+    }
+}
+
+/// librdkafka properties that name files: `ssl.*.location` (except the special
+/// `ssl.ca.location: probe`) and `sasl.kerberos.keytab`.
+fn resolve_kafka_files(props: &mut Properties, resolve: &dyn Fn(&mut PathBuf)) {
+    for (k, v) in props.0.iter_mut() {
+        let names_a_file = (k.starts_with("ssl.") && k.ends_with(".location") && v != "probe")
+            || k == "sasl.kerberos.keytab";
+        if names_a_file {
+            let mut p = PathBuf::from(&*v);
+            resolve(&mut p);
+            *v = p.to_string_lossy().into_owned();
+        }
+    }
 }
 
 /// The spec format version (only `1` exists).
@@ -162,7 +234,8 @@ pub struct CsvOptions {
     #[serde(default = "default_delimiter")]
     #[schemars(length(min = 1, max = 1))]
     pub delimiter: String,
-    /// The source's first line of each partition is a header row to skip (decode).
+    /// Line 1 of each file (or of stdin) is a header row to skip when decoding, whatever it says;
+    /// only for the `file` and `stdin` sources.
     #[serde(default)]
     pub header: bool,
 }
@@ -263,7 +336,7 @@ pub struct MemoryStoreSpec {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileStoreSpec {
-    /// Folder of the offset files, relative to the working directory.
+    /// Folder of the offset files, relative to the spec file's folder.
     #[serde(default = "default_offsets_path")]
     pub path: PathBuf,
     /// How often acknowledged progress is committed (and at shutdown).
@@ -344,7 +417,8 @@ pub struct ErrorsSpec {
     /// to the dead-letter file and go on.
     #[serde(default)]
     pub tolerance: Tolerance,
-    /// Where bad records go with `tolerance: all`. Default: `.sluice/dead-letter/<name>.jsonl`.
+    /// Where bad records go with `tolerance: all`. Default: `.sluice/dead-letter/<name>.jsonl`
+    /// in the spec file's folder.
     #[serde(default)]
     pub dead_letter: Option<DeadLetterSpec>,
 }
@@ -370,7 +444,8 @@ pub enum DeadLetterSpec {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterFile {
-    /// The file to append to, relative to the working directory.
+    /// The file to append to, relative to the spec file's folder. A torn last line left by a
+    /// crash (no final newline) is cut off when the file is opened.
     pub path: PathBuf,
 }
 
