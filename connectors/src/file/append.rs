@@ -18,14 +18,7 @@ pub fn open_append(path: &Path) -> io::Result<File> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let missing = missing_ancestors(dir);
-    if !missing.is_empty() {
-        std::fs::create_dir_all(dir)?;
-        // Deepest first: each new folder's entry lives in its parent.
-        for d in &missing {
-            sync_dir(d.parent().filter(|p| !p.as_os_str().is_empty()))?;
-        }
-    }
+    create_dir_durable(dir)?;
     let existed = path.exists();
     let mut file = OpenOptions::new()
         .create(true)
@@ -47,6 +40,21 @@ pub fn open_append(path: &Path) -> io::Result<File> {
         );
     }
     Ok(file)
+}
+
+/// Creates `dir` and its missing parents, and fsyncs the parent of each folder it created, so a
+/// power cut cannot lose the folder of a file whose contents were fsynced (the file sink, the
+/// dead-letter file and the file offset store use it).
+pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
+    let missing = missing_ancestors(dir);
+    if !missing.is_empty() {
+        std::fs::create_dir_all(dir)?;
+        // Deepest first: each new folder's entry lives in its parent.
+        for d in &missing {
+            sync_dir(d.parent().filter(|p| !p.as_os_str().is_empty()))?;
+        }
+    }
+    Ok(())
 }
 
 /// The length of `file` up to and including its last `\n` (0 when it has none), reading

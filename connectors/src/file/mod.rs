@@ -6,7 +6,7 @@ mod config;
 mod sink;
 mod source;
 
-pub use append::open_append;
+pub use append::{create_dir_durable, open_append};
 pub use config::{FileSinkConfig, FileSourceConfig};
 pub use sink::{FileSink, render_line};
 pub use source::{FileSource, read_lines};

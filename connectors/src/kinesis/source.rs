@@ -326,6 +326,14 @@ impl Coordinator {
                     }
                     Ok((id, Ok(Exit::Stopped))) => {
                         self.active.remove(&id);
+                        if !shutdown.is_cancelled() {
+                            // A reader stops on its own only when the pipeline no longer takes
+                            // records: stop too, rather than start it again in a loop.
+                            return Err(ConnectorError::fatal(format!(
+                                "kinesis source: stream {}: shard {id}: the pipeline stopped taking records",
+                                self.shared.stream.name
+                            )));
+                        }
                     }
                     Ok((_, Err(e))) => return Err(e),
                     Err(e) => return Err(ConnectorError::fatal(format!(

@@ -79,7 +79,7 @@ impl FileStore {
         namespace: &str,
         partitions: BTreeMap<String, Entry>,
     ) -> Result<(), OffsetError> {
-        std::fs::create_dir_all(&self.dir)
+        sluice_connectors::file::create_dir_durable(&self.dir)
             .map_err(|e| self.io(format!("cannot create {}", self.dir.display()), e))?;
         let path = self.path(namespace);
         if partitions.is_empty() {
@@ -139,7 +139,7 @@ impl FileStore {
         f: impl FnOnce(&FileStore) -> Result<T, OffsetError> + Send + 'static,
     ) -> Result<T, OffsetError> {
         self.blocking(move |s| {
-            std::fs::create_dir_all(&s.dir)
+            sluice_connectors::file::create_dir_durable(&s.dir)
                 .map_err(|e| s.io(format!("cannot create {}", s.dir.display()), e))?;
             let path = s.dir.join(".lock");
             let lock = std::fs::OpenOptions::new()
