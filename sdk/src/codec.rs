@@ -1,90 +1,64 @@
-//! The batch encoding described in `sdk/wit/plugin.wit`: the guest's side (decode input batches,
-//! encode outcomes and routes). The host has its own copy in `runtime/src/plugin/codec.rs`.
+//! The guest's side of the batch encoding (`sluice-wire`, described in `sdk/wit/plugin.wit`):
+//! lazy input batches, and outcome and route buffers written in place.
 
 use crate::{Outcome, Output, Record, Route};
 
-pub(crate) const HAS_KEY: u8 = 1;
-pub(crate) const HAS_TIMESTAMP: u8 = 2;
-pub(crate) const HAS_HEADERS: u8 = 4;
-
-pub(crate) const OUTCOME_KEEP: u8 = 0;
-pub(crate) const OUTCOME_RECORDS: u8 = 1;
-pub(crate) const OUTCOME_ERROR: u8 = 2;
-
-pub(crate) const ROUTE_OK: u8 = 0;
-pub(crate) const ROUTE_ERROR: u8 = 1;
-pub(crate) const ROUTE_KEY: u8 = 1;
-pub(crate) const ROUTE_INDEX: u8 = 2;
-pub(crate) const ROUTE_HASH_KEY: u8 = 4;
+pub(crate) use sluice_wire::{
+    HAS_HEADERS, HAS_KEY, HAS_TIMESTAMP, OUTCOME_ERROR, OUTCOME_KEEP, OUTCOME_RECORDS, ROUTE_ERROR,
+    ROUTE_HASH_KEY, ROUTE_INDEX, ROUTE_KEY, ROUTE_OK,
+};
+use sluice_wire::{put_bytes, put_len};
 
 /// Reads the encoded input batch. The host writes it, so a malformed batch is a host bug: the
 /// reader panics, which traps the plugin and fails only this batch.
-pub(crate) struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+pub(crate) struct Reader<'a>(sluice_wire::Reader<'a>);
+
+fn ok<T>(r: Result<T, sluice_wire::Error>) -> T {
+    r.unwrap_or_else(|e| panic!("sluice-sdk: malformed batch from host: {e}"))
 }
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(buf: &'a [u8]) -> Self {
-        Self { buf, pos: 0 }
-    }
-
-    fn take(&mut self, n: usize) -> &'a [u8] {
-        let Some(s) = self.buf.get(self.pos..self.pos + n) else {
-            panic!("sluice-sdk: truncated batch from host at byte {}", self.pos)
-        };
-        self.pos += n;
-        s
+        Self(sluice_wire::Reader::new(buf))
     }
 
     pub(crate) fn u8(&mut self) -> u8 {
-        self.take(1)[0]
+        ok(self.0.u8())
     }
 
     pub(crate) fn u32(&mut self) -> u32 {
-        let mut b = [0u8; 4];
-        b.copy_from_slice(self.take(4));
-        u32::from_le_bytes(b)
+        ok(self.0.u32())
     }
 
     pub(crate) fn i64(&mut self) -> i64 {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(self.take(8));
-        i64::from_le_bytes(b)
+        ok(self.0.i64())
     }
 
     pub(crate) fn bytes(&mut self) -> &'a [u8] {
-        let n = self.u32() as usize;
-        self.take(n)
-    }
-
-    pub(crate) fn str(&mut self) -> &'a str {
-        match std::str::from_utf8(self.bytes()) {
-            Ok(s) => s,
-            Err(e) => panic!("sluice-sdk: host sent a name that is not UTF-8: {e}"),
-        }
+        ok(self.0.bytes())
     }
 
     pub(crate) fn at_end(&self) -> bool {
-        self.pos == self.buf.len()
+        self.0.at_end()
     }
 
     /// Reads the next input record into `rec`, reusing its header and metadata vectors.
     pub(crate) fn record_into(&mut self, rec: &mut Record<'a>) {
-        let flags = self.u8();
-        rec.key = (flags & HAS_KEY != 0).then(|| self.bytes());
-        rec.timestamp = (flags & HAS_TIMESTAMP != 0).then(|| self.i64());
+        let r = &mut self.0;
+        let flags = ok(r.u8());
+        rec.key = (flags & HAS_KEY != 0).then(|| ok(r.bytes()));
+        rec.timestamp = (flags & HAS_TIMESTAMP != 0).then(|| ok(r.i64()));
         rec.headers.clear();
-        for _ in 0..self.u32() {
-            let name = self.str();
-            rec.headers.push((name, self.bytes()));
+        for _ in 0..ok(r.u32()) {
+            let name = ok(r.str());
+            rec.headers.push((name, ok(r.bytes())));
         }
         rec.meta.clear();
-        for _ in 0..self.u32() {
-            let name = self.str();
-            rec.meta.push((name, self.str()));
+        for _ in 0..ok(r.u32()) {
+            let name = ok(r.str());
+            rec.meta.push((name, ok(r.str())));
         }
-        rec.value = self.bytes();
+        rec.value = ok(r.bytes());
     }
 }
 
@@ -121,44 +95,17 @@ impl<'a> Batch<'a> {
     }
 }
 
-fn put_u32(buf: &mut Vec<u8>, n: usize) {
-    let n = u32::try_from(n).unwrap_or_else(|_| panic!("sluice-sdk: {n} does not fit in u32"));
-    buf.extend_from_slice(&n.to_le_bytes());
-}
-
-fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
-    put_u32(buf, b.len());
-    buf.extend_from_slice(b);
-}
-
 /// Writes one input record (used by [`crate::testing`] to run trait impls through the same path
 /// as the host).
 pub(crate) fn put_record(buf: &mut Vec<u8>, r: &Record<'_>) {
-    let mut flags = 0;
-    if r.key.is_some() {
-        flags |= HAS_KEY;
-    }
-    if r.timestamp.is_some() {
-        flags |= HAS_TIMESTAMP;
-    }
-    buf.push(flags);
-    if let Some(k) = r.key {
-        put_bytes(buf, k);
-    }
-    if let Some(t) = r.timestamp {
-        buf.extend_from_slice(&t.to_le_bytes());
-    }
-    put_u32(buf, r.headers.len());
-    for (n, v) in &r.headers {
-        put_bytes(buf, n.as_bytes());
-        put_bytes(buf, v);
-    }
-    put_u32(buf, r.meta.len());
-    for (n, v) in &r.meta {
-        put_bytes(buf, n.as_bytes());
-        put_bytes(buf, v.as_bytes());
-    }
-    put_bytes(buf, r.value);
+    sluice_wire::put_input_record(
+        buf,
+        r.key,
+        r.timestamp,
+        r.headers.iter().copied(),
+        r.meta.iter().copied(),
+        r.value,
+    );
 }
 
 /// Collects the outcomes of a batch (one per input record, in order) in the wire encoding.
@@ -187,14 +134,14 @@ impl Outcomes {
     pub fn push_drop(&mut self) {
         self.count += 1;
         self.buf.push(OUTCOME_RECORDS);
-        put_u32(&mut self.buf, 0);
+        put_len(&mut self.buf, 0);
     }
 
     /// One output record with this value (key, headers and timestamp inherited).
     pub fn push_value(&mut self, value: &[u8]) {
         self.count += 1;
         self.buf.push(OUTCOME_RECORDS);
-        put_u32(&mut self.buf, 1);
+        put_len(&mut self.buf, 1);
         self.buf.push(0);
         put_bytes(&mut self.buf, value);
     }
@@ -204,10 +151,10 @@ impl Outcomes {
         let mark = self.buf.len();
         self.count += 1;
         self.buf.push(OUTCOME_RECORDS);
-        put_u32(&mut self.buf, 1);
+        put_len(&mut self.buf, 1);
         self.buf.push(0);
         let len_at = self.buf.len();
-        put_u32(&mut self.buf, 0);
+        put_len(&mut self.buf, 0);
         match serde_json::to_writer(&mut self.buf, value) {
             Ok(()) => {
                 let n = self.buf.len() - len_at - 4;
@@ -225,8 +172,7 @@ impl Outcomes {
     /// The input record is bad; it goes to the pipeline's error policy with this message.
     pub fn push_error(&mut self, message: &str) {
         self.count += 1;
-        self.buf.push(OUTCOME_ERROR);
-        put_bytes(&mut self.buf, message.as_bytes());
+        sluice_wire::put_error(&mut self.buf, OUTCOME_ERROR, message);
     }
 
     /// Appends an [`Outcome`].
@@ -237,7 +183,7 @@ impl Outcomes {
             Outcome::Records(outs) => {
                 self.count += 1;
                 self.buf.push(OUTCOME_RECORDS);
-                put_u32(&mut self.buf, outs.len());
+                put_len(&mut self.buf, outs.len());
                 for o in &outs {
                     self.put_output(o);
                 }
@@ -247,44 +193,15 @@ impl Outcomes {
     }
 
     fn put_output(&mut self, o: &Output) {
-        let mut flags = 0;
-        if o.key.is_some() {
-            flags |= HAS_KEY;
-        }
-        if o.timestamp.is_some() {
-            flags |= HAS_TIMESTAMP;
-        }
-        if o.headers.is_some() {
-            flags |= HAS_HEADERS;
-        }
-        let buf = &mut self.buf;
-        buf.push(flags);
-        if let Some(key) = &o.key {
-            match key {
-                Some(k) => {
-                    buf.push(1);
-                    put_bytes(buf, k);
-                }
-                None => buf.push(0),
-            }
-        }
-        if let Some(ts) = o.timestamp {
-            match ts {
-                Some(t) => {
-                    buf.push(1);
-                    buf.extend_from_slice(&t.to_le_bytes());
-                }
-                None => buf.push(0),
-            }
-        }
-        if let Some(headers) = &o.headers {
-            put_u32(buf, headers.len());
-            for (n, v) in headers {
-                put_bytes(buf, n.as_bytes());
-                put_bytes(buf, v);
-            }
-        }
-        put_bytes(buf, &o.value);
+        sluice_wire::put_output_record(
+            &mut self.buf,
+            o.key.as_ref().map(|k| k.as_deref()),
+            o.timestamp,
+            o.headers
+                .as_ref()
+                .map(|h| h.iter().map(|(n, v)| (n.as_str(), v.as_slice()))),
+            &o.value,
+        );
     }
 
     /// How many outcomes were pushed.
@@ -327,34 +244,13 @@ impl Routes {
     /// Appends a route without building a [`Route`].
     pub fn push_route(&mut self, key: Option<&str>, index: Option<u32>, hash_key: Option<&str>) {
         self.count += 1;
-        let mut flags = 0;
-        if key.is_some() {
-            flags |= ROUTE_KEY;
-        }
-        if index.is_some() {
-            flags |= ROUTE_INDEX;
-        }
-        if hash_key.is_some() {
-            flags |= ROUTE_HASH_KEY;
-        }
-        self.buf.push(ROUTE_OK);
-        self.buf.push(flags);
-        if let Some(k) = key {
-            put_bytes(&mut self.buf, k.as_bytes());
-        }
-        if let Some(i) = index {
-            self.buf.extend_from_slice(&i.to_le_bytes());
-        }
-        if let Some(h) = hash_key {
-            put_bytes(&mut self.buf, h.as_bytes());
-        }
+        sluice_wire::put_route(&mut self.buf, key, index, hash_key);
     }
 
     /// The record cannot be routed; it goes to the pipeline's error policy.
     pub fn push_error(&mut self, message: &str) {
         self.count += 1;
-        self.buf.push(ROUTE_ERROR);
-        put_bytes(&mut self.buf, message.as_bytes());
+        sluice_wire::put_error(&mut self.buf, ROUTE_ERROR, message);
     }
 
     pub fn len(&self) -> usize {

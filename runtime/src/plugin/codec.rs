@@ -1,34 +1,16 @@
-//! The batch encoding of `sdk/wit/plugin.wit`, host side: records in, outcomes and routes out.
-//! (The guest's side lives in `sluice-sdk`; the WIT file documents the layout for both.)
+//! The host's side of the batch encoding (`sluice-wire`, described in `sdk/wit/plugin.wit`):
+//! records in; outcomes and routes out, decoded under the output limits.
 
 use bytes::Bytes;
 use sluice_connectors::{Record, Route};
 
 use crate::stage::Outcome;
 
-const HAS_KEY: u8 = 1;
-const HAS_TIMESTAMP: u8 = 2;
-const HAS_HEADERS: u8 = 4;
-
-const OUTCOME_KEEP: u8 = 0;
-const OUTCOME_RECORDS: u8 = 1;
-const OUTCOME_ERROR: u8 = 2;
-
-const ROUTE_OK: u8 = 0;
-const ROUTE_ERROR: u8 = 1;
-const ROUTE_KEY: u8 = 1;
-const ROUTE_INDEX: u8 = 2;
-const ROUTE_HASH_KEY: u8 = 4;
-
-/// A length as the wire's `u32`; batches beyond 4 GiB are refused before they get here.
-fn len32(n: usize) -> [u8; 4] {
-    u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes()
-}
-
-fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
-    buf.extend_from_slice(&len32(b.len()));
-    buf.extend_from_slice(b);
-}
+use sluice_wire::{
+    HAS_HEADERS, HAS_KEY, HAS_TIMESTAMP, MIN_HEADER, MIN_OUTPUT_RECORD, OUTCOME_ERROR,
+    OUTCOME_KEEP, OUTCOME_RECORDS, ROUTE_ERROR, ROUTE_HASH_KEY, ROUTE_INDEX, ROUTE_KEY, ROUTE_OK,
+    put_len,
+};
 
 /// Encodes `batch` into `buf` (cleared first).
 pub(crate) fn encode_batch(batch: &[Record], buf: &mut Vec<u8>) {
@@ -38,80 +20,55 @@ pub(crate) fn encode_batch(batch: &[Record], buf: &mut Vec<u8>) {
         .map(|r| 32 + r.value.len() + r.key.as_ref().map_or(0, |k| k.len()))
         .sum();
     buf.reserve(size + 4);
-    buf.extend_from_slice(&len32(batch.len()));
+    put_len(buf, batch.len());
     for r in batch {
-        let mut flags = 0;
-        if r.key.is_some() {
-            flags |= HAS_KEY;
-        }
-        if r.timestamp.is_some() {
-            flags |= HAS_TIMESTAMP;
-        }
-        buf.push(flags);
-        if let Some(k) = &r.key {
-            put_bytes(buf, k);
-        }
-        if let Some(t) = r.timestamp {
-            buf.extend_from_slice(&t.to_le_bytes());
-        }
-        buf.extend_from_slice(&len32(r.headers.len()));
-        for (n, v) in &r.headers {
-            put_bytes(buf, n.as_bytes());
-            put_bytes(buf, v);
-        }
-        buf.extend_from_slice(&len32(r.meta.len()));
-        for (n, v) in &r.meta {
-            put_bytes(buf, n.as_bytes());
-            put_bytes(buf, v.as_bytes());
-        }
-        put_bytes(buf, &r.value);
+        sluice_wire::put_input_record(
+            buf,
+            r.key.as_deref(),
+            r.timestamp,
+            r.headers.iter().map(|(n, v)| (n.as_str(), v.as_ref())),
+            r.meta.iter().map(|(n, v)| (n.as_ref(), v.as_str())),
+            &r.value,
+        );
     }
 }
 
 /// Reads a plugin's output. Everything in it is untrusted: any inconsistency is a contract
-/// violation reported as an error (never a panic).
-struct Reader {
-    buf: Bytes,
-    pos: usize,
+/// violation reported as an error (never a panic). Byte strings share the output buffer.
+struct Reader<'a> {
+    buf: &'a Bytes,
+    wire: sluice_wire::Reader<'a>,
 }
 
-impl Reader {
-    fn take(&mut self, n: usize) -> Result<std::ops::Range<usize>, String> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|e| *e <= self.buf.len())
-            .ok_or_else(|| format!("output truncated at byte {}", self.pos))?;
-        let r = self.pos..end;
-        self.pos = end;
-        Ok(r)
+impl<'a> Reader<'a> {
+    fn new(buf: &'a Bytes) -> Self {
+        Self {
+            buf,
+            wire: sluice_wire::Reader::new(buf),
+        }
+    }
+    fn remaining(&self) -> usize {
+        self.wire.remaining()
     }
     fn u8(&mut self) -> Result<u8, String> {
-        let r = self.take(1)?;
-        Ok(self.buf[r.start])
+        self.wire.u8().map_err(|e| e.to_string())
     }
     fn u32(&mut self) -> Result<u32, String> {
-        let r = self.take(4)?;
-        let mut b = [0; 4];
-        b.copy_from_slice(&self.buf[r]);
-        Ok(u32::from_le_bytes(b))
+        self.wire.u32().map_err(|e| e.to_string())
     }
     fn i64(&mut self) -> Result<i64, String> {
-        let r = self.take(8)?;
-        let mut b = [0; 8];
-        b.copy_from_slice(&self.buf[r]);
-        Ok(i64::from_le_bytes(b))
+        self.wire.i64().map_err(|e| e.to_string())
     }
     /// A length-prefixed byte string, sharing the output buffer (no copy).
     fn bytes(&mut self) -> Result<Bytes, String> {
-        let n = self.u32()? as usize;
-        let r = self.take(n)?;
+        let r = self.wire.bytes_range().map_err(|e| e.to_string())?;
         Ok(self.buf.slice(r))
     }
     fn string(&mut self) -> Result<String, String> {
-        let b = self.bytes()?;
-        String::from_utf8(b.to_vec())
-            .map_err(|_| format!("string at byte {} is not UTF-8", self.pos))
+        self.wire
+            .str()
+            .map(str::to_string)
+            .map_err(|e| e.to_string())
     }
     fn count(&mut self, expected: usize, what: &str) -> Result<(), String> {
         let n = self.u32()? as usize;
@@ -121,18 +78,15 @@ impl Reader {
         Ok(())
     }
     fn end(&self) -> Result<(), String> {
-        if self.pos != self.buf.len() {
+        if !self.wire.at_end() {
             return Err(format!(
                 "{} unexpected bytes after the output",
-                self.buf.len() - self.pos
+                self.wire.remaining()
             ));
         }
         Ok(())
     }
 }
-
-/// The smallest encoding of one output record: a flags byte and an empty value's length.
-const MIN_OUTPUT_RECORD: usize = 5;
 
 /// What decoding one call's output may cost the host (see `docs/plugins.md`, "Limits").
 #[derive(Debug, Clone, Copy)]
@@ -216,10 +170,8 @@ pub(crate) fn decode_outcomes(
     limits: OutputLimits,
 ) -> Result<Vec<Outcome>, String> {
     let mut budget = Budget::new(limits, out.len())?;
-    let mut r = Reader {
-        buf: Bytes::from(out),
-        pos: 0,
-    };
+    let out = Bytes::from(out);
+    let mut r = Reader::new(&out);
     r.count(batch.len(), "outcomes")?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for (i, input) in batch.iter().enumerate() {
@@ -232,7 +184,7 @@ pub(crate) fn decode_outcomes(
             }
             OUTCOME_RECORDS => {
                 let n = r.u32()? as usize;
-                if n > (r.buf.len() - r.pos) / MIN_OUTPUT_RECORD {
+                if n > r.remaining() / MIN_OUTPUT_RECORD {
                     return Err(format!("record {i}: impossible output count {n}"));
                 }
                 if n > 0 {
@@ -259,8 +211,7 @@ pub(crate) fn decode_outcomes(
                     }
                     if flags & HAS_HEADERS != 0 {
                         let h = r.u32()? as usize;
-                        // Each header takes at least 8 bytes (two lengths) of the output.
-                        let h_max = (r.buf.len() - r.pos) / 8;
+                        let h_max = r.remaining() / MIN_HEADER;
                         if h > h_max {
                             return Err(format!("record {i}: impossible header count {h}"));
                         }
@@ -303,10 +254,8 @@ pub(crate) fn decode_routes(
     count: usize,
     partition_count: Option<u32>,
 ) -> Result<Vec<Result<Route, String>>, String> {
-    let mut r = Reader {
-        buf: Bytes::from(out),
-        pos: 0,
-    };
+    let out = Bytes::from(out);
+    let mut r = Reader::new(&out);
     r.count(count, "routes")?;
     let mut routes = Vec::with_capacity(count);
     for i in 0..count {

@@ -49,6 +49,14 @@ const SDK_FILES: &[(&str, &str)] = &[
         "python/sluice_plugin.py",
         include_str!("../../../sdk/python/sluice_plugin.py"),
     ),
+    (
+        "wire/Cargo.toml",
+        include_str!("../../../sdk/wire/Cargo.toml"),
+    ),
+    (
+        "wire/src/lib.rs",
+        include_str!("../../../sdk/wire/src/lib.rs"),
+    ),
 ];
 
 /// The version of componentize-py the Python scaffold and the tests build with.
@@ -632,7 +640,7 @@ mod tests {
     fn embeds_every_file_of_the_sdk() {
         let sdk = repo().join("sdk");
         let mut on_disk = Vec::new();
-        for sub in ["src", "wit", "python"] {
+        for sub in ["src", "wit", "python", "wire/src"] {
             for entry in std::fs::read_dir(sdk.join(sub)).unwrap() {
                 let entry = entry.unwrap();
                 // Files only: Python leaves `__pycache__/` beside the guest library.
@@ -643,6 +651,7 @@ mod tests {
             }
         }
         on_disk.push("Cargo.toml".into());
+        on_disk.push("wire/Cargo.toml".into());
         on_disk.sort();
         let mut embedded: Vec<_> = SDK_FILES.iter().map(|(f, _)| f.to_string()).collect();
         embedded.sort();
@@ -661,6 +670,7 @@ mod tests {
             "sdk/Cargo.toml must say {version}"
         );
         let wit = SDK_FILES[1].1;
+        assert_eq!(super::super::WIT_VERSION, sluice_wire::WIT_VERSION);
         let package = format!("package sluice:plugin@{};", super::super::WIT_VERSION);
         assert!(
             wit.contains(&package),
