@@ -1097,18 +1097,7 @@ fn plugin_test_routes(wasm_file: &Path, config: &str, input: &Path) -> Vec<Strin
 fn a_python_partitioner_routes_exactly_like_the_rust_one_through_the_binary() {
     let dir = wasm::repo_root().join("plugins/python-field-partitioner");
     // Its native tests pass under plain Python.
-    let unit = std::process::Command::new("python3")
-        .args(["-m", "unittest", "-q"])
-        .current_dir(&dir)
-        .env("PYTHONPATH", wasm::repo_root().join("sdk/python"))
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .output()
-        .unwrap();
-    assert!(
-        unit.status.success(),
-        "{}",
-        String::from_utf8_lossy(&unit.stderr)
-    );
+    python_unittest(&dir);
     let python = wasm::build_python_plugin(
         &dir,
         "partitioner",
@@ -1167,36 +1156,39 @@ fn a_python_partitioner_routes_exactly_like_the_rust_one_through_the_binary() {
     assert_eq!(keys[0][1], "user-1|us");
 }
 
-#[test]
-fn a_python_plugin_scaffolded_outside_the_repository_builds_tests_and_runs() {
-    let home = tempfile::tempdir().unwrap();
-    let made = std::process::Command::new(common::sluice_bin())
-        .args([
-            "plugin",
-            "new",
-            "py-router",
-            "--kind",
-            "partitioner",
-            "--lang",
-            "python",
-        ])
-        .current_dir(home.path())
-        .env("SLUICE_CACHE_DIR", home.path().join("cache"))
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", common::stderr(&made));
-    let root = home.path().join("py-router");
+/// Runs a Python project's native tests (`python3 -m unittest`) in `dir`, with the guest library
+/// on the path when it is not beside the app.
+fn python_unittest(dir: &Path) {
     let unit = std::process::Command::new("python3")
         .args(["-m", "unittest", "-q"])
-        .current_dir(&root)
+        .current_dir(dir)
+        .env("PYTHONPATH", wasm::repo_root().join("sdk/python"))
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
         .unwrap();
     assert!(
         unit.status.success(),
-        "{}",
+        "{}: {}",
+        dir.display(),
         String::from_utf8_lossy(&unit.stderr)
     );
+}
+
+#[test]
+fn a_python_plugin_scaffolded_outside_the_repository_builds_tests_and_runs() {
+    let home = tempfile::tempdir().unwrap();
+    let new = |name: &str, kind: &str| {
+        std::process::Command::new(common::sluice_bin())
+            .args(["plugin", "new", name, "--kind", kind, "--lang", "python"])
+            .current_dir(home.path())
+            .env("SLUICE_CACHE_DIR", home.path().join("cache"))
+            .output()
+            .unwrap()
+    };
+    let made = new("py-router", "partitioner");
+    assert!(made.status.success(), "{}", common::stderr(&made));
+    let root = home.path().join("py-router");
+    python_unittest(&root);
     let build = std::process::Command::new(root.join("build.sh"))
         .env("COMPONENTIZE_PY", wasm::componentize_py())
         .output()
@@ -1222,47 +1214,11 @@ fn a_python_plugin_scaffolded_outside_the_repository_builds_tests_and_runs() {
     );
     assert!(routes[2].contains("field `user` is missing"), "{routes:?}");
     // A transform project passes its native tests too.
-    let made = std::process::Command::new(common::sluice_bin())
-        .args([
-            "plugin",
-            "new",
-            "py-tagger",
-            "--kind",
-            "transform",
-            "--lang",
-            "python",
-        ])
-        .current_dir(home.path())
-        .env("SLUICE_CACHE_DIR", home.path().join("cache"))
-        .output()
-        .unwrap();
+    let made = new("py-tagger", "transform");
     assert!(made.status.success(), "{}", common::stderr(&made));
-    let unit = std::process::Command::new("python3")
-        .args(["-m", "unittest", "-q"])
-        .current_dir(home.path().join("py-tagger"))
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .output()
-        .unwrap();
-    assert!(
-        unit.status.success(),
-        "{}",
-        String::from_utf8_lossy(&unit.stderr)
-    );
+    python_unittest(&home.path().join("py-tagger"));
     // A format cannot be written in Python: a clear refusal.
-    let refused = std::process::Command::new(common::sluice_bin())
-        .args([
-            "plugin",
-            "new",
-            "py-format",
-            "--kind",
-            "format",
-            "--lang",
-            "python",
-        ])
-        .current_dir(home.path())
-        .env("SLUICE_CACHE_DIR", home.path().join("cache"))
-        .output()
-        .unwrap();
+    let refused = new("py-format", "format");
     assert!(!refused.status.success());
     assert!(common::stderr(&refused).contains("transforms or partitioners"));
 }

@@ -333,31 +333,45 @@ def _as_outputs(result):
     return [result]
 
 
+class _Export:
+    """What every export shares: the config schema, and ``init``, which builds the plugin into
+    module state (componentize-py may make a new export object per call)."""
+
+    _cls = None
+    _state = None
+
+    def config_schema(self):
+        return json.dumps(self._cls.CONFIG_SCHEMA)
+
+    def init(self, config):
+        try:
+            self._state["plugin"] = self._cls(json.loads(config))
+        except Exception as e:  # noqa: BLE001 - any failure rejects the config
+            raise _reject(str(e) or type(e).__name__) from None
+
+    def _each(self, batch, call):
+        """``call(plugin, record)`` per record of ``batch``; an exception is that record's
+        error, not a trap."""
+        plugin = self._state["plugin"]
+        results = []
+        for record in decode_batch(batch):
+            try:
+                results.append(call(plugin, record))
+            except Exception as e:  # noqa: BLE001
+                results.append(e)
+        return results
+
+
 def export_partitioner(cls):
     """The class componentize-py exports for the ``partitioner`` world: assign it to
-    ``PartitionerPlugin`` in the app module. The plugin's state lives in the module, since
-    componentize-py may make a new export object per call."""
-    state = {}
+    ``PartitionerPlugin`` in the app module."""
 
-    class PartitionerPlugin:
-        def config_schema(self):
-            return json.dumps(cls.CONFIG_SCHEMA)
-
-        def init(self, config):
-            try:
-                state["plugin"] = cls(json.loads(config))
-            except Exception as e:  # noqa: BLE001 - any failure rejects the config
-                raise _reject(str(e) or type(e).__name__) from None
+    class PartitionerPlugin(_Export):
+        _cls = cls
+        _state = {}
 
         def partition(self, batch, partition_count):
-            plugin = state["plugin"]
-            routes = []
-            for record in decode_batch(batch):
-                try:
-                    routes.append(plugin.partition(record, partition_count))
-                except Exception as e:  # noqa: BLE001 - a record error, not a trap
-                    routes.append(e)
-            return encode_routes(routes)
+            return encode_routes(self._each(batch, lambda p, r: p.partition(r, partition_count)))
 
     return PartitionerPlugin
 
@@ -365,27 +379,13 @@ def export_partitioner(cls):
 def export_transform(cls):
     """The class componentize-py exports for the ``transform`` world: assign it to
     ``TransformPlugin`` in the app module."""
-    state = {}
 
-    class TransformPlugin:
-        def config_schema(self):
-            return json.dumps(cls.CONFIG_SCHEMA)
-
-        def init(self, config):
-            try:
-                state["plugin"] = cls(json.loads(config))
-            except Exception as e:  # noqa: BLE001
-                raise _reject(str(e) or type(e).__name__) from None
+    class TransformPlugin(_Export):
+        _cls = cls
+        _state = {}
 
         def process(self, batch):
-            plugin = state["plugin"]
-            outcomes = []
-            for record in decode_batch(batch):
-                try:
-                    outcomes.append(_as_outputs(plugin.process(record)))
-                except Exception as e:  # noqa: BLE001
-                    outcomes.append(e)
-            return encode_outcomes(outcomes)
+            return encode_outcomes(self._each(batch, lambda p, r: _as_outputs(p.process(r))))
 
     return TransformPlugin
 

@@ -152,6 +152,20 @@ pub enum PluginCheckError {
     Init(String),
 }
 
+impl PluginCheckError {
+    /// The error with every config error spelled out (`config/fields: ...`), joined by `sep`.
+    pub fn detail(&self, sep: &str) -> String {
+        match self {
+            PluginCheckError::Config(errors) => errors
+                .iter()
+                .map(|(at, message)| format!("config{at}: {message}"))
+                .collect::<Vec<_>>()
+                .join(sep),
+            e => e.to_string(),
+        }
+    }
+}
+
 /// One per process: compiles, caches and instantiates plugins. Cheap to clone.
 #[derive(Clone)]
 pub struct PluginHost {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use sluice_connectors::file::render_line;
 use sluice_connectors::{Offset, Record, Route};
 
-use super::{PluginCheckError, PluginError, PluginHost, PluginKind};
+use super::{PluginError, PluginHost, PluginKind};
 use crate::spec::plugin::PluginSpec;
 use crate::spec::units::{ByteSize, Dur};
 use crate::stage::Outcome;
@@ -59,18 +59,11 @@ fn run_test_here(
     run: &TestRun<'_>,
     out: &mut impl Write,
 ) -> Result<(), PluginError> {
-    let TestRun {
-        wasm,
-        kind,
-        config,
-        input,
-        partitions,
-        envelopes,
-    } = *run;
-    let config: serde_json::Value = serde_json::from_str(config)
+    let (kind, input, partitions, envelopes) = (run.kind, run.input, run.partitions, run.envelopes);
+    let config: serde_json::Value = serde_json::from_str(run.config)
         .map_err(|e| PluginError(format!("--config is not JSON: {e}")))?;
     let spec = PluginSpec {
-        wasm: wasm.to_path_buf(),
+        wasm: run.wasm.to_path_buf(),
         config,
         timeout: Dur(Duration::from_millis(200)),
         memory: ByteSize(64 * 1024 * 1024),
@@ -78,16 +71,8 @@ fn run_test_here(
         reload: false,
     };
     let base = Path::new(".");
-    host.check(&spec, base, kind).map_err(|e| match e {
-        PluginCheckError::Config(errors) => PluginError(
-            errors
-                .iter()
-                .map(|(at, msg)| format!("config{at}: {msg}"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-        ),
-        e => PluginError(e.to_string()),
-    })?;
+    host.check(&spec, base, kind)
+        .map_err(|e| PluginError(e.detail("\n")))?;
     let records = read_records(input, envelopes)?;
     let io = |e: std::io::Error| PluginError(format!("cannot write output: {e}"));
     match kind {
@@ -196,11 +181,6 @@ fn from_envelope(line: &str, record: &mut Record) -> Result<(), String> {
     use serde_json::Value;
     let env: serde_json::Map<String, Value> =
         serde_json::from_str(line).map_err(|e| format!("not a JSON envelope object: {e}"))?;
-    let text = |v: &Value, what: &str| match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Number(_) | Value::Bool(_) => Ok(v.to_string()),
-        other => Err(format!("{what} must be a string, found {other}")),
-    };
     for (field, v) in &env {
         match field.as_str() {
             "value" => {
@@ -219,24 +199,16 @@ fn from_envelope(line: &str, record: &mut Record) -> Result<(), String> {
                 )
             }
             "headers" => {
-                let hs = v
-                    .as_object()
-                    .ok_or_else(|| format!("headers must be an object, found {v}"))?;
-                for (name, value) in hs {
-                    let value = text(value, "a header value")?;
-                    record.headers.push((name.clone(), Bytes::from(value)));
+                for (name, value) in string_map(v, "headers")? {
+                    record.headers.push((name, Bytes::from(value)));
                 }
             }
             "metadata" => {
-                let meta = v
-                    .as_object()
-                    .ok_or_else(|| format!("metadata must be an object, found {v}"))?;
-                for (name, value) in meta {
-                    let value = text(value, "a metadata value")?;
+                for (name, value) in string_map(v, "metadata")? {
                     match name.as_str() {
                         "partition" => record.partition = Arc::from(value.as_str()),
                         "offset" => record.offset = Offset::new(value),
-                        _ => record.meta.push((name.clone().into(), value)),
+                        _ => record.meta.push((name.into(), value)),
                     }
                 }
             }
@@ -253,6 +225,26 @@ fn from_envelope(line: &str, record: &mut Record) -> Result<(), String> {
         return Err("the envelope has no `value`".into());
     }
     Ok(())
+}
+
+/// A string value's text; numbers and booleans as JSON.
+fn text(v: &serde_json::Value, what: &str) -> Result<String, String> {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(_) | Value::Bool(_) => Ok(v.to_string()),
+        other => Err(format!("{what} must be a string, found {other}")),
+    }
+}
+
+/// An object of string values (`headers`, `metadata`), as (name, text) pairs.
+fn string_map(v: &serde_json::Value, what: &str) -> Result<Vec<(String, String)>, String> {
+    let map = v
+        .as_object()
+        .ok_or_else(|| format!("{what} must be an object, found {v}"))?;
+    map.iter()
+        .map(|(name, value)| Ok((name.clone(), text(value, &format!("a {what} value"))?)))
+        .collect()
 }
 
 /// The records a stage's outcomes stand for (kept inputs and outputs; errors left out).
