@@ -472,21 +472,26 @@ fn plugin_test_prints_what_comes_out() {
     assert!(err.to_string().starts_with("config/fields: "), "{err}");
 }
 
+/// Runs `cmd` and asserts that it succeeded, showing its stderr when not.
+fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// `cargo test` of a scaffolded crate, natively, with a target dir shared between test runs.
 fn cargo_test_crate(root: &Path) {
-    let test = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
-        .args(["test", "--quiet", "--manifest-path"])
-        .arg(root.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(wasm::plugin_target_dir().join("scaffold-native"))
-        .env_remove("CARGO_TARGET_DIR")
-        .output()
-        .unwrap();
-    assert!(
-        test.status.success(),
-        "{}: {}",
-        root.display(),
-        String::from_utf8_lossy(&test.stderr)
+    let test = run_ok(
+        std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
+            .args(["test", "--quiet", "--manifest-path"])
+            .arg(root.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(wasm::plugin_target_dir().join("scaffold-native"))
+            .env_remove("CARGO_TARGET_DIR"),
     );
 }
 
@@ -1159,18 +1164,12 @@ fn a_python_partitioner_routes_exactly_like_the_rust_one_through_the_binary() {
 /// Runs a Python project's native tests (`python3 -m unittest`) in `dir`, with the guest library
 /// on the path when it is not beside the app.
 fn python_unittest(dir: &Path) {
-    let unit = std::process::Command::new("python3")
-        .args(["-m", "unittest", "-q"])
-        .current_dir(dir)
-        .env("PYTHONPATH", wasm::repo_root().join("sdk/python"))
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .output()
-        .unwrap();
-    assert!(
-        unit.status.success(),
-        "{}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&unit.stderr)
+    let unit = run_ok(
+        std::process::Command::new("python3")
+            .args(["-m", "unittest", "-q"])
+            .current_dir(dir)
+            .env("PYTHONPATH", wasm::repo_root().join("sdk/python"))
+            .env("PYTHONDONTWRITEBYTECODE", "1"),
     );
 }
 
@@ -1189,14 +1188,9 @@ fn a_python_plugin_scaffolded_outside_the_repository_builds_tests_and_runs() {
     assert!(made.status.success(), "{}", common::stderr(&made));
     let root = home.path().join("py-router");
     python_unittest(&root);
-    let build = std::process::Command::new(root.join("build.sh"))
-        .env("COMPONENTIZE_PY", wasm::componentize_py())
-        .output()
-        .unwrap();
-    assert!(
-        build.status.success(),
-        "{}",
-        String::from_utf8_lossy(&build.stderr)
+    let build = run_ok(
+        std::process::Command::new(root.join("build.sh"))
+            .env("COMPONENTIZE_PY", wasm::componentize_py()),
     );
     let input = home.path().join("records.jsonl");
     std::fs::write(
