@@ -16,6 +16,7 @@ if [ -z "$cmd" ] || [ -z "$RUN_DIR" ]; then
 fi
 CACHE=${SLUICE_CACHE:-$HOME/.cache/sluice}
 VENV=$CACHE/moto-venv
+MOTO_VERSION=5.2.5
 PID_FILE=$RUN_DIR/dynamodb.pid
 
 # shellcheck source=../lib/emulator.sh
@@ -24,10 +25,11 @@ source "$(dirname "$0")/../lib/emulator.sh"
 case "$cmd" in
   start)
     mkdir -p "$RUN_DIR" "$CACHE"
-    if [ ! -x "$VENV/bin/moto_server" ]; then
-      echo "dynamodb: installing moto[server] into $VENV (once)" >&2
+    # Pinned, like the broker: a new moto release changes what the tests see.
+    if ! "$VENV/bin/pip" show moto 2>/dev/null | grep -qx "Version: $MOTO_VERSION"; then
+      echo "dynamodb: installing moto[server]==$MOTO_VERSION into $VENV (once)" >&2
       python3 -m venv "$VENV"
-      "$VENV/bin/pip" install --quiet --disable-pip-version-check 'moto[server]'
+      "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
     fi
     port=$(free_port)
     # A new session of its own, so `stop` can end the server and nothing else.

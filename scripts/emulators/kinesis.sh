@@ -20,6 +20,7 @@ CACHE=${SLUICE_CACHE:-$HOME/.cache/sluice}
 NPM_DIR=$CACHE/npm
 CERT=$CACHE/kinesis-cert.json
 MAIN=$NPM_DIR/node_modules/kinesis-local/main.js
+KINESIS_LOCAL_VERSION=0.6.2
 PID_FILE=$RUN_DIR/kinesis.pid
 
 # shellcheck source=../lib/emulator.sh
@@ -46,9 +47,10 @@ EOF
 case "$cmd" in
   start)
     mkdir -p "$RUN_DIR" "$CACHE" "$NPM_DIR"
-    if [ ! -f "$MAIN" ]; then
-      echo "kinesis: installing kinesis-local into $NPM_DIR (once)" >&2
-      npm install --silent --no-audit --no-fund --prefix "$NPM_DIR" kinesis-local >&2
+    # Pinned, like the broker: a new emulator release changes what the tests see.
+    if ! grep -q "\"version\" *: *\"$KINESIS_LOCAL_VERSION\"" "$NPM_DIR/node_modules/kinesis-local/package.json" 2>/dev/null; then
+      echo "kinesis: installing kinesis-local@$KINESIS_LOCAL_VERSION into $NPM_DIR (once)" >&2
+      npm install --silent --no-audit --no-fund --prefix "$NPM_DIR" "kinesis-local@$KINESIS_LOCAL_VERSION" >&2
     fi
     [ -s "$CERT" ] || make_cert
     port=$(free_port)
