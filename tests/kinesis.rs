@@ -286,12 +286,31 @@ fn sink_spec(
     )
 }
 
-fn write_input(s: &Scratch, n: u64, keys: u64) {
+/// Runs a pipeline `name` from a file of `records.0` records over `records.1` keys into a new
+/// stream of `shards` shards through a Kinesis sink (`sink_extra` under `sink:`, tolerance
+/// none); returns the stream and what it holds.
+fn sink_run(
+    k: &Kinesis,
+    name: &str,
+    shards: i32,
+    records: (u64, u64),
+    sink_extra: &str,
+) -> (String, Vec<Got>) {
+    let stream = k.create_stream(shards);
+    let s = Scratch::new();
+    let (n, keys) = records;
     let mut text = String::new();
     for i in 0..n {
         text.push_str(&format!("{{\"seq\":{i},\"key\":\"k{}\"}}\n", i % keys));
     }
     s.write("in.jsonl", &text);
+    s.write(
+        "spec.yaml",
+        &sink_spec(name, &k.endpoint, &stream, sink_extra, "none"),
+    );
+    run_ok(&s, &["run", "spec.yaml"]);
+    let got = k.read_all(&stream);
+    (stream, got)
 }
 
 #[test]
@@ -376,23 +395,15 @@ fn sink_writes_every_record_by_key_and_dead_letters_oversized_ones() {
 #[test]
 fn sink_keeps_per_key_order_with_many_calls_in_flight() {
     let k = Kinesis::new();
-    let stream = k.create_stream(3);
-    let s = Scratch::new();
-    write_input(&s, 800, 4);
     // One record per call and 50 calls at once: without one call per shard at a time, calls
     // carrying the same key race each other to the service.
-    s.write(
-        "spec.yaml",
-        &sink_spec(
-            "order",
-            &k.endpoint,
-            &stream,
-            "  max_batch_records: 1\n  max_in_flight: 50\n",
-            "none",
-        ),
+    let (stream, got) = sink_run(
+        &k,
+        "order",
+        3,
+        (800, 4),
+        "  max_batch_records: 1\n  max_in_flight: 50\n",
     );
-    run_ok(&s, &["run", "spec.yaml"]);
-    let got = k.read_all(&stream);
     assert_eq!(got.len(), 800);
     let mut shards: BTreeSet<&str> = BTreeSet::new();
     let mut last: HashMap<String, u64> = HashMap::new();
@@ -411,22 +422,14 @@ fn sink_keeps_per_key_order_with_many_calls_in_flight() {
 #[test]
 fn aggregated_records_round_trip_and_resume_inside_an_aggregate() {
     let k = Kinesis::new();
-    let stream = k.create_stream(2);
-    let s = Scratch::new();
-    write_input(&s, 1000, 13);
-    s.write(
-        "spec.yaml",
-        &sink_spec(
-            "agg-w",
-            &k.endpoint,
-            &stream,
-            "  aggregate: true\n  aggregation_max_size: 4KiB\n",
-            "none",
-        ),
+    let (stream, raw) = sink_run(
+        &k,
+        "agg-w",
+        2,
+        (1000, 13),
+        "  aggregate: true\n  aggregation_max_size: 4KiB\n",
     );
-    run_ok(&s, &["run", "spec.yaml"]);
     // Fewer, aggregated Kinesis records.
-    let raw = k.read_all(&stream);
     assert!(
         raw.len() < 200,
         "{} Kinesis records for 1000 user records",
