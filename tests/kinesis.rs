@@ -538,6 +538,47 @@ fn a_missing_stream_fails_fast_naming_the_stream_and_the_call() {
     assert!(started.elapsed() < Duration::from_secs(10), "not retried");
 }
 
+/// Starts `sluice run spec.yaml` in `s` with the Kinesis connector's debug lines (one
+/// "subscribed" a subscription) on a pipe.
+fn spawn_logging_subscriptions(s: &Scratch) -> Running {
+    Running(
+        s.cmd(&["run", "spec.yaml"])
+            .env("SLUICE_LOG", "warn,sluice_connectors::kinesis=debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn sluice"),
+    )
+}
+
+/// Writes `n` more records (seqs from `next` on, 3 keys) and waits until `s`'s output holds
+/// all written so far.
+fn put_and_await(k: &Kinesis, stream: &str, s: &Scratch, next: &mut u64, n: u64) {
+    k.put_seqs(stream, *next..*next + n, 3);
+    *next += n;
+    let want = *next as usize;
+    assert!(
+        wait_for(Duration::from_secs(20), || unique_seqs(s).len() >= want),
+        "EFO delivered {} of {want}",
+        unique_seqs(s).len()
+    );
+}
+
+/// Stops `child` with SIGTERM, checks that it exits cleanly, and returns its log.
+fn stop_for_log(child: &mut Running) -> String {
+    use std::io::Read;
+    signal(child, "-TERM");
+    assert!(wait_exit(child, Duration::from_secs(30)).success());
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut log)
+        .expect("log");
+    log
+}
+
 #[test]
 fn efo_renews_subscriptions_and_continues_without_loss_or_repeats() {
     let k = Kinesis::new();
@@ -547,37 +588,14 @@ fn efo_renews_subscriptions_and_continues_without_loss_or_repeats() {
         "  stream: {stream}\n  start_position: trim_horizon\n  reader: efo\n  consumer_name: renew\n  registration: eager\n  subscription_renewal: 1s\n"
     );
     s.write("spec.yaml", &source_spec("efo-renew", &k.endpoint, &extra));
-    let mut child = Running(
-        s.cmd(&["run", "spec.yaml"])
-            .env("SLUICE_LOG", "warn,sluice_connectors::kinesis=debug")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn sluice"),
-    );
+    let mut child = spawn_logging_subscriptions(&s);
     // Rounds of records spread over several subscription lifetimes.
     let started = std::time::Instant::now();
     let mut next = 0;
     while started.elapsed() < Duration::from_secs(4) || next < 300 {
-        k.put_seqs(&stream, next..next + 50, 3);
-        next += 50;
-        let want = next as usize;
-        assert!(
-            wait_for(Duration::from_secs(20), || unique_seqs(&s).len() >= want),
-            "EFO delivered {} of {want}",
-            unique_seqs(&s).len()
-        );
+        put_and_await(&k, &stream, &s, &mut next, 50);
     }
-    signal(&child, "-TERM");
-    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
-    let mut log = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut log)
-        .expect("log");
+    let log = stop_for_log(&mut child);
     let subscriptions = log.matches("subscribed").count();
     assert!(subscriptions >= 3, "{subscriptions} subscriptions:\n{log}");
     let rows = parsed(&s);
@@ -605,36 +623,13 @@ fn efo_subscriptions_outlive_the_aws_call_timeouts() {
     );
     assert!(spec.contains("timeouts"), "{spec}");
     s.write("spec.yaml", &spec);
-    let mut child = Running(
-        s.cmd(&["run", "spec.yaml"])
-            .env("SLUICE_LOG", "warn,sluice_connectors::kinesis=debug")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn sluice"),
-    );
+    let mut child = spawn_logging_subscriptions(&s);
     let started = std::time::Instant::now();
     let mut next = 0;
     while started.elapsed() < Duration::from_secs(5) {
-        k.put_seqs(&stream, next..next + 20, 3);
-        next += 20;
-        let want = next as usize;
-        assert!(
-            wait_for(Duration::from_secs(20), || unique_seqs(&s).len() >= want),
-            "EFO delivered {} of {want}",
-            unique_seqs(&s).len()
-        );
+        put_and_await(&k, &stream, &s, &mut next, 20);
     }
-    signal(&child, "-TERM");
-    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
-    let mut log = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut log)
-        .expect("log");
+    let log = stop_for_log(&mut child);
     assert_eq!(
         log.matches("subscribed").count(),
         1,

@@ -162,6 +162,17 @@ async fn run_within(p: Pipeline, limit: Duration) -> (Result<Summary, PipelineEr
     (r, started.elapsed())
 }
 
+/// Runs an endless source into a null sink, committing to `store` every `interval`, until it
+/// ends, failing the test if that takes longer than `limit`.
+async fn run_endless(
+    store: Arc<dyn OffsetStore>,
+    interval: Duration,
+    limit: Duration,
+) -> (Result<Summary, PipelineError>, Duration) {
+    let p = pipeline(endless(), Box::new(NullSink), store, Vec::new(), interval);
+    run_within(p, limit).await
+}
+
 #[tokio::test]
 async fn a_failed_sink_stops_an_idle_source() {
     let p = pipeline(
@@ -199,14 +210,7 @@ async fn a_fenced_commit_stops_the_pipeline_at_once() {
     let interval = Duration::from_millis(50);
     // The first commit works; the second is refused (another worker or a reset).
     let store = flaky_store(2, None, true);
-    let p = pipeline(
-        endless(),
-        Box::new(NullSink),
-        store.clone(),
-        Vec::new(),
-        interval,
-    );
-    let (r, elapsed) = run_within(p, Duration::from_secs(5)).await;
+    let (r, elapsed) = run_endless(store.clone(), interval, Duration::from_secs(5)).await;
     match r {
         Err(PipelineError::Offsets(e)) => {
             assert!(e.is_fenced(), "{e}");
@@ -229,14 +233,7 @@ async fn a_fenced_commit_stops_the_pipeline_at_once() {
 async fn failing_commits_stop_the_pipeline_after_ten_commit_intervals() {
     let interval = Duration::from_millis(50);
     let store = flaky_store(2, None, false);
-    let p = pipeline(
-        endless(),
-        Box::new(NullSink),
-        store.clone(),
-        Vec::new(),
-        interval,
-    );
-    let (r, elapsed) = run_within(p, Duration::from_secs(10)).await;
+    let (r, elapsed) = run_endless(store.clone(), interval, Duration::from_secs(10)).await;
     match r {
         Err(PipelineError::Offsets(OffsetError::Unavailable { last, .. })) => {
             assert!(last.to_string().contains("disk full"), "{last}")
