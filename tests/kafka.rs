@@ -233,49 +233,87 @@ fn kafka_to_kafka_on_the_kafka_offset_store_resumes_without_loss_or_duplicates()
     );
 }
 
+/// Two workers of one pipeline sharing a Kafka consumer group.
+struct Workers {
+    a: Scratch,
+    b: Scratch,
+    wa: std::process::Child,
+    wb: std::process::Child,
+    /// Whether `b` got records before the writing stopped.
+    joined: bool,
+    /// How many records were written to the topic.
+    total: u64,
+}
+
+impl Workers {
+    /// Makes a topic of 4 partitions holding 1000 records and lets worker `a` (pipeline `spec`,
+    /// writing `out.jsonl`) read them alone; then starts `b` and keeps writing while the group
+    /// rebalances, until `b` gets records too.
+    fn start(brokers: &str, topic: &str, spec: &str) -> Self {
+        k::create_topic(brokers, topic, 4);
+        k::produce(brokers, topic, &json_records(0..1000), None);
+        let (a, b) = (Scratch::new(), Scratch::new());
+        a.write("spec.yaml", spec);
+        b.write("spec.yaml", spec);
+        let wa = a.spawn(&["run", "spec.yaml"]);
+        assert!(
+            wait_for(Duration::from_secs(60), || a.lines("out.jsonl").len()
+                >= 1000),
+            "the first worker did not read the topic"
+        );
+        let wb = b.spawn(&["run", "spec.yaml"]);
+        let mut next = 1000u64;
+        let joined = wait_for(Duration::from_secs(90), || {
+            if next < 6000 {
+                k::produce(brokers, topic, &json_records(next..next + 100), None);
+                next += 100;
+            }
+            !b.lines("out.jsonl").is_empty() && next >= 3000
+        });
+        Workers {
+            a,
+            b,
+            wa,
+            wb,
+            joined,
+            total: next,
+        }
+    }
+
+    /// Waits until the two outputs together hold every record written; false at the deadline.
+    fn all_read(&self) -> bool {
+        wait_for(Duration::from_secs(60), || {
+            let mut got: BTreeSet<u64> = seqs(&self.a.lines("out.jsonl")).into_iter().collect();
+            got.extend(seqs(&self.b.lines("out.jsonl")));
+            got.len() as u64 == self.total
+        })
+    }
+
+    /// Stops both workers with SIGTERM; their exit statuses.
+    fn stop(&mut self) -> (std::process::ExitStatus, std::process::ExitStatus) {
+        signal(&self.wa, "-TERM");
+        signal(&self.wb, "-TERM");
+        (
+            wait_exit(&mut self.wa, Duration::from_secs(30)),
+            wait_exit(&mut self.wb, Duration::from_secs(30)),
+        )
+    }
+}
+
 #[test]
 fn two_workers_share_a_kafka_source_through_the_consumer_group() {
     let brokers = k::brokers();
     let topic = k::topic("shared");
     let group = k::topic("workers");
-    k::create_topic(&brokers, &topic, 4);
-    k::produce(&brokers, &topic, &json_records(0..1000), None);
     let spec = format!(
         "version: 1\nname: shared\nsource:\n  type: kafka\n  brokers: [{brokers}]\n  topics: [{topic}]\n  group: {group}\n  rebalance_drain: 10s\n  properties:\n    session.timeout.ms: 6000\n    heartbeat.interval.ms: 500\nsink:\n  type: file\n  path: out.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 20ms\n"
     );
-    let (a, b) = (Scratch::new(), Scratch::new());
-    a.write("spec.yaml", &spec);
-    b.write("spec.yaml", &spec);
-    let mut wa = a.spawn(&["run", "spec.yaml"]);
-    assert!(
-        wait_for(Duration::from_secs(60), || a.lines("out.jsonl").len()
-            >= 1000),
-        "the first worker did not read the topic"
-    );
-    let mut wb = b.spawn(&["run", "spec.yaml"]);
-    // Keep writing while the group rebalances, until the second worker gets records too.
-    let mut next = 1000u64;
-    let both = wait_for(Duration::from_secs(90), || {
-        if next < 6000 {
-            k::produce(&brokers, &topic, &json_records(next..next + 100), None);
-            next += 100;
-        }
-        !b.lines("out.jsonl").is_empty() && next >= 3000
-    });
-    assert!(both, "the second worker never got a partition");
-    let total = next;
-    let all = wait_for(Duration::from_secs(60), || {
-        let mut got: BTreeSet<u64> = seqs(&a.lines("out.jsonl")).into_iter().collect();
-        got.extend(seqs(&b.lines("out.jsonl")));
-        got.len() as u64 == total
-    });
-    signal(&wa, "-TERM");
-    signal(&wb, "-TERM");
-    let (sa, sb) = (
-        wait_exit(&mut wa, Duration::from_secs(30)),
-        wait_exit(&mut wb, Duration::from_secs(30)),
-    );
-    let (la, lb) = (seqs(&a.lines("out.jsonl")), seqs(&b.lines("out.jsonl")));
+    let mut w = Workers::start(&brokers, &topic, &spec);
+    assert!(w.joined, "the second worker never got a partition");
+    let total = w.total;
+    let all = w.all_read();
+    let (sa, sb) = w.stop();
+    let (la, lb) = (seqs(&w.a.lines("out.jsonl")), seqs(&w.b.lines("out.jsonl")));
     assert!(
         all,
         "records missing: a has {}, b has {}, {total} written",
@@ -302,52 +340,23 @@ fn a_worker_taking_over_partitions_in_a_rebalance_commits_them_to_the_shared_dyn
     let topic = k::topic("claimed");
     let group = k::topic("claimers");
     let table = k::topic("offsets");
-    k::create_topic(&brokers, &topic, 4);
-    k::produce(&brokers, &topic, &json_records(0..1000), None);
     let spec = format!(
         "version: 1\nname: claimed\nsource:\n  type: kafka\n  brokers: [{brokers}]\n  topics: [{topic}]\n  group: {group}\n  rebalance_drain: 10s\n  properties:\n    session.timeout.ms: 6000\n    heartbeat.interval.ms: 500\nsink:\n  type: file\n  path: out.jsonl\noffsets:\n  store: dynamodb\n  table: {table}\n  create_table: true\n  commit_interval: 100ms\n{}pipeline:\n  flush_interval: 20ms\n",
         dynamo_support::aws_yaml(&endpoint, "  ")
     );
-    let (a, b) = (Scratch::new(), Scratch::new());
-    a.write("spec.yaml", &spec);
-    b.write("spec.yaml", &spec);
-    let mut wa = a.spawn(&["run", "spec.yaml"]);
+    let mut w = Workers::start(&brokers, &topic, &spec);
+    let b_early_exit = w.wb.try_wait().expect("try_wait");
     assert!(
-        wait_for(Duration::from_secs(60), || a.lines("out.jsonl").len()
-            >= 1000),
-        "the first worker did not read the topic"
-    );
-    let mut wb = b.spawn(&["run", "spec.yaml"]);
-    let mut next = 1000u64;
-    let both = wait_for(Duration::from_secs(90), || {
-        if next < 6000 {
-            k::produce(&brokers, &topic, &json_records(next..next + 100), None);
-            next += 100;
-        }
-        !b.lines("out.jsonl").is_empty() && next >= 3000
-    });
-    let b_early_exit = wb.try_wait().expect("try_wait");
-    assert!(
-        both && b_early_exit.is_none(),
+        w.joined && b_early_exit.is_none(),
         "the second worker never got a partition, or stopped: {b_early_exit:?}"
     );
-    let total = next;
-    let all = wait_for(Duration::from_secs(60), || {
-        let mut got: BTreeSet<u64> = seqs(&a.lines("out.jsonl")).into_iter().collect();
-        got.extend(seqs(&b.lines("out.jsonl")));
-        got.len() as u64 == total
-    });
+    let all = w.all_read();
     // Both keep committing the partitions they own: neither is fenced.
     let running = (
-        wa.try_wait().expect("try_wait"),
-        wb.try_wait().expect("try_wait"),
+        w.wa.try_wait().expect("try_wait"),
+        w.wb.try_wait().expect("try_wait"),
     );
-    signal(&wa, "-TERM");
-    signal(&wb, "-TERM");
-    let (sa, sb) = (
-        wait_exit(&mut wa, Duration::from_secs(30)),
-        wait_exit(&mut wb, Duration::from_secs(30)),
-    );
+    let (sa, sb) = w.stop();
     assert!(all, "records missing");
     assert_eq!(running, (None, None), "a worker stopped before the end");
     assert!(sa.success() && sb.success(), "{sa:?} {sb:?}");

@@ -286,12 +286,31 @@ fn sink_spec(
     )
 }
 
-fn write_input(s: &Scratch, n: u64, keys: u64) {
+/// Runs a pipeline `name` from a file of `records.0` records over `records.1` keys into a new
+/// stream of `shards` shards through a Kinesis sink (`sink_extra` under `sink:`, tolerance
+/// none); returns the stream and what it holds.
+fn sink_run(
+    k: &Kinesis,
+    name: &str,
+    shards: i32,
+    records: (u64, u64),
+    sink_extra: &str,
+) -> (String, Vec<Got>) {
+    let stream = k.create_stream(shards);
+    let s = Scratch::new();
+    let (n, keys) = records;
     let mut text = String::new();
     for i in 0..n {
         text.push_str(&format!("{{\"seq\":{i},\"key\":\"k{}\"}}\n", i % keys));
     }
     s.write("in.jsonl", &text);
+    s.write(
+        "spec.yaml",
+        &sink_spec(name, &k.endpoint, &stream, sink_extra, "none"),
+    );
+    run_ok(&s, &["run", "spec.yaml"]);
+    let got = k.read_all(&stream);
+    (stream, got)
 }
 
 #[test]
@@ -376,23 +395,15 @@ fn sink_writes_every_record_by_key_and_dead_letters_oversized_ones() {
 #[test]
 fn sink_keeps_per_key_order_with_many_calls_in_flight() {
     let k = Kinesis::new();
-    let stream = k.create_stream(3);
-    let s = Scratch::new();
-    write_input(&s, 800, 4);
     // One record per call and 50 calls at once: without one call per shard at a time, calls
     // carrying the same key race each other to the service.
-    s.write(
-        "spec.yaml",
-        &sink_spec(
-            "order",
-            &k.endpoint,
-            &stream,
-            "  max_batch_records: 1\n  max_in_flight: 50\n",
-            "none",
-        ),
+    let (stream, got) = sink_run(
+        &k,
+        "order",
+        3,
+        (800, 4),
+        "  max_batch_records: 1\n  max_in_flight: 50\n",
     );
-    run_ok(&s, &["run", "spec.yaml"]);
-    let got = k.read_all(&stream);
     assert_eq!(got.len(), 800);
     let mut shards: BTreeSet<&str> = BTreeSet::new();
     let mut last: HashMap<String, u64> = HashMap::new();
@@ -411,22 +422,14 @@ fn sink_keeps_per_key_order_with_many_calls_in_flight() {
 #[test]
 fn aggregated_records_round_trip_and_resume_inside_an_aggregate() {
     let k = Kinesis::new();
-    let stream = k.create_stream(2);
-    let s = Scratch::new();
-    write_input(&s, 1000, 13);
-    s.write(
-        "spec.yaml",
-        &sink_spec(
-            "agg-w",
-            &k.endpoint,
-            &stream,
-            "  aggregate: true\n  aggregation_max_size: 4KiB\n",
-            "none",
-        ),
+    let (stream, raw) = sink_run(
+        &k,
+        "agg-w",
+        2,
+        (1000, 13),
+        "  aggregate: true\n  aggregation_max_size: 4KiB\n",
     );
-    run_ok(&s, &["run", "spec.yaml"]);
     // Fewer, aggregated Kinesis records.
-    let raw = k.read_all(&stream);
     assert!(
         raw.len() < 200,
         "{} Kinesis records for 1000 user records",
@@ -535,6 +538,47 @@ fn a_missing_stream_fails_fast_naming_the_stream_and_the_call() {
     assert!(started.elapsed() < Duration::from_secs(10), "not retried");
 }
 
+/// Starts `sluice run spec.yaml` in `s` with the Kinesis connector's debug lines (one
+/// "subscribed" a subscription) on a pipe.
+fn spawn_logging_subscriptions(s: &Scratch) -> Running {
+    Running(
+        s.cmd(&["run", "spec.yaml"])
+            .env("SLUICE_LOG", "warn,sluice_connectors::kinesis=debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn sluice"),
+    )
+}
+
+/// Writes `n` more records (seqs from `next` on, 3 keys) and waits until `s`'s output holds
+/// all written so far.
+fn put_and_await(k: &Kinesis, stream: &str, s: &Scratch, next: &mut u64, n: u64) {
+    k.put_seqs(stream, *next..*next + n, 3);
+    *next += n;
+    let want = *next as usize;
+    assert!(
+        wait_for(Duration::from_secs(20), || unique_seqs(s).len() >= want),
+        "EFO delivered {} of {want}",
+        unique_seqs(s).len()
+    );
+}
+
+/// Stops `child` with SIGTERM, checks that it exits cleanly, and returns its log.
+fn stop_for_log(child: &mut Running) -> String {
+    use std::io::Read;
+    signal(child, "-TERM");
+    assert!(wait_exit(child, Duration::from_secs(30)).success());
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut log)
+        .expect("log");
+    log
+}
+
 #[test]
 fn efo_renews_subscriptions_and_continues_without_loss_or_repeats() {
     let k = Kinesis::new();
@@ -544,37 +588,14 @@ fn efo_renews_subscriptions_and_continues_without_loss_or_repeats() {
         "  stream: {stream}\n  start_position: trim_horizon\n  reader: efo\n  consumer_name: renew\n  registration: eager\n  subscription_renewal: 1s\n"
     );
     s.write("spec.yaml", &source_spec("efo-renew", &k.endpoint, &extra));
-    let mut child = Running(
-        s.cmd(&["run", "spec.yaml"])
-            .env("SLUICE_LOG", "warn,sluice_connectors::kinesis=debug")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn sluice"),
-    );
+    let mut child = spawn_logging_subscriptions(&s);
     // Rounds of records spread over several subscription lifetimes.
     let started = std::time::Instant::now();
     let mut next = 0;
     while started.elapsed() < Duration::from_secs(4) || next < 300 {
-        k.put_seqs(&stream, next..next + 50, 3);
-        next += 50;
-        let want = next as usize;
-        assert!(
-            wait_for(Duration::from_secs(20), || unique_seqs(&s).len() >= want),
-            "EFO delivered {} of {want}",
-            unique_seqs(&s).len()
-        );
+        put_and_await(&k, &stream, &s, &mut next, 50);
     }
-    signal(&child, "-TERM");
-    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
-    let mut log = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut log)
-        .expect("log");
+    let log = stop_for_log(&mut child);
     let subscriptions = log.matches("subscribed").count();
     assert!(subscriptions >= 3, "{subscriptions} subscriptions:\n{log}");
     let rows = parsed(&s);
@@ -602,36 +623,13 @@ fn efo_subscriptions_outlive_the_aws_call_timeouts() {
     );
     assert!(spec.contains("timeouts"), "{spec}");
     s.write("spec.yaml", &spec);
-    let mut child = Running(
-        s.cmd(&["run", "spec.yaml"])
-            .env("SLUICE_LOG", "warn,sluice_connectors::kinesis=debug")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn sluice"),
-    );
+    let mut child = spawn_logging_subscriptions(&s);
     let started = std::time::Instant::now();
     let mut next = 0;
     while started.elapsed() < Duration::from_secs(5) {
-        k.put_seqs(&stream, next..next + 20, 3);
-        next += 20;
-        let want = next as usize;
-        assert!(
-            wait_for(Duration::from_secs(20), || unique_seqs(&s).len() >= want),
-            "EFO delivered {} of {want}",
-            unique_seqs(&s).len()
-        );
+        put_and_await(&k, &stream, &s, &mut next, 20);
     }
-    signal(&child, "-TERM");
-    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
-    let mut log = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut log)
-        .expect("log");
+    let log = stop_for_log(&mut child);
     assert_eq!(
         log.matches("subscribed").count(),
         1,

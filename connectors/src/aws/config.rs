@@ -358,21 +358,35 @@ mod tests {
         .expect("config")
     }
 
-    #[tokio::test]
-    async fn a_stalled_call_times_out_after_one_attempt_and_is_retriable() {
-        use std::sync::atomic::Ordering;
+    type ListStreamsError = aws_sdk_kinesis::error::SdkError<
+        aws_sdk_kinesis::operation::list_streams::ListStreamsError,
+    >;
+
+    /// One ListStreams call, with or without the SDK's own retries, to a server that never
+    /// answers: its error, how long it took and how many connections the server accepted. The
+    /// call must end on its own, well before 10s.
+    async fn stalled_call(sdk_retries: bool) -> (ListStreamsError, Duration, usize) {
         let (endpoint, accepted) = black_hole().await;
-        let sdk = stalled_config(&endpoint)
-            .sdk_config_without_sdk_retries()
-            .await
-            .expect("sdk config");
+        let config = stalled_config(&endpoint);
+        let sdk = if sdk_retries {
+            config.sdk_config().await
+        } else {
+            config.sdk_config_without_sdk_retries().await
+        }
+        .expect("sdk config");
         let client = aws_sdk_kinesis::Client::new(&sdk);
         let started = std::time::Instant::now();
         let r = tokio::time::timeout(Duration::from_secs(10), client.list_streams().send())
             .await
             .expect("the call must end on its own, well before 10s");
         let took = started.elapsed();
-        let e = r.expect_err("nothing answers");
+        let accepted = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        (r.expect_err("nothing answers"), took, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_stalled_call_times_out_after_one_attempt_and_is_retriable() {
+        let (e, took, accepted) = stalled_call(false).await;
         assert!(
             matches!(e, aws_sdk_kinesis::error::SdkError::TimeoutError(_)),
             "{e:?}"
@@ -383,27 +397,13 @@ mod tests {
             "took {took:?}"
         );
         // The SDK did not retry on its own: one connection, one attempt.
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(accepted, 1);
     }
 
     #[tokio::test]
     async fn the_operation_timeout_bounds_the_sdks_own_retries() {
-        let (endpoint, _) = black_hole().await;
-        let sdk = stalled_config(&endpoint)
-            .sdk_config()
-            .await
-            .expect("sdk config");
-        let client = aws_sdk_kinesis::Client::new(&sdk);
-        let started = std::time::Instant::now();
-        let r = tokio::time::timeout(Duration::from_secs(10), client.list_streams().send())
-            .await
-            .expect("the call must end on its own, well before 10s");
-        assert!(r.is_err());
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "took {:?}",
-            started.elapsed()
-        );
+        let (_, took, _) = stalled_call(true).await;
+        assert!(took < Duration::from_secs(3), "took {took:?}");
     }
 
     #[test]

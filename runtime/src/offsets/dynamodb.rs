@@ -595,6 +595,11 @@ mod tests {
         format!("offsets-{:016x}", rand::random::<u64>())
     }
 
+    /// The offset `store` holds for partition "0" of "pipe".
+    async fn offset_of(store: &DynamoStore) -> Offset {
+        store.load("pipe").await.expect("load")["0"].offset.clone()
+    }
+
     fn one(p: &str, o: u64) -> CommittedOffsets {
         CommittedOffsets::from([(
             Arc::from(p),
@@ -660,10 +665,7 @@ mod tests {
         old.commit("pipe", &one("0", 10)).await.expect("commit");
         // Another worker takes over from the stored state and moves on.
         let new = DynamoStore::new(&spec(&t, true));
-        assert_eq!(
-            new.load("pipe").await.expect("load")["0"].offset,
-            Offset::from(10)
-        );
+        assert_eq!(offset_of(&new).await, Offset::from(10));
         new.commit("pipe", &one("0", 50)).await.expect("commit");
         // The old worker, unaware, tries to commit an older offset: refused.
         let e = old.commit("pipe", &one("0", 20)).await.expect_err("stale");
@@ -675,10 +677,7 @@ mod tests {
         // A brand-new writer that never read the row is stale too.
         let blind = DynamoStore::new(&spec(&t, true));
         assert!(blind.commit("pipe", &one("0", 1)).await.is_err());
-        assert_eq!(
-            new.load("pipe").await.expect("load")["0"].offset,
-            Offset::from(50)
-        );
+        assert_eq!(offset_of(&new).await, Offset::from(50));
         // The current owner goes on committing.
         new.commit("pipe", &one("0", 60)).await.expect("commit");
         // An operator's reset wins, and fences the running worker.
@@ -687,10 +686,7 @@ mod tests {
             .await
             .expect("reset");
         assert!(new.commit("pipe", &one("0", 61)).await.is_err());
-        assert_eq!(
-            cli.load("pipe").await.expect("load")["0"].offset,
-            Offset::from(5)
-        );
+        assert_eq!(offset_of(&cli).await, Offset::from(5));
     }
     #[tokio::test]
     async fn a_retried_commit_whose_write_already_landed_is_success() {
@@ -714,10 +710,7 @@ mod tests {
             .expect("this worker's own last write is no conflict either");
         a.commit("pipe", &one("0", 13)).await.expect("commit");
         let other = DynamoStore::new(&spec(&t, false));
-        assert_eq!(
-            other.load("pipe").await.expect("load")["0"].offset,
-            Offset::from(13)
-        );
+        assert_eq!(offset_of(&other).await, Offset::from(13));
         // Another writer still fences it.
         other.commit("pipe", &one("0", 20)).await.expect("commit");
         let e = a.commit("pipe", &one("0", 14)).await.expect_err("fenced");

@@ -295,3 +295,85 @@ pub(crate) mod contract {
         assert_eq!(store.load("other").await.expect("load").len(), 1);
     }
 }
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A memory store for tests whose commits and claims pass through a hook first: the hook
+    //! refuses them (a flaky or fenced store) or notes them (a recording store).
+    use super::*;
+
+    /// What a [`Hooked`] store does before its memory store commits or claims.
+    pub(crate) trait Hook: Send + Sync {
+        /// Names the store in messages.
+        const NAME: &'static str;
+        /// Runs before each commit; an error is the commit's, and the memory store keeps
+        /// nothing.
+        fn commit(&self, _namespace: &str, _offsets: &CommittedOffsets) -> Result<(), OffsetError> {
+            Ok(())
+        }
+        /// Runs before each claim.
+        fn claim(&self, _namespace: &str, _partitions: &[PartitionId]) {}
+    }
+
+    /// A memory store whose commits and claims pass through `hook` first; loads, lists, resets
+    /// and prunes go straight to the memory store.
+    #[derive(Default)]
+    pub(crate) struct Hooked<H> {
+        pub(crate) hook: H,
+        inner: MemoryStore,
+    }
+
+    impl<H> Hooked<H> {
+        pub(crate) fn new(hook: H) -> Self {
+            Self {
+                hook,
+                inner: MemoryStore::default(),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl<H: Hook> OffsetStore for Hooked<H> {
+        fn describe(&self) -> String {
+            H::NAME.into()
+        }
+        async fn load(&self, namespace: &str) -> Result<CommittedOffsets, OffsetError> {
+            self.inner.load(namespace).await
+        }
+        async fn claim(
+            &self,
+            namespace: &str,
+            partitions: &[PartitionId],
+        ) -> Result<(), OffsetError> {
+            self.hook.claim(namespace, partitions);
+            self.inner.claim(namespace, partitions).await
+        }
+        async fn commit(
+            &self,
+            namespace: &str,
+            offsets: &CommittedOffsets,
+        ) -> Result<(), OffsetError> {
+            self.hook.commit(namespace, offsets)?;
+            self.inner.commit(namespace, offsets).await
+        }
+        async fn list(&self, namespace: Option<&str>) -> Result<Vec<OffsetRow>, OffsetError> {
+            self.inner.list(namespace).await
+        }
+        async fn reset(
+            &self,
+            namespace: &str,
+            partition: Option<&str>,
+            to: ResetTo,
+        ) -> Result<Vec<OffsetRow>, OffsetError> {
+            self.inner.reset(namespace, partition, to).await
+        }
+        async fn prune(
+            &self,
+            namespace: Option<&str>,
+            older_than: Option<Duration>,
+            dry_run: bool,
+        ) -> Result<Vec<OffsetRow>, OffsetError> {
+            self.inner.prune(namespace, older_than, dry_run).await
+        }
+    }
+}

@@ -10,7 +10,8 @@ use sluice_connectors::null::NullSink;
 use sluice_connectors::{CommittedOffsets, Offset, Record, SourceBatch};
 
 use super::*;
-use crate::offsets::{MemoryStore, OffsetRow, ResetTo};
+use crate::offsets::testing::{Hook, Hooked};
+use crate::offsets::{MemoryStore, ResetTo};
 use crate::spec::BuiltinPartitioner;
 use crate::stage::{Outcome, StageError};
 
@@ -105,74 +106,47 @@ impl Stage for Panics {
     }
 }
 
-/// A memory store whose commits fail from the `fail_from`-th call on (counting from 1), with a
-/// fenced or a transient error, until `heal_at` (if any).
-struct FlakyStore {
-    inner: MemoryStore,
+/// Commits that fail from the `fail_from`-th call on (counting from 1), with a fenced or a
+/// transient error, until `heal_at` (if any).
+struct Flaky {
     calls: AtomicU32,
     fail_from: u32,
     heal_at: Option<u32>,
     fenced: bool,
 }
 
-impl FlakyStore {
-    fn new(fail_from: u32, heal_at: Option<u32>, fenced: bool) -> Arc<Self> {
-        Arc::new(Self {
-            inner: MemoryStore::default(),
-            calls: AtomicU32::new(0),
-            fail_from,
-            heal_at,
-            fenced,
-        })
-    }
+/// A memory store whose commits are [`Flaky`].
+fn flaky_store(fail_from: u32, heal_at: Option<u32>, fenced: bool) -> Arc<Hooked<Flaky>> {
+    Arc::new(Hooked::new(Flaky {
+        calls: AtomicU32::new(0),
+        fail_from,
+        heal_at,
+        fenced,
+    }))
 }
 
-#[async_trait]
-impl OffsetStore for FlakyStore {
-    fn describe(&self) -> String {
-        "flaky".into()
-    }
-    async fn load(&self, namespace: &str) -> Result<CommittedOffsets, OffsetError> {
-        self.inner.load(namespace).await
-    }
-    async fn commit(&self, namespace: &str, offsets: &CommittedOffsets) -> Result<(), OffsetError> {
+impl Hook for Flaky {
+    const NAME: &'static str = "flaky";
+
+    fn commit(&self, namespace: &str, _offsets: &CommittedOffsets) -> Result<(), OffsetError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         if n >= self.fail_from && self.heal_at.is_none_or(|h| n < h) {
             return Err(if self.fenced {
                 OffsetError::Fenced {
-                    store: self.describe(),
+                    store: Self::NAME.into(),
                     namespace: namespace.into(),
                     partition: "0".into(),
                     detail: " (now generation 9 by someone-else)".into(),
                 }
             } else {
                 OffsetError::Io {
-                    store: self.describe(),
+                    store: Self::NAME.into(),
                     message: "disk full".into(),
                     source: std::io::Error::other("disk full"),
                 }
             });
         }
-        self.inner.commit(namespace, offsets).await
-    }
-    async fn list(&self, namespace: Option<&str>) -> Result<Vec<OffsetRow>, OffsetError> {
-        self.inner.list(namespace).await
-    }
-    async fn reset(
-        &self,
-        namespace: &str,
-        partition: Option<&str>,
-        to: ResetTo,
-    ) -> Result<Vec<OffsetRow>, OffsetError> {
-        self.inner.reset(namespace, partition, to).await
-    }
-    async fn prune(
-        &self,
-        namespace: Option<&str>,
-        older_than: Option<Duration>,
-        dry_run: bool,
-    ) -> Result<Vec<OffsetRow>, OffsetError> {
-        self.inner.prune(namespace, older_than, dry_run).await
+        Ok(())
     }
 }
 
@@ -186,6 +160,17 @@ async fn run_within(p: Pipeline, limit: Duration) -> (Result<Summary, PipelineEr
     .await
     .unwrap_or_else(|_| panic!("the pipeline was still running after {limit:?}"));
     (r, started.elapsed())
+}
+
+/// Runs an endless source into a null sink, committing to `store` every `interval`, until it
+/// ends, failing the test if that takes longer than `limit`.
+async fn run_endless(
+    store: Arc<dyn OffsetStore>,
+    interval: Duration,
+    limit: Duration,
+) -> (Result<Summary, PipelineError>, Duration) {
+    let p = pipeline(endless(), Box::new(NullSink), store, Vec::new(), interval);
+    run_within(p, limit).await
 }
 
 #[tokio::test]
@@ -224,15 +209,8 @@ async fn a_panicking_processor_stops_an_idle_source() {
 async fn a_fenced_commit_stops_the_pipeline_at_once() {
     let interval = Duration::from_millis(50);
     // The first commit works; the second is refused (another worker or a reset).
-    let store = FlakyStore::new(2, None, true);
-    let p = pipeline(
-        endless(),
-        Box::new(NullSink),
-        store.clone(),
-        Vec::new(),
-        interval,
-    );
-    let (r, elapsed) = run_within(p, Duration::from_secs(5)).await;
+    let store = flaky_store(2, None, true);
+    let (r, elapsed) = run_endless(store.clone(), interval, Duration::from_secs(5)).await;
     match r {
         Err(PipelineError::Offsets(e)) => {
             assert!(e.is_fenced(), "{e}");
@@ -241,7 +219,7 @@ async fn a_fenced_commit_stops_the_pipeline_at_once() {
         other => panic!("expected a fenced commit, got {other:?}"),
     }
     assert_eq!(
-        store.calls.load(Ordering::SeqCst),
+        store.hook.calls.load(Ordering::SeqCst),
         2,
         "no commit is tried after a refusal"
     );
@@ -254,15 +232,8 @@ async fn a_fenced_commit_stops_the_pipeline_at_once() {
 #[tokio::test]
 async fn failing_commits_stop_the_pipeline_after_ten_commit_intervals() {
     let interval = Duration::from_millis(50);
-    let store = FlakyStore::new(2, None, false);
-    let p = pipeline(
-        endless(),
-        Box::new(NullSink),
-        store.clone(),
-        Vec::new(),
-        interval,
-    );
-    let (r, elapsed) = run_within(p, Duration::from_secs(10)).await;
+    let store = flaky_store(2, None, false);
+    let (r, elapsed) = run_endless(store.clone(), interval, Duration::from_secs(10)).await;
     match r {
         Err(PipelineError::Offsets(OffsetError::Unavailable { last, .. })) => {
             assert!(last.to_string().contains("disk full"), "{last}")
@@ -276,15 +247,15 @@ async fn failing_commits_stop_the_pipeline_after_ten_commit_intervals() {
         "{elapsed:?}"
     );
     assert!(
-        store.calls.load(Ordering::SeqCst) > 11,
+        store.hook.calls.load(Ordering::SeqCst) > 11,
         "retried with backoff, more often than once per interval: {} calls",
-        store.calls.load(Ordering::SeqCst)
+        store.hook.calls.load(Ordering::SeqCst)
     );
 }
 
 #[tokio::test]
 async fn a_transient_commit_failure_is_retried_and_the_run_commits_everything() {
-    let store = FlakyStore::new(1, Some(4), false);
+    let store = flaky_store(1, Some(4), false);
     let cfg: GeneratorConfig =
         serde_json::from_value(serde_json::json!({"partitions": 1, "count": 3000, "rate": 10000}))
             .expect("generator config");

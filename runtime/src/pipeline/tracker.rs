@@ -218,6 +218,7 @@ fn retry_backoff(interval: Duration) -> Backoff {
 mod tests {
     use super::*;
     use crate::offsets::MemoryStore;
+    use crate::offsets::testing::{Hook, Hooked};
     use sluice_connectors::Offset;
 
     fn done(p: &str, seq: u64, last: u64, ok: bool) -> Completion {
@@ -277,56 +278,27 @@ mod tests {
     /// Records what the tracker asks of the store, in order.
     #[derive(Default)]
     struct Recording {
-        inner: MemoryStore,
         calls: std::sync::Mutex<Vec<String>>,
     }
 
-    #[async_trait::async_trait]
-    impl OffsetStore for Recording {
-        fn describe(&self) -> String {
-            "recording".into()
-        }
-        async fn load(&self, ns: &str) -> Result<CommittedOffsets, OffsetError> {
-            self.inner.load(ns).await
-        }
-        async fn claim(&self, _ns: &str, ps: &[PartitionId]) -> Result<(), OffsetError> {
+    impl Hook for Recording {
+        const NAME: &'static str = "recording";
+
+        fn claim(&self, _ns: &str, ps: &[PartitionId]) {
             let mut calls = self.calls.lock().expect("lock");
             calls.extend(ps.iter().map(|p| format!("claim {p}")));
-            Ok(())
         }
-        async fn commit(&self, ns: &str, c: &CommittedOffsets) -> Result<(), OffsetError> {
+        fn commit(&self, _ns: &str, c: &CommittedOffsets) -> Result<(), OffsetError> {
             let mut names: Vec<String> = c.keys().map(|p| format!("commit {p}")).collect();
             names.sort();
             self.calls.lock().expect("lock").extend(names);
-            self.inner.commit(ns, c).await
-        }
-        async fn list(
-            &self,
-            ns: Option<&str>,
-        ) -> Result<Vec<crate::offsets::OffsetRow>, OffsetError> {
-            self.inner.list(ns).await
-        }
-        async fn reset(
-            &self,
-            ns: &str,
-            p: Option<&str>,
-            to: crate::offsets::ResetTo,
-        ) -> Result<Vec<crate::offsets::OffsetRow>, OffsetError> {
-            self.inner.reset(ns, p, to).await
-        }
-        async fn prune(
-            &self,
-            ns: Option<&str>,
-            older_than: Option<Duration>,
-            dry_run: bool,
-        ) -> Result<Vec<crate::offsets::OffsetRow>, OffsetError> {
-            self.inner.prune(ns, older_than, dry_run).await
+            Ok(())
         }
     }
 
     #[tokio::test]
     async fn newly_assigned_partitions_are_claimed_before_their_first_commit() {
-        let store = Arc::new(Recording::default());
+        let store = Arc::new(Hooked::<Recording>::default());
         let (mut t, _rx) = Tracker::new(
             "p".into(),
             store.clone(),
@@ -344,7 +316,7 @@ mod tests {
         t.complete(done("b", 1, 6, true));
         t.commit().await.expect("commit");
         assert_eq!(
-            *store.calls.lock().expect("lock"),
+            *store.hook.calls.lock().expect("lock"),
             ["commit a", "claim b", "commit b", "commit b"]
         );
     }
