@@ -485,7 +485,7 @@ fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
 
 /// `cargo test` of a scaffolded crate, natively, with a target dir shared between test runs.
 fn cargo_test_crate(root: &Path) {
-    let test = run_ok(
+    run_ok(
         std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
             .args(["test", "--quiet", "--manifest-path"])
             .arg(root.join("Cargo.toml"))
@@ -1164,7 +1164,7 @@ fn a_python_partitioner_routes_exactly_like_the_rust_one_through_the_binary() {
 /// Runs a Python project's native tests (`python3 -m unittest`) in `dir`, with the guest library
 /// on the path when it is not beside the app.
 fn python_unittest(dir: &Path) {
-    let unit = run_ok(
+    run_ok(
         std::process::Command::new("python3")
             .args(["-m", "unittest", "-q"])
             .current_dir(dir)
@@ -1188,7 +1188,7 @@ fn a_python_plugin_scaffolded_outside_the_repository_builds_tests_and_runs() {
     assert!(made.status.success(), "{}", common::stderr(&made));
     let root = home.path().join("py-router");
     python_unittest(&root);
-    let build = run_ok(
+    run_ok(
         std::process::Command::new(root.join("build.sh"))
             .env("COMPONENTIZE_PY", wasm::componentize_py()),
     );
