@@ -291,7 +291,7 @@ fn a_kafka_sink_whose_broker_comes_late_restarts_with_backoff_and_delivers_every
     s.write(
         "spec.yaml",
         &format!(
-            "version: 1\nname: late\nsource:\n  type: generator\n  count: 500\n  batch_size: 50\nsink:\n  type: kafka\n  brokers: [{brokers}]\n  topic: {topic}\n  create_topic:\n    partitions: 1\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\nrestart:\n  initial_backoff: 200ms\n  max_backoff: 1s\n"
+            "version: 1\nname: late\nsource:\n  type: generator\n  count: 500\n  batch_size: 50\nsink:\n  type: kafka\n  brokers: [{brokers}]\n  topic: {topic}\n  create_topic:\n    partitions: 1\n  retry:\n    max_retries: 0\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\nrestart:\n  initial_backoff: 200ms\n  max_backoff: 1s\n"
         ),
     );
     let port = free_port();
@@ -302,10 +302,12 @@ fn a_kafka_sink_whose_broker_comes_late_restarts_with_backoff_and_delivers_every
         &format!("127.0.0.1:{port}"),
         "spec.yaml",
     ]));
-    // Not ready while the broker is away, and the supervisor keeps trying.
+    // Not ready while the broker is away, and the supervisor keeps trying (the sink's own
+    // start-up retries are off, so each failed attempt reaches the supervisor).
     assert!(
         wait_for(Duration::from_secs(60), || get_json(port, "/pipelines/late")
-            .is_some_and(|(_, v)| v["restarts"].as_u64() >= Some(2))),
+            .is_some_and(|(_, v)| v["restarts"].as_u64() >= Some(2)
+                && v["last_error"].as_str().is_some_and(|e| e.contains(&topic)))),
         "no restarts: {:?}",
         get_json(port, "/pipelines/late")
     );
