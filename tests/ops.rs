@@ -28,8 +28,9 @@ fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Option
     )
     .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -40,7 +41,10 @@ fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Option
     let text = String::from_utf8_lossy(&raw).into_owned();
     let status = text.split(' ').nth(1)?.parse().ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         unchunk(body)
     } else {
         body.to_string()
@@ -56,7 +60,7 @@ fn unchunk(mut body: &str) -> String {
             break;
         }
         out.push_str(&rest[..n]);
-        body = &rest[n..].trim_start_matches("\r\n");
+        body = rest[n..].trim_start_matches("\r\n");
     }
     out
 }
@@ -89,7 +93,10 @@ impl Prometheus {
         let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log");
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -102,8 +109,13 @@ impl Prometheus {
             _dir: dir,
         };
         assert!(
-            wait_for(Duration::from_secs(30), || http(port, "GET", "/-/ready", &[])
-                .is_some_and(|(c, _)| c == 200)),
+            wait_for(Duration::from_secs(30), || http(
+                port,
+                "GET",
+                "/-/ready",
+                &[]
+            )
+            .is_some_and(|(c, _)| c == 200)),
             "prometheus did not become ready"
         );
         p
@@ -151,7 +163,13 @@ fn prometheus_reads_the_record_counters_of_a_running_pipeline() {
     );
     let port = free_port();
     let mut child = s
-        .cmd(&["run", "--no-progress", "--http", &format!("127.0.0.1:{port}"), "spec.yaml"])
+        .cmd(&[
+            "run",
+            "--no-progress",
+            "--http",
+            &format!("127.0.0.1:{port}"),
+            "spec.yaml",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -173,7 +191,8 @@ fn prometheus_reads_the_record_counters_of_a_running_pipeline() {
     let bytes = "sluice_source_bytes_total{pipeline=\"scraped\"}";
     let up = "sluice_pipeline_up{pipeline=\"scraped\"}";
     assert!(
-        wait_for(Duration::from_secs(60), || prom.value(read) == Some(sent as f64)
+        wait_for(Duration::from_secs(60), || prom.value(read)
+            == Some(sent as f64)
             && prom.value(written) == Some(sent as f64)
             && prom.value(up) == Some(1.0)),
         "prometheus saw read={:?} written={:?} up={:?}",
@@ -203,7 +222,13 @@ fn pause_commits_and_stops_reading_resume_goes_on_and_the_token_guards_control()
     );
     let port = free_port();
     let child = s
-        .cmd(&["run", "--no-progress", "--http", &format!("127.0.0.1:{port}"), "spec.yaml"])
+        .cmd(&[
+            "run",
+            "--no-progress",
+            "--http",
+            &format!("127.0.0.1:{port}"),
+            "spec.yaml",
+        ])
         .env("SLUICE_HTTP_TOKEN", "s3cret")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -241,11 +266,18 @@ fn pause_commits_and_stops_reading_resume_goes_on_and_the_token_guards_control()
     assert_eq!(c["read"], c["committed"], "{v}");
     let paused_at = c["read"].as_u64().expect("read");
     assert!(paused_at < 3000, "paused too late to tell: {v}");
-    let on_disk = s.offsets("offsets", "api").iter().map(|(_, o, _)| o + 1).sum::<u64>();
+    let on_disk = s
+        .offsets("offsets", "api")
+        .iter()
+        .map(|(_, o, _)| o + 1)
+        .sum::<u64>();
     assert_eq!(on_disk, paused_at);
     assert!(
-        !wait_for(Duration::from_millis(500), || get_json(port, "/pipelines/api")
-            .is_some_and(|(_, v)| v["counts"]["read"] != paused_at)),
+        !wait_for(Duration::from_millis(500), || get_json(
+            port,
+            "/pipelines/api"
+        )
+        .is_some_and(|(_, v)| v["counts"]["read"] != paused_at)),
         "read on while paused"
     );
     let (code, _) = http(port, "POST", "/pipelines/api/resume", &auth).expect("resume");
@@ -273,11 +305,17 @@ fn one_pipeline_failing_for_good_lets_the_other_finish() {
     );
     let out = s.run(&["run", "--no-progress", "good.yaml", "bad.yaml"]);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "a failed pipeline makes the run fail");
+    assert!(
+        !out.status.success(),
+        "a failed pipeline makes the run fail"
+    );
     assert!(err.contains("pipeline `bad`"), "{err}");
     assert_eq!(s.lines("out/good.jsonl").len(), 3000, "{err}");
     assert_eq!(
-        s.offsets("offsets", "good").iter().map(|(_, o, _)| o + 1).sum::<u64>(),
+        s.offsets("offsets", "good")
+            .iter()
+            .map(|(_, o, _)| o + 1)
+            .sum::<u64>(),
         3000
     );
 }
@@ -305,9 +343,12 @@ fn a_kafka_sink_whose_broker_comes_late_restarts_with_backoff_and_delivers_every
     // Not ready while the broker is away, and the supervisor keeps trying (the sink's own
     // start-up retries are off, so each failed attempt reaches the supervisor).
     assert!(
-        wait_for(Duration::from_secs(60), || get_json(port, "/pipelines/late")
-            .is_some_and(|(_, v)| v["restarts"].as_u64() >= Some(2)
-                && v["last_error"].as_str().is_some_and(|e| e.contains(&topic)))),
+        wait_for(Duration::from_secs(60), || get_json(
+            port,
+            "/pipelines/late"
+        )
+        .is_some_and(|(_, v)| v["restarts"].as_u64() >= Some(2)
+            && v["last_error"].as_str().is_some_and(|e| e.contains(&topic)))),
         "no restarts: {:?}",
         get_json(port, "/pipelines/late")
     );
@@ -325,7 +366,10 @@ fn a_kafka_sink_whose_broker_comes_late_restarts_with_backoff_and_delivers_every
     let msgs = k::read(&brokers, &topic, 500, Duration::from_secs(30));
     assert_eq!(msgs.len(), 500);
     assert_eq!(
-        s.offsets("offsets", "late").iter().map(|(_, o, _)| o + 1).sum::<u64>(),
+        s.offsets("offsets", "late")
+            .iter()
+            .map(|(_, o, _)| o + 1)
+            .sum::<u64>(),
         500
     );
 }
@@ -344,7 +388,13 @@ fn ready_turns_200_once_the_pipeline_runs() {
     );
     let port = free_port();
     let mut child = s
-        .cmd(&["run", "--no-progress", "--http", &format!("127.0.0.1:{port}"), "spec.yaml"])
+        .cmd(&[
+            "run",
+            "--no-progress",
+            "--http",
+            &format!("127.0.0.1:{port}"),
+            "spec.yaml",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

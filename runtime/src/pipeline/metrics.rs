@@ -173,15 +173,18 @@ impl Metrics {
 /// [`prometheus_client::registry::Registry`] and every scrape reads the handles' counters.
 #[derive(Debug, Default, Clone)]
 pub struct Exposition {
-    pipelines: Arc<Mutex<Vec<(String, Arc<Metrics>)>>>,
+    pipelines: Arc<Mutex<Vec<Named>>>,
 }
+
+/// A pipeline's name and metrics handle.
+type Named = (String, Arc<Metrics>);
 
 impl Exposition {
     pub fn add(&self, pipeline: &str, metrics: Arc<Metrics>) {
         self.lock().push((pipeline.to_string(), metrics));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, Arc<Metrics>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Named>> {
         self.pipelines
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -243,7 +246,10 @@ impl Collector for Exposition {
             for (p, m) in &pipelines {
                 for stage in ErrorStage::ALL {
                     ConstCounter::new(m.errors(stage)).encode(
-                        family.encode_family(&[("pipeline", p.as_str()), ("stage", stage.as_str())])?,
+                        family.encode_family(&[
+                            ("pipeline", p.as_str()),
+                            ("stage", stage.as_str()),
+                        ])?,
                     )?;
                 }
             }
@@ -269,7 +275,8 @@ impl Collector for Exposition {
             )?;
             for (p, m) in &pipelines {
                 if let Some(t) = m.committed_at() {
-                    ConstGauge::new(t).encode(family.encode_family(&[("pipeline", p.as_str())])?)?;
+                    ConstGauge::new(t)
+                        .encode(family.encode_family(&[("pipeline", p.as_str())])?)?;
                 }
             }
         }
@@ -300,7 +307,10 @@ impl Collector for Exposition {
                     .clone();
                 for (stage, h) in &calls {
                     h.encode(
-                        family.encode_family(&[("pipeline", p.as_str()), ("plugin", stage.as_str())])?,
+                        family.encode_family(&[
+                            ("pipeline", p.as_str()),
+                            ("plugin", stage.as_str()),
+                        ])?,
                     )?;
                 }
             }

@@ -395,7 +395,8 @@ mod tests {
         };
         assert!(!bad.is_retriable());
         assert!(
-            PipelineError::Sink(sluice_connectors::ConnectorError::retriable("down")).is_retriable()
+            PipelineError::Sink(sluice_connectors::ConnectorError::retriable("down"))
+                .is_retriable()
         );
         assert!(
             !PipelineError::Sink(sluice_connectors::ConnectorError::fatal("no such topic"))
