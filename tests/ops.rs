@@ -4,6 +4,8 @@
 mod common;
 #[path = "common/kafka.rs"]
 mod kafka_support;
+#[path = "common/kinesis.rs"]
+mod kinesis_support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -415,4 +417,68 @@ fn ready_turns_200_once_the_pipeline_runs() {
         get_json(port, "/ready")
     );
     drop(stdin);
+}
+
+/// `sluice_source_lag_seconds{partition}` lines of a pipeline: shard → seconds.
+fn lag_series(port: u16, pipeline: &str) -> std::collections::BTreeMap<String, f64> {
+    let Some((200, text)) = http(port, "GET", "/metrics", &[]) else {
+        return Default::default();
+    };
+    let prefix = format!("sluice_source_lag_seconds{{pipeline=\"{pipeline}\",partition=\"");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|rest| {
+            let (shard, value) = rest.split_once("\"} ")?;
+            Some((shard.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn kinesis_shard_lag_is_exported_per_shard_and_falls_to_zero_when_caught_up() {
+    let kin = kinesis_support::Kinesis::new();
+    let stream = kin.create_stream(2);
+    kin.put_seqs(&stream, 0..600, 10);
+    let s = Scratch::new();
+    s.write(
+        "spec.yaml",
+        &format!(
+            "version: 1\nname: lag\nsource:\n  type: kinesis\n  stream: {stream}\n  start_position: trim_horizon\n  max_records: 20\n  interval: 200ms\n{aws}sink:\n  type: file\n  path: out/data.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 50ms\n",
+            aws = kinesis_support::aws_yaml(&kin.endpoint, "  "),
+        ),
+    );
+    let port = free_port();
+    let _run = Running(s.spawn(&[
+        "run",
+        "--no-progress",
+        "--http",
+        &format!("127.0.0.1:{port}"),
+        "spec.yaml",
+    ]));
+    let shards: Vec<String> = kin
+        .shards(&stream)
+        .iter()
+        .map(|sh| sh.shard_id().to_string())
+        .collect();
+    let mut max_seen = 0.0f64;
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            let lag = lag_series(port, "lag");
+            max_seen = lag.values().copied().fold(max_seen, f64::max);
+            s.lines("out/data.jsonl").len() == 600
+                && shards.iter().all(|sh| lag.get(sh) == Some(&0.0))
+        }),
+        "lag per shard: {:?} (shards {shards:?}), {} records",
+        lag_series(port, "lag"),
+        s.lines("out/data.jsonl").len()
+    );
+    assert!(max_seen > 0.0, "a lag above 0 while catching up");
+    let (_, status) = get_json(port, "/pipelines/lag").expect("status");
+    assert_eq!(
+        status["lag_seconds"]
+            .get(shards[0].as_str())
+            .and_then(|v| v.as_f64()),
+        Some(0.0),
+        "{status}"
+    );
 }

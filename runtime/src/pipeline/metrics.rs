@@ -66,6 +66,8 @@ pub struct Metrics {
     sink_request: Histogram,
     /// Duration of each stage call (one per batch), by stage name.
     stage_calls: Mutex<BTreeMap<String, Histogram>>,
+    /// Per-partition lag the source reports (given to it in its `SourceContext`).
+    pub source_lag: Arc<sluice_connectors::Lag>,
 }
 
 impl Default for Metrics {
@@ -83,6 +85,7 @@ impl Default for Metrics {
             up: AtomicBool::new(false),
             sink_request: duration_histogram(),
             stage_calls: Mutex::default(),
+            source_lag: Arc::default(),
         }
     }
 }
@@ -282,6 +285,22 @@ impl Collector for Exposition {
         }
         {
             let mut family = enc.encode_descriptor(
+                "sluice_source_lag_seconds",
+                "How far behind the newest record of each partition the source reads (Kinesis: MillisBehindLatest).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (p, m) in &pipelines {
+                for (partition, ms) in m.source_lag.snapshot() {
+                    ConstGauge::new(ms as f64 / 1000.0).encode(family.encode_family(&[
+                        ("pipeline", p.as_str()),
+                        ("partition", &*partition),
+                    ])?)?;
+                }
+            }
+        }
+        {
+            let mut family = enc.encode_descriptor(
                 "sluice_sink_request_duration_seconds",
                 "Duration of each sink flush (the calls that send buffered records).",
                 None,
@@ -343,6 +362,7 @@ mod tests {
         m.set_up(true);
         m.sink_request(Duration::from_millis(3));
         m.stage_call("transform mask.wasm", Duration::from_millis(1));
+        m.source_lag.set(&"shardId-000000000001".into(), 2500);
         let exp = Exposition::default();
         exp.add("demo", m);
         let mut registry = prometheus_client::registry::Registry::default();
@@ -353,6 +373,7 @@ mod tests {
             "sluice_sink_records_total{pipeline=\"demo\"} 4",
             "sluice_errors_total{pipeline=\"demo\",stage=\"sink\"} 1",
             "sluice_pipeline_up{pipeline=\"demo\"} 1",
+            "sluice_source_lag_seconds{pipeline=\"demo\",partition=\"shardId-000000000001\"} 2.5",
             "sluice_sink_request_duration_seconds_count{pipeline=\"demo\"} 1",
             "sluice_plugin_call_duration_seconds_count{pipeline=\"demo\",plugin=\"transform mask.wasm\"} 1",
         ] {

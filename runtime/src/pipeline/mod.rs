@@ -261,6 +261,7 @@ impl Pipeline {
             shutdown: stop_source.clone(),
             committed,
             assigned: Some(assigned_tx),
+            lag: metrics.source_lag.clone(),
         };
         let source_task = tokio::spawn(async move { source.run(ctx).await });
         let processor = Processor {

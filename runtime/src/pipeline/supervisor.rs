@@ -52,6 +52,8 @@ pub struct Status {
     pub restarts: u64,
     pub last_error: Option<String>,
     pub counts: Counts,
+    /// Per-partition lag the source reports, in seconds (Kinesis: `MillisBehindLatest`).
+    pub lag_seconds: std::collections::BTreeMap<String, f64>,
 }
 
 /// Record counts since the process started (over restarts).
@@ -149,6 +151,13 @@ impl Handle {
                     .load(std::sync::atomic::Ordering::Relaxed),
                 last_commit_unix_seconds: self.metrics.committed_at(),
             },
+            lag_seconds: self
+                .metrics
+                .source_lag
+                .snapshot()
+                .into_iter()
+                .map(|(p, ms)| (p.to_string(), ms as f64 / 1000.0))
+                .collect(),
         }
     }
 }
