@@ -482,3 +482,28 @@ fn kinesis_shard_lag_is_exported_per_shard_and_falls_to_zero_when_caught_up() {
         "{status}"
     );
 }
+
+#[test]
+fn restart_attempts_run_out_and_the_run_exits_non_zero() {
+    // Nothing listens on this port: every start fails with a retriable error.
+    let port = free_port();
+    let s = Scratch::new();
+    s.write(
+        "spec.yaml",
+        &format!(
+            "version: 1\nname: gone\nsource:\n  type: kinesis\n  stream: anything\n  retries:\n    describe:\n      max_retries: 0\n{aws}sink:\n  type: file\n  path: out.jsonl\nrestart:\n  attempts: 2\n  initial_backoff: 10ms\n  max_backoff: 20ms\n",
+            aws = kinesis_support::aws_yaml(&format!("http://127.0.0.1:{port}"), "  "),
+        ),
+    );
+    let out = s.run(&["run", "--no-progress", "spec.yaml"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert_eq!(
+        err.matches("pipeline failed; restarting from committed offsets")
+            .count(),
+        2,
+        "{err}"
+    );
+    assert!(err.contains("no restart attempts left"), "{err}");
+    assert!(err.contains("pipeline `gone`"), "{err}");
+}
