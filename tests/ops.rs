@@ -268,12 +268,21 @@ fn pause_commits_and_stops_reading_resume_goes_on_and_the_token_guards_control()
     assert_eq!(c["read"], c["committed"], "{v}");
     let paused_at = c["read"].as_u64().expect("read");
     assert!(paused_at < 3000, "paused too late to tell: {v}");
-    let on_disk = s
-        .offsets("offsets", "api")
-        .iter()
-        .map(|(_, o, _)| o + 1)
-        .sum::<u64>();
-    assert_eq!(on_disk, paused_at);
+    let on_disk = s.offsets("offsets", "api");
+    assert_eq!(
+        on_disk.iter().map(|(_, o, _)| o + 1).sum::<u64>(),
+        paused_at
+    );
+    // The API shows the same committed offsets as the store.
+    let (code, offsets) = get_json(port, "/pipelines/api/offsets").expect("offsets");
+    assert_eq!(code, 200);
+    for (partition, offset, _) in &on_disk {
+        assert_eq!(
+            offsets[partition.as_str()]["offset"],
+            offset.to_string(),
+            "{offsets}"
+        );
+    }
     assert!(
         !wait_for(Duration::from_millis(500), || get_json(
             port,

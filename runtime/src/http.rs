@@ -4,7 +4,8 @@
 //! - `GET /ready`: 200 when every pipeline is running with its source and sink connected (or has
 //!   finished), else 503; the JSON body lists each pipeline's state.
 //! - `GET /metrics`: the pipelines' metrics in the Prometheus text format.
-//! - `GET /pipelines`, `GET /pipelines/{name}`: state, counts and last error (JSON).
+//! - `GET /pipelines`, `GET /pipelines/{name}`: state, counts, last error, per-partition lag and
+//!   committed offsets (JSON); `GET /pipelines/{name}/offsets`: the committed offsets alone.
 //! - `POST /pipelines/{name}/pause|resume|restart`: operator commands. When `SLUICE_HTTP_TOKEN`
 //!   is set they need `Authorization: Bearer <token>`; the read-only endpoints never do.
 
@@ -59,6 +60,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/pipelines", get(list))
         .route("/pipelines/{name}", get(one))
+        .route("/pipelines/{name}/offsets", get(offsets))
         .route("/pipelines/{name}/{action}", post(control))
         .with_state(api)
 }
@@ -115,6 +117,13 @@ async fn list(State(api): State<Arc<Api>>) -> Response {
 async fn one(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Response {
     match api.find(&name) {
         Some(p) => Json(p.status()).into_response(),
+        None => not_found(&name),
+    }
+}
+
+async fn offsets(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Response {
+    match api.find(&name) {
+        Some(p) => Json(p.offsets()).into_response(),
         None => not_found(&name),
     }
 }

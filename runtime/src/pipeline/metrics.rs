@@ -15,6 +15,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use sluice_connectors::CommittedOffsets;
 
 /// Where an error happened, for `sluice_errors_total{stage}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +69,8 @@ pub struct Metrics {
     stage_calls: Mutex<BTreeMap<String, Histogram>>,
     /// Per-partition lag the source reports (given to it in its `SourceContext`).
     pub source_lag: Arc<sluice_connectors::Lag>,
+    /// The committed offsets as of the last commit (the start offsets before it).
+    offsets: Mutex<Arc<CommittedOffsets>>,
 }
 
 impl Default for Metrics {
@@ -86,6 +89,7 @@ impl Default for Metrics {
             sink_request: duration_histogram(),
             stage_calls: Mutex::default(),
             source_lag: Arc::default(),
+            offsets: Mutex::default(),
         }
     }
 }
@@ -150,6 +154,21 @@ impl Metrics {
     /// Whether the source and sink are connected and records flow.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_offsets(&self, offsets: Arc<CommittedOffsets>) {
+        *self
+            .offsets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = offsets;
+    }
+
+    /// The committed offsets as of the last commit.
+    pub fn offsets(&self) -> Arc<CommittedOffsets> {
+        self.offsets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub(crate) fn sink_request(&self, took: Duration) {

@@ -54,6 +54,8 @@ pub struct Status {
     pub counts: Counts,
     /// Per-partition lag the source reports, in seconds (Kinesis: `MillisBehindLatest`).
     pub lag_seconds: std::collections::BTreeMap<String, f64>,
+    /// Committed offsets by partition, as of the last commit.
+    pub offsets: std::collections::BTreeMap<String, sluice_connectors::Committed>,
 }
 
 /// Record counts since the process started (over restarts).
@@ -124,6 +126,15 @@ impl Handle {
         self.commands.send(cmd).is_ok()
     }
 
+    /// Committed offsets by partition, as of the last commit.
+    pub fn offsets(&self) -> std::collections::BTreeMap<String, sluice_connectors::Committed> {
+        self.metrics
+            .offsets()
+            .iter()
+            .map(|(p, c)| (p.to_string(), c.clone()))
+            .collect()
+    }
+
     pub fn status(&self) -> Status {
         let (state, last_error) = {
             let inner = self.lock();
@@ -158,6 +169,7 @@ impl Handle {
                 .into_iter()
                 .map(|(p, ms)| (p.to_string(), ms as f64 / 1000.0))
                 .collect(),
+            offsets: self.offsets(),
         }
     }
 }

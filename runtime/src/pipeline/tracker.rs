@@ -51,6 +51,7 @@ impl Tracker {
         metrics: Arc<Metrics>,
     ) -> (Self, watch::Receiver<Arc<CommittedOffsets>>) {
         let (tx, rx) = watch::channel(Arc::new(start.clone()));
+        metrics.set_offsets(rx.borrow().clone());
         (
             Self {
                 namespace,
@@ -126,7 +127,9 @@ impl Tracker {
         self.metrics.committed_now();
         self.pending_records = 0;
         self.committed.extend(self.pending.drain());
-        self.watch.send_replace(Arc::new(self.committed.clone()));
+        let now = Arc::new(self.committed.clone());
+        self.metrics.set_offsets(now.clone());
+        self.watch.send_replace(now);
         Ok(())
     }
 
