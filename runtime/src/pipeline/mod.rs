@@ -148,11 +148,7 @@ impl Pipeline {
             PartitionerSpec::Fields(f) => Box::new(partition::Fields::new(f.clone())),
             PartitionerSpec::Wasm(p) => host.partitioner(p, base)?,
         };
-        let dead_letter =
-            (spec.errors.tolerance == Tolerance::All).then(|| match &spec.errors.dead_letter {
-                Some(DeadLetterSpec::File(f)) => f.path.clone(),
-                None => PathBuf::from(format!(".sluice/dead-letter/{}.jsonl", spec.name)),
-            });
+        let dead_letter = dead_letter_path(spec);
         // Offsets first: a store that cannot be read stops the pipeline before any connector
         // creates or touches anything.
         let store: Arc<dyn OffsetStore> = Arc::from(offsets::open(&spec.offsets));
@@ -349,6 +345,14 @@ impl Pipeline {
             dead_letter,
         })
     }
+}
+
+/// Where bad records go: only with `tolerance: all`.
+pub(crate) fn dead_letter_path(spec: &crate::spec::Spec) -> Option<PathBuf> {
+    (spec.errors.tolerance == Tolerance::All).then(|| match &spec.errors.dead_letter {
+        Some(DeadLetterSpec::File(f)) => f.path.clone(),
+        None => PathBuf::from(format!(".sluice/dead-letter/{}.jsonl", spec.name)),
+    })
 }
 
 /// Clears `sluice_pipeline_up` when a run ends, however it ends.

@@ -362,21 +362,7 @@ fn finished(handle: &Handle, loaded: &LoadedSpec, started: std::time::Instant) -
         name: handle.name.clone(),
         counts: handle.metrics.snapshot(),
         elapsed: started.elapsed(),
-        dead_letter: None,
-    }
-    .with_dead_letter(loaded)
-}
-
-impl Summary {
-    fn with_dead_letter(mut self, loaded: &LoadedSpec) -> Self {
-        use crate::spec::{DeadLetterSpec, Tolerance};
-        let spec = &loaded.spec;
-        self.dead_letter =
-            (spec.errors.tolerance == Tolerance::All).then(|| match &spec.errors.dead_letter {
-                Some(DeadLetterSpec::File(f)) => f.path.clone(),
-                None => format!(".sluice/dead-letter/{}.jsonl", spec.name).into(),
-            });
-        self
+        dead_letter: super::dead_letter_path(&loaded.spec),
     }
 }
 
