@@ -516,3 +516,44 @@ fn restart_attempts_run_out_and_the_run_exits_non_zero() {
     assert!(err.contains("no restart attempts left"), "{err}");
     assert!(err.contains("pipeline `gone`"), "{err}");
 }
+
+#[test]
+fn kafka_partition_lag_is_the_age_of_the_newest_record_read() {
+    let brokers = k::brokers();
+    let topic = k::topic("lag");
+    k::create_topic(&brokers, &topic, 1);
+    let records: Vec<k::Produce> = (0..100)
+        .map(|i| (None, format!("{{\"seq\":{i}}}"), Vec::new()))
+        .collect();
+    let produced_at = std::time::Instant::now();
+    k::produce(&brokers, &topic, &records, Some(0));
+    let s = Scratch::new();
+    s.write(
+        "spec.yaml",
+        &format!(
+            "version: 1\nname: klag\nsource:\n  type: kafka\n  brokers: [{brokers}]\n  topics: [{topic}]\n  group: g-{topic}\nsink:\n  type: file\n  path: out/data.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 20ms\n"
+        ),
+    );
+    let port = free_port();
+    let _run = Running(s.spawn(&[
+        "run",
+        "--no-progress",
+        "--http",
+        &format!("127.0.0.1:{port}"),
+        "spec.yaml",
+    ]));
+    let partition = format!("{topic}/0");
+    assert!(
+        wait_for(Duration::from_secs(60), || s.lines("out/data.jsonl").len()
+            == 100
+            && lag_series(port, "klag").contains_key(&partition)),
+        "lag: {:?}",
+        lag_series(port, "klag")
+    );
+    let lag = lag_series(port, "klag")[&partition];
+    // The records were produced just before: their age is at most the time since then.
+    assert!(
+        lag >= 0.0 && lag <= produced_at.elapsed().as_secs_f64() + 1.0,
+        "lag {lag}"
+    );
+}
