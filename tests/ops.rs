@@ -293,12 +293,29 @@ fn pause_commits_and_stops_reading_resume_goes_on_and_the_token_guards_control()
     );
     let (code, _) = http(port, "POST", "/pipelines/api/resume", &auth).expect("resume");
     assert_eq!(code, 202);
+    assert!(
+        wait_for(Duration::from_secs(30), || get_json(port, "/pipelines/api")
+            .is_some_and(|(_, v)| v["state"] == "running"
+                && v["counts"]["committed"].as_u64() > Some(paused_at))),
+        "not running on after resume"
+    );
+    // A restart drains, commits and rebuilds from the committed offsets: nothing is repeated.
+    let (code, _) = http(port, "POST", "/pipelines/api/restart", &auth).expect("restart");
+    assert_eq!(code, 202);
     let status = wait_exit(&mut run.0, Duration::from_secs(60));
     assert!(status.success(), "{status:?}");
     // Resumed from the committed offsets: every record once.
     let mut got = seqs(&s.lines("out/data.jsonl"));
     got.sort();
     assert_eq!(got, (0..3000).collect::<Vec<u64>>());
+    let log = {
+        let mut e = String::new();
+        if let Some(mut err) = run.0.stderr.take() {
+            let _ = err.read_to_string(&mut e);
+        }
+        e
+    };
+    assert!(!log.contains("s3cret"), "the token never shows: {log}");
 }
 
 #[test]
