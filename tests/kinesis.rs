@@ -649,10 +649,9 @@ fn retriable_failures_back_off_per_call_policy_then_fail_naming_the_call() {
         .port();
     let s = Scratch::new();
     let extra = "  stream: anything\n  retries:\n    describe:\n      max_retries: 2\n      backoff: {base: 10ms, max: 20ms}\n";
-    s.write(
-        "spec.yaml",
-        &source_spec("retry", &format!("http://127.0.0.1:{port}"), extra),
-    );
+    // The connector's own policy is under test: no pipeline restarts on top of it.
+    let spec = source_spec("retry", &format!("http://127.0.0.1:{port}"), extra);
+    s.write("spec.yaml", &format!("{spec}restart:\n  attempts: 0\n"));
     let out = s.run(&["run", "spec.yaml"]);
     assert!(!out.status.success());
     let err = stderr(&out);

@@ -52,6 +52,39 @@ pub struct SourceContext {
     /// store then takes them over from their previous owner instead of refusing its commits as
     /// stale. `None` when nobody listens.
     pub assigned: Option<mpsc::UnboundedSender<Vec<PartitionId>>>,
+    /// Where the source reports how far behind the newest record each partition is (Kinesis:
+    /// `MillisBehindLatest`), for the runtime's `sluice_source_lag_seconds`.
+    pub lag: Arc<Lag>,
+}
+
+/// Per-partition lag reported by a source: milliseconds between what it reads and the newest
+/// record of the partition. One short lock per fetch; a finished partition is removed.
+#[derive(Debug, Default)]
+pub struct Lag {
+    millis: std::sync::Mutex<std::collections::BTreeMap<PartitionId, u64>>,
+}
+
+impl Lag {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<PartitionId, u64>> {
+        self.millis
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The partition is `millis` behind its newest record.
+    pub fn set(&self, partition: &PartitionId, millis: u64) {
+        self.lock().insert(partition.clone(), millis);
+    }
+
+    /// The partition was read to its end (or is no longer read here).
+    pub fn remove(&self, partition: &PartitionId) {
+        self.lock().remove(partition);
+    }
+
+    /// Every reported partition with its lag in milliseconds.
+    pub fn snapshot(&self) -> Vec<(PartitionId, u64)> {
+        self.lock().iter().map(|(p, m)| (p.clone(), *m)).collect()
+    }
 }
 
 impl SourceContext {

@@ -29,7 +29,9 @@ pub mod stdio;
 pub mod units;
 
 pub use ack::{Ack, Completion, Rejected, Ticket};
-pub use api::{Committed, CommittedOffsets, Sink, SinkRecord, Source, SourceBatch, SourceContext};
+pub use api::{
+    Committed, CommittedOffsets, Lag, Sink, SinkRecord, Source, SourceBatch, SourceContext,
+};
 pub use error::ConnectorError;
 pub use record::{Metadata, Offset, PartitionId, Record, Route};
 pub use registry::{SinkConfig, SourceConfig};

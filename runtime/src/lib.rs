@@ -7,6 +7,7 @@
 //! ```
 
 pub mod cli;
+pub mod http;
 pub mod offsets;
 pub mod pipeline;
 pub mod plugin;

@@ -1,5 +1,6 @@
 # Sourced by scripts/test.sh and the demo scripts: what a fresh machine needs to build Sluice.
-# The wasm32-wasip2 target (plugins), and librdkafka's build tools (rdkafka's cmake-build).
+# The wasm32-wasip2 target (plugins), librdkafka's build tools (rdkafka's cmake-build), and the
+# Prometheus server the operations tests scrape with.
 
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
@@ -9,6 +10,8 @@ command -v pkg-config >/dev/null || sluice_missing+=(pkg-config)
 [ -e /usr/include/curl/curl.h ] || [ -e /usr/include/x86_64-linux-gnu/curl/curl.h ] || sluice_missing+=(libcurl4-openssl-dev)
 [ -e /usr/include/openssl/ssl.h ] || sluice_missing+=(libssl-dev)
 [ -e /usr/include/sasl/sasl.h ] || sluice_missing+=(libsasl2-dev)
+# The Prometheus server scrapes `sluice run --http` in tests/ops.rs (started there, not as a service).
+command -v prometheus >/dev/null || sluice_missing+=(prometheus)
 if [ ${#sluice_missing[@]} -gt 0 ]; then
   echo "==> installing ${sluice_missing[*]}"
   sluice_sudo=""

@@ -281,6 +281,20 @@ impl Tansu {
         t
     }
 
+    /// Picks a free port without starting the broker (for tests of a broker that comes late);
+    /// [`Tansu::restart`] starts it there.
+    pub fn reserve(dir: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        Self {
+            port,
+            dir: dir.to_path_buf(),
+            child: None,
+        }
+    }
+
     pub fn brokers(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }

@@ -608,6 +608,7 @@ async fn collect(
         shutdown: stop.clone(),
         committed: committed.unwrap_or(crx),
         assigned: None,
+        lag: Default::default(),
     };
     let task = tokio::spawn(async move { src.run(ctx).await });
     let mut got = Vec::new();
@@ -976,6 +977,7 @@ async fn a_table_without_a_stream_is_a_clear_error() {
         shutdown: CancellationToken::new(),
         committed: crx,
         assigned: None,
+        lag: Default::default(),
     };
     let e = src.run(ctx).await.expect_err("no stream");
     assert!(

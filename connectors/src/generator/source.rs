@@ -199,6 +199,7 @@ mod tests {
             shutdown: tokio_util::sync::CancellationToken::new(),
             committed,
             assigned: None,
+            lag: Default::default(),
         };
         let run =
             tokio::time::timeout(Duration::from_secs(5), GeneratorSource::new(cfg).run(ctx)).await;

@@ -406,6 +406,13 @@ fn poll_loop(
         let Some(last) = p.records.last() else {
             return true;
         };
+        // The lag of a Kafka partition: the age of the newest record handed on (its timestamp).
+        if let Some(ts) = last.timestamp {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            ctx.lag.set(&p.id, now.saturating_sub(ts).max(0) as u64);
+        }
         let last: i64 = last.offset.as_str().parse().unwrap_or(-1);
         if let Ok(mut s) = shared.sent.lock() {
             s.insert(tp.clone(), last);

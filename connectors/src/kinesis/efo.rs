@@ -271,6 +271,7 @@ pub(super) async fn read_shard(
             if let Some(r) = records.last() {
                 last = Some(r.offset.clone());
             }
+            sh.lag.set(&shard, e.millis_behind_latest().max(0) as u64);
             let cont = e.continuation_sequence_number();
             tracing::trace!(stream = %stream, shard = %shard, records = records.len(), continuation = cont, child_shards = e.child_shards().len(), millis_behind_latest = e.millis_behind_latest(), "SubscribeToShard event");
             // Kinesis ends a closed shard's last subscription with an event without a
@@ -287,6 +288,7 @@ pub(super) async fn read_shard(
                     });
             if ended {
                 // No continuation: the shard is closed and was read to its end.
+                sh.lag.remove(&shard);
                 let batch = Shared::end_batch(&shard, records, last);
                 return Ok(if sh.send(batch).await {
                     Exit::Finished

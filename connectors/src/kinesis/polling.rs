@@ -175,6 +175,7 @@ pub(super) async fn read_shard(
             limit = adaptive_limit(avg, interval).min(sh.cfg.max_records.max(1));
         }
         if let Some(lag) = out.millis_behind_latest() {
+            sh.lag.set(&shard, lag.max(0) as u64);
             tracing::debug!(stream = %sh.stream.name, shard = %shard, millis_behind_latest = lag, records = records.len(), "GetRecords");
             if lag > 0 && last_lag_log.elapsed() >= Duration::from_secs(30) {
                 tracing::info!(stream = %sh.stream.name, shard = %shard, millis_behind_latest = lag, "shard lag");
@@ -202,6 +203,7 @@ pub(super) async fn read_shard(
             }
             _ => {
                 // A closed shard read to its end.
+                sh.lag.remove(&shard);
                 let batch = Shared::end_batch(&shard, records, last);
                 return Ok(if sh.send(batch).await {
                     Exit::Finished

@@ -32,6 +32,8 @@ pub(super) struct Shared {
     pub shutdown: CancellationToken,
     /// Shards the last discovery listed as closed (EFO readers check for their end).
     pub closed: std::sync::Mutex<HashSet<String>>,
+    /// `MillisBehindLatest` per shard, for the runtime's metrics.
+    pub lag: Arc<crate::api::Lag>,
 }
 
 impl Shared {
@@ -369,6 +371,7 @@ impl Source for KinesisSource {
             output: ctx.output.clone(),
             shutdown: ctx.shutdown.clone(),
             closed: std::sync::Mutex::default(),
+            lag: ctx.lag.clone(),
         });
         let consumer_arn = match self.cfg.reader {
             ReaderKind::Efo => Some(efo::register(&shared).await?),

@@ -2,13 +2,15 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::progress::{Display, human};
-use crate::pipeline::{Pipeline, RunOptions, Summary};
+use crate::pipeline::supervisor::Supervisor;
+use crate::pipeline::{RunOptions, Summary};
 use crate::plugin::PluginHost;
 use crate::spec;
 
@@ -28,6 +30,11 @@ pub struct RunArgs {
     /// refused with a log line.
     #[arg(long)]
     watch_plugins: bool,
+    /// Serve the operations API (health, readiness, Prometheus metrics, pipelines) on this
+    /// address, e.g. `127.0.0.1:9464`. Keep it on loopback unless something in front of it
+    /// controls access; `SLUICE_HTTP_TOKEN` protects the control endpoints.
+    #[arg(long, env = "SLUICE_HTTP", value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
 }
 
 pub async fn run(args: RunArgs, display: Display) -> anyhow::Result<ExitCode> {
@@ -58,47 +65,60 @@ pub async fn run(args: RunArgs, display: Display) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let mut pipelines = Vec::new();
-    for l in &loaded {
-        let p = Pipeline::build(l, &host).await.with_context(|| {
-            format!(
-                "cannot start pipeline `{}` ({})",
-                l.spec.name,
-                l.file.display()
-            )
-        })?;
-        pipelines.push((p, l.spec.sink.target()));
-    }
-
     let shutdown = CancellationToken::new();
     watch_signals(shutdown.clone());
     let opts = RunOptions {
         max_records: args.max_records,
     };
+    let supervisors: Vec<Supervisor> = loaded
+        .iter()
+        .map(|l| Supervisor::new(&l.spec.name))
+        .collect();
+    let handles: Vec<_> = supervisors.iter().map(Supervisor::handle).collect();
+    if let Some(addr) = args.http {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (--http)"))?;
+        let token = std::env::var("SLUICE_HTTP_TOKEN").ok();
+        let api = Arc::new(crate::http::Api::new(handles.clone(), token));
+        tracing::info!(address = %listener.local_addr().unwrap_or(addr), "serving the operations API");
+        tokio::spawn(async move {
+            // Serves until the process exits.
+            if let Err(e) = crate::http::serve(listener, api, CancellationToken::new()).await {
+                tracing::error!(error = %e, "the operations API stopped");
+            }
+        });
+    }
+    let host = Arc::new(host);
     let mut tasks = Vec::new();
-    for (p, target) in pipelines {
+    for (sup, l) in supervisors.into_iter().zip(loaded) {
         let stop = CancellationToken::new();
-        display.track(p.name(), p.metrics(), stop.clone());
-        let token = shutdown.clone();
-        let name = p.name().to_string();
+        let handle = sup.handle();
+        display.track(handle.name(), handle.metrics(), stop.clone());
+        let (token, host) = (shutdown.clone(), host.clone());
+        let name = handle.name().to_string();
+        let target = l.spec.sink.target();
+        let file = l.file.clone();
         tasks.push((
             name,
             target,
+            file,
             tokio::spawn(async move {
-                let r = p.run(token, opts).await;
+                let r = sup.run(&l, &host, token, opts).await;
                 stop.cancel();
                 r
             }),
         ));
     }
+    // One pipeline failing for good never stops the others: each is awaited to its end.
     let mut failed = false;
-    for (name, target, task) in tasks {
+    for (name, target, file, task) in tasks {
         match task.await {
             Ok(Ok(summary)) => report(&summary, &target),
             Ok(Err(e)) => {
                 failed = true;
                 tracing::error!(pipeline = %name, error = %e, "pipeline failed");
-                eprintln!("error: pipeline `{name}` failed: {e}");
+                eprintln!("error: pipeline `{name}` ({}) failed: {e}", file.display());
             }
             Err(e) => {
                 failed = true;

@@ -53,7 +53,18 @@ impl KafkaStore {
         self.log
             .get_or_try_init(|| OffsetLog::connect(self.cfg.clone()))
             .await
-            .map_err(|e| self.fail(e))
+            .map_err(|e| {
+                // A connection refused as configured (a topic that is not compacted, properties
+                // librdkafka rejects) does not heal by waiting or restarting.
+                if e.retriable {
+                    self.fail(e)
+                } else {
+                    OffsetError::Invalid {
+                        store: self.describe(),
+                        message: e.to_string(),
+                    }
+                }
+            })
     }
 
     fn key(namespace: &str, partition: &str) -> Vec<u8> {

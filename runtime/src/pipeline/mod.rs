@@ -14,6 +14,7 @@ pub mod jq;
 pub mod metrics;
 pub mod partition;
 mod process;
+pub mod supervisor;
 #[cfg(test)]
 mod tests;
 mod tracker;
@@ -27,7 +28,7 @@ use sluice_connectors::{ConnectorError, Sink, SinkRecord, Source, SourceContext}
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use metrics::{Metrics, Snapshot};
+pub use metrics::{ErrorStage, Exposition, Metrics, Snapshot};
 
 use crate::offsets::{self, OffsetError, OffsetStore};
 use crate::plugin::{PluginError, PluginHost};
@@ -103,6 +104,16 @@ pub struct Pipeline {
 impl Pipeline {
     /// Builds every part of a validated spec: plugins are instantiated and connectors connect.
     pub async fn build(loaded: &LoadedSpec, host: &PluginHost) -> Result<Self, PipelineError> {
+        Self::build_with(loaded, host, Arc::default()).await
+    }
+
+    /// Like [`Pipeline::build`], counting into `metrics` (a supervisor keeps one handle over
+    /// restarts, so counters only grow).
+    pub async fn build_with(
+        loaded: &LoadedSpec,
+        host: &PluginHost,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, PipelineError> {
         let spec = &loaded.spec;
         let base = &loaded.base_dir;
         let mut pre: Vec<Box<dyn Stage>> = Vec::new();
@@ -137,12 +148,7 @@ impl Pipeline {
             PartitionerSpec::Fields(f) => Box::new(partition::Fields::new(f.clone())),
             PartitionerSpec::Wasm(p) => host.partitioner(p, base)?,
         };
-        let dead_letter =
-            (spec.errors.tolerance == Tolerance::All).then(|| match &spec.errors.dead_letter {
-                Some(DeadLetterSpec::File(f)) => f.path.clone(),
-                // `spec::load` fills in the default (resolved against the spec's folder).
-                None => base.join(format!(".sluice/dead-letter/{}.jsonl", spec.name)),
-            });
+        let dead_letter = dead_letter_path(spec, base);
         // Offsets first: a store that cannot be read stops the pipeline before any connector
         // creates or touches anything.
         let store: Arc<dyn OffsetStore> = Arc::from(offsets::open(&spec.offsets));
@@ -164,7 +170,7 @@ impl Pipeline {
             channel_capacity: spec.pipeline.channel_capacity.max(1),
             max_buffered: spec.pipeline.max_buffered.max(1),
             flush_interval: spec.pipeline.flush_interval.0,
-            metrics: Arc::default(),
+            metrics,
         })
     }
 
@@ -210,6 +216,9 @@ impl Pipeline {
             None => None,
         };
         let partition_count = sink.partition_count().await.map_err(PipelineError::Sink)?;
+        // Source and sink are connected: records flow until `run` returns.
+        metrics.set_up(true);
+        let _down = Down(metrics.clone());
 
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (assigned_tx, assigned_rx) = mpsc::unbounded_channel();
@@ -248,6 +257,7 @@ impl Pipeline {
             shutdown: stop_source.clone(),
             committed,
             assigned: Some(assigned_tx),
+            lag: metrics.source_lag.clone(),
         };
         let source_task = tokio::spawn(async move { source.run(ctx).await });
         let processor = Processor {
@@ -275,8 +285,16 @@ impl Pipeline {
         };
         let sink_task = {
             let guard = stop_source.clone().drop_guard();
+            let metrics = metrics.clone();
             tokio::spawn(async move {
-                let r = drive_sink(sink.as_mut(), sink_rx, max_buffered, flush_interval).await;
+                let r = drive_sink(
+                    sink.as_mut(),
+                    sink_rx,
+                    max_buffered,
+                    flush_interval,
+                    &metrics,
+                )
+                .await;
                 // Dropping the sink drops the acks of anything it still holds (failing their
                 // tickets), so the tracker can finish.
                 drop(sink);
@@ -329,6 +347,27 @@ impl Pipeline {
     }
 }
 
+/// Where bad records go: only with `tolerance: all`.
+pub(crate) fn dead_letter_path(
+    spec: &crate::spec::Spec,
+    base: &std::path::Path,
+) -> Option<PathBuf> {
+    (spec.errors.tolerance == Tolerance::All).then(|| match &spec.errors.dead_letter {
+        Some(DeadLetterSpec::File(f)) => f.path.clone(),
+        // `spec::load` fills in the default (resolved against the spec's folder).
+        None => base.join(format!(".sluice/dead-letter/{}.jsonl", spec.name)),
+    })
+}
+
+/// Clears `sluice_pipeline_up` when a run ends, however it ends.
+struct Down(Arc<Metrics>);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        self.0.set_up(false);
+    }
+}
+
 /// Feeds the sink: writes batches as they come, flushes when `max_buffered` records are waiting
 /// or the oldest unflushed record has waited `flush_interval`, and at the end.
 async fn drive_sink(
@@ -336,7 +375,14 @@ async fn drive_sink(
     mut input: mpsc::Receiver<Vec<SinkRecord>>,
     max_buffered: usize,
     flush_interval: Duration,
+    metrics: &Metrics,
 ) -> Result<(), ConnectorError> {
+    let flush = async |sink: &mut dyn Sink| {
+        let started = Instant::now();
+        let r = sink.flush().await;
+        metrics.sink_request(started.elapsed());
+        r
+    };
     let mut buffered = 0usize;
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
@@ -344,7 +390,7 @@ async fn drive_sink(
             Some(d) => tokio::select! {
                 b = input.recv() => b,
                 _ = tokio::time::sleep_until(d) => {
-                    sink.flush().await?;
+                    flush(&mut *sink).await?;
                     buffered = 0;
                     deadline = None;
                     continue;
@@ -353,10 +399,12 @@ async fn drive_sink(
             None => input.recv().await,
         };
         let Some(batch) = next else { break };
+        let n = batch.len() as u64;
         buffered += batch.len();
         sink.write(batch).await?;
+        Metrics::add(&metrics.sink_records, n);
         if buffered >= max_buffered {
-            sink.flush().await?;
+            flush(&mut *sink).await?;
             buffered = 0;
             deadline = None;
         } else if deadline.is_none() {

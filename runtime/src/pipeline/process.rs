@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::PipelineError;
 use super::dlq::DeadLetter;
-use super::metrics::Metrics;
+use super::metrics::{ErrorStage, Metrics};
 use crate::spec::Tolerance;
 use crate::stage::{Outcome, Partitioner, Stage};
 
@@ -33,6 +33,7 @@ impl ErrorPolicy {
         stage: &str,
         message: &str,
     ) -> Result<(), PipelineError> {
+        self.metrics.error(ErrorStage::Process);
         match (&self.tolerance, &mut self.dead_letter) {
             (Tolerance::All, Some(dl)) => {
                 dl.write(&self.pipeline, stage, message, r).map_err(|e| {
@@ -71,7 +72,10 @@ fn apply<T: Clone>(
     if records.is_empty() {
         return Ok((records, extras));
     }
-    let outcomes = match stage.process(&records) {
+    let started = std::time::Instant::now();
+    let result = stage.process(&records);
+    policy.metrics.stage_call(stage.name(), started.elapsed());
+    let outcomes = match result {
         Ok(o) if o.len() == records.len() => o,
         Ok(o) => {
             let msg = format!(

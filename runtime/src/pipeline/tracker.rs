@@ -11,7 +11,7 @@ use sluice_connectors::{Committed, CommittedOffsets, Completion, PartitionId};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::metrics::Metrics;
+use super::metrics::{ErrorStage, Metrics};
 use crate::offsets::{OffsetError, OffsetStore};
 
 #[derive(Default)]
@@ -51,6 +51,7 @@ impl Tracker {
         metrics: Arc<Metrics>,
     ) -> (Self, watch::Receiver<Arc<CommittedOffsets>>) {
         let (tx, rx) = watch::channel(Arc::new(start.clone()));
+        metrics.set_offsets(rx.borrow().clone());
         (
             Self {
                 namespace,
@@ -123,9 +124,12 @@ impl Tracker {
         self.store.commit(&self.namespace, &self.pending).await?;
         tracing::debug!(pipeline = %self.namespace, partitions = self.pending.len(), "offsets committed");
         Metrics::add(&self.metrics.committed, self.pending_records);
+        self.metrics.committed_now();
         self.pending_records = 0;
         self.committed.extend(self.pending.drain());
-        self.watch.send_replace(Arc::new(self.committed.clone()));
+        let now = Arc::new(self.committed.clone());
+        self.metrics.set_offsets(now.clone());
+        self.watch.send_replace(now);
         Ok(())
     }
 
@@ -159,10 +163,12 @@ impl Tracker {
                             next_commit = Instant::now() + interval;
                         }
                         Err(e) if !e.is_transient() => {
+                            self.metrics.error(ErrorStage::Offsets);
                             tracing::error!(pipeline = %self.namespace, error = %e, "offset commit refused; stopping the pipeline");
                             return Err(e);
                         }
                         Err(e) => {
+                            self.metrics.error(ErrorStage::Offsets);
                             let (since, delays) = failing.get_or_insert_with(|| (Instant::now(), Box::new(retry_backoff(interval).delays())));
                             let failing_for = since.elapsed();
                             if failing_for >= limit {

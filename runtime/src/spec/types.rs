@@ -50,6 +50,45 @@ pub struct Spec {
     /// Tuning of the pipeline's internal batching and buffering.
     #[serde(default)]
     pub pipeline: PipelineOptions,
+    /// What `sluice run` does when the pipeline fails. Default: retriable failures (a broker or
+    /// endpoint unreachable, a lost connection, commits failing for too long) rebuild it from its
+    /// committed offsets, forever, with backoff up to 1 minute; fatal ones (bad config, fenced
+    /// offsets, a bad record with `errors.tolerance: none`) stop it for good.
+    #[serde(default)]
+    pub restart: RestartSpec,
+}
+
+/// The restart policy of a pipeline.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestartSpec {
+    /// Restarts after retriable failures before the pipeline fails for good. Omit for no limit;
+    /// `0` never restarts.
+    #[serde(default)]
+    pub attempts: Option<u32>,
+    /// Wait before the first restart; each further one waits twice as long (with jitter).
+    #[serde(default = "default_restart_initial")]
+    pub initial_backoff: Dur,
+    /// Longest wait between restarts.
+    #[serde(default = "default_restart_max")]
+    pub max_backoff: Dur,
+}
+
+impl Default for RestartSpec {
+    fn default() -> Self {
+        Self {
+            attempts: None,
+            initial_backoff: default_restart_initial(),
+            max_backoff: default_restart_max(),
+        }
+    }
+}
+
+fn default_restart_initial() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+fn default_restart_max() -> Dur {
+    Dur(Duration::from_secs(60))
 }
 
 impl Spec {
