@@ -13,13 +13,13 @@
 pub mod ack;
 pub mod api;
 pub mod aws;
+pub mod discard;
 pub mod dynamodb;
 pub mod error;
 pub mod file;
 pub mod generator;
 pub mod kafka;
 pub mod kinesis;
-pub mod null;
 pub mod record;
 pub mod registry;
 pub mod retry;

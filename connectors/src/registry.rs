@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::api::{Sink, Source};
 use crate::error::ConnectorError;
-use crate::{ConfigIssue, dynamodb, file, generator, kafka, kinesis, null, stdio};
+use crate::{ConfigIssue, discard, dynamodb, file, generator, kafka, kinesis, stdio};
 
 /// Where records come from. `type:` picks the connector.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -36,10 +36,8 @@ pub enum SinkConfig {
     Stdout(stdio::StdoutConfig),
     /// A DynamoDB table, written with BatchWriteItem (puts and deletes).
     Dynamodb(dynamodb::DynamoSinkConfig),
-    /// Discards records (benchmarks, dry runs). Named `discard` because a bare `null` is
-    /// YAML's null.
-    #[serde(rename = "discard")]
-    Null(null::NullConfig),
+    /// Discards records (benchmarks, dry runs).
+    Discard(discard::DiscardConfig),
     /// A Kafka topic, through an idempotent producer.
     Kafka(kafka::KafkaSinkConfig),
     /// A Kinesis data stream, written with PutRecords.
@@ -101,7 +99,7 @@ impl SinkConfig {
             Self::File(_) => "file",
             Self::Stdout(_) => "stdout",
             Self::Dynamodb(_) => "dynamodb",
-            Self::Null(_) => "discard",
+            Self::Discard(_) => "discard",
             Self::Kafka(_) => "kafka",
             Self::Kinesis(_) => "kinesis",
         }
@@ -113,7 +111,7 @@ impl SinkConfig {
             Self::File(c) => format!("file {}", c.path.display()),
             Self::Stdout(_) => "stdout".into(),
             Self::Dynamodb(c) => format!("dynamodb table {}", c.table),
-            Self::Null(_) => "discard (records dropped)".into(),
+            Self::Discard(_) => "discard (records dropped)".into(),
             Self::Kafka(c) => format!("kafka topic {}", c.topic),
             Self::Kinesis(c) => format!("kinesis stream {}", c.stream),
         }
@@ -124,7 +122,7 @@ impl SinkConfig {
         match self {
             Self::File(c) => c.check(),
             Self::Dynamodb(c) => c.check(),
-            Self::Stdout(_) | Self::Null(_) => Vec::new(),
+            Self::Stdout(_) | Self::Discard(_) => Vec::new(),
             Self::Kafka(c) => c.check(),
             Self::Kinesis(c) => c.check(),
         }
@@ -136,7 +134,7 @@ impl SinkConfig {
             Self::File(c) => Box::new(file::FileSink::open(c).await?),
             Self::Stdout(c) => Box::new(stdio::StdoutSink::new(c.clone())),
             Self::Dynamodb(c) => Box::new(dynamodb::DynamoSink::new(c.clone()).await?),
-            Self::Null(_) => Box::new(null::NullSink),
+            Self::Discard(_) => Box::new(discard::DiscardSink),
             Self::Kafka(c) => Box::new(kafka::KafkaSink::connect(c).await?),
             Self::Kinesis(c) => Box::new(kinesis::KinesisSink::connect(c.clone()).await?),
         })

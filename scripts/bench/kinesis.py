@@ -105,7 +105,7 @@ def main():
                     f"sink:\n  type: kinesis\n  stream: {stream}\n{agg}{aws}offsets:\n  store: memory\n")
         with open(os.path.join(work, "read.yaml"), "w") as f:
             f.write(f"version: 1\nname: bench-read\nsource:\n  type: kinesis\n  stream: {stream}\n"
-                    f"  start_position: trim_horizon\n{aws}sink:\n  type: 'null'\noffsets:\n  store: memory\n")
+                    f"  start_position: trim_horizon\n{aws}sink:\n  type: discard\noffsets:\n  store: memory\n")
         print(f"machine: {os.cpu_count()} cores; {a.records} records of {a.size} B "
               f"({mb:.1f} MB), {a.shards} shards, aggregate={a.aggregate}")
         print("| pipeline | wall s | records/s | MB/s | sluice CPU s | sluice CPU ms/MB | emulator CPU s |")

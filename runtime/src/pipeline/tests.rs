@@ -5,8 +5,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use async_trait::async_trait;
+use sluice_connectors::discard::DiscardSink;
 use sluice_connectors::generator::{GeneratorConfig, GeneratorSource};
-use sluice_connectors::null::NullSink;
 use sluice_connectors::{CommittedOffsets, Offset, Record, SourceBatch};
 
 use super::*;
@@ -169,7 +169,13 @@ async fn run_endless(
     interval: Duration,
     limit: Duration,
 ) -> (Result<Summary, PipelineError>, Duration) {
-    let p = pipeline(endless(), Box::new(NullSink), store, Vec::new(), interval);
+    let p = pipeline(
+        endless(),
+        Box::new(DiscardSink),
+        store,
+        Vec::new(),
+        interval,
+    );
     run_within(p, limit).await
 }
 
@@ -193,7 +199,7 @@ async fn a_failed_sink_stops_an_idle_source() {
 async fn a_panicking_processor_stops_an_idle_source() {
     let p = pipeline(
         Box::new(OneThenIdle),
-        Box::new(NullSink),
+        Box::new(DiscardSink),
         Arc::new(MemoryStore::default()),
         vec![Box::new(Panics)],
         Duration::from_millis(100),
@@ -261,7 +267,7 @@ async fn a_transient_commit_failure_is_retried_and_the_run_commits_everything() 
             .expect("generator config");
     let p = pipeline(
         Box::new(GeneratorSource::new(cfg)),
-        Box::new(NullSink),
+        Box::new(DiscardSink),
         store.clone(),
         Vec::new(),
         Duration::from_millis(50),
@@ -297,7 +303,13 @@ async fn a_reset_of_the_dynamodb_store_stops_the_running_pipeline() {
     let store: Arc<dyn OffsetStore> = Arc::new(crate::offsets::DynamoStore::new(&spec(true)));
     let start = store.load("pipe").await.expect("load");
     let interval = Duration::from_millis(200);
-    let mut p = pipeline(endless(), Box::new(NullSink), store, Vec::new(), interval);
+    let mut p = pipeline(
+        endless(),
+        Box::new(DiscardSink),
+        store,
+        Vec::new(),
+        interval,
+    );
     p.start = start;
     let run = tokio::spawn(p.run(CancellationToken::new(), RunOptions::default()));
     let operator = crate::offsets::DynamoStore::new(&spec(false));

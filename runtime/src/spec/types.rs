@@ -117,7 +117,7 @@ impl Spec {
             SinkConfig::Kafka(k) => resolve_kafka_files(&mut k.properties, &resolve),
             SinkConfig::Kinesis(k) => resolve_aws_files(&mut k.aws.credentials, &resolve),
             SinkConfig::Dynamodb(d) => resolve_aws_files(&mut d.aws.credentials, &resolve),
-            SinkConfig::Stdout(_) | SinkConfig::Null(_) => {}
+            SinkConfig::Stdout(_) | SinkConfig::Discard(_) => {}
         }
         match &mut self.offsets {
             OffsetsSpec::File(f) => resolve(&mut f.path),

@@ -10,12 +10,12 @@ use crate::error::ConnectorError;
 /// Discards every record (acknowledging it), for benchmarks and dry runs of transforms.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NullConfig {}
+pub struct DiscardConfig {}
 
-pub struct NullSink;
+pub struct DiscardSink;
 
 #[async_trait]
-impl Sink for NullSink {
+impl Sink for DiscardSink {
     async fn write(&mut self, batch: Vec<SinkRecord>) -> Result<(), ConnectorError> {
         for r in batch {
             r.ack.ack();
