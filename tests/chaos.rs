@@ -3,6 +3,8 @@
 //! bounded by what a kill can have left uncommitted (one commit interval and the batches in flight).
 //! Runs against kinesis-local and the tansu broker (started by `scripts/test.sh`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
+
 mod common;
 #[path = "common/kafka.rs"]
 mod kafka_support;

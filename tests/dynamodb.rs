@@ -3,6 +3,8 @@
 //! Kinesis → DynamoDB against kinesis-local (`SLUICE_TEST_KINESIS_ENDPOINT`). Every test uses
 //! tables and streams of its own.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
+
 mod common;
 #[path = "common/dynamodb.rs"]
 mod dynamo_support;

@@ -1,6 +1,8 @@
 //! End-to-end tests of the `sluice` binary with the built-in connectors: delivery, crash
 //! recovery, shutdown, bounded runs, the error policy and the offsets commands.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
+
 mod common;
 
 use std::collections::BTreeSet;

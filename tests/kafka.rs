@@ -2,6 +2,8 @@
 //! broker (tansu, started by `scripts/test.sh` through `scripts/emulators/kafka.sh`).
 //! Every test uses its own random topics and group.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
+
 mod common;
 #[path = "common/dynamodb.rs"]
 mod dynamo_support;

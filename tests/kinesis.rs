@@ -2,6 +2,8 @@
 //! kinesis-local emulator that `scripts/test.sh` starts (`SLUICE_TEST_KINESIS_ENDPOINT`). Each
 //! test makes its own randomly named stream.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
+
 mod common;
 #[path = "common/kinesis.rs"]
 mod kinesis_support;

@@ -1,6 +1,8 @@
 //! Operating Sluice: the `--http` API read by a real Prometheus server, readiness, restarts with
 //! backoff against a Kafka broker that comes late, and pipelines that fail alone.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
+
 mod common;
 #[path = "common/kafka.rs"]
 mod kafka_support;

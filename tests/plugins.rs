@@ -3,6 +3,8 @@
 //! `check` (what `sluice validate` runs) on bad configs and wrong kinds; then the plugins in
 //! pipelines run by the `sluice` binary.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
+
 mod common;
 #[path = "common/wasm.rs"]
 mod wasm;

@@ -1,6 +1,8 @@
 //! `sluice validate` and `sluice schema`: the messages users see for bad specs are pinned by
 //! snapshots, and the generated docs must match the code.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
+
 mod common;
 #[path = "common/wasm.rs"]
 mod wasm;

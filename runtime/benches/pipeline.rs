@@ -4,6 +4,8 @@
 //! `cargo bench -p sluice-runtime --bench pipeline` prints a Markdown table (copied into
 //! docs/benchmarks.md). `SLUICE_BENCH_RECORDS` scales the run.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
+
 use std::time::Instant;
 
 use sluice_runtime::pipeline::{Pipeline, RunOptions};

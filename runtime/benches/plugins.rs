@@ -5,6 +5,8 @@
 //! `cargo bench -p sluice-runtime --bench plugins` (add `-- --quick` for a short run). Results
 //! are in `docs/benchmarks.md`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
+
 #[path = "../../tests/common/wasm.rs"]
 mod wasm;
 
