@@ -177,6 +177,52 @@ impl From<Dur> for Duration {
     }
 }
 
+/// Parses a start timestamp, the one way every source reads one: with `format` (strftime) if
+/// given, else RFC 3339, a date, a UTC date-time, or epoch seconds with a fraction.
+pub fn parse_timestamp(
+    s: &str,
+    format: Option<&str>,
+) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    use chrono::TimeZone;
+    let t = s.trim();
+    if let Some(f) = format {
+        if let Ok(d) = chrono::DateTime::parse_from_str(t, f) {
+            return Ok(d.with_timezone(&chrono::Utc));
+        }
+        if let Ok(d) = chrono::NaiveDateTime::parse_from_str(t, f) {
+            return Ok(chrono::Utc.from_utc_datetime(&d));
+        }
+        if let Ok(d) = chrono::NaiveDate::parse_from_str(t, f) {
+            return Ok(chrono::Utc.from_utc_datetime(&d.and_time(chrono::NaiveTime::MIN)));
+        }
+        return Err(format!("`{s}` does not match timestamp_format `{f}`"));
+    }
+    if let Ok(secs) = t.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            let ms = (secs * 1000.0).round() as i64;
+            return chrono::Utc
+                .timestamp_millis_opt(ms)
+                .single()
+                .ok_or_else(|| format!("`{s}` is out of range"));
+        }
+        return Err(format!("`{s}`: epoch seconds must not be negative"));
+    }
+    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(d.with_timezone(&chrono::Utc));
+    }
+    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(d) = chrono::NaiveDateTime::parse_from_str(t, f) {
+            return Ok(chrono::Utc.from_utc_datetime(&d));
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return Ok(chrono::Utc.from_utc_datetime(&d.and_time(chrono::NaiveTime::MIN)));
+    }
+    Err(format!(
+        "`{s}` is not a timestamp: write RFC 3339 (2016-04-04T19:58:46.480Z), a date (2016-04-04), epoch seconds (1459799926.480), or set timestamp_format"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -496,7 +496,8 @@ pub struct KafkaSourceConfig {
     #[serde(default)]
     pub start: StartAt,
     /// For `start: timestamp`: the first records read are the first at or after this time
-    /// (RFC 3339, `2026-11-24T00:00:00Z`).
+    /// (RFC 3339 `2026-11-24T00:00:00Z`, a date `2026-11-24`, or epoch seconds, as the Kinesis
+    /// source reads it).
     #[serde(default)]
     pub start_timestamp: Option<String>,
     /// Records per batch handed to the pipeline (a batch holds one partition's records).
@@ -601,16 +602,25 @@ impl KafkaSourceConfig {
     }
 }
 
-/// Parses an RFC 3339 time to milliseconds since the epoch.
+/// A start time in milliseconds since the epoch, read the way every source reads one.
 pub(crate) fn parse_timestamp(t: &str) -> Result<i64, String> {
-    chrono::DateTime::parse_from_rfc3339(t.trim())
-        .map(|d| d.timestamp_millis())
-        .map_err(|e| format!("`{t}` is not an RFC 3339 time like 2026-11-24T00:00:00Z ({e})"))
+    crate::units::parse_timestamp(t, None).map(|d| d.timestamp_millis())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_timestamps_are_read_as_the_kinesis_source_reads_them() {
+        assert_eq!(
+            parse_timestamp("2026-11-24T00:00:00Z"),
+            Ok(1_795_478_400_000)
+        );
+        assert_eq!(parse_timestamp("2026-11-24"), Ok(1_795_478_400_000));
+        assert_eq!(parse_timestamp("1795478400.5"), Ok(1_795_478_400_500));
+        assert!(parse_timestamp("yesterday").is_err());
+    }
 
     #[test]
     fn secret_properties_are_redacted_in_debug_output() {

@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::ConfigIssue;
 use crate::aws::AwsConfig;
 use crate::retry::RetryPolicy;
+pub use crate::units::parse_timestamp;
 use crate::units::{ByteSize, Dur};
 
 /// Reads a Kinesis data stream: every shard is a partition, a record's offset is its sequence
@@ -364,7 +364,7 @@ impl KinesisSourceConfig {
     }
 
     /// The `at_timestamp` start time.
-    pub fn start_timestamp(&self) -> Result<DateTime<Utc>, String> {
+    pub fn start_timestamp(&self) -> Result<chrono::DateTime<chrono::Utc>, String> {
         let Some(t) = &self.timestamp else {
             return Err("no `timestamp` given".into());
         };
@@ -396,46 +396,4 @@ impl KinesisSinkConfig {
         }
         issues
     }
-}
-
-/// Parses a start timestamp: with `format` (strftime) if given, else RFC 3339, a date, a UTC
-/// date-time, or epoch seconds with a fraction.
-pub fn parse_timestamp(s: &str, format: Option<&str>) -> Result<DateTime<Utc>, String> {
-    let t = s.trim();
-    if let Some(f) = format {
-        if let Ok(d) = DateTime::parse_from_str(t, f) {
-            return Ok(d.with_timezone(&Utc));
-        }
-        if let Ok(d) = NaiveDateTime::parse_from_str(t, f) {
-            return Ok(Utc.from_utc_datetime(&d));
-        }
-        if let Ok(d) = NaiveDate::parse_from_str(t, f) {
-            return Ok(Utc.from_utc_datetime(&d.and_time(chrono::NaiveTime::MIN)));
-        }
-        return Err(format!("`{s}` does not match timestamp_format `{f}`"));
-    }
-    if let Ok(secs) = t.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            let ms = (secs * 1000.0).round() as i64;
-            return Utc
-                .timestamp_millis_opt(ms)
-                .single()
-                .ok_or_else(|| format!("`{s}` is out of range"));
-        }
-        return Err(format!("`{s}`: epoch seconds must not be negative"));
-    }
-    if let Ok(d) = DateTime::parse_from_rfc3339(t) {
-        return Ok(d.with_timezone(&Utc));
-    }
-    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
-        if let Ok(d) = NaiveDateTime::parse_from_str(t, f) {
-            return Ok(Utc.from_utc_datetime(&d));
-        }
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
-        return Ok(Utc.from_utc_datetime(&d.and_time(chrono::NaiveTime::MIN)));
-    }
-    Err(format!(
-        "`{s}` is not a timestamp: write RFC 3339 (2016-04-04T19:58:46.480Z), a date (2016-04-04), epoch seconds (1459799926.480), or set timestamp_format"
-    ))
 }
