@@ -340,6 +340,15 @@ fn semantic_checks(spec: &Spec) -> Vec<Issue> {
     for i in spec.sink.check() {
         issues.push(issue(&format!("/sink/{}", i.path), i.message));
     }
+    if spec.restart.max_backoff.0 < spec.restart.initial_backoff.0 {
+        issues.push(issue(
+            "/restart/max_backoff",
+            format!(
+                "max_backoff ({}) is shorter than initial_backoff ({}): waits only grow",
+                spec.restart.max_backoff, spec.restart.initial_backoff
+            ),
+        ));
+    }
     let decodes = spec.format.as_ref().is_some_and(|f| f.decode.is_some());
     for (i, t) in spec.transforms.iter().enumerate() {
         if matches!(t, TransformSpec::Jq(_)) && !decodes {
@@ -644,6 +653,19 @@ mod tests {
             "version: 1\nname: \"${COUNT}\"\nsource: {type: generator}\nsink: {type: stdout}\n";
         let (spec, _, _) = parse("t.yaml", text, &env).expect("valid");
         assert_eq!(spec.name, "25");
+    }
+
+    #[test]
+    fn a_restart_max_backoff_below_the_initial_one_is_rejected_where_it_is_written() {
+        let text = "version: 1\nname: t\nsource: {type: generator}\nsink: {type: stdout}\nrestart:\n  initial_backoff: 10s\n  max_backoff: 1s\n";
+        let errs = parse("t.yaml", text, &env).expect_err("invalid");
+        assert_eq!(errs[0].path, "restart.max_backoff");
+        assert_eq!((errs[0].pos.line, errs[0].pos.column), (7, 16));
+        assert!(
+            errs[0].message.contains("shorter than initial_backoff"),
+            "{}",
+            errs[0]
+        );
     }
 
     #[test]
