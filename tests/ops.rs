@@ -350,6 +350,20 @@ fn one_pipeline_failing_for_good_lets_the_other_finish() {
     );
 }
 
+/// A pipeline from `source` into a one-partition topic on `brokers` (a private broker that may
+/// start later), committing and restarting quickly.
+fn kafka_sink_spec(
+    name: &str,
+    source: &str,
+    brokers: &str,
+    topic: &str,
+    sink_extra: &str,
+) -> String {
+    format!(
+        "version: 1\nname: {name}\nsource:\n{source}sink:\n  type: kafka\n  brokers: [{brokers}]\n  topic: {topic}\n  create_topic:\n    partitions: 1\n{sink_extra}offsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\nrestart:\n  initial_backoff: 200ms\n  max_backoff: 1s\n"
+    )
+}
+
 #[test]
 fn a_kafka_sink_whose_broker_comes_late_restarts_with_backoff_and_delivers_everything() {
     let s = Scratch::new();
@@ -358,8 +372,12 @@ fn a_kafka_sink_whose_broker_comes_late_restarts_with_backoff_and_delivers_every
     let topic = k::topic("late");
     s.write(
         "spec.yaml",
-        &format!(
-            "version: 1\nname: late\nsource:\n  type: generator\n  count: 500\n  batch_size: 50\nsink:\n  type: kafka\n  brokers: [{brokers}]\n  topic: {topic}\n  create_topic:\n    partitions: 1\n  retry:\n    max_retries: 0\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\nrestart:\n  initial_backoff: 200ms\n  max_backoff: 1s\n"
+        &kafka_sink_spec(
+            "late",
+            "  type: generator\n  count: 500\n  batch_size: 50\n",
+            &brokers,
+            &topic,
+            "  retry:\n    max_retries: 0\n",
         ),
     );
     let port = free_port();
@@ -412,9 +430,7 @@ fn ready_turns_200_once_the_pipeline_runs() {
     let topic = k::topic("ready");
     s.write(
         "spec.yaml",
-        &format!(
-            "version: 1\nname: ready\nsource:\n  type: stdin\nsink:\n  type: kafka\n  brokers: [{brokers}]\n  topic: {topic}\n  create_topic:\n    partitions: 1\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\nrestart:\n  initial_backoff: 200ms\n  max_backoff: 1s\n"
-        ),
+        &kafka_sink_spec("ready", "  type: stdin\n", &brokers, &topic, ""),
     );
     let port = free_port();
     let mut child = s

@@ -183,14 +183,19 @@ pub fn sdk_dir() -> Option<PathBuf> {
 /// is never rewritten; it is made complete in a temporary folder and renamed into place, so two
 /// scaffolds at once, or one killed midway, never leave a half-written SDK behind.
 fn write_sdk(cache: &Path) -> Result<PathBuf, ScaffoldError> {
-    use std::hash::{Hash, Hasher};
-    // FNV-1a: stable across Rust versions, unlike `DefaultHasher`.
-    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
-    SDK_FILES.hash(&mut h);
+    // The pipeline's stable hash (FNV-1a) over names and contents: the same in every Rust
+    // version, unlike `DefaultHasher` or the `Hash` impls of `str`.
+    let mut content = Vec::new();
+    for (file, text) in SDK_FILES {
+        for part in [file.as_bytes(), text.as_bytes()] {
+            content.extend_from_slice(part);
+            content.push(0);
+        }
+    }
     let dest = cache.join(format!(
         "sluice-sdk-{}-{:016x}",
         env!("CARGO_PKG_VERSION"),
-        h.finish()
+        crate::pipeline::partition::stable_hash(&content)
     ));
     if dest.join("Cargo.toml").is_file() {
         return Ok(dest);
@@ -216,19 +221,6 @@ fn write_sdk(cache: &Path) -> Result<PathBuf, ScaffoldError> {
         // Another scaffold finished first: its copy is the same content.
         Err(_) if dest.join("Cargo.toml").is_file() => Ok(dest),
         Err(e) => Err(io(&dest)(e)),
-    }
-}
-
-struct Fnv(u64);
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
     }
 }
 
