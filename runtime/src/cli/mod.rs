@@ -1,5 +1,6 @@
 //! The `sluice` command line: `run`, `validate`, `schema`, `offsets`, `plugin`.
 
+mod kcl;
 mod logging;
 mod offsets;
 mod plugin;
@@ -57,7 +58,7 @@ enum Command {
         #[arg(long)]
         markdown: bool,
     },
-    /// List, reset and prune stored offsets.
+    /// List, reset, prune and import stored offsets.
     #[command(subcommand)]
     Offsets(offsets::OffsetsCommand),
     /// Create and try out WebAssembly plugins.

@@ -6,6 +6,7 @@
 mod dynamodb;
 mod file;
 mod kafka;
+pub mod kcl;
 mod memory;
 
 use std::time::Duration;
