@@ -249,6 +249,12 @@ fn kcl_import_filters_multi_stream_leases_into_a_file_store_and_refuses_what_it_
             &[],
         ),
         lease(
+            &format!("123456789012:{stream}:1700000000:shardId-000000000002"),
+            "TRIM_HORIZON",
+            0,
+            &[],
+        ),
+        lease(
             "123456789012:payments:1700000001:shardId-000000000000",
             "49590338271490256608559692538361571095921575989136588999",
             0,
@@ -258,7 +264,8 @@ fn kcl_import_filters_multi_stream_leases_into_a_file_store_and_refuses_what_it_
         d.put(&table, item);
     }
     let w = Scratch::new();
-    let extra = format!("  stream: {stream}\n  start_position: trim_horizon\n");
+    // The default start position, `latest`, would skip what the KCL reads from TRIM_HORIZON.
+    let extra = format!("  stream: {stream}\n");
     w.write(
         "spec.yaml",
         &kinesis_support::source_spec("multi", &k_endpoint, &extra),
@@ -302,9 +309,28 @@ fn kcl_import_filters_multi_stream_leases_into_a_file_store_and_refuses_what_it_
         ]
     );
     refused(&w, &import, "pass --force");
+    // --force makes the store say what the table says: a row of a shard the KCL has no position
+    // for is forgotten.
+    ok(
+        &w,
+        &[
+            "offsets",
+            "reset",
+            "spec.yaml",
+            "--partition",
+            "shardId-000000000002",
+            "--to",
+            "7",
+        ],
+    );
     let mut force = import.to_vec();
     force.push("--force");
     ok(&w, &force);
+    let shards: Vec<String> = committed(w.dir.path(), "multi")
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(shards, ["shardId-000000000000", "shardId-000000000001"]);
 
     // Leases of another stream only.
     let other = w.write(

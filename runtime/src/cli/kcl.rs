@@ -108,7 +108,7 @@ pub async fn import(loaded: &LoadedSpec, args: ImportArgs) -> anyhow::Result<Exi
         store.reset(name, Some(p), ResetTo::Earliest).await?;
     }
     store.commit(name, &writes).await?;
-    tracing::info!(table = %args.table, pipeline = %name, offsets = writes.len(), "imported KCL checkpoints");
+    tracing::debug!(table = %args.table, pipeline = %name, offsets = writes.len(), "imported KCL checkpoints");
     eprintln!(
         "imported {} offset(s) of `{name}` from KCL table {} into {}",
         writes.len(),
@@ -137,7 +137,7 @@ fn print_plan(plan: &Plan, start: &str) -> anyhow::Result<()> {
     writeln!(out, "{:ws$}  {:wc$}  SLUICE", "SHARD", "KCL CHECKPOINT")?;
     for s in &plan.steps {
         let what = match &s.action {
-            Action::Resume(o) => format!("offset {o}: resumes after the checkpointed record"),
+            Action::Resume(o) => format!("offset {o}: resumes after the checkpointed (sub-)record"),
             Action::Finished => "finished: its children may start".to_string(),
             Action::FinishedParent { child } => format!(
                 "finished: no lease, and its child {child} has progressed (the KCL deletes a parent's lease once its children run)"
