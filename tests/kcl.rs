@@ -230,15 +230,16 @@ fn kcl_checkpoints_are_imported_and_a_run_resumes_right_after_them() {
 #[test]
 fn kcl_import_filters_multi_stream_leases_into_a_file_store_and_refuses_what_it_cannot_import() {
     let d = Dynamo::new();
-    let k_endpoint = kinesis_support::endpoint();
-    // The stream is never read here: the import only reads the lease table.
-    let stream = format!("orders-{:08x}", rand::random::<u32>());
+    let k = Kinesis::new();
+    let k_endpoint = k.endpoint.clone();
+    let stream = k.create_stream(3);
+    let shards = k.open_shards(&stream);
+    let seq = put_to(&k, &stream, &shards[0], json(1));
     let table = d.create_table("kcl-multi", "leaseKey", false, false);
-    let seq = "49590338271490256608559692538361571095921575989136588818";
     for item in [
         lease(
             &format!("123456789012:{stream}:1700000000:shardId-000000000000"),
-            seq,
+            &seq,
             0,
             &[],
         ),
@@ -350,7 +351,25 @@ fn kcl_import_filters_multi_stream_leases_into_a_file_store_and_refuses_what_it_
             other,
         ],
         &format!(
-            "holds no lease of stream nobody (only of {stream} (account 123456789012), payments (account 123456789012))"
+            "holds no lease of stream nobody (only of payments (account 123456789012), {stream} (account 123456789012))"
+        ),
+    );
+    // A single-stream table of another stream: its checkpoints lie before this stream's shards.
+    let foreign = d.create_table("kcl-foreign", "leaseKey", false, false);
+    d.put(&foreign, lease("shardId-000000000000", "1234", 0, &[]));
+    refused(
+        &w,
+        &[
+            "offsets",
+            "import",
+            "--from-kcl-table",
+            &foreign,
+            "--endpoint",
+            &d.endpoint,
+            "spec.yaml",
+        ],
+        &format!(
+            "KCL table {foreign} does not belong to stream {stream}: the checkpoint of shard shardId-000000000000 (1234) is before the shard's first sequence number"
         ),
     );
     // A table that is not a KCL lease table.
@@ -397,4 +416,5 @@ fn kcl_import_filters_multi_stream_leases_into_a_file_store_and_refuses_what_it_
         ],
         "keeps its offsets in memory",
     );
+    k.delete(&stream);
 }

@@ -87,6 +87,33 @@ fn valid_name(n: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
+/// A shard of a stream, as ListShards describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedShard {
+    pub id: String,
+    /// The sequence number the shard starts at.
+    pub first: String,
+}
+
+/// The shards a stream still holds (ListShards, every page), reached with a source's `aws`
+/// settings and `retries.list_shards`.
+pub async fn shards_of(cfg: &KinesisSourceConfig) -> Result<Vec<ListedShard>, ConnectorError> {
+    let stream = StreamRef::parse(&cfg.stream)
+        .map_err(|m| ConnectorError::fatal(format!("kinesis source: {m}")))?;
+    let c = client(&cfg.aws).await?;
+    let shards = source::list_shards(&c, &stream, &cfg.retries.list_shards, "source").await?;
+    Ok(shards
+        .iter()
+        .map(|s| ListedShard {
+            id: s.shard_id().to_string(),
+            first: s
+                .sequence_number_range()
+                .map(|r| r.starting_sequence_number().to_string())
+                .unwrap_or_default(),
+        })
+        .collect())
+}
+
 /// A Kinesis client for the spec's `aws` settings.
 pub async fn client(aws: &AwsConfig) -> Result<Client, ConnectorError> {
     let sdk = aws.sdk_config_without_sdk_retries().await?;

@@ -55,6 +55,10 @@ pub async fn import(loaded: &LoadedSpec, args: ImportArgs) -> anyhow::Result<Exi
     let items = kcl::read_table(&client, &args.table).await?;
     let leases = kcl::parse(&args.table, &items)?;
     let plan = kcl::plan(&args.table, &leases, &stream)?;
+    let listed = sluice_connectors::kinesis::shards_of(source)
+        .await
+        .with_context(|| format!("listing the shards of stream {}", stream.name))?;
+    let expired = kcl::check_shards(&args.table, &stream.name, &plan, &listed)?;
     let start = match source.start_position {
         StartPosition::Latest => "latest",
         StartPosition::TrimHorizon => "trim_horizon",
@@ -71,6 +75,14 @@ pub async fn import(loaded: &LoadedSpec, args: ImportArgs) -> anyhow::Result<Exi
         eprintln!(
             "warning: the KCL would read shard(s) {} from TRIM_HORIZON, but the spec starts shards without an offset at `{start}`: records written before the run are skipped there unless their parents are finished. Set `start_position: trim_horizon` to read them",
             behind.join(", ")
+        );
+    }
+
+    if !expired.is_empty() {
+        eprintln!(
+            "note: stream {} no longer holds shard(s) {} (expired); their offsets are stored all the same",
+            stream.name,
+            expired.join(", ")
         );
     }
 

@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, KeyType};
-use sluice_connectors::kinesis::StreamRef;
+use sluice_connectors::kinesis::{ListedShard, StreamRef};
 use sluice_connectors::{Committed, CommittedOffsets, Offset, aws};
 
 pub type Item = HashMap<String, AttributeValue>;
@@ -54,6 +54,12 @@ pub enum KclError {
     BadLease {
         table: String,
         lease: String,
+        reason: String,
+    },
+    #[error("KCL table {table} does not belong to stream {stream}: {reason}")]
+    OtherStream {
+        table: String,
+        stream: String,
         reason: String,
     },
     #[error("KCL table {table} holds no lease of stream {stream}{others}")]
@@ -480,6 +486,54 @@ pub fn plan(table: &str, leases: &[Lease], stream: &StreamFilter) -> Result<Plan
     Ok(plan)
 }
 
+/// Checks a plan against the shards the stream holds. Refuses a table none of whose leased shards
+/// the stream holds, or with a checkpoint before its shard's first sequence number: such a table
+/// is another stream's (single-stream leases do not name theirs). Returns the leased shards the
+/// stream no longer holds (expired; their offsets are stored all the same, and never used).
+pub fn check_shards(
+    table: &str,
+    stream: &str,
+    plan: &Plan,
+    listed: &[ListedShard],
+) -> Result<Vec<String>, KclError> {
+    let first: HashMap<&str, &str> = listed
+        .iter()
+        .map(|s| (s.id.as_str(), s.first.as_str()))
+        .collect();
+    let other = |reason: String| KclError::OtherStream {
+        table: table.to_string(),
+        stream: stream.to_string(),
+        reason,
+    };
+    let leased: Vec<&Step> = plan.steps.iter().filter(|s| s.checkpoint != "-").collect();
+    let missing: Vec<String> = leased
+        .iter()
+        .filter(|s| !first.contains_key(s.shard.as_str()))
+        .map(|s| s.shard.clone())
+        .collect();
+    if !leased.is_empty() && missing.len() == leased.len() {
+        return Err(other(format!(
+            "the stream holds none of the {} shard(s) its leases name ({})",
+            missing.len(),
+            missing.join(", ")
+        )));
+    }
+    for s in leased {
+        let (Action::Resume(o), Some(start)) = (&s.action, first.get(s.shard.as_str())) else {
+            continue;
+        };
+        let seq = o.as_str().split(':').next().unwrap_or_default();
+        // Sequence numbers have no leading zeros: shorter is smaller.
+        if !start.is_empty() && (seq.len(), seq) < (start.len(), *start) {
+            return Err(other(format!(
+                "the checkpoint of shard {} ({seq}) is before the shard's first sequence number ({start})",
+                s.shard
+            )));
+        }
+    }
+    Ok(missing)
+}
+
 /// The shards a plan stores nothing for, for messages.
 pub fn unset(plan: &Plan) -> BTreeSet<&str> {
     plan.steps
@@ -679,6 +733,43 @@ mod tests {
         assert!(e.to_string().contains("second lease"), "{e}");
         let e = planned(&[], "orders").expect_err("empty");
         assert!(e.to_string().contains("no lease at all"), "{e}");
+    }
+
+    #[test]
+    fn a_table_of_another_stream_is_refused_and_expired_shards_named() {
+        let p = planned(
+            &[
+                lease("s-0", "500", Some(0), &[]),
+                lease("s-1", "SHARD_END", None, &[]),
+                lease("s-3", "100", Some(0), &["s-9"]),
+            ],
+            "orders",
+        )
+        .expect("plan");
+        let listed = |v: &[(&str, &str)]| -> Vec<ListedShard> {
+            v.iter()
+                .map(|(id, first)| ListedShard {
+                    id: id.to_string(),
+                    first: first.to_string(),
+                })
+                .collect()
+        };
+        let gone = check_shards("t", "orders", &p, &listed(&[("s-0", "499"), ("s-3", "99")]))
+            .expect("matches");
+        assert_eq!(gone, ["s-1"], "s-9 has no lease: not named");
+        let e = check_shards("t", "orders", &p, &listed(&[("s-0", "1000")])).expect_err("before");
+        assert!(
+            e.to_string()
+                .contains("the checkpoint of shard s-0 (500) is before the shard's first sequence number (1000)"),
+            "{e}"
+        );
+        let e = check_shards("t", "orders", &p, &listed(&[("x-0", "1")])).expect_err("none");
+        assert!(
+            e.to_string().contains(
+                "does not belong to stream orders: the stream holds none of the 3 shard(s) its leases name (s-0, s-1, s-3)"
+            ),
+            "{e}"
+        );
     }
 
     #[test]
