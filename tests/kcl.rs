@@ -63,6 +63,19 @@ fn lease(key: &str, checkpoint: &str, sub: u64, parents: &[&str]) -> Item {
     i
 }
 
+/// `sluice offsets import` of `table` on a DynamoDB `endpoint` into `spec`'s store.
+fn import_args<'a>(table: &'a str, endpoint: &'a str, spec: &'a str) -> [&'a str; 7] {
+    [
+        "offsets",
+        "import",
+        "--from-kcl-table",
+        table,
+        "--endpoint",
+        endpoint,
+        spec,
+    ]
+}
+
 fn ok(s: &Scratch, args: &[&str]) -> (String, String) {
     let out = s.run(args);
     assert!(
@@ -271,15 +284,7 @@ fn kcl_import_filters_multi_stream_leases_into_a_file_store_and_refuses_what_it_
         "spec.yaml",
         &kinesis_support::source_spec("multi", &k_endpoint, &extra),
     );
-    let import = [
-        "offsets",
-        "import",
-        "--from-kcl-table",
-        &table,
-        "--endpoint",
-        &d.endpoint,
-        "spec.yaml",
-    ];
+    let import = import_args(&table, &d.endpoint, "spec.yaml");
     let mut dry = import.to_vec();
     dry.push("--dry-run");
     let (plan, err) = ok(&w, &dry);
@@ -341,15 +346,7 @@ fn kcl_import_filters_multi_stream_leases_into_a_file_store_and_refuses_what_it_
     let other = other.to_str().expect("path");
     refused(
         &w,
-        &[
-            "offsets",
-            "import",
-            "--from-kcl-table",
-            &table,
-            "--endpoint",
-            &d.endpoint,
-            other,
-        ],
+        &import_args(&table, &d.endpoint, other),
         &format!(
             "holds no lease of stream nobody (only of payments (account 123456789012), {stream} (account 123456789012))"
         ),
@@ -359,15 +356,7 @@ fn kcl_import_filters_multi_stream_leases_into_a_file_store_and_refuses_what_it_
     d.put(&foreign, lease("shardId-000000000000", "1234", 0, &[]));
     refused(
         &w,
-        &[
-            "offsets",
-            "import",
-            "--from-kcl-table",
-            &foreign,
-            "--endpoint",
-            &d.endpoint,
-            "spec.yaml",
-        ],
+        &import_args(&foreign, &d.endpoint, "spec.yaml"),
         &format!(
             "KCL table {foreign} does not belong to stream {stream}: the checkpoint of shard shardId-000000000000 (1234) is before the shard's first sequence number"
         ),
@@ -376,15 +365,7 @@ fn kcl_import_filters_multi_stream_leases_into_a_file_store_and_refuses_what_it_
     let plain = d.create_table("not-kcl", "id", true, false);
     refused(
         &w,
-        &[
-            "offsets",
-            "import",
-            "--from-kcl-table",
-            &plain,
-            "--endpoint",
-            &d.endpoint,
-            "spec.yaml",
-        ],
+        &import_args(&plain, &d.endpoint, "spec.yaml"),
         &format!("table {plain} is not a KCL lease table: its key is `id`"),
     );
     // A spec whose source is not Kinesis, and one whose store forgets.

@@ -132,20 +132,13 @@ pub async fn import(loaded: &LoadedSpec, args: ImportArgs) -> anyhow::Result<Exi
 
 fn print_plan(plan: &Plan, start: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    let ws = plan
-        .steps
-        .iter()
-        .map(|s| s.shard.len())
-        .max()
-        .unwrap_or(0)
-        .max(5);
-    let wc = plan
-        .steps
-        .iter()
-        .map(|s| s.checkpoint.len())
-        .max()
-        .unwrap_or(0)
-        .max(14);
+    let width = |f: fn(&kcl::Step) -> usize, min: usize| {
+        plan.steps.iter().map(f).max().unwrap_or(0).max(min)
+    };
+    let (ws, wc) = (
+        width(|s| s.shard.len(), 5),
+        width(|s| s.checkpoint.len(), 14),
+    );
     writeln!(out, "{:ws$}  {:wc$}  SLUICE", "SHARD", "KCL CHECKPOINT")?;
     for s in &plan.steps {
         let what = match &s.action {
