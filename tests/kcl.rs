@@ -96,6 +96,31 @@ fn refused(s: &Scratch, args: &[&str], says: &str) {
     );
 }
 
+/// Runs `spec.yaml` of `w` for `expected.len()` records: exactly `expected` arrive, none twice.
+fn resumes_exactly(w: &Scratch, expected: &BTreeSet<u64>) {
+    let max = expected.len().to_string();
+    let mut run = kinesis_support::Running(w.spawn(&["run", "--max-records", &max, "spec.yaml"]));
+    // Complete lines only: the file may be being written.
+    let read = || -> Vec<u64> {
+        let text = w.read("out/data.jsonl");
+        text[..text.rfind('\n').map_or(0, |i| i + 1)]
+            .lines()
+            .map(|l| envelope(l).0)
+            .collect()
+    };
+    wait_for(Duration::from_secs(30), || read().len() >= expected.len());
+    let got = read();
+    assert_eq!(
+        &got.iter().copied().collect::<BTreeSet<_>>(),
+        expected,
+        "none re-read, none skipped"
+    );
+    let status = wait_exit(&mut run, Duration::from_secs(10));
+    assert!(status.success(), "the run failed: {status}");
+    let got = read();
+    assert_eq!(got.len(), expected.len(), "no record twice: {got:?}");
+}
+
 #[test]
 fn kcl_checkpoints_are_imported_and_a_run_resumes_right_after_them() {
     let k = Kinesis::new();
@@ -171,15 +196,15 @@ fn kcl_checkpoints_are_imported_and_a_run_resumes_right_after_them() {
     }
 
     let offsets_table = format!("sluice-offsets-{:08x}", rand::random::<u32>());
-    let w = Scratch::new();
-    w.write(
-        "spec.yaml",
-        &format!(
-            "version: 1\nname: kcl-app\nsource:\n  type: kinesis\n  stream: {stream}\n  start_position: trim_horizon\n  shard_discovery_interval: 500ms\n{kaws}sink:\n  type: file\n  path: out/data.jsonl\n  envelope: true\noffsets:\n  store: dynamodb\n  table: {offsets_table}\n  create_table: true\n  commit_interval: 100ms\n{daws}pipeline:\n  flush_interval: 50ms\n",
+    let spec = |name: &str, reader: &str| {
+        format!(
+            "version: 1\nname: {name}\nsource:\n  type: kinesis\n  stream: {stream}\n  start_position: trim_horizon\n  shard_discovery_interval: 500ms\n{reader}{kaws}sink:\n  type: file\n  path: out/data.jsonl\n  envelope: true\noffsets:\n  store: dynamodb\n  table: {offsets_table}\n  create_table: true\n  commit_interval: 100ms\n{daws}pipeline:\n  flush_interval: 50ms\n",
             kaws = kinesis_support::aws_yaml(&k.endpoint, "  "),
             daws = dynamo_support::aws_yaml(&d.endpoint, "  "),
-        ),
-    );
+        )
+    };
+    let w = Scratch::new();
+    w.write("spec.yaml", &spec("kcl-app", ""));
     let import = ["offsets", "import", "--from-kcl-table", &table, "spec.yaml"];
 
     // --dry-run says what it would write, and writes nothing.
@@ -195,7 +220,11 @@ fn kcl_checkpoints_are_imported_and_a_run_resumes_right_after_them() {
     let (listed, _) = ok(&w, &["offsets", "list", "--json", "spec.yaml"]);
     assert_eq!(listed.trim(), "", "the dry run wrote nothing");
 
-    ok(&w, &import);
+    let (_, err) = ok(&w, &import);
+    assert!(
+        err.contains(&format!("1 shard(s) left to the start position ({s2})")),
+        "{err}"
+    );
     let (listed, _) = ok(&w, &["offsets", "list", "--json", "spec.yaml"]);
     let rows: Vec<serde_json::Value> = listed
         .lines()
@@ -216,27 +245,19 @@ fn kcl_checkpoints_are_imported_and_a_run_resumes_right_after_them() {
     // The run reads exactly what the KCL had not processed: nothing of the parent, c1 after
     // record 14, all of c2, the aggregate after its sub-record 2.
     let expected: BTreeSet<u64> = (15..30).chain(38..45).collect();
-    let max = expected.len().to_string();
-    let mut run = kinesis_support::Running(w.spawn(&["run", "--max-records", &max, "spec.yaml"]));
-    // Complete lines only: the file may be being written.
-    let read = || -> Vec<u64> {
-        let text = w.read("out/data.jsonl");
-        text[..text.rfind('\n').map_or(0, |i| i + 1)]
-            .lines()
-            .map(|l| envelope(l).0)
-            .collect()
-    };
-    wait_for(Duration::from_secs(30), || read().len() >= expected.len());
-    let got = read();
-    assert_eq!(
-        got.iter().copied().collect::<BTreeSet<_>>(),
-        expected,
-        "none re-read, none skipped"
+    resumes_exactly(&w, &expected);
+
+    // The same through enhanced fan-out (AT_SEQUENCE_NUMBER subscriptions).
+    let e = Scratch::new();
+    e.write(
+        "spec.yaml",
+        &spec(
+            "kcl-app-efo",
+            "  reader: efo\n  consumer_name: kcl-import\n",
+        ),
     );
-    let status = wait_exit(&mut run, Duration::from_secs(10));
-    assert!(status.success(), "the run failed: {status}");
-    let got = read();
-    assert_eq!(got.len(), expected.len(), "no record twice: {got:?}");
+    ok(&e, &import);
+    resumes_exactly(&e, &expected);
     k.delete(&stream);
 }
 

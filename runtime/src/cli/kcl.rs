@@ -101,9 +101,20 @@ pub async fn import(loaded: &LoadedSpec, args: ImportArgs) -> anyhow::Result<Exi
         .filter(|p| !writes.contains_key(*p))
         .map(|p| p.to_string())
         .collect();
+    let unset = kcl::unset(&plan);
+    let left = if unset.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<&str> = unset.into_iter().collect();
+        format!(
+            "; {} shard(s) left to the start position ({})",
+            list.len(),
+            list.join(", ")
+        )
+    };
     if args.dry_run {
         eprintln!(
-            "dry run: {} offset(s) of `{name}` would be written to {}{}; nothing was written",
+            "dry run: {} offset(s) of `{name}` would be written to {}{}{left}; nothing was written",
             writes.len(),
             store.describe(),
             if stale.is_empty() {
@@ -122,7 +133,7 @@ pub async fn import(loaded: &LoadedSpec, args: ImportArgs) -> anyhow::Result<Exi
     store.commit(name, &writes).await?;
     tracing::debug!(table = %args.table, pipeline = %name, offsets = writes.len(), "imported KCL checkpoints");
     eprintln!(
-        "imported {} offset(s) of `{name}` from KCL table {} into {}",
+        "imported {} offset(s) of `{name}` from KCL table {} into {}{left}",
         writes.len(),
         args.table,
         store.describe()
