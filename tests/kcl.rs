@@ -389,6 +389,12 @@ fn kcl_import_filters_multi_stream_leases_into_a_file_store_and_refuses_what_it_
         &import_args(&plain, &d.endpoint, "spec.yaml"),
         &format!("table {plain} is not a KCL lease table: its key is `id`"),
     );
+    // A table that does not exist.
+    refused(
+        &w,
+        &import_args("no-such-kcl-table", &d.endpoint, "spec.yaml"),
+        "KCL table no-such-kcl-table: DescribeTable failed: ResourceNotFoundException",
+    );
     // A spec whose source is not Kinesis, and one whose store forgets.
     w.write("in.jsonl", "{}\n");
     w.write(
