@@ -74,7 +74,7 @@ pub async fn import(loaded: &LoadedSpec, args: ImportArgs) -> anyhow::Result<Exi
     if !behind.is_empty() && source.start_position != StartPosition::TrimHorizon {
         eprintln!(
             "warning: the KCL would read shard(s) {} from TRIM_HORIZON, but the spec starts shards without an offset at `{start}`: records written before the run are skipped there unless their parents are finished. Set `start_position: trim_horizon` to read them",
-            behind.join(", ")
+            kcl::some(&behind)
         );
     }
 
@@ -82,7 +82,7 @@ pub async fn import(loaded: &LoadedSpec, args: ImportArgs) -> anyhow::Result<Exi
         eprintln!(
             "note: stream {} no longer holds shard(s) {} (expired); their offsets are stored all the same",
             stream.name,
-            expired.join(", ")
+            kcl::some(&expired)
         );
     }
 
@@ -109,7 +109,7 @@ pub async fn import(loaded: &LoadedSpec, args: ImportArgs) -> anyhow::Result<Exi
         format!(
             "; {} shard(s) left to the start position ({})",
             list.len(),
-            list.join(", ")
+            kcl::some(&list)
         )
     };
     if args.dry_run {
@@ -120,7 +120,7 @@ pub async fn import(loaded: &LoadedSpec, args: ImportArgs) -> anyhow::Result<Exi
             if stale.is_empty() {
                 String::new()
             } else {
-                format!(" and {} forgotten ({})", stale.len(), stale.join(", "))
+                format!(" and {} forgotten ({})", stale.len(), kcl::some(&stale))
             }
         );
         return Ok(ExitCode::SUCCESS);

@@ -422,7 +422,7 @@ pub fn plan(table: &str, leases: &[Lease], stream: &StreamFilter) -> Result<Plan
             " (it holds no lease at all)".to_string()
         } else {
             let names: Vec<&str> = plan.other_streams.keys().map(String::as_str).collect();
-            format!(" (only of {})", names.join(", "))
+            format!(" (only of {})", some(&names))
         };
         return Err(KclError::NoLeases {
             table: table.to_string(),
@@ -515,7 +515,7 @@ pub fn check_shards(
         return Err(other(format!(
             "the stream holds none of the {} shard(s) its leases name ({})",
             missing.len(),
-            missing.join(", ")
+            some(&missing)
         )));
     }
     for s in leased {
@@ -532,6 +532,16 @@ pub fn check_shards(
         }
     }
     Ok(missing)
+}
+
+/// A list for a message: the first ten items, then how many more.
+pub fn some<S: AsRef<str>>(items: &[S]) -> String {
+    const SHOWN: usize = 10;
+    let head: Vec<&str> = items.iter().take(SHOWN).map(AsRef::as_ref).collect();
+    match items.len().saturating_sub(SHOWN) {
+        0 => head.join(", "),
+        more => format!("{} and {more} more", head.join(", ")),
+    }
 }
 
 /// The shards a plan stores nothing for, for messages.
@@ -770,6 +780,16 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    #[test]
+    fn long_lists_in_messages_are_cut() {
+        let ids: Vec<String> = (0..12).map(|i| format!("s-{i}")).collect();
+        assert_eq!(
+            some(&ids),
+            "s-0, s-1, s-2, s-3, s-4, s-5, s-6, s-7, s-8, s-9 and 2 more"
+        );
+        assert_eq!(some(&ids[..2]), "s-0, s-1");
     }
 
     #[test]
