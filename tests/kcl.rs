@@ -389,6 +389,23 @@ fn kcl_import_filters_multi_stream_leases_into_a_file_store_and_refuses_what_it_
         &import_args(&plain, &d.endpoint, "spec.yaml"),
         &format!("table {plain} is not a KCL lease table: its key is `id`"),
     );
+    // Without --endpoint, a file store's import reaches DynamoDB at AWS's endpoint or
+    // AWS_ENDPOINT_URL_DYNAMODB, never at the source's (Kinesis) endpoint.
+    let out = w
+        .cmd(&[
+            "offsets",
+            "import",
+            "--from-kcl-table",
+            &table,
+            "spec.yaml",
+            "--dry-run",
+            "--force",
+        ])
+        .env("AWS_ENDPOINT_URL_DYNAMODB", &d.endpoint)
+        .output()
+        .expect("run sluice");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&format!("offset {seq}:0")));
     // A table that does not exist.
     refused(
         &w,

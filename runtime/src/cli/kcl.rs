@@ -39,10 +39,16 @@ pub async fn import(loaded: &LoadedSpec, args: ImportArgs) -> anyhow::Result<Exi
     let stream = StreamFilter::parse(&source.stream).map_err(|m| anyhow::anyhow!("{m}"))?;
 
     // The lease table is a DynamoDB table: reach it as the dynamodb offset store does when there
-    // is one, else with the Kinesis source's region and credentials.
+    // is one, else with the Kinesis source's region and credentials (not its endpoint, which
+    // serves Kinesis: the SDK's default, `AWS_ENDPOINT_URL_DYNAMODB` included, applies).
     let mut aws = match &spec.offsets {
         OffsetsSpec::Dynamodb(d) => d.aws.clone(),
-        _ => source.aws.clone(),
+        _ => {
+            let mut a = source.aws.clone();
+            a.region = a.region();
+            a.endpoint = None;
+            a
+        }
     };
     if args.endpoint.is_some() {
         aws.endpoint = args.endpoint.clone();

@@ -60,8 +60,9 @@ pub enum OffsetsCommand {
         /// The KCL application's lease table (the KCL names it after the application).
         #[arg(long = "from-kcl-table", value_name = "TABLE", required = true)]
         from_kcl_table: String,
-        /// The DynamoDB endpoint of the lease table. Default: the `aws` settings of the spec's
-        /// dynamodb offset store, or else of its Kinesis source (region and credentials too).
+        /// The DynamoDB endpoint of the lease table. Default: that of the spec's dynamodb offset
+        /// store, or else AWS's (`AWS_ENDPOINT_URL_DYNAMODB` applies). Region and credentials
+        /// are the dynamodb store's, or else the Kinesis source's.
         #[arg(long, value_name = "URL")]
         endpoint: Option<String>,
         /// Only show what would be written.
