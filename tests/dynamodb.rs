@@ -5,17 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-mod common;
-#[path = "common/dynamodb.rs"]
-mod dynamo_support;
-#[path = "common/kinesis.rs"]
-mod kinesis_support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use common::*;
-use dynamo_support::*;
+use sluice_test_kit::*;
+use sluice_test_kit::dynamodb::*;
 
 fn run_ok(s: &Scratch, args: &[&str]) -> String {
     let out = s.run(args);
@@ -460,7 +455,7 @@ fn validate_refuses_a_table_to_table_copy_through_plain_json() {
 
 #[test]
 fn kinesis_to_dynamodb_stores_shard_and_sequence_and_a_replay_never_goes_back() {
-    let k = kinesis_support::Kinesis::new();
+    let k = kinesis::Kinesis::new();
     let d = Dynamo::new();
     let stream = k.create_stream(2);
     k.put_seqs(&stream, 0..600, 13);
@@ -469,7 +464,7 @@ fn kinesis_to_dynamodb_stores_shard_and_sequence_and_a_replay_never_goes_back() 
     let spec = |name: &str| {
         format!(
             "version: 1\nname: {name}\nsource:\n  type: kinesis\n  stream: {stream}\n  start_position: trim_horizon\n  shard_discovery_interval: 500ms\n{kaws}sink:\n  type: dynamodb\n  table: {table}\n  include_metadata:\n    shard-id: kinesis_shard_id\n    sequence-number: shard_sequence_number\n  only_newer_by: sequence-number\n{daws}offsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 50ms\n  max_buffered: 500\n",
-            kaws = kinesis_support::aws_yaml(&k.endpoint, "  "),
+            kaws = kinesis::aws_yaml(&k.endpoint, "  "),
             daws = aws_yaml(&d.endpoint, "  "),
         )
     };
@@ -520,7 +515,7 @@ fn kinesis_to_dynamodb_stores_shard_and_sequence_and_a_replay_never_goes_back() 
 
 #[test]
 fn only_newer_by_sequence_number_keeps_the_last_update_inside_one_kpl_aggregate() {
-    let k = kinesis_support::Kinesis::new();
+    let k = kinesis::Kinesis::new();
     let d = Dynamo::new();
     let stream = k.create_stream(1);
     // KPL-aggregated Kinesis records, each holding many updates of the same few items.
@@ -533,7 +528,7 @@ fn only_newer_by_sequence_number_keeps_the_last_update_inside_one_kpl_aggregate(
         "produce.yaml",
         &format!(
             "version: 1\nname: agg-produce\nsource:\n  type: file\n  paths: [in.jsonl]\nformat:\n  decode: json\n  encode: json\npartitioner:\n  fields: [key]\nsink:\n  type: kinesis\n  stream: {stream}\n  aggregate: true\n  aggregation_max_size: 2KiB\n{kaws}offsets:\n  store: file\n  path: offsets\n",
-            kaws = kinesis_support::aws_yaml(&k.endpoint, "  "),
+            kaws = kinesis::aws_yaml(&k.endpoint, "  "),
         ),
     );
     run_ok(&s, &["run", "produce.yaml"]);
@@ -550,7 +545,7 @@ fn only_newer_by_sequence_number_keeps_the_last_update_inside_one_kpl_aggregate(
         let table = d.create_table("e2e-agg", "key", false, false);
         let spec = format!(
             "version: 1\nname: {name}\nsource:\n  type: kinesis\n  stream: {stream}\n  start_position: trim_horizon\n{kaws}sink:\n  type: dynamodb\n  table: {table}\n  include_metadata:\n    sequence-number: shard_sequence_number\n{extra}  only_newer_by: sequence-number\n{daws}offsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 50ms\n",
-            kaws = kinesis_support::aws_yaml(&k.endpoint, "  "),
+            kaws = kinesis::aws_yaml(&k.endpoint, "  "),
             daws = aws_yaml(&d.endpoint, "  "),
         );
         s.write(&format!("{name}.yaml"), &spec);

@@ -3,12 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-mod common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::*;
+use sluice_test_kit::*;
 
 fn generator_spec(name: &str, count: Option<u64>, partitions: u32, rate: Option<u64>) -> String {
     let mut s = format!(

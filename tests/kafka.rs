@@ -4,21 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-mod common;
-#[path = "common/dynamodb.rs"]
-mod dynamo_support;
-#[path = "common/kafka.rs"]
-mod kafka_support;
-#[path = "common/kinesis.rs"]
-mod kinesis_support;
-#[path = "common/wasm.rs"]
-mod wasm;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::*;
-use kafka_support as k;
+use sluice_test_kit::*;
+use sluice_test_kit::kafka as k;
 
 fn json_records(range: std::ops::Range<u64>) -> Vec<k::Produce> {
     range
@@ -338,13 +329,13 @@ fn two_workers_share_a_kafka_source_through_the_consumer_group() {
 #[test]
 fn a_worker_taking_over_partitions_in_a_rebalance_commits_them_to_the_shared_dynamodb_store() {
     let brokers = k::brokers();
-    let endpoint = dynamo_support::endpoint();
+    let endpoint = dynamodb::endpoint();
     let topic = k::topic("claimed");
     let group = k::topic("claimers");
     let table = k::topic("offsets");
     let spec = format!(
         "version: 1\nname: claimed\nsource:\n  type: kafka\n  brokers: [{brokers}]\n  topics: [{topic}]\n  group: {group}\n  rebalance_drain: 10s\n  properties:\n    session.timeout.ms: 6000\n    heartbeat.interval.ms: 500\nsink:\n  type: file\n  path: out.jsonl\noffsets:\n  store: dynamodb\n  table: {table}\n  create_table: true\n  commit_interval: 100ms\n{}pipeline:\n  flush_interval: 20ms\n",
-        dynamo_support::aws_yaml(&endpoint, "  ")
+        dynamodb::aws_yaml(&endpoint, "  ")
     );
     let mut w = Workers::start(&brokers, &topic, &spec);
     let b_early_exit = w.wb.try_wait().expect("try_wait");
@@ -450,7 +441,7 @@ fn unique(msgs: &[k::Msg]) -> BTreeSet<u64> {
 #[test]
 fn the_bridge_kinesis_to_kafka_survives_resharding_and_a_crash() {
     let brokers = k::brokers();
-    let kinesis = kinesis_support::Kinesis::new();
+    let kinesis = kinesis::Kinesis::new();
     let stream = kinesis.create_stream(2);
     let topic = k::topic("bridge");
     let plugins = wasm::plugins_dir();
@@ -459,7 +450,7 @@ fn the_bridge_kinesis_to_kafka_survives_resharding_and_a_crash() {
         "bridge.yaml",
         &format!(
             "version: 1\nname: bridge\nsource:\n  type: kinesis\n  stream: {stream}\n  start_position: trim_horizon\n  shard_discovery_interval: 500ms\n{aws}format:\n  decode: json\n  encode: json\ntransforms:\n  - wasm: {dir}/mask_fields.wasm\n    config:\n      fields: [email]\npartitioner:\n  wasm: {dir}/field_partitioner.wasm\n  config:\n    fields: [user_id]\nsink:\n  type: kafka\n  brokers: [{brokers}]\n  topic: {topic}\n  key: partition_key\n  include_metadata: [shard-id, sequence-number]\n  create_topic:\n    partitions: 4\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 200ms\npipeline:\n  flush_interval: 50ms\n",
-            aws = kinesis_support::aws_yaml(&kinesis.endpoint, "  "),
+            aws = kinesis::aws_yaml(&kinesis.endpoint, "  "),
             dir = plugins.display(),
         ),
     );

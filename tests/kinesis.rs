@@ -4,15 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-mod common;
-#[path = "common/kinesis.rs"]
-mod kinesis_support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use common::*;
-use kinesis_support::*;
+use sluice_test_kit::*;
+use sluice_test_kit::kinesis::*;
 
 /// Output lines parsed as (seq, key, shard, offset). Only complete lines: the file may be
 /// being written.

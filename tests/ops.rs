@@ -3,19 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-mod common;
-#[path = "common/kafka.rs"]
-mod kafka_support;
-#[path = "common/kinesis.rs"]
-mod kinesis_support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
-use kafka_support as k;
+use sluice_test_kit::*;
+use sluice_test_kit::kafka as k;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -480,7 +475,7 @@ fn lag_series(port: u16, pipeline: &str) -> std::collections::BTreeMap<String, f
 
 #[test]
 fn kinesis_shard_lag_is_exported_per_shard_and_falls_to_zero_when_caught_up() {
-    let kin = kinesis_support::Kinesis::new();
+    let kin = kinesis::Kinesis::new();
     let stream = kin.create_stream(2);
     kin.put_seqs(&stream, 0..600, 10);
     let s = Scratch::new();
@@ -488,7 +483,7 @@ fn kinesis_shard_lag_is_exported_per_shard_and_falls_to_zero_when_caught_up() {
         "spec.yaml",
         &format!(
             "version: 1\nname: lag\nsource:\n  type: kinesis\n  stream: {stream}\n  start_position: trim_horizon\n  max_records: 20\n  interval: 200ms\n{aws}sink:\n  type: file\n  path: out/data.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 50ms\n",
-            aws = kinesis_support::aws_yaml(&kin.endpoint, "  "),
+            aws = kinesis::aws_yaml(&kin.endpoint, "  "),
         ),
     );
     let port = free_port();
@@ -536,7 +531,7 @@ fn restart_attempts_run_out_and_the_run_exits_non_zero() {
         "spec.yaml",
         &format!(
             "version: 1\nname: gone\nsource:\n  type: kinesis\n  stream: anything\n  retries:\n    describe:\n      max_retries: 0\n{aws}sink:\n  type: file\n  path: out.jsonl\nrestart:\n  attempts: 2\n  initial_backoff: 10ms\n  max_backoff: 20ms\n",
-            aws = kinesis_support::aws_yaml(&format!("http://127.0.0.1:{port}"), "  "),
+            aws = kinesis::aws_yaml(&format!("http://127.0.0.1:{port}"), "  "),
         ),
     );
     let out = s.run(&["run", "--no-progress", "spec.yaml"]);

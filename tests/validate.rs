@@ -3,11 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-mod common;
-#[path = "common/wasm.rs"]
-mod wasm;
 
-use common::*;
+use sluice_test_kit::*;
 
 /// Runs `sluice validate` on a fixture from `tests/fixtures/bad`, from that folder, so the
 /// messages show the bare file name.

@@ -7,8 +7,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-#[path = "../../tests/common/wasm.rs"]
-mod wasm;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -26,6 +24,7 @@ use sluice_runtime::plugin::PluginHost;
 use sluice_runtime::spec::JqSpec;
 use sluice_runtime::spec::plugin::PluginSpec;
 use sluice_runtime::stage::{Outcome, Stage};
+use sluice_test_kit::wasm;
 
 const BATCHES: [usize; 3] = [1, 100, 1000];
 

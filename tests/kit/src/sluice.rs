@@ -1,15 +1,33 @@
-//! Helpers shared by the end-to-end tests: a scratch folder per test, the `sluice` binary, and
-//! polling with a deadline (never fixed sleeps).
-
-#![allow(dead_code)]
+//! The `sluice` binary under test, a scratch folder per test where it runs, and readers of what
+//! it wrote.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::Duration;
 
-/// The `sluice` binary under test.
-pub fn sluice_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_sluice")
+use crate::wait_for;
+
+/// The `sluice` binary under test: `target/<profile>/sluice`, next to the `deps/` folder that
+/// holds the running test executable (cargo builds a package's binaries before its integration
+/// tests).
+pub fn sluice_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test executable's path");
+        let profile = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test executable lives in target/<profile>/deps");
+        let bin = profile.join(format!("sluice{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            bin.is_file(),
+            "{} is missing: run the test through `cargo test -p sluice-runtime`",
+            bin.display()
+        );
+        bin
+    })
+    .clone()
 }
 
 /// A scratch folder where specs are written and `sluice` runs.
@@ -98,18 +116,6 @@ impl Scratch {
     }
 }
 
-/// Polls `cond` until it holds or `timeout` passes; returns whether it held.
-pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    cond()
-}
-
 /// Waits for a child to exit, killing it after `timeout`.
 pub fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     let mut status = None;
@@ -158,5 +164,31 @@ pub fn stdout(o: &Output) -> String {
 
 /// The repository root.
 pub fn repo_root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// A running `sluice` that is killed when the test ends, even by a failed assertion, so no
+/// pipeline outlives its test.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }

@@ -1,8 +1,5 @@
-//! Kafka helpers for the end-to-end tests: the broker `scripts/test.sh` starts (through
-//! `scripts/emulators/kafka.sh`), random topics, a producer and a reader, and private tansu
+//! Kafka helpers: the shared broker, random topics, a producer and a reader, and private tansu
 //! brokers for tests that restart one.
-
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
@@ -21,13 +18,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 /// The shared test broker: `SLUICE_TEST_KAFKA_BROKERS`, else 127.0.0.1:9092. Panics with the
 /// way to start one when nothing answers.
 pub fn brokers() -> String {
-    let b = std::env::var("SLUICE_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    let addr: SocketAddr = b.parse().expect("SLUICE_TEST_KAFKA_BROKERS is host:port");
-    assert!(
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok(),
-        "no Kafka broker answers at {b} (SLUICE_TEST_KAFKA_BROKERS): run the tests through scripts/test.sh, or `scripts/emulators/kafka.sh start DIR` and source DIR/kafka.env"
-    );
-    b
+    crate::emulator::kafka_brokers()
 }
 
 /// A fresh topic name.
@@ -67,7 +58,7 @@ pub fn create_topic_with(brokers: &str, topic: &str, partitions: i32, configs: &
     }
     let consumer: BaseConsumer = config(brokers).create().expect("consumer");
     assert!(
-        crate::common::wait_for(Duration::from_secs(10), || {
+        crate::wait_for(Duration::from_secs(10), || {
             consumer
                 .fetch_metadata(Some(topic), Duration::from_secs(2))
                 .map(|m| {
@@ -161,7 +152,7 @@ pub fn read_until(
     let deadline = Instant::now() + timeout;
     // The topic may not exist yet (a sink creates it when it starts).
     let mut parts = 0;
-    crate::common::wait_for(timeout, || {
+    crate::wait_for(timeout, || {
         parts = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(5))
             .ok()
@@ -301,9 +292,7 @@ impl Tansu {
 
     /// Starts (again) on the same port; waits until it listens.
     pub fn restart(&mut self) {
-        let bin = std::env::var("SLUICE_TEST_TANSU_BIN").expect(
-            "SLUICE_TEST_TANSU_BIN is not set: run the tests through scripts/test.sh (scripts/emulators/kafka.sh writes it)",
-        );
+        let bin = crate::emulator::tansu_bin();
         std::fs::create_dir_all(&self.dir).expect("tansu dir");
         std::fs::write(self.dir.join(".env"), "").expect("tansu .env");
         let url = format!("tcp://127.0.0.1:{}", self.port);
@@ -331,7 +320,7 @@ impl Tansu {
         self.child = Some(child);
         let addr: SocketAddr = self.brokers().parse().expect("addr");
         assert!(
-            crate::common::wait_for(Duration::from_secs(20), || TcpStream::connect_timeout(
+            crate::wait_for(Duration::from_secs(20), || TcpStream::connect_timeout(
                 &addr,
                 Duration::from_millis(200)
             )
