@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-
 use sluice_test_kit::*;
 
 /// Runs `sluice validate` on a fixture from `tests/fixtures/bad`, from that folder, so the
@@ -97,27 +96,31 @@ fn print_redacts_every_librdkafka_sensitive_property() {
     assert!(text.contains("client.rack: rack-1"), "{text}");
 }
 
+/// Every spec the project ships, user examples and the bench scripts' specs alike, validates
+/// (the bench specs take their endpoints and sizes from `${VAR:-default}`, so the defaults must
+/// be valid too).
 #[test]
-fn every_example_spec_is_valid() {
-    let examples = repo_root().join("examples");
+fn every_example_and_bench_spec_is_valid() {
     // Example specs name plugins under ${SLUICE_PLUGIN_DIR}: point it at the test build.
     let plugin_dir = wasm::plugins_dir();
-    let mut n = 0;
-    for entry in std::fs::read_dir(&examples).expect("examples/") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_some_and(|e| e == "yaml") {
-            let out = std::process::Command::new(sluice_bin())
-                .arg("validate")
-                .arg(&path)
-                .env("SLUICE_PLUGIN_DIR", plugin_dir)
-                .current_dir(repo_root())
-                .output()
-                .expect("validate");
-            assert!(out.status.success(), "{}: {}", path.display(), stdout(&out));
-            n += 1;
+    for folder in ["examples", "scripts/bench/specs"] {
+        let mut n = 0;
+        for entry in std::fs::read_dir(repo_root().join(folder)).expect(folder) {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let out = std::process::Command::new(sluice_bin())
+                    .arg("validate")
+                    .arg(&path)
+                    .env("SLUICE_PLUGIN_DIR", plugin_dir)
+                    .current_dir(repo_root())
+                    .output()
+                    .expect("validate");
+                assert!(out.status.success(), "{}: {}", path.display(), stdout(&out));
+                n += 1;
+            }
         }
+        assert!(n > 0, "no specs found in {folder}");
     }
-    assert!(n > 0, "no example specs found");
 }
 
 #[test]
