@@ -5,13 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use sluice_test_kit::*;
-use sluice_test_kit::kafka as k;
 use rand::Rng;
+use sluice_test_kit::kafka as k;
+use sluice_test_kit::*;
 
 const TOTAL: u64 = 3000;
 const KILLS: usize = 8;

@@ -5,12 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use sluice_test_kit::*;
 use sluice_test_kit::dynamodb::*;
+use sluice_test_kit::*;
 
 fn run_ok(s: &Scratch, args: &[&str]) -> String {
     let out = s.run(args);
@@ -139,6 +138,27 @@ fn mirror_spec(d: &Dynamo, name: &str, from: &str, to: &str, source_extra: &str)
     )
 }
 
+/// Waits up to `timeout` until table `to` matches `from` (by `id`), then stops the copy with
+/// SIGTERM; it must have matched and exited cleanly.
+fn stop_when_copied(
+    d: &Dynamo,
+    child: &mut std::process::Child,
+    from: &str,
+    to: &str,
+    timeout: Duration,
+) {
+    let ok = wait_for(timeout, || same(d, from, to, "id"));
+    signal(child, "-TERM");
+    let status = wait_exit(child, Duration::from_secs(30));
+    assert!(
+        ok,
+        "the copy never matched: {} vs {} items",
+        d.count(from),
+        d.count(to)
+    );
+    assert!(status.success());
+}
+
 fn same(d: &Dynamo, a: &str, b: &str, key: &str) -> bool {
     d.by_key(a, key) == d.by_key(b, key)
 }
@@ -175,16 +195,7 @@ fn cdc_mirrors_inserts_updates_and_deletes_into_another_table() {
     for i in 50..60 {
         d.delete(&from, key(i));
     }
-    let ok = wait_for(Duration::from_secs(60), || same(&d, &from, &to, "id"));
-    signal(&child, "-TERM");
-    let status = wait_exit(&mut child, Duration::from_secs(30));
-    assert!(
-        ok,
-        "the copy never matched: {} vs {} items",
-        d.count(&from),
-        d.count(&to)
-    );
-    assert!(status.success());
+    stop_when_copied(&d, &mut child, &from, &to, Duration::from_secs(60));
     let copy = d.by_key(&to, "id");
     assert_eq!(copy.len(), 50);
     assert_eq!(copy["k3"]["v"], n(2));
@@ -247,16 +258,7 @@ fn snapshot_then_cdc_copies_a_table_that_changes_during_the_scan() {
         d.put(&from, it);
         d.delete(&from, key(1000 + i));
     }
-    let ok = wait_for(Duration::from_secs(90), || same(&d, &from, &to, "id"));
-    signal(&child, "-TERM");
-    let status = wait_exit(&mut child, Duration::from_secs(30));
-    assert!(
-        ok,
-        "the copy never matched: {} vs {} items",
-        d.count(&from),
-        d.count(&to)
-    );
-    assert!(status.success());
+    stop_when_copied(&d, &mut child, &from, &to, Duration::from_secs(90));
     assert_eq!(d.count(&to), 1500);
 }
 

@@ -4,12 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use sluice_test_kit::*;
 use sluice_test_kit::kafka as k;
+use sluice_test_kit::*;
 
 fn json_records(range: std::ops::Range<u64>) -> Vec<k::Produce> {
     range

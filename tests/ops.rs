@@ -3,21 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use sluice_test_kit::*;
 use sluice_test_kit::kafka as k;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
+use sluice_test_kit::*;
 
 /// A plain HTTP/1.1 request on loopback: (status, body), or None when nothing answers.
 fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<(u16, String)> {
@@ -160,15 +152,8 @@ fn prometheus_reads_the_record_counters_of_a_running_pipeline() {
         "spec.yaml",
         "version: 1\nname: scraped\nsource:\n  type: stdin\n  batch_size: 2\nsink:\n  type: file\n  path: out/data.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 50ms\n",
     );
-    let port = free_port();
-    let mut child = s
-        .cmd(&[
-            "run",
-            "--no-progress",
-            "--http",
-            &format!("127.0.0.1:{port}"),
-            "spec.yaml",
-        ])
+    let (port, mut cmd) = s.http_cmd("spec.yaml");
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -219,15 +204,8 @@ fn pause_commits_and_stops_reading_resume_goes_on_and_the_token_guards_control()
         "spec.yaml",
         "version: 1\nname: api\nsource:\n  type: generator\n  count: 3000\n  rate: 600\n  batch_size: 50\nsink:\n  type: file\n  path: out/data.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 50ms\n",
     );
-    let port = free_port();
-    let child = s
-        .cmd(&[
-            "run",
-            "--no-progress",
-            "--http",
-            &format!("127.0.0.1:{port}"),
-            "spec.yaml",
-        ])
+    let (port, mut cmd) = s.http_cmd("spec.yaml");
+    let child = cmd
         .env("SLUICE_HTTP_TOKEN", "s3cret")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -375,14 +353,7 @@ fn a_kafka_sink_whose_broker_comes_late_restarts_with_backoff_and_delivers_every
             "  retry:\n    max_retries: 0\n",
         ),
     );
-    let port = free_port();
-    let mut run = Running(s.spawn(&[
-        "run",
-        "--no-progress",
-        "--http",
-        &format!("127.0.0.1:{port}"),
-        "spec.yaml",
-    ]));
+    let (port, mut run) = s.spawn_http("spec.yaml");
     // Not ready while the broker is away, and the supervisor keeps trying (the sink's own
     // start-up retries are off, so each failed attempt reaches the supervisor).
     assert!(
@@ -427,15 +398,8 @@ fn ready_turns_200_once_the_pipeline_runs() {
         "spec.yaml",
         &kafka_sink_spec("ready", "  type: stdin\n", &brokers, &topic, ""),
     );
-    let port = free_port();
-    let mut child = s
-        .cmd(&[
-            "run",
-            "--no-progress",
-            "--http",
-            &format!("127.0.0.1:{port}"),
-            "spec.yaml",
-        ])
+    let (port, mut cmd) = s.http_cmd("spec.yaml");
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -486,14 +450,7 @@ fn kinesis_shard_lag_is_exported_per_shard_and_falls_to_zero_when_caught_up() {
             aws = kinesis::aws_yaml(&kin.endpoint, "  "),
         ),
     );
-    let port = free_port();
-    let _run = Running(s.spawn(&[
-        "run",
-        "--no-progress",
-        "--http",
-        &format!("127.0.0.1:{port}"),
-        "spec.yaml",
-    ]));
+    let (port, _run) = s.spawn_http("spec.yaml");
     let shards: Vec<String> = kin
         .shards(&stream)
         .iter()
@@ -564,14 +521,7 @@ fn kafka_partition_lag_is_the_age_of_the_newest_record_read() {
             "version: 1\nname: klag\nsource:\n  type: kafka\n  brokers: [{brokers}]\n  topics: [{topic}]\n  group: g-{topic}\nsink:\n  type: file\n  path: out/data.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 20ms\n"
         ),
     );
-    let port = free_port();
-    let _run = Running(s.spawn(&[
-        "run",
-        "--no-progress",
-        "--http",
-        &format!("127.0.0.1:{port}"),
-        "spec.yaml",
-    ]));
+    let (port, _run) = s.spawn_http("spec.yaml");
     let partition = format!("{topic}/0");
     assert!(
         wait_for(Duration::from_secs(60), || s.lines("out/data.jsonl").len()

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ScalarAttributeType};
-use sluice_connectors::api::{CommittedOffsets, Sink, SinkRecord, Source, SourceBatch, SourceContext};
-use sluice_connectors::aws::AwsConfig;
+use sluice_connectors::api::{
+    CommittedOffsets, Sink, SinkRecord, Source, SourceBatch, SourceContext,
+};
 use sluice_connectors::dynamodb::*;
 use sluice_connectors::{Completion, Offset, Record, Rejected, Route, Ticket};
 use sluice_test_kit::dynamodb::{create_table, n, put_ids as put_items, s, scan as scan_all};
@@ -22,36 +23,31 @@ use tokio_util::sync::CancellationToken;
 
 // ---------------------------------------------------------------- helpers
 
-fn aws() -> AwsConfig {
-    serde_json::from_value(sluice_test_kit::aws_json(&emulator::dynamodb())).expect("aws config")
-}
-
 async fn client() -> Client {
     sluice_test_kit::dynamodb::client(&emulator::dynamodb())
 }
 
-fn sink_cfg(table: &str, extra: serde_json::Value) -> DynamoSinkConfig {
-    let mut v = serde_json::json!({"table": table});
-    if let (Some(m), Some(e)) = (v.as_object_mut(), extra.as_object()) {
-        for (k, x) in e {
-            m.insert(k.clone(), x.clone());
-        }
+/// A connector config: `base` with the emulator's `aws:` settings and `extra` merged in.
+fn config<T: serde::de::DeserializeOwned>(
+    mut base: serde_json::Value,
+    extra: serde_json::Value,
+) -> T {
+    base["aws"] = sluice_test_kit::aws_json(&emulator::dynamodb());
+    if let (Some(m), Some(e)) = (base.as_object_mut(), extra.as_object()) {
+        m.extend(e.clone());
     }
-    let mut cfg: DynamoSinkConfig = serde_json::from_value(v).expect("sink config");
-    cfg.aws = aws();
-    cfg
+    serde_json::from_value(base).expect("connector config")
+}
+
+fn sink_cfg(table: &str, extra: serde_json::Value) -> DynamoSinkConfig {
+    config(serde_json::json!({"table": table}), extra)
 }
 
 fn source_cfg(table: &str, extra: serde_json::Value) -> DynamoSourceConfig {
-    let mut v = serde_json::json!({"table": table, "poll_interval": "50ms", "shard_discovery_interval": "200ms"});
-    if let (Some(m), Some(e)) = (v.as_object_mut(), extra.as_object()) {
-        for (k, x) in e {
-            m.insert(k.clone(), x.clone());
-        }
-    }
-    let mut cfg: DynamoSourceConfig = serde_json::from_value(v).expect("source config");
-    cfg.aws = aws();
-    cfg
+    config(
+        serde_json::json!({"table": table, "poll_interval": "50ms", "shard_discovery_interval": "200ms"}),
+        extra,
+    )
 }
 
 /// One ticket's worth of records for a sink, and how to see whether they all got acked.
@@ -125,6 +121,18 @@ impl Batch {
     }
 }
 
+/// Writes `values` (with `meta`) through the sink and flushes; whether every record was acked.
+async fn write_acked(
+    sink: &mut DynamoSink,
+    values: &[serde_json::Value],
+    meta: &[Vec<(&'static str, String)>],
+) -> bool {
+    let (recs, mut b) = Batch::new(values, meta);
+    sink.write(recs).await.expect("write");
+    sink.flush().await.expect("flush");
+    b.completed_ok()
+}
+
 fn get<'a>(item: &'a HashMap<String, AttributeValue>, k: &str) -> &'a AttributeValue {
     item.get(k).unwrap_or_else(|| panic!("no {k} in {item:?}"))
 }
@@ -158,51 +166,36 @@ async fn sink_writes_batches_and_acks_every_record() {
 #[tokio::test]
 async fn sink_dedups_by_keys_and_never_reorders_one_key() {
     let c = client().await;
-    let t = table_name("sink-dedup");
-    create_table(&c, &t, ("user_id", ScalarAttributeType::S), None, false).await;
-    // With overwrite_by_keys: only the latest per key is sent; all records are acked.
-    let mut sink = DynamoSink::new(sink_cfg(
-        &t,
-        serde_json::json!({"overwrite_by_keys": ["user_id"]}),
-    ))
-    .await
-    .expect("sink");
     let values: Vec<_> = (0..100)
         .map(|i| serde_json::json!({"user_id": format!("u{}", i % 7), "v": i}))
         .collect();
-    let (recs, mut b) = Batch::new(&values, &[]);
-    sink.write(recs).await.expect("write");
-    sink.flush().await.expect("flush");
-    assert!(b.completed_ok());
-    let items = scan_all(&c, &t).await;
-    assert_eq!(items.len(), 7);
-    for it in &items {
-        let AttributeValue::S(u) = get(it, "user_id") else {
-            panic!()
-        };
-        let k: u64 = u[1..].parse().expect("n");
-        let last = (0..100u64).filter(|i| i % 7 == k).max().expect("some");
-        assert_eq!(get(it, "v"), &n(last), "latest record wins for {u}");
-    }
-    // Without it: every write is sent, in order per key, never two of one key together.
-    let t2 = table_name("sink-nodedup");
-    create_table(&c, &t2, ("user_id", ScalarAttributeType::S), None, false).await;
-    let mut sink = DynamoSink::new(sink_cfg(&t2, serde_json::json!({})))
-        .await
-        .expect("sink");
-    let (recs, mut b) = Batch::new(&values, &[]);
-    sink.write(recs).await.expect("write");
-    sink.flush().await.expect("flush");
-    assert!(b.completed_ok());
-    let items = scan_all(&c, &t2).await;
-    assert_eq!(items.len(), 7);
-    for it in &items {
-        let AttributeValue::S(u) = get(it, "user_id") else {
-            panic!()
-        };
-        let k: u64 = u[1..].parse().expect("n");
-        let last = (0..100u64).filter(|i| i % 7 == k).max().expect("some");
-        assert_eq!(get(it, "v"), &n(last), "the last write of {u} lands last");
+    // With overwrite_by_keys only the latest per key is sent; without it every write is sent, in
+    // order per key, never two of one key together. Either way the last write of a key wins.
+    for (prefix, extra) in [
+        (
+            "sink-dedup",
+            serde_json::json!({"overwrite_by_keys": ["user_id"]}),
+        ),
+        ("sink-nodedup", serde_json::json!({})),
+    ] {
+        let t = table_name(prefix);
+        create_table(&c, &t, ("user_id", ScalarAttributeType::S), None, false).await;
+        let mut sink = DynamoSink::new(sink_cfg(&t, extra)).await.expect("sink");
+        assert!(write_acked(&mut sink, &values, &[]).await);
+        let items = scan_all(&c, &t).await;
+        assert_eq!(items.len(), 7);
+        for it in &items {
+            let AttributeValue::S(u) = get(it, "user_id") else {
+                panic!()
+            };
+            let k: u64 = u[1..].parse().expect("n");
+            let last = (0..100u64).filter(|i| i % 7 == k).max().expect("some");
+            assert_eq!(
+                get(it, "v"),
+                &n(last),
+                "{prefix}: the last write of {u} lands last"
+            );
+        }
     }
 }
 
@@ -264,10 +257,7 @@ async fn sink_mirror_mode_deletes_by_op_field_and_stream_records() {
         serde_json::json!({"event": "INSERT", "keys": {"pk": "c", "sk": 9}, "new": {"pk": "c", "sk": 9, "y": true}, "old": null}),
         serde_json::json!({"event": "REMOVE", "keys": {"pk": "b", "sk": 1}, "new": null, "old": {"pk": "b", "sk": 1}}),
     ];
-    let (recs, mut b) = Batch::new(&values, &[]);
-    sink.write(recs).await.expect("write");
-    sink.flush().await.expect("flush");
-    assert!(b.completed_ok());
+    assert!(write_acked(&mut sink, &values, &[]).await);
     let mut keys: Vec<String> = scan_all(&c, &t)
         .await
         .iter()
@@ -307,37 +297,38 @@ async fn sink_stores_metadata_and_the_guard_keeps_newer_items() {
         ]
     };
     // 9 < 10 < 100 as numbers, though "9" > "10" as text: the guard compares lengths first.
-    let (recs, mut b) = Batch::new(
-        &[
-            serde_json::json!({"id": "k", "v": "ten"}),
-            serde_json::json!({"id": "j", "v": "hundred"}),
-        ],
-        &[meta("10"), meta("100")],
-    );
-    sink.write(recs).await.expect("write");
-    sink.flush().await.expect("flush");
-    assert!(b.completed_ok());
-    // A replay of older records is acked but does not overwrite.
-    let (recs, mut b) = Batch::new(
-        &[
-            serde_json::json!({"id": "k", "v": "nine"}),
-            serde_json::json!({"id": "j", "v": "ninety-nine"}),
-        ],
-        &[meta("9"), meta("99")],
-    );
-    sink.write(recs).await.expect("write");
-    sink.flush().await.expect("flush");
     assert!(
-        b.completed_ok(),
+        write_acked(
+            &mut sink,
+            &[
+                serde_json::json!({"id": "k", "v": "ten"}),
+                serde_json::json!({"id": "j", "v": "hundred"}),
+            ],
+            &[meta("10"), meta("100")]
+        )
+        .await
+    );
+    // A replay of older records is acked but does not overwrite.
+    assert!(
+        write_acked(
+            &mut sink,
+            &[
+                serde_json::json!({"id": "k", "v": "nine"}),
+                serde_json::json!({"id": "j", "v": "ninety-nine"}),
+            ],
+            &[meta("9"), meta("99")]
+        )
+        .await,
         "skipped older writes are still acknowledged"
     );
-    let (recs, mut b) = Batch::new(
-        &[serde_json::json!({"id": "k", "v": "eleven"})],
-        &[meta("11")],
+    assert!(
+        write_acked(
+            &mut sink,
+            &[serde_json::json!({"id": "k", "v": "eleven"})],
+            &[meta("11")]
+        )
+        .await
     );
-    sink.write(recs).await.expect("write");
-    sink.flush().await.expect("flush");
-    assert!(b.completed_ok());
     let items: BTreeMap<String, HashMap<String, AttributeValue>> = scan_all(&c, &t)
         .await
         .into_iter()
@@ -408,15 +399,8 @@ async fn sink_writes_dynamodb_json_items() {
     ))
     .await
     .expect("sink");
-    let (recs, mut b) = Batch::new(
-        &[
-            serde_json::json!({"id": {"S": "x"}, "tags": {"SS": ["a", "b"]}, "n": {"N": "12345678901234567890.5"}}),
-        ],
-        &[],
-    );
-    sink.write(recs).await.expect("write");
-    sink.flush().await.expect("flush");
-    assert!(b.completed_ok());
+    let item = serde_json::json!({"id": {"S": "x"}, "tags": {"SS": ["a", "b"]}, "n": {"N": "12345678901234567890.5"}});
+    assert!(write_acked(&mut sink, &[item], &[]).await);
     let items = scan_all(&c, &t).await;
     assert_eq!(get(&items[0], "n"), &n("12345678901234567890.5"));
     assert!(matches!(get(&items[0], "tags"), AttributeValue::Ss(v) if v.len() == 2));

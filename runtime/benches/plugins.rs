@@ -7,7 +7,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-
 use std::borrow::Cow;
 use std::fmt;
 use std::hint::black_box;

@@ -259,15 +259,7 @@ pub struct Tansu {
 impl Tansu {
     /// Starts tansu (`SLUICE_TEST_TANSU_BIN`) with memory storage on a free port, working in `dir`.
     pub fn start(dir: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut t = Self {
-            port,
-            dir: dir.to_path_buf(),
-            child: None,
-        };
+        let mut t = Self::reserve(dir);
         t.restart();
         t
     }
@@ -275,10 +267,7 @@ impl Tansu {
     /// Picks a free port without starting the broker (for tests of a broker that comes late);
     /// [`Tansu::restart`] starts it there.
     pub fn reserve(dir: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = crate::free_port();
         Self {
             port,
             dir: dir.to_path_buf(),

@@ -297,26 +297,8 @@ pub fn envelope(line: &str) -> (u64, String, String, String) {
     )
 }
 
-/// Committed offsets of a pipeline in a file store: (shard, offset, finished), by shard.
+/// Committed offsets of a pipeline in the file store `dir/offsets`: (shard, offset, finished),
+/// by shard.
 pub fn committed(dir: &std::path::Path, name: &str) -> Vec<(String, String, bool)> {
-    let text = std::fs::read_to_string(dir.join(format!("offsets/{name}.offsets.json")))
-        .unwrap_or_default();
-    if text.is_empty() {
-        return Vec::new();
-    }
-    let v: serde_json::Value = serde_json::from_str(&text).expect("offsets JSON");
-    let mut out: Vec<(String, String, bool)> = v["partitions"]
-        .as_object()
-        .expect("partitions")
-        .iter()
-        .map(|(k, e)| {
-            (
-                k.clone(),
-                e["offset"].as_str().unwrap_or_default().to_string(),
-                e["finished"].as_bool().unwrap_or(false),
-            )
-        })
-        .collect();
-    out.sort();
-    out
+    crate::committed_offsets(&dir.join("offsets"), name)
 }

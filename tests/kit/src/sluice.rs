@@ -87,33 +87,68 @@ impl Scratch {
             .expect("spawn sluice")
     }
 
+    /// `sluice run --no-progress --http 127.0.0.1:PORT SPEC` on a free port: the port and the
+    /// command, to set its stdio before spawning.
+    pub fn http_cmd(&self, spec: &str) -> (u16, Command) {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        (
+            port,
+            self.cmd(&["run", "--no-progress", "--http", &addr, spec]),
+        )
+    }
+
+    /// Starts [`Scratch::http_cmd`] in the background (output piped), killed with the test.
+    pub fn spawn_http(&self, spec: &str) -> (u16, Running) {
+        let (port, mut cmd) = self.http_cmd(spec);
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sluice");
+        (port, Running(child))
+    }
+
     /// Committed offsets of a pipeline in the default file store: partition → (offset, finished).
     pub fn offsets(&self, store: &str, name: &str) -> Vec<(String, u64, bool)> {
-        let text = std::fs::read_to_string(self.path(&format!("{store}/{name}.offsets.json")))
-            .unwrap_or_default();
-        if text.is_empty() {
-            return Vec::new();
-        }
-        let v: serde_json::Value = serde_json::from_str(&text).expect("offsets JSON");
-        let mut out: Vec<(String, u64, bool)> = v["partitions"]
-            .as_object()
-            .expect("partitions")
-            .iter()
-            .map(|(k, e)| {
-                (
-                    k.clone(),
-                    e["offset"]
-                        .as_str()
-                        .expect("offset")
-                        .parse()
-                        .expect("number"),
-                    e["finished"].as_bool().unwrap_or(false),
-                )
-            })
-            .collect();
-        out.sort();
-        out
+        committed_offsets(&self.path(store), name)
+            .into_iter()
+            .map(|(k, o, f)| (k, o.parse().expect("a numeric offset"), f))
+            .collect()
     }
+}
+
+/// Committed offsets of pipeline `name` in the file store folder `dir`: (partition, offset,
+/// finished), by partition; empty before the first commit.
+pub fn committed_offsets(dir: &Path, name: &str) -> Vec<(String, String, bool)> {
+    let text =
+        std::fs::read_to_string(dir.join(format!("{name}.offsets.json"))).unwrap_or_default();
+    if text.is_empty() {
+        return Vec::new();
+    }
+    let v: serde_json::Value = serde_json::from_str(&text).expect("offsets JSON");
+    let mut out: Vec<(String, String, bool)> = v["partitions"]
+        .as_object()
+        .expect("partitions")
+        .iter()
+        .map(|(k, e)| {
+            (
+                k.clone(),
+                e["offset"].as_str().expect("offset").to_string(),
+                e["finished"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A loopback port nothing listens on (yet).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
 }
 
 /// Waits for a child to exit, killing it after `timeout`.
