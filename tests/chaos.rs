@@ -42,8 +42,7 @@ fn a_bridge_killed_at_random_moments_delivers_everything_once_in_order_with_boun
     let kinesis = kinesis::Kinesis::new();
     let stream = kinesis.create_stream(2);
     let topic = k::topic("chaos");
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "bridge.yaml",
         &format!(
             "version: 1\nname: chaos\nsource:\n  type: kinesis\n  stream: {stream}\n  start_position: trim_horizon\n{aws}format:\n  decode: json\n  encode: json\npartitioner:\n  fields: [user_id]\nsink:\n  type: kafka\n  brokers: [{brokers}]\n  topic: {topic}\n  key: partition_key\n  create_topic:\n    partitions: 4\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 300ms\npipeline:\n  flush_interval: 50ms\n",

@@ -30,8 +30,7 @@ fn generator_to_dynamodb_survives_kill_9_with_offsets_in_dynamodb() {
     let d = Dynamo::new();
     let table = d.create_table("e2e-gen", "seq", true, false);
     let offsets = format!("offsets-{:08x}", rand::random::<u32>());
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "spec.yaml",
         &format!(
             "version: 1\nname: gen-ddb\nsource:\n  type: generator\n  partitions: 2\n  count: 10000\n  rate: 1000\n  batch_size: 100\nformat:\n  decode: json\n  encode: json\nsink:\n  type: dynamodb\n  table: {table}\n  include_metadata:\n    partition: source_partition\n    offset: source_offset\n{aws}{offs}pipeline:\n  flush_interval: 100ms\n  max_buffered: 500\n",
@@ -86,8 +85,7 @@ fn snapshot_of_thousands_of_items_across_segments_resumes_after_a_stop() {
     let d = Dynamo::new();
     let table = d.create_table("e2e-snap", "id", true, false);
     d.put_ids(&table, 0..3000);
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "spec.yaml",
         &format!(
             "version: 1\nname: snap\nsource:\n  type: dynamodb\n  table: {table}\n  mode: snapshot\n  segments: 4\n  page_size: 100\n{aws}sink:\n  type: file\n  path: out/items.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 50ms\n  max_buffered: 500\n",
@@ -168,8 +166,7 @@ fn cdc_mirrors_inserts_updates_and_deletes_into_another_table() {
     let d = Dynamo::new();
     let from = d.create_table("e2e-cdc-from", "id", false, true);
     let to = d.create_table("e2e-cdc-to", "id", false, false);
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "spec.yaml",
         &mirror_spec(
             &d,
@@ -231,8 +228,7 @@ fn snapshot_then_cdc_copies_a_table_that_changes_during_the_scan() {
     let from = d.create_table("e2e-s2c-from", "id", true, true);
     let to = d.create_table("e2e-s2c-to", "id", true, false);
     d.put_ids(&from, 0..1500);
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "spec.yaml",
         &mirror_spec(
             &d,
@@ -355,8 +351,7 @@ fn a_replica_keeps_every_attribute_type_through_the_snapshot_and_the_stream() {
     for i in 0..400 {
         d.put(&from, typed_item(&format!("k{i}"), 0));
     }
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "spec.yaml",
         &mirror_spec(
             &d,

@@ -135,30 +135,14 @@ impl Drop for Prometheus {
     }
 }
 
-/// Kills a `sluice` child on drop (a failed assertion must not leave it running).
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn prometheus_reads_the_record_counters_of_a_running_pipeline() {
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "spec.yaml",
         "version: 1\nname: scraped\nsource:\n  type: stdin\n  batch_size: 2\nsink:\n  type: file\n  path: out/data.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 50ms\n",
     );
     let (port, mut cmd) = s.http_cmd("spec.yaml");
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sluice");
+    let mut child = cmd.stdin(Stdio::piped()).spawn().expect("spawn sluice");
     let mut stdin = child.stdin.take().expect("stdin");
     let mut run = Running(child);
     let sent = 1234u64;
@@ -199,16 +183,13 @@ fn prometheus_reads_the_record_counters_of_a_running_pipeline() {
 
 #[test]
 fn pause_commits_and_stops_reading_resume_goes_on_and_the_token_guards_control() {
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "spec.yaml",
         "version: 1\nname: api\nsource:\n  type: generator\n  count: 3000\n  rate: 600\n  batch_size: 50\nsink:\n  type: file\n  path: out/data.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 50ms\n",
     );
     let (port, mut cmd) = s.http_cmd("spec.yaml");
     let child = cmd
         .env("SLUICE_HTTP_TOKEN", "s3cret")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn sluice");
     let mut run = Running(child);
@@ -295,8 +276,7 @@ fn pause_commits_and_stops_reading_resume_goes_on_and_the_token_guards_control()
 
 #[test]
 fn one_pipeline_failing_for_good_lets_the_other_finish() {
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "good.yaml",
         "version: 1\nname: good\nsource:\n  type: generator\n  count: 3000\n  rate: 1500\n  batch_size: 100\nsink:\n  type: file\n  path: out/good.jsonl\noffsets:\n  store: file\n  path: offsets\n",
     );
@@ -339,10 +319,7 @@ fn kafka_sink_spec(
 
 #[test]
 fn a_kafka_sink_whose_broker_comes_late_restarts_with_backoff_and_delivers_everything() {
-    let s = Scratch::new();
-    let mut broker = k::Tansu::reserve(&s.path("tansu"));
-    let brokers = broker.brokers();
-    let topic = k::topic("late");
+    let (s, mut broker, brokers, topic) = k::private_broker("late", false);
     s.write(
         "spec.yaml",
         &kafka_sink_spec(
@@ -390,10 +367,7 @@ fn a_kafka_sink_whose_broker_comes_late_restarts_with_backoff_and_delivers_every
 
 #[test]
 fn ready_turns_200_once_the_pipeline_runs() {
-    let s = Scratch::new();
-    let mut broker = k::Tansu::reserve(&s.path("tansu"));
-    let brokers = broker.brokers();
-    let topic = k::topic("ready");
+    let (s, mut broker, brokers, topic) = k::private_broker("ready", false);
     s.write(
         "spec.yaml",
         &kafka_sink_spec("ready", "  type: stdin\n", &brokers, &topic, ""),
@@ -401,7 +375,6 @@ fn ready_turns_200_once_the_pipeline_runs() {
     let (port, mut cmd) = s.http_cmd("spec.yaml");
     let mut child = cmd
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn sluice");
@@ -442,8 +415,7 @@ fn kinesis_shard_lag_is_exported_per_shard_and_falls_to_zero_when_caught_up() {
     let kin = kinesis::Kinesis::new();
     let stream = kin.create_stream(2);
     kin.put_seqs(&stream, 0..600, 10);
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "spec.yaml",
         &format!(
             "version: 1\nname: lag\nsource:\n  type: kinesis\n  stream: {stream}\n  start_position: trim_horizon\n  max_records: 20\n  interval: 200ms\n{aws}sink:\n  type: file\n  path: out/data.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 50ms\n",
@@ -483,8 +455,7 @@ fn kinesis_shard_lag_is_exported_per_shard_and_falls_to_zero_when_caught_up() {
 fn restart_attempts_run_out_and_the_run_exits_non_zero() {
     // Nothing listens on this port: every start fails with a retriable error.
     let port = free_port();
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "spec.yaml",
         &format!(
             "version: 1\nname: gone\nsource:\n  type: kinesis\n  stream: anything\n  retries:\n    describe:\n      max_retries: 0\n{aws}sink:\n  type: file\n  path: out.jsonl\nrestart:\n  attempts: 2\n  initial_backoff: 10ms\n  max_backoff: 20ms\n",
@@ -514,8 +485,7 @@ fn kafka_partition_lag_is_the_age_of_the_newest_record_read() {
         .collect();
     let produced_at = std::time::Instant::now();
     k::produce(&brokers, &topic, &records, Some(0));
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "spec.yaml",
         &format!(
             "version: 1\nname: klag\nsource:\n  type: kafka\n  brokers: [{brokers}]\n  topics: [{topic}]\n  group: g-{topic}\nsink:\n  type: file\n  path: out/data.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 20ms\n"

@@ -145,6 +145,27 @@ fn size_name(size: usize) -> &'static str {
     if size < 1000 { "100B" } else { "1KiB" }
 }
 
+/// A benchmark case: its name, the one batch size it runs at (`ALL`: every size) and the work.
+type Case<'a> = (&'static str, Option<usize>, &'a mut dyn FnMut(&[Record]));
+const ALL: Option<usize> = None;
+
+/// Group `{group}/{size}`: every case over batches of each of `BATCHES` records of `size` bytes.
+fn compare(c: &mut Criterion, group: &str, size: usize, cases: &mut [Case<'_>]) {
+    let mut g = c.benchmark_group(format!("{group}/{}", size_name(size)));
+    for n in BATCHES {
+        let batch = records(n, size);
+        g.throughput(Throughput::Elements(n as u64));
+        for (name, only, run) in cases.iter_mut() {
+            if only.is_none_or(|only| only == n) {
+                g.bench_with_input(BenchmarkId::new(*name, n), &batch, |b, batch| {
+                    b.iter(|| run(batch))
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
 fn transforms(c: &mut Criterion) {
     let host = PluginHost::new().expect("start the plugin host");
     let mut identity = host
@@ -164,39 +185,34 @@ fn transforms(c: &mut Criterion) {
     let mut mask_fuel = host.transform(&fueled, "/".as_ref()).unwrap();
 
     for size in [100, 1024] {
-        let mut g = c.benchmark_group(format!("identity/{}", size_name(size)));
-        for n in BATCHES {
-            let batch = records(n, size);
-            g.throughput(Throughput::Elements(n as u64));
-            g.bench_with_input(BenchmarkId::new("wasm", n), &batch, |b, batch| {
-                b.iter(|| black_box(identity.process(batch).unwrap()))
-            });
-            g.bench_with_input(BenchmarkId::new("native", n), &batch, |b, batch| {
-                b.iter(|| black_box(native_identity(batch)))
-            });
-        }
-        g.finish();
-
-        let mut g = c.benchmark_group(format!("mask/{}", size_name(size)));
-        for n in BATCHES {
-            let batch = records(n, size);
-            g.throughput(Throughput::Elements(n as u64));
-            g.bench_with_input(BenchmarkId::new("wasm", n), &batch, |b, batch| {
-                b.iter(|| black_box(mask.process(batch).unwrap()))
-            });
-            g.bench_with_input(BenchmarkId::new("native", n), &batch, |b, batch| {
-                b.iter(|| black_box(native_mask(batch, &["email"])))
-            });
-            g.bench_with_input(BenchmarkId::new("jq", n), &batch, |b, batch| {
-                b.iter(|| black_box(jq.process(batch).unwrap()))
-            });
-            if n == 1000 {
-                g.bench_with_input(BenchmarkId::new("wasm+fuel", n), &batch, |b, batch| {
-                    b.iter(|| black_box(mask_fuel.process(batch).unwrap()))
-                });
-            }
-        }
-        g.finish();
+        compare(
+            c,
+            "identity",
+            size,
+            &mut [
+                ("wasm", ALL, &mut |b| {
+                    drop(black_box(identity.process(b).unwrap()))
+                }),
+                ("native", ALL, &mut |b| drop(black_box(native_identity(b)))),
+            ],
+        );
+        compare(
+            c,
+            "mask",
+            size,
+            &mut [
+                ("wasm", ALL, &mut |b| {
+                    drop(black_box(mask.process(b).unwrap()))
+                }),
+                ("native", ALL, &mut |b| {
+                    drop(black_box(native_mask(b, &["email"])))
+                }),
+                ("jq", ALL, &mut |b| drop(black_box(jq.process(b).unwrap()))),
+                ("wasm+fuel", Some(1000), &mut |b| {
+                    drop(black_box(mask_fuel.process(b).unwrap()))
+                }),
+            ],
+        );
     }
 }
 
@@ -209,18 +225,19 @@ fn partitioners(c: &mut Criterion) {
         )
         .unwrap();
     for size in [100, 1024] {
-        let mut g = c.benchmark_group(format!("partition/{}", size_name(size)));
-        for n in BATCHES {
-            let batch = records(n, size);
-            g.throughput(Throughput::Elements(n as u64));
-            g.bench_with_input(BenchmarkId::new("wasm", n), &batch, |b, batch| {
-                b.iter(|| black_box(p.partition(batch, Some(64)).unwrap()))
-            });
-            g.bench_with_input(BenchmarkId::new("native", n), &batch, |b, batch| {
-                b.iter(|| black_box(native_partition(batch, 64)))
-            });
-        }
-        g.finish();
+        compare(
+            c,
+            "partition",
+            size,
+            &mut [
+                ("wasm", ALL, &mut |b| {
+                    drop(black_box(p.partition(b, Some(64)).unwrap()))
+                }),
+                ("native", ALL, &mut |b| {
+                    drop(black_box(native_partition(b, 64)))
+                }),
+            ],
+        );
     }
 }
 

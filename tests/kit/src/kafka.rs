@@ -23,7 +23,7 @@ pub fn brokers() -> String {
 
 /// A fresh topic name.
 pub fn topic(prefix: &str) -> String {
-    format!("{prefix}-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+    crate::unique_name(prefix)
 }
 
 fn config(brokers: &str) -> ClientConfig {
@@ -247,6 +247,20 @@ pub fn commit_group_offset(brokers: &str, group: &str, topic: &str, partition: i
     consumer
         .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
         .expect("commit");
+}
+
+/// A scratch folder holding a private broker (started, or only given a port when `start` is
+/// false), the broker's address and a fresh topic name: for tests that stop and start it.
+pub fn private_broker(prefix: &str, start: bool) -> (crate::Scratch, Tansu, String, String) {
+    let s = crate::Scratch::new();
+    let dir = s.path("tansu");
+    let broker = if start {
+        Tansu::start(&dir)
+    } else {
+        Tansu::reserve(&dir)
+    };
+    let brokers = broker.brokers();
+    (s, broker, brokers, topic(prefix))
 }
 
 /// A private tansu broker on a fixed port (for tests that stop and restart it).

@@ -21,7 +21,8 @@
 //! # run.kill().unwrap();
 //! ```
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// test code: a failure is the test failing
 // `new()` connects to a server or makes a folder: not what `Default` promises.
 #![allow(clippy::new_without_default)]
 

@@ -42,6 +42,13 @@ impl Scratch {
         }
     }
 
+    /// A new scratch folder holding one file (a spec, usually).
+    pub fn with(rel: &str, text: &str) -> Self {
+        let s = Self::new();
+        s.write(rel, text);
+        s
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
@@ -87,26 +94,20 @@ impl Scratch {
             .expect("spawn sluice")
     }
 
-    /// `sluice run --no-progress --http 127.0.0.1:PORT SPEC` on a free port: the port and the
-    /// command, to set its stdio before spawning.
+    /// `sluice run --no-progress --http 127.0.0.1:PORT SPEC` on a free port, stdout discarded and
+    /// stderr piped: the port and the command, to adjust before spawning.
     pub fn http_cmd(&self, spec: &str) -> (u16, Command) {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        (
-            port,
-            self.cmd(&["run", "--no-progress", "--http", &addr, spec]),
-        )
+        let mut cmd = self.cmd(&["run", "--no-progress", "--http", &addr, spec]);
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        (port, cmd)
     }
 
-    /// Starts [`Scratch::http_cmd`] in the background (output piped), killed with the test.
+    /// Starts [`Scratch::http_cmd`] in the background, killed with the test.
     pub fn spawn_http(&self, spec: &str) -> (u16, Running) {
         let (port, mut cmd) = self.http_cmd(spec);
-        let child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn sluice");
-        (port, Running(child))
+        (port, Running(cmd.spawn().expect("spawn sluice")))
     }
 
     /// Committed offsets of a pipeline in the default file store: partition → (offset, finished).
@@ -116,6 +117,20 @@ impl Scratch {
             .map(|(k, o, f)| (k, o.parse().expect("a numeric offset"), f))
             .collect()
     }
+}
+
+/// `sluice validate --print` of `spec` (with `env` set), which must succeed: its stdout and
+/// stderr.
+pub fn validate_print(spec: &str, env: &[(&str, &str)]) -> (String, String) {
+    let s = Scratch::with("spec.yaml", spec);
+    let out = s
+        .cmd(&["validate", "--print", "spec.yaml"])
+        .envs(env.iter().copied())
+        .output()
+        .expect("run sluice validate");
+    let (printed, err) = (stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{printed}{err}");
+    (printed, err)
 }
 
 /// Committed offsets of pipeline `name` in the file store folder `dir`: (partition, offset,
