@@ -149,21 +149,24 @@ fn size_name(size: usize) -> &'static str {
 type Case<'a> = (&'static str, Option<usize>, &'a mut dyn FnMut(&[Record]));
 const ALL: Option<usize> = None;
 
-/// Group `{group}/{size}`: every case over batches of each of `BATCHES` records of `size` bytes.
-fn compare(c: &mut Criterion, group: &str, size: usize, cases: &mut [Case<'_>]) {
-    let mut g = c.benchmark_group(format!("{group}/{}", size_name(size)));
-    for n in BATCHES {
-        let batch = records(n, size);
-        g.throughput(Throughput::Elements(n as u64));
-        for (name, only, run) in cases.iter_mut() {
-            if only.is_none_or(|only| only == n) {
-                g.bench_with_input(BenchmarkId::new(*name, n), &batch, |b, batch| {
-                    b.iter(|| run(batch))
-                });
+/// Groups `{group}/100B` and `{group}/1KiB`: every case over batches of each of `BATCHES`
+/// records of that size.
+fn compare(c: &mut Criterion, group: &str, cases: &mut [Case<'_>]) {
+    for size in [100, 1024] {
+        let mut g = c.benchmark_group(format!("{group}/{}", size_name(size)));
+        for n in BATCHES {
+            let batch = records(n, size);
+            g.throughput(Throughput::Elements(n as u64));
+            for (name, only, run) in cases.iter_mut() {
+                if only.is_none_or(|only| only == n) {
+                    g.bench_with_input(BenchmarkId::new(*name, n), &batch, |b, batch| {
+                        b.iter(|| run(batch))
+                    });
+                }
             }
         }
+        g.finish();
     }
-    g.finish();
 }
 
 fn transforms(c: &mut Criterion) {
@@ -184,36 +187,29 @@ fn transforms(c: &mut Criterion) {
     fueled.fuel = Some(u64::MAX / 4);
     let mut mask_fuel = host.transform(&fueled, "/".as_ref()).unwrap();
 
-    for size in [100, 1024] {
-        compare(
-            c,
-            "identity",
-            size,
-            &mut [
-                ("wasm", ALL, &mut |b| {
-                    drop(black_box(identity.process(b).unwrap()))
-                }),
-                ("native", ALL, &mut |b| drop(black_box(native_identity(b)))),
-            ],
-        );
-        compare(
-            c,
-            "mask",
-            size,
-            &mut [
-                ("wasm", ALL, &mut |b| {
-                    drop(black_box(mask.process(b).unwrap()))
-                }),
-                ("native", ALL, &mut |b| {
-                    drop(black_box(native_mask(b, &["email"])))
-                }),
-                ("jq", ALL, &mut |b| drop(black_box(jq.process(b).unwrap()))),
-                ("wasm+fuel", Some(1000), &mut |b| {
-                    drop(black_box(mask_fuel.process(b).unwrap()))
-                }),
-            ],
-        );
-    }
+    let identity = &mut |b: &[Record]| drop(black_box(identity.process(b).unwrap()));
+    compare(
+        c,
+        "identity",
+        &mut [
+            ("wasm", ALL, identity),
+            ("native", ALL, &mut |b| drop(black_box(native_identity(b)))),
+        ],
+    );
+    let mask = &mut |b: &[Record]| drop(black_box(mask.process(b).unwrap()));
+    let mask_fuel = &mut |b: &[Record]| drop(black_box(mask_fuel.process(b).unwrap()));
+    compare(
+        c,
+        "mask",
+        &mut [
+            ("wasm", ALL, mask),
+            ("native", ALL, &mut |b| {
+                drop(black_box(native_mask(b, &["email"])))
+            }),
+            ("jq", ALL, &mut |b| drop(black_box(jq.process(b).unwrap()))),
+            ("wasm+fuel", Some(1000), mask_fuel),
+        ],
+    );
 }
 
 fn partitioners(c: &mut Criterion) {
@@ -224,21 +220,17 @@ fn partitioners(c: &mut Criterion) {
             "/".as_ref(),
         )
         .unwrap();
-    for size in [100, 1024] {
-        compare(
-            c,
-            "partition",
-            size,
-            &mut [
-                ("wasm", ALL, &mut |b| {
-                    drop(black_box(p.partition(b, Some(64)).unwrap()))
-                }),
-                ("native", ALL, &mut |b| {
-                    drop(black_box(native_partition(b, 64)))
-                }),
-            ],
-        );
-    }
+    let wasm = &mut |b: &[Record]| drop(black_box(p.partition(b, Some(64)).unwrap()));
+    compare(
+        c,
+        "partition",
+        &mut [
+            ("wasm", ALL, wasm),
+            ("native", ALL, &mut |b| {
+                drop(black_box(native_partition(b, 64)))
+            }),
+        ],
+    );
 }
 
 /// The smallest call: one record with a 2-byte value through the identity plugin.
