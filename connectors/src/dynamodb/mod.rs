@@ -10,8 +10,6 @@ pub mod item;
 mod sink;
 mod source;
 mod stream;
-#[cfg(test)]
-mod tests;
 
 pub use config::{
     DynamoSinkConfig, DynamoSourceConfig, ItemFormat, SinkMode, SourceMode, StreamStart,

@@ -564,35 +564,17 @@ mod tests {
 
     use super::*;
 
-    fn endpoint() -> String {
-        let url = std::env::var("SLUICE_TEST_DYNAMODB_ENDPOINT").unwrap_or_else(|_| {
-            panic!("SLUICE_TEST_DYNAMODB_ENDPOINT is not set: run the tests with scripts/test.sh (or scripts/emulators/dynamodb.sh start RUN_DIR and source RUN_DIR/dynamodb.env)")
-        });
-        let addr = url
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
-        assert!(
-            std::net::TcpStream::connect(&addr).is_ok(),
-            "nothing answers at SLUICE_TEST_DYNAMODB_ENDPOINT={url}: start moto with scripts/test.sh"
-        );
-        url
-    }
-
     fn spec(table: &str, create: bool) -> DynamoStoreSpec {
         serde_json::from_value(serde_json::json!({
             "table": table,
             "create_table": create,
-            "aws": {
-                "endpoint": endpoint(),
-                "credentials": {"provider": "basic", "access_key_id": "test", "secret_access_key": "test"}
-            }
+            "aws": sluice_test_kit::aws_json(&sluice_test_kit::emulator::dynamodb()),
         }))
         .expect("spec")
     }
 
     fn table() -> String {
-        format!("offsets-{:016x}", rand::random::<u64>())
+        sluice_test_kit::unique_name("offsets")
     }
 
     /// The offset `store` holds for partition "0" of "pipe".

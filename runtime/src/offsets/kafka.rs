@@ -220,16 +220,8 @@ mod tests {
     /// on a fresh topic.
     #[tokio::test]
     async fn contract() {
-        let brokers =
-            std::env::var("SLUICE_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-        let addr: std::net::SocketAddr = brokers
-            .parse()
-            .expect("SLUICE_TEST_KAFKA_BROKERS is host:port");
-        assert!(
-            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok(),
-            "no Kafka broker answers at {brokers} (SLUICE_TEST_KAFKA_BROKERS): run the tests through scripts/test.sh, or start one with `scripts/emulators/kafka.sh start DIR` and source DIR/kafka.env"
-        );
-        let topic = format!("sluice-offsets-test-{:016x}", rand::random::<u64>());
+        let brokers = sluice_test_kit::emulator::kafka_brokers();
+        let topic = sluice_test_kit::unique_name("sluice-offsets-test");
         let spec: KafkaStoreSpec = serde_json::from_value(serde_json::json!({
             "brokers": [brokers], "topic": topic
         }))
