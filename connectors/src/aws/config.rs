@@ -391,7 +391,7 @@ mod tests {
             matches!(e, aws_sdk_kinesis::error::SdkError::TimeoutError(_)),
             "{e:?}"
         );
-        assert!(super::super::is_retriable(&e), "a timeout is retriable");
+        assert!(crate::error::retriable(&e), "a timeout is retriable");
         assert!(
             took >= Duration::from_millis(250) && took < Duration::from_secs(2),
             "took {took:?}"

@@ -13,9 +13,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset as KOffset, TopicPartitionList};
 
-use super::client::{
-    LogContext, TopicState, config_error, create_topic, is_retriable, topic_state,
-};
+use super::client::{LogContext, TopicState, config_error, create_topic, topic_state};
 use super::config::{Properties, client_config};
 use crate::error::ConnectorError;
 
@@ -70,16 +68,12 @@ impl OffsetLog {
         Ok(log)
     }
 
-    fn err(&self, what: &str, e: rdkafka::error::KafkaError) -> ConnectorError {
-        ConnectorError {
-            message: format!(
-                "kafka offset store: {what} topic `{}` on {}",
-                self.cfg.topic, self.brokers
-            ),
-            retriable: is_retriable(&e),
-            source: None,
-        }
-        .with_source(e)
+    fn err(&self, call: &str, e: rdkafka::error::KafkaError) -> ConnectorError {
+        let at = format!(
+            "kafka offset store: topic `{}` on {}",
+            self.cfg.topic, self.brokers
+        );
+        ConnectorError::call(at, call, &e)
     }
 
     async fn ensure_topic(&self) -> Result<(), ConnectorError> {
@@ -92,7 +86,7 @@ impl OffsetLog {
         .map_err(|e| {
             ConnectorError::fatal(format!("kafka offset store: metadata task failed: {e}"))
         })?
-        .map_err(|e| self.err("cannot read the metadata of", e))?;
+        .map_err(|e| self.err("reading the metadata", e))?;
         match state {
             TopicState::Present { partitions: 1 } => self.check_compacted().await,
             TopicState::Present { partitions } => Err(ConnectorError::fatal(format!(
@@ -184,14 +178,14 @@ impl OffsetLog {
             let d = self
                 .producer
                 .send_result(r)
-                .map_err(|(e, _)| self.err("cannot write to", e))?;
+                .map_err(|(e, _)| self.err("writing", e))?;
             deliveries.push(d);
         }
         let mut last = -1;
         for d in deliveries {
             match d.await {
                 Ok(Ok(delivery)) => last = last.max(delivery.offset),
-                Ok(Err((e, _))) => return Err(self.err("cannot write to", e)),
+                Ok(Err((e, _))) => return Err(self.err("writing", e)),
                 Err(_) => {
                     return Err(ConnectorError::retriable(format!(
                         "kafka offset store: the producer for topic `{}` on {} went away",

@@ -14,10 +14,11 @@ use rdkafka::types::RDKafkaRespErr;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{LogContext, config_error, is_retriable};
+use super::client::{LogContext, config_error};
 use super::config::{KafkaSourceConfig, StartAt};
 use crate::api::{CommittedOffsets, Source, SourceBatch, SourceContext};
 use crate::error::ConnectorError;
+use crate::error::retriable;
 use crate::record::{Offset, PartitionId, Record};
 
 /// A Kafka topic-partition.
@@ -483,7 +484,7 @@ fn poll_loop(
                     .as_ref()
                     .is_some_and(|(m, at)| *m == msg && at.elapsed() < Duration::from_secs(30));
                 if !repeated {
-                    tracing::warn!(brokers = %brokers, group = %cfg.group, error = %e, retriable = is_retriable(&e), "kafka source: consumer error (librdkafka retries)");
+                    tracing::warn!(brokers = %brokers, group = %cfg.group, error = %e, retriable = retriable(&e), "kafka source: consumer error (librdkafka retries)");
                     last_error = Some((msg, Instant::now()));
                 }
             }

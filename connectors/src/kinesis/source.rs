@@ -14,10 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::{KinesisSourceConfig, ReaderKind, Registration, StartPosition};
 use super::records::StartAt;
-use super::{StreamRef, call_error, efo, polling};
+use super::{StreamRef, at, efo, polling};
 use crate::api::{CommittedOffsets, Source, SourceBatch, SourceContext};
-use crate::aws;
-use crate::error::ConnectorError;
+use crate::error::{ConnectorError, retriable};
 use crate::record::{Offset, PartitionId};
 use crate::shards::{ShardGraph, ShardNode};
 
@@ -128,7 +127,7 @@ pub(super) async fn describe(
                 "kinesis {role}: DescribeStreamSummary of stream {}",
                 stream.name
             ),
-            aws::is_retriable,
+            retriable,
             || {
                 client
                     .describe_stream_summary()
@@ -138,7 +137,9 @@ pub(super) async fn describe(
             },
         )
         .await
-        .map_err(|e| call_error(role, &stream.name, None, "DescribeStreamSummary", &e))?;
+        .map_err(|e| {
+            ConnectorError::call(at(role, &stream.name, None), "DescribeStreamSummary", &e)
+        })?;
     Ok(out
         .stream_description_summary()
         .map(|s| s.stream_arn().to_string())
@@ -160,7 +161,7 @@ pub(super) async fn list_shards(
         let out = policy
             .run(
                 &format!("kinesis {role}: ListShards of stream {}", stream.name),
-                aws::is_retriable,
+                retriable,
                 || {
                     let req = client.list_shards().max_results(1000);
                     match &t {
@@ -174,7 +175,7 @@ pub(super) async fn list_shards(
                 },
             )
             .await
-            .map_err(|e| call_error(role, &stream.name, None, "ListShards", &e))?;
+            .map_err(|e| ConnectorError::call(at(role, &stream.name, None), "ListShards", &e))?;
         shards.extend(out.shards().iter().cloned());
         match out.next_token() {
             Some(t) if !t.is_empty() => token = Some(t.to_string()),

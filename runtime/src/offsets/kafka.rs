@@ -42,10 +42,9 @@ impl KafkaStore {
     }
 
     fn fail(&self, e: sluice_connectors::ConnectorError) -> OffsetError {
-        OffsetError::Io {
+        OffsetError::Backend {
             store: self.describe(),
-            message: e.message.clone(),
-            source: std::io::Error::other(e.to_string()),
+            source: e,
         }
     }
 

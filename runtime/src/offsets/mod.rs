@@ -52,6 +52,14 @@ pub enum OffsetError {
         #[source]
         source: std::io::Error,
     },
+    /// The system that holds the offsets (a broker, a table) failed a call; taken as transient
+    /// like [`OffsetError::Io`]. The connector error names the call and what the system said.
+    #[error("offset store {store}: {source}")]
+    Backend {
+        store: String,
+        #[source]
+        source: sluice_connectors::ConnectorError,
+    },
     /// The stored data cannot be read: never silently treated as "no offsets".
     #[error(
         "offset store {store}: {message}; refusing to start over from the beginning. Repair or move the file, or run `sluice offsets reset` to start over deliberately"
@@ -88,7 +96,7 @@ impl OffsetError {
     /// Whether the same commit may succeed if tried again later (a network or disk error).
     /// Fenced, corrupt and invalid stores never heal by waiting: the pipeline stops at once.
     pub fn is_transient(&self) -> bool {
-        matches!(self, OffsetError::Io { .. })
+        matches!(self, OffsetError::Io { .. } | OffsetError::Backend { .. })
     }
 
     /// Whether another worker or an operator's reset owns the partition now.
