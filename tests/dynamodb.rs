@@ -32,6 +32,25 @@ fn offsets_yaml(d: &Dynamo, table: &str) -> String {
 }
 
 #[test]
+fn offsets_commands_print_a_store_failure_once() {
+    let d = Dynamo::new();
+    let table = format!("offsets-missing-{:08x}", rand::random::<u32>());
+    let s = Scratch::new();
+    s.write(
+        "spec.yaml",
+        &format!(
+            "version: 1\nname: missing\nsource: {{type: generator, count: 1}}\nsink: {{type: discard}}\noffsets:\n  store: dynamodb\n  table: {table}\n  create_table: false\n{}",
+            aws_yaml(&d.endpoint, "  ")
+        ),
+    );
+    let out = s.run(&["offsets", "list", "spec.yaml"]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(&table), "{err}");
+    assert_eq!(err.matches("the table does not exist").count(), 1, "{err}");
+}
+
+#[test]
 fn generator_to_dynamodb_survives_kill_9_with_offsets_in_dynamodb() {
     let d = Dynamo::new();
     let table = d.create_table("e2e-gen", "seq", true, false);
