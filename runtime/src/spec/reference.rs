@@ -122,7 +122,9 @@ fn table(obj: &Value, _defs: &Map<String, Value>, out: &mut String, q: &mut VecD
         } else {
             match p.get("default") {
                 Some(Value::Null) | None => "optional".into(),
-                Some(d) => format!("`{}`", plain(d)),
+                // A long object default is better read from its own table, key by key.
+                Some(d) if d.is_object() && compact(d).len() > 100 => "each key's default".into(),
+                Some(d) => format!("`{}`", compact(d)),
             }
         };
         let desc = p
@@ -142,6 +144,24 @@ fn table(obj: &Value, _defs: &Map<String, Value>, out: &mut String, q: &mut VecD
 
 fn one_para(s: &str) -> String {
     s.split('\n').map(str::trim).collect::<Vec<_>>().join(" ")
+}
+
+/// A default as a spec would write it: `{max_retries: 10, backoff: {base: 300ms}}`.
+fn compact(v: &Value) -> String {
+    match v {
+        Value::Object(m) => {
+            let fields: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", compact(v)))
+                .collect();
+            format!("{{{}}}", fields.join(", "))
+        }
+        Value::Array(a) => {
+            let items: Vec<String> = a.iter().map(compact).collect();
+            format!("[{}]", items.join(", "))
+        }
+        other => plain(other),
+    }
 }
 
 fn plain(v: &Value) -> String {

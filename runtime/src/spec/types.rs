@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use sluice_connectors::aws::CredentialsConfig;
 use sluice_connectors::kafka::Properties;
 use sluice_connectors::{SinkConfig, SourceConfig};
@@ -232,7 +232,7 @@ pub struct JqSpec {
 }
 
 /// What each output of a jq program is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JqOutput {
     /// The record's new value.
@@ -463,7 +463,7 @@ pub struct ErrorsSpec {
 }
 
 /// How many bad records a pipeline tolerates.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Tolerance {
     #[default]
