@@ -127,22 +127,6 @@ fn one_line(e: &anyhow::Error) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_cause_already_in_the_message_is_shown_once() {
-        let source = std::io::Error::other("table t is missing");
-        let e = anyhow::Error::new(std::io::Error::other(format!("store: {source}")))
-            .context("offsets list failed");
-        assert_eq!(
-            super::one_line(&e),
-            "offsets list failed: store: table t is missing"
-        );
-        let e = anyhow::anyhow!("disk full").context("cannot write");
-        assert_eq!(super::one_line(&e), "cannot write: disk full");
-    }
-}
-
 fn validate(specs: &[PathBuf], print: bool) -> anyhow::Result<ExitCode> {
     let host = PluginHost::new()?;
     let mut ok = true;
@@ -178,4 +162,20 @@ fn validate(specs: &[PathBuf], print: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_already_in_the_message_is_shown_once() {
+        let source = std::io::Error::other("table t is missing");
+        let e = anyhow::Error::new(std::io::Error::other(format!("store: {source}")))
+            .context("offsets list failed");
+        assert_eq!(
+            super::one_line(&e),
+            "offsets list failed: store: table t is missing"
+        );
+        let e = anyhow::anyhow!("disk full").context("cannot write");
+        assert_eq!(super::one_line(&e), "cannot write: disk full");
+    }
 }
