@@ -33,16 +33,13 @@ fn offsets_yaml(d: &Dynamo, table: &str) -> String {
 
 #[test]
 fn offsets_commands_print_a_store_failure_once() {
-    let d = Dynamo::new();
     let table = format!("offsets-missing-{:08x}", rand::random::<u32>());
+    let offsets =
+        offsets_yaml(&Dynamo::new(), &table).replace("create_table: true", "create_table: false");
     let s = Scratch::new();
-    s.write(
-        "spec.yaml",
-        &format!(
-            "version: 1\nname: missing\nsource: {{type: generator, count: 1}}\nsink: {{type: discard}}\noffsets:\n  store: dynamodb\n  table: {table}\n  create_table: false\n{}",
-            aws_yaml(&d.endpoint, "  ")
-        ),
-    );
+    let spec =
+        "version: 1\nname: missing\nsource: {type: generator, count: 1}\nsink: {type: discard}\n";
+    s.write("spec.yaml", &format!("{spec}{offsets}"));
     let out = s.run(&["offsets", "list", "spec.yaml"]);
     let err = stderr(&out);
     assert!(!out.status.success(), "{err}");
