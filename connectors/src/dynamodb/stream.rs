@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::{DynamoSourceConfig, ItemFormat, StreamStart};
 use super::item;
-use crate::api::{CommittedOffsets, SourceBatch, SourceContext};
+use crate::api::{BatchSender, CommittedOffsets, SourceBatch, SourceContext};
 
 use crate::error::{Classify, ConnectorError, retriable};
 use crate::record::{Offset, PartitionId, Record};
@@ -317,7 +317,7 @@ impl StreamReader {
                     streams: self.streams.clone(),
                     arn: arn.clone(),
                     shard: id.clone(),
-                    output: ctx.output.clone(),
+                    batches: BatchSender::new(ctx.output.clone(), stop.clone()),
                     stop: stop.clone(),
                     since: shard_since,
                 };
@@ -343,7 +343,7 @@ struct ShardTask {
     streams: aws_sdk_dynamodbstreams::Client,
     arn: String,
     shard: String,
-    output: mpsc::Sender<SourceBatch>,
+    batches: BatchSender,
     stop: CancellationToken,
     since: Option<i64>,
 }
@@ -352,14 +352,6 @@ impl ShardTask {
     /// Where this task's calls happen, for [`ConnectorError::call`].
     fn at(&self) -> String {
         format!("dynamodb source {} shard {}", self.cfg.table, self.shard)
-    }
-
-    async fn send(&self, batch: SourceBatch) -> bool {
-        tokio::select! {
-            biased;
-            _ = self.stop.cancelled() => false,
-            r = self.output.send(batch) => r.is_ok(),
-        }
     }
 
     async fn iterator(&self, at: &StartAt) -> Result<Option<String>, ConnectorError> {
@@ -407,7 +399,7 @@ impl ShardTask {
                 // or trimmed away). Say so, so that the shard is finished and its children
                 // start, rather than leaving them waiting until the shard ages out.
                 tracing::warn!(table = %self.cfg.table, shard = %self.shard, "GetShardIterator returned no iterator; the shard is taken as read to its end");
-                self.send(end_batch(&part, last)).await;
+                self.batches.send(end_batch(&part, last)).await;
                 return Ok(());
             };
             if self.stop.is_cancelled() {
@@ -481,7 +473,7 @@ impl ShardTask {
                     records,
                     end_of_partition: end,
                 };
-                if !self.send(batch).await {
+                if !self.batches.send(batch).await {
                     return Ok(());
                 }
             }
@@ -503,12 +495,8 @@ impl ShardTask {
 /// The end marker of a shard with nothing (more) to read: its last record's sequence number, or
 /// `end` when none was read.
 fn end_batch(part: &PartitionId, last: Option<String>) -> SourceBatch {
-    SourceBatch {
-        partition: part.clone(),
-        records: Vec::new(),
-        end_of_partition: true,
-        end_offset: Some(Offset::new(last.unwrap_or_else(|| "end".to_string()))),
-    }
+    let end = Offset::new(last.unwrap_or_else(|| "end".to_string()));
+    SourceBatch::end(part.clone(), Vec::new(), Some(end))
 }
 
 /// A stream record as a pipeline record: `{"event", "keys", "new", "old", "sequence_number",
@@ -691,7 +679,7 @@ mod tests {
             streams: aws_sdk_dynamodbstreams::Client::new(&sdk),
             arn: "arn:aws:dynamodb:us-east-1:1:table/orders/stream/x".into(),
             shard: "shardId-1".into(),
-            output: tx,
+            batches: BatchSender::new(tx, CancellationToken::new()),
             stop: CancellationToken::new(),
             since: None,
         };

@@ -292,7 +292,7 @@ pub(super) async fn read_shard(
                 // No continuation: the shard is closed and was read to its end.
                 sh.lag.remove(&shard);
                 let batch = Shared::end_batch(&shard, records, last);
-                return Ok(if sh.send(batch).await {
+                return Ok(if sh.batches.send(batch).await {
                     Exit::Finished
                 } else {
                     Exit::Stopped
@@ -301,12 +301,8 @@ pub(super) async fn read_shard(
             from = StartAt::After(cont.to_string());
             if !records.is_empty()
                 && !sh
-                    .send(SourceBatch {
-                        partition: shard.clone(),
-                        records,
-                        end_of_partition: false,
-                        end_offset: None,
-                    })
+                    .batches
+                    .send(SourceBatch::records(shard.clone(), records))
                     .await
             {
                 return Ok(Exit::Stopped);

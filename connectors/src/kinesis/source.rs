@@ -8,14 +8,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_sdk_kinesis::Client;
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{KinesisSourceConfig, ReaderKind, Registration, StartPosition};
 use super::records::StartAt;
 use super::{StreamRef, at, efo, polling};
-use crate::api::{CommittedOffsets, Source, SourceBatch, SourceContext};
+use crate::api::{BatchSender, CommittedOffsets, Source, SourceBatch, SourceContext};
 use crate::error::{ConnectorError, retriable};
 use crate::record::{Offset, PartitionId};
 use crate::shards::{ShardGraph, ShardNode};
@@ -27,7 +26,8 @@ pub(super) struct Shared {
     pub stream: StreamRef,
     /// The stream's ARN (EFO consumers are registered on it).
     pub stream_arn: String,
-    pub output: mpsc::Sender<SourceBatch>,
+    /// Where shard readers send batches.
+    pub batches: BatchSender,
     pub shutdown: CancellationToken,
     /// Shards the last discovery listed as closed (EFO readers check for their end).
     pub closed: std::sync::Mutex<HashSet<String>>,
@@ -45,27 +45,14 @@ impl Shared {
             .unwrap_or(false)
     }
 
-    /// Sends a batch; false when the pipeline is stopping.
-    pub async fn send(&self, batch: SourceBatch) -> bool {
-        tokio::select! {
-            biased;
-            _ = self.shutdown.cancelled() => false,
-            r = self.output.send(batch) => r.is_ok(),
-        }
-    }
-
     /// The batch that records a shard as finished.
     pub fn end_batch(
         shard: &PartitionId,
         records: Vec<crate::record::Record>,
         last: Option<Offset>,
     ) -> SourceBatch {
-        SourceBatch {
-            partition: shard.clone(),
-            end_offset: Some(last.unwrap_or_else(|| Offset::from("closed"))),
-            records,
-            end_of_partition: true,
-        }
+        let end = last.unwrap_or_else(|| Offset::from("closed"));
+        SourceBatch::end(shard.clone(), records, Some(end))
     }
 }
 
@@ -369,7 +356,7 @@ impl Source for KinesisSource {
             cfg: self.cfg.clone(),
             stream: self.stream.clone(),
             stream_arn: self.stream_arn.clone(),
-            output: ctx.output.clone(),
+            batches: ctx.sender(),
             shutdown: ctx.shutdown.clone(),
             closed: std::sync::Mutex::default(),
             lag: ctx.lag.clone(),
