@@ -19,13 +19,38 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use schemars::JsonSchema;
+use serde::Deserialize;
 use sluice_connectors::error::{Classify, retriable};
 use sluice_connectors::retry::RetryPolicy;
+use sluice_connectors::units::Dur;
 use sluice_connectors::{Committed, CommittedOffsets, ConnectorError, Offset, PartitionId};
 use tokio::sync::OnceCell;
 
 use super::{OffsetError, OffsetRow, OffsetStore, ResetTo, is_stale};
-use crate::spec::DynamoStoreSpec;
+
+/// The DynamoDB offset store.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DynamoStoreSpec {
+    /// The table, keyed by `namespace` (partition key, S) and `partition` (sort key, S).
+    #[serde(default = "default_offsets_table")]
+    #[schemars(length(min = 3, max = 255))]
+    pub table: String,
+    /// Create the table (on-demand capacity) on first use when it does not exist.
+    #[serde(default)]
+    pub create_table: bool,
+    /// How often acknowledged progress is committed (and at shutdown).
+    #[serde(default = "super::default_commit_interval")]
+    pub commit_interval: Dur,
+    /// How to reach DynamoDB.
+    #[serde(default)]
+    pub aws: sluice_connectors::aws::AwsConfig,
+}
+
+fn default_offsets_table() -> String {
+    "sluice_offsets".into()
+}
 
 type Item = HashMap<String, AttributeValue>;
 

@@ -15,10 +15,20 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sluice_connectors::{Committed, CommittedOffsets, Offset, PartitionId};
 
-pub use dynamodb::DynamoStore;
-pub use file::FileStore;
-pub use kafka::KafkaStore;
-pub use memory::MemoryStore;
+pub use dynamodb::{DynamoStore, DynamoStoreSpec};
+pub use file::{FileStore, FileStoreSpec};
+pub use kafka::{KafkaStore, KafkaStoreSpec};
+pub use memory::{MemoryStore, MemoryStoreSpec};
+
+/// How often acknowledged progress is committed, unless a store's spec says otherwise.
+pub(crate) fn default_commit_interval() -> sluice_connectors::units::Dur {
+    sluice_connectors::units::Dur(std::time::Duration::from_secs(5))
+}
+
+/// The file store's folder, relative to the spec file's folder.
+pub(crate) fn default_offsets_path() -> std::path::PathBuf {
+    std::path::PathBuf::from(".sluice/offsets")
+}
 
 use crate::spec::OffsetsSpec;
 
