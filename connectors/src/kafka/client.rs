@@ -150,6 +150,23 @@ impl Classify for KafkaError {
     }
 }
 
+impl LogContext {
+    /// Creates a librdkafka client that logs through this context. A configuration librdkafka
+    /// refuses is a fatal error naming the role and the brokers, never a property's value.
+    pub fn create<T>(self, config: &ClientConfig) -> Result<T, ConnectorError>
+    where
+        T: rdkafka::config::FromClientConfigAndContext<LogContext>,
+    {
+        let what = format!(
+            "kafka {}: bad client configuration for {}",
+            self.role, self.brokers
+        );
+        config
+            .create_with_context(self)
+            .map_err(|e| config_error(what, &e))
+    }
+}
+
 /// A consumer context that only logs (plain reads, no group).
 impl rdkafka::consumer::ConsumerContext for LogContext {}
 

@@ -48,17 +48,11 @@ impl OffsetLog {
         pc.set("acks", "all");
         pc.set("linger.ms", "0");
         pc.set("message.timeout.ms", super::config::ms(cfg.timeout));
-        let producer: FutureProducer<LogContext> = pc
-            .create_with_context(LogContext {
-                role: "offset store",
-                brokers: brokers.clone(),
-            })
-            .map_err(|e| {
-                config_error(
-                    format!("kafka offset store: bad client configuration for {brokers}"),
-                    &e,
-                )
-            })?;
+        let producer: FutureProducer<LogContext> = LogContext {
+            role: "offset store",
+            brokers: brokers.clone(),
+        }
+        .create(&pc)?;
         let log = Self {
             cfg,
             brokers,
@@ -211,17 +205,11 @@ impl OffsetLog {
         let brokers = self.brokers.clone();
         let timeout = self.cfg.timeout;
         tokio::task::spawn_blocking(move || -> Result<_, ConnectorError> {
-            let consumer: BaseConsumer<LogContext> = cc
-                .create_with_context(LogContext {
-                    role: "offset store",
-                    brokers: brokers.clone(),
-                })
-                .map_err(|e| {
-                    config_error(
-                        format!("kafka offset store: bad client configuration for {brokers}"),
-                        &e,
-                    )
-                })?;
+            let consumer: BaseConsumer<LogContext> = LogContext {
+                role: "offset store",
+                brokers: brokers.clone(),
+            }
+            .create(&cc)?;
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(&topic, 0, KOffset::Beginning)
                 .map_err(|e| ConnectorError::fatal(format!("kafka offset store: {e}")))?;

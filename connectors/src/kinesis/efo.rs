@@ -16,7 +16,6 @@ use super::at;
 use super::config::Registration;
 use super::records::{Converter, StartAt};
 use super::source::{Exit, Shared};
-use crate::api::SourceBatch;
 use crate::error::{ConnectorError, retriable};
 use crate::record::{Offset, PartitionId};
 
@@ -299,12 +298,7 @@ pub(super) async fn read_shard(
                 });
             }
             from = StartAt::After(cont.to_string());
-            if !records.is_empty()
-                && !sh
-                    .batches
-                    .send(SourceBatch::records(shard.clone(), records))
-                    .await
-            {
+            if !sh.send_records(&shard, records).await {
                 return Ok(Exit::Stopped);
             }
         }

@@ -10,7 +10,6 @@ use super::at;
 use super::config::MIN_POLL_INTERVAL;
 use super::records::{Converter, StartAt};
 use super::source::{Exit, Shared};
-use crate::api::SourceBatch;
 use crate::error::{ConnectorError, retriable};
 use crate::record::{Offset, PartitionId};
 
@@ -183,12 +182,7 @@ pub(super) async fn read_shard(
         match out.next_shard_iterator() {
             Some(next) if !next.is_empty() => {
                 iterator = next.to_string();
-                if !records.is_empty()
-                    && !sh
-                        .batches
-                        .send(SourceBatch::records(shard.clone(), records))
-                        .await
-                {
+                if !sh.send_records(&shard, records).await {
                     return Ok(Exit::Stopped);
                 }
             }

@@ -16,7 +16,7 @@ use super::records::StartAt;
 use super::{StreamRef, at, efo, polling};
 use crate::api::{BatchSender, CommittedOffsets, Source, SourceBatch, SourceContext};
 use crate::error::{ConnectorError, retriable};
-use crate::record::{Offset, PartitionId};
+use crate::record::{Offset, PartitionId, Record};
 use crate::shards::{ShardGraph, ShardNode};
 
 /// What shard readers share.
@@ -45,10 +45,20 @@ impl Shared {
             .unwrap_or(false)
     }
 
+    /// Sends the records read from a shard (nothing when there are none); false when the
+    /// pipeline is stopping.
+    pub async fn send_records(&self, shard: &PartitionId, records: Vec<Record>) -> bool {
+        records.is_empty()
+            || self
+                .batches
+                .send(SourceBatch::records(shard.clone(), records))
+                .await
+    }
+
     /// The batch that records a shard as finished.
     pub fn end_batch(
         shard: &PartitionId,
-        records: Vec<crate::record::Record>,
+        records: Vec<Record>,
         last: Option<Offset>,
     ) -> SourceBatch {
         let end = last.unwrap_or_else(|| Offset::from("closed"));
