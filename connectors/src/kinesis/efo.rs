@@ -289,13 +289,7 @@ pub(super) async fn read_shard(
                     });
             if ended {
                 // No continuation: the shard is closed and was read to its end.
-                sh.lag.remove(&shard);
-                let batch = Shared::end_batch(&shard, records, last);
-                return Ok(if sh.batches.send(batch).await {
-                    Exit::Finished
-                } else {
-                    Exit::Stopped
-                });
+                return Ok(sh.finish(&shard, records, last).await);
             }
             from = StartAt::After(cont.to_string());
             if !sh.send_records(&shard, records).await {

@@ -188,13 +188,7 @@ pub(super) async fn read_shard(
             }
             _ => {
                 // A closed shard read to its end.
-                sh.lag.remove(&shard);
-                let batch = Shared::end_batch(&shard, records, last);
-                return Ok(if sh.batches.send(batch).await {
-                    Exit::Finished
-                } else {
-                    Exit::Stopped
-                });
+                return Ok(sh.finish(&shard, records, last).await);
             }
         }
     }

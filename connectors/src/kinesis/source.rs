@@ -55,14 +55,22 @@ impl Shared {
                 .await
     }
 
-    /// The batch that records a shard as finished.
-    pub fn end_batch(
+    /// Ends a closed shard read to its end: its last records and the end marker (at the last
+    /// record, or `closed` when none was read) go out, and its lag is no longer reported.
+    pub async fn finish(
+        &self,
         shard: &PartitionId,
         records: Vec<Record>,
         last: Option<Offset>,
-    ) -> SourceBatch {
+    ) -> Exit {
+        self.lag.remove(shard);
         let end = last.unwrap_or_else(|| Offset::from("closed"));
-        SourceBatch::end(shard.clone(), records, Some(end))
+        let batch = SourceBatch::end(shard.clone(), records, Some(end));
+        if self.batches.send(batch).await {
+            Exit::Finished
+        } else {
+            Exit::Stopped
+        }
     }
 }
 
