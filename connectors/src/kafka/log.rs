@@ -271,10 +271,12 @@ async fn cleanup_policy(
         .describe_configs([&ResourceSpecifier::Topic(topic)], &opts)
         .await
         .map_err(|e| {
-            ConnectorError::retriable(format!(
-                "kafka offset store: describing topic `{topic}` on {brokers} failed"
-            ))
-            .with_source(e)
+            // Whatever the broker said, asking again later may work.
+            let at = format!("kafka offset store: topic `{topic}` on {brokers}");
+            ConnectorError {
+                retriable: true,
+                ..ConnectorError::call(at, "describing the topic", &e)
+            }
         })?;
     for r in results {
         match r {

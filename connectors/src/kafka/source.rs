@@ -390,10 +390,8 @@ fn poll_loop(
         })?;
     let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(|e| {
-        ConnectorError::fatal(format!(
-            "kafka source: cannot subscribe to {topics:?} on {brokers}"
-        ))
-        .with_source(e)
+        let at = format!("kafka source: topics {topics:?} on {brokers}");
+        ConnectorError::call(at, "subscribe", &e)
     })?;
     tracing::info!(brokers = %brokers, group = %cfg.group, topics = ?cfg.topics, "kafka source subscribed");
 
