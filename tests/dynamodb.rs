@@ -26,6 +26,22 @@ fn offsets_yaml(d: &Dynamo, table: &str) -> String {
 }
 
 #[test]
+fn offsets_commands_print_a_store_failure_once() {
+    let table = format!("offsets-missing-{:08x}", rand::random::<u32>());
+    let offsets =
+        offsets_yaml(&Dynamo::new(), &table).replace("create_table: true", "create_table: false");
+    let s = Scratch::new();
+    let spec =
+        "version: 1\nname: missing\nsource: {type: generator, count: 1}\nsink: {type: discard}\n";
+    s.write("spec.yaml", &format!("{spec}{offsets}"));
+    let out = s.run(&["offsets", "list", "spec.yaml"]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(&table), "{err}");
+    assert_eq!(err.matches("the table does not exist").count(), 1, "{err}");
+}
+
+#[test]
 fn generator_to_dynamodb_survives_kill_9_with_offsets_in_dynamodb() {
     let d = Dynamo::new();
     let table = d.create_table("e2e-gen", "seq", true, false);
