@@ -5,12 +5,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-mod common;
-#[path = "common/dynamodb.rs"]
-mod dynamo_support;
-#[path = "common/kinesis.rs"]
-mod kinesis_support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -18,10 +12,10 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::Shard;
 use bytes::Bytes;
-use common::*;
-use dynamo_support::{Dynamo, Item, n, s};
-use kinesis_support::{Kinesis, committed, envelope};
 use sluice_connectors::kinesis::aggregation::{Aggregate, UserRecord};
+use sluice_test_kit::dynamodb::{Dynamo, Item, n, s};
+use sluice_test_kit::kinesis::{Kinesis, committed, envelope, source_spec};
+use sluice_test_kit::*;
 
 fn json(seq: u64) -> Vec<u8> {
     format!(r#"{{"seq":{seq},"key":"k"}}"#).into_bytes()
@@ -99,7 +93,7 @@ fn refused(s: &Scratch, args: &[&str], says: &str) {
 /// Runs `spec.yaml` of `w` for `expected.len()` records: exactly `expected` arrive, none twice.
 fn resumes_exactly(w: &Scratch, expected: &BTreeSet<u64>) {
     let max = expected.len().to_string();
-    let mut run = kinesis_support::Running(w.spawn(&["run", "--max-records", &max, "spec.yaml"]));
+    let mut run = Running(w.spawn(&["run", "--max-records", &max, "spec.yaml"]));
     // Complete lines only: the file may be being written.
     let read = || -> Vec<u64> {
         let text = w.read("out/data.jsonl");
@@ -195,12 +189,12 @@ fn kcl_checkpoints_are_imported_and_a_run_resumes_right_after_them() {
         d.put(&table, item);
     }
 
-    let offsets_table = format!("sluice-offsets-{:08x}", rand::random::<u32>());
+    let offsets_table = unique_name("sluice-offsets");
     let spec = |name: &str, reader: &str| {
         format!(
             "version: 1\nname: {name}\nsource:\n  type: kinesis\n  stream: {stream}\n  start_position: trim_horizon\n  shard_discovery_interval: 500ms\n{reader}{kaws}sink:\n  type: file\n  path: out/data.jsonl\n  envelope: true\noffsets:\n  store: dynamodb\n  table: {offsets_table}\n  create_table: true\n  commit_interval: 100ms\n{daws}pipeline:\n  flush_interval: 50ms\n",
-            kaws = kinesis_support::aws_yaml(&k.endpoint, "  "),
-            daws = dynamo_support::aws_yaml(&d.endpoint, "  "),
+            kaws = aws_yaml(&k.endpoint, "  "),
+            daws = aws_yaml(&d.endpoint, "  "),
         )
     };
     let w = Scratch::new();
@@ -301,10 +295,7 @@ fn kcl_import_filters_multi_stream_leases_into_a_file_store_and_refuses_what_it_
     let w = Scratch::new();
     // The default start position, `latest`, would skip what the KCL reads from TRIM_HORIZON.
     let extra = format!("  stream: {stream}\n");
-    w.write(
-        "spec.yaml",
-        &kinesis_support::source_spec("multi", &k_endpoint, &extra),
-    );
+    w.write("spec.yaml", &source_spec("multi", &k_endpoint, &extra));
     let import = import_args(&table, &d.endpoint, "spec.yaml");
     let mut dry = import.to_vec();
     dry.push("--dry-run");
@@ -362,7 +353,7 @@ fn kcl_import_filters_multi_stream_leases_into_a_file_store_and_refuses_what_it_
     // Leases of another stream only.
     let other = w.write(
         "other.yaml",
-        &kinesis_support::source_spec("other", &k_endpoint, "  stream: nobody\n"),
+        &source_spec("other", &k_endpoint, "  stream: nobody\n"),
     );
     let other = other.to_str().expect("path");
     refused(
@@ -427,7 +418,7 @@ fn kcl_import_filters_multi_stream_leases_into_a_file_store_and_refuses_what_it_
         "memory.yaml",
         &format!(
             "version: 1\nname: m\nsource:\n  type: kinesis\n  stream: {stream}\n{}sink:\n  type: stdout\noffsets:\n  store: memory\n",
-            kinesis_support::aws_yaml(&k_endpoint, "  ")
+            aws_yaml(&k_endpoint, "  ")
         ),
     );
     refused(

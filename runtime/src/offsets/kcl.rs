@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, KeyType};
 use sluice_connectors::kinesis::{ListedShard, StreamRef};
-use sluice_connectors::{Committed, CommittedOffsets, Offset, aws};
+use sluice_connectors::{Committed, CommittedOffsets, ConnectorError, Offset};
 
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -42,12 +42,9 @@ pub const SHARD_END: &str = "SHARD_END";
 /// Why an import cannot go on.
 #[derive(Debug, thiserror::Error)]
 pub enum KclError {
-    #[error("KCL table {table}: {call} failed: {message}")]
-    Aws {
-        table: String,
-        call: &'static str,
-        message: String,
-    },
+    /// A DynamoDB call on the table failed.
+    #[error(transparent)]
+    Aws(#[from] ConnectorError),
     #[error("table {table} is not a KCL lease table: {reason}")]
     NotLeaseTable { table: String, reason: String },
     #[error("KCL table {table}: lease `{lease}`: {reason}")]
@@ -276,17 +273,13 @@ impl Plan {
 /// Checks that `table` is a KCL lease table (keyed by `leaseKey` alone) and reads all its items,
 /// strongly consistent.
 pub async fn read_table(client: &Client, table: &str) -> Result<Vec<Item>, KclError> {
-    let fail = |call: &'static str, message: String| KclError::Aws {
-        table: table.to_string(),
-        call,
-        message,
-    };
+    let at = format!("KCL table {table}");
     let described = client
         .describe_table()
         .table_name(table)
         .send()
         .await
-        .map_err(|e| fail("DescribeTable", aws::describe(&e)))?;
+        .map_err(|e| ConnectorError::call(&at, "DescribeTable", &e))?;
     let keys: Vec<(String, KeyType)> = described
         .table()
         .map(|t| t.key_schema())
@@ -314,7 +307,7 @@ pub async fn read_table(client: &Client, table: &str) -> Result<Vec<Item>, KclEr
             .set_exclusive_start_key(start.take())
             .send()
             .await
-            .map_err(|e| fail("Scan", aws::describe(&e)))?;
+            .map_err(|e| ConnectorError::call(&at, "Scan", &e))?;
         out.extend(page.items.unwrap_or_default());
         match page.last_evaluated_key.filter(|k| !k.is_empty()) {
             Some(k) => start = Some(k),
