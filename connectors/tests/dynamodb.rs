@@ -23,8 +23,18 @@ use tokio_util::sync::CancellationToken;
 
 // ---------------------------------------------------------------- helpers
 
-async fn client() -> Client {
-    sluice_test_kit::dynamodb::client(&emulator::dynamodb())
+/// A client and a fresh table named after `prefix`, keyed by `hash` (and `range`), with a stream
+/// if asked.
+async fn new_table(
+    prefix: &str,
+    hash: (&str, ScalarAttributeType),
+    range: Option<(&str, ScalarAttributeType)>,
+    stream: bool,
+) -> (Client, String) {
+    let c = sluice_test_kit::dynamodb::client(&emulator::dynamodb());
+    let t = table_name(prefix);
+    create_table(&c, &t, hash, range, stream).await;
+    (c, t)
 }
 
 /// A connector config: `base` with the emulator's `aws:` settings and `extra` merged in.
@@ -141,9 +151,7 @@ fn get<'a>(item: &'a HashMap<String, AttributeValue>, k: &str) -> &'a AttributeV
 
 #[tokio::test]
 async fn sink_writes_batches_and_acks_every_record() {
-    let c = client().await;
-    let t = table_name("sink-batches");
-    create_table(&c, &t, ("id", ScalarAttributeType::N), None, false).await;
+    let (c, t) = new_table("sink-batches", ("id", ScalarAttributeType::N), None, false).await;
     let mut sink = DynamoSink::new(sink_cfg(
         &t,
         serde_json::json!({"batch_size": 25, "max_in_flight": 4}),
@@ -165,7 +173,6 @@ async fn sink_writes_batches_and_acks_every_record() {
 
 #[tokio::test]
 async fn sink_dedups_by_keys_and_never_reorders_one_key() {
-    let c = client().await;
     let values: Vec<_> = (0..100)
         .map(|i| serde_json::json!({"user_id": format!("u{}", i % 7), "v": i}))
         .collect();
@@ -178,8 +185,7 @@ async fn sink_dedups_by_keys_and_never_reorders_one_key() {
         ),
         ("sink-nodedup", serde_json::json!({})),
     ] {
-        let t = table_name(prefix);
-        create_table(&c, &t, ("user_id", ScalarAttributeType::S), None, false).await;
+        let (c, t) = new_table(prefix, ("user_id", ScalarAttributeType::S), None, false).await;
         let mut sink = DynamoSink::new(sink_cfg(&t, extra)).await.expect("sink");
         assert!(write_acked(&mut sink, &values, &[]).await);
         let items = scan_all(&c, &t).await;
@@ -201,11 +207,8 @@ async fn sink_dedups_by_keys_and_never_reorders_one_key() {
 
 #[tokio::test]
 async fn overwrite_by_keys_other_than_the_table_key_is_refused_at_start() {
-    let c = client().await;
-    let t = table_name("sink-dedup-keys");
-    create_table(
-        &c,
-        &t,
+    let (_, t) = new_table(
+        "sink-dedup-keys",
         ("user_id", ScalarAttributeType::S),
         Some(("ts", ScalarAttributeType::N)),
         false,
@@ -236,11 +239,8 @@ async fn overwrite_by_keys_other_than_the_table_key_is_refused_at_start() {
 
 #[tokio::test]
 async fn sink_mirror_mode_deletes_by_op_field_and_stream_records() {
-    let c = client().await;
-    let t = table_name("sink-mirror");
-    create_table(
-        &c,
-        &t,
+    let (c, t) = new_table(
+        "sink-mirror",
         ("pk", ScalarAttributeType::S),
         Some(("sk", ScalarAttributeType::N)),
         false,
@@ -278,9 +278,7 @@ async fn sink_mirror_mode_deletes_by_op_field_and_stream_records() {
 
 #[tokio::test]
 async fn sink_stores_metadata_and_the_guard_keeps_newer_items() {
-    let c = client().await;
-    let t = table_name("sink-guard");
-    create_table(&c, &t, ("id", ScalarAttributeType::S), None, false).await;
+    let (c, t) = new_table("sink-guard", ("id", ScalarAttributeType::S), None, false).await;
     let cfg = sink_cfg(
         &t,
         serde_json::json!({
@@ -344,9 +342,7 @@ async fn sink_stores_metadata_and_the_guard_keeps_newer_items() {
 
 #[tokio::test]
 async fn sink_rejects_bad_records_and_writes_the_rest() {
-    let c = client().await;
-    let t = table_name("sink-bad");
-    create_table(&c, &t, ("id", ScalarAttributeType::N), None, false).await;
+    let (c, t) = new_table("sink-bad", ("id", ScalarAttributeType::N), None, false).await;
     let mut sink = DynamoSink::new(sink_cfg(&t, serde_json::json!({})))
         .await
         .expect("sink");
@@ -390,9 +386,7 @@ async fn sink_rejects_bad_records_and_writes_the_rest() {
 
 #[tokio::test]
 async fn sink_writes_dynamodb_json_items() {
-    let c = client().await;
-    let t = table_name("sink-ddbjson");
-    create_table(&c, &t, ("id", ScalarAttributeType::S), None, false).await;
+    let (c, t) = new_table("sink-ddbjson", ("id", ScalarAttributeType::S), None, false).await;
     let mut sink = DynamoSink::new(sink_cfg(
         &t,
         serde_json::json!({"item_format": "dynamodb_json"}),
@@ -455,9 +449,7 @@ fn parse(r: &Record) -> serde_json::Value {
 
 #[tokio::test]
 async fn snapshot_scans_every_segment_and_resumes_after_the_committed_key() {
-    let c = client().await;
-    let t = table_name("src-snap");
-    create_table(&c, &t, ("id", ScalarAttributeType::N), None, false).await;
+    let (c, t) = new_table("src-snap", ("id", ScalarAttributeType::N), None, false).await;
     put_items(&c, &t, 0..3000).await;
     let cfg = source_cfg(&t, serde_json::json!({"segments": 4, "page_size": 100}));
     // A first run stopped early: keep what it delivered and the last offset per segment.
@@ -540,9 +532,7 @@ async fn snapshot_scans_every_segment_and_resumes_after_the_committed_key() {
 
 #[tokio::test]
 async fn cdc_delivers_inserts_updates_and_deletes_in_order_per_key() {
-    let c = client().await;
-    let t = table_name("src-cdc");
-    create_table(&c, &t, ("id", ScalarAttributeType::S), None, true).await;
+    let (c, t) = new_table("src-cdc", ("id", ScalarAttributeType::S), None, true).await;
     for round in 0..3 {
         for k in 0..5 {
             c.put_item()
@@ -628,9 +618,7 @@ async fn cdc_delivers_inserts_updates_and_deletes_in_order_per_key() {
 
 #[tokio::test]
 async fn cdc_latest_skips_what_came_before() {
-    let c = client().await;
-    let t = table_name("src-latest");
-    create_table(&c, &t, ("id", ScalarAttributeType::S), None, true).await;
+    let (c, t) = new_table("src-latest", ("id", ScalarAttributeType::S), None, true).await;
     c.put_item()
         .table_name(&t)
         .item("id", s("old"))
@@ -689,9 +677,7 @@ async fn cdc_latest_skips_what_came_before() {
 
 #[tokio::test]
 async fn snapshot_then_cdc_loses_nothing_written_during_the_scan() {
-    let c = client().await;
-    let t = table_name("src-s2c");
-    create_table(&c, &t, ("id", ScalarAttributeType::N), None, true).await;
+    let (c, t) = new_table("src-s2c", ("id", ScalarAttributeType::N), None, true).await;
     put_items(&c, &t, 0..1500).await;
     let cfg = source_cfg(
         &t,
@@ -772,9 +758,7 @@ async fn snapshot_then_cdc_loses_nothing_written_during_the_scan() {
 
 #[tokio::test]
 async fn a_table_without_a_stream_is_a_clear_error() {
-    let c = client().await;
-    let t = table_name("src-nostream");
-    create_table(&c, &t, ("id", ScalarAttributeType::S), None, false).await;
+    let (_, t) = new_table("src-nostream", ("id", ScalarAttributeType::S), None, false).await;
     let mut src = DynamoSource::new(source_cfg(&t, serde_json::json!({"mode": "cdc"})))
         .await
         .expect("source");
@@ -797,9 +781,7 @@ async fn a_table_without_a_stream_is_a_clear_error() {
 
 #[tokio::test]
 async fn rate_limit_paces_the_scan_by_consumed_capacity() {
-    let c = client().await;
-    let t = table_name("src-rate");
-    create_table(&c, &t, ("id", ScalarAttributeType::N), None, false).await;
+    let (c, t) = new_table("src-rate", ("id", ScalarAttributeType::N), None, false).await;
     put_items(&c, &t, 0..1000).await;
     // moto reports 1 read unit per page here: 10+ pages at 4 units/s take 2.5 s or more.
     let cfg = source_cfg(
