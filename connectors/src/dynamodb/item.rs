@@ -115,61 +115,54 @@ impl Parser<'_> {
         r
     }
 
-    fn object(&mut self) -> Result<Json, String> {
+    /// The items of the array or object opening at the cursor, up to `close`, each read by
+    /// `item` and separated by commas.
+    fn items<T>(
+        &mut self,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Result<T, String>,
+    ) -> Result<Vec<T>, String> {
         self.i += 1;
-        let mut members = Vec::new();
+        let mut items = Vec::new();
         self.ws();
-        if self.b.get(self.i) == Some(&b'}') {
+        if self.b.get(self.i) == Some(&close) {
             self.i += 1;
-            return Ok(Json::Obj(members));
+            return Ok(items);
         }
         loop {
             self.ws();
-            if self.b.get(self.i) != Some(&b'"') {
-                return Err(self.err("expected a member name"));
-            }
-            let k = self.string()?;
-            self.ws();
-            if self.b.get(self.i) != Some(&b':') {
-                return Err(self.err("expected `:`"));
-            }
-            self.i += 1;
-            self.ws();
-            let v = self.value()?;
-            members.push((k, v));
+            items.push(item(self)?);
             self.ws();
             match self.b.get(self.i) {
                 Some(b',') => self.i += 1,
-                Some(b'}') => {
+                Some(c) if *c == close => {
                     self.i += 1;
-                    return Ok(Json::Obj(members));
+                    return Ok(items);
                 }
-                _ => return Err(self.err("expected `,` or `}`")),
+                _ => return Err(self.err(&format!("expected `,` or `{}`", char::from(close)))),
             }
         }
     }
 
-    fn array(&mut self) -> Result<Json, String> {
-        self.i += 1;
-        let mut items = Vec::new();
-        self.ws();
-        if self.b.get(self.i) == Some(&b']') {
-            self.i += 1;
-            return Ok(Json::Arr(items));
-        }
-        loop {
-            self.ws();
-            items.push(self.value()?);
-            self.ws();
-            match self.b.get(self.i) {
-                Some(b',') => self.i += 1,
-                Some(b']') => {
-                    self.i += 1;
-                    return Ok(Json::Arr(items));
-                }
-                _ => return Err(self.err("expected `,` or `]`")),
+    fn object(&mut self) -> Result<Json, String> {
+        self.items(b'}', |p| {
+            if p.b.get(p.i) != Some(&b'"') {
+                return Err(p.err("expected a member name"));
             }
-        }
+            let k = p.string()?;
+            p.ws();
+            if p.b.get(p.i) != Some(&b':') {
+                return Err(p.err("expected `:`"));
+            }
+            p.i += 1;
+            p.ws();
+            Ok((k, p.value()?))
+        })
+        .map(Json::Obj)
+    }
+
+    fn array(&mut self) -> Result<Json, String> {
+        self.items(b']', Self::value).map(Json::Arr)
     }
 
     fn number(&mut self) -> Result<Json, String> {
@@ -655,5 +648,15 @@ mod tests {
         let e = ddb_item(parse(br#"{"a":{"Q":"1"}}"#).expect("json")).unwrap_err();
         assert!(e.contains("attribute `a`"), "{e}");
         assert!(matches!(parse(b"[]").expect("json"), Json::Arr(_)));
+        assert!(matches!(parse(b"{ }").expect("json"), Json::Obj(m) if m.is_empty()));
+        for (bad, says) in [
+            (&b"[1 2]"[..], "byte 3: expected `,` or `]`"),
+            (b"{\"a\":1 \"b\":2}", "byte 7: expected `,` or `}`"),
+            (b"{1:2}", "expected a member name"),
+            (b"{\"a\" 1}", "expected `:`"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        }
     }
 }
