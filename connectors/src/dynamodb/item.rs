@@ -444,16 +444,7 @@ pub fn write_plain(av: &AttributeValue, out: &mut Vec<u8>) {
         AttributeValue::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         AttributeValue::Null(_) => out.extend_from_slice(b"null"),
         AttributeValue::B(b) => write_str(out, &aws_smithy_types::base64::encode(b.as_ref())),
-        AttributeValue::L(l) => {
-            out.push(b'[');
-            for (i, v) in l.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_plain(v, out);
-            }
-            out.push(b']');
-        }
+        AttributeValue::L(l) => write_list(out, l, write_plain),
         AttributeValue::M(m) => write_plain_map(m, out),
         AttributeValue::Ss(v) => write_list(out, v, |s, o| write_str(o, s)),
         AttributeValue::Ns(v) => write_list(out, v, |s, o| write_num(o, s)),
@@ -481,27 +472,32 @@ fn write_map(
 ) {
     let mut keys: Vec<&String> = m.keys().collect();
     keys.sort();
-    out.push(b'{');
-    for (i, k) in keys.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    write_joined(out, *b"{}", keys, |k, out| {
         write_str(out, k);
         out.push(b':');
         each(&m[k], out);
-    }
-    out.push(b'}');
+    });
 }
 
 fn write_list<T>(out: &mut Vec<u8>, v: &[T], each: impl Fn(&T, &mut Vec<u8>)) {
-    out.push(b'[');
-    for (i, x) in v.iter().enumerate() {
+    write_joined(out, *b"[]", v, each);
+}
+
+/// Writes `items` between the `brackets`, separated by commas.
+fn write_joined<T>(
+    out: &mut Vec<u8>,
+    [open, close]: [u8; 2],
+    items: impl IntoIterator<Item = T>,
+    each: impl Fn(T, &mut Vec<u8>),
+) {
+    out.push(open);
+    for (i, x) in items.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         each(x, out);
     }
-    out.push(b']');
+    out.push(close);
 }
 
 /// Writes an attribute value as DynamoDB-JSON (`{"N":"1"}`).
@@ -627,6 +623,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#""bin":"aGk=""#), "{text}");
+        assert!(text.contains(r#""l":[1,"x"],"m":{"k":"#), "{text}");
+        assert!(
+            text.starts_with(r#"{"big":"#) && text.ends_with("}"),
+            "{text}"
+        );
         let mut ddb = Vec::new();
         write_ddb_map(&it, &mut ddb);
         let back = ddb_item(parse(&ddb).expect("parse")).expect("ddb item");
