@@ -53,11 +53,13 @@ fn sink_cfg(table: &str, extra: serde_json::Value) -> DynamoSinkConfig {
     config(serde_json::json!({"table": table}), extra)
 }
 
-fn source_cfg(table: &str, extra: serde_json::Value) -> DynamoSourceConfig {
-    config(
+/// A source on `table`, polling fast, with `extra` settings.
+async fn source(table: &str, extra: serde_json::Value) -> DynamoSource {
+    let cfg: DynamoSourceConfig = config(
         serde_json::json!({"table": table, "poll_interval": "50ms", "shard_discovery_interval": "200ms"}),
         extra,
-    )
+    );
+    DynamoSource::new(cfg).await.expect("source")
 }
 
 /// One ticket's worth of records for a sink, and how to see whether they all got acked.
@@ -451,10 +453,10 @@ fn parse(r: &Record) -> serde_json::Value {
 async fn snapshot_scans_every_segment_and_resumes_after_the_committed_key() {
     let (c, t) = new_table("src-snap", ("id", ScalarAttributeType::N), None, false).await;
     put_items(&c, &t, 0..3000).await;
-    let cfg = source_cfg(&t, serde_json::json!({"segments": 4, "page_size": 100}));
+    let settings = serde_json::json!({"segments": 4, "page_size": 100});
     // A first run stopped early: keep what it delivered and the last offset per segment.
     let first = collect(
-        DynamoSource::new(cfg.clone()).await.expect("source"),
+        source(&t, settings.clone()).await,
         CommittedOffsets::new(),
         None,
         |b| records(b).len() >= 1000,
@@ -495,7 +497,7 @@ async fn snapshot_scans_every_segment_and_resumes_after_the_committed_key() {
         "{committed:?}"
     );
     let second = collect(
-        DynamoSource::new(cfg).await.expect("source"),
+        source(&t, settings).await,
         committed,
         None,
         |_| false,
@@ -550,9 +552,7 @@ async fn cdc_delivers_inserts_updates_and_deletes_in_order_per_key() {
         .send()
         .await
         .expect("delete");
-    let src = DynamoSource::new(source_cfg(&t, serde_json::json!({"mode": "cdc"})))
-        .await
-        .expect("source");
+    let src = source(&t, serde_json::json!({"mode": "cdc"})).await;
     let got = collect(
         src,
         CommittedOffsets::new(),
@@ -600,9 +600,7 @@ async fn cdc_delivers_inserts_updates_and_deletes_in_order_per_key() {
             finished: false,
         },
     );
-    let src = DynamoSource::new(source_cfg(&t, serde_json::json!({"mode": "cdc"})))
-        .await
-        .expect("source");
+    let src = source(&t, serde_json::json!({"mode": "cdc"})).await;
     let rest = collect(
         src,
         start,
@@ -625,12 +623,11 @@ async fn cdc_latest_skips_what_came_before() {
         .send()
         .await
         .expect("put");
-    let src = DynamoSource::new(source_cfg(
+    let src = source(
         &t,
         serde_json::json!({"mode": "cdc", "start_position": "latest"}),
-    ))
-    .await
-    .expect("source");
+    )
+    .await;
     // The source reads from `latest` once it has its shard iterators: write probes until one
     // arrives (no fixed wait for the source to be ready).
     let probing = CancellationToken::new();
@@ -679,11 +676,11 @@ async fn cdc_latest_skips_what_came_before() {
 async fn snapshot_then_cdc_loses_nothing_written_during_the_scan() {
     let (c, t) = new_table("src-s2c", ("id", ScalarAttributeType::N), None, true).await;
     put_items(&c, &t, 0..1500).await;
-    let cfg = source_cfg(
+    let src = source(
         &t,
         serde_json::json!({"mode": "snapshot_then_cdc", "segments": 3, "page_size": 50, "rate_limit": 400.0}),
-    );
-    let src = DynamoSource::new(cfg).await.expect("source");
+    )
+    .await;
     // Writes while the (rate-limited) scan runs: new items and updates of scanned ones.
     let writer = {
         let c = c.clone();
@@ -759,9 +756,7 @@ async fn snapshot_then_cdc_loses_nothing_written_during_the_scan() {
 #[tokio::test]
 async fn a_table_without_a_stream_is_a_clear_error() {
     let (_, t) = new_table("src-nostream", ("id", ScalarAttributeType::S), None, false).await;
-    let mut src = DynamoSource::new(source_cfg(&t, serde_json::json!({"mode": "cdc"})))
-        .await
-        .expect("source");
+    let mut src = source(&t, serde_json::json!({"mode": "cdc"})).await;
     let (tx, _rx) = mpsc::channel(1);
     let (_w, crx) = watch::channel(Arc::new(CommittedOffsets::new()));
     let ctx = SourceContext {
@@ -784,13 +779,10 @@ async fn rate_limit_paces_the_scan_by_consumed_capacity() {
     let (c, t) = new_table("src-rate", ("id", ScalarAttributeType::N), None, false).await;
     put_items(&c, &t, 0..1000).await;
     // moto reports 1 read unit per page here: 10+ pages at 4 units/s take 2.5 s or more.
-    let cfg = source_cfg(
-        &t,
-        serde_json::json!({"segments": 2, "page_size": 100, "rate_limit": 4.0}),
-    );
+    let settings = serde_json::json!({"segments": 2, "page_size": 100, "rate_limit": 4.0});
     let started = std::time::Instant::now();
     let got = collect(
-        DynamoSource::new(cfg).await.expect("source"),
+        source(&t, settings).await,
         CommittedOffsets::new(),
         None,
         |_| false,
@@ -804,9 +796,8 @@ async fn rate_limit_paces_the_scan_by_consumed_capacity() {
         "the scan was not paced: {elapsed:?}"
     );
     let fast = std::time::Instant::now();
-    let cfg = source_cfg(&t, serde_json::json!({"segments": 2, "page_size": 100}));
     let got = collect(
-        DynamoSource::new(cfg).await.expect("source"),
+        source(&t, serde_json::json!({"segments": 2, "page_size": 100})).await,
         CommittedOffsets::new(),
         None,
         |_| false,
