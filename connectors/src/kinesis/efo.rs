@@ -309,6 +309,9 @@ pub(super) async fn read_shard(
             {
                 return Ok(Exit::Stopped);
             }
+            if sh.caught_up(&shard, Some(e.millis_behind_latest())) {
+                return Ok(Exit::CaughtUp);
+            }
         }
     }
 }

@@ -200,6 +200,9 @@ pub(super) async fn read_shard(
                 {
                     return Ok(Exit::Stopped);
                 }
+                if sh.caught_up(&shard, out.millis_behind_latest()) {
+                    return Ok(Exit::CaughtUp);
+                }
             }
             _ => {
                 // A closed shard read to its end.

@@ -50,6 +50,10 @@ enum Command {
         /// Print each valid spec as resolved (variables replaced, secrets redacted).
         #[arg(long)]
         print: bool,
+        /// Also check that each spec can run with `sluice run --until-caught-up` (its source
+        /// has a tip to stop at).
+        #[arg(long)]
+        until_caught_up: bool,
     },
     /// Print the JSON Schema of specs (for editors: yaml-language-server).
     Schema {
@@ -86,7 +90,11 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => run::run(args, progress).await,
-            Command::Validate { specs, print } => validate(&specs, print),
+            Command::Validate {
+                specs,
+                print,
+                until_caught_up,
+            } => validate(&specs, print, until_caught_up),
             Command::Schema { markdown } => {
                 if markdown {
                     print!("{}", spec::reference::markdown());
@@ -110,11 +118,11 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn validate(specs: &[PathBuf], print: bool) -> anyhow::Result<ExitCode> {
+fn validate(specs: &[PathBuf], print: bool, until_caught_up: bool) -> anyhow::Result<ExitCode> {
     let host = PluginHost::new()?;
     let mut ok = true;
     for path in specs {
-        match spec::load(path, Some(&host)) {
+        match spec::load_with(path, Some(&host), until_caught_up) {
             Ok(loaded) => {
                 let s = &loaded.spec;
                 println!(

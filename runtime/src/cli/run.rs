@@ -35,6 +35,13 @@ pub struct RunArgs {
     /// controls access; `SLUICE_HTTP_TOKEN` protects the control endpoints.
     #[arg(long, env = "SLUICE_HTTP", value_name = "ADDR")]
     http: Option<std::net::SocketAddr>,
+    /// End when caught up (for cron jobs and backfills): each partition is read up to the tip it
+    /// had when the run started (Kinesis: MillisBehindLatest 0 on each open shard, closed shards
+    /// to their end; Kafka: the high watermark; DynamoDB Streams: no newer records), everything
+    /// delivered is committed, and the run exits 0. Sources without a tip (stdin, an endless
+    /// generator) are refused.
+    #[arg(long)]
+    until_caught_up: bool,
 }
 
 pub async fn run(args: RunArgs, display: Display) -> anyhow::Result<ExitCode> {
@@ -44,7 +51,7 @@ pub async fn run(args: RunArgs, display: Display) -> anyhow::Result<ExitCode> {
     let mut loaded = Vec::new();
     let mut invalid = false;
     for path in &args.specs {
-        match spec::load(path, Some(&host)) {
+        match spec::load_with(path, Some(&host), args.until_caught_up) {
             Ok(l) => loaded.push(l),
             Err(errors) => {
                 invalid = true;
@@ -69,6 +76,7 @@ pub async fn run(args: RunArgs, display: Display) -> anyhow::Result<ExitCode> {
     watch_signals(shutdown.clone());
     let opts = RunOptions {
         max_records: args.max_records,
+        until_caught_up: args.until_caught_up,
     };
     let supervisors: Vec<Supervisor> = loaded
         .iter()

@@ -305,13 +305,29 @@ impl Collector for Exposition {
         {
             let mut family = enc.encode_descriptor(
                 "sluice_source_lag_seconds",
-                "How far behind the newest record of each partition the source reads (Kinesis: MillisBehindLatest).",
+                "How far behind the newest record of each partition the source reads (Kinesis: MillisBehindLatest; DynamoDB Streams and Kafka: the age of the newest record read).",
                 None,
                 MetricType::Gauge,
             )?;
             for (p, m) in &pipelines {
                 for (partition, ms) in m.source_lag.snapshot() {
                     ConstGauge::new(ms as f64 / 1000.0).encode(family.encode_family(&[
+                        ("pipeline", p.as_str()),
+                        ("partition", &*partition),
+                    ])?)?;
+                }
+            }
+        }
+        {
+            let mut family = enc.encode_descriptor(
+                "sluice_source_lag_records",
+                "Records of each partition after the source's position (Kafka: high watermark minus position).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (p, m) in &pipelines {
+                for (partition, n) in m.source_lag.records_snapshot() {
+                    ConstGauge::new(n as i64).encode(family.encode_family(&[
                         ("pipeline", p.as_str()),
                         ("partition", &*partition),
                     ])?)?;
@@ -382,6 +398,7 @@ mod tests {
         m.sink_request(Duration::from_millis(3));
         m.stage_call("transform mask.wasm", Duration::from_millis(1));
         m.source_lag.set(&"shardId-000000000001".into(), 2500);
+        m.source_lag.set_records(&"orders/0".into(), 42);
         let exp = Exposition::default();
         exp.add("demo", m);
         let mut registry = prometheus_client::registry::Registry::default();
@@ -393,6 +410,7 @@ mod tests {
             "sluice_errors_total{pipeline=\"demo\",stage=\"sink\"} 1",
             "sluice_pipeline_up{pipeline=\"demo\"} 1",
             "sluice_source_lag_seconds{pipeline=\"demo\",partition=\"shardId-000000000001\"} 2.5",
+            "sluice_source_lag_records{pipeline=\"demo\",partition=\"orders/0\"} 42",
             "sluice_sink_request_duration_seconds_count{pipeline=\"demo\"} 1",
             "sluice_plugin_call_duration_seconds_count{pipeline=\"demo\",plugin=\"transform mask.wasm\"} 1",
         ] {
