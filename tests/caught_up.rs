@@ -1,0 +1,265 @@
+//! `sluice run --until-caught-up` through the binary against the real local servers: Kinesis
+//! (kinesis-local, a stream with a split shard, polling and EFO), Kafka (noida-db, whose high
+//! watermarks are true) and DynamoDB Streams (moto). Each run exits 0 with every record present
+//! at its start delivered once and committed; a second run reads only what came since. Sources
+//! without a tip are refused, located.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
+
+mod common;
+#[path = "common/dynamodb.rs"]
+mod dynamo_support;
+#[path = "common/kafka.rs"]
+mod kafka_support;
+#[path = "common/kinesis.rs"]
+mod kinesis_support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use kafka_support as k;
+use kinesis_support::Kinesis;
+
+/// `sluice run --until-caught-up spec.yaml`: must exit 0 within a minute; returns its stderr.
+fn run_caught_up(s: &Scratch) -> String {
+    let mut child = s.spawn(&["run", "--no-progress", "--until-caught-up", "spec.yaml"]);
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(status.success(), "{status:?}:\n{err}");
+    err
+}
+
+/// The `seq` of every output line, sorted.
+fn sorted_seqs(s: &Scratch) -> Vec<u64> {
+    let mut got: Vec<u64> = s
+        .lines("out/data.jsonl")
+        .iter()
+        .map(|l| kinesis_support::envelope(l).0)
+        .collect();
+    got.sort_unstable();
+    got
+}
+
+/// Per shard, the offset of the last record delivered from it (sequence numbers are decimal
+/// strings of up to 128 digits: compared by length, then text).
+fn last_offsets(s: &Scratch) -> BTreeMap<String, String> {
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    for line in s.lines("out/data.jsonl") {
+        let (_, _, shard, offset) = kinesis_support::envelope(&line);
+        let e = last.entry(shard).or_default();
+        if (offset.len(), &offset) > (e.len(), &*e) {
+            *e = offset;
+        }
+    }
+    last
+}
+
+fn kinesis_run_until_caught_up(reader: &str) {
+    let kin = Kinesis::new();
+    let stream = kin.create_stream(1);
+    kin.put_seqs(&stream, 0..150, 10);
+    // A split before the run: the parent is closed with records, its children open.
+    let parent = kin.shards(&stream).remove(0);
+    kin.split(&stream, &parent);
+    kin.put_seqs(&stream, 150..300, 10);
+    let s = Scratch::new();
+    s.write(
+        "spec.yaml",
+        &kinesis_support::source_spec(
+            "caught",
+            &kin.endpoint,
+            &format!("  stream: {stream}\n  start_position: trim_horizon\n{reader}"),
+        ),
+    );
+    run_caught_up(&s);
+    assert_eq!(sorted_seqs(&s), (0..300).collect::<Vec<u64>>());
+    // Everything delivered is committed: the parent finished, each child at its last record.
+    let committed = kinesis_support::committed(s.path("").as_path(), "caught");
+    let last = last_offsets(&s);
+    let parent_id = parent.shard_id().to_string();
+    for (shard, offset, finished) in &committed {
+        if *shard == parent_id {
+            assert!(finished, "the closed parent is finished: {committed:?}");
+        } else {
+            assert!(!finished, "an open child is not finished: {committed:?}");
+        }
+        assert_eq!(Some(offset), last.get(shard), "{committed:?} vs {last:?}");
+    }
+    assert_eq!(committed.len(), 3, "{committed:?}");
+    // A second run reads only what came since.
+    kin.put_seqs(&stream, 300..340, 10);
+    run_caught_up(&s);
+    assert_eq!(sorted_seqs(&s), (0..340).collect::<Vec<u64>>());
+    kin.delete(&stream);
+}
+
+#[test]
+fn kinesis_polling_until_caught_up_reads_a_split_stream_to_its_tip_and_exits_0() {
+    kinesis_run_until_caught_up("  reader: polling\n");
+}
+
+#[test]
+fn kinesis_efo_until_caught_up_reads_a_split_stream_to_its_tip_and_exits_0() {
+    kinesis_run_until_caught_up("  reader: efo\n  consumer_name: caught\n");
+}
+
+/// noida-db (true high watermarks), started by `scripts/emulators/noida.sh`.
+fn noida() -> String {
+    std::env::var("SLUICE_TEST_NOIDA_BROKERS").expect(
+        "SLUICE_TEST_NOIDA_BROKERS: run `scripts/emulators/noida.sh start DIR` and source DIR/noida.env",
+    )
+}
+
+fn produce_seqs(brokers: &str, topic: &str, seqs: std::ops::Range<u64>) {
+    let records: Vec<k::Produce> = seqs
+        .map(|i| {
+            (
+                Some(format!("k{i}")),
+                format!("{{\"seq\":{i}}}"),
+                Vec::new(),
+            )
+        })
+        .collect();
+    k::produce(brokers, topic, &records, None);
+}
+
+fn kafka_spec(brokers: &str, topic: &str) -> String {
+    format!(
+        "version: 1\nname: kcaught\nsource:\n  type: kafka\n  brokers: [{brokers}]\n  topics: [{topic}]\n  group: g-{topic}\n  start: earliest\nsink:\n  type: file\n  path: out/data.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 20ms\n"
+    )
+}
+
+#[test]
+fn kafka_until_caught_up_stops_at_each_partitions_high_watermark_and_exits_0() {
+    let brokers = noida();
+    let topic = k::topic("caught");
+    k::create_topic(&brokers, &topic, 3);
+    produce_seqs(&brokers, &topic, 0..300);
+    let s = Scratch::new();
+    s.write("spec.yaml", &kafka_spec(&brokers, &topic));
+    let seqs = |s: &Scratch| {
+        let mut v = seqs(&s.lines("out/data.jsonl"));
+        v.sort_unstable();
+        v
+    };
+    run_caught_up(&s);
+    assert_eq!(seqs(&s), (0..300).collect::<Vec<u64>>());
+    // Committed up to each partition's last record: the high watermark minus one.
+    let ends = k::read(&brokers, &topic, 300, Duration::from_secs(30))
+        .into_iter()
+        .fold(BTreeMap::new(), |mut m: BTreeMap<String, u64>, msg| {
+            let e = m.entry(format!("{topic}/{}", msg.partition)).or_default();
+            *e = (*e).max(msg.offset as u64);
+            m
+        });
+    let committed: BTreeMap<String, u64> = s
+        .offsets("offsets", "kcaught")
+        .into_iter()
+        .map(|(p, o, _)| (p, o))
+        .collect();
+    assert_eq!(committed, ends);
+    // A second run reads only what came since.
+    produce_seqs(&brokers, &topic, 300..350);
+    run_caught_up(&s);
+    assert_eq!(seqs(&s), (0..350).collect::<Vec<u64>>());
+}
+
+#[test]
+fn dynamodb_streams_until_caught_up_reads_every_change_made_before_the_start_and_exits_0() {
+    let d = dynamo_support::Dynamo::new();
+    let table = d.create_table("caught", "id", true, true);
+    d.put_ids(&table, 0..120);
+    let s = Scratch::new();
+    s.write(
+        "spec.yaml",
+        &format!(
+            "version: 1\nname: dcaught\nsource:\n  type: dynamodb\n  table: {table}\n  mode: cdc\n  start_position: trim_horizon\n{aws}sink:\n  type: file\n  path: out/data.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 20ms\n",
+            aws = dynamo_support::aws_yaml(&d.endpoint, "  "),
+        ),
+    );
+    let ids = |s: &Scratch| {
+        let mut v: Vec<u64> = s
+            .lines("out/data.jsonl")
+            .iter()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("json");
+                v["keys"]["id"].as_u64().expect("id")
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    run_caught_up(&s);
+    assert_eq!(ids(&s), (0..120).collect::<Vec<u64>>());
+    // Committed at the last record of each shard read.
+    let seq = |v: &serde_json::Value| -> u128 {
+        v.as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string())
+            .parse()
+            .expect("sequence number")
+    };
+    let last_seq = s
+        .lines("out/data.jsonl")
+        .iter()
+        .map(|l| {
+            seq(&serde_json::from_str::<serde_json::Value>(l).expect("json")["sequence_number"])
+        })
+        .max();
+    let committed = kinesis_support::committed(s.path("").as_path(), "dcaught");
+    let top = committed
+        .iter()
+        .map(|(_, o, _)| seq(&serde_json::Value::String(o.clone())))
+        .max();
+    assert_eq!(top, last_seq, "{committed:?}");
+    // A second run reads only what came since.
+    d.put_ids(&table, 120..150);
+    run_caught_up(&s);
+    assert_eq!(ids(&s), (0..150).collect::<Vec<u64>>());
+}
+
+#[test]
+fn until_caught_up_is_refused_for_sources_without_a_tip_and_a_file_ends_at_its_end() {
+    let s = Scratch::new();
+    s.write(
+        "stdin.yaml",
+        "version: 1\nname: in\nsource:\n  type: stdin\nsink:\n  type: file\n  path: out.jsonl\n",
+    );
+    s.write(
+        "endless.yaml",
+        "version: 1\nname: gen\nsource:\n  type: generator\n  rate: 10\nsink:\n  type: file\n  path: out.jsonl\n",
+    );
+    for (spec, at, says) in [
+        ("stdin.yaml", "stdin.yaml:4:9", "standard input has none"),
+        ("endless.yaml", "endless.yaml:4:9", "give it a `count`"),
+    ] {
+        for cmd in [
+            &["validate", "--until-caught-up", spec][..],
+            &["run", "--no-progress", "--until-caught-up", spec][..],
+        ] {
+            let out = s.run(cmd);
+            let text = format!("{}{}", stdout(&out), stderr(&out));
+            assert!(!out.status.success(), "{cmd:?}: {text}");
+            assert!(
+                text.contains(at) && text.contains("source.type"),
+                "{cmd:?}: {text}"
+            );
+            assert!(text.contains(says), "{cmd:?}: {text}");
+        }
+        // Without the flag the same spec is valid.
+        assert!(s.run(&["validate", spec]).status.success());
+    }
+    s.write("in.jsonl", "{\"seq\":0}\n{\"seq\":1}\n");
+    s.write(
+        "file.yaml",
+        "version: 1\nname: f\nsource:\n  type: file\n  paths: [in.jsonl]\nsink:\n  type: file\n  path: out/data.jsonl\n",
+    );
+    let out = s.run(&["run", "--no-progress", "--until-caught-up", "file.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(seqs(&s.lines("out/data.jsonl")), vec![0, 1]);
+}
