@@ -451,10 +451,10 @@ fn poll_loop(
                 .remove(&PartitionId::from(partition_id(&tp.0, tp.1)));
         }
         {
-            let starts = shared.starts.lock().unwrap_or_else(|e| e.into_inner());
+            // A copy: librdkafka may run the rebalance callback (which writes it) meanwhile.
+            let starts = shared.starts.lock().map(|s| s.clone()).unwrap_or_default();
             tips.report_lag(&consumer, &starts, &ctx.lag);
             if tips.caught_up(&consumer, &starts) {
-                drop(starts);
                 // Everything read is handed on; the drain below waits for its commit.
                 for (tp, p) in std::mem::take(&mut pending) {
                     if !send(&tp, p) {

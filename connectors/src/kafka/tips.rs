@@ -63,10 +63,15 @@ impl Tips {
         self.next_lag = Instant::now() + LAG_INTERVAL;
         let positions = positions(consumer);
         for tp in assigned(consumer) {
-            let Ok((low, high)) = consumer.fetch_watermarks(&tp.0, tp.1, WATERMARK_TIMEOUT) else {
-                continue;
+            let (low, high) = match consumer.fetch_watermarks(&tp.0, tp.1, WATERMARK_TIMEOUT) {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::debug!(partition = %partition_id(&tp.0, tp.1), error = %e, "kafka source: cannot fetch the partition's high watermark; its lag in records waits for the next try");
+                    continue;
+                }
             };
-            if let Some(pos) = position(&tp, &positions, starts, (low, high)) {
+            let pos = position(&tp, &positions, starts, (low, high));
+            if let Some(pos) = pos {
                 let id = PartitionId::from(partition_id(&tp.0, tp.1));
                 lag.set_records(&id, high.saturating_sub(pos).max(0) as u64);
             }
