@@ -74,7 +74,7 @@ fn a_paused_kinesis_pipeline_shows_its_lag_rising_and_it_falls_to_zero_after_res
         s.lines("out/data.jsonl").len()
     );
     assert_eq!(
-        http(port, "POST", "/pipelines/paused/pause").map(|r| r.0),
+        http(port, "POST", "/pipelines/paused/pause", &[]).map(|r| r.0),
         Some(202)
     );
     assert!(
@@ -107,7 +107,7 @@ fn a_paused_kinesis_pipeline_shows_its_lag_rising_and_it_falls_to_zero_after_res
     assert_eq!(v["counts"]["read"], 50, "nothing is read while paused: {v}");
     assert!(v["lag_seconds"][shard.as_str()].as_f64() > Some(0.0), "{v}");
     assert_eq!(
-        http(port, "POST", "/pipelines/paused/resume").map(|r| r.0),
+        http(port, "POST", "/pipelines/paused/resume", &[]).map(|r| r.0),
         Some(202)
     );
     assert!(

@@ -16,17 +16,26 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A request on loopback: (status, body), or None when nothing answers.
-pub fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
+/// A request on loopback with extra headers: (status, body), or None when nothing answers.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(
         &format!("127.0.0.1:{port}").parse().expect("addr"),
         Duration::from_millis(500),
     )
     .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n"
     );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
     s.write_all(req.as_bytes()).ok()?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).ok()?;
@@ -53,13 +62,13 @@ pub fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
 
 /// A GET whose body is JSON.
 pub fn get_json(port: u16, path: &str) -> Option<(u16, serde_json::Value)> {
-    let (code, body) = http(port, "GET", path)?;
+    let (code, body) = http(port, "GET", path, &[])?;
     Some((code, serde_json::from_str(&body).ok()?))
 }
 
 /// The `metric{pipeline="…",partition="…"}` lines of `/metrics`: partition → value.
 pub fn series(port: u16, metric: &str, pipeline: &str) -> BTreeMap<String, f64> {
-    let Some((200, text)) = http(port, "GET", "/metrics") else {
+    let Some((200, text)) = http(port, "GET", "/metrics", &[]) else {
         return BTreeMap::new();
     };
     let prefix = format!("{metric}{{pipeline=\"{pipeline}\",partition=\"");

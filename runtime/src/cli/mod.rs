@@ -1,5 +1,6 @@
 //! The `sluice` command line: `run`, `validate`, `schema`, `offsets`, `plugin`.
 
+mod config;
 mod logging;
 mod offsets;
 mod plugin;
