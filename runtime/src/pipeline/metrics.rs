@@ -214,6 +214,7 @@ impl Exposition {
 }
 
 type Read = fn(&Metrics) -> u64;
+type LagRead = fn(&Metrics) -> Vec<(sluice_connectors::PartitionId, f64)>;
 
 impl Collector for Exposition {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -302,32 +303,36 @@ impl Collector for Exposition {
                 }
             }
         }
-        {
-            let mut family = enc.encode_descriptor(
+        // Per-partition lag, in time and in records.
+        let lags: [(&str, &str, LagRead); 2] = [
+            (
                 "sluice_source_lag_seconds",
                 "How far behind the newest record of each partition the source reads (Kinesis: MillisBehindLatest; DynamoDB Streams and Kafka: the age of the newest record read).",
-                None,
-                MetricType::Gauge,
-            )?;
-            for (p, m) in &pipelines {
-                for (partition, ms) in m.source_lag.snapshot() {
-                    ConstGauge::new(ms as f64 / 1000.0).encode(family.encode_family(&[
-                        ("pipeline", p.as_str()),
-                        ("partition", &*partition),
-                    ])?)?;
-                }
-            }
-        }
-        {
-            let mut family = enc.encode_descriptor(
+                |m| {
+                    m.source_lag
+                        .snapshot()
+                        .into_iter()
+                        .map(|(p, ms)| (p, ms as f64 / 1000.0))
+                        .collect()
+                },
+            ),
+            (
                 "sluice_source_lag_records",
                 "Records of each partition after the source's position (Kafka: high watermark minus position).",
-                None,
-                MetricType::Gauge,
-            )?;
+                |m| {
+                    m.source_lag
+                        .records_snapshot()
+                        .into_iter()
+                        .map(|(p, n)| (p, n as f64))
+                        .collect()
+                },
+            ),
+        ];
+        for (name, help, read) in lags {
+            let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for (p, m) in &pipelines {
-                for (partition, n) in m.source_lag.records_snapshot() {
-                    ConstGauge::new(n as i64).encode(family.encode_family(&[
+                for (partition, value) in read(m) {
+                    ConstGauge::new(value).encode(family.encode_family(&[
                         ("pipeline", p.as_str()),
                         ("partition", &*partition),
                     ])?)?;
