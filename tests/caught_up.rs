@@ -108,6 +108,54 @@ fn kinesis_efo_until_caught_up_reads_a_split_stream_to_its_tip_and_exits_0() {
     kinesis_run_until_caught_up("  reader: efo\n  consumer_name: caught\n");
 }
 
+#[test]
+fn kinesis_until_caught_up_leaves_the_children_of_a_split_made_during_the_run() {
+    let kin = Kinesis::new();
+    let stream = kin.create_stream(1);
+    kin.put_seqs(&stream, 0..100, 10);
+    let s = Scratch::new();
+    // 10 records per call, two calls a second: the run takes about 5 s to reach the tip.
+    s.write(
+        "spec.yaml",
+        &kinesis_support::source_spec(
+            "split",
+            &kin.endpoint,
+            &format!(
+                "  stream: {stream}\n  start_position: trim_horizon\n  max_records: 10\n  interval: 500ms\n"
+            ),
+        ),
+    );
+    let mut run = kinesis_support::Running(s.spawn(&[
+        "run",
+        "--no-progress",
+        "--until-caught-up",
+        "spec.yaml",
+    ]));
+    assert!(
+        wait_for(Duration::from_secs(30), || !s
+            .lines("out/data.jsonl")
+            .is_empty()),
+        "nothing read"
+    );
+    let parent = kin.shards(&stream).remove(0);
+    kin.split(&stream, &parent);
+    // Written after the start, into the children: left for the next run.
+    kin.put_seqs(&stream, 1000..1050, 10);
+    let status = wait_exit(&mut run.0, Duration::from_secs(60));
+    assert!(status.success(), "{status:?}");
+    let got = sorted_seqs(&s);
+    assert!(
+        got.len() < 150,
+        "a child made during the run was read: {got:?}"
+    );
+    assert_eq!(got, (0..100).collect::<Vec<u64>>());
+    // The next run reads the children.
+    run_caught_up(&s);
+    let got = sorted_seqs(&s);
+    assert_eq!(got, (0..100).chain(1000..1050).collect::<Vec<u64>>());
+    kin.delete(&stream);
+}
+
 /// noida-db (true high watermarks), started by `scripts/emulators/noida.sh`.
 fn noida() -> String {
     std::env::var("SLUICE_TEST_NOIDA_BROKERS").expect(
