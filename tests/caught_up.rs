@@ -218,6 +218,48 @@ fn kafka_until_caught_up_stops_at_each_partitions_high_watermark_and_exits_0() {
 }
 
 #[test]
+fn kafka_until_caught_up_ends_while_records_keep_arriving() {
+    let brokers = noida();
+    let topic = k::topic("busy");
+    k::create_topic(&brokers, &topic, 2);
+    produce_seqs(&brokers, &topic, 0..200);
+    let s = Scratch::new();
+    s.write("spec.yaml", &kafka_spec(&brokers, &topic));
+    // A producer writes on through the whole run: the run still ends at the tips it started with.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, brokers, topic) = (stop.clone(), brokers.clone(), topic.clone());
+        std::thread::spawn(move || {
+            let mut next = 10_000u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                produce_seqs(&brokers, &topic, next..next + 20);
+                next += 20;
+            }
+            next
+        })
+    };
+    run_caught_up(&s);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.join().expect("writer") - 10_000;
+    let got = seqs(&s.lines("out/data.jsonl"));
+    let mut before: Vec<u64> = got.iter().copied().filter(|n| *n < 10_000).collect();
+    before.sort_unstable();
+    assert_eq!(before, (0..200).collect::<Vec<u64>>());
+    let during = got.len() - before.len();
+    assert!(
+        (during as u64) < written,
+        "read {during} of the {written} records written during the run: it did not stop at the tips"
+    );
+    // What was delivered is what was committed: per partition, no gap and nothing beyond.
+    let committed: u64 = s
+        .offsets("offsets", "kcaught")
+        .iter()
+        .map(|(_, o, _)| o + 1)
+        .sum();
+    assert_eq!(committed, got.len() as u64);
+}
+
+#[test]
 fn dynamodb_streams_until_caught_up_reads_every_change_made_before_the_start_and_exits_0() {
     let d = dynamo_support::Dynamo::new();
     let table = d.create_table("caught", "id", true, true);

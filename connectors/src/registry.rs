@@ -96,7 +96,7 @@ impl SourceConfig {
     /// reported.
     pub async fn lag_probe(&self) -> Option<Box<dyn LagProbe>> {
         match self {
-            Self::Kinesis(c) => match kinesis::LagProbe::connect(c.clone()).await {
+            Self::Kinesis(c) => match kinesis::ShardLagProbe::connect(c.clone()).await {
                 Ok(p) => Some(Box::new(p)),
                 Err(e) => {
                     tracing::warn!(stream = %c.stream, error = %e, "kinesis source: cannot watch the lag while paused");

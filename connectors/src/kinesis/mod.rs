@@ -23,7 +23,7 @@ pub use config::{
     KinesisSinkConfig, KinesisSourceConfig, ReaderKind, Registration, SinkRetries, SourceRetries,
     StartPosition, parse_timestamp,
 };
-pub use probe::LagProbe;
+pub use probe::ShardLagProbe;
 pub use sink::KinesisSink;
 pub use source::KinesisSource;
 

@@ -19,11 +19,11 @@ use crate::error::ConnectorError;
 const MIN_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Asks Kinesis how far each shard's committed offset is behind its tip; see the module docs.
-pub struct LagProbe {
+pub struct ShardLagProbe {
     shared: Shared,
 }
 
-impl LagProbe {
+impl ShardLagProbe {
     /// Builds a client for the source's stream (no call is made).
     pub async fn connect(cfg: KinesisSourceConfig) -> Result<Self, ConnectorError> {
         let stream = StreamRef::parse(&cfg.stream)
@@ -57,7 +57,7 @@ impl LagProbe {
 }
 
 #[async_trait]
-impl crate::api::LagProbe for LagProbe {
+impl crate::api::LagProbe for ShardLagProbe {
     fn interval(&self) -> Duration {
         self.shared.cfg.interval.0.max(MIN_PROBE_INTERVAL)
     }
