@@ -259,33 +259,36 @@ fn kafka_until_caught_up_ends_while_records_keep_arriving() {
     assert_eq!(committed, got.len() as u64);
 }
 
+fn dynamodb_spec(d: &dynamo_support::Dynamo, table: &str) -> String {
+    format!(
+        "version: 1\nname: dcaught\nsource:\n  type: dynamodb\n  table: {table}\n  mode: cdc\n  start_position: trim_horizon\n{aws}sink:\n  type: file\n  path: out/data.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 20ms\n",
+        aws = dynamo_support::aws_yaml(&d.endpoint, "  "),
+    )
+}
+
+/// The `keys.id` of every stream record delivered, sorted.
+fn delivered_ids(s: &Scratch) -> Vec<u64> {
+    let mut v: Vec<u64> = s
+        .lines("out/data.jsonl")
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            v["keys"]["id"].as_u64().expect("id")
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
 #[test]
 fn dynamodb_streams_until_caught_up_reads_every_change_made_before_the_start_and_exits_0() {
     let d = dynamo_support::Dynamo::new();
     let table = d.create_table("caught", "id", true, true);
     d.put_ids(&table, 0..120);
     let s = Scratch::new();
-    s.write(
-        "spec.yaml",
-        &format!(
-            "version: 1\nname: dcaught\nsource:\n  type: dynamodb\n  table: {table}\n  mode: cdc\n  start_position: trim_horizon\n{aws}sink:\n  type: file\n  path: out/data.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 20ms\n",
-            aws = dynamo_support::aws_yaml(&d.endpoint, "  "),
-        ),
-    );
-    let ids = |s: &Scratch| {
-        let mut v: Vec<u64> = s
-            .lines("out/data.jsonl")
-            .iter()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).expect("json");
-                v["keys"]["id"].as_u64().expect("id")
-            })
-            .collect();
-        v.sort_unstable();
-        v
-    };
+    s.write("spec.yaml", &dynamodb_spec(&d, &table));
     run_caught_up(&s);
-    assert_eq!(ids(&s), (0..120).collect::<Vec<u64>>());
+    assert_eq!(delivered_ids(&s), (0..120).collect::<Vec<u64>>());
     // Committed at the last record of each shard read.
     let seq = |v: &serde_json::Value| -> u128 {
         v.as_str()
@@ -310,7 +313,39 @@ fn dynamodb_streams_until_caught_up_reads_every_change_made_before_the_start_and
     // A second run reads only what came since.
     d.put_ids(&table, 120..150);
     run_caught_up(&s);
-    assert_eq!(ids(&s), (0..150).collect::<Vec<u64>>());
+    assert_eq!(delivered_ids(&s), (0..150).collect::<Vec<u64>>());
+}
+
+#[test]
+fn dynamodb_streams_until_caught_up_ends_while_items_keep_changing() {
+    let d = dynamo_support::Dynamo::new();
+    let table = d.create_table("busy", "id", true, true);
+    d.put_ids(&table, 0..100);
+    let s = Scratch::new();
+    s.write("spec.yaml", &dynamodb_spec(&d, &table));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, table) = (stop.clone(), table.clone());
+        std::thread::spawn(move || {
+            let d = dynamo_support::Dynamo::new();
+            let mut next = 10_000u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                d.put_ids(&table, next..next + 25);
+                next += 25;
+            }
+            next - 10_000
+        })
+    };
+    run_caught_up(&s);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.join().expect("writer") as usize;
+    let got = delivered_ids(&s);
+    let before: Vec<u64> = got.iter().copied().filter(|n| *n < 10_000).collect();
+    assert_eq!(before, (0..100).collect::<Vec<u64>>());
+    assert!(
+        got.len() - before.len() < written,
+        "read every one of the {written} changes made during the run"
+    );
 }
 
 #[test]
