@@ -450,7 +450,7 @@ fn poll_loop(
             ctx.lag
                 .remove(&PartitionId::from(partition_id(&tp.0, tp.1)));
         }
-        {
+        if tips.due() {
             // A copy: librdkafka may run the rebalance callback (which writes it) meanwhile.
             let starts = shared.starts.lock().map(|s| s.clone()).unwrap_or_default();
             tips.report_lag(&consumer, &starts, &ctx.lag);

@@ -40,6 +40,13 @@ impl Tips {
         }
     }
 
+    /// Whether [`Tips::report_lag`] or [`Tips::caught_up`] has work now (one clock read, so
+    /// the poll loop can ask per record).
+    pub fn due(&self) -> bool {
+        let now = Instant::now();
+        now >= self.next_lag || (self.ends.is_some() && now >= self.next_check)
+    }
+
     /// With `--until-caught-up`: the record at `offset` is past its partition's tip at start
     /// (left for the next run).
     pub fn beyond_end(&self, tp: &Tp, offset: i64) -> bool {
