@@ -6,20 +6,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-mod common;
-#[path = "common/dynamodb.rs"]
-mod dynamo_support;
-#[path = "common/kafka.rs"]
-mod kafka_support;
-#[path = "common/kinesis.rs"]
-mod kinesis_support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
-use kafka_support as k;
-use kinesis_support::Kinesis;
+use sluice_test_kit::emulator::noida_brokers;
+use sluice_test_kit::kinesis::{self as kinesis_support, Kinesis};
+use sluice_test_kit::{dynamodb as dynamo_support, kafka as k, *};
 
 /// `sluice run --until-caught-up spec.yaml`: must exit 0 within a minute; returns its stderr.
 fn run_caught_up(s: &Scratch) -> String {
@@ -79,7 +71,7 @@ fn kinesis_run_until_caught_up(reader: &str) {
     run_caught_up(&s);
     assert_eq!(sorted_seqs(&s), (0..300).collect::<Vec<u64>>());
     // Everything delivered is committed: the parent finished, each child at its last record.
-    let committed = kinesis_support::committed(s.path("").as_path(), "caught");
+    let committed = committed_offsets(&s.path("offsets"), "caught");
     let last = last_offsets(&s);
     let parent_id = parent.shard_id().to_string();
     for (shard, offset, finished) in &committed {
@@ -125,12 +117,7 @@ fn kinesis_until_caught_up_leaves_the_children_of_a_split_made_during_the_run() 
             ),
         ),
     );
-    let mut run = kinesis_support::Running(s.spawn(&[
-        "run",
-        "--no-progress",
-        "--until-caught-up",
-        "spec.yaml",
-    ]));
+    let mut run = Running(s.spawn(&["run", "--no-progress", "--until-caught-up", "spec.yaml"]));
     assert!(
         wait_for(Duration::from_secs(30), || !s
             .lines("out/data.jsonl")
@@ -156,13 +143,6 @@ fn kinesis_until_caught_up_leaves_the_children_of_a_split_made_during_the_run() 
     kin.delete(&stream);
 }
 
-/// noida-db (true high watermarks), started by `scripts/emulators/noida.sh`.
-fn noida() -> String {
-    std::env::var("SLUICE_TEST_NOIDA_BROKERS").expect(
-        "SLUICE_TEST_NOIDA_BROKERS: run `scripts/emulators/noida.sh start DIR` and source DIR/noida.env",
-    )
-}
-
 fn produce_seqs(brokers: &str, topic: &str, seqs: std::ops::Range<u64>) {
     let records: Vec<k::Produce> = seqs
         .map(|i| {
@@ -184,7 +164,7 @@ fn kafka_spec(brokers: &str, topic: &str) -> String {
 
 #[test]
 fn kafka_until_caught_up_stops_at_each_partitions_high_watermark_and_exits_0() {
-    let brokers = noida();
+    let brokers = noida_brokers();
     let topic = k::topic("caught");
     k::create_topic(&brokers, &topic, 3);
     produce_seqs(&brokers, &topic, 0..300);
@@ -219,7 +199,7 @@ fn kafka_until_caught_up_stops_at_each_partitions_high_watermark_and_exits_0() {
 
 #[test]
 fn kafka_until_caught_up_ends_while_records_keep_arriving() {
-    let brokers = noida();
+    let brokers = noida_brokers();
     let topic = k::topic("busy");
     k::create_topic(&brokers, &topic, 2);
     produce_seqs(&brokers, &topic, 0..200);
@@ -244,7 +224,9 @@ fn kafka_until_caught_up_ends_while_records_keep_arriving() {
     let got = seqs(&s.lines("out/data.jsonl"));
     let mut before: Vec<u64> = got.iter().copied().filter(|n| *n < 10_000).collect();
     before.sort_unstable();
-    let missing: Vec<u64> = (0..200).filter(|n| before.binary_search(n).is_err()).collect();
+    let missing: Vec<u64> = (0..200)
+        .filter(|n| before.binary_search(n).is_err())
+        .collect();
     assert!(
         before.len() == 200 && missing.is_empty(),
         "{} delivered, missing {missing:?}",
@@ -309,7 +291,7 @@ fn dynamodb_streams_until_caught_up_reads_every_change_made_before_the_start_and
             seq(&serde_json::from_str::<serde_json::Value>(l).expect("json")["sequence_number"])
         })
         .max();
-    let committed = kinesis_support::committed(s.path("").as_path(), "dcaught");
+    let committed = committed_offsets(&s.path("offsets"), "dcaught");
     let top = committed
         .iter()
         .map(|(_, o, _)| seq(&serde_json::Value::String(o.clone())))

@@ -3,14 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-mod common;
-#[path = "common/http.rs"]
-mod http_support;
-
 use std::time::Duration;
 
-use common::*;
-use http_support::{free_port, get_json, http};
+use sluice_test_kit::http::{get_json, http};
+use sluice_test_kit::*;
 
 #[test]
 fn the_config_files_http_address_serves_the_api_with_the_token_from_its_variable() {
@@ -100,14 +96,4 @@ fn a_bad_config_or_an_unset_token_variable_stops_before_anything_runs() {
         stderr(&out)
     );
     assert!(!s.path("out/data.jsonl").exists(), "nothing ran");
-}
-
-/// Kills a `sluice` child on drop.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -6,25 +6,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-mod common;
-#[path = "common/dynamodb.rs"]
-mod dynamo_support;
-#[path = "common/http.rs"]
-mod http_support;
-#[path = "common/kafka.rs"]
-mod kafka_support;
-#[path = "common/kinesis.rs"]
-mod kinesis_support;
-
 use std::io::Read;
 use std::process::{ChildStdout, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::*;
-use http_support::{free_port, get_json, http, series};
-use kinesis_support::Running;
+use sluice_test_kit::http::{get_json, http, series};
+use sluice_test_kit::{
+    dynamodb as dynamo_support, kafka as kafka_support, kinesis as kinesis_support, *,
+};
 
 /// Starts `sluice run --http` on a free port; stdout piped (for the stdout sink), stderr null.
 fn serve(s: &Scratch) -> (Running, u16) {
@@ -147,9 +138,7 @@ fn trickle(mut out: ChildStdout, fast: Arc<AtomicBool>) -> Arc<AtomicUsize> {
 
 #[test]
 fn kafka_lag_in_records_is_the_high_watermark_minus_the_position_and_falls_to_zero() {
-    let brokers = std::env::var("SLUICE_TEST_NOIDA_BROKERS").expect(
-        "SLUICE_TEST_NOIDA_BROKERS: run `scripts/emulators/noida.sh start DIR` and source DIR/noida.env",
-    );
+    let brokers = sluice_test_kit::emulator::noida_brokers();
     let topic = kafka_support::topic("lagrec");
     kafka_support::create_topic(&brokers, &topic, 1);
     let pad = "x".repeat(1000);

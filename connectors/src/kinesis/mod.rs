@@ -28,9 +28,8 @@ pub use sink::KinesisSink;
 pub use source::KinesisSource;
 
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 
-use crate::aws::{self, AwsConfig};
+use crate::aws::AwsConfig;
 use crate::error::ConnectorError;
 
 /// A stream as the spec names it: by name, or by ARN (which also gives the name).
@@ -96,38 +95,11 @@ pub async fn client(aws: &AwsConfig) -> Result<Client, ConnectorError> {
     Ok(Client::new(&sdk))
 }
 
-/// A connector error for a failed call, naming the stream, the shard (if any) and the call.
-pub(crate) fn call_error<E, R>(
-    role: &str,
-    stream: &str,
-    shard: Option<&str>,
-    call: &str,
-    e: &SdkError<E, R>,
-) -> ConnectorError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
-{
-    let at = match shard {
+/// Where a Kinesis call happens, for [`ConnectorError::call`]: the role, the stream and the
+/// shard (if any).
+pub(crate) fn at(role: &str, stream: &str, shard: Option<&str>) -> String {
+    match shard {
         Some(s) => format!("kinesis {role}: stream {stream} shard {s}"),
         None => format!("kinesis {role}: stream {stream}"),
-    };
-    let message = format!("{at}: {call} failed: {}", aws::describe(e));
-    if aws::is_retriable(e) {
-        ConnectorError::retriable(message)
-    } else {
-        ConnectorError::fatal(message)
     }
-}
-
-/// The delay before retry `attempt` (1, 2, ...) of a policy: exponential from `base` by `exp`
-/// up to `max`, with jitter (between half and all of it). For retry loops that
-/// [`RetryPolicy::run`](crate::retry::RetryPolicy::run) cannot express (partial failures, event
-/// streams).
-pub(crate) fn backoff(p: &crate::retry::RetryPolicy, attempt: u32) -> std::time::Duration {
-    let base = p.backoff.base.0.as_secs_f64();
-    let max = p.backoff.max.0.as_secs_f64();
-    let exp = f64::from(p.backoff.exp.max(1.0));
-    let d = (base * exp.powi(attempt.saturating_sub(1).min(64) as i32)).min(max);
-    std::time::Duration::from_secs_f64(d * rand::random_range(0.5..=1.0))
 }

@@ -37,7 +37,7 @@ impl ShardLagProbe {
                 cfg,
                 stream,
                 stream_arn: String::new(),
-                output,
+                batches: crate::api::BatchSender::new(output, Default::default()),
                 shutdown: Default::default(),
                 closed: Default::default(),
                 lag: Arc::default(),

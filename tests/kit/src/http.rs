@@ -1,20 +1,10 @@
-//! A plain HTTP/1.1 client for the operations API on loopback (no client crate needed), and the
-//! per-partition series of `/metrics`.
-
-#![allow(dead_code)]
+//! A plain HTTP/1.1 client for `sluice run --http` on loopback (no client crate needed), and the
+//! per-partition series of its `/metrics`.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
-
-/// A loopback port nothing listens on (yet).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
 
 /// A request on loopback with extra headers: (status, body), or None when nothing answers.
 pub fn http(
