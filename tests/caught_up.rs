@@ -26,6 +26,32 @@ fn run_caught_up(s: &Scratch) -> String {
     err
 }
 
+/// Runs [`run_caught_up`] while a thread keeps writing records `10_000..` in steps of `step`
+/// (`write(range)`, from a client of its own); returns how many it wrote.
+fn run_caught_up_while_writing(
+    s: &Scratch,
+    step: u64,
+    write: impl FnMut(std::ops::Range<u64>) + Send + 'static,
+) -> u64 {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let mut write = write;
+        std::thread::spawn(move || {
+            let mut next = 10_000u64;
+            while !stop.load(Ordering::Relaxed) {
+                write(next..next + step);
+                next += step;
+            }
+            next - 10_000
+        })
+    };
+    run_caught_up(s);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer")
+}
+
 /// The `seq` of every output line, sorted.
 fn sorted_seqs(s: &Scratch) -> Vec<u64> {
     let mut got: Vec<u64> = s
@@ -162,14 +188,19 @@ fn kafka_spec(brokers: &str, topic: &str) -> String {
     )
 }
 
+/// A fresh topic on noida-db holding `0..records`, and a scratch folder with a spec reading it.
+fn kafka_setup(prefix: &str, partitions: i32, records: u64) -> (String, String, Scratch) {
+    let brokers = noida_brokers();
+    let topic = k::topic(prefix);
+    k::create_topic(&brokers, &topic, partitions);
+    produce_seqs(&brokers, &topic, 0..records);
+    let s = Scratch::with("spec.yaml", &kafka_spec(&brokers, &topic));
+    (brokers, topic, s)
+}
+
 #[test]
 fn kafka_until_caught_up_stops_at_each_partitions_high_watermark_and_exits_0() {
-    let brokers = noida_brokers();
-    let topic = k::topic("caught");
-    k::create_topic(&brokers, &topic, 3);
-    produce_seqs(&brokers, &topic, 0..300);
-    let s = Scratch::new();
-    s.write("spec.yaml", &kafka_spec(&brokers, &topic));
+    let (brokers, topic, s) = kafka_setup("caught", 3, 300);
     let seqs = |s: &Scratch| {
         let mut v = seqs(&s.lines("out/data.jsonl"));
         v.sort_unstable();
@@ -199,28 +230,10 @@ fn kafka_until_caught_up_stops_at_each_partitions_high_watermark_and_exits_0() {
 
 #[test]
 fn kafka_until_caught_up_ends_while_records_keep_arriving() {
-    let brokers = noida_brokers();
-    let topic = k::topic("busy");
-    k::create_topic(&brokers, &topic, 2);
-    produce_seqs(&brokers, &topic, 0..200);
-    let s = Scratch::new();
-    s.write("spec.yaml", &kafka_spec(&brokers, &topic));
+    let (brokers, topic, s) = kafka_setup("busy", 2, 200);
     // A producer writes on through the whole run: the run still ends at the tips it started with.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let (stop, brokers, topic) = (stop.clone(), brokers.clone(), topic.clone());
-        std::thread::spawn(move || {
-            let mut next = 10_000u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                produce_seqs(&brokers, &topic, next..next + 20);
-                next += 20;
-            }
-            next
-        })
-    };
-    run_caught_up(&s);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let written = writer.join().expect("writer") - 10_000;
+    let (b, t) = (brokers.clone(), topic.clone());
+    let written = run_caught_up_while_writing(&s, 20, move |r| produce_seqs(&b, &t, r));
     let got = seqs(&s.lines("out/data.jsonl"));
     let mut before: Vec<u64> = got.iter().copied().filter(|n| *n < 10_000).collect();
     before.sort_unstable();
@@ -310,22 +323,13 @@ fn dynamodb_streams_until_caught_up_ends_while_items_keep_changing() {
     d.put_ids(&table, 0..100);
     let s = Scratch::new();
     s.write("spec.yaml", &dynamodb_spec(&d, &table));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let (stop, table) = (stop.clone(), table.clone());
-        std::thread::spawn(move || {
-            let d = dynamo_support::Dynamo::new();
-            let mut next = 10_000u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                d.put_ids(&table, next..next + 25);
-                next += 25;
-            }
-            next - 10_000
-        })
-    };
-    run_caught_up(&s);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let written = writer.join().expect("writer") as usize;
+    let t = table.clone();
+    let mut writer = None;
+    let written = run_caught_up_while_writing(&s, 25, move |r| {
+        writer
+            .get_or_insert_with(dynamo_support::Dynamo::new)
+            .put_ids(&t, r)
+    }) as usize;
     let got = delivered_ids(&s);
     let before: Vec<u64> = got.iter().copied().filter(|n| *n < 10_000).collect();
     assert_eq!(before, (0..100).collect::<Vec<u64>>());
