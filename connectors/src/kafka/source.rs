@@ -411,6 +411,7 @@ fn poll_loop(
     let mut committed = ctx.committed.clone();
     let mut last_error: Option<(String, Instant)> = None;
     let mut tips = Tips::new(ctx.until_caught_up);
+    tips.fetch_ends(&consumer, &cfg.topics);
     let send = |tp: &Tp, p: Pending| -> bool {
         let Some(last) = p.records.last() else {
             return true;

@@ -1,7 +1,7 @@
 //! Where a Kafka source stands against the end of its partitions: `sluice_source_lag_records`
 //! (high watermark minus position, with the watermarks fetched every [`LAG_INTERVAL`], not per
-//! record) and `--until-caught-up` (each partition stops at the high watermark it had when it was
-//! assigned, at the run's start).
+//! record) and `--until-caught-up` (each partition stops at the high watermark it had when the
+//! run started).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -22,7 +22,8 @@ const WATERMARK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the poll loop knows about the end of each partition.
 pub(super) struct Tips {
-    /// `--until-caught-up`: the (low, high) watermarks of each partition when first assigned.
+    /// `--until-caught-up`: the (low, high) watermarks of each partition at the run's start (or,
+    /// if it could not be fetched then, when first assigned).
     ends: Option<HashMap<Tp, (i64, i64)>>,
     /// `--until-caught-up`: partitions read up to their tip (paused in the consumer).
     reached: std::collections::HashSet<Tp>,
@@ -37,6 +38,39 @@ impl Tips {
             reached: Default::default(),
             next_lag: Instant::now(),
             next_check: Instant::now(),
+        }
+    }
+
+    /// With `--until-caught-up`, when the run starts: the watermarks of every partition of
+    /// `topics`, so each stops at its tip of that moment. A partition missed here (a broker that
+    /// did not answer) gets its tip when it is first assigned.
+    pub fn fetch_ends<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        topics: &[String],
+    ) {
+        let Some(ends) = self.ends.as_mut() else {
+            return;
+        };
+        for topic in topics {
+            let partitions: Vec<i32> = match consumer.fetch_metadata(Some(topic), WATERMARK_TIMEOUT)
+            {
+                Ok(m) => m
+                    .topics()
+                    .iter()
+                    .filter(|t| t.name() == topic)
+                    .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(topic = %topic, error = %e, "kafka source: cannot list the topic's partitions at the start; their tips are taken when they are assigned");
+                    continue;
+                }
+            };
+            for p in partitions {
+                if let Ok(w) = consumer.fetch_watermarks(topic, p, WATERMARK_TIMEOUT) {
+                    ends.insert((topic.clone(), p), w);
+                }
+            }
         }
     }
 
