@@ -30,7 +30,7 @@ pub mod units;
 
 pub use ack::{Ack, Completion, Rejected, Ticket};
 pub use api::{
-    BatchSender, Committed, CommittedOffsets, Lag, Sink, SinkRecord, Source, SourceBatch,
+    BatchSender, Committed, CommittedOffsets, Lag, LagProbe, Sink, SinkRecord, Source, SourceBatch,
     SourceContext,
 };
 pub use error::ConnectorError;
