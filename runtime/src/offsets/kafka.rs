@@ -16,7 +16,7 @@ use sluice_connectors::kafka::{OffsetLog, OffsetLogConfig};
 use sluice_connectors::units::Dur;
 use tokio::sync::OnceCell;
 
-use super::{Entry, OffsetError, OffsetRow, OffsetStore, ResetTo, apply_reset, is_stale};
+use super::{Entry, OffsetError, OffsetRow, OffsetStore, Prune, Reset};
 
 /// The Kafka offset store.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -197,16 +197,12 @@ impl OffsetStore for KafkaStore {
             .collect())
     }
 
-    async fn reset(
-        &self,
-        namespace: &str,
-        partition: Option<&str>,
-        to: ResetTo,
-    ) -> Result<Vec<OffsetRow>, OffsetError> {
+    async fn reset(&self, req: &Reset) -> Result<Vec<OffsetRow>, OffsetError> {
         let _guard = self.lock.lock().await;
         let mut table = self.read().await?;
-        let parts = table.entry(namespace.to_string()).or_default();
-        let changed = apply_reset(namespace, parts, partition, &to);
+        let namespace = &req.namespace;
+        let parts = table.entry(namespace.clone()).or_default();
+        let changed = req.apply(parts);
         let entries = changed
             .iter()
             .map(|row| match parts.get(&row.partition) {
@@ -218,25 +214,10 @@ impl OffsetStore for KafkaStore {
         Ok(changed)
     }
 
-    async fn prune(
-        &self,
-        namespace: Option<&str>,
-        older_than: Option<Duration>,
-        dry_run: bool,
-    ) -> Result<Vec<OffsetRow>, OffsetError> {
+    async fn prune(&self, req: &Prune) -> Result<Vec<OffsetRow>, OffsetError> {
         let _guard = self.lock.lock().await;
-        let table = self.read().await?;
-        let pruned: Vec<OffsetRow> = table
-            .iter()
-            .filter(|(ns, _)| namespace.is_none_or(|n| n == ns.as_str()))
-            .flat_map(|(ns, parts)| {
-                parts
-                    .iter()
-                    .filter(|(_, e)| is_stale(e.updated_at, older_than))
-                    .map(move |(p, e)| e.row(ns, p))
-            })
-            .collect();
-        if !dry_run {
+        let pruned = req.apply_all(&mut self.read().await?);
+        if !req.dry_run {
             let tombstones = pruned
                 .iter()
                 .map(|r| (Self::key(&r.namespace, &r.partition), None))
