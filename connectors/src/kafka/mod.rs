@@ -10,6 +10,7 @@ mod log;
 mod properties;
 mod sink;
 mod source;
+mod txn;
 
 pub use client::{TopicState, is_retriable};
 pub use config::{

@@ -19,21 +19,22 @@ use super::client::{
 };
 use super::config::{FieldRef, KafkaSinkConfig, KeyFrom, PartitionBy};
 use crate::ack::Ack;
-use crate::api::{Sink, SinkRecord};
+use super::txn::{self, KafkaTransaction};
+use crate::api::{Sink, SinkRecord, Transactional};
 use crate::error::ConnectorError;
 use crate::record::Record;
 
 /// What the delivery callbacks (on librdkafka's polling thread) share with the sink.
 #[derive(Default)]
-struct Deliveries {
-    in_flight: AtomicU64,
+pub(super) struct Deliveries {
+    pub(super) in_flight: AtomicU64,
     idle: Notify,
     /// The first delivery failure since the last flush.
     failure: Mutex<Option<ConnectorError>>,
 }
 
 impl Deliveries {
-    fn done(&self) {
+    pub(super) fn done(&self) {
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.idle.notify_waiters();
         }
@@ -49,9 +50,11 @@ impl Deliveries {
 }
 
 /// The producer's context: delivery reports acknowledge records.
-struct SinkContext {
+pub(super) struct SinkContext {
     log: LogContext,
     deliveries: Arc<Deliveries>,
+    /// With `exactly_once`: the `transactional.id`.
+    transactional_id: Option<String>,
 }
 
 impl ClientContext for SinkContext {
@@ -65,11 +68,12 @@ impl ClientContext for SinkContext {
 
 /// A record librdkafka holds until its delivery report: its ack, and the record without its
 /// value (librdkafka has a copy, handed back in the report), for the error policy.
-struct InFlight {
-    ack: Ack,
-    record: Record,
+pub(super) struct InFlight {
+    /// `None` for the offset records an exactly-once commit adds to the transaction.
+    pub(super) ack: Option<Ack>,
+    pub(super) record: Record,
     /// The topic came from `topic_from`, not the configured `topic`.
-    routed: bool,
+    pub(super) routed: bool,
 }
 
 /// True for a delivery error that concerns this one record, not the sink: Kafka refused the
@@ -103,8 +107,39 @@ impl ProducerContext for SinkContext {
             mut record,
             routed,
         } = *pending;
+        let Some(ack) = ack else {
+            // An offset record of an exactly-once commit: `commit_transaction` reports its
+            // failure.
+            if let Err((e, msg)) = result {
+                tracing::warn!(topic = msg.topic(), brokers = %self.log.brokers, error = %e, "kafka sink: offset record not delivered; the transaction will abort");
+            }
+            self.deliveries.done();
+            return;
+        };
         match result {
             Ok(_) => ack.ack(),
+            Err((e, msg)) if is_record_error(e, routed) && self.transactional_id.is_some() => {
+                // Inside a transaction a refused record makes the transaction abort-required:
+                // nothing of it may be committed. The pipeline rewinds to its last commit, and
+                // then the sink hands this record to the error policy instead of producing it.
+                let id = self.transactional_id.as_deref().unwrap_or_default();
+                let value = msg.payload().unwrap_or_default();
+                super::txn::remember_refused(id, super::txn::identity(&record, value));
+                drop(ack);
+                tracing::warn!(
+                    topic = msg.topic(),
+                    brokers = %self.log.brokers,
+                    error = %e,
+                    source_partition = %record.partition,
+                    source_offset = %record.offset,
+                    "kafka sink: Kafka refused a record inside a transaction; aborting it and resuming from the last commit, where the record goes to the error policy"
+                );
+                self.deliveries.fail(ConnectorError::retriable(format!(
+                    "kafka sink: Kafka refused a record for topic `{}` on {} inside transaction `{id}` ({e}); the transaction is aborted and the pipeline resumes from its last committed offsets, handing that record to the error policy",
+                    msg.topic(),
+                    self.log.brokers
+                )));
+            }
             Err((e, msg)) if is_record_error(e, routed) => {
                 let partition = msg.partition();
                 tracing::warn!(
@@ -178,6 +213,8 @@ pub struct KafkaSink {
     partitions: HashMap<String, u32>,
     /// `topic_from` topics found missing or forbidden, when, and why.
     refused: HashMap<String, (Instant, String)>,
+    /// With `exactly_once`: the open transaction the records go into.
+    txn: Option<Arc<KafkaTransaction>>,
 }
 
 impl KafkaSink {
@@ -192,6 +229,9 @@ impl KafkaSink {
                 brokers: brokers.clone(),
             },
             deliveries: deliveries.clone(),
+            transactional_id: cfg
+                .exactly_once
+                .then(|| cfg.transactional_id.clone().unwrap_or_default()),
         };
         tracing::debug!(brokers = %brokers, topic = %cfg.topic, properties = ?cfg.properties, "kafka sink: connecting");
         let producer: ThreadedProducer<SinkContext> = cfg
@@ -205,6 +245,20 @@ impl KafkaSink {
                     &e,
                 )
             })?;
+        let txn = match (cfg.exactly_once, &cfg.transactional_id) {
+            (false, _) => None,
+            (true, None) => {
+                return Err(ConnectorError::fatal(
+                    "kafka sink: `exactly_once` needs a transactional id (the runtime derives one from the pipeline name)",
+                ));
+            }
+            (true, Some(id)) => Some(Arc::new(KafkaTransaction::new(
+                producer.clone(),
+                deliveries.clone(),
+                id.clone(),
+                brokers.clone(),
+            ))),
+        };
         let mut sink = Self {
             cfg: cfg.clone(),
             brokers,
@@ -212,7 +266,18 @@ impl KafkaSink {
             deliveries,
             partitions: HashMap::new(),
             refused: HashMap::new(),
+            txn,
         };
+        if let Some(txn) = &sink.txn {
+            let txn = txn.clone();
+            cfg.retry
+                .run(
+                    &format!("kafka sink: init_transactions on {}", sink.brokers),
+                    |e: &ConnectorError| e.retriable,
+                    || txn.init(),
+                )
+                .await?;
+        }
         let topic = cfg.topic.clone();
         let n = sink
             .ensure_topic(&topic, cfg.create_topic.is_some())
@@ -395,6 +460,15 @@ impl KafkaSink {
     }
 
     fn take_failure(&self) -> Result<(), ConnectorError> {
+        if let Some(txn) = &self.txn
+            && let Some((code, reason)) = self.producer.client().fatal_error()
+        {
+            // Fenced by a newer instance, or broken: a restart would only be fenced again (or
+            // fence the newer one), so the pipeline stops for good.
+            return Err(ConnectorError::fatal(
+                txn.fatal_message("producing", &format!("{code}: {reason}")),
+            ));
+        }
         if let Some((code, reason)) = self.producer.client().fatal_error() {
             // The producer is unusable; a restart replays everything after the last commit.
             return Err(ConnectorError::retriable(format!(
@@ -456,6 +530,16 @@ impl Sink for KafkaSink {
             };
             // librdkafka copies key and value; the record (without its value) waits for the
             // delivery report in case the error policy needs it.
+            if let Some(txn) = &self.txn
+                && txn::was_refused(&txn.id, txn::identity(&record, &record.value))
+            {
+                let reason = format!(
+                    "kafka sink: Kafka refused this record for topic `{topic}` on {} in an earlier (aborted) transaction of `{}`",
+                    self.brokers, txn.id
+                );
+                ack.reject(record, reason);
+                continue;
+            }
             let value = std::mem::take(&mut record.value);
             let record_key = record.key.clone();
             let key: Option<&[u8]> = match self.cfg.key {
@@ -497,7 +581,7 @@ impl Sink for KafkaSink {
             let mut msg: BaseRecord<'_, [u8], [u8], Box<InFlight>> = BaseRecord::with_opaque_to(
                 &topic,
                 Box::new(InFlight {
-                    ack,
+                    ack: Some(ack),
                     record,
                     routed,
                 }),
@@ -546,6 +630,7 @@ impl Sink for KafkaSink {
                 let InFlight {
                     ack, mut record, ..
                 } = *pending;
+                let Some(ack) = ack else { continue };
                 let size = value.len() + record.key.as_ref().map_or(0, |k| k.len());
                 record.value = value;
                 let reason = if matches!(
@@ -562,6 +647,10 @@ impl Sink for KafkaSink {
             }
         }
         Ok(())
+    }
+
+    fn transaction(&self) -> Option<Arc<dyn Transactional>> {
+        self.txn.clone().map(|t| t as Arc<dyn Transactional>)
     }
 
     async fn flush(&mut self) -> Result<(), ConnectorError> {
