@@ -125,9 +125,10 @@ fn validate_refuses_exactly_once_without_the_kafka_store_on_the_sinks_cluster() 
         "file.yaml",
         &format!("{base}offsets:\n  store: file\n  path: o\n"),
     );
+    let said = |out: &std::process::Output| format!("{}{}", stdout(out), stderr(out));
     let out = s.run(&["validate", "file.yaml"]);
     assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = said(&out);
     assert!(err.contains("file.yaml:9:"), "{err}");
     assert!(
         err.contains("needs the Kafka offset store on the sink's cluster")
@@ -140,7 +141,7 @@ fn validate_refuses_exactly_once_without_the_kafka_store_on_the_sinks_cluster() 
     );
     let out = s.run(&["validate", "other.yaml"]);
     assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = said(&out);
     assert!(err.contains("other.yaml:12:"), "{err}");
     assert!(
         err.contains("the offset store's brokers must be the sink's (127.0.0.1:9092)"),
@@ -152,7 +153,7 @@ fn validate_refuses_exactly_once_without_the_kafka_store_on_the_sinks_cluster() 
             "{base}  properties:\n    transactional.id: x\noffsets:\n  store: kafka\n  brokers: [127.0.0.1:9092]\n"
         ),
     );
-    let err = stderr(&s.run(&["validate", "props.yaml"]));
+    let err = said(&s.run(&["validate", "props.yaml"]));
     assert!(
         err.contains("`transactional.id` is set by `exactly_once`"),
         "{err}"
@@ -162,7 +163,7 @@ fn validate_refuses_exactly_once_without_the_kafka_store_on_the_sinks_cluster() 
         &format!("{base}offsets:\n  store: kafka\n  brokers: [127.0.0.1:9092]\n"),
     );
     let out = s.run(&["validate", "ok.yaml"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.status.success(), "{}", said(&out));
 }
 
 #[test]
@@ -280,11 +281,23 @@ fn a_second_run_fences_the_first_and_nothing_the_first_writes_afterwards_is_visi
 }
 
 /// A topic whose broker limit refuses one record: inside a transaction that makes the
-/// transaction abort-required.
+/// transaction abort-required. (The limit is on a whole batch: the sink's batches stay below.)
 fn refusing_topic(brokers: &str) -> String {
     let topic = k::topic("eos-limit");
     k::create_topic_with(brokers, &topic, 1, &[("max.message.bytes", "2000")]);
     topic
+}
+
+/// An exactly-once file → Kafka spec whose batches fit the refusing topic.
+fn limited_spec(name: &str, brokers: &str, topic: &str, extra: &str) -> String {
+    spec(
+        name,
+        "source:\n  type: file\n  paths: [in.jsonl]\n",
+        brokers,
+        topic,
+        extra,
+    )
+    .replace("exactly_once: true\n", "exactly_once: true\n  batch_bytes: 1KiB\n")
 }
 
 /// 200 small records with one of 5,000 bytes (seq 150) among them, as a file source.
@@ -305,9 +318,8 @@ fn a_record_the_broker_refuses_aborts_its_transaction_and_tolerance_none_stops()
     let s = Scratch::new();
     with_one_large_record(&s);
     // One transaction for everything (a long commit interval): the refusal aborts all of it.
-    let text = spec(
+    let text = limited_spec(
         "eos-none",
-        "source:\n  type: file\n  paths: [in.jsonl]\n",
         &brokers,
         &topic,
         "errors:\n  tolerance: none\n",
@@ -317,8 +329,11 @@ fn a_record_the_broker_refuses_aborts_its_transaction_and_tolerance_none_stops()
     let out = s.run(&["run", "p.yaml"]);
     assert!(!out.status.success(), "tolerance none stops the run");
     let err = stderr(&out);
-    assert!(err.contains("bad record"), "{err}");
-    assert!(err.contains("offset 150"), "{err}");
+    assert!(
+        err.contains("bad record at partition in.jsonl")
+            && err.contains("Kafka refused this record"),
+        "{err}"
+    );
     let seen = k::read(&brokers, &topic, 1, Duration::from_secs(3));
     assert!(
         seen.is_empty(),
@@ -333,15 +348,18 @@ fn a_record_the_broker_refuses_is_dead_lettered_with_tolerance_all_and_the_rest_
     let topic = refusing_topic(&brokers);
     let s = Scratch::new();
     with_one_large_record(&s);
-    let text = spec(
+    let text = limited_spec(
         "eos-all",
-        "source:\n  type: file\n  paths: [in.jsonl]\n",
         &brokers,
         &topic,
-        "errors:\n  tolerance: all\n  dead_letter:\n    path: dead.jsonl\n",
+        "errors:\n  tolerance: all\n  dead_letter:\n    type: file\n    path: dead.jsonl\n",
     );
     s.write("p.yaml", &text);
-    let out = s.run(&["run", "p.yaml"]);
+    let out = s
+        .cmd(&["run", "p.yaml"])
+        .env("SLUICE_LOG", "info")
+        .output()
+        .expect("run");
     assert!(out.status.success(), "{}", stderr(&out));
     let all = read_settled(&brokers, &topic, 199, Duration::from_secs(30));
     let mut seqs: Vec<u64> = all.iter().map(seq).collect();

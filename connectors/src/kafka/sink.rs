@@ -31,6 +31,9 @@ pub(super) struct Deliveries {
     idle: Notify,
     /// The first delivery failure since the last flush.
     failure: Mutex<Option<ConnectorError>>,
+    /// Exactly-once: records Kafka refused inside the transaction (identity, size). Kafka
+    /// refuses a whole batch for one bad record, so they are suspects, not culprits.
+    suspects: Mutex<Vec<(u64, usize)>>,
 }
 
 impl Deliveries {
@@ -124,7 +127,10 @@ impl ProducerContext for SinkContext {
                 // then the sink hands this record to the error policy instead of producing it.
                 let id = self.transactional_id.as_deref().unwrap_or_default();
                 let value = msg.payload().unwrap_or_default();
-                super::txn::remember_refused(id, super::txn::identity(&record, value));
+                let size = value.len() + msg.key().map_or(0, <[u8]>::len);
+                if let Ok(mut s) = self.deliveries.suspects.lock() {
+                    s.push((super::txn::identity(&record, value), size));
+                }
                 drop(ack);
                 tracing::warn!(
                     topic = msg.topic(),
@@ -475,6 +481,9 @@ impl KafkaSink {
                 "kafka sink: the producer for topic `{}` on {} failed for good ({code}: {reason}); stopping so that a restart resends everything after the last commit. A broker that lost its idempotent-producer state (a restart without persistent storage, a deleted topic) causes this",
                 self.cfg.topic, self.brokers
             )));
+        }
+        if let Some(txn) = &self.txn {
+            txn.convict(&self.deliveries.suspects);
         }
         match self.deliveries.failure.lock().map(|mut f| f.take()) {
             Ok(Some(e)) => Err(e),

@@ -111,6 +111,19 @@ impl KafkaTransaction {
         }
     }
 
+    /// Takes the largest of the records Kafka refused in one batch for the bad one: Kafka refuses
+    /// the whole batch (`MSG_SIZE_TOO_LARGE` for one oversized record), and librdkafka does
+    /// not split it. After the rewind the sink hands that record to the error policy and
+    /// produces the others again; another refusal convicts the next.
+    pub(super) fn convict(&self, suspects: &Mutex<Vec<(u64, usize)>>) {
+        let Ok(mut s) = suspects.lock() else { return };
+        if let Some(&(identity, size)) = s.iter().max_by_key(|(_, size)| *size) {
+            tracing::info!(transactional_id = %self.id, bytes = size, refused_together = s.len(), "kafka sink: the largest record of the refused batch goes to the error policy after the rewind");
+            remember_refused(&self.id, identity);
+        }
+        s.clear();
+    }
+
     /// Runs a blocking transaction call on a blocking thread.
     async fn call(
         &self,
