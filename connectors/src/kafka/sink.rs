@@ -49,6 +49,12 @@ impl Deliveries {
         {
             *f = Some(e);
         }
+        // An exactly-once flush stops waiting at the first failure (below).
+        self.idle.notify_waiters();
+    }
+
+    fn failed(&self) -> bool {
+        self.failure.lock().map(|f| f.is_some()).unwrap_or(true)
     }
 }
 
@@ -450,6 +456,11 @@ impl KafkaSink {
             loop {
                 let idle = self.deliveries.idle.notified();
                 if self.deliveries.in_flight.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                // Inside a failed transaction librdkafka sends nothing more: what is queued
+                // would wait for `delivery_timeout`. The transaction is aborted anyway.
+                if self.txn.is_some() && self.deliveries.failed() {
                     return;
                 }
                 idle.await;
