@@ -4,6 +4,11 @@
     cargo build --release -p sluice-runtime --bin sluice
     python3 scripts/bench/kafka.py [--records 200000] [--size 1024] [--partitions 4]
                                    [--kinesis-records 3000]
+    python3 scripts/bench/kafka.py --exactly-once [--commit-interval 1s]
+
+--exactly-once compares at-least-once with `sink.exactly_once` instead (the cost of the Kafka
+transaction): generator → kafka and kafka → kafka, both with the Kafka offset store, against
+noida-db (scripts/emulators/noida.sh, or SLUICE_TEST_NOIDA_BROKERS), which does transactions.
 
 Starts its own broker (scripts/emulators/kafka.sh) unless SLUICE_TEST_KAFKA_BROKERS is set, and
 its own kinesis-local for the Kinesis → Kafka row unless SLUICE_TEST_KINESIS_ENDPOINT is set.
@@ -87,7 +92,13 @@ def main():
     ap.add_argument("--kinesis-records", type=int, default=3000)
     ap.add_argument("--compression", default="none",
                     help="sink compression (the generator's padding compresses unrealistically well)")
+    ap.add_argument("--exactly-once", action="store_true",
+                    help="compare at-least-once with exactly_once on noida-db")
+    ap.add_argument("--commit-interval", default="1s",
+                    help="with --exactly-once: commit_interval (one transaction each)")
     a = ap.parse_args()
+    if a.exactly_once:
+        return exactly_once(a)
     if not os.path.exists(SLUICE):
         sys.exit(f"{SLUICE} missing: cargo build --release -p sluice-runtime --bin sluice")
     # The discarding sink is `discard` (older builds: `null`).
@@ -168,6 +179,51 @@ def main():
                         "offsets:\n  store: memory\n")
             run(["run", "--no-progress", "kload.yaml"], work)
             row("kinesis → kafka (bridge)", n, ["run", "--no-progress", "--max-records", str(n), "bridge.yaml"], a.size)
+    finally:
+        for s in started:
+            subprocess.run(["bash", os.path.join(ROOT, "scripts/emulators", s), "stop", work])
+
+
+def exactly_once(a):
+    """At-least-once against exactly-once, same broker (noida-db), same Kafka offset store."""
+    if not os.path.exists(SLUICE):
+        sys.exit(f"{SLUICE} missing: set SLUICE_BIN or build the binary")
+    work = tempfile.mkdtemp(prefix="sluice-eos-bench.")
+    started = []
+    brokers = os.environ.get("SLUICE_TEST_NOIDA_BROKERS")
+    if not brokers:
+        brokers = start("noida.sh", work, "SLUICE_TEST_NOIDA_BROKERS")
+        started.append("noida.sh")
+    try:
+        tag = "%012x" % random.getrandbits(48)
+        mb = a.records * a.size / 1e6
+        print(f"machine: {os.cpu_count()} cores; binary {SLUICE}; {a.records} records of {a.size} B "
+              f"({mb:.0f} MB), {a.partitions} partitions, broker noida-db on the same machine, "
+              f"commit_interval {a.commit_interval}")
+        print("| pipeline | delivery | wall s | records/s | MB/s | sluice CPU s |")
+        print("|---|---|---|---|---|---|")
+        for mode in ("at-least-once", "exactly-once"):
+            eos = "  exactly_once: true\n" if mode == "exactly-once" else ""
+            t_in, t_out = f"eos-in-{mode}-{tag}", f"eos-out-{mode}-{tag}"
+            offsets = (f"offsets:\n  store: kafka\n  brokers: [{brokers}]\n"
+                       f"  topic: offsets-{mode}-{tag}\n  commit_interval: {a.commit_interval}\n")
+            sink = (f"sink:\n  type: kafka\n  brokers: [{brokers}]\n  topic: {{t}}\n  linger: 10ms\n"
+                    f"  create_topic:\n    partitions: {a.partitions}\n{eos}")
+            load = (f"version: 1\nname: load-{mode}-{tag}\nsource:\n  type: generator\n  count: {a.records}\n"
+                    f"  partitions: {a.partitions}\n  record_size: {a.size}\n  batch_size: 1000\n"
+                    + sink.format(t=t_in) + "partitioner: fixed\n" + offsets)
+            mirror = (f"version: 1\nname: mirror-{mode}-{tag}\nsource:\n  type: kafka\n  brokers: [{brokers}]\n"
+                      f"  topics: [{t_in}]\n  group: mirror-{mode}-{tag}\n"
+                      + sink.format(t=t_out) + "  key: record\npartitioner: fixed\n" + offsets)
+            for name, text in (("load.yaml", load), ("mirror.yaml", mirror)):
+                with open(os.path.join(work, name), "w") as f:
+                    f.write(text)
+            for name, args in (("generator → kafka", ["run", "--no-progress", "load.yaml"]),
+                               ("kafka → kafka", ["run", "--no-progress", "--max-records",
+                                                  str(a.records), "mirror.yaml"])):
+                wall, cpu = run(args, work)
+                print(f"| {name} | {mode} | {wall:.2f} | {a.records / wall:,.0f} | {mb / wall:.1f} | "
+                      f"{cpu:.2f} |", flush=True)
     finally:
         for s in started:
             subprocess.run(["bash", os.path.join(ROOT, "scripts/emulators", s), "stop", work])
