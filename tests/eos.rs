@@ -25,8 +25,7 @@ const USERS: u64 = 13;
 
 /// noida-db's address; panics with the way to start one when nothing answers.
 fn noida() -> String {
-    let b =
-        std::env::var("SLUICE_TEST_NOIDA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9093".into());
+    let b = std::env::var("SLUICE_TEST_NOIDA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9093".into());
     let addr: std::net::SocketAddr = b.parse().expect("SLUICE_TEST_NOIDA_BROKERS is host:port");
     assert!(
         std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok(),
@@ -297,14 +296,21 @@ fn limited_spec(name: &str, brokers: &str, topic: &str, extra: &str) -> String {
         topic,
         extra,
     )
-    .replace("exactly_once: true\n", "exactly_once: true\n  batch_bytes: 1KiB\n")
+    .replace(
+        "exactly_once: true\n",
+        "exactly_once: true\n  batch_bytes: 1KiB\n",
+    )
 }
 
 /// 200 small records with one of 5,000 bytes (seq 150) among them, as a file source.
 fn with_one_large_record(s: &Scratch) {
     let lines: Vec<String> = (0..200u64)
         .map(|i| {
-            let pad = if i == 150 { "x".repeat(5000) } else { String::new() };
+            let pad = if i == 150 {
+                "x".repeat(5000)
+            } else {
+                String::new()
+            };
             format!(r#"{{"seq":{i},"user_id":"u{}","pad":"{pad}"}}"#, i % USERS)
         })
         .collect();
@@ -318,13 +324,8 @@ fn a_record_the_broker_refuses_aborts_its_transaction_and_tolerance_none_stops()
     let s = Scratch::new();
     with_one_large_record(&s);
     // One transaction for everything (a long commit interval): the refusal aborts all of it.
-    let text = limited_spec(
-        "eos-none",
-        &brokers,
-        &topic,
-        "errors:\n  tolerance: none\n",
-    )
-    .replace("commit_interval: 300ms", "commit_interval: 30s");
+    let text = limited_spec("eos-none", &brokers, &topic, "errors:\n  tolerance: none\n")
+        .replace("commit_interval: 300ms", "commit_interval: 30s");
     s.write("p.yaml", &text);
     let out = s.run(&["run", "p.yaml"]);
     assert!(!out.status.success(), "tolerance none stops the run");
@@ -391,8 +392,10 @@ fn kafka_to_kafka_is_exactly_once_across_kill_9() {
     // Slow enough to be killed in the middle: small batches, one at a time.
     s.write(
         "p.yaml",
-        &spec("eos-k2k", &source, &brokers, &output, "")
-            .replace("flush_interval: 50ms", "flush_interval: 50ms\n  max_buffered: 50"),
+        &spec("eos-k2k", &source, &brokers, &output, "").replace(
+            "flush_interval: 50ms",
+            "flush_interval: 50ms\n  max_buffered: 50",
+        ),
     );
     let mut visible = 0;
     for kill in 0..2 {

@@ -433,10 +433,7 @@ impl KafkaSinkConfig {
         if let Some(id) = &self.transactional_id
             && id.trim().is_empty()
         {
-            issues.push(ConfigIssue::new(
-                "transactional_id",
-                "must not be empty",
-            ));
+            issues.push(ConfigIssue::new("transactional_id", "must not be empty"));
         }
         issues
     }

@@ -18,8 +18,8 @@ use super::client::{
     LogContext, TopicState, config_error, create_topic, is_purged, is_retriable, topic_state,
 };
 use super::config::{FieldRef, KafkaSinkConfig, KeyFrom, PartitionBy};
-use crate::ack::Ack;
 use super::txn::{self, KafkaTransaction};
+use crate::ack::Ack;
 use crate::api::{Sink, SinkRecord, Transactional};
 use crate::error::ConnectorError;
 use crate::record::Record;

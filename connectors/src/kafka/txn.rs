@@ -170,8 +170,8 @@ impl KafkaTransaction {
                     self.id, self.brokers
                 );
                 // A coordinator not reachable yet is worth waiting for; anything else is not.
-                let retriable = matches!(kind(&e), Kind::Retriable)
-                    || super::client::is_retriable(&e);
+                let retriable =
+                    matches!(kind(&e), Kind::Retriable) || super::client::is_retriable(&e);
                 ConnectorError {
                     message: msg,
                     retriable,
@@ -255,7 +255,9 @@ impl Transactional for KafkaTransaction {
                         return Err(self.aborted("commit_transaction", &e).await);
                     }
                     Kind::Fatal => {
-                        return Err(TxnError::Fatal(self.fatal_message("commit_transaction", &e)));
+                        return Err(TxnError::Fatal(
+                            self.fatal_message("commit_transaction", &e),
+                        ));
                     }
                 },
             }
@@ -285,8 +287,8 @@ mod tests {
     use rdkafka::producer::BaseProducer;
 
     fn brokers() -> String {
-        let b = std::env::var("SLUICE_TEST_NOIDA_BROKERS")
-            .unwrap_or_else(|_| "127.0.0.1:9093".into());
+        let b =
+            std::env::var("SLUICE_TEST_NOIDA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9093".into());
         let addr: std::net::SocketAddr = b.parse().expect("SLUICE_TEST_NOIDA_BROKERS is host:port");
         assert!(
             std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok(),
@@ -319,7 +321,8 @@ mod tests {
                 .set("bootstrap.servers", &brokers)
                 .create()
                 .expect("admin");
-        let new = rdkafka::admin::NewTopic::new(&topic, 1, rdkafka::admin::TopicReplication::Fixed(1));
+        let new =
+            rdkafka::admin::NewTopic::new(&topic, 1, rdkafka::admin::TopicReplication::Fixed(1));
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         rt.block_on(admin.create_topics([&new], &rdkafka::admin::AdminOptions::new()))
             .expect("create topic");
@@ -332,7 +335,8 @@ mod tests {
         zombie.begin_transaction().expect("begin");
         send(&zombie, &topic, "left open").expect("send");
         let next = producer(&brokers, &id);
-        next.init_transactions(t).expect("the second instance fences the first");
+        next.init_transactions(t)
+            .expect("the second instance fences the first");
         next.begin_transaction().expect("begin");
         send(&next, &topic, "after fencing").expect("send");
         next.commit_transaction(t).expect("commit");

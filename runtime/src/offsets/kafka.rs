@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use sluice_connectors::{CommittedOffsets, Transactional, TxnError};
 use sluice_connectors::kafka::{OffsetLog, OffsetLogConfig};
+use sluice_connectors::{CommittedOffsets, Transactional, TxnError};
 use tokio::sync::OnceCell;
 
 use super::{Entry, OffsetError, OffsetRow, OffsetStore, ResetTo, apply_reset, is_stale};

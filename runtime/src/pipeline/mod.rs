@@ -25,8 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_connectors::{
-    ConnectorError, PartitionId, Sink, SinkConfig, SinkRecord, Source, SourceContext,
-    Transactional,
+    ConnectorError, PartitionId, Sink, SinkConfig, SinkRecord, Source, SourceContext, Transactional,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;

@@ -184,7 +184,10 @@ impl PipelineError {
             PipelineError::SinkGone => true,
             PipelineError::Offsets(e) => {
                 e.is_transient()
-                    || matches!(e, OffsetError::Unavailable { .. } | OffsetError::Aborted { .. })
+                    || matches!(
+                        e,
+                        OffsetError::Unavailable { .. } | OffsetError::Aborted { .. }
+                    )
             }
             PipelineError::BadRecord { .. }
             | PipelineError::DeadLetter(_)

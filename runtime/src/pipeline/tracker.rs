@@ -444,31 +444,42 @@ mod tests {
             Default::default(),
             Default::default(),
         );
-        let (done, completions) = mpsc::unbounded_channel();
+        let (completed, completions) = mpsc::unbounded_channel();
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let (sink_done, sink_done_rx) = oneshot::channel();
         let task = tokio::spawn(t.run_transactional(completions, requests_rx, sink_done_rx));
         let ask = |through: &[(&str, u64)]| {
             let (reply, answer) = oneshot::channel();
-            let through = through.iter().map(|(p, s)| (PartitionId::from(*p), *s)).collect();
+            let through = through
+                .iter()
+                .map(|(p, s)| (PartitionId::from(*p), *s))
+                .collect();
             requests
                 .send(CommitRequest { through, reply })
                 .expect("send");
             answer
         };
-        done.send(done("a", 0, 9, true)).expect("send");
+        completed.send(done("a", 0, 9, true)).expect("send");
         let mut answer = ask(&[("a", 1)]);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(answer.try_recv().is_err(), "ticket a/1 is not in yet");
-        done.send(done("a", 1, 19, true)).expect("send");
+        // A bounded wait for something that must not happen.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut answer)
+                .await
+                .is_err(),
+            "ticket a/1 is not in yet"
+        );
+        completed.send(done("a", 1, 19, true)).expect("send");
         assert_eq!(answer.await.expect("answer"), Ok(true));
-        assert_eq!(store.load("p").await.expect("load")["a"].offset, Offset::from(19));
+        assert_eq!(
+            store.load("p").await.expect("load")["a"].offset,
+            Offset::from(19)
+        );
         // A failed ticket: nothing more is committed, not even at the end.
-        done.send(done("a", 2, 29, false)).expect("send");
-        done.send(done("b", 0, 5, true)).expect("send");
+        completed.send(done("a", 2, 29, false)).expect("send");
+        completed.send(done("b", 0, 5, true)).expect("send");
         assert_eq!(ask(&[("b", 0)]).await.expect("answer"), Ok(false));
         sink_done.send(true).expect("send");
-        drop((done, requests));
+        drop((completed, requests));
         task.await.expect("join").expect("run");
         let s = store.load("p").await.expect("load");
         assert_eq!(s["a"].offset, Offset::from(19));
