@@ -6,33 +6,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-mod common;
-#[path = "common/kafka.rs"]
-mod kafka_support;
-#[path = "common/kinesis.rs"]
-mod kinesis_support;
-
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use common::*;
-use kafka_support as k;
-use kinesis_support::{Kinesis, Running};
 use rand::Rng;
+use sluice_test_kit::kafka as k;
+use sluice_test_kit::kinesis::Kinesis;
+use sluice_test_kit::*;
 
 const USERS: u64 = 13;
-
-/// noida-db's address; panics with the way to start one when nothing answers.
-fn noida() -> String {
-    let b = std::env::var("SLUICE_TEST_NOIDA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9093".into());
-    let addr: std::net::SocketAddr = b.parse().expect("SLUICE_TEST_NOIDA_BROKERS is host:port");
-    assert!(
-        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok(),
-        "no noida-db answers at {b} (SLUICE_TEST_NOIDA_BROKERS): run the tests through scripts/test.sh, or `scripts/emulators/noida.sh start DIR` and source DIR/noida.env"
-    );
-    b
-}
 
 fn clicks(seqs: std::ops::Range<u64>) -> Vec<(String, Vec<u8>)> {
     seqs.map(|s| {
@@ -56,7 +39,7 @@ fn spec(name: &str, source: &str, brokers: &str, topic: &str, extra: &str) -> St
 fn kinesis_source(kinesis: &Kinesis, stream: &str) -> String {
     format!(
         "source:\n  type: kinesis\n  stream: {stream}\n  start_position: trim_horizon\n{aws}",
-        aws = kinesis_support::aws_yaml(&kinesis.endpoint, "  "),
+        aws = aws_yaml(&kinesis.endpoint, "  "),
     )
 }
 
@@ -170,7 +153,7 @@ fn a_bridge_killed_at_random_moments_delivers_every_record_exactly_once_in_order
     const TOTAL: u64 = 1500;
     const KILLS: usize = 5;
     let started = Instant::now();
-    let brokers = noida();
+    let brokers = emulator::noida_brokers();
     let kinesis = Kinesis::new();
     let stream = kinesis.create_stream(2);
     let topic = k::topic("eos-chaos");
@@ -231,7 +214,7 @@ fn a_bridge_killed_at_random_moments_delivers_every_record_exactly_once_in_order
 #[test]
 fn a_second_run_fences_the_first_and_nothing_the_first_writes_afterwards_is_visible() {
     const TOTAL: u64 = 1000;
-    let brokers = noida();
+    let brokers = emulator::noida_brokers();
     let kinesis = Kinesis::new();
     let stream = kinesis.create_stream(1);
     let topic = k::topic("eos-zombie");
@@ -319,7 +302,7 @@ fn with_one_large_record(s: &Scratch) {
 
 #[test]
 fn a_record_the_broker_refuses_aborts_its_transaction_and_tolerance_none_stops() {
-    let brokers = noida();
+    let brokers = emulator::noida_brokers();
     let topic = refusing_topic(&brokers);
     let s = Scratch::new();
     with_one_large_record(&s);
@@ -345,7 +328,7 @@ fn a_record_the_broker_refuses_aborts_its_transaction_and_tolerance_none_stops()
 
 #[test]
 fn a_record_the_broker_refuses_is_dead_lettered_with_tolerance_all_and_the_rest_arrives_once() {
-    let brokers = noida();
+    let brokers = emulator::noida_brokers();
     let topic = refusing_topic(&brokers);
     let s = Scratch::new();
     with_one_large_record(&s);
@@ -375,7 +358,7 @@ fn a_record_the_broker_refuses_is_dead_lettered_with_tolerance_all_and_the_rest_
 #[test]
 fn kafka_to_kafka_is_exactly_once_across_kill_9() {
     const TOTAL: u64 = 3000;
-    let brokers = noida();
+    let brokers = emulator::noida_brokers();
     let input = k::topic("eos-in");
     k::create_topic(&brokers, &input, 2);
     let records: Vec<k::Produce> = clicks(0..TOTAL)

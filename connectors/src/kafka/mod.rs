@@ -12,7 +12,7 @@ mod sink;
 mod source;
 mod txn;
 
-pub use client::{TopicState, is_retriable};
+pub use client::TopicState;
 pub use config::{
     Acks, Compression, CreateTopic, FieldRef, KafkaSinkConfig, KafkaSourceConfig, KeyFrom,
     PartitionBy, Properties, StartAt, glob_match, is_librdkafka_property, is_secret_property,

@@ -165,19 +165,17 @@ impl KafkaTransaction {
         self.call(|p| p.init_transactions(CALL_TIMEOUT))
             .await
             .map_err(|e| {
-                let msg = format!(
-                    "kafka sink: cannot initialise transactions for `{}` on {}",
-                    self.id, self.brokers
+                let mut err = ConnectorError::call(
+                    format_args!(
+                        "kafka sink: transactional.id `{}` on {}",
+                        self.id, self.brokers
+                    ),
+                    "init_transactions",
+                    &e,
                 );
-                // A coordinator not reachable yet is worth waiting for; anything else is not.
-                let retriable =
-                    matches!(kind(&e), Kind::Retriable) || super::client::is_retriable(&e);
-                ConnectorError {
-                    message: msg,
-                    retriable,
-                    source: None,
-                }
-                .with_source(e)
+                // librdkafka's own retriable mark counts too (a coordinator still loading).
+                err.retriable |= kind(&e) == Kind::Retriable;
+                err
             })?;
         self.begin()
             .map_err(|e| ConnectorError::fatal(self.fatal_message("begin_transaction", &e)))?;
