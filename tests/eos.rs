@@ -15,23 +15,19 @@ use sluice_test_kit::kafka as k;
 use sluice_test_kit::kinesis::Kinesis;
 use sluice_test_kit::*;
 
-const USERS: u64 = 13;
+const KEYS: u64 = 13;
 
-fn clicks(seqs: std::ops::Range<u64>) -> Vec<(String, Vec<u8>)> {
-    seqs.map(|s| {
-        let user = format!("u{}", s % USERS);
-        (
-            user.clone(),
-            format!(r#"{{"seq":{s},"user_id":"{user}"}}"#).into_bytes(),
-        )
-    })
-    .collect()
+/// The record of `seq`: `{"seq":N,"key":"kK"}` keyed `kK`, as the kit's `put_seqs` writes them.
+fn record(seq: u64) -> (String, String) {
+    let key = format!("k{}", seq % KEYS);
+    let value = format!(r#"{{"seq":{seq},"key":"{key}"}}"#);
+    (key, value)
 }
 
 /// An exactly-once pipeline into `topic` on `brokers`, offsets in a fresh topic there.
 fn spec(name: &str, source: &str, brokers: &str, topic: &str, extra: &str) -> String {
     format!(
-        "version: 1\nname: {name}\n{source}format:\n  decode: json\n  encode: json\npartitioner:\n  fields: [user_id]\nsink:\n  type: kafka\n  brokers: [{brokers}]\n  topic: {topic}\n  key: partition_key\n  exactly_once: true\n  create_topic:\n    partitions: 3\noffsets:\n  store: kafka\n  brokers: [{brokers}]\n  topic: {offsets}\n  commit_interval: 300ms\npipeline:\n  flush_interval: 50ms\nrestart:\n  initial_backoff: 100ms\n  max_backoff: 1s\n{extra}",
+        "version: 1\nname: {name}\n{source}format:\n  decode: json\n  encode: json\npartitioner:\n  fields: [key]\nsink:\n  type: kafka\n  brokers: [{brokers}]\n  topic: {topic}\n  key: partition_key\n  exactly_once: true\n  create_topic:\n    partitions: 3\noffsets:\n  store: kafka\n  brokers: [{brokers}]\n  topic: {offsets}\n  commit_interval: 300ms\npipeline:\n  flush_interval: 50ms\nrestart:\n  initial_backoff: 100ms\n  max_backoff: 1s\n{extra}",
         offsets = k::topic("eos-offsets"),
     )
 }
@@ -41,6 +37,48 @@ fn kinesis_source(kinesis: &Kinesis, stream: &str) -> String {
         "source:\n  type: kinesis\n  stream: {stream}\n  start_position: trim_horizon\n{aws}",
         aws = aws_yaml(&kinesis.endpoint, "  "),
     )
+}
+
+/// A Kinesis → Kafka exactly-once bridge (`bridge.yaml`) and a thread writing `total` records
+/// into its stream, `step` every `pause_ms`.
+struct Bridge {
+    kinesis: Kinesis,
+    stream: String,
+    brokers: String,
+    topic: String,
+    scratch: Scratch,
+    writer: std::thread::JoinHandle<()>,
+}
+
+impl Bridge {
+    fn start(name: &str, shards: i32, total: u64, step: u64, pause_ms: u64) -> Self {
+        let brokers = emulator::noida_brokers();
+        let kinesis = Kinesis::new();
+        let stream = kinesis.create_stream(shards);
+        let topic = k::topic(name);
+        let scratch = Scratch::new();
+        let source = kinesis_source(&kinesis, &stream);
+        scratch.write("bridge.yaml", &spec(name, &source, &brokers, &topic, ""));
+        let writer = {
+            let stream = stream.clone();
+            std::thread::spawn(move || {
+                let kinesis = Kinesis::new();
+                for from in (0..total).step_by(step as usize) {
+                    kinesis.put_seqs(&stream, from..from + step, KEYS);
+                    // Pacing the producer, not waiting for a condition.
+                    std::thread::sleep(Duration::from_millis(pause_ms));
+                }
+            })
+        };
+        Self {
+            kinesis,
+            stream,
+            brokers,
+            topic,
+            scratch,
+            writer,
+        }
+    }
 }
 
 fn seq(m: &k::Msg) -> u64 {
@@ -63,18 +101,18 @@ fn read_settled(brokers: &str, topic: &str, want: usize, timeout: Duration) -> V
 /// Each of `0..total` exactly once, in order per key, each key on one partition.
 fn assert_exactly_once_in_order(msgs: &[k::Msg], total: u64) {
     let mut copies: BTreeMap<u64, usize> = BTreeMap::new();
-    let mut per_user: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut per_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut partition_of: BTreeMap<String, i32> = BTreeMap::new();
     for m in msgs {
         let s = seq(m);
         *copies.entry(s).or_default() += 1;
-        let user = m.json()["user_id"].as_str().expect("user_id").to_string();
+        let key = m.json()["key"].as_str().expect("key").to_string();
         assert_eq!(
-            *partition_of.entry(user.clone()).or_insert(m.partition),
+            *partition_of.entry(key.clone()).or_insert(m.partition),
             m.partition,
-            "one Kafka partition per user"
+            "one Kafka partition per key"
         );
-        per_user.entry(user).or_default().push(s);
+        per_key.entry(key).or_default().push(s);
     }
     let dups: Vec<_> = copies.iter().filter(|(_, n)| **n > 1).collect();
     assert!(dups.is_empty(), "duplicates (seq, copies): {dups:?}");
@@ -83,11 +121,8 @@ fn assert_exactly_once_in_order(msgs: &[k::Msg], total: u64) {
         (0..total).collect::<Vec<_>>(),
         "every record"
     );
-    for (user, seqs) in &per_user {
-        assert!(
-            seqs.windows(2).all(|w| w[0] < w[1]),
-            "user {user}: {seqs:?}"
-        );
+    for (key, seqs) in &per_key {
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "key {key}: {seqs:?}");
     }
 }
 
@@ -153,39 +188,15 @@ fn a_bridge_killed_at_random_moments_delivers_every_record_exactly_once_in_order
     const TOTAL: u64 = 1500;
     const KILLS: usize = 5;
     let started = Instant::now();
-    let brokers = emulator::noida_brokers();
-    let kinesis = Kinesis::new();
-    let stream = kinesis.create_stream(2);
-    let topic = k::topic("eos-chaos");
-    let s = Scratch::new();
-    s.write(
-        "bridge.yaml",
-        &spec(
-            "eos-chaos",
-            &kinesis_source(&kinesis, &stream),
-            &brokers,
-            &topic,
-            "",
-        ),
-    );
     // Records keep arriving while the bridge is killed: 100 every 200 ms.
-    let writer = {
-        let stream = stream.clone();
-        std::thread::spawn(move || {
-            let kinesis = Kinesis::new();
-            for from in (0..TOTAL).step_by(100) {
-                kinesis.put(&stream, &clicks(from..from + 100));
-                // Pacing the producer, not waiting for a condition.
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        })
-    };
+    let b = Bridge::start("eos-chaos", 2, TOTAL, 100, 200);
+    let (brokers, topic, s) = (&b.brokers, &b.topic, &b.scratch);
     let mut rng = rand::rng();
     let mut visible = 0;
     for kill in 0..KILLS {
         let mut run = Running(s.spawn(&["run", "bridge.yaml"]));
         // Let this run commit something new, then kill it at a random moment.
-        let got = k::read_until(&brokers, &topic, Duration::from_secs(60), |m| {
+        let got = k::read_until(brokers, topic, Duration::from_secs(60), |m| {
             m.len() > visible
         });
         assert!(got.len() > visible, "run {kill} committed nothing new");
@@ -194,54 +205,30 @@ fn a_bridge_killed_at_random_moments_delivers_every_record_exactly_once_in_order
         run.kill().expect("kill -9");
         run.wait().expect("reaped");
     }
-    writer.join().expect("writer");
+    b.writer.join().expect("writer");
     // A last run finishes the stream and stops cleanly.
     let mut run = Running(s.spawn(&["run", "bridge.yaml"]));
-    k::read(&brokers, &topic, TOTAL as usize, Duration::from_secs(90));
+    k::read(brokers, topic, TOTAL as usize, Duration::from_secs(90));
     signal(&run, "-TERM");
     let status = wait_exit(&mut run, Duration::from_secs(30));
     assert!(status.success(), "{status:?}: {}", stderr_of(&mut run));
-    let all = read_settled(&brokers, &topic, TOTAL as usize, Duration::from_secs(30));
+    let all = read_settled(brokers, topic, TOTAL as usize, Duration::from_secs(30));
     assert_exactly_once_in_order(&all, TOTAL);
     eprintln!(
         "eos chaos: {KILLS} kills, {} records visible to read_committed, 0 duplicates, {:.0?}",
         all.len(),
         started.elapsed()
     );
-    kinesis.delete(&stream);
+    b.kinesis.delete(&b.stream);
 }
 
 #[test]
 fn a_second_run_fences_the_first_and_nothing_the_first_writes_afterwards_is_visible() {
     const TOTAL: u64 = 1000;
-    let brokers = emulator::noida_brokers();
-    let kinesis = Kinesis::new();
-    let stream = kinesis.create_stream(1);
-    let topic = k::topic("eos-zombie");
-    let s = Scratch::new();
-    s.write(
-        "bridge.yaml",
-        &spec(
-            "eos-zombie",
-            &kinesis_source(&kinesis, &stream),
-            &brokers,
-            &topic,
-            "",
-        ),
-    );
-    let writer = {
-        let stream = stream.clone();
-        std::thread::spawn(move || {
-            let kinesis = Kinesis::new();
-            for from in (0..TOTAL).step_by(50) {
-                kinesis.put(&stream, &clicks(from..from + 50));
-                // Pacing the producer, not waiting for a condition.
-                std::thread::sleep(Duration::from_millis(150));
-            }
-        })
-    };
+    let b = Bridge::start("eos-zombie", 1, TOTAL, 50, 150);
+    let (brokers, topic, s) = (&b.brokers, &b.topic, &b.scratch);
     let mut first = Running(s.spawn(&["run", "bridge.yaml"]));
-    let got = k::read_until(&brokers, &topic, Duration::from_secs(60), |m| !m.is_empty());
+    let got = k::read_until(brokers, topic, Duration::from_secs(60), |m| !m.is_empty());
     assert!(!got.is_empty(), "the first run committed nothing");
     // The same pipeline again (a restarted host while the old one still runs).
     let mut second = Running(s.spawn(&["run", "bridge.yaml"]));
@@ -252,14 +239,14 @@ fn a_second_run_fences_the_first_and_nothing_the_first_writes_afterwards_is_visi
         err.contains("was fenced: another instance of this pipeline"),
         "{err}"
     );
-    writer.join().expect("writer");
-    k::read(&brokers, &topic, TOTAL as usize, Duration::from_secs(60));
+    b.writer.join().expect("writer");
+    k::read(brokers, topic, TOTAL as usize, Duration::from_secs(60));
     signal(&second, "-TERM");
     let status = wait_exit(&mut second, Duration::from_secs(30));
     assert!(status.success(), "{status:?}: {}", stderr_of(&mut second));
-    let all = read_settled(&brokers, &topic, TOTAL as usize, Duration::from_secs(30));
+    let all = read_settled(brokers, topic, TOTAL as usize, Duration::from_secs(30));
     assert_exactly_once_in_order(&all, TOTAL);
-    kinesis.delete(&stream);
+    b.kinesis.delete(&b.stream);
 }
 
 /// A topic whose broker limit refuses one record: inside a transaction that makes the
@@ -294,7 +281,7 @@ fn with_one_large_record(s: &Scratch) {
             } else {
                 String::new()
             };
-            format!(r#"{{"seq":{i},"user_id":"u{}","pad":"{pad}"}}"#, i % USERS)
+            format!(r#"{{"seq":{i},"key":"k{}","pad":"{pad}"}}"#, i % KEYS)
         })
         .collect();
     s.write("in.jsonl", &(lines.join("\n") + "\n"));
@@ -302,12 +289,12 @@ fn with_one_large_record(s: &Scratch) {
 
 #[test]
 fn a_record_the_broker_refuses_aborts_its_transaction_and_tolerance_none_stops() {
-    let brokers = emulator::noida_brokers();
-    let topic = refusing_topic(&brokers);
+    let brokers = &emulator::noida_brokers();
+    let topic = &refusing_topic(brokers);
     let s = Scratch::new();
     with_one_large_record(&s);
     // One transaction for everything (a long commit interval): the refusal aborts all of it.
-    let text = limited_spec("eos-none", &brokers, &topic, "errors:\n  tolerance: none\n")
+    let text = limited_spec("eos-none", brokers, topic, "errors:\n  tolerance: none\n")
         .replace("commit_interval: 300ms", "commit_interval: 30s");
     s.write("p.yaml", &text);
     let out = s.run(&["run", "p.yaml"]);
@@ -318,7 +305,7 @@ fn a_record_the_broker_refuses_aborts_its_transaction_and_tolerance_none_stops()
             && err.contains("Kafka refused this record"),
         "{err}"
     );
-    let seen = k::read(&brokers, &topic, 1, Duration::from_secs(3));
+    let seen = k::read(brokers, topic, 1, Duration::from_secs(3));
     assert!(
         seen.is_empty(),
         "nothing of the aborted transaction is visible: {} records",
@@ -328,14 +315,14 @@ fn a_record_the_broker_refuses_aborts_its_transaction_and_tolerance_none_stops()
 
 #[test]
 fn a_record_the_broker_refuses_is_dead_lettered_with_tolerance_all_and_the_rest_arrives_once() {
-    let brokers = emulator::noida_brokers();
-    let topic = refusing_topic(&brokers);
+    let brokers = &emulator::noida_brokers();
+    let topic = &refusing_topic(brokers);
     let s = Scratch::new();
     with_one_large_record(&s);
     let text = limited_spec(
         "eos-all",
-        &brokers,
-        &topic,
+        brokers,
+        topic,
         "errors:\n  tolerance: all\n  dead_letter:\n    type: file\n    path: dead.jsonl\n",
     );
     s.write("p.yaml", &text);
@@ -345,7 +332,7 @@ fn a_record_the_broker_refuses_is_dead_lettered_with_tolerance_all_and_the_rest_
         .output()
         .expect("run");
     assert!(out.status.success(), "{}", stderr(&out));
-    let all = read_settled(&brokers, &topic, 199, Duration::from_secs(30));
+    let all = read_settled(brokers, topic, 199, Duration::from_secs(30));
     let mut seqs: Vec<u64> = all.iter().map(seq).collect();
     seqs.sort();
     let want: Vec<u64> = (0..200).filter(|i| *i != 150).collect();
@@ -358,15 +345,17 @@ fn a_record_the_broker_refuses_is_dead_lettered_with_tolerance_all_and_the_rest_
 #[test]
 fn kafka_to_kafka_is_exactly_once_across_kill_9() {
     const TOTAL: u64 = 3000;
-    let brokers = emulator::noida_brokers();
-    let input = k::topic("eos-in");
-    k::create_topic(&brokers, &input, 2);
-    let records: Vec<k::Produce> = clicks(0..TOTAL)
-        .into_iter()
-        .map(|(user, v)| (Some(user), String::from_utf8(v).expect("utf8"), Vec::new()))
+    let brokers = &emulator::noida_brokers();
+    let input = &k::topic("eos-in");
+    k::create_topic(brokers, input, 2);
+    let records: Vec<k::Produce> = (0..TOTAL)
+        .map(|seq| {
+            let (key, value) = record(seq);
+            (Some(key), value, Vec::new())
+        })
         .collect();
-    k::produce(&brokers, &input, &records, None);
-    let output = k::topic("eos-out");
+    k::produce(brokers, input, &records, None);
+    let output = &k::topic("eos-out");
     let s = Scratch::new();
     let source = format!(
         "source:\n  type: kafka\n  brokers: [{brokers}]\n  topics: [{input}]\n  group: {}\n",
@@ -375,7 +364,7 @@ fn kafka_to_kafka_is_exactly_once_across_kill_9() {
     // Slow enough to be killed in the middle: small batches, one at a time.
     s.write(
         "p.yaml",
-        &spec("eos-k2k", &source, &brokers, &output, "").replace(
+        &spec("eos-k2k", &source, brokers, output, "").replace(
             "flush_interval: 50ms",
             "flush_interval: 50ms\n  max_buffered: 50",
         ),
@@ -383,7 +372,7 @@ fn kafka_to_kafka_is_exactly_once_across_kill_9() {
     let mut visible = 0;
     for kill in 0..2 {
         let mut run = Running(s.spawn(&["run", "p.yaml"]));
-        let got = k::read_until(&brokers, &output, Duration::from_secs(60), |m| {
+        let got = k::read_until(brokers, output, Duration::from_secs(60), |m| {
             m.len() > visible
         });
         assert!(got.len() > visible, "run {kill} committed nothing new");
@@ -392,10 +381,10 @@ fn kafka_to_kafka_is_exactly_once_across_kill_9() {
         run.wait().expect("reaped");
     }
     let mut run = Running(s.spawn(&["run", "p.yaml"]));
-    k::read(&brokers, &output, TOTAL as usize, Duration::from_secs(90));
+    k::read(brokers, output, TOTAL as usize, Duration::from_secs(90));
     signal(&run, "-TERM");
     let status = wait_exit(&mut run, Duration::from_secs(30));
     assert!(status.success(), "{status:?}: {}", stderr_of(&mut run));
-    let all = read_settled(&brokers, &output, TOTAL as usize, Duration::from_secs(30));
+    let all = read_settled(brokers, output, TOTAL as usize, Duration::from_secs(30));
     assert_exactly_once_in_order(&all, TOTAL);
 }
