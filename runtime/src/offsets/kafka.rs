@@ -5,15 +5,16 @@
 //! just before, so it sees every earlier commit, from any worker.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use sluice_connectors::CommittedOffsets;
 use sluice_connectors::kafka::{OffsetLog, OffsetLogConfig};
 use sluice_connectors::units::Dur;
+use sluice_connectors::{CommittedOffsets, Transactional, TxnError};
 use tokio::sync::OnceCell;
 
 use super::{Entry, OffsetError, OffsetRow, OffsetStore, Prune, Reset};
@@ -143,6 +144,22 @@ impl KafkaStore {
             .map_err(|e| self.fail(e))
     }
 
+    /// The records that store `offsets`.
+    fn entries(namespace: &str, offsets: &CommittedOffsets) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let now = Utc::now();
+        offsets
+            .iter()
+            .map(|(p, c)| {
+                let e = Entry {
+                    offset: c.offset.clone(),
+                    finished: c.finished,
+                    updated_at: now,
+                };
+                Self::put(namespace, p, &e)
+            })
+            .collect()
+    }
+
     fn put(namespace: &str, partition: &str, e: &Entry) -> (Vec<u8>, Option<Vec<u8>>) {
         // Serialising an entry of strings, a bool and a time cannot fail.
         (Self::key(namespace, partition), serde_json::to_vec(e).ok())
@@ -173,19 +190,7 @@ impl OffsetStore for KafkaStore {
     }
 
     async fn commit(&self, namespace: &str, offsets: &CommittedOffsets) -> Result<(), OffsetError> {
-        let now = Utc::now();
-        let entries = offsets
-            .iter()
-            .map(|(p, c)| {
-                let e = Entry {
-                    offset: c.offset.clone(),
-                    finished: c.finished,
-                    updated_at: now,
-                };
-                Self::put(namespace, p, &e)
-            })
-            .collect();
-        self.write(entries).await
+        self.write(Self::entries(namespace, offsets)).await
     }
 
     async fn list(&self, namespace: Option<&str>) -> Result<Vec<OffsetRow>, OffsetError> {
@@ -225,6 +230,68 @@ impl OffsetStore for KafkaStore {
             self.write(tombstones).await?;
         }
         Ok(pruned)
+    }
+}
+
+/// The Kafka offset store of an exactly-once pipeline: reads go to the topic (read_committed,
+/// so offsets of aborted or open transactions are never seen); a commit writes the offset
+/// records into the Kafka sink's open transaction and commits it, so the records and their
+/// offsets become visible together or not at all. The store's own producer never writes them.
+pub struct TxnStore {
+    store: KafkaStore,
+    txn: Arc<dyn Transactional>,
+}
+
+impl TxnStore {
+    pub fn new(spec: &KafkaStoreSpec, txn: Arc<dyn Transactional>) -> Self {
+        Self {
+            store: KafkaStore::new(spec),
+            txn,
+        }
+    }
+}
+
+#[async_trait]
+impl OffsetStore for TxnStore {
+    fn describe(&self) -> String {
+        format!(
+            "{} (exactly-once, through {})",
+            self.store.describe(),
+            self.txn.describe()
+        )
+    }
+
+    async fn load(&self, namespace: &str) -> Result<CommittedOffsets, OffsetError> {
+        self.store.load(namespace).await
+    }
+
+    async fn commit(&self, namespace: &str, offsets: &CommittedOffsets) -> Result<(), OffsetError> {
+        let entries = KafkaStore::entries(namespace, offsets);
+        self.txn
+            .commit(&self.store.cfg.topic, entries)
+            .await
+            .map_err(|e| match e {
+                TxnError::Aborted(message) => OffsetError::Aborted {
+                    store: self.store.describe(),
+                    message,
+                },
+                TxnError::Fatal(message) => OffsetError::TxnFatal {
+                    store: self.store.describe(),
+                    message,
+                },
+            })
+    }
+
+    async fn list(&self, namespace: Option<&str>) -> Result<Vec<OffsetRow>, OffsetError> {
+        self.store.list(namespace).await
+    }
+
+    async fn reset(&self, req: &Reset) -> Result<Vec<OffsetRow>, OffsetError> {
+        self.store.reset(req).await
+    }
+
+    async fn prune(&self, req: &Prune) -> Result<Vec<OffsetRow>, OffsetError> {
+        self.store.prune(req).await
     }
 }
 

@@ -19,7 +19,7 @@ use sluice_connectors::{Committed, CommittedOffsets, Offset, PartitionId};
 
 pub use dynamodb::{DynamoStore, DynamoStoreSpec};
 pub use file::{FileStore, FileStoreSpec};
-pub use kafka::{KafkaStore, KafkaStoreSpec};
+pub use kafka::{KafkaStore, KafkaStoreSpec, TxnStore};
 pub use memory::{MemoryStore, MemoryStoreSpec};
 
 /// How often acknowledged progress is committed, unless a store's spec says otherwise.
@@ -207,6 +207,16 @@ pub enum OffsetError {
         /// Who holds the partition now, when the store says (` (now generation 7 by host:12:ab)`).
         detail: String,
     },
+    /// An exactly-once commit's transaction was aborted (an abort-required Kafka error): nothing
+    /// of it is visible. The pipeline stops and its supervisor rebuilds it from the last
+    /// committed offsets.
+    #[error("offset store {store}: {message}")]
+    Aborted { store: String, message: String },
+    /// The exactly-once transaction cannot go on: a newer instance with the same
+    /// `transactional.id` fenced this one, or the producer failed for good. The pipeline stops
+    /// at once and is not restarted.
+    #[error("offset store {store}: {message}")]
+    TxnFatal { store: String, message: String },
     /// Periodic commits kept failing with transient errors for longer than the pipeline allows.
     #[error(
         "offset commits failed for {failing_for:?} (the limit is {limit:?}, 10 × commit_interval); stopping so that a restart re-delivers a bounded amount. Last error: {last}"

@@ -24,8 +24,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_connectors::{ConnectorError, Sink, SinkRecord, Source, SourceContext};
-use tokio::sync::mpsc;
+use sluice_connectors::{
+    ConnectorError, PartitionId, Sink, SinkConfig, SinkRecord, Source, SourceContext, Transactional,
+};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub use metrics::{ErrorStage, Exposition, Metrics, Snapshot};
@@ -33,7 +35,8 @@ pub use metrics::{ErrorStage, Exposition, Metrics, Snapshot};
 use crate::offsets::{self, OffsetError, OffsetStore};
 use crate::plugin::{PluginError, PluginHost};
 use crate::spec::{
-    DeadLetterSpec, FormatChoice, LoadedSpec, PartitionerSpec, Tolerance, TransformSpec,
+    DeadLetterSpec, FormatChoice, LoadedSpec, OffsetsSpec, PartitionerSpec, Tolerance,
+    TransformSpec,
 };
 use crate::stage::{Partitioner, Stage};
 use process::{ErrorPolicy, Processor, handle_rejects};
@@ -101,6 +104,8 @@ pub struct Pipeline {
     max_buffered: usize,
     flush_interval: Duration,
     metrics: Arc<Metrics>,
+    /// Exactly-once: the sink's transaction, which the offset store commits through.
+    txn: Option<Arc<dyn Transactional>>,
 }
 
 impl Pipeline {
@@ -151,12 +156,29 @@ impl Pipeline {
             PartitionerSpec::Wasm(p) => host.partitioner(p, base)?,
         };
         let dead_letter = dead_letter_path(spec, base);
-        // Offsets first: a store that cannot be read stops the pipeline before any connector
-        // creates or touches anything.
-        let store: Arc<dyn OffsetStore> = Arc::from(offsets::open(&spec.offsets));
-        let start = store.load(&spec.name).await?;
-        let source = spec.source.build().await.map_err(PipelineError::Source)?;
-        let sink = spec.sink.build().await.map_err(PipelineError::Sink)?;
+        let exactly_once = matches!(&spec.sink, SinkConfig::Kafka(k) if k.exactly_once);
+        let (store, start, source, sink, txn) = if exactly_once {
+            // The sink first: its `init_transactions` fences an earlier instance and aborts its
+            // open transaction, which a read_committed read of the offsets would wait behind.
+            let sink = spec.sink.build().await.map_err(PipelineError::Sink)?;
+            let (Some(txn), OffsetsSpec::Kafka(k)) = (sink.transaction(), &spec.offsets) else {
+                return Err(PipelineError::Internal(
+                    "exactly_once needs the Kafka sink's transaction and the Kafka offset store (validate refuses anything else)".into(),
+                ));
+            };
+            let store: Arc<dyn OffsetStore> = Arc::new(offsets::TxnStore::new(k, txn.clone()));
+            let start = store.load(&spec.name).await?;
+            let source = spec.source.build().await.map_err(PipelineError::Source)?;
+            (store, start, source, sink, Some(txn))
+        } else {
+            // Offsets first: a store that cannot be read stops the pipeline before any
+            // connector creates or touches anything.
+            let store: Arc<dyn OffsetStore> = Arc::from(offsets::open(&spec.offsets));
+            let start = store.load(&spec.name).await?;
+            let source = spec.source.build().await.map_err(PipelineError::Source)?;
+            let sink = spec.sink.build().await.map_err(PipelineError::Sink)?;
+            (store, start, source, sink, None)
+        };
         Ok(Self {
             name: spec.name.clone(),
             source,
@@ -173,6 +195,7 @@ impl Pipeline {
             max_buffered: spec.pipeline.max_buffered.max(1),
             flush_interval: spec.pipeline.flush_interval.0,
             metrics,
+            txn,
         })
     }
 
@@ -209,6 +232,7 @@ impl Pipeline {
             max_buffered,
             flush_interval,
             metrics,
+            txn,
         } = self;
         tracing::info!(pipeline = %name, store = %store.describe(), partitions = start.len(), "starting from committed offsets");
         let dl = match &dead_letter {
@@ -232,10 +256,30 @@ impl Pipeline {
         // Whatever part fails or panics stops the source, so the rest drains and `run` returns:
         // a part that ends with an error (or unwinds) drops its guard, which cancels.
         let stop_source = shutdown.child_token();
+        let (eos, eos_tracker) = match &txn {
+            Some(_) => {
+                let (requests, requests_rx) = mpsc::unbounded_channel();
+                let (done, done_rx) = oneshot::channel();
+                let eos = Eos {
+                    interval: commit_interval,
+                    requests,
+                    done,
+                };
+                (Some(eos), Some((requests_rx, done_rx)))
+            }
+            None => (None, None),
+        };
         let tracker_task = {
             let guard = stop_source.clone().drop_guard();
             tokio::spawn(async move {
-                let r = tracker.run(done_rx, commit_interval).await;
+                let r = match eos_tracker {
+                    Some((requests, sink_done)) => {
+                        tracker
+                            .run_transactional(done_rx, requests, sink_done)
+                            .await
+                    }
+                    None => tracker.run(done_rx, commit_interval).await,
+                };
                 if r.is_ok() {
                     guard.disarm();
                 }
@@ -296,6 +340,7 @@ impl Pipeline {
                     max_buffered,
                     flush_interval,
                     &metrics,
+                    eos,
                 )
                 .await;
                 // Dropping the sink drops the acks of anything it still holds (failing their
@@ -319,6 +364,11 @@ impl Pipeline {
         let sink_res = sink_task.await;
         let tracker_res = tracker_task.await;
         let reject_res = reject_task.await;
+        if let Some(txn) = &txn {
+            // Whatever the sink wrote after the last commit (nothing after a clean end) never
+            // becomes visible; a fenced producer has nothing left to abort.
+            txn.abort().await;
+        }
 
         // The most telling error first: a bad record or a sink failure explains the others.
         // "The sink stopped taking records" is only a symptom when the sink says why.
@@ -371,14 +421,44 @@ impl Drop for Down {
     }
 }
 
+/// How an exactly-once sink task drives commits: every `interval` it flushes the sink and asks
+/// the tracker to commit through the tickets it wrote; at a clean end it says so on `done`.
+struct Eos {
+    interval: Duration,
+    requests: mpsc::UnboundedSender<tracker::CommitRequest>,
+    done: oneshot::Sender<bool>,
+}
+
+impl Eos {
+    /// Asks for a commit through `through` and waits for it.
+    async fn commit(&self, through: HashMap<PartitionId, u64>) -> Result<(), ConnectorError> {
+        let gone = || ConnectorError::retriable("the offset tracker stopped");
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(tracker::CommitRequest { through, reply })
+            .map_err(|_| gone())?;
+        match answer.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((message, retriable))) => Err(ConnectorError {
+                message,
+                retriable,
+                source: None,
+            }),
+            Err(_) => Err(gone()),
+        }
+    }
+}
+
 /// Feeds the sink: writes batches as they come, flushes when `max_buffered` records are waiting
-/// or the oldest unflushed record has waited `flush_interval`, and at the end.
+/// or the oldest unflushed record has waited `flush_interval`, and at the end. Exactly-once
+/// (`eos`): also flushes and commits every commit interval, writing nothing meanwhile.
 async fn drive_sink(
     sink: &mut dyn Sink,
     mut input: mpsc::Receiver<Vec<SinkRecord>>,
     max_buffered: usize,
     flush_interval: Duration,
     metrics: &Metrics,
+    eos: Option<Eos>,
 ) -> Result<(), ConnectorError> {
     let flush = async |sink: &mut dyn Sink| {
         let started = Instant::now();
@@ -388,20 +468,38 @@ async fn drive_sink(
     };
     let mut buffered = 0usize;
     let mut deadline: Option<tokio::time::Instant> = None;
+    // Exactly-once: the next commit, and the last ticket written per partition since the last.
+    let mut next_commit = eos
+        .as_ref()
+        .map(|e| tokio::time::Instant::now() + e.interval);
+    let mut through: HashMap<PartitionId, u64> = HashMap::new();
+    let idle = || tokio::time::Instant::now() + Duration::from_secs(3600);
     loop {
-        let next = match deadline {
-            Some(d) => tokio::select! {
-                b = input.recv() => b,
-                _ = tokio::time::sleep_until(d) => {
+        let next = tokio::select! {
+            b = input.recv() => b,
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(idle)), if deadline.is_some() => {
+                flush(&mut *sink).await?;
+                buffered = 0;
+                deadline = None;
+                continue;
+            }
+            _ = tokio::time::sleep_until(next_commit.unwrap_or_else(idle)), if next_commit.is_some() => {
+                if let Some(eos) = &eos {
                     flush(&mut *sink).await?;
                     buffered = 0;
                     deadline = None;
-                    continue;
+                    eos.commit(std::mem::take(&mut through)).await?;
+                    next_commit = Some(tokio::time::Instant::now() + eos.interval);
                 }
-            },
-            None => input.recv().await,
+                continue;
+            }
         };
         let Some(batch) = next else { break };
+        if eos.is_some()
+            && let Some((partition, seq)) = batch.first().and_then(|r| r.ack.ticket())
+        {
+            through.insert(partition, seq);
+        }
         let n = batch.len() as u64;
         buffered += batch.len();
         sink.write(batch).await?;
@@ -414,5 +512,10 @@ async fn drive_sink(
             deadline = Some(tokio::time::Instant::now() + flush_interval);
         }
     }
-    sink.close().await
+    sink.close().await?;
+    if let Some(eos) = eos {
+        // The tracker makes the final commit only after a clean end.
+        let _ = eos.done.send(true);
+    }
+    Ok(())
 }
