@@ -49,6 +49,10 @@ pub struct RunArgs {
 }
 
 pub async fn run(args: RunArgs, display: Display) -> anyhow::Result<ExitCode> {
+    // Signals are watched before anything else: a SIGTERM while plugins compile or specs load
+    // stops the run cleanly instead of killing it.
+    let shutdown = CancellationToken::new();
+    watch_signals(shutdown.clone());
     let config = match &args.config {
         Some(path) => super::config::HostConfig::load(path)?,
         None => super::config::HostConfig::default(),
@@ -82,8 +86,6 @@ pub async fn run(args: RunArgs, display: Display) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let shutdown = CancellationToken::new();
-    watch_signals(shutdown.clone());
     let opts = RunOptions {
         max_records: args.max_records,
         until_caught_up: args.until_caught_up,
@@ -172,20 +174,24 @@ fn report(s: &Summary, target: &str) {
     }
 }
 
-/// First SIGINT/SIGTERM: stop reading, drain, commit. Second: exit at once.
+/// First SIGINT/SIGTERM: stop reading, drain, commit. Second: exit at once. The handlers are
+/// installed before this returns (not when the spawned task first runs).
 fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM/SIGINT");
+            return;
+        }
+    };
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch SIGTERM");
-                    return;
-                }
-            };
         for n in 0.. {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = int.recv() => {}
                 _ = term.recv() => {}
             }
             if n == 0 {
