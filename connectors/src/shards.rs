@@ -67,6 +67,11 @@ impl ShardGraph {
         self.shards.is_empty()
     }
 
+    /// Every known shard, in id order.
+    pub fn nodes(&self) -> impl Iterator<Item = &ShardNode> {
+        self.shards.values()
+    }
+
     /// Every known shard id, in order.
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         self.shards.keys().map(String::as_str)

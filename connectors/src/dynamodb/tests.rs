@@ -609,6 +609,7 @@ async fn collect(
         committed: committed.unwrap_or(crx),
         assigned: None,
         lag: Default::default(),
+        grants: None,
     };
     let task = tokio::spawn(async move { src.run(ctx).await });
     let mut got = Vec::new();
@@ -978,6 +979,7 @@ async fn a_table_without_a_stream_is_a_clear_error() {
         committed: crx,
         assigned: None,
         lag: Default::default(),
+        grants: None,
     };
     let e = src.run(ctx).await.expect_err("no stream");
     assert!(

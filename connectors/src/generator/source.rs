@@ -200,6 +200,7 @@ mod tests {
             committed,
             assigned: None,
             lag: Default::default(),
+            grants: None,
         };
         let run =
             tokio::time::timeout(Duration::from_secs(5), GeneratorSource::new(cfg).run(ctx)).await;

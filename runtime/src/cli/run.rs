@@ -35,6 +35,10 @@ pub struct RunArgs {
     /// controls access; `SLUICE_HTTP_TOKEN` protects the control endpoints.
     #[arg(long, env = "SLUICE_HTTP", value_name = "ADDR")]
     http: Option<std::net::SocketAddr>,
+    /// This worker's id in shard leases (`offsets.leases`): unique among the processes that run
+    /// the same pipeline. Default: the host name and the process id.
+    #[arg(long, env = "SLUICE_WORKER_ID", value_name = "ID")]
+    worker_id: Option<String>,
 }
 
 pub async fn run(args: RunArgs, display: Display) -> anyhow::Result<ExitCode> {
@@ -55,6 +59,17 @@ pub async fn run(args: RunArgs, display: Display) -> anyhow::Result<ExitCode> {
     if invalid {
         eprintln!("error: invalid spec; nothing was started");
         return Ok(ExitCode::FAILURE);
+    }
+    let worker = args
+        .worker_id
+        .clone()
+        .unwrap_or_else(crate::offsets::default_worker_id);
+    for l in &mut loaded {
+        if let spec::OffsetsSpec::Dynamodb(d) = &mut l.spec.offsets
+            && let Some(leases) = &mut d.leases
+        {
+            leases.worker_id = Some(worker.clone());
+        }
     }
     let mut names = std::collections::HashSet::new();
     for l in &loaded {

@@ -26,7 +26,25 @@ use tokio::sync::OnceCell;
 use super::{OffsetError, OffsetRow, OffsetStore, ResetTo, is_stale};
 use crate::spec::DynamoStoreSpec;
 
-type Item = HashMap<String, AttributeValue>;
+pub(super) type Item = HashMap<String, AttributeValue>;
+
+/// What a conditional lease write changes (see [`DynamoStore::lease_write`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct LeaseWrite<'a> {
+    /// The generation the writer last saw; `None`: the row must not exist yet.
+    pub expect: Option<u64>,
+    /// Write `expect + 1` (every write but a handoff request does).
+    pub bump: bool,
+    /// The condition also names the current owner.
+    pub owner_is: Option<&'a str>,
+    /// `Some(Some(o))`: set the owner; `Some(None)`: remove it.
+    pub owner: Option<Option<&'a str>>,
+    /// `Some(Some(o))`: ask the owner to hand over to `o` (only when no handoff is pending);
+    /// `Some(None)`: clear the request.
+    pub next_owner: Option<Option<&'a str>>,
+    /// Write `lease_expires_at` (for people) this far from now.
+    pub expires_in: Option<Duration>,
+}
 
 /// Commits of one namespace sent at once.
 const CONCURRENCY: usize = 16;
@@ -47,16 +65,29 @@ pub struct DynamoStore {
 impl DynamoStore {
     pub fn new(spec: &DynamoStoreSpec) -> Self {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
-        Self {
-            spec: spec.clone(),
-            client: OnceCell::new(),
-            owner: format!(
+        // With leases the owner is the worker id: leases and commits name the same worker.
+        let owner = match &spec.leases {
+            Some(l) => l
+                .worker_id
+                .clone()
+                .unwrap_or_else(super::default_worker_id),
+            None => format!(
                 "{host}:{}:{:08x}",
                 std::process::id(),
                 rand::random::<u32>()
             ),
+        };
+        Self {
+            spec: spec.clone(),
+            client: OnceCell::new(),
+            owner,
             generations: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Who this store writes as (with leases: the worker id).
+    pub fn owner(&self) -> &str {
+        &self.owner
     }
 
     fn table(&self) -> &str {
@@ -223,8 +254,28 @@ impl DynamoStore {
         };
         let namespace = s("namespace")?;
         let partition = s("partition")?;
-        let updated_at = DateTime::parse_from_rfc3339(&s("updated_at")?)
-            .map(|t| t.with_timezone(&Utc))
+        let time = |t: &str| DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&Utc));
+        let owner = match item.get("owner") {
+            Some(AttributeValue::S(o)) => Some(o.clone()),
+            _ => None,
+        };
+        let lease_expires_at = match item.get("lease_expires_at") {
+            Some(AttributeValue::N(ms)) => ms
+                .parse::<i64>()
+                .ok()
+                .filter(|ms| *ms > 0)
+                .and_then(DateTime::from_timestamp_millis),
+            _ => None,
+        };
+        // Without leases `owner` only names the last writer: a row is a lease once a lease
+        // write gave it an expiry.
+        let owner = owner.filter(|_| lease_expires_at.is_some());
+        // A lease taken before any commit has no offset yet.
+        let offset = match item.get("offset") {
+            Some(AttributeValue::S(o)) => Offset::new(o.clone()),
+            _ => Offset::new(String::new()),
+        };
+        let updated_at = time(&s("updated_at")?)
             .map_err(|e| OffsetError::Corrupt {
                 store: self.describe(),
                 message: format!("`updated_at` of {namespace}/{partition} is not a time: {e}"),
@@ -235,11 +286,13 @@ impl DynamoStore {
         };
         Ok((
             OffsetRow {
-                offset: Offset::new(s("offset")?),
+                offset,
                 finished: matches!(item.get("finished"), Some(AttributeValue::Bool(true))),
                 namespace,
                 partition,
                 updated_at,
+                owner,
+                lease_expires_at,
             },
             generation,
         ))
@@ -265,7 +318,7 @@ impl DynamoStore {
     /// as failed after it landed): nobody else wrote since, so the generation is adopted (and the
     /// commit is done when the row already holds this offset). Any other refusal is
     /// [`OffsetError::Fenced`].
-    async fn commit_one(
+    pub(super) async fn commit_one(
         &self,
         namespace: &str,
         partition: &str,
@@ -390,6 +443,135 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// Every lease row of a namespace, strongly consistent: (row, generation, next owner).
+    pub(super) async fn lease_rows(
+        &self,
+        namespace: &str,
+    ) -> Result<Vec<(OffsetRow, u64, Option<String>)>, OffsetError> {
+        let mut out = Vec::new();
+        for it in self.items(Some(namespace)).await? {
+            let (row, g) = self.row(&it)?;
+            let next = match it.get("next_owner") {
+                Some(AttributeValue::S(o)) => Some(o.clone()),
+                _ => None,
+            };
+            out.push((row, g, next));
+        }
+        Ok(out)
+    }
+
+    /// The generation this worker knows for a row.
+    pub(super) fn known(&self, namespace: &str, partition: &str) -> Option<u64> {
+        self.gens()
+            .get(&(namespace.to_string(), partition.to_string()))
+            .copied()
+    }
+
+    /// One conditional lease write. `expect` is the generation the condition names (`None`: the
+    /// row must not exist); `bump` writes `expect + 1`. `Ok(Ok(row))` is the row as written,
+    /// `Ok(Err(row))` a refused condition with the row as it stands (if any).
+    pub(super) async fn lease_write(
+        &self,
+        namespace: &str,
+        partition: &str,
+        w: LeaseWrite<'_>,
+    ) -> Result<Result<Item, Option<Item>>, OffsetError> {
+        let client = self.client().await?;
+        let mut sets = vec!["updated_at = if_not_exists(updated_at, :now)".to_string()];
+        let mut removes: Vec<&str> = Vec::new();
+        let mut cond: Vec<String> = Vec::new();
+        let now = Utc::now();
+        let mut req = client
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(Self::key(namespace, partition)))
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(
+                ":now",
+                AttributeValue::S(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            )
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        match w.expect {
+            Some(g) => {
+                cond.push("generation = :g".into());
+                req = req.expression_attribute_values(":g", AttributeValue::N(g.to_string()));
+            }
+            None => cond.push("attribute_not_exists(generation)".into()),
+        }
+        let next = w.expect.unwrap_or(0) + 1;
+        if w.bump || w.expect.is_none() {
+            sets.push("generation = :next".into());
+            req = req.expression_attribute_values(":next", AttributeValue::N(next.to_string()));
+        }
+        if let Some(o) = w.owner_is {
+            cond.push("#owner = :was".into());
+            req = req.expression_attribute_values(":was", AttributeValue::S(o.to_string()));
+        }
+        match w.owner {
+            Some(Some(o)) => {
+                sets.push("#owner = :owner".into());
+                req = req.expression_attribute_values(":owner", AttributeValue::S(o.to_string()));
+            }
+            Some(None) => removes.push("#owner"),
+            None => {}
+        }
+        match w.next_owner {
+            Some(Some(o)) => {
+                cond.push("attribute_not_exists(next_owner)".into());
+                sets.push("next_owner = :nextowner".into());
+                req =
+                    req.expression_attribute_values(":nextowner", AttributeValue::S(o.to_string()));
+            }
+            Some(None) => removes.push("next_owner"),
+            None => {}
+        }
+        if let Some(d) = w.expires_in {
+            let at = now + chrono::Duration::from_std(d).unwrap_or_default();
+            sets.push("lease_expires_at = :exp".into());
+            req = req.expression_attribute_values(
+                ":exp",
+                AttributeValue::N(at.timestamp_millis().to_string()),
+            );
+        }
+        let mut update = format!("SET {}", sets.join(", "));
+        if !removes.is_empty() {
+            update.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        let req = req
+            .update_expression(update)
+            .condition_expression(cond.join(" AND "));
+        let sent = COMMIT_RETRY
+            .run(
+                "lease UpdateItem",
+                |e: &aws_sdk_dynamodb::error::SdkError<_, _>| {
+                    e.code() != Some("ConditionalCheckFailedException") && aws::is_retriable(e)
+                },
+                || req.clone().send(),
+            )
+            .await;
+        let key = (namespace.to_string(), partition.to_string());
+        match sent {
+            Ok(out) => {
+                let item = out.attributes.unwrap_or_default();
+                if let Some(AttributeValue::N(g)) = item.get("generation")
+                    && let Ok(g) = g.parse::<u64>()
+                {
+                    self.gens().insert(key, g);
+                }
+                Ok(Ok(item))
+            }
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                let old = e.as_service_error().and_then(|s| match s {
+                    aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(x) => x.item().cloned(),
+                    _ => None,
+                });
+                Ok(Err(old))
+            }
+            Err(e) => Err(self.sdk_fail("UpdateItem", &e)),
+        }
+    }
+
     async fn delete(&self, row: &OffsetRow, generation: Option<u64>) -> Result<bool, OffsetError> {
         let c = self.client().await?;
         let mut req = c
@@ -427,6 +609,10 @@ impl OffsetStore for DynamoStore {
         for it in &items {
             let (row, g) = self.row(it)?;
             gens.insert((row.namespace.clone(), row.partition.clone()), g);
+            if row.offset.as_str().is_empty() {
+                // A lease without a commit yet.
+                continue;
+            }
             out.insert(
                 row.partition.as_str().into(),
                 Committed {

@@ -30,10 +30,12 @@ use tokio_util::sync::CancellationToken;
 
 pub use metrics::{ErrorStage, Exposition, Metrics, Snapshot};
 
+use crate::offsets::leases::Leases;
 use crate::offsets::{self, OffsetError, OffsetStore};
 use crate::plugin::{PluginError, PluginHost};
 use crate::spec::{
-    DeadLetterSpec, FormatChoice, LoadedSpec, PartitionerSpec, Tolerance, TransformSpec,
+    DeadLetterSpec, FormatChoice, LoadedSpec, OffsetsSpec, PartitionerSpec, Tolerance,
+    TransformSpec,
 };
 use crate::stage::{Partitioner, Stage};
 use process::{ErrorPolicy, Processor, handle_rejects};
@@ -99,6 +101,8 @@ pub struct Pipeline {
     max_buffered: usize,
     flush_interval: Duration,
     metrics: Arc<Metrics>,
+    /// Set when the pipeline's workers share partitions through DynamoDB leases.
+    leases: Option<Arc<Leases>>,
 }
 
 impl Pipeline {
@@ -151,7 +155,16 @@ impl Pipeline {
         let dead_letter = dead_letter_path(spec, base);
         // Offsets first: a store that cannot be read stops the pipeline before any connector
         // creates or touches anything.
-        let store: Arc<dyn OffsetStore> = Arc::from(offsets::open(&spec.offsets));
+        let (store, leases): (Arc<dyn OffsetStore>, _) = match &spec.offsets {
+            OffsetsSpec::Dynamodb(d) if d.leases.is_some() => {
+                let dynamo = Arc::new(offsets::DynamoStore::new(d));
+                let leases = d.leases.as_ref().map(|l| {
+                    Arc::new(Leases::new(dynamo.clone(), &spec.name, l, metrics.clone()))
+                });
+                (dynamo, leases)
+            }
+            other => (Arc::from(offsets::open(other)), None),
+        };
         let start = store.load(&spec.name).await?;
         let source = spec.source.build().await.map_err(PipelineError::Source)?;
         let sink = spec.sink.build().await.map_err(PipelineError::Sink)?;
@@ -171,6 +184,7 @@ impl Pipeline {
             max_buffered: spec.pipeline.max_buffered.max(1),
             flush_interval: spec.pipeline.flush_interval.0,
             metrics,
+            leases,
         })
     }
 
@@ -207,6 +221,7 @@ impl Pipeline {
             max_buffered,
             flush_interval,
             metrics,
+            leases,
         } = self;
         tracing::info!(pipeline = %name, store = %store.describe(), partitions = start.len(), "starting from committed offsets");
         let dl = match &dead_letter {
@@ -225,6 +240,28 @@ impl Pipeline {
         let (mut tracker, committed) =
             tracker::Tracker::new(name.clone(), store, start.clone(), metrics.clone());
         tracker.claims(assigned_rx);
+        // With leases: the manager grants partitions to the source and renews, takes and hands
+        // over leases until the final commit is done.
+        let mut grants = None;
+        let mut manager = None;
+        let stop_leases = CancellationToken::new();
+        if let Some(l) = &leases {
+            let (discovered_tx, discovered_rx) = tokio::sync::watch::channel(Arc::default());
+            let (released_tx, released_rx) = mpsc::unbounded_channel();
+            let (drain_tx, drain_rx) = mpsc::unbounded_channel();
+            tracker.leases(l.clone(), drain_rx);
+            grants = Some(sluice_connectors::Grants {
+                granted: l.subscribe(),
+                discovered: discovered_tx,
+                released: released_tx,
+            });
+            manager = Some(tokio::spawn(l.clone().run(
+                discovered_rx,
+                released_rx,
+                drain_tx,
+                stop_leases.clone(),
+            )));
+        }
         let (src_tx, src_rx) = mpsc::channel(channel_capacity);
         let (sink_tx, sink_rx) = mpsc::channel(channel_capacity);
         // Whatever part fails or panics stops the source, so the rest drains and `run` returns:
@@ -258,6 +295,7 @@ impl Pipeline {
             committed,
             assigned: Some(assigned_tx),
             lag: metrics.source_lag.clone(),
+            grants,
         };
         let source_task = tokio::spawn(async move { source.run(ctx).await });
         let processor = Processor {
@@ -316,6 +354,14 @@ impl Pipeline {
         let sink_res = sink_task.await;
         let tracker_res = tracker_task.await;
         let reject_res = reject_task.await;
+        // The final commit is done (or failed): release the leases so that other workers take
+        // them at once, from that commit.
+        stop_leases.cancel();
+        if let Some(m) = manager
+            && let Err(e) = m.await
+        {
+            tracing::warn!(pipeline = %name, error = %e, "the lease manager failed");
+        }
 
         // The most telling error first: a bad record or a sink failure explains the others.
         // "The sink stopped taking records" is only a symptom when the sink says why.

@@ -425,6 +425,43 @@ pub struct DynamoStoreSpec {
     /// How to reach DynamoDB.
     #[serde(default)]
     pub aws: sluice_connectors::aws::AwsConfig,
+    /// Scale-out: several `sluice run` processes with this spec share the source's shards
+    /// (Kinesis, DynamoDB Streams) through leases in this table. See docs/scale-out.md.
+    #[serde(default)]
+    pub leases: Option<LeaseSpec>,
+}
+
+/// Shard leases shared by the workers of one pipeline (the KCL's model: conditional writes on a
+/// counter in the offsets table; no clocks compared between hosts).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseSpec {
+    /// A lease whose counter did not change for this long (on the observing worker's own clock)
+    /// is expired and taken over. Leases are renewed every third of it.
+    #[serde(default = "default_lease_duration")]
+    pub duration: Dur,
+    /// Leases a worker may ask a busier worker to hand over per renewal interval.
+    #[serde(default = "default_max_steals")]
+    pub max_steals: u32,
+    /// This worker's id (`sluice run --worker-id`): set by the command line, not in specs.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub worker_id: Option<String>,
+}
+
+impl LeaseSpec {
+    /// How often held leases are renewed and the table is scanned: a third of `duration`.
+    pub fn renew_interval(&self) -> Duration {
+        self.duration.0 / 3
+    }
+}
+
+fn default_lease_duration() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+
+fn default_max_steals() -> u32 {
+    1
 }
 
 fn default_offsets_table() -> String {

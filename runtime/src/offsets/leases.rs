@@ -1,0 +1,533 @@
+//! Shard leases: the workers of one pipeline share a stream's shards through the rows of the
+//! DynamoDB offsets table (the KCL's model).
+//!
+//! A lease is the partition's offset row with an `owner` and the row's `generation`, a counter
+//! bumped by every renewal, take, handoff and commit, each a conditional write on the counter
+//! this worker last saw. Nothing else arbitrates: no clocks are compared between hosts. A worker
+//! judges another's lease expired when its counter did not change for `duration` on its own
+//! clock, and its own lease lost when a renewal is refused or has not succeeded for `duration`.
+//!
+//! Every renewal interval (a third of `duration`) a worker scans the namespace, renews what it
+//! holds, takes free and expired leases of shards whose parents' ends are committed, then asks
+//! the busiest worker to hand one over (`next_owner`) while that worker holds two or more leases
+//! more than it does. The asked worker stops reading the shard, waits until the sink acknowledged
+//! what it read, commits, and passes the lease on, so the new owner starts where it stopped.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice_connectors::api::Granted;
+use sluice_connectors::shards::ShardNode;
+use sluice_connectors::{Committed, CommittedOffsets, Offset, PartitionId};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::dynamodb::{DynamoStore, Item, LeaseWrite};
+use super::{OffsetError, OffsetRow};
+use crate::pipeline::metrics::Metrics;
+use crate::spec::LeaseSpec;
+
+/// A request to the offset tracker: commit `partition` once the sink acknowledged everything
+/// up to `offset` (the last record the source sent for it; `None`: nothing), then answer.
+#[derive(Debug)]
+pub struct Drain {
+    pub partition: PartitionId,
+    pub offset: Option<Offset>,
+    pub done: oneshot::Sender<()>,
+}
+
+/// A lease this worker holds.
+#[derive(Debug)]
+struct Held {
+    /// Where reading resumes: the row's offset when the lease was taken.
+    start: Option<Committed>,
+    /// The last successful renewal or take, on this worker's clock.
+    renewed: Instant,
+    /// Another worker asked for the lease: (that worker, since when).
+    handoff: Option<(String, Instant)>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    held: BTreeMap<String, Held>,
+    /// Per partition: the generation last scanned, and when it last changed (local clock).
+    seen: HashMap<String, (u64, Instant)>,
+}
+
+/// The lease manager of one pipeline on one worker.
+pub struct Leases {
+    store: Arc<DynamoStore>,
+    namespace: String,
+    duration: Duration,
+    max_steals: usize,
+    metrics: Arc<Metrics>,
+    state: Mutex<State>,
+    granted: watch::Sender<Arc<Granted>>,
+}
+
+impl Leases {
+    pub fn new(
+        store: Arc<DynamoStore>,
+        namespace: &str,
+        spec: &LeaseSpec,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            store,
+            namespace: namespace.to_string(),
+            duration: spec.duration.0,
+            max_steals: spec.max_steals as usize,
+            metrics,
+            state: Mutex::default(),
+            granted: watch::channel(Arc::default()).0,
+        }
+    }
+
+    /// This worker's id.
+    pub fn worker(&self) -> &str {
+        self.store.owner()
+    }
+
+    /// The partitions granted to the source, as they change.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Granted>> {
+        self.granted.subscribe()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn interval(&self) -> Duration {
+        (self.duration / 3).max(Duration::from_millis(10))
+    }
+
+    /// Whether this worker holds the partition's lease (its offsets may be committed).
+    pub fn holds(&self, partition: &str) -> bool {
+        self.state().held.contains_key(partition)
+    }
+
+    /// Publishes the grant: every held lease not being handed over.
+    fn publish(&self) {
+        let st = self.state();
+        let granted: Granted = st
+            .held
+            .iter()
+            .filter(|(_, h)| h.handoff.is_none())
+            .map(|(p, h)| (PartitionId::from(p.as_str()), h.start.clone()))
+            .collect();
+        self.metrics.set_leases_held(st.held.len() as u64);
+        drop(st);
+        self.granted.send_if_modified(|g| {
+            if **g == granted {
+                return false;
+            }
+            *g = Arc::new(granted);
+            true
+        });
+    }
+
+    /// The lease is gone: stop reading the partition at once and never commit for it again.
+    fn lose(&self, partition: &str, why: &str) {
+        if self.state().held.remove(partition).is_some() {
+            Metrics::add(&self.metrics.lease_losses, 1);
+            tracing::warn!(pipeline = %self.namespace, partition, reason = why, "lease lost; stopped reading the partition");
+            self.publish();
+        }
+    }
+
+    /// Commits offsets of held partitions, each conditional on the lease's counter. Partitions
+    /// whose commit the table refuses (the lease was taken by another worker) are lost and
+    /// returned; a transient failure is the error.
+    pub async fn commit(&self, offsets: &CommittedOffsets) -> Result<Vec<PartitionId>, OffsetError> {
+        let mut fenced = Vec::new();
+        let mut first_err = None;
+        for (p, c) in offsets {
+            match self.store.commit_one(&self.namespace, p, c).await {
+                Ok(()) => {}
+                Err(e) if e.is_fenced() => {
+                    self.lose(p, &e.to_string());
+                    fenced.push(p.clone());
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(fenced), Err)
+    }
+
+    /// Runs until `stop`: renews, takes and balances every renewal interval; hands leases over
+    /// when asked (through `drain`, the offset tracker). Then releases every lease still held.
+    pub async fn run(
+        self: Arc<Self>,
+        mut discovered: watch::Receiver<Arc<Vec<ShardNode>>>,
+        mut released: mpsc::UnboundedReceiver<(PartitionId, Option<Offset>)>,
+        drain: mpsc::UnboundedSender<Drain>,
+        stop: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(self.interval());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (drained_tx, mut drained_rx) = mpsc::unbounded_channel::<String>();
+        let mut watching = true;
+        tracing::info!(pipeline = %self.namespace, worker = %self.worker(), duration = ?self.duration, "sharing shards through leases");
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {}
+                r = discovered.changed(), if watching => {
+                    if r.is_err() {
+                        watching = false;
+                    }
+                }
+                Some((p, last)) = released.recv() => {
+                    let asked = self.state().held.get(&*p).is_some_and(|h| h.handoff.is_some());
+                    if asked {
+                        // Wait (bounded) until the sink acknowledged what was read, committed.
+                        let (tx, rx) = oneshot::channel();
+                        let _ = drain.send(Drain { partition: p.clone(), offset: last, done: tx });
+                        let (drained, limit) = (drained_tx.clone(), self.duration);
+                        tokio::spawn(async move {
+                            let _ = tokio::time::timeout(limit, rx).await;
+                            let _ = drained.send(p.to_string());
+                        });
+                    }
+                    continue;
+                }
+                Some(p) = drained_rx.recv() => {
+                    self.hand_over(&p).await;
+                    continue;
+                }
+            }
+            let shards = discovered.borrow_and_update().clone();
+            if let Err(e) = self.round(&shards).await {
+                tracing::warn!(pipeline = %self.namespace, error = %e, "lease round failed; trying again next interval");
+            }
+        }
+        self.release_all().await;
+    }
+
+    /// One round: scan, renew, take, balance.
+    async fn round(&self, shards: &[ShardNode]) -> Result<(), OffsetError> {
+        let rows = self.store.lease_rows(&self.namespace).await?;
+        let now = Instant::now();
+        let rows: HashMap<String, (OffsetRow, u64, Option<String>)> = rows
+            .into_iter()
+            .map(|r| (r.0.partition.clone(), r))
+            .collect();
+        {
+            let mut st = self.state();
+            for (p, (_, g, _)) in &rows {
+                match st.seen.get(p) {
+                    Some((seen, _)) if seen == g => {}
+                    _ => {
+                        st.seen.insert(p.clone(), (*g, now));
+                    }
+                }
+            }
+        }
+        self.renew_all(&rows).await;
+        self.acquire(shards, &rows).await?;
+        self.publish();
+        Ok(())
+    }
+
+    /// Renews every held lease; a refused renewal, or none for `duration`, loses it.
+    async fn renew_all(&self, rows: &HashMap<String, (OffsetRow, u64, Option<String>)>) {
+        let held: Vec<String> = self.state().held.keys().cloned().collect();
+        let me = self.worker().to_string();
+        for p in held {
+            match rows.get(&p) {
+                Some((row, _, _)) if row.finished => {
+                    // Read to its end and committed: nothing left to lease.
+                    self.state().held.remove(&p);
+                    continue;
+                }
+                Some((row, _, _)) if row.owner.as_deref() != Some(me.as_str()) => {
+                    let by = row.owner.clone().unwrap_or_else(|| "nobody".into());
+                    self.lose(&p, &format!("the table names {by} as its owner"));
+                    continue;
+                }
+                None => {
+                    self.lose(&p, "its row was deleted (an offsets reset or prune)");
+                    continue;
+                }
+                Some(_) => {}
+            }
+            match self.renew(&p).await {
+                Ok(Ok(item)) => {
+                    let mut st = self.state();
+                    if let Some(h) = st.held.get_mut(&p) {
+                        h.renewed = Instant::now();
+                        if h.handoff.is_none()
+                            && let Some(next) = attr_s(&item, "next_owner")
+                            && next != me
+                        {
+                            tracing::info!(pipeline = %self.namespace, partition = %p, to = %next, "handing the lease over: stopping, draining, committing");
+                            h.handoff = Some((next, Instant::now()));
+                        }
+                    }
+                }
+                Ok(Err(why)) => self.lose(&p, &why),
+                Err(e) => {
+                    let stale = self
+                        .state()
+                        .held
+                        .get(&p)
+                        .is_some_and(|h| h.renewed.elapsed() >= self.duration);
+                    if stale {
+                        self.lose(&p, &format!("not renewed for {:?}: {e}", self.duration));
+                    } else {
+                        tracing::warn!(pipeline = %self.namespace, partition = %p, error = %e, "lease renewal failed; retrying");
+                    }
+                }
+            }
+        }
+        // A pending handoff that did not finish in time goes through anyway (the new owner
+        // re-reads at most what the sink had not acknowledged).
+        let late: Vec<String> = self
+            .state()
+            .held
+            .iter()
+            .filter(|(_, h)| h.handoff.as_ref().is_some_and(|(_, t)| t.elapsed() >= self.duration))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in late {
+            self.hand_over(&p).await;
+        }
+    }
+
+    /// One renewal: `Ok(Ok(row))`, or `Ok(Err(why))` when the lease is gone.
+    async fn renew(&self, p: &str) -> Result<Result<Item, String>, OffsetError> {
+        let me = self.worker().to_string();
+        // A commit of this worker may have bumped the counter meanwhile: then try once more.
+        for _ in 0..2 {
+            let w = LeaseWrite {
+                expect: self.store.known(&self.namespace, p),
+                bump: true,
+                owner_is: Some(&me),
+                expires_in: Some(self.duration),
+                ..Default::default()
+            };
+            match self.store.lease_write(&self.namespace, p, w).await? {
+                Ok(item) => return Ok(Ok(item)),
+                Err(Some(old)) if attr_s(&old, "owner").as_deref() == Some(&me) => {
+                    continue;
+                }
+                Err(old) => {
+                    let by = old
+                        .as_ref()
+                        .and_then(|o| attr_s(o, "owner"))
+                        .unwrap_or_else(|| "nobody".to_string());
+                    return Ok(Err(format!("renewal refused: the lease is now {by}'s")));
+                }
+            }
+        }
+        Ok(Err("renewal refused twice".into()))
+    }
+
+    /// Takes free and expired leases of ready shards up to this worker's share, then asks the
+    /// busiest worker for one when it holds two or more more than this one.
+    async fn acquire(
+        &self,
+        shards: &[ShardNode],
+        rows: &HashMap<String, (OffsetRow, u64, Option<String>)>,
+    ) -> Result<(), OffsetError> {
+        if shards.is_empty() {
+            return Ok(());
+        }
+        let me = self.worker().to_string();
+        let known: HashSet<&str> = shards.iter().map(|s| s.id.as_str()).collect();
+        let finished = |p: &str| rows.get(p).is_some_and(|r| r.0.finished);
+        // A child waits until every parent still listed has its end committed.
+        let ready: Vec<&ShardNode> = shards
+            .iter()
+            .filter(|s| !finished(&s.id))
+            .filter(|s| {
+                s.parents
+                    .iter()
+                    .all(|p| finished(p) || !known.contains(p.as_str()))
+            })
+            .collect();
+        let (held, seen) = {
+            let st = self.state();
+            let held: HashSet<String> = st.held.keys().cloned().collect();
+            (held, st.seen.clone())
+        };
+        let mut free: Vec<(Kind, String, Option<u64>)> = Vec::new();
+        let mut load: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+        let mut mine = 0usize;
+        for s in &ready {
+            let id = s.id.clone();
+            if held.contains(&id) {
+                mine += 1;
+                continue;
+            }
+            match rows.get(&id) {
+                None => free.push((Kind::Free, id, None)),
+                Some((row, g, next)) => match row.owner.as_deref() {
+                    None => free.push((Kind::Free, id, Some(*g))),
+                    Some(o) if o == me => free.push((Kind::Own, id, Some(*g))),
+                    Some(o) => {
+                        let expired = seen
+                            .get(&id)
+                            .is_some_and(|(sg, t)| sg == g && t.elapsed() >= self.duration);
+                        if expired {
+                            free.push((Kind::Expired, id, Some(*g)));
+                        } else if next.as_deref() == Some(me.as_str()) {
+                            mine += 1;
+                        } else {
+                            load.entry(o.to_string()).or_default().push((id, *g));
+                        }
+                    }
+                },
+            }
+        }
+        let workers = load.len() + 1;
+        let target = ready.len().div_ceil(workers);
+        let mut need = target.saturating_sub(mine);
+        free.sort();
+        for (kind, p, g) in free {
+            // What the table already gives this worker is always taken.
+            if need == 0 && kind != Kind::Own {
+                continue;
+            }
+            if self.take(&p, g, kind != Kind::Free).await? {
+                need = need.saturating_sub(1);
+                mine += 1;
+            }
+        }
+        // Balance: ask the busiest worker while it holds two or more more than this one.
+        let mut steals = 0;
+        while steals < self.max_steals {
+            let Some((victim, leases)) = load
+                .iter_mut()
+                .max_by_key(|(_, l)| l.len())
+                .filter(|(_, l)| l.len() >= mine + 2)
+            else {
+                break;
+            };
+            let Some((p, g)) = leases.pop() else { break };
+            let w = LeaseWrite {
+                expect: Some(g),
+                owner_is: Some(victim),
+                next_owner: Some(Some(&me)),
+                ..Default::default()
+            };
+            if self.store.lease_write(&self.namespace, &p, w).await?.is_ok() {
+                tracing::info!(pipeline = %self.namespace, partition = %p, from = %victim, "asked for a lease to balance the load");
+                mine += 1;
+            }
+            steals += 1;
+        }
+        Ok(())
+    }
+
+    /// Takes one lease seen at generation `g` (`None`: no row yet); true when taken.
+    async fn take(&self, p: &str, g: Option<u64>, takeover: bool) -> Result<bool, OffsetError> {
+        let me = self.worker().to_string();
+        let w = LeaseWrite {
+            expect: g,
+            bump: true,
+            owner: Some(Some(&me)),
+            next_owner: Some(None),
+            expires_in: Some(self.duration),
+            ..Default::default()
+        };
+        let Ok(item) = self.store.lease_write(&self.namespace, p, w).await? else {
+            // Another worker was quicker.
+            return Ok(false);
+        };
+        let start = attr_s(&item, "offset")
+            .filter(|o| !o.is_empty())
+            .map(|o| Committed {
+                offset: Offset::new(o),
+                finished: matches!(item.get("finished"), Some(AttributeValue::Bool(true))),
+            });
+        if takeover {
+            Metrics::add(&self.metrics.lease_takeovers, 1);
+        }
+        tracing::info!(pipeline = %self.namespace, partition = %p, resume_after = ?start.as_ref().map(|c| c.offset.as_str()), takeover, "lease taken");
+        self.state().held.insert(
+            p.to_string(),
+            Held {
+                start,
+                renewed: Instant::now(),
+                handoff: None,
+            },
+        );
+        Ok(true)
+    }
+
+    /// Passes a lease being handed over to the worker that asked for it.
+    async fn hand_over(&self, p: &str) {
+        let to = match self.state().held.get(p).and_then(|h| h.handoff.clone()) {
+            Some((to, _)) => to,
+            None => return,
+        };
+        self.transfer(p, Some(&to)).await;
+        self.publish();
+    }
+
+    /// Writes the lease over to `to` (`None`: releases it), conditional on its counter.
+    async fn transfer(&self, p: &str, to: Option<&str>) {
+        let me = self.worker().to_string();
+        let w = LeaseWrite {
+            expect: self.store.known(&self.namespace, p),
+            bump: true,
+            owner_is: Some(&me),
+            owner: Some(to),
+            next_owner: Some(None),
+            ..Default::default()
+        };
+        self.state().held.remove(p);
+        match self.store.lease_write(&self.namespace, p, w).await {
+            Ok(Ok(_)) => {
+                tracing::info!(pipeline = %self.namespace, partition = %p, to = to.unwrap_or("nobody"), "lease handed over");
+            }
+            Ok(Err(_)) => {
+                tracing::info!(pipeline = %self.namespace, partition = %p, "lease already taken by another worker");
+            }
+            Err(e) => {
+                tracing::warn!(pipeline = %self.namespace, partition = %p, error = %e, "could not release the lease; it expires after its duration");
+            }
+        }
+    }
+
+    /// Releases every lease still held (after the final commit), handing a lease over where
+    /// another worker asked for it: they are taken at once instead of after `duration`.
+    pub async fn release_all(&self) {
+        let held: Vec<(String, Option<String>)> = self
+            .state()
+            .held
+            .iter()
+            .map(|(p, h)| (p.clone(), h.handoff.as_ref().map(|(to, _)| to.clone())))
+            .collect();
+        for (p, to) in held {
+            self.transfer(&p, to.as_deref()).await;
+        }
+        self.publish();
+    }
+}
+
+/// A string attribute's value.
+fn attr_s(item: &Item, k: &str) -> Option<String> {
+    match item.get(k) {
+        Some(AttributeValue::S(v)) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+/// How a lease this worker may take stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    /// The table names this worker: handed over to it, or left by an earlier run under its id.
+    Own,
+    /// No owner.
+    Free,
+    /// Another worker's, whose counter did not move for `duration`.
+    Expired,
+}
