@@ -246,3 +246,185 @@ fn three_workers_share_eight_shards_one_owner_each() {
         assert!(text.contains(&Cluster::worker_id(i)), "{text}");
     }
 }
+
+/// Waits until none of `shards` is owned by `gone` any more and each has another owner;
+/// returns how long that took.
+fn taken_over(c: &Cluster, gone: &str, shards: &BTreeSet<String>, limit: Duration) -> Duration {
+    let t = Instant::now();
+    let ok = wait_for(limit, || {
+        let rows = c.rows();
+        shards.iter().all(|p| {
+            rows.get(p)
+                .and_then(|r| r.owner.as_deref())
+                .is_some_and(|o| o != gone)
+        })
+    });
+    assert!(ok, "{gone}'s shards not taken over within {limit:?}: {:?}", c.owners());
+    t.elapsed()
+}
+
+#[test]
+fn a_killed_worker_s_shards_are_taken_over_from_its_last_commit() {
+    let mut c = Cluster::new(8);
+    for i in 0..3 {
+        c.start(i, "");
+    }
+    c.k.put_seqs(&c.stream, 0..300, 40);
+    assert!(
+        wait_for(Duration::from_secs(30), || c.balanced(&[0, 1, 2], 8)
+            && c.all_delivered(300)),
+        "not running: {:?}",
+        c.owners()
+    );
+    // More records, and kill -9 while they flow.
+    c.k.put_seqs(&c.stream, 300..450, 40);
+    let mine = c.owners()["w0"].clone();
+    signal(c.child(0), "-KILL");
+    let _ = c.workers[0].take().map(|mut ch| ch.wait());
+    // Its last commits: nobody else writes these rows before taking the lease.
+    let last: BTreeMap<String, Option<String>> = c
+        .rows()
+        .into_iter()
+        .filter(|(p, _)| mine.contains(p))
+        .map(|(p, r)| (p, r.offset))
+        .collect();
+    let took = taken_over(&c, "w0", &mine, Duration::from_secs(30));
+    let interval = DURATION / 3;
+    println!(
+        "kill -9: {} shards taken over in {took:?} (duration {DURATION:?}, renewal interval {interval:?})",
+        mine.len()
+    );
+    // The bound: the lease's counter stops moving at most one interval before the kill; an
+    // observer notices it unchanged for `duration`, at its next scan. Plus a second for a
+    // loaded machine.
+    assert!(
+        took <= DURATION + interval * 2 + Duration::from_secs(1),
+        "takeover took {took:?}"
+    );
+    c.k.put_seqs(&c.stream, 450..600, 40);
+    assert!(
+        wait_for(Duration::from_secs(30), || c.all_delivered(600)),
+        "records lost after the kill"
+    );
+    // Duplicates only past the killed worker's last commit of their shard.
+    let counts = c.deliveries();
+    let mut dups = 0;
+    for i in 1..3 {
+        for (seq, shard, offset) in c.output(i) {
+            if counts[&seq] < 2 {
+                continue;
+            }
+            dups += 1;
+            assert!(mine.contains(&shard), "seq {seq} of {shard} delivered twice");
+            if let Some(Some(commit)) = last.get(&shard) {
+                assert!(
+                    seq_key(&offset) > seq_key(commit),
+                    "seq {seq} at {offset} re-delivered though {shard} was committed up to {commit}"
+                );
+            }
+        }
+    }
+    println!("kill -9: {dups} records delivered twice, all past w0's last commit");
+}
+
+#[test]
+fn a_worker_stopped_with_sigterm_hands_its_shards_over_without_duplicates() {
+    let mut c = Cluster::new(8);
+    for i in 0..3 {
+        c.start(i, "");
+    }
+    c.k.put_seqs(&c.stream, 0..300, 40);
+    assert!(
+        wait_for(Duration::from_secs(30), || c.balanced(&[0, 1, 2], 8)
+            && c.all_delivered(300)),
+        "not running: {:?}",
+        c.owners()
+    );
+    c.k.put_seqs(&c.stream, 300..450, 40);
+    let mine = c.owners()["w0"].clone();
+    signal(c.child(0), "-TERM");
+    let mut w0 = c.workers[0].take().expect("w0");
+    let status = wait_exit(&mut w0, Duration::from_secs(30));
+    assert!(status.success(), "w0 exited with {status}: {}", c.log(0));
+    let took = taken_over(&c, "w0", &mine, Duration::from_secs(30));
+    println!("SIGTERM: {} shards taken over {took:?} after w0 exited", mine.len());
+    assert!(took <= DURATION, "released leases are taken at once, not after expiry: {took:?}");
+    c.k.put_seqs(&c.stream, 450..600, 40);
+    assert!(
+        wait_for(Duration::from_secs(30), || c.all_delivered(600)),
+        "records lost"
+    );
+    let dup: Vec<_> = c.deliveries().into_iter().filter(|(_, n)| *n > 1).collect();
+    assert!(dup.is_empty(), "records delivered twice after SIGTERM: {dup:?}");
+}
+
+#[test]
+fn a_paused_worker_whose_leases_were_taken_commits_nothing_more_and_stops_reading() {
+    let mut c = Cluster::new(8);
+    // w0 asks for no leases back after its pause, so whatever it holds later it can only have
+    // kept (which it must not). It starts first and takes every shard; the others ask it for
+    // theirs.
+    c.start(0, "    max_steals: 0\n");
+    assert!(
+        wait_for(Duration::from_secs(30), || c.owners().get("w0").is_some_and(|s| s.len() == 8)),
+        "w0 did not take the shards: {:?}",
+        c.owners()
+    );
+    for i in 1..3 {
+        c.start(i, "");
+    }
+    c.k.put_seqs(&c.stream, 0..300, 40);
+    assert!(
+        wait_for(Duration::from_secs(30), || c.balanced(&[0, 1, 2], 8)
+            && c.all_delivered(300)),
+        "not running: {:?}\n{}",
+        c.owners(),
+        c.log(0)
+    );
+    c.k.put_seqs(&c.stream, 300..450, 40);
+    let mine = c.owners()["w0"].clone();
+    signal(c.child(0), "-STOP");
+    let before = c.output(0).len();
+    let took = taken_over(&c, "w0", &mine, Duration::from_secs(30));
+    assert!(
+        wait_for(Duration::from_secs(30), || c.all_delivered(450)),
+        "records lost while w0 was paused"
+    );
+    signal(c.child(0), "-CONT");
+    // Back, w0 finds its leases gone: at its next renewal or its next commit, refused by the
+    // table's condition.
+    assert!(
+        wait_for(Duration::from_secs(10), || c.log(0).matches("lease lost").count()
+            >= mine.len()),
+        "w0 did not notice its lost leases:\n{}",
+        c.log(0)
+    );
+    c.k.put_seqs(&c.stream, 450..600, 40);
+    // While the rest flows, w0 never shows as the owner of a lost shard: a commit of its would
+    // write its id.
+    let mut owned_again = Vec::new();
+    let done = wait_for(Duration::from_secs(30), || {
+        for (p, r) in c.rows() {
+            if mine.contains(&p) && r.owner.as_deref() == Some("w0") {
+                owned_again.push(p);
+            }
+        }
+        c.all_delivered(600)
+    });
+    assert!(done, "records lost after w0 resumed");
+    assert!(owned_again.is_empty(), "w0 wrote lost shards again: {owned_again:?}");
+    let written: Vec<_> = c.output(0).into_iter().skip(before).collect();
+    assert!(
+        written.iter().all(|(seq, _, _)| *seq < 450),
+        "w0 read records put after it noticed its lost leases: {:?}\n{}",
+        written.iter().filter(|r| r.0 >= 450).collect::<Vec<_>>(),
+        c.log(0)
+    );
+    let counts = c.deliveries();
+    let twice = written.iter().filter(|(seq, _, _)| counts[seq] > 1).count();
+    println!(
+        "SIGSTOP past duration: {} shards taken over in {took:?}; after SIGCONT w0's sink still wrote {} records ({twice} of them also delivered by the new owners), none put after it noticed the loss",
+        mine.len(),
+        written.len()
+    );
+}

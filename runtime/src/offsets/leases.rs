@@ -202,12 +202,29 @@ impl Leases {
                     continue;
                 }
             }
+            // First, before any request: a lease not renewed for `duration` by this worker's
+            // own clock (a long pause, a stalled network) is gone.
+            self.expire_local();
             let shards = discovered.borrow_and_update().clone();
             if let Err(e) = self.round(&shards).await {
                 tracing::warn!(pipeline = %self.namespace, error = %e, "lease round failed; trying again next interval");
             }
         }
         self.release_all().await;
+    }
+
+    /// Loses every held lease whose last renewal is `duration` old on this worker's clock.
+    fn expire_local(&self) {
+        let stale: Vec<String> = self
+            .state()
+            .held
+            .iter()
+            .filter(|(_, h)| h.renewed.elapsed() >= self.duration)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in stale {
+            self.lose(&p, &format!("not renewed for {:?} on this worker's clock", self.duration));
+        }
     }
 
     /// One round: scan, renew, take, balance.
