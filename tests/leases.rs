@@ -36,21 +36,45 @@ struct Cluster {
     s: Scratch,
     k: Kinesis,
     d: Dynamo,
+    /// The Kinesis stream (a DynamoDB table's stream is the table's).
     stream: String,
+    /// The spec's `source:` section.
+    source: String,
     table: String,
     name: String,
     workers: Vec<Option<Child>>,
 }
 
 impl Cluster {
+    /// Workers reading a new Kinesis stream of `shards` shards.
     fn new(shards: i32) -> Self {
         let k = Kinesis::new();
         let stream = k.create_stream(shards);
+        let source = format!(
+            "source:\n  type: kinesis\n  stream: {stream}\n  start_position: trim_horizon\n  shard_discovery_interval: 500ms\n{}",
+            aws_yaml(&k.endpoint, "  ")
+        );
+        Self::with(k, stream, source)
+    }
+
+    /// Workers reading the stream of a new DynamoDB table keyed by a numeric `id`.
+    fn cdc() -> (Self, String) {
+        let d = Dynamo::new();
+        let table = d.create_table("cdc", "id", true, true);
+        let source = format!(
+            "source:\n  type: dynamodb\n  table: {table}\n  mode: cdc\n  start_position: trim_horizon\n  shard_discovery_interval: 500ms\n  poll_interval: 100ms\n{}",
+            dynamo_support::aws_yaml(&d.endpoint, "  ")
+        );
+        (Self::with(Kinesis::new(), String::new(), source), table)
+    }
+
+    fn with(k: Kinesis, stream: String, source: String) -> Self {
         Self {
             s: Scratch::new(),
             k,
             d: Dynamo::new(),
             stream,
+            source,
             table: format!("leases-{:016x}", rand::random::<u64>()),
             name: "bridge".into(),
             workers: Vec::new(),
@@ -64,11 +88,10 @@ impl Cluster {
     /// Writes worker `i`'s spec (its own output file) and starts it.
     fn start(&mut self, i: usize, lease_extra: &str) {
         let spec = format!(
-            "version: 1\nname: {name}\nsource:\n  type: kinesis\n  stream: {stream}\n  start_position: trim_horizon\n  shard_discovery_interval: 500ms\n{kaws}sink:\n  type: file\n  path: out/w{i}.jsonl\n  envelope: true\noffsets:\n  store: dynamodb\n  table: {table}\n  create_table: true\n  commit_interval: 200ms\n{daws}  leases:\n    duration: {d}ms\n{lease_extra}pipeline:\n  flush_interval: 50ms\n  max_buffered: 1000\n",
+            "version: 1\nname: {name}\n{source}sink:\n  type: file\n  path: out/w{i}.jsonl\n  envelope: true\noffsets:\n  store: dynamodb\n  table: {table}\n  create_table: true\n  commit_interval: 200ms\n{daws}  leases:\n    duration: {d}ms\n{lease_extra}pipeline:\n  flush_interval: 50ms\n  max_buffered: 1000\n",
             name = self.name,
-            stream = self.stream,
+            source = self.source,
             table = self.table,
-            kaws = aws_yaml(&self.k.endpoint, "  "),
             daws = dynamo_support::aws_yaml(&self.d.endpoint, "  "),
             d = DURATION.as_millis(),
         );
@@ -154,11 +177,7 @@ impl Cluster {
     fn output(&self, i: usize) -> Vec<(u64, String, String)> {
         let text = self.s.read(&format!("out/w{i}.jsonl"));
         let complete = &text[..text.rfind('\n').map_or(0, |n| n + 1)];
-        complete
-            .lines()
-            .map(envelope)
-            .map(|(seq, _, shard, offset)| (seq, shard, offset))
-            .collect()
+        complete.lines().map(parse).collect()
     }
 
     /// How many times each seq was delivered, over every worker's output.
@@ -192,8 +211,24 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop_all();
-        self.k.delete(&self.stream);
+        if !self.stream.is_empty() {
+            self.k.delete(&self.stream);
+        }
     }
+}
+
+/// An output line: (seq, shard, offset). The seq is a Kinesis record's `seq`, or the `id` of
+/// the item a DynamoDB stream record shows.
+fn parse(line: &str) -> (u64, String, String) {
+    let v: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"));
+    let seq = v["value"]["seq"]
+        .as_u64()
+        .or_else(|| v["value"]["new"]["id"].as_u64())
+        .unwrap_or_else(|| panic!("no seq or id in {line}"));
+    let m = &v["metadata"];
+    let s = |k: &str| m[k].as_str().unwrap_or_default().to_string();
+    (seq, s("shard-id"), s("offset"))
 }
 
 /// Kinesis sequence numbers are decimal strings of varying length: order by length, then text.
@@ -524,4 +559,44 @@ fn a_split_and_a_merge_under_three_workers_read_parents_before_children() {
         "split + merge under 3 workers: 400 records delivered ({dups} twice), parents finished first: {finished:?}"
     );
     assert_eq!(dups, 0, "a lease moved with duplicates");
+}
+
+#[test]
+fn two_workers_share_a_dynamodb_stream_and_hand_it_over_on_sigterm() {
+    let (mut c, table) = Cluster::cdc();
+    for i in 0..2 {
+        c.start(i, "");
+    }
+    c.d.put_ids(&table, 0..100);
+    assert!(
+        wait_for(Duration::from_secs(30), || c.all_delivered(100)),
+        "changes lost: {:?}\n{}",
+        c.owners(),
+        c.log(0)
+    );
+    // Every open shard has one owner.
+    let owners = c.owners();
+    let held: Vec<&String> = owners.values().flatten().collect();
+    let distinct: BTreeSet<&String> = held.iter().copied().collect();
+    assert_eq!(held.len(), distinct.len(), "a shard with two owners: {owners:?}");
+    // The worker holding the shards stops; the other takes them at once, from its commit.
+    let (busy, mine) = owners.iter().max_by_key(|(_, s)| s.len()).expect("an owner");
+    let i: usize = busy.trim_start_matches('w').parse().expect("worker id");
+    let mine = mine.clone();
+    signal(c.child(i), "-TERM");
+    let mut w = c.workers[i].take().expect("worker");
+    let status = wait_exit(&mut w, Duration::from_secs(30));
+    assert!(status.success(), "{busy} exited with {status}: {}", c.log(i));
+    let took = taken_over(&c, busy, &mine, Duration::from_secs(30));
+    c.d.put_ids(&table, 100..200);
+    assert!(
+        wait_for(Duration::from_secs(30), || c.all_delivered(200)),
+        "changes lost after the handover"
+    );
+    let dup: Vec<_> = c.deliveries().into_iter().filter(|(_, n)| *n > 1).collect();
+    assert!(dup.is_empty(), "changes delivered twice: {dup:?}");
+    println!(
+        "DynamoDB Streams, 2 workers: {} shard(s) handed over {took:?} after SIGTERM, 200 changes once each",
+        mine.len()
+    );
 }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::{DynamoSourceConfig, ItemFormat, StreamStart};
 use super::item;
-use crate::api::{CommittedOffsets, SourceBatch, SourceContext};
+use crate::api::{CommittedOffsets, Granted, SourceBatch, SourceContext};
 use crate::aws;
 use crate::error::ConnectorError;
 use crate::record::{Offset, PartitionId, Record};
@@ -225,6 +225,24 @@ impl StreamReader {
         let stop = ctx.shutdown.clone();
         let mut discover = tokio::time::interval(self.cfg.shard_discovery_interval.0);
         discover.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // With leases: the shards granted to this worker, each reader's own stop token, and the
+        // offset of the last record sent per shard (reported when a grant is withdrawn).
+        let mut grant_rx = ctx.grants.as_ref().map(|g| g.granted.clone());
+        let mut granted: Arc<Granted> = Arc::default();
+        let mut tokens: HashMap<String, CancellationToken> = HashMap::new();
+        let mut withdrawn: HashSet<String> = HashSet::new();
+        let sent: Arc<std::sync::Mutex<HashMap<String, Offset>>> = Arc::default();
+        let last_sent = |id: &str| -> Option<Offset> {
+            sent.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(id)
+                .cloned()
+        };
+        let release = |id: &str| {
+            if let Some(g) = &ctx.grants {
+                let _ = g.released.send((Arc::from(id), last_sent(id)));
+            }
+        };
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -236,6 +254,34 @@ impl StreamReader {
                         initial = Some(graph.ids().map(str::to_string).collect());
                         tracing::info!(table = %self.cfg.table, stream = %arn, shards = graph.len(), "reading the stream");
                     }
+                    if let Some(g) = &ctx.grants {
+                        g.discovered.send_replace(Arc::new(graph.nodes().cloned().collect()));
+                    }
+                }
+                r = async { grant_rx.as_mut()?.changed().await.ok() }, if grant_rx.is_some() => {
+                    let Some(()) = r else {
+                        // The coordinator is gone; shutdown follows.
+                        grant_rx = None;
+                        continue;
+                    };
+                    let now = grant_rx.as_mut().map(|g| g.borrow_and_update().clone()).unwrap_or_default();
+                    for id in granted.keys() {
+                        if now.contains_key(id) {
+                            continue;
+                        }
+                        let id = id.to_string();
+                        tracing::info!(table = %self.cfg.table, shard = %id, "shard no longer granted to this worker; stopping its reader");
+                        done.remove(&id);
+                        if let Some(t) = tokens.remove(&id) {
+                            t.cancel();
+                        }
+                        if running.contains(&id) {
+                            withdrawn.insert(id);
+                        } else {
+                            release(&id);
+                        }
+                    }
+                    granted = now;
                 }
                 changed = committed_rx.changed() => {
                     if changed.is_err() {
@@ -248,7 +294,12 @@ impl StreamReader {
                     match joined {
                         Ok((shard, Ok(()))) => {
                             running.remove(&shard);
-                            done.insert(shard);
+                            tokens.remove(&shard);
+                            if withdrawn.remove(&shard) {
+                                release(&shard);
+                            } else {
+                                done.insert(shard);
+                            }
                         }
                         Ok((shard, Err(e))) => {
                             tracing::error!(table = %self.cfg.table, shard = %shard, error = %e, "stream shard reader failed");
@@ -268,7 +319,23 @@ impl StreamReader {
             for (k, v) in committed_rx.borrow().iter() {
                 committed.insert(k.clone(), v.clone());
             }
-            for id in graph.ready(&committed) {
+            let ready = match &ctx.grants {
+                None => graph.ready(&committed),
+                // The coordinator checked lineage; shards not listed yet wait for discovery.
+                Some(_) => granted
+                    .iter()
+                    .filter(|(p, _)| graph.get(p).is_some())
+                    .map(|(p, c)| {
+                        // The grant's offset is the table's, fresher than this run's view.
+                        match c {
+                            Some(c) => committed.insert(p.clone(), c.clone()),
+                            None => committed.remove(p),
+                        };
+                        p.to_string()
+                    })
+                    .collect(),
+            };
+            for id in ready {
                 if running.contains(&id) || done.contains(&id) {
                     continue;
                 }
@@ -296,6 +363,18 @@ impl StreamReader {
                     since,
                     run_started,
                 );
+                // A granted child with no commit starts at its oldest record: its parents were
+                // read to their end first, by whichever worker held them.
+                let plan = match plan {
+                    Plan::Read { at: StartAt::Latest, since }
+                        if ctx.grants.is_some()
+                            && lineage.committed.is_none()
+                            && parents.iter().any(|p| graph.get(p).is_some()) =>
+                    {
+                        Plan::Read { at: StartAt::TrimHorizon, since }
+                    }
+                    other => other,
+                };
                 let (start, shard_since) = match plan {
                     Plan::Read { at, since } => (at, since),
                     Plan::Skip => {
@@ -325,8 +404,9 @@ impl StreamReader {
                     arn: arn.clone(),
                     shard: id.clone(),
                     output: ctx.output.clone(),
-                    stop: stop.clone(),
+                    stop: tokens.entry(id.clone()).or_insert_with(|| stop.child_token()).clone(),
                     since: shard_since,
+                    sent: sent.clone(),
                 };
                 readers.spawn(async move {
                     let r = shard.read(start).await;
@@ -353,6 +433,8 @@ struct ShardTask {
     output: mpsc::Sender<SourceBatch>,
     stop: CancellationToken,
     since: Option<i64>,
+    /// The offset of the last record sent, per shard (shared by the readers of one stream).
+    sent: Arc<std::sync::Mutex<HashMap<String, Offset>>>,
 }
 
 impl ShardTask {
@@ -368,11 +450,21 @@ impl ShardTask {
     }
 
     async fn send(&self, batch: SourceBatch) -> bool {
-        tokio::select! {
+        let last = batch
+            .records
+            .last()
+            .map(|r| r.offset.clone())
+            .or_else(|| batch.end_offset.clone());
+        let sent = tokio::select! {
             biased;
             _ = self.stop.cancelled() => false,
             r = self.output.send(batch) => r.is_ok(),
+        };
+        if sent && let Some(o) = last {
+            let mut m = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+            m.insert(self.shard.clone(), o);
         }
+        sent
     }
 
     async fn iterator(&self, at: &StartAt) -> Result<Option<String>, ConnectorError> {
@@ -709,6 +801,7 @@ mod tests {
             output: tx,
             stop: CancellationToken::new(),
             since: None,
+            sent: Arc::default(),
         };
         task.read_from(StartAt::After("77".into()), None)
             .await

@@ -362,8 +362,9 @@ fn lease_checks(spec: &Spec, issues: &mut Vec<Issue>) {
             "a Kafka source scales through its consumer group (run more workers with the same `group`): remove `offsets.leases`"
                 .to_string(),
         ),
+        SourceConfig::Dynamodb(d) if d.mode == sluice_connectors::dynamodb::SourceMode::Cdc => None,
         SourceConfig::Dynamodb(_) => Some(
-            "shard leases do not cover the dynamodb source yet: run one worker, or remove `offsets.leases`"
+            "shard leases share a table's stream: they need the dynamodb source's `mode: cdc` (a snapshot's scan segments are not leased)"
                 .to_string(),
         ),
         other => Some(format!(
