@@ -43,6 +43,8 @@ struct Cluster {
     table: String,
     name: String,
     workers: Vec<Option<Child>>,
+    /// Each worker's operations API port.
+    ports: Vec<u16>,
 }
 
 impl Cluster {
@@ -78,6 +80,7 @@ impl Cluster {
             table: format!("leases-{:016x}", rand::random::<u64>()),
             name: "bridge".into(),
             workers: Vec::new(),
+            ports: Vec::new(),
         }
     }
 
@@ -97,15 +100,37 @@ impl Cluster {
         );
         let path = format!("w{i}.yaml");
         self.s.write(&path, &spec);
-        let mut c = self.s.cmd(&["run", "--no-progress", "--worker-id", &Self::worker_id(i), &path]);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let http = format!("127.0.0.1:{port}");
+        let id = Self::worker_id(i);
+        let mut c = self.s.cmd(&["run", "--no-progress", "--worker-id", &id, "--http", &http, &path]);
         c.env("SLUICE_LOG", "info")
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(self.s.path(&format!("w{i}.log"))).expect("log"));
         let child = c.spawn().expect("spawn sluice");
         if self.workers.len() <= i {
             self.workers.resize_with(i + 1, || None);
+            self.ports.resize(i + 1, 0);
         }
         self.workers[i] = Some(child);
+        self.ports[i] = port;
+    }
+
+    /// A metric of worker `i` from its `GET /metrics` (summed over its label sets).
+    fn metric(&self, i: usize, name: &str) -> f64 {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.ports[i])).expect("connect");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .expect("request");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("response");
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     fn child(&self, i: usize) -> &Child {
@@ -311,8 +336,10 @@ fn a_killed_worker_s_shards_are_taken_over_from_its_last_commit() {
         "not running: {:?}",
         c.owners()
     );
-    // More records, and kill -9 while they flow.
-    c.k.put_seqs(&c.stream, 300..450, 40);
+    // More records, and kill -9 while w0 reads them.
+    let before = c.output(0).len();
+    c.k.put_seqs(&c.stream, 300..1300, 40);
+    assert!(wait_for(Duration::from_secs(10), || c.output(0).len() > before + 20));
     let mine = c.owners()["w0"].clone();
     signal(c.child(0), "-KILL");
     let _ = c.workers[0].take().map(|mut ch| ch.wait());
@@ -336,9 +363,19 @@ fn a_killed_worker_s_shards_are_taken_over_from_its_last_commit() {
         took <= DURATION + interval * 2 + Duration::from_secs(1),
         "takeover took {took:?}"
     );
-    c.k.put_seqs(&c.stream, 450..600, 40);
+    // The others count what they took over, and hold every shard between them.
     assert!(
-        wait_for(Duration::from_secs(30), || c.all_delivered(600)),
+        wait_for(Duration::from_secs(10), || c.metric(1, "sluice_leases_held")
+            + c.metric(2, "sluice_leases_held")
+            == 8.0),
+        "the survivors do not report 8 leases held"
+    );
+    let takeovers =
+        c.metric(1, "sluice_lease_takeovers_total") + c.metric(2, "sluice_lease_takeovers_total");
+    assert!(takeovers >= mine.len() as f64, "takeovers counted: {takeovers}");
+    c.k.put_seqs(&c.stream, 1300..1450, 40);
+    assert!(
+        wait_for(Duration::from_secs(60), || c.all_delivered(1450)),
         "records lost after the kill"
     );
     // Duplicates only past the killed worker's last commit of their shard.
@@ -359,7 +396,20 @@ fn a_killed_worker_s_shards_are_taken_over_from_its_last_commit() {
             }
         }
     }
-    println!("kill -9: {dups} records delivered twice, all past w0's last commit");
+    // What w0 wrote past its last commit is exactly what is re-delivered.
+    let past: usize = c
+        .output(0)
+        .iter()
+        .filter(|(_, shard, offset)| match last.get(shard) {
+            Some(Some(commit)) => seq_key(offset) > seq_key(commit),
+            Some(None) => true,
+            None => false,
+        })
+        .count();
+    assert_eq!(dups, past, "re-delivered records != what w0 wrote past its last commit");
+    println!(
+        "kill -9: {dups} records delivered twice = what w0 had written past its last commit"
+    );
 }
 
 #[test]
@@ -448,6 +498,8 @@ fn a_paused_worker_whose_leases_were_taken_commits_nothing_more_and_stops_readin
     });
     assert!(done, "records lost after w0 resumed");
     assert!(owned_again.is_empty(), "w0 wrote lost shards again: {owned_again:?}");
+    assert!(c.metric(0, "sluice_lease_losses_total") >= mine.len() as f64);
+    assert_eq!(c.metric(0, "sluice_leases_held"), 0.0);
     let written: Vec<_> = c.output(0).into_iter().skip(before).collect();
     assert!(
         written.iter().all(|(seq, _, _)| *seq < 450),
@@ -599,4 +651,57 @@ fn two_workers_share_a_dynamodb_stream_and_hand_it_over_on_sigterm() {
         "DynamoDB Streams, 2 workers: {} shard(s) handed over {took:?} after SIGTERM, 200 changes once each",
         mine.len()
     );
+}
+
+#[test]
+fn validate_refuses_leases_where_they_cannot_work() {
+    let s = Scratch::new();
+    let kinesis = "source:\n  type: kinesis\n  stream: s\n";
+    let dynamo = "offsets:\n  store: dynamodb\n  table: offsets\n  leases:\n    duration: 10s\n";
+    let cases = [
+        (
+            "file-store",
+            format!("{kinesis}offsets:\n  store: file\n  leases:\n    duration: 10s\n"),
+            "need `store: dynamodb`",
+        ),
+        (
+            "kafka",
+            format!("source:\n  type: kafka\n  brokers: [b:9092]\n  topics: [t]\n  group: g\n{dynamo}"),
+            "consumer group",
+        ),
+        (
+            "generator",
+            format!("source:\n  type: generator\n{dynamo}"),
+            "has none",
+        ),
+        (
+            "snapshot",
+            format!("source:\n  type: dynamodb\n  table: orders\n  mode: snapshot\n{dynamo}"),
+            "mode: cdc",
+        ),
+        (
+            "short",
+            format!("{kinesis}{}", dynamo.replace("10s", "100ms")),
+            "at least 300ms",
+        ),
+    ];
+    for (name, body, want) in cases {
+        let file = format!("{name}.yaml");
+        s.write(&file, &format!("version: 1\nname: p\n{body}sink: {{type: stdout}}\n"));
+        let out = s.run(&["validate", &file]);
+        let err = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(!out.status.success(), "{name} passed validation");
+        assert!(err.contains(want) && err.contains("offsets.leases"), "{name}: {err}");
+        assert!(err.contains(&format!("{name}.yaml:")), "{name}: not located: {err}");
+    }
+    // Kinesis and DynamoDB Streams with the dynamodb store pass.
+    for (name, src) in [
+        ("ok-kinesis", kinesis.to_string()),
+        ("ok-cdc", "source:\n  type: dynamodb\n  table: orders\n  mode: cdc\n".to_string()),
+    ] {
+        let file = format!("{name}.yaml");
+        s.write(&file, &format!("version: 1\nname: p\n{src}{dynamo}sink: {{type: stdout}}\n"));
+        let out = s.run(&["validate", &file]);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+    }
 }

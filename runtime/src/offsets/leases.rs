@@ -162,11 +162,14 @@ impl Leases {
 
     /// Runs until `stop`: renews, takes and balances every renewal interval; hands leases over
     /// when asked (through `drain`, the offset tracker). Then releases every lease still held.
+    /// `draining` fires when the pipeline stops reading: from then on no lease is taken or
+    /// asked for, only renewed until `stop`.
     pub async fn run(
         self: Arc<Self>,
         mut discovered: watch::Receiver<Arc<Vec<ShardNode>>>,
         mut released: mpsc::UnboundedReceiver<(PartitionId, Option<Offset>)>,
         drain: mpsc::UnboundedSender<Drain>,
+        draining: CancellationToken,
         stop: CancellationToken,
     ) {
         let mut tick = tokio::time::interval(self.interval());
@@ -205,7 +208,10 @@ impl Leases {
             // First, before any request: a lease not renewed for `duration` by this worker's
             // own clock (a long pause, a stalled network) is gone.
             self.expire_local();
-            let shards = discovered.borrow_and_update().clone();
+            let shards = match draining.is_cancelled() {
+                false => discovered.borrow_and_update().clone(),
+                true => Arc::default(),
+            };
             if let Err(e) = self.round(&shards).await {
                 tracing::warn!(pipeline = %self.namespace, error = %e, "lease round failed; trying again next interval");
             }
@@ -260,7 +266,7 @@ impl Leases {
             match rows.get(&p) {
                 Some((row, _, _)) if row.finished => {
                     // Read to its end and committed: nothing left to lease.
-                    self.state().held.remove(&p);
+                    self.transfer(&p, None).await;
                     continue;
                 }
                 Some((row, _, _)) if row.owner.as_deref() != Some(me.as_str()) => {

@@ -245,6 +245,9 @@ impl Pipeline {
         let mut grants = None;
         let mut manager = None;
         let stop_leases = CancellationToken::new();
+        // Whatever part fails or panics stops the source, so the rest drains and `run` returns:
+        // a part that ends with an error (or unwinds) drops its guard, which cancels.
+        let stop_source = shutdown.child_token();
         if let Some(l) = &leases {
             let (discovered_tx, discovered_rx) = tokio::sync::watch::channel(Arc::default());
             let (released_tx, released_rx) = mpsc::unbounded_channel();
@@ -259,14 +262,12 @@ impl Pipeline {
                 discovered_rx,
                 released_rx,
                 drain_tx,
+                stop_source.clone(),
                 stop_leases.clone(),
             )));
         }
         let (src_tx, src_rx) = mpsc::channel(channel_capacity);
         let (sink_tx, sink_rx) = mpsc::channel(channel_capacity);
-        // Whatever part fails or panics stops the source, so the rest drains and `run` returns:
-        // a part that ends with an error (or unwinds) drops its guard, which cancels.
-        let stop_source = shutdown.child_token();
         let tracker_task = {
             let guard = stop_source.clone().drop_guard();
             tokio::spawn(async move {
