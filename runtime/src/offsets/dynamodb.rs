@@ -745,7 +745,7 @@ impl OffsetStore for DynamoStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
 
     use super::*;
@@ -765,7 +765,7 @@ mod tests {
         url
     }
 
-    fn spec(table: &str, create: bool) -> DynamoStoreSpec {
+    pub(crate) fn spec(table: &str, create: bool) -> DynamoStoreSpec {
         serde_json::from_value(serde_json::json!({
             "table": table,
             "create_table": create,
@@ -777,7 +777,7 @@ mod tests {
         .expect("spec")
     }
 
-    fn table() -> String {
+    pub(crate) fn table() -> String {
         format!("offsets-{:016x}", rand::random::<u64>())
     }
 

@@ -554,3 +554,128 @@ enum Kind {
     /// Another worker's, whose counter did not move for `duration`.
     Expired,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::offsets::dynamodb::tests::{spec, table};
+
+    fn worker(table: &str, id: &str) -> Leases {
+        let mut s = spec(table, true);
+        let lease = LeaseSpec {
+            duration: sluice_connectors::units::Dur(Duration::from_millis(300)),
+            max_steals: 1,
+            worker_id: Some(id.into()),
+        };
+        s.leases = Some(lease.clone());
+        Leases::new(
+            Arc::new(DynamoStore::new(&s)),
+            "pipe",
+            &lease,
+            Arc::default(),
+        )
+    }
+
+    fn at(o: u64) -> CommittedOffsets {
+        CommittedOffsets::from([(
+            PartitionId::from("s0"),
+            Committed {
+                offset: Offset::from(o),
+                finished: false,
+            },
+        )])
+    }
+
+    /// Runs rounds of `w` until `cond` holds (a few seconds at most).
+    async fn rounds_until(w: &Leases, shards: &[ShardNode], cond: impl Fn(&Leases) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !cond(w) {
+            assert!(Instant::now() < deadline, "condition not reached");
+            w.round(shards).await.expect("round");
+            tokio::time::sleep(w.interval()).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_commit_after_the_lease_was_taken_over_is_refused_by_the_table_itself() {
+        let t = table();
+        let shards = [ShardNode::new("s0", [], false)];
+        let a = worker(&t, "a");
+        let b = worker(&t, "b");
+        a.round(&shards).await.expect("round");
+        assert!(a.holds("s0"));
+        assert_eq!(a.commit(&at(10)).await.expect("commit"), Vec::<PartitionId>::new());
+        // `a` stalls (no rounds): `b` sees the counter unchanged for the duration and takes over,
+        // from a's commit.
+        rounds_until(&b, &shards, |b| b.holds("s0")).await;
+        let granted = b.subscribe().borrow().clone();
+        assert_eq!(granted["s0"].as_ref().map(|c| c.offset.clone()), Some(Offset::from(10)));
+        // `a` still believes it holds the lease: the table's condition refuses its commit, and
+        // only then does `a` drop the partition.
+        assert!(a.holds("s0"));
+        let fenced = a.commit(&at(11)).await.expect("a refusal is no error");
+        assert_eq!(fenced, vec![PartitionId::from("s0")]);
+        assert!(!a.holds("s0"));
+        assert_eq!(a.metrics.lease_losses.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(b.metrics.lease_takeovers.load(std::sync::atomic::Ordering::Relaxed), 1);
+        let rows = b.store.lease_rows("pipe").await.expect("rows");
+        assert_eq!(rows[0].0.offset, Offset::from(10));
+        assert_eq!(rows[0].0.owner.as_deref(), Some("b"));
+        // b's own commit goes through.
+        assert!(b.commit(&at(12)).await.expect("commit").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_child_is_leased_only_after_its_parent_s_end_is_committed() {
+        let t = table();
+        let shards = [
+            ShardNode::new("s0", [], true),
+            ShardNode::new("s1", ["s0"], false),
+        ];
+        let a = worker(&t, "a");
+        a.round(&shards).await.expect("round");
+        assert!(a.holds("s0") && !a.holds("s1"), "the parent first");
+        let end = CommittedOffsets::from([(
+            PartitionId::from("s0"),
+            Committed {
+                offset: Offset::from(99),
+                finished: true,
+            },
+        )]);
+        a.commit(&end).await.expect("commit");
+        a.round(&shards).await.expect("round");
+        assert!(!a.holds("s0"), "a finished shard's lease is released");
+        assert!(a.holds("s1"), "then the child");
+    }
+
+    #[tokio::test]
+    async fn an_idle_worker_is_handed_leases_until_both_hold_their_share() {
+        let t = table();
+        let shards: Vec<ShardNode> = (0..4)
+            .map(|i| ShardNode::new(&format!("s{i}"), [], false))
+            .collect();
+        let a = worker(&t, "a");
+        a.round(&shards).await.expect("round");
+        assert_eq!(a.state().held.len(), 4, "alone, a takes every shard");
+        let b = worker(&t, "b");
+        // b asks for one per round; a hands it over at its next renewal (nothing to drain).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while b.state().held.len() < 2 {
+            assert!(Instant::now() < deadline, "not balanced");
+            b.round(&shards).await.expect("round");
+            a.round(&shards).await.expect("round");
+            let asked: Vec<String> = a
+                .state()
+                .held
+                .iter()
+                .filter(|(_, h)| h.handoff.is_some())
+                .map(|(p, _)| p.clone())
+                .collect();
+            for p in asked {
+                a.hand_over(&p).await;
+            }
+        }
+        assert_eq!(a.state().held.len(), 2);
+        assert_eq!(b.state().held.len(), 2);
+    }
+}
