@@ -106,7 +106,15 @@ impl Cluster {
             .port();
         let http = format!("127.0.0.1:{port}");
         let id = Self::worker_id(i);
-        let mut c = self.s.cmd(&["run", "--no-progress", "--worker-id", &id, "--http", &http, &path]);
+        let mut c = self.s.cmd(&[
+            "run",
+            "--no-progress",
+            "--worker-id",
+            &id,
+            "--http",
+            &http,
+            &path,
+        ]);
         c.env("SLUICE_LOG", "info")
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(self.s.path(&format!("w{i}.log"))).expect("log"));
@@ -275,7 +283,11 @@ fn three_workers_share_eight_shards_one_owner_each() {
         c.owners(),
         c.log(0)
     );
-    println!("balanced 3 workers over 8 shards in {:?}: {:?}", t.elapsed(), c.owners());
+    println!(
+        "balanced 3 workers over 8 shards in {:?}: {:?}",
+        t.elapsed(),
+        c.owners()
+    );
     assert!(
         wait_for(Duration::from_secs(30), || c.all_delivered(400)),
         "missing records"
@@ -301,7 +313,10 @@ fn three_workers_share_eight_shards_one_owner_each() {
     let out = c.s.run(&["offsets", "list", "w0.yaml"]);
     let text = stdout(&out);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(text.contains("OWNER") && text.contains("LEASE EXPIRES"), "{text}");
+    assert!(
+        text.contains("OWNER") && text.contains("LEASE EXPIRES"),
+        "{text}"
+    );
     for i in 0..3 {
         assert!(text.contains(&Cluster::worker_id(i)), "{text}");
     }
@@ -319,7 +334,11 @@ fn taken_over(c: &Cluster, gone: &str, shards: &BTreeSet<String>, limit: Duratio
                 .is_some_and(|o| o != gone)
         })
     });
-    assert!(ok, "{gone}'s shards not taken over within {limit:?}: {:?}", c.owners());
+    assert!(
+        ok,
+        "{gone}'s shards not taken over within {limit:?}: {:?}",
+        c.owners()
+    );
     t.elapsed()
 }
 
@@ -365,14 +384,18 @@ fn a_killed_worker_s_shards_are_taken_over_from_its_last_commit() {
     );
     // The others count what they took over, and hold every shard between them.
     assert!(
-        wait_for(Duration::from_secs(10), || c.metric(1, "sluice_leases_held")
+        wait_for(Duration::from_secs(10), || c
+            .metric(1, "sluice_leases_held")
             + c.metric(2, "sluice_leases_held")
             == 8.0),
         "the survivors do not report 8 leases held"
     );
     let takeovers =
         c.metric(1, "sluice_lease_takeovers_total") + c.metric(2, "sluice_lease_takeovers_total");
-    assert!(takeovers >= mine.len() as f64, "takeovers counted: {takeovers}");
+    assert!(
+        takeovers >= mine.len() as f64,
+        "takeovers counted: {takeovers}"
+    );
     c.k.put_seqs(&c.stream, 1300..1450, 40);
     assert!(
         wait_for(Duration::from_secs(60), || c.all_delivered(1450)),
@@ -387,7 +410,10 @@ fn a_killed_worker_s_shards_are_taken_over_from_its_last_commit() {
                 continue;
             }
             dups += 1;
-            assert!(mine.contains(&shard), "seq {seq} of {shard} delivered twice");
+            assert!(
+                mine.contains(&shard),
+                "seq {seq} of {shard} delivered twice"
+            );
             if let Some(Some(commit)) = last.get(&shard) {
                 assert!(
                     seq_key(&offset) > seq_key(commit),
@@ -406,10 +432,11 @@ fn a_killed_worker_s_shards_are_taken_over_from_its_last_commit() {
             None => false,
         })
         .count();
-    assert_eq!(dups, past, "re-delivered records != what w0 wrote past its last commit");
-    println!(
-        "kill -9: {dups} records delivered twice = what w0 had written past its last commit"
+    assert_eq!(
+        dups, past,
+        "re-delivered records != what w0 wrote past its last commit"
     );
+    println!("kill -9: {dups} records delivered twice = what w0 had written past its last commit");
 }
 
 #[test]
@@ -432,15 +459,24 @@ fn a_worker_stopped_with_sigterm_hands_its_shards_over_without_duplicates() {
     let status = wait_exit(&mut w0, Duration::from_secs(30));
     assert!(status.success(), "w0 exited with {status}: {}", c.log(0));
     let took = taken_over(&c, "w0", &mine, Duration::from_secs(30));
-    println!("SIGTERM: {} shards taken over {took:?} after w0 exited", mine.len());
-    assert!(took <= DURATION, "released leases are taken at once, not after expiry: {took:?}");
+    println!(
+        "SIGTERM: {} shards taken over {took:?} after w0 exited",
+        mine.len()
+    );
+    assert!(
+        took <= DURATION,
+        "released leases are taken at once, not after expiry: {took:?}"
+    );
     c.k.put_seqs(&c.stream, 450..600, 40);
     assert!(
         wait_for(Duration::from_secs(30), || c.all_delivered(600)),
         "records lost"
     );
     let dup: Vec<_> = c.deliveries().into_iter().filter(|(_, n)| *n > 1).collect();
-    assert!(dup.is_empty(), "records delivered twice after SIGTERM: {dup:?}");
+    assert!(
+        dup.is_empty(),
+        "records delivered twice after SIGTERM: {dup:?}"
+    );
 }
 
 #[test]
@@ -451,7 +487,10 @@ fn a_paused_worker_whose_leases_were_taken_commits_nothing_more_and_stops_readin
     // theirs.
     c.start(0, "    max_steals: 0\n");
     assert!(
-        wait_for(Duration::from_secs(30), || c.owners().get("w0").is_some_and(|s| s.len() == 8)),
+        wait_for(Duration::from_secs(30), || c
+            .owners()
+            .get("w0")
+            .is_some_and(|s| s.len() == 8)),
         "w0 did not take the shards: {:?}",
         c.owners()
     );
@@ -479,7 +518,10 @@ fn a_paused_worker_whose_leases_were_taken_commits_nothing_more_and_stops_readin
     // Back, w0 finds its leases gone: at its next renewal or its next commit, refused by the
     // table's condition.
     assert!(
-        wait_for(Duration::from_secs(10), || c.log(0).matches("lease lost").count()
+        wait_for(Duration::from_secs(10), || c
+            .log(0)
+            .matches("lease lost")
+            .count()
             >= mine.len()),
         "w0 did not notice its lost leases:\n{}",
         c.log(0)
@@ -497,7 +539,10 @@ fn a_paused_worker_whose_leases_were_taken_commits_nothing_more_and_stops_readin
         c.all_delivered(600)
     });
     assert!(done, "records lost after w0 resumed");
-    assert!(owned_again.is_empty(), "w0 wrote lost shards again: {owned_again:?}");
+    assert!(
+        owned_again.is_empty(),
+        "w0 wrote lost shards again: {owned_again:?}"
+    );
     assert!(c.metric(0, "sluice_lease_losses_total") >= mine.len() as f64);
     assert_eq!(c.metric(0, "sluice_leases_held"), 0.0);
     let written: Vec<_> = c.output(0).into_iter().skip(before).collect();
@@ -551,19 +596,18 @@ fn early_children(c: &Cluster, lineage: &BTreeMap<String, Vec<String>>) -> Vec<S
 
 /// Two open shards whose hash ranges touch.
 fn adjacent_pair(c: &Cluster) -> (String, String) {
-    let mut open: Vec<(u128, u128, String)> = c
-        .k
-        .open_shards(&c.stream)
-        .iter()
-        .map(|s| {
-            let r = s.hash_key_range().expect("range");
-            (
-                r.starting_hash_key().parse().expect("start"),
-                r.ending_hash_key().parse().expect("end"),
-                s.shard_id().to_string(),
-            )
-        })
-        .collect();
+    let mut open: Vec<(u128, u128, String)> =
+        c.k.open_shards(&c.stream)
+            .iter()
+            .map(|s| {
+                let r = s.hash_key_range().expect("range");
+                (
+                    r.starting_hash_key().parse().expect("start"),
+                    r.ending_hash_key().parse().expect("end"),
+                    s.shard_id().to_string(),
+                )
+            })
+            .collect();
     open.sort();
     open.windows(2)
         .find(|w| w[0].1 + 1 == w[1].0)
@@ -599,7 +643,10 @@ fn a_split_and_a_merge_under_three_workers_read_parents_before_children() {
         c.all_delivered(400)
     });
     assert!(ok, "records lost around the merge: {:?}", c.owners());
-    assert!(early.is_empty(), "children read before their parents: {early:?}");
+    assert!(
+        early.is_empty(),
+        "children read before their parents: {early:?}"
+    );
     let finished: Vec<String> = c
         .rows()
         .into_iter()
@@ -630,15 +677,26 @@ fn two_workers_share_a_dynamodb_stream_and_hand_it_over_on_sigterm() {
     let owners = c.owners();
     let held: Vec<&String> = owners.values().flatten().collect();
     let distinct: BTreeSet<&String> = held.iter().copied().collect();
-    assert_eq!(held.len(), distinct.len(), "a shard with two owners: {owners:?}");
+    assert_eq!(
+        held.len(),
+        distinct.len(),
+        "a shard with two owners: {owners:?}"
+    );
     // The worker holding the shards stops; the other takes them at once, from its commit.
-    let (busy, mine) = owners.iter().max_by_key(|(_, s)| s.len()).expect("an owner");
+    let (busy, mine) = owners
+        .iter()
+        .max_by_key(|(_, s)| s.len())
+        .expect("an owner");
     let i: usize = busy.trim_start_matches('w').parse().expect("worker id");
     let mine = mine.clone();
     signal(c.child(i), "-TERM");
     let mut w = c.workers[i].take().expect("worker");
     let status = wait_exit(&mut w, Duration::from_secs(30));
-    assert!(status.success(), "{busy} exited with {status}: {}", c.log(i));
+    assert!(
+        status.success(),
+        "{busy} exited with {status}: {}",
+        c.log(i)
+    );
     let took = taken_over(&c, busy, &mine, Duration::from_secs(30));
     c.d.put_ids(&table, 100..200);
     assert!(
@@ -666,7 +724,9 @@ fn validate_refuses_leases_where_they_cannot_work() {
         ),
         (
             "kafka",
-            format!("source:\n  type: kafka\n  brokers: [b:9092]\n  topics: [t]\n  group: g\n{dynamo}"),
+            format!(
+                "source:\n  type: kafka\n  brokers: [b:9092]\n  topics: [t]\n  group: g\n{dynamo}"
+            ),
             "consumer group",
         ),
         (
@@ -687,20 +747,35 @@ fn validate_refuses_leases_where_they_cannot_work() {
     ];
     for (name, body, want) in cases {
         let file = format!("{name}.yaml");
-        s.write(&file, &format!("version: 1\nname: p\n{body}sink: {{type: stdout}}\n"));
+        s.write(
+            &file,
+            &format!("version: 1\nname: p\n{body}sink: {{type: stdout}}\n"),
+        );
         let out = s.run(&["validate", &file]);
         let err = format!("{}{}", stdout(&out), stderr(&out));
         assert!(!out.status.success(), "{name} passed validation");
-        assert!(err.contains(want) && err.contains("offsets.leases"), "{name}: {err}");
-        assert!(err.contains(&format!("{name}.yaml:")), "{name}: not located: {err}");
+        assert!(
+            err.contains(want) && err.contains("offsets.leases"),
+            "{name}: {err}"
+        );
+        assert!(
+            err.contains(&format!("{name}.yaml:")),
+            "{name}: not located: {err}"
+        );
     }
     // Kinesis and DynamoDB Streams with the dynamodb store pass.
     for (name, src) in [
         ("ok-kinesis", kinesis.to_string()),
-        ("ok-cdc", "source:\n  type: dynamodb\n  table: orders\n  mode: cdc\n".to_string()),
+        (
+            "ok-cdc",
+            "source:\n  type: dynamodb\n  table: orders\n  mode: cdc\n".to_string(),
+        ),
     ] {
         let file = format!("{name}.yaml");
-        s.write(&file, &format!("version: 1\nname: p\n{src}{dynamo}sink: {{type: stdout}}\n"));
+        s.write(
+            &file,
+            &format!("version: 1\nname: p\n{src}{dynamo}sink: {{type: stdout}}\n"),
+        );
         let out = s.run(&["validate", &file]);
         assert!(out.status.success(), "{name}: {}", stderr(&out));
     }

@@ -366,12 +366,17 @@ impl StreamReader {
                 // A granted child with no commit starts at its oldest record: its parents were
                 // read to their end first, by whichever worker held them.
                 let plan = match plan {
-                    Plan::Read { at: StartAt::Latest, since }
-                        if ctx.grants.is_some()
-                            && lineage.committed.is_none()
-                            && parents.iter().any(|p| graph.get(p).is_some()) =>
+                    Plan::Read {
+                        at: StartAt::Latest,
+                        since,
+                    } if ctx.grants.is_some()
+                        && lineage.committed.is_none()
+                        && parents.iter().any(|p| graph.get(p).is_some()) =>
                     {
-                        Plan::Read { at: StartAt::TrimHorizon, since }
+                        Plan::Read {
+                            at: StartAt::TrimHorizon,
+                            since,
+                        }
                     }
                     other => other,
                 };
@@ -404,7 +409,10 @@ impl StreamReader {
                     arn: arn.clone(),
                     shard: id.clone(),
                     output: ctx.output.clone(),
-                    stop: tokens.entry(id.clone()).or_insert_with(|| stop.child_token()).clone(),
+                    stop: tokens
+                        .entry(id.clone())
+                        .or_insert_with(|| stop.child_token())
+                        .clone(),
                     since: shard_since,
                     sent: sent.clone(),
                 };

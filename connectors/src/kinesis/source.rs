@@ -394,9 +394,10 @@ impl Coordinator {
                 // A granted child starts at its oldest record: its parents were read to their
                 // end first, by whichever worker held them.
                 None if self.grants.is_some()
-                    && self.graph.get(&id).is_some_and(|n| {
-                        n.parents.iter().any(|p| self.graph.get(p).is_some())
-                    }) =>
+                    && self
+                        .graph
+                        .get(&id)
+                        .is_some_and(|n| n.parents.iter().any(|p| self.graph.get(p).is_some())) =>
                 {
                     (StartAt::TrimHorizon, None)
                 }

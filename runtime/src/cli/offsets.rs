@@ -99,7 +99,11 @@ fn print_rows(rows: &[OffsetRow], json: bool) -> anyhow::Result<()> {
         )?;
         if leased {
             let expires = r.lease_expires_at.as_ref().map_or("-".into(), time);
-            write!(out, "  {:ww$}  {expires}", r.owner.as_deref().unwrap_or("-"))?;
+            write!(
+                out,
+                "  {:ww$}  {expires}",
+                r.owner.as_deref().unwrap_or("-")
+            )?;
         }
         writeln!(out)?;
     }

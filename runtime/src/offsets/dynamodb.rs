@@ -67,10 +67,7 @@ impl DynamoStore {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
         // With leases the owner is the worker id: leases and commits name the same worker.
         let owner = match &spec.leases {
-            Some(l) => l
-                .worker_id
-                .clone()
-                .unwrap_or_else(super::default_worker_id),
+            Some(l) => l.worker_id.clone().unwrap_or_else(super::default_worker_id),
             None => format!(
                 "{host}:{}:{:08x}",
                 std::process::id(),
@@ -275,11 +272,10 @@ impl DynamoStore {
             Some(AttributeValue::S(o)) => Offset::new(o.clone()),
             _ => Offset::new(String::new()),
         };
-        let updated_at = time(&s("updated_at")?)
-            .map_err(|e| OffsetError::Corrupt {
-                store: self.describe(),
-                message: format!("`updated_at` of {namespace}/{partition} is not a time: {e}"),
-            })?;
+        let updated_at = time(&s("updated_at")?).map_err(|e| OffsetError::Corrupt {
+            store: self.describe(),
+            message: format!("`updated_at` of {namespace}/{partition} is not a time: {e}"),
+        })?;
         let generation = match item.get("generation") {
             Some(AttributeValue::N(n)) => n.parse().unwrap_or(0),
             _ => 0,

@@ -142,7 +142,10 @@ impl Leases {
     /// Commits offsets of held partitions, each conditional on the lease's counter. Partitions
     /// whose commit the table refuses (the lease was taken by another worker) are lost and
     /// returned; a transient failure is the error.
-    pub async fn commit(&self, offsets: &CommittedOffsets) -> Result<Vec<PartitionId>, OffsetError> {
+    pub async fn commit(
+        &self,
+        offsets: &CommittedOffsets,
+    ) -> Result<Vec<PartitionId>, OffsetError> {
         let mut fenced = Vec::new();
         let mut first_err = None;
         for (p, c) in offsets {
@@ -229,7 +232,10 @@ impl Leases {
             .map(|(p, _)| p.clone())
             .collect();
         for p in stale {
-            self.lose(&p, &format!("not renewed for {:?} on this worker's clock", self.duration));
+            self.lose(
+                &p,
+                &format!("not renewed for {:?} on this worker's clock", self.duration),
+            );
         }
     }
 
@@ -315,7 +321,11 @@ impl Leases {
             .state()
             .held
             .iter()
-            .filter(|(_, h)| h.handoff.as_ref().is_some_and(|(_, t)| t.elapsed() >= self.duration))
+            .filter(|(_, h)| {
+                h.handoff
+                    .as_ref()
+                    .is_some_and(|(_, t)| t.elapsed() >= self.duration)
+            })
             .map(|(p, _)| p.clone())
             .collect();
         for p in late {
@@ -440,7 +450,12 @@ impl Leases {
                 next_owner: Some(Some(&me)),
                 ..Default::default()
             };
-            if self.store.lease_write(&self.namespace, &p, w).await?.is_ok() {
+            if self
+                .store
+                .lease_write(&self.namespace, &p, w)
+                .await?
+                .is_ok()
+            {
                 tracing::info!(pipeline = %self.namespace, partition = %p, from = %victim, "asked for a lease to balance the load");
                 mine += 1;
             }
@@ -604,20 +619,36 @@ mod tests {
         let b = worker(&t, "b");
         a.round(&shards).await.expect("round");
         assert!(a.holds("s0"));
-        assert_eq!(a.commit(&at(10)).await.expect("commit"), Vec::<PartitionId>::new());
+        assert_eq!(
+            a.commit(&at(10)).await.expect("commit"),
+            Vec::<PartitionId>::new()
+        );
         // `a` stalls (no rounds): `b` sees the counter unchanged for the duration and takes over,
         // from a's commit.
         rounds_until(&b, &shards, |b| b.holds("s0")).await;
         let granted = b.subscribe().borrow().clone();
-        assert_eq!(granted["s0"].as_ref().map(|c| c.offset.clone()), Some(Offset::from(10)));
+        assert_eq!(
+            granted["s0"].as_ref().map(|c| c.offset.clone()),
+            Some(Offset::from(10))
+        );
         // `a` still believes it holds the lease: the table's condition refuses its commit, and
         // only then does `a` drop the partition.
         assert!(a.holds("s0"));
         let fenced = a.commit(&at(11)).await.expect("a refusal is no error");
         assert_eq!(fenced, vec![PartitionId::from("s0")]);
         assert!(!a.holds("s0"));
-        assert_eq!(a.metrics.lease_losses.load(std::sync::atomic::Ordering::Relaxed), 1);
-        assert_eq!(b.metrics.lease_takeovers.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(
+            a.metrics
+                .lease_losses
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert_eq!(
+            b.metrics
+                .lease_takeovers
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
         let rows = b.store.lease_rows("pipe").await.expect("rows");
         assert_eq!(rows[0].0.offset, Offset::from(10));
         assert_eq!(rows[0].0.owner.as_deref(), Some("b"));

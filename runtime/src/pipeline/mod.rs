@@ -158,9 +158,10 @@ impl Pipeline {
         let (store, leases): (Arc<dyn OffsetStore>, _) = match &spec.offsets {
             OffsetsSpec::Dynamodb(d) if d.leases.is_some() => {
                 let dynamo = Arc::new(offsets::DynamoStore::new(d));
-                let leases = d.leases.as_ref().map(|l| {
-                    Arc::new(Leases::new(dynamo.clone(), &spec.name, l, metrics.clone()))
-                });
+                let leases = d
+                    .leases
+                    .as_ref()
+                    .map(|l| Arc::new(Leases::new(dynamo.clone(), &spec.name, l, metrics.clone())));
                 (dynamo, leases)
             }
             other => (Arc::from(offsets::open(other)), None),
