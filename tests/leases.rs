@@ -59,6 +59,22 @@ impl Cluster {
         Self::with(k, stream, source)
     }
 
+    /// Three workers balanced over a new 8-shard stream, 300 records (seqs 0..300) delivered.
+    fn three_running() -> Self {
+        let mut c = Cluster::new(8);
+        for i in 0..3 {
+            c.start(i, "");
+        }
+        c.k.put_seqs(&c.stream, 0..300, 40);
+        assert!(
+            wait_for(Duration::from_secs(30), || c.balanced(&[0, 1, 2], 8)
+                && c.all_delivered(300)),
+            "not running: {:?}",
+            c.owners()
+        );
+        c
+    }
+
     /// Workers reading the stream of a new DynamoDB table keyed by a numeric `id`.
     fn cdc() -> (Self, String) {
         let d = Dynamo::new();
@@ -344,17 +360,7 @@ fn taken_over(c: &Cluster, gone: &str, shards: &BTreeSet<String>, limit: Duratio
 
 #[test]
 fn a_killed_worker_s_shards_are_taken_over_from_its_last_commit() {
-    let mut c = Cluster::new(8);
-    for i in 0..3 {
-        c.start(i, "");
-    }
-    c.k.put_seqs(&c.stream, 0..300, 40);
-    assert!(
-        wait_for(Duration::from_secs(30), || c.balanced(&[0, 1, 2], 8)
-            && c.all_delivered(300)),
-        "not running: {:?}",
-        c.owners()
-    );
+    let mut c = Cluster::three_running();
     // More records, and kill -9 while w0 reads them.
     let before = c.output(0).len();
     c.k.put_seqs(&c.stream, 300..1300, 40);
@@ -441,17 +447,7 @@ fn a_killed_worker_s_shards_are_taken_over_from_its_last_commit() {
 
 #[test]
 fn a_worker_stopped_with_sigterm_hands_its_shards_over_without_duplicates() {
-    let mut c = Cluster::new(8);
-    for i in 0..3 {
-        c.start(i, "");
-    }
-    c.k.put_seqs(&c.stream, 0..300, 40);
-    assert!(
-        wait_for(Duration::from_secs(30), || c.balanced(&[0, 1, 2], 8)
-            && c.all_delivered(300)),
-        "not running: {:?}",
-        c.owners()
-    );
+    let mut c = Cluster::three_running();
     c.k.put_seqs(&c.stream, 300..450, 40);
     let mine = c.owners()["w0"].clone();
     signal(c.child(0), "-TERM");
@@ -465,7 +461,8 @@ fn a_worker_stopped_with_sigterm_hands_its_shards_over_without_duplicates() {
     );
     assert!(
         took <= DURATION,
-        "released leases are taken at once, not after expiry: {took:?}"
+        "released leases are taken at once, not after expiry: {took:?}\n{}",
+        c.log(0)
     );
     c.k.put_seqs(&c.stream, 450..600, 40);
     assert!(
@@ -475,7 +472,10 @@ fn a_worker_stopped_with_sigterm_hands_its_shards_over_without_duplicates() {
     let dup: Vec<_> = c.deliveries().into_iter().filter(|(_, n)| *n > 1).collect();
     assert!(
         dup.is_empty(),
-        "records delivered twice after SIGTERM: {dup:?}"
+        "records delivered twice after SIGTERM: {dup:?}\n{}\n{}\n{}",
+        c.log(0),
+        c.log(1),
+        c.log(2)
     );
 }
 
@@ -514,12 +514,12 @@ fn a_paused_worker_whose_leases_were_taken_commits_nothing_more_and_stops_readin
         wait_for(Duration::from_secs(30), || c.all_delivered(450)),
         "records lost while w0 was paused"
     );
+    let logged = c.log(0).len();
     signal(c.child(0), "-CONT");
-    // Back, w0 finds its leases gone: at its next renewal or its next commit, refused by the
-    // table's condition.
+    // Back, w0 finds its leases gone: by its own clock before any request, or at its next
+    // renewal or commit, refused by the table's condition.
     assert!(
-        wait_for(Duration::from_secs(10), || c
-            .log(0)
+        wait_for(Duration::from_secs(10), || c.log(0)[logged..]
             .matches("lease lost")
             .count()
             >= mine.len()),
@@ -657,7 +657,14 @@ fn a_split_and_a_merge_under_three_workers_read_parents_before_children() {
     println!(
         "split + merge under 3 workers: 400 records delivered ({dups} twice), parents finished first: {finished:?}"
     );
-    assert_eq!(dups, 0, "a lease moved with duplicates");
+    assert_eq!(
+        dups,
+        0,
+        "a lease moved with duplicates\n{}\n{}\n{}",
+        c.log(0),
+        c.log(1),
+        c.log(2)
+    );
 }
 
 #[test]

@@ -18,7 +18,7 @@ use crate::api::{CommittedOffsets, Granted, SourceBatch, SourceContext};
 use crate::aws;
 use crate::error::ConnectorError;
 use crate::record::{Offset, PartitionId, Record};
-use crate::shards::{ShardGraph, ShardNode};
+use crate::shards::{SentOffsets, ShardGraph, ShardNode};
 
 /// The offset of a shard that was passed over without reading (closed before a `latest` start):
 /// `skipped@<ms>`, the start of that run (rounded down to a second). Older markers carry no time.
@@ -231,16 +231,10 @@ impl StreamReader {
         let mut granted: Arc<Granted> = Arc::default();
         let mut tokens: HashMap<String, CancellationToken> = HashMap::new();
         let mut withdrawn: HashSet<String> = HashSet::new();
-        let sent: Arc<std::sync::Mutex<HashMap<String, Offset>>> = Arc::default();
-        let last_sent = |id: &str| -> Option<Offset> {
-            sent.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(id)
-                .cloned()
-        };
+        let sent: Arc<SentOffsets> = Arc::default();
         let release = |id: &str| {
             if let Some(g) = &ctx.grants {
-                let _ = g.released.send((Arc::from(id), last_sent(id)));
+                let _ = g.released.send((Arc::from(id), sent.last(id)));
             }
         };
         loop {
@@ -442,7 +436,7 @@ struct ShardTask {
     stop: CancellationToken,
     since: Option<i64>,
     /// The offset of the last record sent, per shard (shared by the readers of one stream).
-    sent: Arc<std::sync::Mutex<HashMap<String, Offset>>>,
+    sent: Arc<SentOffsets>,
 }
 
 impl ShardTask {
@@ -458,21 +452,7 @@ impl ShardTask {
     }
 
     async fn send(&self, batch: SourceBatch) -> bool {
-        let last = batch
-            .records
-            .last()
-            .map(|r| r.offset.clone())
-            .or_else(|| batch.end_offset.clone());
-        let sent = tokio::select! {
-            biased;
-            _ = self.stop.cancelled() => false,
-            r = self.output.send(batch) => r.is_ok(),
-        };
-        if sent && let Some(o) = last {
-            let mut m = self.sent.lock().unwrap_or_else(|p| p.into_inner());
-            m.insert(self.shard.clone(), o);
-        }
-        sent
+        self.sent.send(&self.output, &self.stop, batch).await
     }
 
     async fn iterator(&self, at: &StartAt) -> Result<Option<String>, ConnectorError> {

@@ -19,7 +19,7 @@ use crate::api::{CommittedOffsets, Granted, Grants, Source, SourceBatch, SourceC
 use crate::aws;
 use crate::error::ConnectorError;
 use crate::record::{Offset, PartitionId};
-use crate::shards::{ShardGraph, ShardNode};
+use crate::shards::{SentOffsets, ShardGraph, ShardNode};
 
 /// What shard readers share.
 pub(super) struct Shared {
@@ -38,7 +38,7 @@ pub(super) struct Shared {
     /// the shard's grant is withdrawn.
     pub stops: std::sync::Mutex<HashMap<String, CancellationToken>>,
     /// Per shard, the offset of the last record sent into the pipeline.
-    pub sent: std::sync::Mutex<HashMap<String, Offset>>,
+    pub sent: SentOffsets,
 }
 
 impl Shared {
@@ -68,12 +68,6 @@ impl Shared {
         }
     }
 
-    /// The offset of the last record sent for `shard`, if any.
-    fn last_sent(&self, shard: &str) -> Option<Offset> {
-        let sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
-        sent.get(shard).cloned()
-    }
-
     /// Sends a batch; false when the pipeline is stopping or the shard's grant was withdrawn
     /// (the batch was then not sent).
     pub async fn send(&self, batch: SourceBatch) -> bool {
@@ -85,22 +79,7 @@ impl Shared {
                 None => return false,
             }
         };
-        let shard = batch.partition.clone();
-        let last = batch
-            .records
-            .last()
-            .map(|r| r.offset.clone())
-            .or_else(|| batch.end_offset.clone());
-        let sent = tokio::select! {
-            biased;
-            _ = stop.cancelled() => false,
-            r = self.output.send(batch) => r.is_ok(),
-        };
-        if sent && let Some(o) = last {
-            let mut m = self.sent.lock().unwrap_or_else(|p| p.into_inner());
-            m.insert(shard.to_string(), o);
-        }
-        sent
+        self.sent.send(&self.output, &stop, batch).await
     }
 
     /// The batch that records a shard as finished.
@@ -337,7 +316,7 @@ impl Coordinator {
             } else {
                 let _ = g
                     .released
-                    .send((id.as_str().into(), self.shared.last_sent(&id)));
+                    .send((id.as_str().into(), self.shared.sent.last(&id)));
             }
         }
         self.granted = now;
@@ -349,7 +328,7 @@ impl Coordinator {
             return false;
         }
         if let Some(g) = &self.grants {
-            let _ = g.released.send((id.into(), self.shared.last_sent(id)));
+            let _ = g.released.send((id.into(), self.shared.sent.last(id)));
         }
         true
     }
@@ -507,7 +486,7 @@ impl Source for KinesisSource {
             closed: std::sync::Mutex::default(),
             lag: ctx.lag.clone(),
             stops: std::sync::Mutex::default(),
-            sent: std::sync::Mutex::default(),
+            sent: SentOffsets::default(),
         });
         let consumer_arn = match self.cfg.reader {
             ReaderKind::Efo => Some(efo::register(&shared).await?),

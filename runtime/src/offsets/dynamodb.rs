@@ -44,6 +44,11 @@ pub(super) struct LeaseWrite<'a> {
     pub next_owner: Option<Option<&'a str>>,
     /// Write `lease_expires_at` (for people) this far from now.
     pub expires_in: Option<Duration>,
+    /// The condition also names the pending handoff's new owner.
+    pub next_owner_is: Option<&'a str>,
+    /// Leave the generation out of the condition and as it is: only for withdrawing this
+    /// worker's own handoff request, which touches nothing else.
+    pub any_generation: bool,
 }
 
 /// Commits of one namespace sent at once.
@@ -94,6 +99,14 @@ impl DynamoStore {
     fn gens(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), u64>> {
         // A poisoned lock only means a panic elsewhere while holding a plain map.
         self.generations.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a generation this worker wrote. Its own writes (a commit, a renewal) may answer
+    /// out of order: the counter only grows, so a later answer never moves it back.
+    fn advance(&self, key: (String, String), g: u64) {
+        let mut gens = self.gens();
+        let known = gens.entry(key).or_insert(g);
+        *known = (*known).max(g);
     }
 
     fn fail(&self, call: &str, message: String) -> OffsetError {
@@ -362,7 +375,7 @@ impl DynamoStore {
                 .await;
             let e = match sent {
                 Ok(_) => {
-                    self.gens().insert(key, next);
+                    self.advance(key, next);
                     return Ok(());
                 }
                 Err(e) if e.code() == Some("ConditionalCheckFailedException") => e,
@@ -385,7 +398,7 @@ impl DynamoStore {
                     && matches!(item.get("finished"), Some(AttributeValue::Bool(f)) if *f == c.finished);
                 tracing::debug!(table = %self.table(), partition, generation = g, landed, "offset commit refused by this worker's own earlier write; adopting its generation");
                 if landed {
-                    self.gens().insert(key, g);
+                    self.advance(key, g);
                     return Ok(());
                 }
                 known = Some(g);
@@ -489,14 +502,19 @@ impl DynamoStore {
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         match w.expect {
+            _ if w.any_generation => {}
             Some(g) => {
                 cond.push("generation = :g".into());
                 req = req.expression_attribute_values(":g", AttributeValue::N(g.to_string()));
             }
             None => cond.push("attribute_not_exists(generation)".into()),
         }
+        if let Some(o) = w.next_owner_is {
+            cond.push("next_owner = :nextwas".into());
+            req = req.expression_attribute_values(":nextwas", AttributeValue::S(o.to_string()));
+        }
         let next = w.expect.unwrap_or(0) + 1;
-        if w.bump || w.expect.is_none() {
+        if !w.any_generation && (w.bump || w.expect.is_none()) {
             sets.push("generation = :next".into());
             req = req.expression_attribute_values(":next", AttributeValue::N(next.to_string()));
         }
@@ -553,7 +571,13 @@ impl DynamoStore {
                 if let Some(AttributeValue::N(g)) = item.get("generation")
                     && let Ok(g) = g.parse::<u64>()
                 {
-                    self.gens().insert(key, g);
+                    match w.owner_is {
+                        // A take: the row may have been deleted and made again since.
+                        None => {
+                            self.gens().insert(key, g);
+                        }
+                        Some(_) => self.advance(key, g),
+                    }
                 }
                 Ok(Ok(item))
             }

@@ -54,6 +54,8 @@ struct Held {
 #[derive(Debug, Default)]
 struct State {
     held: BTreeMap<String, Held>,
+    /// Leases this worker asked another worker for, not handed over yet.
+    asked: HashSet<String>,
     /// Per partition: the generation last scanned, and when it last changed (local clock).
     seen: HashMap<String, (u64, Instant)>,
 }
@@ -336,30 +338,42 @@ impl Leases {
     /// One renewal: `Ok(Ok(row))`, or `Ok(Err(why))` when the lease is gone.
     async fn renew(&self, p: &str) -> Result<Result<Item, String>, OffsetError> {
         let me = self.worker().to_string();
-        // A commit of this worker may have bumped the counter meanwhile: then try once more.
-        for _ in 0..2 {
-            let w = LeaseWrite {
-                expect: self.store.known(&self.namespace, p),
-                bump: true,
-                owner_is: Some(&me),
-                expires_in: Some(self.duration),
-                ..Default::default()
-            };
+        let w = LeaseWrite {
+            bump: true,
+            owner_is: Some(&me),
+            expires_in: Some(self.duration),
+            ..Default::default()
+        };
+        Ok(self.write_held(p, w).await?.map_err(|old| {
+            let by = old
+                .as_ref()
+                .and_then(|o| attr_s(o, "owner"))
+                .unwrap_or_else(|| "nobody".to_string());
+            format!("renewal refused: the lease is now {by}'s")
+        }))
+    }
+
+    /// A conditional write to a lease this worker holds, on the counter it knows. A commit of
+    /// this worker may have bumped the counter meanwhile: when the refused row still names this
+    /// worker, the write goes again on the row's counter.
+    async fn write_held(
+        &self,
+        p: &str,
+        mut w: LeaseWrite<'_>,
+    ) -> Result<Result<Item, Option<Item>>, OffsetError> {
+        w.expect = self.store.known(&self.namespace, p);
+        for _ in 0..4 {
             match self.store.lease_write(&self.namespace, p, w).await? {
-                Ok(item) => return Ok(Ok(item)),
-                Err(Some(old)) if attr_s(&old, "owner").as_deref() == Some(&me) => {
-                    continue;
+                Err(Some(old)) if attr_s(&old, "owner").as_deref() == Some(self.worker()) => {
+                    w.expect = match old.get("generation") {
+                        Some(AttributeValue::N(g)) => g.parse().ok(),
+                        _ => None,
+                    };
                 }
-                Err(old) => {
-                    let by = old
-                        .as_ref()
-                        .and_then(|o| attr_s(o, "owner"))
-                        .unwrap_or_else(|| "nobody".to_string());
-                    return Ok(Err(format!("renewal refused: the lease is now {by}'s")));
-                }
+                other => return Ok(other),
             }
         }
-        Ok(Err("renewal refused twice".into()))
+        Ok(Err(None))
     }
 
     /// Takes free and expired leases of ready shards up to this worker's share, then asks the
@@ -457,6 +471,7 @@ impl Leases {
                 .is_ok()
             {
                 tracing::info!(pipeline = %self.namespace, partition = %p, from = %victim, "asked for a lease to balance the load");
+                self.state().asked.insert(p.clone());
                 mine += 1;
             }
             steals += 1;
@@ -489,7 +504,9 @@ impl Leases {
             Metrics::add(&self.metrics.lease_takeovers, 1);
         }
         tracing::info!(pipeline = %self.namespace, partition = %p, resume_after = ?start.as_ref().map(|c| c.offset.as_str()), takeover, "lease taken");
-        self.state().held.insert(
+        let mut st = self.state();
+        st.asked.remove(p);
+        st.held.insert(
             p.to_string(),
             Held {
                 start,
@@ -510,19 +527,21 @@ impl Leases {
         self.publish();
     }
 
-    /// Writes the lease over to `to` (`None`: releases it), conditional on its counter.
+    /// Writes the lease over to `to` (`None`: releases it), conditional on its counter, and on
+    /// `to` still asking for it (a worker that stopped withdrew its request: then this worker
+    /// takes the lease back at its next round, after the commit it just made).
     async fn transfer(&self, p: &str, to: Option<&str>) {
         let me = self.worker().to_string();
         let w = LeaseWrite {
-            expect: self.store.known(&self.namespace, p),
             bump: true,
             owner_is: Some(&me),
             owner: Some(to),
             next_owner: Some(None),
+            next_owner_is: to,
             ..Default::default()
         };
         self.state().held.remove(p);
-        match self.store.lease_write(&self.namespace, p, w).await {
+        match self.write_held(p, w).await {
             Ok(Ok(_)) => {
                 tracing::info!(pipeline = %self.namespace, partition = %p, to = to.unwrap_or("nobody"), "lease handed over");
             }
@@ -537,7 +556,23 @@ impl Leases {
 
     /// Releases every lease still held (after the final commit), handing a lease over where
     /// another worker asked for it: they are taken at once instead of after `duration`.
+    ///
+    /// Requests this worker made are withdrawn first, and leases handed over to it meanwhile
+    /// (the table names it, it never took them) are released too.
     pub async fn release_all(&self) {
+        let me = self.worker().to_string();
+        let asked: Vec<String> = self.state().asked.drain().collect();
+        for p in asked {
+            let w = LeaseWrite {
+                any_generation: true,
+                next_owner_is: Some(&me),
+                next_owner: Some(None),
+                ..Default::default()
+            };
+            if let Err(e) = self.store.lease_write(&self.namespace, &p, w).await {
+                tracing::warn!(pipeline = %self.namespace, partition = %p, error = %e, "could not withdraw a handoff request");
+            }
+        }
         let held: Vec<(String, Option<String>)> = self
             .state()
             .held
@@ -546,6 +581,29 @@ impl Leases {
             .collect();
         for (p, to) in held {
             self.transfer(&p, to.as_deref()).await;
+        }
+        match self.store.lease_rows(&self.namespace).await {
+            Ok(rows) => {
+                for (row, g, _) in rows {
+                    if row.owner.as_deref() == Some(me.as_str()) && !row.finished {
+                        let w = LeaseWrite {
+                            expect: Some(g),
+                            bump: true,
+                            owner_is: Some(&me),
+                            owner: Some(None),
+                            next_owner: Some(None),
+                            ..Default::default()
+                        };
+                        let _ = self
+                            .store
+                            .lease_write(&self.namespace, &row.partition, w)
+                            .await;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(pipeline = %self.namespace, error = %e, "could not check for leases handed over while stopping")
+            }
         }
         self.publish();
     }
