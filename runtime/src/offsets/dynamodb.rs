@@ -423,6 +423,26 @@ impl DynamoStore {
     /// Reads one row's generation again (strongly consistent): after this, commits of the
     /// partition are conditioned on what its previous owner last wrote.
     async fn refresh(&self, namespace: &str, partition: &str) -> Result<(), OffsetError> {
+        let item = self.get(namespace, partition).await?;
+        let key = (namespace.to_string(), partition.to_string());
+        match item {
+            Some(item) => {
+                let (_, g) = self.row(&item)?;
+                self.gens().insert(key, g);
+            }
+            None => {
+                self.gens().remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    /// One row as it stands (strongly consistent read), if it exists.
+    pub(super) async fn get(
+        &self,
+        namespace: &str,
+        partition: &str,
+    ) -> Result<Option<Item>, OffsetError> {
         let client = self.client().await?;
         let out = COMMIT_RETRY
             .run(
@@ -439,17 +459,7 @@ impl DynamoStore {
             )
             .await
             .map_err(|e| self.sdk_fail("GetItem", &e))?;
-        let key = (namespace.to_string(), partition.to_string());
-        match out.item() {
-            Some(item) => {
-                let (_, g) = self.row(item)?;
-                self.gens().insert(key, g);
-            }
-            None => {
-                self.gens().remove(&key);
-            }
-        }
-        Ok(())
+        Ok(out.item)
     }
 
     /// Every lease row of a namespace, strongly consistent: (row, generation, next owner).

@@ -494,6 +494,18 @@ impl Leases {
             // Another worker was quicker.
             return Ok(false);
         };
+        // Read back before reading the shard: a store whose conditional writes are not atomic
+        // under concurrency (the moto emulator) can let two takes both pass; the row then names
+        // the last one, and only that one reads.
+        let written = item.get("generation");
+        let now = self.store.get(&self.namespace, p).await?;
+        let kept = now.as_ref().is_some_and(|r| {
+            attr_s(r, "owner").as_deref() == Some(me.as_str()) && r.get("generation") == written
+        });
+        if !kept {
+            tracing::info!(pipeline = %self.namespace, partition = %p, "another worker took the lease at the same time");
+            return Ok(false);
+        }
         let start = attr_s(&item, "offset")
             .filter(|o| !o.is_empty())
             .map(|o| Committed {
