@@ -181,6 +181,9 @@ impl Leases {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (drained_tx, mut drained_rx) = mpsc::unbounded_channel::<String>();
         let mut watching = true;
+        // The shards as of the last round: a discovery that lists the same ones waits for the
+        // next tick (each round renews every lease: a write per shard).
+        let mut last: Arc<Vec<ShardNode>> = Arc::default();
         tracing::info!(pipeline = %self.namespace, worker = %self.worker(), duration = ?self.duration, "sharing shards through leases");
         loop {
             tokio::select! {
@@ -189,6 +192,9 @@ impl Leases {
                 r = discovered.changed(), if watching => {
                     if r.is_err() {
                         watching = false;
+                    }
+                    if *discovered.borrow() == last {
+                        continue;
                     }
                 }
                 Some((p, last)) = released.recv() => {
@@ -217,6 +223,7 @@ impl Leases {
                 false => discovered.borrow_and_update().clone(),
                 true => Arc::default(),
             };
+            last = shards.clone();
             if let Err(e) = self.round(&shards).await {
                 tracing::warn!(pipeline = %self.namespace, error = %e, "lease round failed; trying again next interval");
             }
