@@ -747,6 +747,11 @@ fn validate_refuses_leases_where_they_cannot_work() {
             "mode: cdc",
         ),
         (
+            "efo-lazy",
+            format!("{kinesis}  reader: efo\n  consumer_name: c\n{dynamo}"),
+            "registration: eager",
+        ),
+        (
             "short",
             format!("{kinesis}{}", dynamo.replace("10s", "100ms")),
             "at least 300ms",
@@ -786,4 +791,44 @@ fn validate_refuses_leases_where_they_cannot_work() {
         let out = s.run(&["validate", &file]);
         assert!(out.status.success(), "{name}: {}", stderr(&out));
     }
+}
+
+#[test]
+fn efo_readers_hand_shards_over_on_sigterm_without_duplicates() {
+    let k = Kinesis::new();
+    let stream = k.create_stream(4);
+    let source = format!(
+        "source:\n  type: kinesis\n  stream: {stream}\n  start_position: trim_horizon\n  shard_discovery_interval: 500ms\n  reader: efo\n  consumer_name: leases-efo\n  registration: eager\n{}",
+        aws_yaml(&k.endpoint, "  ")
+    );
+    let mut c = Cluster::with(k, stream, source);
+    for i in 0..2 {
+        c.start(i, "");
+    }
+    c.k.put_seqs(&c.stream, 0..200, 40);
+    assert!(
+        wait_for(Duration::from_secs(40), || c.balanced(&[0, 1], 4)
+            && c.all_delivered(200)),
+        "not running: {:?}\n{}",
+        c.owners(),
+        c.log(0)
+    );
+    let mine = c.owners()["w0"].clone();
+    signal(c.child(0), "-TERM");
+    let mut w0 = c.workers[0].take().expect("w0");
+    let status = wait_exit(&mut w0, Duration::from_secs(30));
+    assert!(status.success(), "w0 exited with {status}: {}", c.log(0));
+    let took = taken_over(&c, "w0", &mine, Duration::from_secs(30));
+    c.k.put_seqs(&c.stream, 200..400, 40);
+    assert!(
+        wait_for(Duration::from_secs(40), || c.all_delivered(400)),
+        "records lost: {}",
+        c.log(1)
+    );
+    let dup: Vec<_> = c.deliveries().into_iter().filter(|(_, n)| *n > 1).collect();
+    assert!(dup.is_empty(), "records delivered twice: {dup:?}");
+    println!(
+        "EFO, 2 workers on 4 shards: {} shards handed over {took:?} after SIGTERM, 400 records once each",
+        mine.len()
+    );
 }

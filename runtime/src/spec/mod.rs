@@ -356,7 +356,16 @@ fn lease_checks(spec: &Spec, issues: &mut Vec<Issue>) {
     let Some(l) = &d.leases else {
         return;
     };
+    use sluice_connectors::kinesis::{ReaderKind, Registration};
     let refusal = match &spec.source {
+        SourceConfig::Kinesis(k)
+            if k.reader == ReaderKind::Efo && k.registration == Registration::Lazy =>
+        {
+            Some(
+                "the workers share one EFO consumer, and `registration: lazy` deregisters it when any worker stops: use `registration: eager` (or `none` with a `consumer_arn`)"
+                    .to_string(),
+            )
+        }
         SourceConfig::Kinesis(_) => None,
         SourceConfig::Kafka(_) => Some(
             "a Kafka source scales through its consumer group (run more workers with the same `group`): remove `offsets.leases`"
