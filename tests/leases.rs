@@ -382,10 +382,10 @@ fn a_killed_worker_s_shards_are_taken_over_from_its_last_commit() {
         mine.len()
     );
     // The bound: the lease's counter stops moving at most one interval before the kill; an
-    // observer notices it unchanged for `duration`, at its next scan. Plus a second for a
-    // loaded machine.
+    // observer notices it unchanged for `duration`, at its next scan. Plus two seconds for a
+    // loaded machine (the suite runs its workers side by side on two cores).
     assert!(
-        took <= DURATION + interval * 2 + Duration::from_secs(1),
+        took <= DURATION + interval * 2 + Duration::from_secs(2),
         "takeover took {took:?}"
     );
     // The others count what they took over, and hold every shard between them.

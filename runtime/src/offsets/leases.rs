@@ -277,25 +277,25 @@ impl Leases {
     async fn renew_all(&self, rows: &HashMap<String, (OffsetRow, u64, Option<String>)>) {
         let held: Vec<String> = self.state().held.keys().cloned().collect();
         let me = self.worker().to_string();
+        let mut live = Vec::new();
         for p in held {
             match rows.get(&p) {
                 Some((row, _, _)) if row.finished => {
                     // Read to its end and committed: nothing left to lease.
                     self.transfer(&p, None).await;
-                    continue;
                 }
                 Some((row, _, _)) if row.owner.as_deref() != Some(me.as_str()) => {
                     let by = row.owner.clone().unwrap_or_else(|| "nobody".into());
                     self.lose(&p, &format!("the table names {by} as its owner"));
-                    continue;
                 }
-                None => {
-                    self.lose(&p, "its row was deleted (an offsets reset or prune)");
-                    continue;
-                }
-                Some(_) => {}
+                None => self.lose(&p, "its row was deleted (an offsets reset or prune)"),
+                Some(_) => live.push(p),
             }
-            match self.renew(&p).await {
+        }
+        // Renewals go out together: one round trip per round, however many leases.
+        let renewed = futures::future::join_all(live.iter().map(|p| self.renew(p))).await;
+        for (p, r) in live.into_iter().zip(renewed) {
+            match r {
                 Ok(Ok(item)) => {
                     let mut st = self.state();
                     if let Some(h) = st.held.get_mut(&p) {
