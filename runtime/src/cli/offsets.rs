@@ -73,9 +73,11 @@ fn print_rows(rows: &[OffsetRow], json: bool) -> anyhow::Result<()> {
     // Stores with leases add who holds each partition and until when.
     let leased = rows.iter().any(|r| r.owner.is_some());
     let ww = w(&|r| r.owner.as_deref().map_or(1, str::len), 5);
+    // The last column is not padded (no trailing blanks).
+    let wu = if leased { 23 } else { 0 };
     write!(
         out,
-        "{:wn$}  {:wp$}  {:wo$}  {:8}  {:23}",
+        "{:wn$}  {:wp$}  {:wo$}  {:8}  {:wu$}",
         "NAMESPACE", "PARTITION", "OFFSET", "FINISHED", "UPDATED"
     )?;
     if leased {
@@ -90,7 +92,7 @@ fn print_rows(rows: &[OffsetRow], json: bool) -> anyhow::Result<()> {
         };
         write!(
             out,
-            "{:wn$}  {:wp$}  {:wo$}  {:8}  {:23}",
+            "{:wn$}  {:wp$}  {:wo$}  {:8}  {:wu$}",
             r.namespace,
             r.partition,
             offset,
