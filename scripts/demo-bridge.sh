@@ -19,14 +19,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$SLUICE_CACHE/target}
 
 # shellcheck source=lib/setup.sh
 source "$ROOT/scripts/lib/setup.sh"
-echo "==> building the plugins (wasm32-wasip2) and sluice"
-cargo build --quiet --release --target wasm32-wasip2 \
-  --manifest-path plugins/Cargo.toml --target-dir "$CARGO_TARGET_DIR/wasm-plugins" \
-  -p mask-fields -p field-partitioner
-mkdir -p .sluice/plugins
-cp "$CARGO_TARGET_DIR"/wasm-plugins/wasm32-wasip2/release/{mask_fields,field_partitioner}.wasm .sluice/plugins/
-cargo build --quiet -p sluice-runtime
-SLUICE="$CARGO_TARGET_DIR/debug/sluice"
+build_demo
 export SLUICE_PLUGIN_DIR="$ROOT/.sluice/plugins"
 
 RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bridge.XXXXXX")

@@ -5,18 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-mod common;
-#[path = "common/kafka.rs"]
-mod kafka_support;
-#[path = "common/kinesis.rs"]
-mod kinesis_support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::*;
-use kafka_support as k;
 use rand::Rng;
+use sluice_test_kit::kafka as k;
+use sluice_test_kit::*;
 
 const TOTAL: u64 = 3000;
 const KILLS: usize = 8;
@@ -45,22 +39,21 @@ fn unique(msgs: &[k::Msg]) -> BTreeSet<u64> {
 fn a_bridge_killed_at_random_moments_delivers_everything_once_in_order_with_bounded_repeats() {
     let started = Instant::now();
     let brokers = k::brokers();
-    let kinesis = kinesis_support::Kinesis::new();
+    let kinesis = kinesis::Kinesis::new();
     let stream = kinesis.create_stream(2);
     let topic = k::topic("chaos");
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "bridge.yaml",
         &format!(
             "version: 1\nname: chaos\nsource:\n  type: kinesis\n  stream: {stream}\n  start_position: trim_horizon\n{aws}format:\n  decode: json\n  encode: json\npartitioner:\n  fields: [user_id]\nsink:\n  type: kafka\n  brokers: [{brokers}]\n  topic: {topic}\n  key: partition_key\n  create_topic:\n    partitions: 4\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 300ms\npipeline:\n  flush_interval: 50ms\n",
-            aws = kinesis_support::aws_yaml(&kinesis.endpoint, "  "),
+            aws = kinesis::aws_yaml(&kinesis.endpoint, "  "),
         ),
     );
     // Records keep arriving while the bridge is killed: 100 every 250 ms.
     let writer = {
         let stream = stream.clone();
         std::thread::spawn(move || {
-            let kinesis = kinesis_support::Kinesis::new();
+            let kinesis = kinesis::Kinesis::new();
             for from in (0..TOTAL).step_by(100) {
                 kinesis.put(&stream, &clicks(from..from + 100));
                 // Pacing the producer, not waiting for a condition.

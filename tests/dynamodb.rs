@@ -5,17 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-mod common;
-#[path = "common/dynamodb.rs"]
-mod dynamo_support;
-#[path = "common/kinesis.rs"]
-mod kinesis_support;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use common::*;
-use dynamo_support::*;
+use sluice_test_kit::dynamodb::*;
+use sluice_test_kit::*;
 
 fn run_ok(s: &Scratch, args: &[&str]) -> String {
     let out = s.run(args);
@@ -32,12 +26,27 @@ fn offsets_yaml(d: &Dynamo, table: &str) -> String {
 }
 
 #[test]
+fn offsets_commands_print_a_store_failure_once() {
+    let table = format!("offsets-missing-{:08x}", rand::random::<u32>());
+    let offsets =
+        offsets_yaml(&Dynamo::new(), &table).replace("create_table: true", "create_table: false");
+    let s = Scratch::new();
+    let spec =
+        "version: 1\nname: missing\nsource: {type: generator, count: 1}\nsink: {type: discard}\n";
+    s.write("spec.yaml", &format!("{spec}{offsets}"));
+    let out = s.run(&["offsets", "list", "spec.yaml"]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(&table), "{err}");
+    assert_eq!(err.matches("the table does not exist").count(), 1, "{err}");
+}
+
+#[test]
 fn generator_to_dynamodb_survives_kill_9_with_offsets_in_dynamodb() {
     let d = Dynamo::new();
     let table = d.create_table("e2e-gen", "seq", true, false);
     let offsets = format!("offsets-{:08x}", rand::random::<u32>());
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "spec.yaml",
         &format!(
             "version: 1\nname: gen-ddb\nsource:\n  type: generator\n  partitions: 2\n  count: 10000\n  rate: 1000\n  batch_size: 100\nformat:\n  decode: json\n  encode: json\nsink:\n  type: dynamodb\n  table: {table}\n  include_metadata:\n    partition: source_partition\n    offset: source_offset\n{aws}{offs}pipeline:\n  flush_interval: 100ms\n  max_buffered: 500\n",
@@ -92,8 +101,7 @@ fn snapshot_of_thousands_of_items_across_segments_resumes_after_a_stop() {
     let d = Dynamo::new();
     let table = d.create_table("e2e-snap", "id", true, false);
     d.put_ids(&table, 0..3000);
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "spec.yaml",
         &format!(
             "version: 1\nname: snap\nsource:\n  type: dynamodb\n  table: {table}\n  mode: snapshot\n  segments: 4\n  page_size: 100\n{aws}sink:\n  type: file\n  path: out/items.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 50ms\n  max_buffered: 500\n",
@@ -144,6 +152,27 @@ fn mirror_spec(d: &Dynamo, name: &str, from: &str, to: &str, source_extra: &str)
     )
 }
 
+/// Waits up to `timeout` until table `to` matches `from` (by `id`), then stops the copy with
+/// SIGTERM; it must have matched and exited cleanly.
+fn stop_when_copied(
+    d: &Dynamo,
+    child: &mut std::process::Child,
+    from: &str,
+    to: &str,
+    timeout: Duration,
+) {
+    let ok = wait_for(timeout, || same(d, from, to, "id"));
+    signal(child, "-TERM");
+    let status = wait_exit(child, Duration::from_secs(30));
+    assert!(
+        ok,
+        "the copy never matched: {} vs {} items",
+        d.count(from),
+        d.count(to)
+    );
+    assert!(status.success());
+}
+
 fn same(d: &Dynamo, a: &str, b: &str, key: &str) -> bool {
     d.by_key(a, key) == d.by_key(b, key)
 }
@@ -153,8 +182,7 @@ fn cdc_mirrors_inserts_updates_and_deletes_into_another_table() {
     let d = Dynamo::new();
     let from = d.create_table("e2e-cdc-from", "id", false, true);
     let to = d.create_table("e2e-cdc-to", "id", false, false);
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "spec.yaml",
         &mirror_spec(
             &d,
@@ -180,16 +208,7 @@ fn cdc_mirrors_inserts_updates_and_deletes_into_another_table() {
     for i in 50..60 {
         d.delete(&from, key(i));
     }
-    let ok = wait_for(Duration::from_secs(60), || same(&d, &from, &to, "id"));
-    signal(&child, "-TERM");
-    let status = wait_exit(&mut child, Duration::from_secs(30));
-    assert!(
-        ok,
-        "the copy never matched: {} vs {} items",
-        d.count(&from),
-        d.count(&to)
-    );
-    assert!(status.success());
+    stop_when_copied(&d, &mut child, &from, &to, Duration::from_secs(60));
     let copy = d.by_key(&to, "id");
     assert_eq!(copy.len(), 50);
     assert_eq!(copy["k3"]["v"], n(2));
@@ -225,8 +244,7 @@ fn snapshot_then_cdc_copies_a_table_that_changes_during_the_scan() {
     let from = d.create_table("e2e-s2c-from", "id", true, true);
     let to = d.create_table("e2e-s2c-to", "id", true, false);
     d.put_ids(&from, 0..1500);
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "spec.yaml",
         &mirror_spec(
             &d,
@@ -252,16 +270,7 @@ fn snapshot_then_cdc_copies_a_table_that_changes_during_the_scan() {
         d.put(&from, it);
         d.delete(&from, key(1000 + i));
     }
-    let ok = wait_for(Duration::from_secs(90), || same(&d, &from, &to, "id"));
-    signal(&child, "-TERM");
-    let status = wait_exit(&mut child, Duration::from_secs(30));
-    assert!(
-        ok,
-        "the copy never matched: {} vs {} items",
-        d.count(&from),
-        d.count(&to)
-    );
-    assert!(status.success());
+    stop_when_copied(&d, &mut child, &from, &to, Duration::from_secs(90));
     assert_eq!(d.count(&to), 1500);
 }
 
@@ -358,8 +367,7 @@ fn a_replica_keeps_every_attribute_type_through_the_snapshot_and_the_stream() {
     for i in 0..400 {
         d.put(&from, typed_item(&format!("k{i}"), 0));
     }
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "spec.yaml",
         &mirror_spec(
             &d,
@@ -460,7 +468,7 @@ fn validate_refuses_a_table_to_table_copy_through_plain_json() {
 
 #[test]
 fn kinesis_to_dynamodb_stores_shard_and_sequence_and_a_replay_never_goes_back() {
-    let k = kinesis_support::Kinesis::new();
+    let k = kinesis::Kinesis::new();
     let d = Dynamo::new();
     let stream = k.create_stream(2);
     k.put_seqs(&stream, 0..600, 13);
@@ -469,7 +477,7 @@ fn kinesis_to_dynamodb_stores_shard_and_sequence_and_a_replay_never_goes_back() 
     let spec = |name: &str| {
         format!(
             "version: 1\nname: {name}\nsource:\n  type: kinesis\n  stream: {stream}\n  start_position: trim_horizon\n  shard_discovery_interval: 500ms\n{kaws}sink:\n  type: dynamodb\n  table: {table}\n  include_metadata:\n    shard-id: kinesis_shard_id\n    sequence-number: shard_sequence_number\n  only_newer_by: sequence-number\n{daws}offsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 50ms\n  max_buffered: 500\n",
-            kaws = kinesis_support::aws_yaml(&k.endpoint, "  "),
+            kaws = kinesis::aws_yaml(&k.endpoint, "  "),
             daws = aws_yaml(&d.endpoint, "  "),
         )
     };
@@ -520,7 +528,7 @@ fn kinesis_to_dynamodb_stores_shard_and_sequence_and_a_replay_never_goes_back() 
 
 #[test]
 fn only_newer_by_sequence_number_keeps_the_last_update_inside_one_kpl_aggregate() {
-    let k = kinesis_support::Kinesis::new();
+    let k = kinesis::Kinesis::new();
     let d = Dynamo::new();
     let stream = k.create_stream(1);
     // KPL-aggregated Kinesis records, each holding many updates of the same few items.
@@ -533,7 +541,7 @@ fn only_newer_by_sequence_number_keeps_the_last_update_inside_one_kpl_aggregate(
         "produce.yaml",
         &format!(
             "version: 1\nname: agg-produce\nsource:\n  type: file\n  paths: [in.jsonl]\nformat:\n  decode: json\n  encode: json\npartitioner:\n  fields: [key]\nsink:\n  type: kinesis\n  stream: {stream}\n  aggregate: true\n  aggregation_max_size: 2KiB\n{kaws}offsets:\n  store: file\n  path: offsets\n",
-            kaws = kinesis_support::aws_yaml(&k.endpoint, "  "),
+            kaws = kinesis::aws_yaml(&k.endpoint, "  "),
         ),
     );
     run_ok(&s, &["run", "produce.yaml"]);
@@ -550,7 +558,7 @@ fn only_newer_by_sequence_number_keeps_the_last_update_inside_one_kpl_aggregate(
         let table = d.create_table("e2e-agg", "key", false, false);
         let spec = format!(
             "version: 1\nname: {name}\nsource:\n  type: kinesis\n  stream: {stream}\n  start_position: trim_horizon\n{kaws}sink:\n  type: dynamodb\n  table: {table}\n  include_metadata:\n    sequence-number: shard_sequence_number\n{extra}  only_newer_by: sequence-number\n{daws}offsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 50ms\n",
-            kaws = kinesis_support::aws_yaml(&k.endpoint, "  "),
+            kaws = kinesis::aws_yaml(&k.endpoint, "  "),
             daws = aws_yaml(&d.endpoint, "  "),
         );
         s.write(&format!("{name}.yaml"), &spec);

@@ -3,12 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::*;
+use sluice_test_kit::*;
 
 fn generator_spec(name: &str, count: Option<u64>, partitions: u32, rate: Option<u64>) -> String {
     let mut s = format!(
@@ -28,8 +26,7 @@ fn generator_spec(name: &str, count: Option<u64>, partitions: u32, rate: Option<
 
 #[test]
 fn a_finite_generator_delivers_every_record_once_and_records_finished_partitions() {
-    let s = Scratch::new();
-    s.write("spec.yaml", &generator_spec("gen", Some(10_000), 4, None));
+    let s = Scratch::with("spec.yaml", &generator_spec("gen", Some(10_000), 4, None));
     let out = s.run(&["run", "spec.yaml"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("10000 committed"), "{}", stderr(&out));
@@ -61,8 +58,7 @@ fn a_finite_generator_delivers_every_record_once_and_records_finished_partitions
 
 #[test]
 fn kill_9_in_the_middle_then_restart_loses_nothing() {
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "spec.yaml",
         &generator_spec("crash", Some(40_000), 3, Some(20_000)),
     );
@@ -101,8 +97,7 @@ fn kill_9_in_the_middle_then_restart_loses_nothing() {
 
 #[test]
 fn sigterm_drains_commits_and_exits_zero() {
-    let s = Scratch::new();
-    s.write("spec.yaml", &generator_spec("drain", None, 2, Some(5_000)));
+    let s = Scratch::with("spec.yaml", &generator_spec("drain", None, 2, Some(5_000)));
     let mut child = s.spawn(&["run", "spec.yaml"]);
     assert!(wait_for(Duration::from_secs(30), || s
         .lines("out/data.jsonl")
@@ -125,8 +120,7 @@ fn sigterm_drains_commits_and_exits_zero() {
 
 #[test]
 fn max_records_stops_after_exactly_n_committed_and_the_next_run_continues() {
-    let s = Scratch::new();
-    s.write("spec.yaml", &generator_spec("bounded", None, 3, None));
+    let s = Scratch::with("spec.yaml", &generator_spec("bounded", None, 3, None));
     for round in 1..=2u64 {
         let out = s.run(&["run", "spec.yaml", "--max-records", "5000"]);
         assert!(out.status.success(), "{}", stderr(&out));
@@ -153,8 +147,7 @@ fn file_spec(name: &str, tolerance: &str) -> String {
 
 #[test]
 fn tolerance_none_stops_at_the_bad_record_and_commits_nothing_past_it() {
-    let s = Scratch::new();
-    s.write("in/a.jsonl", BAD_INPUT);
+    let s = Scratch::with("in/a.jsonl", BAD_INPUT);
     s.write("spec.yaml", &file_spec("strict", "none"));
     let out = s.run(&["run", "spec.yaml"]);
     assert!(!out.status.success());
@@ -170,8 +163,7 @@ fn tolerance_none_stops_at_the_bad_record_and_commits_nothing_past_it() {
 
 #[test]
 fn tolerance_all_dead_letters_the_bad_record_and_goes_on() {
-    let s = Scratch::new();
-    s.write("in/a.jsonl", BAD_INPUT);
+    let s = Scratch::with("in/a.jsonl", BAD_INPUT);
     s.write("spec.yaml", &file_spec("lenient", "all"));
     let out = s.run(&["run", "spec.yaml"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -197,8 +189,7 @@ fn tolerance_all_dead_letters_the_bad_record_and_goes_on() {
 
 #[test]
 fn csv_files_become_json_and_envelopes_carry_metadata() {
-    let s = Scratch::new();
-    s.write("in/users.csv", "id,name\n1,Ada\n2,\"Lovelace, A\"\n");
+    let s = Scratch::with("in/users.csv", "id,name\n1,Ada\n2,\"Lovelace, A\"\n");
     s.write(
         "spec.yaml",
         "version: 1\nname: csv\nsource: {type: file, paths: [in/users.csv]}\nformat:\n  decode: csv\n  encode: json\n  csv: {columns: [id, name], header: true}\nsink: {type: file, path: out/users.jsonl, envelope: true}\npartitioner: {fields: [id]}\noffsets: {store: memory}\n",
@@ -219,8 +210,7 @@ fn csv_files_become_json_and_envelopes_carry_metadata() {
 
 #[test]
 fn several_pipelines_run_in_one_process() {
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "a.yaml",
         &generator_spec("a", Some(3000), 2, None).replace("out/data", "out/a"),
     );
@@ -236,8 +226,7 @@ fn several_pipelines_run_in_one_process() {
 
 #[test]
 fn an_invalid_spec_starts_nothing() {
-    let s = Scratch::new();
-    s.write("good.yaml", &generator_spec("good", Some(100), 1, None));
+    let s = Scratch::with("good.yaml", &generator_spec("good", Some(100), 1, None));
     s.write(
         "bad.yaml",
         "version: 1\nname: bad\nsource: {type: generator, cont: 1}\nsink: {type: stdout}\n",
@@ -258,8 +247,7 @@ fn an_invalid_spec_starts_nothing() {
 
 #[test]
 fn a_corrupt_offset_file_is_reported_not_reset() {
-    let s = Scratch::new();
-    s.write("spec.yaml", &generator_spec("torn", Some(100), 1, None));
+    let s = Scratch::with("spec.yaml", &generator_spec("torn", Some(100), 1, None));
     s.write("offsets/torn.offsets.json", "{\"version\": 1, \"names");
     let out = s.run(&["run", "spec.yaml"]);
     assert!(!out.status.success());
@@ -273,8 +261,7 @@ fn a_corrupt_offset_file_is_reported_not_reset() {
 
 #[test]
 fn offsets_list_reset_and_prune() {
-    let s = Scratch::new();
-    s.write("spec.yaml", &generator_spec("ops", Some(100), 2, None));
+    let s = Scratch::with("spec.yaml", &generator_spec("ops", Some(100), 2, None));
     assert!(s.run(&["run", "spec.yaml"]).status.success());
 
     let list = s.run(&["offsets", "list", "spec.yaml"]);
@@ -330,8 +317,10 @@ fn offsets_list_reset_and_prune() {
 #[test]
 fn stdin_to_stdout() {
     use std::io::Write;
-    let s = Scratch::new();
-    s.write("spec.yaml", "version: 1\nname: pipe\nsource: {type: stdin, batch_size: 1}\nformat: {decode: json, encode: json}\nsink: {type: stdout}\noffsets: {store: memory}\n");
+    let s = Scratch::with(
+        "spec.yaml",
+        "version: 1\nname: pipe\nsource: {type: stdin, batch_size: 1}\nformat: {decode: json, encode: json}\nsink: {type: stdout}\noffsets: {store: memory}\n",
+    );
     let mut child = s
         .cmd(&["run", "spec.yaml"])
         .stdin(std::process::Stdio::piped())
@@ -355,8 +344,10 @@ fn stdin_to_stdout() {
 #[test]
 fn sigterm_with_an_idle_open_stdin_drains_and_exits_zero() {
     use std::io::Write;
-    let s = Scratch::new();
-    s.write("spec.yaml", "version: 1\nname: idle-stdin\nsource: {type: stdin, batch_size: 1}\nsink: {type: file, path: out/data.jsonl}\noffsets: {store: file, path: offsets, commit_interval: 100ms}\npipeline: {flush_interval: 20ms}\n");
+    let s = Scratch::with(
+        "spec.yaml",
+        "version: 1\nname: idle-stdin\nsource: {type: stdin, batch_size: 1}\nsink: {type: file, path: out/data.jsonl}\noffsets: {store: file, path: offsets, commit_interval: 100ms}\npipeline: {flush_interval: 20ms}\n",
+    );
     let mut child = s
         .cmd(&["run", "spec.yaml"])
         .stdin(std::process::Stdio::piped())
@@ -401,8 +392,7 @@ fn max_records_zero_delivers_and_commits_nothing() {
 
 #[test]
 fn jq_transforms_edit_filter_fan_out_and_dead_letter_through_the_binary() {
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "in/a.jsonl",
         "{\"id\":1,\"user\":\"a\",\"email\":\"A@X\",\"tags\":[\"t1\",\"t2\"]}\n{\"id\":2,\"user\":\"b\",\"email\":\"b@x\",\"drop\":true,\"tags\":[\"t0\"]}\n{\"id\":3,\"user\":\"c\",\"email\":3,\"tags\":[\"t3\"]}\n",
     );
@@ -445,8 +435,7 @@ fn jq_transforms_edit_filter_fan_out_and_dead_letter_through_the_binary() {
 
 #[test]
 fn relative_paths_in_a_spec_are_relative_to_its_folder_whatever_the_working_directory() {
-    let s = Scratch::new();
-    s.write("proj/in/a.jsonl", BAD_INPUT);
+    let s = Scratch::with("proj/in/a.jsonl", BAD_INPUT);
     // The default offset store and the default dead-letter file, plus a relative sink path.
     s.write(
         "proj/spec.yaml",
@@ -496,8 +485,7 @@ fn relative_paths_in_a_spec_are_relative_to_its_folder_whatever_the_working_dire
 
 #[test]
 fn a_torn_last_line_of_the_output_file_is_cut_before_appending() {
-    let s = Scratch::new();
-    s.write("spec.yaml", &generator_spec("torn-out", Some(100), 1, None));
+    let s = Scratch::with("spec.yaml", &generator_spec("torn-out", Some(100), 1, None));
     // A crash in the middle of a write left a fragment without a newline.
     s.write("out/data.jsonl", "{\"seq\":1000}\n{\"seq\":10,\"user_i");
     let out = s.run(&["run", "spec.yaml"]);
@@ -525,8 +513,7 @@ fn a_torn_last_line_of_the_output_file_is_cut_before_appending() {
 
 #[test]
 fn a_torn_last_line_of_the_dead_letter_file_is_cut_before_appending() {
-    let s = Scratch::new();
-    s.write("in/a.jsonl", BAD_INPUT);
+    let s = Scratch::with("in/a.jsonl", BAD_INPUT);
     s.write("spec.yaml", &file_spec("torn-dlq", "all"));
     s.write("dlq.jsonl", "{\"pipeline\":\"torn-dlq\",\"sta");
     let out = s.run(&["run", "spec.yaml"]);
@@ -540,8 +527,7 @@ fn a_torn_last_line_of_the_dead_letter_file_is_cut_before_appending() {
 
 #[test]
 fn out_of_range_durations_on_the_command_line_are_errors_not_panics() {
-    let s = Scratch::new();
-    s.write("spec.yaml", &generator_spec("prune", Some(10), 1, None));
+    let s = Scratch::with("spec.yaml", &generator_spec("prune", Some(10), 1, None));
     assert!(s.run(&["run", "spec.yaml"]).status.success());
     let out = s.run(&[
         "offsets",
@@ -562,8 +548,7 @@ fn out_of_range_durations_on_the_command_line_are_errors_not_panics() {
 
 #[test]
 fn a_zero_commit_interval_is_refused_before_anything_runs() {
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "spec.yaml",
         &generator_spec("zero", Some(100), 1, None)
             .replace("commit_interval: 100ms", "commit_interval: 0s"),

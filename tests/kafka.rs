@@ -4,21 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-mod common;
-#[path = "common/dynamodb.rs"]
-mod dynamo_support;
-#[path = "common/kafka.rs"]
-mod kafka_support;
-#[path = "common/kinesis.rs"]
-mod kinesis_support;
-#[path = "common/wasm.rs"]
-mod wasm;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::*;
-use kafka_support as k;
+use sluice_test_kit::kafka as k;
+use sluice_test_kit::*;
 
 fn json_records(range: std::ops::Range<u64>) -> Vec<k::Produce> {
     range
@@ -36,8 +26,7 @@ fn json_records(range: std::ops::Range<u64>) -> Vec<k::Produce> {
 fn generator_to_kafka_then_kafka_to_file() {
     let brokers = k::brokers();
     let topic = k::topic("gen");
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "to-kafka.yaml",
         &format!(
             "version: 1\nname: to-kafka\nsource:\n  type: generator\n  count: 3000\n  partitions: 3\n  batch_size: 100\nformat:\n  decode: json\n  encode: json\npartitioner:\n  fields: [user_id]\nsink:\n  type: kafka\n  brokers: [{brokers}]\n  topic: {topic}\n  key: partition_key\n  include_metadata: [partition, offset]\n  create_topic:\n    partitions: 3\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\n"
@@ -160,8 +149,7 @@ fn kafka_to_kafka_on_the_kafka_offset_store_resumes_without_loss_or_duplicates()
     k::produce(&brokers, &input, &json_records(0..2000), None);
     let source = k::read(&brokers, &input, 2000, Duration::from_secs(30));
     assert_eq!(source.len(), 2000);
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "spec.yaml",
         &format!(
             "version: 1\nname: mirror\nsource:\n  type: kafka\n  brokers: [{brokers}]\n  topics: [{input}]\n  group: {group}\nsink:\n  type: kafka\n  brokers: [{brokers}]\n  topic: {output}\n  partition: hash\n  compression: lz4\n  create_topic:\n    partitions: 4\noffsets:\n  store: kafka\n  brokers: [{brokers}]\n  topic: {offsets}\n  commit_interval: 100ms\npipeline:\n  flush_interval: 20ms\n"
@@ -338,13 +326,13 @@ fn two_workers_share_a_kafka_source_through_the_consumer_group() {
 #[test]
 fn a_worker_taking_over_partitions_in_a_rebalance_commits_them_to_the_shared_dynamodb_store() {
     let brokers = k::brokers();
-    let endpoint = dynamo_support::endpoint();
+    let endpoint = dynamodb::endpoint();
     let topic = k::topic("claimed");
     let group = k::topic("claimers");
     let table = k::topic("offsets");
     let spec = format!(
         "version: 1\nname: claimed\nsource:\n  type: kafka\n  brokers: [{brokers}]\n  topics: [{topic}]\n  group: {group}\n  rebalance_drain: 10s\n  properties:\n    session.timeout.ms: 6000\n    heartbeat.interval.ms: 500\nsink:\n  type: file\n  path: out.jsonl\noffsets:\n  store: dynamodb\n  table: {table}\n  create_table: true\n  commit_interval: 100ms\n{}pipeline:\n  flush_interval: 20ms\n",
-        dynamo_support::aws_yaml(&endpoint, "  ")
+        dynamodb::aws_yaml(&endpoint, "  ")
     );
     let mut w = Workers::start(&brokers, &topic, &spec);
     let b_early_exit = w.wb.try_wait().expect("try_wait");
@@ -366,10 +354,7 @@ fn a_worker_taking_over_partitions_in_a_rebalance_commits_them_to_the_shared_dyn
 
 #[test]
 fn a_broker_restart_during_a_run_loses_nothing() {
-    let s = Scratch::new();
-    let mut broker = k::Tansu::start(&s.path("tansu"));
-    let brokers = broker.brokers();
-    let topic = k::topic("restart");
+    let (s, mut broker, brokers, topic) = k::private_broker("restart", true);
     k::create_topic(&brokers, &topic, 1);
     s.write(
         "spec.yaml",
@@ -450,16 +435,15 @@ fn unique(msgs: &[k::Msg]) -> BTreeSet<u64> {
 #[test]
 fn the_bridge_kinesis_to_kafka_survives_resharding_and_a_crash() {
     let brokers = k::brokers();
-    let kinesis = kinesis_support::Kinesis::new();
+    let kinesis = kinesis::Kinesis::new();
     let stream = kinesis.create_stream(2);
     let topic = k::topic("bridge");
     let plugins = wasm::plugins_dir();
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "bridge.yaml",
         &format!(
             "version: 1\nname: bridge\nsource:\n  type: kinesis\n  stream: {stream}\n  start_position: trim_horizon\n  shard_discovery_interval: 500ms\n{aws}format:\n  decode: json\n  encode: json\ntransforms:\n  - wasm: {dir}/mask_fields.wasm\n    config:\n      fields: [email]\npartitioner:\n  wasm: {dir}/field_partitioner.wasm\n  config:\n    fields: [user_id]\nsink:\n  type: kafka\n  brokers: [{brokers}]\n  topic: {topic}\n  key: partition_key\n  include_metadata: [shard-id, sequence-number]\n  create_topic:\n    partitions: 4\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 200ms\npipeline:\n  flush_interval: 50ms\n",
-            aws = kinesis_support::aws_yaml(&kinesis.endpoint, "  "),
+            aws = kinesis::aws_yaml(&kinesis.endpoint, "  "),
             dir = plugins.display(),
         ),
     );
@@ -580,14 +564,11 @@ fn an_oversized_record_is_dead_lettered_and_the_rest_delivered() {
 
 #[test]
 fn secret_librdkafka_properties_never_show() {
-    let s = Scratch::new();
-    s.write(
-        "spec.yaml",
+    let (printed, err) = validate_print(
         "version: 1\nname: sec\nsource:\n  type: generator\n  count: 1\nsink:\n  type: kafka\n  brokers: [127.0.0.1:9092]\n  topic: t\n  properties:\n    sasl.password: hunter2\n    ssl.key.password: hunter3\n    security.protocol: SASL_SSL\n",
+        &[],
     );
-    let out = s.run(&["validate", "spec.yaml", "--print"]);
-    let text = stdout(&out) + &stderr(&out);
-    assert!(out.status.success(), "{text}");
+    let text = printed + &err;
     assert!(text.contains("sasl.password: <redacted>"), "{text}");
     assert!(
         !text.contains("hunter2") && !text.contains("hunter3"),
@@ -647,8 +628,7 @@ fn records_topic_from_may_not_write_go_to_the_error_policy() {
         (None, "{\"seq\":5}".into(), dest(&other)),
     ];
     k::produce(&brokers, &input, &records, Some(0));
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "spec.yaml",
         &format!(
             "version: 1\nname: route\nsource:\n  type: kafka\n  brokers: [{brokers}]\n  topics: [{input}]\n  group: {input}\nsink:\n  type: kafka\n  brokers: [{brokers}]\n  topic: {main}\n  topic_from: {{header: dest}}\n  retry: {{max_retries: 1}}\noffsets:\n  store: kafka\n  brokers: [{brokers}]\n  topic: {offsets}\n  commit_interval: 100ms\nerrors:\n  tolerance: all\n  dead_letter:\n    type: file\n    path: dlq.jsonl\n"
@@ -698,8 +678,7 @@ fn a_stale_store_never_rewinds_the_consumer_group() {
     let (input, group) = (k::topic("stale"), k::topic("group"));
     k::create_topic(&brokers, &input, 1);
     k::produce(&brokers, &input, &json_records(0..20), Some(0));
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "spec.yaml",
         &format!(
             "version: 1\nname: stale\nsource:\n  type: kafka\n  brokers: [{brokers}]\n  topics: [{input}]\n  group: {group}\n  rebalance_drain: 2s\nsink:\n  type: file\n  path: out.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 20ms\n"
@@ -757,8 +736,7 @@ fn an_offset_topic_that_is_not_compacted_is_refused() {
     let brokers = k::brokers();
     let offsets = k::topic("offsets-delete");
     k::create_topic_with(&brokers, &offsets, 1, &[("cleanup.policy", "delete")]);
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "spec.yaml",
         &format!(
             "version: 1\nname: notcompact\nsource:\n  type: generator\n  count: 10\nsink:\n  type: file\n  path: out.jsonl\noffsets:\n  store: kafka\n  brokers: [{brokers}]\n  topic: {offsets}\n"

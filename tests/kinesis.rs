@@ -4,15 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-mod common;
-#[path = "common/kinesis.rs"]
-mod kinesis_support;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use common::*;
-use kinesis_support::*;
+use sluice_test_kit::kinesis::*;
+use sluice_test_kit::*;
 
 /// Output lines parsed as (seq, key, shard, offset). Only complete lines: the file may be
 /// being written.
@@ -644,11 +640,7 @@ fn efo_subscriptions_outlive_the_aws_call_timeouts() {
 #[test]
 fn retriable_failures_back_off_per_call_policy_then_fail_naming_the_call() {
     // Nothing listens on this port: every DescribeStreamSummary is a retriable dispatch failure.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = free_port();
     let s = Scratch::new();
     let extra = "  stream: anything\n  retries:\n    describe:\n      max_retries: 2\n      backoff: {base: 10ms, max: 20ms}\n";
     // The connector's own policy is under test: no pipeline restarts on top of it.

@@ -5,23 +5,24 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-mod common;
-#[path = "common/dynamodb.rs"]
-mod dynamo_support;
-#[path = "common/kinesis.rs"]
-mod kinesis_support;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use common::*;
-use dynamo_support::Dynamo;
-use kinesis_support::*;
+use sluice_test_kit::dynamodb::Dynamo;
+use sluice_test_kit::kinesis::Kinesis;
+use sluice_test_kit::*;
 
 /// Lease duration of the tests' workers.
 const DURATION: Duration = Duration::from_secs(3);
+
+/// The tests measure takeover times and count duplicates: their workers run one test at a time,
+/// not twenty processes side by side on two cores.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// A lease row as the table holds it.
 #[derive(Debug, Clone, Default)]
@@ -81,7 +82,7 @@ impl Cluster {
         let table = d.create_table("cdc", "id", true, true);
         let source = format!(
             "source:\n  type: dynamodb\n  table: {table}\n  mode: cdc\n  start_position: trim_horizon\n  shard_discovery_interval: 500ms\n  poll_interval: 100ms\n{}",
-            dynamo_support::aws_yaml(&d.endpoint, "  ")
+            aws_yaml(&d.endpoint, "  ")
         );
         (Self::with(Kinesis::new(), String::new(), source), table)
     }
@@ -93,7 +94,7 @@ impl Cluster {
             d: Dynamo::new(),
             stream,
             source,
-            table: format!("leases-{:016x}", rand::random::<u64>()),
+            table: unique_name("leases"),
             name: "bridge".into(),
             workers: Vec::new(),
             ports: Vec::new(),
@@ -111,15 +112,12 @@ impl Cluster {
             name = self.name,
             source = self.source,
             table = self.table,
-            daws = dynamo_support::aws_yaml(&self.d.endpoint, "  "),
+            daws = aws_yaml(&self.d.endpoint, "  "),
             d = DURATION.as_millis(),
         );
         let path = format!("w{i}.yaml");
         self.s.write(&path, &spec);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         let http = format!("127.0.0.1:{port}");
         let id = Self::worker_id(i);
         let mut c = self.s.cmd(&[
@@ -287,6 +285,7 @@ fn seq_key(s: &str) -> (usize, &str) {
 
 #[test]
 fn three_workers_share_eight_shards_one_owner_each() {
+    let _serial = one_at_a_time();
     let mut c = Cluster::new(8);
     for i in 0..3 {
         c.start(i, "");
@@ -360,6 +359,7 @@ fn taken_over(c: &Cluster, gone: &str, shards: &BTreeSet<String>, limit: Duratio
 
 #[test]
 fn a_killed_worker_s_shards_are_taken_over_from_its_last_commit() {
+    let _serial = one_at_a_time();
     let mut c = Cluster::three_running();
     // More records, and kill -9 while w0 reads them.
     let before = c.output(0).len();
@@ -447,6 +447,7 @@ fn a_killed_worker_s_shards_are_taken_over_from_its_last_commit() {
 
 #[test]
 fn a_worker_stopped_with_sigterm_hands_its_shards_over_without_duplicates() {
+    let _serial = one_at_a_time();
     let mut c = Cluster::three_running();
     c.k.put_seqs(&c.stream, 300..450, 40);
     let mine = c.owners()["w0"].clone();
@@ -481,6 +482,7 @@ fn a_worker_stopped_with_sigterm_hands_its_shards_over_without_duplicates() {
 
 #[test]
 fn a_paused_worker_whose_leases_were_taken_commits_nothing_more_and_stops_reading() {
+    let _serial = one_at_a_time();
     let mut c = Cluster::new(8);
     // w0 asks for no leases back after its pause, so whatever it holds later it can only have
     // kept (which it must not). It starts first and takes every shard; the others ask it for
@@ -617,6 +619,7 @@ fn adjacent_pair(c: &Cluster) -> (String, String) {
 
 #[test]
 fn a_split_and_a_merge_under_three_workers_read_parents_before_children() {
+    let _serial = one_at_a_time();
     let mut c = Cluster::new(4);
     c.k.put_seqs(&c.stream, 0..100, 40);
     // A parent closed before any worker started is still read first.
@@ -669,6 +672,7 @@ fn a_split_and_a_merge_under_three_workers_read_parents_before_children() {
 
 #[test]
 fn two_workers_share_a_dynamodb_stream_and_hand_it_over_on_sigterm() {
+    let _serial = one_at_a_time();
     let (mut c, table) = Cluster::cdc();
     for i in 0..2 {
         c.start(i, "");
@@ -795,6 +799,7 @@ fn validate_refuses_leases_where_they_cannot_work() {
 
 #[test]
 fn efo_readers_hand_shards_over_on_sigterm_without_duplicates() {
+    let _serial = one_at_a_time();
     let k = Kinesis::new();
     let stream = k.create_stream(4);
     let source = format!(

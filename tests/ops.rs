@@ -3,26 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-mod common;
-#[path = "common/kafka.rs"]
-mod kafka_support;
-#[path = "common/kinesis.rs"]
-mod kinesis_support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
-use kafka_support as k;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
+use sluice_test_kit::kafka as k;
+use sluice_test_kit::*;
 
 /// A plain HTTP/1.1 request on loopback: (status, body), or None when nothing answers.
 fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<(u16, String)> {
@@ -148,37 +135,14 @@ impl Drop for Prometheus {
     }
 }
 
-/// Kills a `sluice` child on drop (a failed assertion must not leave it running).
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn prometheus_reads_the_record_counters_of_a_running_pipeline() {
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "spec.yaml",
         "version: 1\nname: scraped\nsource:\n  type: stdin\n  batch_size: 2\nsink:\n  type: file\n  path: out/data.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 50ms\n",
     );
-    let port = free_port();
-    let mut child = s
-        .cmd(&[
-            "run",
-            "--no-progress",
-            "--http",
-            &format!("127.0.0.1:{port}"),
-            "spec.yaml",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sluice");
+    let (port, mut cmd) = s.http_cmd("spec.yaml");
+    let mut child = cmd.stdin(Stdio::piped()).spawn().expect("spawn sluice");
     let mut stdin = child.stdin.take().expect("stdin");
     let mut run = Running(child);
     let sent = 1234u64;
@@ -219,23 +183,13 @@ fn prometheus_reads_the_record_counters_of_a_running_pipeline() {
 
 #[test]
 fn pause_commits_and_stops_reading_resume_goes_on_and_the_token_guards_control() {
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "spec.yaml",
         "version: 1\nname: api\nsource:\n  type: generator\n  count: 3000\n  rate: 600\n  batch_size: 50\nsink:\n  type: file\n  path: out/data.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 50ms\n",
     );
-    let port = free_port();
-    let child = s
-        .cmd(&[
-            "run",
-            "--no-progress",
-            "--http",
-            &format!("127.0.0.1:{port}"),
-            "spec.yaml",
-        ])
+    let (port, mut cmd) = s.http_cmd("spec.yaml");
+    let child = cmd
         .env("SLUICE_HTTP_TOKEN", "s3cret")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn sluice");
     let mut run = Running(child);
@@ -322,8 +276,7 @@ fn pause_commits_and_stops_reading_resume_goes_on_and_the_token_guards_control()
 
 #[test]
 fn one_pipeline_failing_for_good_lets_the_other_finish() {
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "good.yaml",
         "version: 1\nname: good\nsource:\n  type: generator\n  count: 3000\n  rate: 1500\n  batch_size: 100\nsink:\n  type: file\n  path: out/good.jsonl\noffsets:\n  store: file\n  path: offsets\n",
     );
@@ -366,10 +319,7 @@ fn kafka_sink_spec(
 
 #[test]
 fn a_kafka_sink_whose_broker_comes_late_restarts_with_backoff_and_delivers_everything() {
-    let s = Scratch::new();
-    let mut broker = k::Tansu::reserve(&s.path("tansu"));
-    let brokers = broker.brokers();
-    let topic = k::topic("late");
+    let (s, mut broker, brokers, topic) = k::private_broker("late", false);
     s.write(
         "spec.yaml",
         &kafka_sink_spec(
@@ -380,14 +330,7 @@ fn a_kafka_sink_whose_broker_comes_late_restarts_with_backoff_and_delivers_every
             "  retry:\n    max_retries: 0\n",
         ),
     );
-    let port = free_port();
-    let mut run = Running(s.spawn(&[
-        "run",
-        "--no-progress",
-        "--http",
-        &format!("127.0.0.1:{port}"),
-        "spec.yaml",
-    ]));
+    let (port, mut run) = s.spawn_http("spec.yaml");
     // Not ready while the broker is away, and the supervisor keeps trying (the sink's own
     // start-up retries are off, so each failed attempt reaches the supervisor).
     assert!(
@@ -424,25 +367,14 @@ fn a_kafka_sink_whose_broker_comes_late_restarts_with_backoff_and_delivers_every
 
 #[test]
 fn ready_turns_200_once_the_pipeline_runs() {
-    let s = Scratch::new();
-    let mut broker = k::Tansu::reserve(&s.path("tansu"));
-    let brokers = broker.brokers();
-    let topic = k::topic("ready");
+    let (s, mut broker, brokers, topic) = k::private_broker("ready", false);
     s.write(
         "spec.yaml",
         &kafka_sink_spec("ready", "  type: stdin\n", &brokers, &topic, ""),
     );
-    let port = free_port();
-    let mut child = s
-        .cmd(&[
-            "run",
-            "--no-progress",
-            "--http",
-            &format!("127.0.0.1:{port}"),
-            "spec.yaml",
-        ])
+    let (port, mut cmd) = s.http_cmd("spec.yaml");
+    let mut child = cmd
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn sluice");
@@ -480,25 +412,17 @@ fn lag_series(port: u16, pipeline: &str) -> std::collections::BTreeMap<String, f
 
 #[test]
 fn kinesis_shard_lag_is_exported_per_shard_and_falls_to_zero_when_caught_up() {
-    let kin = kinesis_support::Kinesis::new();
+    let kin = kinesis::Kinesis::new();
     let stream = kin.create_stream(2);
     kin.put_seqs(&stream, 0..600, 10);
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "spec.yaml",
         &format!(
             "version: 1\nname: lag\nsource:\n  type: kinesis\n  stream: {stream}\n  start_position: trim_horizon\n  max_records: 20\n  interval: 200ms\n{aws}sink:\n  type: file\n  path: out/data.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 50ms\n",
-            aws = kinesis_support::aws_yaml(&kin.endpoint, "  "),
+            aws = kinesis::aws_yaml(&kin.endpoint, "  "),
         ),
     );
-    let port = free_port();
-    let _run = Running(s.spawn(&[
-        "run",
-        "--no-progress",
-        "--http",
-        &format!("127.0.0.1:{port}"),
-        "spec.yaml",
-    ]));
+    let (port, _run) = s.spawn_http("spec.yaml");
     let shards: Vec<String> = kin
         .shards(&stream)
         .iter()
@@ -531,12 +455,11 @@ fn kinesis_shard_lag_is_exported_per_shard_and_falls_to_zero_when_caught_up() {
 fn restart_attempts_run_out_and_the_run_exits_non_zero() {
     // Nothing listens on this port: every start fails with a retriable error.
     let port = free_port();
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "spec.yaml",
         &format!(
             "version: 1\nname: gone\nsource:\n  type: kinesis\n  stream: anything\n  retries:\n    describe:\n      max_retries: 0\n{aws}sink:\n  type: file\n  path: out.jsonl\nrestart:\n  attempts: 2\n  initial_backoff: 10ms\n  max_backoff: 20ms\n",
-            aws = kinesis_support::aws_yaml(&format!("http://127.0.0.1:{port}"), "  "),
+            aws = kinesis::aws_yaml(&format!("http://127.0.0.1:{port}"), "  "),
         ),
     );
     let out = s.run(&["run", "--no-progress", "spec.yaml"]);
@@ -562,21 +485,13 @@ fn kafka_partition_lag_is_the_age_of_the_newest_record_read() {
         .collect();
     let produced_at = std::time::Instant::now();
     k::produce(&brokers, &topic, &records, Some(0));
-    let s = Scratch::new();
-    s.write(
+    let s = Scratch::with(
         "spec.yaml",
         &format!(
             "version: 1\nname: klag\nsource:\n  type: kafka\n  brokers: [{brokers}]\n  topics: [{topic}]\n  group: g-{topic}\nsink:\n  type: file\n  path: out/data.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 20ms\n"
         ),
     );
-    let port = free_port();
-    let _run = Running(s.spawn(&[
-        "run",
-        "--no-progress",
-        "--http",
-        &format!("127.0.0.1:{port}"),
-        "spec.yaml",
-    ]));
+    let (port, _run) = s.spawn_http("spec.yaml");
     let partition = format!("{topic}/0");
     assert!(
         wait_for(Duration::from_secs(60), || s.lines("out/data.jsonl").len()

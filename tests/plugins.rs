@@ -5,10 +5,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-mod common;
-#[path = "common/wasm.rs"]
-mod wasm;
-
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -21,6 +17,7 @@ use sluice_runtime::plugin::{
 };
 use sluice_runtime::spec::plugin::PluginSpec;
 use sluice_runtime::stage::{Outcome, Stage, StageError};
+use sluice_test_kit::{self as kit, wasm};
 
 fn host() -> &'static PluginHost {
     static HOST: OnceLock<PluginHost> = OnceLock::new();
@@ -503,7 +500,7 @@ fn scaffolded_plugin_outside_the_repository_builds_tests_and_runs() {
     let home = tempfile::tempdir().unwrap();
     let cache = home.path().join("cache");
     let new = |name: &str, kind: &str| {
-        std::process::Command::new(common::sluice_bin())
+        std::process::Command::new(kit::sluice_bin())
             .args(["plugin", "new", name, "--kind", kind])
             .current_dir(home.path())
             .env("SLUICE_CACHE_DIR", &cache)
@@ -547,7 +544,7 @@ fn scaffolded_plugin_outside_the_repository_builds_tests_and_runs() {
         "{\"user\":\"a\"}\n{\"user\":\"a\",\"x\":1}\n{\"user\":\"b\"}\n",
     )
     .unwrap();
-    let run = std::process::Command::new(common::sluice_bin())
+    let run = std::process::Command::new(kit::sluice_bin())
         .args(["plugin", "test"])
         .arg(&wasm_file)
         .args([
@@ -585,7 +582,7 @@ fn scaffolded_plugin_inside_the_repository_uses_its_sdk_and_every_kind_runs() {
     // Inside the repository (as `sluice plugin new` run in a checkout would do): by path. The
     // folder is under the repository's (git-ignored) `target/`, wherever CARGO_TARGET_DIR points.
     let unused_cache = tempfile::tempdir().unwrap();
-    let scratch_root = wasm::repo_root().join("target");
+    let scratch_root = kit::repo_root().join("target");
     std::fs::create_dir_all(&scratch_root).unwrap();
     let inside_dir = tempfile::Builder::new()
         .prefix("scaffold-test-")
@@ -689,7 +686,7 @@ fn pipeline_spec(name: &str, decode: &str, extra: &str) -> String {
     )
 }
 
-fn envelope_values(s: &common::Scratch) -> Vec<Value> {
+fn envelope_values(s: &kit::Scratch) -> Vec<Value> {
     s.lines("out/data.jsonl")
         .iter()
         .map(|l| serde_json::from_str::<Value>(l).expect("an envelope line"))
@@ -698,7 +695,7 @@ fn envelope_values(s: &common::Scratch) -> Vec<Value> {
 
 #[test]
 fn pipeline_masks_with_a_wasm_transform_and_routes_with_a_wasm_partitioner() {
-    let s = common::Scratch::new();
+    let s = kit::Scratch::new();
     s.write(
         "in/a.txt",
         "{\"user_id\":\"u1\",\"email\":\"a@b.c\"}\n{\"user_id\":\"u2\",\"email\":\"x@y.z\"}\n{\"user_id\":\"u1\"}\n",
@@ -711,7 +708,7 @@ fn pipeline_masks_with_a_wasm_transform_and_routes_with_a_wasm_partitioner() {
     );
     s.write("spec.yaml", &pipeline_spec("wasm-mask", "json", &extra));
     let out = s.run(&["run", "spec.yaml"]);
-    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(out.status.success(), "{}", kit::stderr(&out));
     let lines = envelope_values(&s);
     assert_eq!(lines.len(), 3, "{lines:?}");
     assert_eq!(lines[0]["value"], json!({"user_id": "u1", "email": "***"}));
@@ -723,7 +720,7 @@ fn pipeline_masks_with_a_wasm_transform_and_routes_with_a_wasm_partitioner() {
 
 #[test]
 fn pipeline_decodes_with_a_wasm_format() {
-    let s = common::Scratch::new();
+    let s = kit::Scratch::new();
     s.write("in/a.txt", "1,ann,true\n2,\"b, c\",false\n");
     let decode = format!(
         "{{ wasm: {}, config: {{ columns: [{{name: id, type: integer}}, {{name: name}}, {{name: ok, type: boolean}}] }} }}",
@@ -731,7 +728,7 @@ fn pipeline_decodes_with_a_wasm_format() {
     );
     s.write("spec.yaml", &pipeline_spec("wasm-csv", &decode, ""));
     let out = s.run(&["run", "spec.yaml"]);
-    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(out.status.success(), "{}", kit::stderr(&out));
     let values: Vec<_> = envelope_values(&s)
         .into_iter()
         .map(|l| l["value"].clone())
@@ -759,11 +756,11 @@ fn hostile_spec(tolerance: &str) -> String {
 
 #[test]
 fn pipeline_sends_batches_of_a_failing_plugin_to_the_dead_letter_file_and_goes_on() {
-    let s = common::Scratch::new();
+    let s = kit::Scratch::new();
     s.write("in/a.txt", HOSTILE_INPUT);
     s.write("spec.yaml", &hostile_spec("all"));
     let out = s.run(&["run", "spec.yaml"]);
-    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(out.status.success(), "{}", kit::stderr(&out));
     let ns: Vec<_> = envelope_values(&s)
         .iter()
         .map(|l| l["value"]["n"].clone())
@@ -789,7 +786,7 @@ fn pipeline_sends_batches_of_a_failing_plugin_to_the_dead_letter_file_and_goes_o
 
 #[test]
 fn pipeline_with_tolerance_none_stops_at_a_failing_plugin() {
-    let s = common::Scratch::new();
+    let s = kit::Scratch::new();
     s.write("in/a.txt", HOSTILE_INPUT);
     s.write("spec.yaml", &hostile_spec("none"));
     let out = s.run(&["run", "spec.yaml"]);
@@ -797,7 +794,7 @@ fn pipeline_with_tolerance_none_stops_at_a_failing_plugin() {
         !out.status.success(),
         "a plugin failure must stop the pipeline"
     );
-    let err = common::stderr(&out);
+    let err = kit::stderr(&out);
     assert!(
         err.contains("hostile.wasm") && err.contains("timed out"),
         "{err}"
@@ -826,7 +823,7 @@ fn hostile_spec_with(tolerance: &str, limits: &str) -> String {
     pipeline_spec("hostile", "json", &extra)
 }
 
-fn dead_letters(s: &common::Scratch) -> Vec<Value> {
+fn dead_letters(s: &kit::Scratch) -> Vec<Value> {
     s.lines("dlq.jsonl")
         .iter()
         .map(|l| serde_json::from_str(l).expect("a dead-letter line"))
@@ -834,9 +831,9 @@ fn dead_letters(s: &common::Scratch) -> Vec<Value> {
 }
 
 /// Runs `sluice run spec.yaml` in `s`, killing it (and failing) after `limit`.
-fn run_within(s: &common::Scratch, limit: Duration) -> (std::process::ExitStatus, String) {
+fn run_within(s: &kit::Scratch, limit: Duration) -> (std::process::ExitStatus, String) {
     let mut child = s.spawn(&["run", "spec.yaml"]);
-    let status = common::wait_exit(&mut child, limit);
+    let status = kit::wait_exit(&mut child, limit);
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
         use std::io::Read;
@@ -847,7 +844,7 @@ fn run_within(s: &common::Scratch, limit: Duration) -> (std::process::ExitStatus
 
 #[test]
 fn pipeline_dead_letters_a_plugin_that_waits_in_wasi_within_its_timeout() {
-    let s = common::Scratch::new();
+    let s = kit::Scratch::new();
     s.write("in/a.txt", WAITING_INPUT);
     s.write(
         "spec.yaml",
@@ -880,14 +877,14 @@ fn pipeline_dead_letters_a_plugin_that_waits_in_wasi_within_its_timeout() {
 
     // Each waiting batch alone: it fails within the timeout + 1 s.
     for cmd in ["sleep", "block-forever", "poll-forever"] {
-        let s = common::Scratch::new();
+        let s = kit::Scratch::new();
         s.write("in/a.txt", &format!("\"{cmd}\"\n{{\"n\":1}}\n"));
         s.write(
             "spec.yaml",
             &hostile_spec_with("all", "    timeout: 50ms\n"),
         );
         let baseline = {
-            let b = common::Scratch::new();
+            let b = kit::Scratch::new();
             b.write("in/a.txt", "{\"n\":0}\n{\"n\":1}\n");
             b.write(
                 "spec.yaml",
@@ -912,7 +909,7 @@ fn pipeline_dead_letters_a_plugin_that_waits_in_wasi_within_its_timeout() {
 
 #[test]
 fn pipeline_with_tolerance_none_stops_at_a_plugin_that_sleeps() {
-    let s = common::Scratch::new();
+    let s = kit::Scratch::new();
     s.write("in/a.txt", "{\"n\":1}\n\"block-forever\"\n{\"n\":2}\n");
     s.write(
         "spec.yaml",
@@ -933,7 +930,7 @@ fn pipeline_with_tolerance_none_stops_at_a_plugin_that_sleeps() {
 
 #[test]
 fn sigterm_drains_promptly_while_a_plugin_waits_in_wasi() {
-    let s = common::Scratch::new();
+    let s = kit::Scratch::new();
     let mut input = String::from("{\"n\":1}\n");
     input.push_str(&"\"block-forever\"\n".repeat(20));
     s.write("in/a.txt", &input);
@@ -946,16 +943,16 @@ fn sigterm_drains_promptly_while_a_plugin_waits_in_wasi() {
     );
     let mut child = s.spawn(&["run", "spec.yaml"]);
     assert!(
-        common::wait_for(Duration::from_secs(60), || !s
+        kit::wait_for(Duration::from_secs(60), || !s
             .lines("out/data.jsonl")
             .is_empty()),
         "the first record was never written"
     );
-    common::signal(&child, "-TERM");
+    kit::signal(&child, "-TERM");
     let signalled = Instant::now();
     // The drain finishes the batch in the plugin and the one queued (`channel_capacity: 1`), each
     // ended by the 1 s timeout; then the pipeline exits.
-    let status = common::wait_exit(&mut child, Duration::from_secs(20));
+    let status = kit::wait_exit(&mut child, Duration::from_secs(20));
     assert!(status.success(), "exit {status:?}");
     let took = signalled.elapsed();
     assert!(took < Duration::from_secs(3 + 1), "{took:?}");
@@ -967,7 +964,7 @@ fn sigterm_drains_promptly_while_a_plugin_waits_in_wasi() {
 
 #[test]
 fn pipeline_dead_letters_an_output_bomb_and_lives() {
-    let s = common::Scratch::new();
+    let s = kit::Scratch::new();
     // 1.2 million empty output records for one input (6 MB of output from a 128 MiB plugin):
     // over the per-batch output-record limit.
     s.write("in/a.txt", "{\"n\":1}\n\"bomb:1200000\"\n{\"n\":2}\n");
@@ -994,7 +991,7 @@ fn pipeline_dead_letters_an_output_bomb_and_lives() {
 
 #[test]
 fn plugin_test_runs_a_plugin_that_sleeps_prints_or_waits() {
-    let s = common::Scratch::new();
+    let s = kit::Scratch::new();
     let wasm = wasm::plugin("hostile");
     let wasm = wasm.to_str().unwrap();
     // A short sleep works, as under `sluice run` (it used to panic the host: "Cannot start a
@@ -1009,11 +1006,11 @@ fn plugin_test_runs_a_plugin_that_sleeps_prints_or_waits() {
         "--input",
         "nap.txt",
     ]);
-    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(out.status.success(), "{}", kit::stderr(&out));
     assert!(
-        common::stdout(&out).contains("# 2 records in, 2 out, 0 dropped, 0 errors"),
+        kit::stdout(&out).contains("# 2 records in, 2 out, 0 dropped, 0 errors"),
         "{}",
-        common::stdout(&out)
+        kit::stdout(&out)
     );
     // A panic writes to stderr (a blocking WASI stream write) and is reported, not a host panic.
     s.write("panic.txt", "\"panic\"\n");
@@ -1026,11 +1023,11 @@ fn plugin_test_runs_a_plugin_that_sleeps_prints_or_waits() {
         "--input",
         "panic.txt",
     ]);
-    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", kit::stderr(&out));
     assert!(
-        common::stderr(&out).contains("hostile plugin panics on purpose"),
+        kit::stderr(&out).contains("hostile plugin panics on purpose"),
         "{}",
-        common::stderr(&out)
+        kit::stderr(&out)
     );
     // A wait that never ends is stopped by the default 200 ms timeout.
     s.write("wait.txt", "\"block-forever\"\n");
@@ -1044,7 +1041,7 @@ fn plugin_test_runs_a_plugin_that_sleeps_prints_or_waits() {
         "--input",
         "wait.txt",
     ]);
-    let status = common::wait_exit(&mut child, Duration::from_secs(30));
+    let status = kit::wait_exit(&mut child, Duration::from_secs(30));
     assert_eq!(status.code(), Some(1));
     let mut err = String::new();
     use std::io::Read;
@@ -1079,7 +1076,7 @@ fn user_lines(n: u32) -> String {
 
 /// Runs `sluice plugin test` on a partitioner and returns its route lines.
 fn plugin_test_routes(wasm_file: &Path, config: &str, input: &Path) -> Vec<String> {
-    let run = std::process::Command::new(common::sluice_bin())
+    let run = std::process::Command::new(kit::sluice_bin())
         .args(["plugin", "test"])
         .arg(wasm_file)
         .args(["--kind", "partitioner", "--config", config])
@@ -1102,7 +1099,7 @@ fn plugin_test_routes(wasm_file: &Path, config: &str, input: &Path) -> Vec<Strin
 
 #[test]
 fn a_python_partitioner_routes_exactly_like_the_rust_one_through_the_binary() {
-    let dir = wasm::repo_root().join("plugins/python-field-partitioner");
+    let dir = kit::repo_root().join("plugins/python-field-partitioner");
     // Its native tests pass under plain Python.
     python_unittest(&dir);
     let python = wasm::build_python_plugin(
@@ -1113,7 +1110,7 @@ fn a_python_partitioner_routes_exactly_like_the_rust_one_through_the_binary() {
     let rust = wasm::plugin("field-partitioner");
 
     // Keys and partition indexes, record by record, as `sluice plugin test` prints them.
-    let s = common::Scratch::new();
+    let s = kit::Scratch::new();
     s.write("in/users.txt", &user_lines(60));
     let config = r#"{"fields":["user_id","region"]}"#;
     let py_routes = plugin_test_routes(&python, config, &s.path("in/users.txt"));
@@ -1132,7 +1129,7 @@ fn a_python_partitioner_routes_exactly_like_the_rust_one_through_the_binary() {
     // And in a pipeline run by the binary: the same partition keys as the Rust plugin gives.
     let mut keys = Vec::new();
     for (name, wasm_file) in [("py", &python), ("rs", &rust)] {
-        let s = common::Scratch::new();
+        let s = kit::Scratch::new();
         s.write("in/users.txt", &user_lines(60));
         s.write(
             "spec.yaml",
@@ -1146,7 +1143,7 @@ fn a_python_partitioner_routes_exactly_like_the_rust_one_through_the_binary() {
             ),
         );
         let out = s.run(&["run", "spec.yaml"]);
-        assert!(out.status.success(), "{}", common::stderr(&out));
+        assert!(out.status.success(), "{}", kit::stderr(&out));
         let got: Vec<String> = envelope_values(&s)
             .iter()
             .map(|v| {
@@ -1170,7 +1167,7 @@ fn python_unittest(dir: &Path) {
         std::process::Command::new("python3")
             .args(["-m", "unittest", "-q"])
             .current_dir(dir)
-            .env("PYTHONPATH", wasm::repo_root().join("sdk/python"))
+            .env("PYTHONPATH", kit::repo_root().join("sdk/python"))
             .env("PYTHONDONTWRITEBYTECODE", "1"),
     );
 }
@@ -1179,7 +1176,7 @@ fn python_unittest(dir: &Path) {
 fn a_python_plugin_scaffolded_outside_the_repository_builds_tests_and_runs() {
     let home = tempfile::tempdir().unwrap();
     let new = |name: &str, kind: &str| {
-        std::process::Command::new(common::sluice_bin())
+        std::process::Command::new(kit::sluice_bin())
             .args(["plugin", "new", name, "--kind", kind, "--lang", "python"])
             .current_dir(home.path())
             .env("SLUICE_CACHE_DIR", home.path().join("cache"))
@@ -1187,7 +1184,7 @@ fn a_python_plugin_scaffolded_outside_the_repository_builds_tests_and_runs() {
             .unwrap()
     };
     let made = new("py-router", "partitioner");
-    assert!(made.status.success(), "{}", common::stderr(&made));
+    assert!(made.status.success(), "{}", kit::stderr(&made));
     let root = home.path().join("py-router");
     python_unittest(&root);
     run_ok(
@@ -1211,18 +1208,18 @@ fn a_python_plugin_scaffolded_outside_the_repository_builds_tests_and_runs() {
     assert!(routes[2].contains("field `user` is missing"), "{routes:?}");
     // A transform project passes its native tests too.
     let made = new("py-tagger", "transform");
-    assert!(made.status.success(), "{}", common::stderr(&made));
+    assert!(made.status.success(), "{}", kit::stderr(&made));
     python_unittest(&home.path().join("py-tagger"));
     // A format cannot be written in Python: a clear refusal.
     let refused = new("py-format", "format");
     assert!(!refused.status.success());
-    assert!(common::stderr(&refused).contains("transforms or partitioners"));
+    assert!(kit::stderr(&refused).contains("transforms or partitioners"));
 }
 
 #[test]
 fn plugin_test_takes_envelopes_from_stdin_and_prints_envelopes() {
     use std::io::Write as _;
-    let mut child = std::process::Command::new(common::sluice_bin())
+    let mut child = std::process::Command::new(kit::sluice_bin())
         .args(["plugin", "test"])
         .arg(wasm::plugin("field-partitioner"))
         .args([
@@ -1270,25 +1267,25 @@ fn plugin_test_takes_envelopes_from_stdin_and_prints_envelopes() {
     assert!(first["route"]["index"].as_u64().is_some_and(|i| i < 4));
     assert!(lines[1].starts_with("! record 1:"), "{stdout}");
     // A malformed envelope names its line.
-    let bad = std::process::Command::new(common::sluice_bin())
+    let bad = std::process::Command::new(kit::sluice_bin())
         .args(["plugin", "test"])
         .arg(wasm::plugin("identity"))
         .args(["--kind", "transform", "--envelopes", "--input"])
-        .arg(wasm::repo_root().join("tests/fixtures/bad/jq.yaml"))
+        .arg(kit::repo_root().join("tests/fixtures/bad/jq.yaml"))
         .output()
         .unwrap();
     assert!(!bad.status.success());
     assert!(
-        common::stderr(&bad).contains("jq.yaml:1: not a JSON envelope"),
+        kit::stderr(&bad).contains("jq.yaml:1: not a JSON envelope"),
         "{}",
-        common::stderr(&bad)
+        kit::stderr(&bad)
     );
 }
 
 #[test]
 fn a_rebuilt_plugin_is_swapped_in_while_running_and_a_bad_one_refused() {
     use std::io::Write as _;
-    let s = common::Scratch::new();
+    let s = kit::Scratch::new();
     // The running plugin is a copy that the test replaces as a rebuild would (write, rename).
     let replace = |from: &Path| {
         let tmp = s.path("t.wasm.tmp");
@@ -1320,7 +1317,7 @@ fn a_rebuilt_plugin_is_swapped_in_while_running_and_a_bad_one_refused() {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             send(line);
-            if common::wait_for(Duration::from_millis(300), || want(&out())) {
+            if kit::wait_for(Duration::from_millis(300), || want(&out())) {
                 return;
             }
             assert!(Instant::now() < deadline, "never: {:?}", out());
@@ -1341,7 +1338,7 @@ fn a_rebuilt_plugin_is_swapped_in_while_running_and_a_bad_one_refused() {
     );
     let before = out().len();
     send("\"marker-1\"");
-    assert!(common::wait_for(Duration::from_secs(10), || out()
+    assert!(kit::wait_for(Duration::from_secs(10), || out()
         .contains(&"\"marker-1\"".to_string())));
     assert!(out().len() > before);
 
@@ -1353,7 +1350,7 @@ fn a_rebuilt_plugin_is_swapped_in_while_running_and_a_bad_one_refused() {
     let seen = out().len();
     send("\"bomb:0\"");
     send("\"marker-2\"");
-    assert!(common::wait_for(Duration::from_secs(10), || out()
+    assert!(kit::wait_for(Duration::from_secs(10), || out()
         .contains(&"\"marker-2\"".to_string())));
     let after: Vec<String> = out()[seen..].to_vec();
     assert_eq!(
@@ -1362,6 +1359,6 @@ fn a_rebuilt_plugin_is_swapped_in_while_running_and_a_bad_one_refused() {
         "bomb:0 now makes nothing"
     );
     drop(stdin);
-    let status = common::wait_exit(&mut child, Duration::from_secs(30));
+    let status = kit::wait_exit(&mut child, Duration::from_secs(30));
     assert!(status.success(), "{}", s.read("sluice.log"));
 }

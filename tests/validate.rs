@@ -3,11 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-mod common;
-#[path = "common/wasm.rs"]
-mod wasm;
-
-use common::*;
+use sluice_test_kit::*;
 
 /// Runs `sluice validate` on a fixture from `tests/fixtures/bad`, from that folder, so the
 /// messages show the bare file name.
@@ -77,18 +73,11 @@ fn print_redacts_secrets() {
 
 #[test]
 fn print_redacts_every_librdkafka_sensitive_property() {
-    let s = Scratch::new();
-    s.write(
-        "spec.yaml",
+    let (printed, err) = validate_print(
         "version: 1\nname: sec\nsource:\n  type: kafka\n  brokers: [127.0.0.1:9092]\n  topics: [t]\n  group: g\n  properties:\n    sasl.oauthbearer.assertion.private.key.pem: hunter2-pem\n    sasl.oauthbearer.assertion.private.key.passphrase: hunter2-pass\n    sasl.oauthbearer.client.secret: hunter2-secret\n    ssl.keystore.password: hunter2-ks\n    ssl.key.location: /hunter2/key\n    ssl.key.pem: hunter2-keypem\n    sasl.password: ${PW}\n    client.rack: rack-1\nsink: {type: stdout}\noffsets:\n  store: kafka\n  brokers: [127.0.0.1:9092]\n  properties:\n    sasl.password: 12345\n",
+        &[("PW", "hunter2-env")],
     );
-    let out = s
-        .cmd(&["validate", "--print", "spec.yaml"])
-        .env("PW", "hunter2-env")
-        .output()
-        .expect("run sluice validate");
-    let text = stdout(&out) + &stderr(&out);
-    assert!(out.status.success(), "{text}");
+    let text = printed + &err;
     assert!(
         !text.contains("hunter2") && !text.contains("12345"),
         "{text}"
@@ -100,27 +89,31 @@ fn print_redacts_every_librdkafka_sensitive_property() {
     assert!(text.contains("client.rack: rack-1"), "{text}");
 }
 
+/// Every spec the project ships, user examples and the bench scripts' specs alike, validates
+/// (the bench specs take their endpoints and sizes from `${VAR:-default}`, so the defaults must
+/// be valid too).
 #[test]
-fn every_example_spec_is_valid() {
-    let examples = repo_root().join("examples");
+fn every_example_and_bench_spec_is_valid() {
     // Example specs name plugins under ${SLUICE_PLUGIN_DIR}: point it at the test build.
     let plugin_dir = wasm::plugins_dir();
-    let mut n = 0;
-    for entry in std::fs::read_dir(&examples).expect("examples/") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_some_and(|e| e == "yaml") {
-            let out = std::process::Command::new(sluice_bin())
-                .arg("validate")
-                .arg(&path)
-                .env("SLUICE_PLUGIN_DIR", plugin_dir)
-                .current_dir(repo_root())
-                .output()
-                .expect("validate");
-            assert!(out.status.success(), "{}: {}", path.display(), stdout(&out));
-            n += 1;
+    for folder in ["examples", "scripts/bench/specs"] {
+        let mut n = 0;
+        for entry in std::fs::read_dir(repo_root().join(folder)).expect(folder) {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let out = std::process::Command::new(sluice_bin())
+                    .arg("validate")
+                    .arg(&path)
+                    .env("SLUICE_PLUGIN_DIR", plugin_dir)
+                    .current_dir(repo_root())
+                    .output()
+                    .expect("validate");
+                assert!(out.status.success(), "{}: {}", path.display(), stdout(&out));
+                n += 1;
+            }
         }
+        assert!(n > 0, "no specs found in {folder}");
     }
-    assert!(n > 0, "no example specs found");
 }
 
 #[test]
@@ -153,12 +146,9 @@ fn the_spec_reference_in_docs_is_up_to_date() {
 
 #[test]
 fn print_shows_the_resolved_spec() {
-    let s = Scratch::new();
-    s.write(
-        "spec.yaml",
+    let (printed, _) = validate_print(
         "version: 1\nname: p\nsource:\n  type: generator\n  count: ${N:-7}\nsink: {type: stdout}\n",
+        &[],
     );
-    let out = s.run(&["validate", "--print", "spec.yaml"]);
-    assert!(out.status.success(), "{}", stdout(&out));
-    assert!(stdout(&out).contains("count: 7"), "{}", stdout(&out));
+    assert!(printed.contains("count: 7"), "{printed}");
 }

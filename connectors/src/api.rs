@@ -37,6 +37,29 @@ pub struct SourceBatch {
     pub end_offset: Option<Offset>,
 }
 
+impl SourceBatch {
+    /// Records of a partition that goes on.
+    pub fn records(partition: PartitionId, records: Vec<Record>) -> Self {
+        Self {
+            partition,
+            records,
+            end_of_partition: false,
+            end_offset: None,
+        }
+    }
+
+    /// The last records (maybe none) of a partition that ends, with the offset to record as
+    /// its end.
+    pub fn end(partition: PartitionId, records: Vec<Record>, end_offset: Option<Offset>) -> Self {
+        Self {
+            partition,
+            records,
+            end_of_partition: true,
+            end_offset,
+        }
+    }
+}
+
 /// What a running source gets from the runtime.
 pub struct SourceContext {
     /// Offsets committed by earlier runs: resume after them.
@@ -113,11 +136,50 @@ impl Lag {
 impl SourceContext {
     /// Sends a batch; returns false when the pipeline is stopping and the source should return.
     pub async fn send(&self, batch: SourceBatch) -> bool {
-        tokio::select! {
-            biased;
-            _ = self.shutdown.cancelled() => false,
-            r = self.output.send(batch) => r.is_ok(),
-        }
+        send_or_stop(&self.output, &self.shutdown, batch).await
+    }
+
+    /// A sender for a task of this source (a shard reader), stopping with the pipeline.
+    pub fn sender(&self) -> BatchSender {
+        BatchSender::new(self.output.clone(), self.shutdown.clone())
+    }
+}
+
+/// Where a source's partition tasks send batches: the pipeline's channel and the signal that
+/// stops them. Cloneable, so each task holds one.
+#[derive(Debug, Clone)]
+pub struct BatchSender {
+    output: mpsc::Sender<SourceBatch>,
+    stop: CancellationToken,
+}
+
+impl BatchSender {
+    pub fn new(output: mpsc::Sender<SourceBatch>, stop: CancellationToken) -> Self {
+        Self { output, stop }
+    }
+
+    /// Sends a batch; returns false when the task is stopping and should return.
+    pub async fn send(&self, batch: SourceBatch) -> bool {
+        send_or_stop(&self.output, &self.stop, batch).await
+    }
+
+    /// The same channel with another stop signal (one partition's, when its grant can be
+    /// withdrawn on its own).
+    pub fn with_stop(&self, stop: CancellationToken) -> Self {
+        Self::new(self.output.clone(), stop)
+    }
+}
+
+/// Sends unless `stop` fires first (a full channel must not hold up a stopping source).
+async fn send_or_stop(
+    output: &mpsc::Sender<SourceBatch>,
+    stop: &CancellationToken,
+    batch: SourceBatch,
+) -> bool {
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => false,
+        r = output.send(batch) => r.is_ok(),
     }
 }
 

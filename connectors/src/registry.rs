@@ -1,5 +1,6 @@
 //! Every source and sink a spec can name, in one place. Adding a connector adds one line to each
-//! enum it implements (and one arm to the `match`es below).
+//! `registry!` it implements (its `type:` name is written there only) and one arm to the
+//! `check`/`build` `match`es below (the compiler lists them).
 
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -8,55 +9,73 @@ use crate::api::{Sink, Source};
 use crate::error::ConnectorError;
 use crate::{ConfigIssue, discard, dynamodb, file, generator, kafka, kinesis, stdio};
 
-/// Where records come from. `type:` picks the connector.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum SourceConfig {
-    /// Deterministic `user_behavior` records, for demos, tests and benchmarks.
-    Generator(generator::GeneratorConfig),
-    /// Lines of one or more files.
-    File(file::FileSourceConfig),
-    /// Lines of standard input.
-    Stdin(stdio::StdinConfig),
-    /// A DynamoDB table: a parallel-Scan snapshot, its DynamoDB Stream, or both.
-    Dynamodb(dynamodb::DynamoSourceConfig),
-    /// Kafka topics, read as a member of a consumer group.
-    Kafka(kafka::KafkaSourceConfig),
-    /// A Kinesis data stream, shard by shard (polling or enhanced fan-out).
-    Kinesis(kinesis::KinesisSourceConfig),
+/// Declares a `type:`-tagged choice of connectors: each line is the `type:` name (written only
+/// here), the variant and its config. Generates the enum and `kind()`.
+macro_rules! registry {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$vmeta:meta])* $tag:literal => $variant:ident($config:ty), )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Deserialize, JsonSchema)]
+        #[serde(tag = "type")]
+        pub enum $name {
+            $( $(#[$vmeta])* #[serde(rename = $tag)] $variant($config), )*
+        }
+
+        impl $name {
+            /// Every connector's name as written in `type:`.
+            pub const KINDS: &[&str] = &[$($tag),*];
+
+            /// The connector's name as written in `type:`.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $( Self::$variant(_) => $tag, )*
+                }
+            }
+        }
+    };
 }
 
-/// Where records go. `type:` picks the connector.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum SinkConfig {
-    /// Appends records to a file, one per line.
-    File(file::FileSinkConfig),
-    /// Writes records to standard output, one per line.
-    Stdout(stdio::StdoutConfig),
-    /// A DynamoDB table, written with BatchWriteItem (puts and deletes).
-    Dynamodb(dynamodb::DynamoSinkConfig),
-    /// Discards records (benchmarks, dry runs).
-    Discard(discard::DiscardConfig),
-    /// A Kafka topic, through an idempotent producer.
-    Kafka(kafka::KafkaSinkConfig),
-    /// A Kinesis data stream, written with PutRecords.
-    Kinesis(kinesis::KinesisSinkConfig),
+registry! {
+    /// Where records come from. `type:` picks the connector.
+    pub enum SourceConfig {
+        /// Deterministic `user_behavior` records, for demos, tests and benchmarks.
+        "generator" => Generator(generator::GeneratorConfig),
+        /// Lines of one or more files.
+        "file" => File(file::FileSourceConfig),
+        /// Lines of standard input.
+        "stdin" => Stdin(stdio::StdinConfig),
+        /// A DynamoDB table: a parallel-Scan snapshot, its DynamoDB Stream, or both.
+        "dynamodb" => Dynamodb(dynamodb::DynamoSourceConfig),
+        /// Kafka topics, read as a member of a consumer group.
+        "kafka" => Kafka(kafka::KafkaSourceConfig),
+        /// A Kinesis data stream, shard by shard (polling or enhanced fan-out).
+        "kinesis" => Kinesis(kinesis::KinesisSourceConfig),
+    }
+}
+
+registry! {
+    /// Where records go. `type:` picks the connector.
+    pub enum SinkConfig {
+        /// Appends records to a file, one per line.
+        "file" => File(file::FileSinkConfig),
+        /// Writes records to standard output, one per line.
+        "stdout" => Stdout(stdio::StdoutConfig),
+        /// A DynamoDB table, written with BatchWriteItem (puts and deletes).
+        "dynamodb" => Dynamodb(dynamodb::DynamoSinkConfig),
+        /// Discards records (benchmarks, dry runs).
+        "discard" => Discard(discard::DiscardConfig),
+        /// A Kafka topic, through an idempotent producer.
+        "kafka" => Kafka(kafka::KafkaSinkConfig),
+        /// A Kinesis data stream, written with PutRecords.
+        "kinesis" => Kinesis(kinesis::KinesisSinkConfig),
+    }
 }
 
 impl SourceConfig {
-    /// The connector's name as written in `type:`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Generator(_) => "generator",
-            Self::File(_) => "file",
-            Self::Stdin(_) => "stdin",
-            Self::Dynamodb(_) => "dynamodb",
-            Self::Kafka(_) => "kafka",
-            Self::Kinesis(_) => "kinesis",
-        }
-    }
-
     /// Checks beyond the schema, without I/O.
     pub fn check(&self) -> Vec<ConfigIssue> {
         match self {
@@ -93,18 +112,6 @@ pub fn check_pair(source: &SourceConfig, sink: &SinkConfig) -> Vec<ConfigIssue> 
 }
 
 impl SinkConfig {
-    /// The connector's name as written in `type:`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::File(_) => "file",
-            Self::Stdout(_) => "stdout",
-            Self::Dynamodb(_) => "dynamodb",
-            Self::Discard(_) => "discard",
-            Self::Kafka(_) => "kafka",
-            Self::Kinesis(_) => "kinesis",
-        }
-    }
-
     /// Where records go, for people: `file out/clicks.jsonl`.
     pub fn target(&self) -> String {
         match self {
@@ -138,5 +145,44 @@ impl SinkConfig {
             Self::Kafka(c) => Box::new(kafka::KafkaSink::connect(c).await?),
             Self::Kinesis(c) => Box::new(kinesis::KinesisSink::connect(c.clone()).await?),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `type:` values the generated schema accepts, in order.
+    fn schema_tags(schema: schemars::Schema) -> Vec<String> {
+        let v = serde_json::to_value(schema).unwrap();
+        v["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                let t = &b["properties"]["type"];
+                t.get("const")
+                    .or_else(|| t["enum"].get(0))
+                    .and_then(|x| x.as_str())
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn kind_is_the_type_tag_of_every_source_and_sink() {
+        assert_eq!(
+            schema_tags(schemars::schema_for!(SourceConfig)),
+            SourceConfig::KINDS
+        );
+        assert_eq!(
+            schema_tags(schemars::schema_for!(SinkConfig)),
+            SinkConfig::KINDS
+        );
+        let s: SourceConfig = serde_json::from_str(r#"{"type": "stdin"}"#).unwrap();
+        assert_eq!(s.kind(), "stdin");
+        let s: SinkConfig = serde_json::from_str(r#"{"type": "discard"}"#).unwrap();
+        assert_eq!(s.kind(), "discard");
     }
 }

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::units::Dur;
 
 /// How one kind of call is retried: attempts, and delays growing from `base` by `exp` up to
 /// `max`, each randomised ("full jitter") so that many workers do not retry in step.
-#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Retries after the first attempt (0: no retry).
@@ -23,7 +23,7 @@ pub struct RetryPolicy {
 }
 
 /// Exponential backoff.
-#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Backoff {
     /// The first delay.

@@ -20,10 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-
-use crate::api::{CommittedOffsets, SourceBatch};
+use crate::api::{BatchSender, CommittedOffsets, SourceBatch};
 use crate::record::Offset;
 
 /// The offset of the last record each shard's reader sent into the pipeline: what a source
@@ -32,25 +29,16 @@ use crate::record::Offset;
 pub struct SentOffsets(std::sync::Mutex<HashMap<String, Offset>>);
 
 impl SentOffsets {
-    /// Sends `batch` unless `stop` fires first (then it is not sent); remembers its last offset
-    /// once sent.
-    pub async fn send(
-        &self,
-        output: &mpsc::Sender<SourceBatch>,
-        stop: &CancellationToken,
-        batch: SourceBatch,
-    ) -> bool {
+    /// Sends `batch` through `sender` (unless it is stopping: then it is not sent); remembers
+    /// its last offset once sent.
+    pub async fn send(&self, sender: &BatchSender, batch: SourceBatch) -> bool {
         let shard = batch.partition.to_string();
         let last = batch
             .records
             .last()
             .map(|r| r.offset.clone())
             .or_else(|| batch.end_offset.clone());
-        let sent = tokio::select! {
-            biased;
-            _ = stop.cancelled() => false,
-            r = output.send(batch) => r.is_ok(),
-        };
+        let sent = sender.send(batch).await;
         if sent && let Some(o) = last {
             self.0
                 .lock()

@@ -22,17 +22,21 @@ pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
 pub const DURATION_PATTERN: &str = r"^\s*[0-9]+(\.[0-9]+)?\s*(ns|us|µs|ms|s|m|h|d)\s*$";
 pub const SIZE_PATTERN: &str = r"^\s*[0-9]+(\.[0-9]+)?\s*(B|KB|MB|GB|KiB|MiB|GiB|k|K|M|G)?\s*$";
 
-/// Parses `200ms`, `5s`, `1.5m`, `2h`, `30d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+/// Splits `1.5 MiB` into its number and its unit (trimmed); `what` says what was expected.
+fn number_and_unit<'a>(s: &'a str, what: &str) -> Result<(f64, &'a str), String> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (write e.g. 200ms, 5s, 1m, 2h, 30d)"))?;
-    let secs = match unit.trim() {
+    let n = num.parse().map_err(|_| format!("`{s}` is not {what}"))?;
+    Ok((n, unit.trim()))
+}
+
+/// Parses `200ms`, `5s`, `1.5m`, `2h`, `30d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (n, unit) = number_and_unit(s, "a duration (write e.g. 200ms, 5s, 1m, 2h, 30d)")?;
+    let secs = match unit {
         "ns" => n / 1e9,
         "us" | "µs" => n / 1e6,
         "ms" => n / 1e3,
@@ -57,15 +61,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Parses `512KiB`, `5MiB`, `1GB`, `100`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (write e.g. 512KiB, 5MiB, 1GB)"))?;
-    let mult: f64 = match unit.trim() {
+    let (n, unit) = number_and_unit(s, "a size (write e.g. 512KiB, 5MiB, 1GB)")?;
+    let mult: f64 = match unit {
         "" | "B" => 1.0,
         "KB" | "k" | "K" => 1e3,
         "MB" | "M" => 1e6,

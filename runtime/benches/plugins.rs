@@ -7,9 +7,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-#[path = "../../tests/common/wasm.rs"]
-mod wasm;
-
 use std::borrow::Cow;
 use std::fmt;
 use std::hint::black_box;
@@ -26,6 +23,7 @@ use sluice_runtime::plugin::PluginHost;
 use sluice_runtime::spec::JqSpec;
 use sluice_runtime::spec::plugin::PluginSpec;
 use sluice_runtime::stage::{Outcome, Stage};
+use sluice_test_kit::wasm;
 
 const BATCHES: [usize; 3] = [1, 100, 1000];
 
@@ -147,6 +145,30 @@ fn size_name(size: usize) -> &'static str {
     if size < 1000 { "100B" } else { "1KiB" }
 }
 
+/// A benchmark case: its name, the one batch size it runs at (`ALL`: every size) and the work.
+type Case<'a> = (&'static str, Option<usize>, &'a mut dyn FnMut(&[Record]));
+const ALL: Option<usize> = None;
+
+/// Groups `{group}/100B` and `{group}/1KiB`: every case over batches of each of `BATCHES`
+/// records of that size.
+fn compare(c: &mut Criterion, group: &str, cases: &mut [Case<'_>]) {
+    for size in [100, 1024] {
+        let mut g = c.benchmark_group(format!("{group}/{}", size_name(size)));
+        for n in BATCHES {
+            let batch = records(n, size);
+            g.throughput(Throughput::Elements(n as u64));
+            for (name, only, run) in cases.iter_mut() {
+                if only.is_none_or(|only| only == n) {
+                    g.bench_with_input(BenchmarkId::new(*name, n), &batch, |b, batch| {
+                        b.iter(|| run(batch))
+                    });
+                }
+            }
+        }
+        g.finish();
+    }
+}
+
 fn transforms(c: &mut Criterion) {
     let host = PluginHost::new().expect("start the plugin host");
     let mut identity = host
@@ -165,41 +187,29 @@ fn transforms(c: &mut Criterion) {
     fueled.fuel = Some(u64::MAX / 4);
     let mut mask_fuel = host.transform(&fueled, "/".as_ref()).unwrap();
 
-    for size in [100, 1024] {
-        let mut g = c.benchmark_group(format!("identity/{}", size_name(size)));
-        for n in BATCHES {
-            let batch = records(n, size);
-            g.throughput(Throughput::Elements(n as u64));
-            g.bench_with_input(BenchmarkId::new("wasm", n), &batch, |b, batch| {
-                b.iter(|| black_box(identity.process(batch).unwrap()))
-            });
-            g.bench_with_input(BenchmarkId::new("native", n), &batch, |b, batch| {
-                b.iter(|| black_box(native_identity(batch)))
-            });
-        }
-        g.finish();
-
-        let mut g = c.benchmark_group(format!("mask/{}", size_name(size)));
-        for n in BATCHES {
-            let batch = records(n, size);
-            g.throughput(Throughput::Elements(n as u64));
-            g.bench_with_input(BenchmarkId::new("wasm", n), &batch, |b, batch| {
-                b.iter(|| black_box(mask.process(batch).unwrap()))
-            });
-            g.bench_with_input(BenchmarkId::new("native", n), &batch, |b, batch| {
-                b.iter(|| black_box(native_mask(batch, &["email"])))
-            });
-            g.bench_with_input(BenchmarkId::new("jq", n), &batch, |b, batch| {
-                b.iter(|| black_box(jq.process(batch).unwrap()))
-            });
-            if n == 1000 {
-                g.bench_with_input(BenchmarkId::new("wasm+fuel", n), &batch, |b, batch| {
-                    b.iter(|| black_box(mask_fuel.process(batch).unwrap()))
-                });
-            }
-        }
-        g.finish();
-    }
+    let identity = &mut |b: &[Record]| drop(black_box(identity.process(b).unwrap()));
+    compare(
+        c,
+        "identity",
+        &mut [
+            ("wasm", ALL, identity),
+            ("native", ALL, &mut |b| drop(black_box(native_identity(b)))),
+        ],
+    );
+    let mask = &mut |b: &[Record]| drop(black_box(mask.process(b).unwrap()));
+    let mask_fuel = &mut |b: &[Record]| drop(black_box(mask_fuel.process(b).unwrap()));
+    compare(
+        c,
+        "mask",
+        &mut [
+            ("wasm", ALL, mask),
+            ("native", ALL, &mut |b| {
+                drop(black_box(native_mask(b, &["email"])))
+            }),
+            ("jq", ALL, &mut |b| drop(black_box(jq.process(b).unwrap()))),
+            ("wasm+fuel", Some(1000), mask_fuel),
+        ],
+    );
 }
 
 fn partitioners(c: &mut Criterion) {
@@ -210,20 +220,17 @@ fn partitioners(c: &mut Criterion) {
             "/".as_ref(),
         )
         .unwrap();
-    for size in [100, 1024] {
-        let mut g = c.benchmark_group(format!("partition/{}", size_name(size)));
-        for n in BATCHES {
-            let batch = records(n, size);
-            g.throughput(Throughput::Elements(n as u64));
-            g.bench_with_input(BenchmarkId::new("wasm", n), &batch, |b, batch| {
-                b.iter(|| black_box(p.partition(batch, Some(64)).unwrap()))
-            });
-            g.bench_with_input(BenchmarkId::new("native", n), &batch, |b, batch| {
-                b.iter(|| black_box(native_partition(batch, 64)))
-            });
-        }
-        g.finish();
-    }
+    let wasm = &mut |b: &[Record]| drop(black_box(p.partition(b, Some(64)).unwrap()));
+    compare(
+        c,
+        "partition",
+        &mut [
+            ("wasm", ALL, wasm),
+            ("native", ALL, &mut |b| {
+                drop(black_box(native_partition(b, 64)))
+            }),
+        ],
+    );
 }
 
 /// The smallest call: one record with a 2-byte value through the identity plugin.

@@ -7,9 +7,9 @@
 
 Starts its own broker (scripts/emulators/kafka.sh) unless SLUICE_TEST_KAFKA_BROKERS is set, and
 its own kinesis-local for the Kinesis → Kafka row unless SLUICE_TEST_KINESIS_ENDPOINT is set.
-Measures, on fresh topics:
+Measures, on fresh topics (specs/kafka-*.yaml):
   generator → kafka     the sink alone (idempotent producer, acks=all, --compression)
-  kafka → null          the source alone (consumer group, --max-records N; the wall time
+  kafka → discard       the source alone (consumer group, --max-records N; the wall time
                         includes joining the group, ~3-5 s on tansu)
   kafka → kafka         the two together (the mirror case), records passed through as bytes
   kinesis → kafka       the bridge with JSON decode/encode (kinesis-local is the bottleneck:
@@ -19,64 +19,10 @@ process (getrusage of the finished child) per MB. The broker's CPU is shown too.
 """
 
 import argparse
-import json
-import os
 import random
-import resource
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-SLUICE = os.environ.get("SLUICE_BIN", os.path.join(ROOT, "target", "release", "sluice"))
-
-
-def cpu_of(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except OSError:
-        return None
-
-
-def run(args, cwd):
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.monotonic()
-    p = subprocess.run([SLUICE] + args, cwd=cwd, capture_output=True, text=True,
-                       env=dict(os.environ, SLUICE_LOG="warn"))
-    wall = time.monotonic() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if p.returncode != 0:
-        sys.exit(f"sluice {args} failed:\n{p.stderr}")
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-
-
-def kinesis_call(endpoint, target, body):
-    req = urllib.request.Request(
-        endpoint + "/", data=json.dumps(body).encode(),
-        headers={
-            "Content-Type": "application/x-amz-json-1.1",
-            "X-Amz-Target": "Kinesis_20131202." + target,
-            "X-Amz-Date": time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
-            "Authorization": "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/kinesis/aws4_request, SignedHeaders=host;x-amz-date, Signature=0",
-        })
-    with urllib.request.urlopen(req) as r:
-        text = r.read()
-        return json.loads(text) if text else {}
-
-
-def start(script, work, var):
-    subprocess.run(["bash", os.path.join(ROOT, "scripts/emulators", script), "start", work],
-                   check=True, stderr=subprocess.DEVNULL)
-    env = open(os.path.join(work, script.replace(".sh", ".env"))).read()
-    for line in env.splitlines():
-        k, v = line.replace("export ", "").split("=", 1)
-        if k == var:
-            return v
-    sys.exit(f"{script} wrote no {var}")
+import common
 
 
 def main():
@@ -88,89 +34,40 @@ def main():
     ap.add_argument("--compression", default="none",
                     help="sink compression (the generator's padding compresses unrealistically well)")
     a = ap.parse_args()
-    if not os.path.exists(SLUICE):
-        sys.exit(f"{SLUICE} missing: cargo build --release -p sluice-runtime --bin sluice")
-    # The discarding sink is `discard` (older builds: `null`).
-    null_sink = "discard"
+    common.sluice_bin()
     work = tempfile.mkdtemp(prefix="sluice-kafka-bench.")
-    started = []
-    brokers = os.environ.get("SLUICE_TEST_KAFKA_BROKERS")
-    if not brokers:
-        brokers = start("kafka.sh", work, "SLUICE_TEST_KAFKA_BROKERS")
-        started.append("kafka.sh")
-    broker_pid = None
-    if os.path.exists(os.path.join(work, "kafka.pid")):
-        broker_pid = int(open(os.path.join(work, "kafka.pid")).read())
-    try:
+    with common.emulator("kafka", "SLUICE_TEST_KAFKA_BROKERS") as (brokers, broker_pid):
         tag = "%012x" % random.getrandbits(48)
-        t_in, t_out, t_br = f"bench-in-{tag}", f"bench-out-{tag}", f"bench-bridge-{tag}"
+        env = {"SLUICE_TEST_KAFKA_BROKERS": brokers, "BENCH_TAG": tag, "BENCH_SIZE": str(a.size),
+               "BENCH_PARTITIONS": str(a.partitions), "BENCH_COMPRESSION": a.compression,
+               "BENCH_TOPIC_IN": f"bench-in-{tag}"}
         mb = a.records * a.size / 1e6
-        sink = ("sink:\n  type: kafka\n  brokers: [{b}]\n  topic: {t}\n  compression: " + a.compression + "\n"
-                "  linger: 10ms\n  create_topic:\n    partitions: {p}\n")
-        specs = {
-            "load.yaml": f"version: 1\nname: load\nsource:\n  type: generator\n  count: {a.records}\n"
-                         f"  partitions: {a.partitions}\n  record_size: {a.size}\n  batch_size: 1000\n"
-                         + sink.format(b=brokers, t=t_in, p=a.partitions)
-                         + "partitioner: fixed\noffsets:\n  store: memory\n",
-            "read.yaml": f"version: 1\nname: read\nsource:\n  type: kafka\n  brokers: [{brokers}]\n"
-                         f"  topics: [{t_in}]\n  group: read-{tag}\nsink:\n  type: {null_sink}\n"
-                         "offsets:\n  store: memory\n",
-            "mirror.yaml": f"version: 1\nname: mirror\nsource:\n  type: kafka\n  brokers: [{brokers}]\n"
-                           f"  topics: [{t_in}]\n  group: mirror-{tag}\n"
-                           + sink.format(b=brokers, t=t_out, p=a.partitions)
-                           + "  key: record\npartitioner: fixed\noffsets:\n  store: memory\n",
-        }
-        for name, text in specs.items():
-            with open(os.path.join(work, name), "w") as f:
-                f.write(text)
-        print(f"machine: {os.cpu_count()} cores; {a.records} records of {a.size} B ({mb:.0f} MB), "
-              f"{a.partitions} partitions, broker tansu (memory storage) on the same machine")
-        print("| pipeline | records | wall s | records/s | MB/s | sluice CPU s | sluice CPU ms/MB | broker CPU s |")
-        print("|---|---|---|---|---|---|---|---|")
+        print(common.machine_line())
+        print(f"{a.records} records of {a.size} B ({mb:.0f} MB), {a.partitions} partitions, "
+              "broker tansu (memory storage) on the same machine")
+        print(common.TABLE_HEAD.format("broker"))
 
-        def row(name, n, args, size):
-            b0 = cpu_of(broker_pid) if broker_pid else None
-            wall, cpu = run(args, work)
-            b1 = cpu_of(broker_pid) if broker_pid else None
-            m = n * size / 1e6
-            broker = f"{b1 - b0:.1f}" if b0 is not None and b1 is not None else "n/a"
-            print(f"| {name} | {n} | {wall:.2f} | {n / wall:,.0f} | {m / wall:.1f} | {cpu:.2f} | "
-                  f"{1000 * cpu / m:.0f} | {broker} |", flush=True)
+        def row(name, n, spec, extra=(), **more):
+            b0 = common.proc_cpu_seconds(broker_pid)
+            args = ["run", "--no-progress", *extra, common.spec(spec)]
+            wall, cpu, _ = common.run_sluice(args, work, {**env, "BENCH_RECORDS": str(n), **more})
+            print(common.row(name, n, n * a.size / 1e6, wall, cpu, common.cpu_delta(broker_pid, b0)), flush=True)
 
-        row("generator → kafka", a.records, ["run", "--no-progress", "load.yaml"], a.size)
-        row("kafka → null", a.records, ["run", "--no-progress", "--max-records", str(a.records), "read.yaml"], a.size)
-        row("kafka → kafka", a.records, ["run", "--no-progress", "--max-records", str(a.records), "mirror.yaml"], a.size)
+        n = a.records
+        row("generator → kafka", n, "kafka-load")
+        row("kafka → discard", n, "kafka-read", ("--max-records", str(n)))
+        row("kafka → kafka", n, "kafka-mirror", ("--max-records", str(n)), BENCH_TOPIC_OUT=f"bench-out-{tag}")
 
         if a.kinesis_records > 0:
-            endpoint = os.environ.get("SLUICE_TEST_KINESIS_ENDPOINT")
-            if not endpoint:
-                endpoint = start("kinesis.sh", work, "SLUICE_TEST_KINESIS_ENDPOINT")
-                started.append("kinesis.sh")
-            stream = f"bench-{tag}"
-            kinesis_call(endpoint, "CreateStream", {"StreamName": stream, "ShardCount": a.partitions})
-            while kinesis_call(endpoint, "DescribeStreamSummary", {"StreamName": stream})[
-                    "StreamDescriptionSummary"]["StreamStatus"] != "ACTIVE":
-                time.sleep(0.05)
-            aws = (f"  aws:\n    endpoint: {endpoint}\n    credentials:\n      provider: basic\n"
-                   "      access_key_id: test\n      secret_access_key: test\n")
-            n = a.kinesis_records
-            with open(os.path.join(work, "kload.yaml"), "w") as f:
-                f.write(f"version: 1\nname: kload\nsource:\n  type: generator\n  count: {n}\n"
-                        f"  record_size: {a.size}\n  partitions: {a.partitions}\nformat:\n  decode: json\n  encode: json\n"
-                        f"partitioner:\n  fields: [user_id]\nsink:\n  type: kinesis\n  stream: {stream}\n{aws}"
-                        "offsets:\n  store: memory\n")
-            with open(os.path.join(work, "bridge.yaml"), "w") as f:
-                f.write(f"version: 1\nname: bridge\nsource:\n  type: kinesis\n  stream: {stream}\n"
-                        f"  start_position: trim_horizon\n{aws}format:\n  decode: json\n  encode: json\n"
-                        "partitioner:\n  fields: [user_id]\n"
-                        + sink.format(b=brokers, t=t_br, p=a.partitions)
-                        + "  key: partition_key\n  include_metadata: [shard-id, sequence-number]\n"
-                        "offsets:\n  store: memory\n")
-            run(["run", "--no-progress", "kload.yaml"], work)
-            row("kinesis → kafka (bridge)", n, ["run", "--no-progress", "--max-records", str(n), "bridge.yaml"], a.size)
-    finally:
-        for s in started:
-            subprocess.run(["bash", os.path.join(ROOT, "scripts/emulators", s), "stop", work])
+            with common.emulator("kinesis", "SLUICE_TEST_KINESIS_ENDPOINT") as (endpoint, _):
+                stream = f"bench-{tag}"
+                common.create_stream(endpoint, stream, a.partitions)
+                env.update(SLUICE_TEST_KINESIS_ENDPOINT=endpoint, BENCH_STREAM=stream)
+                k = a.kinesis_records
+                common.run_sluice(["run", "--no-progress", common.spec("kafka-kinesis-load")], work,
+                                  {**env, "BENCH_RECORDS": str(k)})
+                row("kinesis → kafka (bridge)", k, "kafka-bridge", ("--max-records", str(k)),
+                    BENCH_TOPIC_OUT=f"bench-bridge-{tag}")
 
 
 if __name__ == "__main__":

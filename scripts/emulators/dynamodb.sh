@@ -8,19 +8,12 @@
 # RUN_DIR/dynamodb.env exports SLUICE_TEST_DYNAMODB_ENDPOINT; logs go to RUN_DIR/dynamodb.log.
 set -euo pipefail
 
-cmd=${1:-}
-RUN_DIR=${2:-}
-if [ -z "$cmd" ] || [ -z "$RUN_DIR" ]; then
-  echo "usage: $0 start|stop RUN_DIR" >&2
-  exit 2
-fi
-CACHE=${SLUICE_CACHE:-$HOME/.cache/sluice}
+# shellcheck source=../lib/emulator.sh
+source "$(dirname "$0")/../lib/emulator.sh"
+emulator_args "$@"
 VENV=$CACHE/moto-venv
 MOTO_VERSION=5.2.5
 PID_FILE=$RUN_DIR/dynamodb.pid
-
-# shellcheck source=../lib/emulator.sh
-source "$(dirname "$0")/../lib/emulator.sh"
 
 case "$cmd" in
   start)

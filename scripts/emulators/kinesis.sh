@@ -10,21 +10,14 @@
 # SubscribeToShard); logs go to RUN_DIR/kinesis.log.
 set -euo pipefail
 
-cmd=${1:-}
-RUN_DIR=${2:-}
-if [ -z "$cmd" ] || [ -z "$RUN_DIR" ]; then
-  echo "usage: $0 start|stop RUN_DIR" >&2
-  exit 2
-fi
-CACHE=${SLUICE_CACHE:-$HOME/.cache/sluice}
+# shellcheck source=../lib/emulator.sh
+source "$(dirname "$0")/../lib/emulator.sh"
+emulator_args "$@"
 NPM_DIR=$CACHE/npm
 CERT=$CACHE/kinesis-cert.json
 MAIN=$NPM_DIR/node_modules/kinesis-local/main.js
 KINESIS_LOCAL_VERSION=0.6.2
 PID_FILE=$RUN_DIR/kinesis.pid
-
-# shellcheck source=../lib/emulator.sh
-source "$(dirname "$0")/../lib/emulator.sh"
 
 make_cert() {
   # kinesis-local crashes at start without a cert file, even for plain HTTP; its bundled cert has

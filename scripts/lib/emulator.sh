@@ -48,3 +48,15 @@ stop_pid() {
   fi
   rm -f "$pid_file"
 }
+
+# The arguments every scripts/emulators/*.sh takes: sets cmd (start|stop), RUN_DIR and CACHE, or
+# prints the usage and exits 2.
+emulator_args() {
+  cmd=${1:-}
+  RUN_DIR=${2:-}
+  if [ -z "$cmd" ] || [ -z "$RUN_DIR" ]; then
+    echo "usage: $0 start|stop RUN_DIR" >&2
+    exit 2
+  fi
+  CACHE=${SLUICE_CACHE:-$HOME/.cache/sluice}
+}

@@ -28,3 +28,16 @@ if ! "$SLUICE_PY_VENV/bin/componentize-py" --version 2>/dev/null | grep -q '0\.2
   "$SLUICE_PY_VENV/bin/pip" install -q --disable-pip-version-check componentize-py==0.25.1
 fi
 export SLUICE_COMPONENTIZE_PY="$SLUICE_PY_VENV/bin/componentize-py"
+
+# The demos' build: the mask-fields and field-partitioner plugins into .sluice/plugins (where the
+# example specs find them) and the sluice binary; sets SLUICE to the binary. Run from the root.
+build_demo() {
+  echo "==> building the plugins (wasm32-wasip2) and sluice"
+  cargo build --quiet --release --target wasm32-wasip2 \
+    --manifest-path plugins/Cargo.toml --target-dir "$CARGO_TARGET_DIR/wasm-plugins" \
+    -p mask-fields -p field-partitioner
+  mkdir -p .sluice/plugins
+  cp "$CARGO_TARGET_DIR"/wasm-plugins/wasm32-wasip2/release/{mask_fields,field_partitioner}.wasm .sluice/plugins/
+  cargo build --quiet -p sluice-runtime
+  SLUICE="$CARGO_TARGET_DIR/debug/sluice"
+}

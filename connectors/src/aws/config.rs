@@ -7,7 +7,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::ConnectorError;
 use crate::secret::Secret;
@@ -38,7 +38,7 @@ pub struct AwsConfig {
 /// own (the DynamoDB offset store keeps the SDK's standard retries). A Kinesis
 /// SubscribeToShard call is done once its subscription is open: the event stream that follows
 /// (up to 5 minutes) is not cut by these limits.
-#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AwsTimeouts {
     /// Opening a connection (TCP and TLS).
@@ -391,7 +391,7 @@ mod tests {
             matches!(e, aws_sdk_kinesis::error::SdkError::TimeoutError(_)),
             "{e:?}"
         );
-        assert!(super::super::is_retriable(&e), "a timeout is retriable");
+        assert!(crate::error::retriable(&e), "a timeout is retriable");
         assert!(
             took >= Duration::from_millis(250) && took < Duration::from_secs(2),
             "took {took:?}"

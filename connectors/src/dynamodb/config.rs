@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ConfigIssue;
 use crate::aws::AwsConfig;
@@ -10,7 +10,7 @@ use crate::retry::RetryPolicy;
 use crate::units::Dur;
 
 /// How records are read as items, or items written as records.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ItemFormat {
     /// Plain JSON: string → S, number → N (exact text), bool → BOOL, null → NULL, array → L,
@@ -22,7 +22,7 @@ pub enum ItemFormat {
 }
 
 /// What the sink does with each record.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SinkMode {
     /// Every record is put as an item (replacing the item with the same key).
@@ -167,7 +167,7 @@ impl DynamoSinkConfig {
 }
 
 /// What the source reads.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SourceMode {
     /// The table's items, once, with a parallel Scan; the source ends when every segment is read.
@@ -181,7 +181,7 @@ pub enum SourceMode {
 }
 
 /// Where a stream is first read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StreamStart {
     /// The oldest record still in the stream (24 hours back).

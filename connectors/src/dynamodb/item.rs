@@ -587,3 +587,73 @@ fn av_size(v: &AttributeValue) -> usize {
         _ => 1,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodb::types::AttributeValue;
+
+    use super::*;
+
+    fn s(v: &str) -> AttributeValue {
+        AttributeValue::S(v.into())
+    }
+    fn n(v: impl ToString) -> AttributeValue {
+        AttributeValue::N(v.to_string())
+    }
+
+    #[test]
+    fn plain_json_maps_to_attribute_values_with_exact_numbers() {
+        let j = parse(br#"{"id":"a","big":123456789012345678901234567890,"f":1.50,"e":-2E+3,"t":true,"z":null,"l":[1,"x"],"m":{"k":"\u00e9\ud83d\ude00"},"bin":"aGk=","tags":["a","b","a"],"nums":[1,2]}"#).expect("parse");
+        let rules = PlainRules {
+            binary_fields: vec!["bin".into()],
+            sets: vec!["tags".into(), "nums".into()],
+        };
+        let it = plain_item(j, &rules).expect("item");
+        assert_eq!(it["big"], n("123456789012345678901234567890"));
+        assert_eq!(it["f"], n("1.50"));
+        assert_eq!(it["e"], n("-2E+3"));
+        assert_eq!(it["t"], AttributeValue::Bool(true));
+        assert_eq!(it["z"], AttributeValue::Null(true));
+        assert_eq!(it["l"], AttributeValue::L(vec![n(1), s("x")]));
+        assert_eq!(
+            it["m"],
+            AttributeValue::M([("k".to_string(), s("é😀"))].into())
+        );
+        assert_eq!(
+            it["bin"],
+            AttributeValue::B(aws_smithy_types::Blob::new(b"hi".to_vec()))
+        );
+        assert_eq!(it["tags"], AttributeValue::Ss(vec!["a".into(), "b".into()]));
+        assert_eq!(it["nums"], AttributeValue::Ns(vec!["1".into(), "2".into()]));
+        // And back: plain JSON keeps the number text; DynamoDB-JSON round-trips exactly.
+        let mut out = Vec::new();
+        write_plain_map(&it, &mut out);
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(
+            text.contains(r#""big":123456789012345678901234567890"#),
+            "{text}"
+        );
+        assert!(text.contains(r#""bin":"aGk=""#), "{text}");
+        let mut ddb = Vec::new();
+        write_ddb_map(&it, &mut ddb);
+        let back = ddb_item(parse(&ddb).expect("parse")).expect("ddb item");
+        assert_eq!(back, it);
+    }
+
+    #[test]
+    fn bad_json_and_bad_items_are_explained() {
+        assert!(parse(b"{\"a\":").unwrap_err().contains("byte 5"));
+        assert!(parse(b"[1] x").unwrap_err().contains("trailing"));
+        let rules = PlainRules {
+            binary_fields: vec!["b".into()],
+            sets: vec!["s".into()],
+        };
+        let e = plain_item(parse(br#"{"b":"%%%"}"#).expect("json"), &rules).unwrap_err();
+        assert!(e.contains("`b` is not base64"), "{e}");
+        let e = plain_item(parse(br#"{"s":[1,"x"]}"#).expect("json"), &rules).unwrap_err();
+        assert!(e.contains("only strings or only numbers"), "{e}");
+        let e = ddb_item(parse(br#"{"a":{"Q":"1"}}"#).expect("json")).unwrap_err();
+        assert!(e.contains("attribute `a`"), "{e}");
+        assert!(matches!(parse(b"[]").expect("json"), Json::Arr(_)));
+    }
+}

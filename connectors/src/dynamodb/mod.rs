@@ -10,8 +10,6 @@ pub mod item;
 mod sink;
 mod source;
 mod stream;
-#[cfg(test)]
-mod tests;
 
 pub use config::{
     DynamoSinkConfig, DynamoSourceConfig, ItemFormat, SinkMode, SourceMode, StreamStart,
@@ -23,8 +21,7 @@ pub use source::DynamoSource;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::KeyType;
 
-use crate::aws;
-use crate::error::ConnectorError;
+use crate::error::{ConnectorError, retriable};
 use crate::retry::RetryPolicy;
 
 /// The table's key attributes, partition key first.
@@ -33,17 +30,13 @@ pub(crate) async fn key_schema(
     table: &str,
     retry: &RetryPolicy,
 ) -> Result<Vec<String>, ConnectorError> {
-    let what = format!("dynamodb {table}: DescribeTable");
+    let at = format!("dynamodb {table}");
     let out = retry
-        .run(&what, aws::is_retriable, || {
+        .run(&format!("{at}: DescribeTable"), retriable, || {
             client.describe_table().table_name(table).send()
         })
         .await
-        .map_err(|e| ConnectorError {
-            message: format!("{what}: {}", aws::describe(&e)),
-            retriable: aws::is_retriable(&e),
-            source: None,
-        })?;
+        .map_err(|e| ConnectorError::call(&at, "DescribeTable", &e))?;
     let schema = out.table().map(|t| t.key_schema()).unwrap_or_default();
     let mut keys: Vec<(bool, String)> = schema
         .iter()
@@ -57,7 +50,7 @@ pub(crate) async fn key_schema(
     keys.sort();
     if keys.is_empty() {
         return Err(ConnectorError::fatal(format!(
-            "{what}: the table has no key schema"
+            "{at}: DescribeTable: the table has no key schema"
         )));
     }
     Ok(keys.into_iter().map(|(_, k)| k).collect())

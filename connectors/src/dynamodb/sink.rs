@@ -20,8 +20,8 @@ use super::config::{DynamoSinkConfig, ItemFormat, SinkMode};
 use super::item::{self, Json, PlainRules};
 use crate::ack::Ack;
 use crate::api::{Sink, SinkRecord};
-use crate::aws;
-use crate::error::ConnectorError;
+
+use crate::error::{Classify, ConnectorError, Failure, retriable};
 use crate::record::Record;
 
 /// DynamoDB's item size limit.
@@ -315,12 +315,9 @@ impl Shared {
         &self.cfg.table
     }
 
-    fn fail(&self, what: &str, message: String, retriable: bool) -> ConnectorError {
-        ConnectorError {
-            message: format!("dynamodb sink {}: {what}: {message}", self.table()),
-            retriable,
-            source: None,
-        }
+    /// Where this sink's calls happen, for [`ConnectorError::call`].
+    fn at(&self) -> String {
+        format!("dynamodb sink {}", self.table())
     }
 
     fn request(op: &Op) -> Result<WriteRequest, String> {
@@ -394,24 +391,24 @@ impl Shared {
                     }
                     tokio::time::sleep(delay).await;
                 }
-                Err(e) if aws::is_retriable(&e) => {
+                Err(e) if retriable(&e) => {
                     // Throttling means "slower", not "broken": it backs off without a limit
                     // (unless fail_on_error); other transient failures count against `retry`.
-                    if !is_throttling(e.code()) {
+                    if e.failure() != Failure::Throttled {
                         failures += 1;
                     }
                     if self.cfg.fail_on_error || failures > self.cfg.retry.max_retries {
-                        return Err(self.fail("BatchWriteItem", aws::describe(&e), true));
+                        return Err(ConnectorError::call(self.at(), "BatchWriteItem", &e));
                     }
                     let delay = delays.next().unwrap_or(Duration::from_secs(1));
-                    tracing::warn!(table = %self.table(), error = %aws::describe(&e), retry_in = ?delay, "BatchWriteItem failed; backing off");
+                    tracing::warn!(table = %self.table(), error = %e.describe(), retry_in = ?delay, "BatchWriteItem failed; backing off");
                     tokio::time::sleep(delay).await;
                 }
                 Err(e) => {
                     let code = e.code().unwrap_or_default().to_string();
-                    let message = aws::describe(&e);
+                    let message = e.describe();
                     if code != "ValidationException" || self.cfg.fail_on_error {
-                        return Err(self.fail("BatchWriteItem", message, false));
+                        return Err(ConnectorError::call(self.at(), "BatchWriteItem", &e));
                     }
                     if waiting.len() == 1 {
                         for (_, p) in waiting.drain() {
@@ -460,12 +457,13 @@ impl Shared {
             values.insert(":slen".into(), AttributeValue::N(s.len().to_string()));
         }
         let policy = self.cfg.retry;
-        let what = format!("dynamodb sink {}: conditional write", self.table());
+        let at = self.at();
+        let what = format!("{at}: conditional write");
         let res = match &p.op {
             Op::Put(it) => policy
                 .run(
                     &what,
-                    |e| aws::is_retriable(e) && !self.cfg.fail_on_error,
+                    |e| retriable(e) && !self.cfg.fail_on_error,
                     || {
                         self.client
                             .put_item()
@@ -479,11 +477,11 @@ impl Shared {
                 )
                 .await
                 .map(|_| ())
-                .map_err(|e| failure(&e)),
+                .map_err(|e| failure(&at, &e)),
             Op::Delete(k) => policy
                 .run(
                     &what,
-                    |e| aws::is_retriable(e) && !self.cfg.fail_on_error,
+                    |e| retriable(e) && !self.cfg.fail_on_error,
                     || {
                         self.client
                             .delete_item()
@@ -497,23 +495,23 @@ impl Shared {
                 )
                 .await
                 .map(|_| ())
-                .map_err(|e| failure(&e)),
+                .map_err(|e| failure(&at, &e)),
         };
         match res {
             Ok(()) => {
                 p.ack();
                 Ok(())
             }
-            Err((code, _, _)) if code == "ConditionalCheckFailedException" => {
+            Err((code, _)) if code == "ConditionalCheckFailedException" => {
                 tracing::debug!(table = %self.table(), guard = %value, "stored item is newer; write skipped");
                 p.ack();
                 Ok(())
             }
-            Err((code, message, _)) if code == "ValidationException" && !self.cfg.fail_on_error => {
-                p.reject(&format!("{what}: {message}"));
+            Err((code, e)) if code == "ValidationException" && !self.cfg.fail_on_error => {
+                p.reject(&e.to_string());
                 Ok(())
             }
-            Err((_, message, retriable)) => Err(self.fail("conditional write", message, retriable)),
+            Err((_, e)) => Err(e),
         }
     }
 }
@@ -546,30 +544,10 @@ fn split_unprocessed(
     (waiting.into_values().collect(), left)
 }
 
-/// An SDK error as (code, readable message, retriable).
-fn failure<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> (String, String, bool)
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
-{
-    (
-        e.code().unwrap_or_default().to_string(),
-        aws::describe(e),
-        aws::is_retriable(e),
-    )
-}
-
-/// Error codes DynamoDB uses when a table or account is over its capacity.
-fn is_throttling(code: Option<&str>) -> bool {
-    matches!(
-        code,
-        Some(
-            "ProvisionedThroughputExceededException"
-                | "ThrottlingException"
-                | "RequestLimitExceeded"
-                | "Throttling"
-        )
-    )
+/// A failed conditional write as (the service's error code, the connector error).
+fn failure(at: &str, e: &(impl Classify + ProvideErrorMetadata)) -> (String, ConnectorError) {
+    let code = e.code().unwrap_or_default().to_string();
+    (code, ConnectorError::call(at, "conditional write", e))
 }
 
 #[async_trait]

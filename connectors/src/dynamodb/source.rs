@@ -14,8 +14,8 @@ use super::config::{DynamoSourceConfig, ItemFormat, SourceMode};
 use super::item;
 use super::stream::StreamReader;
 use crate::api::{Source, SourceBatch, SourceContext};
-use crate::aws;
-use crate::error::ConnectorError;
+
+use crate::error::{ConnectorError, retriable};
 use crate::record::{Offset, PartitionId, Record};
 
 /// The partition that records when a `snapshot_then_cdc` snapshot started (ms since the epoch).
@@ -99,7 +99,8 @@ impl DynamoSource {
             start = Some(key);
         }
         tracing::debug!(table = %table, partition = %part, resume = start.is_some(), "scanning segment");
-        let what = format!("dynamodb source {table}: Scan segment {segment} of {total}");
+        let at = format!("dynamodb source {table}");
+        let what = format!("Scan segment {segment} of {total}");
         let mut last: Option<Offset> = None;
         loop {
             if ctx.shutdown.is_cancelled() {
@@ -108,7 +109,7 @@ impl DynamoSource {
             let out = self
                 .cfg
                 .retry
-                .run(&what, aws::is_retriable, || {
+                .run(&format!("{at}: {what}"), retriable, || {
                     self.client
                         .scan()
                         .table_name(table)
@@ -121,11 +122,7 @@ impl DynamoSource {
                         .send()
                 })
                 .await
-                .map_err(|e| ConnectorError {
-                    message: format!("{what}: {}", aws::describe(&e)),
-                    retriable: aws::is_retriable(&e),
-                    source: None,
-                })?;
+                .map_err(|e| ConnectorError::call(&at, &what, &e))?;
             let next = out.last_evaluated_key.clone().filter(|k| !k.is_empty());
             let items = out.items.unwrap_or_default();
             if let Some(l) = limiter {

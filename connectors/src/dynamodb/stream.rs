@@ -14,9 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::{DynamoSourceConfig, ItemFormat, StreamStart};
 use super::item;
-use crate::api::{CommittedOffsets, Granted, SourceBatch, SourceContext};
-use crate::aws;
-use crate::error::ConnectorError;
+use crate::api::{BatchSender, CommittedOffsets, Granted, SourceBatch, SourceContext};
+
+use crate::error::{Classify, ConnectorError, retriable};
 use crate::record::{Offset, PartitionId, Record};
 use crate::shards::{SentOffsets, ShardGraph, ShardNode};
 
@@ -135,12 +135,9 @@ fn plan(latest: bool, shard: &Lineage, since: Option<i64>, run_started: i64) -> 
 }
 
 impl StreamReader {
-    fn err(&self, what: &str, message: String, retriable: bool) -> ConnectorError {
-        ConnectorError {
-            message: format!("dynamodb source {}: {what}: {message}", self.cfg.table),
-            retriable,
-            source: None,
-        }
+    /// Where this reader's calls happen, for [`ConnectorError::call`].
+    fn at(&self) -> String {
+        format!("dynamodb source {}", self.cfg.table)
     }
 
     /// The ARN of the table's current stream; an error if streams are off.
@@ -149,23 +146,21 @@ impl StreamReader {
         let out = self
             .cfg
             .retry
-            .run("DescribeTable", aws::is_retriable, || {
+            .run("DescribeTable", retriable, || {
                 self.client.describe_table().table_name(table).send()
             })
             .await
-            .map_err(|e| self.err("DescribeTable", aws::describe(&e), aws::is_retriable(&e)))?;
+            .map_err(|e| ConnectorError::call(self.at(), "DescribeTable", &e))?;
         let t = out.table();
         let enabled = t
             .and_then(|t| t.stream_specification())
             .is_some_and(|s| s.stream_enabled());
         match t.and_then(|t| t.latest_stream_arn()) {
             Some(arn) if enabled => Ok(arn.to_string()),
-            _ => Err(self.err(
-                "DescribeTable",
-                "the table has no stream: enable DynamoDB Streams (NEW_AND_OLD_IMAGES) on it"
-                    .into(),
-                false,
-            )),
+            _ => Err(ConnectorError::fatal(format!(
+                "{}: DescribeTable: the table has no stream: enable DynamoDB Streams (NEW_AND_OLD_IMAGES) on it",
+                self.at()
+            ))),
         }
     }
 
@@ -177,7 +172,7 @@ impl StreamReader {
             let out = self
                 .cfg
                 .retry
-                .run("DescribeStream", aws::is_retriable, || {
+                .run("DescribeStream", retriable, || {
                     self.streams
                         .describe_stream()
                         .stream_arn(arn)
@@ -185,9 +180,7 @@ impl StreamReader {
                         .send()
                 })
                 .await
-                .map_err(|e| {
-                    self.err("DescribeStream", aws::describe(&e), aws::is_retriable(&e))
-                })?;
+                .map_err(|e| ConnectorError::call(self.at(), "DescribeStream", &e))?;
             let Some(d) = out.stream_description() else {
                 break;
             };
@@ -302,7 +295,7 @@ impl StreamReader {
                         }
                         Err(e) => {
                             stop_all(&mut readers).await;
-                            return Err(self.err("shard reader", e.to_string(), false));
+                            return Err(ConnectorError::fatal(format!("{}: shard reader: {e}", self.at())));
                         }
                     }
                 }
@@ -397,16 +390,17 @@ impl StreamReader {
                 };
                 tracing::debug!(table = %self.cfg.table, shard = %id, start = ?start, "reading shard");
                 running.insert(id.clone());
+                let task_stop = tokens
+                    .entry(id.clone())
+                    .or_insert_with(|| stop.child_token())
+                    .clone();
                 let shard = ShardTask {
                     cfg: self.cfg.clone(),
                     streams: self.streams.clone(),
                     arn: arn.clone(),
                     shard: id.clone(),
-                    output: ctx.output.clone(),
-                    stop: tokens
-                        .entry(id.clone())
-                        .or_insert_with(|| stop.child_token())
-                        .clone(),
+                    batches: BatchSender::new(ctx.output.clone(), task_stop.clone()),
+                    stop: task_stop,
                     since: shard_since,
                     sent: sent.clone(),
                 };
@@ -432,7 +426,7 @@ struct ShardTask {
     streams: aws_sdk_dynamodbstreams::Client,
     arn: String,
     shard: String,
-    output: mpsc::Sender<SourceBatch>,
+    batches: BatchSender,
     stop: CancellationToken,
     since: Option<i64>,
     /// The offset of the last record sent, per shard (shared by the readers of one stream).
@@ -440,19 +434,14 @@ struct ShardTask {
 }
 
 impl ShardTask {
-    fn err(&self, what: &str, message: String, retriable: bool) -> ConnectorError {
-        ConnectorError {
-            message: format!(
-                "dynamodb source {} shard {}: {what}: {message}",
-                self.cfg.table, self.shard
-            ),
-            retriable,
-            source: None,
-        }
+    /// Sends a batch through this shard's stop signal, noting its last offset.
+    async fn send(&self, batch: SourceBatch) -> bool {
+        self.sent.send(&self.batches, batch).await
     }
 
-    async fn send(&self, batch: SourceBatch) -> bool {
-        self.sent.send(&self.output, &self.stop, batch).await
+    /// Where this task's calls happen, for [`ConnectorError::call`].
+    fn at(&self) -> String {
+        format!("dynamodb source {} shard {}", self.cfg.table, self.shard)
     }
 
     async fn iterator(&self, at: &StartAt) -> Result<Option<String>, ConnectorError> {
@@ -464,7 +453,7 @@ impl ShardTask {
         let out = self
             .cfg
             .retry
-            .run("GetShardIterator", aws::is_retriable, || {
+            .run("GetShardIterator", retriable, || {
                 self.streams
                     .get_shard_iterator()
                     .stream_arn(&self.arn)
@@ -474,7 +463,7 @@ impl ShardTask {
                     .send()
             })
             .await
-            .map_err(|e| self.err("GetShardIterator", aws::describe(&e), aws::is_retriable(&e)))?;
+            .map_err(|e| ConnectorError::call(self.at(), "GetShardIterator", &e))?;
         Ok(out.shard_iterator().map(str::to_string))
     }
 
@@ -531,18 +520,16 @@ impl ShardTask {
                         continue;
                     }
                     failures += 1;
-                    if !aws::is_retriable(&e) || failures > self.cfg.retry.max_retries {
-                        return Err(self.err(
-                            "GetRecords",
-                            aws::describe(&e),
-                            aws::is_retriable(&e),
-                        ));
+                    if !retriable(&e) || failures > self.cfg.retry.max_retries {
+                        return Err(ConnectorError::call(self.at(), "GetRecords", &e));
                     }
-                    let delay = self.cfg.retry.backoff.base.0 * failures.min(20);
-                    tracing::warn!(table = %self.cfg.table, shard = %self.shard, error = %aws::describe(&e), retry_in = ?delay, "GetRecords failed; backing off");
+                    // The delays grow with the failures in a row.
+                    let nth = failures.saturating_sub(1) as usize;
+                    let delay = self.cfg.retry.backoff.delays().nth(nth).unwrap_or_default();
+                    tracing::warn!(table = %self.cfg.table, shard = %self.shard, error = %e.describe(), retry_in = ?delay, "GetRecords failed; backing off");
                     tokio::select! {
                         _ = self.stop.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(delay.min(self.cfg.retry.backoff.max.0)) => {}
+                        _ = tokio::time::sleep(delay) => {}
                     }
                     iter = Some(it);
                     continue;
@@ -598,12 +585,8 @@ impl ShardTask {
 /// The end marker of a shard with nothing (more) to read: its last record's sequence number, or
 /// `end` when none was read.
 fn end_batch(part: &PartitionId, last: Option<String>) -> SourceBatch {
-    SourceBatch {
-        partition: part.clone(),
-        records: Vec::new(),
-        end_of_partition: true,
-        end_offset: Some(Offset::new(last.unwrap_or_else(|| "end".to_string()))),
-    }
+    let end = Offset::new(last.unwrap_or_else(|| "end".to_string()));
+    SourceBatch::end(part.clone(), Vec::new(), Some(end))
 }
 
 /// A stream record as a pipeline record: `{"event", "keys", "new", "old", "sequence_number",
@@ -786,7 +769,7 @@ mod tests {
             streams: aws_sdk_dynamodbstreams::Client::new(&sdk),
             arn: "arn:aws:dynamodb:us-east-1:1:table/orders/stream/x".into(),
             shard: "shardId-1".into(),
-            output: tx,
+            batches: BatchSender::new(tx, CancellationToken::new()),
             stop: CancellationToken::new(),
             since: None,
             sent: Arc::default(),

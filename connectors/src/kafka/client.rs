@@ -8,7 +8,7 @@ use rdkafka::client::{Client, ClientContext, DefaultClientContext};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-use crate::error::ConnectorError;
+use crate::error::{Classify, ConnectorError, Failure};
 
 /// Forwards librdkafka's logs and client errors to `tracing`, with the brokers they concern.
 #[derive(Clone, Debug)]
@@ -103,13 +103,21 @@ pub fn config_error(context: String, e: &KafkaError) -> ConnectorError {
     ConnectorError::fatal(context).with_source(ClientConfigError::new(e))
 }
 
-/// True when a Kafka error may pass: a broker down or restarting, a timeout, a leader election.
-pub fn is_retriable(e: &KafkaError) -> bool {
-    use RDKafkaErrorCode::*;
-    match e.rdkafka_error_code() {
-        Some(code) => matches!(
-            code,
-            BrokerTransportFailure
+/// Kafka's errors: a broker down or restarting, a timeout or a leader election pass; a quota
+/// throttles; anything else (an unknown property, denied access, a fenced producer) is fatal. A
+/// refused client config is described without the property's value (it may be a secret).
+impl Classify for KafkaError {
+    fn failure(&self) -> Failure {
+        use RDKafkaErrorCode::*;
+        // rdkafka gives no code for an admin operation's error, though it carries one.
+        let code = match self {
+            KafkaError::AdminOp(code) => Some(*code),
+            other => other.rdkafka_error_code(),
+        };
+        match code {
+            Some(ThrottlingQuotaExceeded) => Failure::Throttled,
+            Some(
+                BrokerTransportFailure
                 | AllBrokersDown
                 | OperationTimedOut
                 | RequestTimedOut
@@ -128,9 +136,34 @@ pub fn is_retriable(e: &KafkaError) -> bool {
                 | Resolve
                 | RebalanceInProgress
                 | KafkaStorageError
-                | Retry
-        ),
-        None => false,
+                | Retry,
+            ) => Failure::Transient,
+            _ => Failure::Fatal,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            KafkaError::ClientConfig(..) => ClientConfigError::new(self).to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl LogContext {
+    /// Creates a librdkafka client that logs through this context. A configuration librdkafka
+    /// refuses is a fatal error naming the role and the brokers, never a property's value.
+    pub fn create<T>(self, config: &ClientConfig) -> Result<T, ConnectorError>
+    where
+        T: rdkafka::config::FromClientConfigAndContext<LogContext>,
+    {
+        let what = format!(
+            "kafka {}: bad client configuration for {}",
+            self.role, self.brokers
+        );
+        config
+            .create_with_context(self)
+            .map_err(|e| config_error(what, &e))
     }
 }
 
@@ -190,24 +223,18 @@ pub async fn create_topic(
         new = new.set(k, v);
     }
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin.create_topics([&new], &opts).await.map_err(|e| {
-        ConnectorError {
-            message: format!("kafka: creating topic `{topic}` on {brokers} failed"),
-            retriable: is_retriable(&e),
-            source: None,
-        }
-        .with_source(e)
-    })?;
+    let at = format!("kafka: topic `{topic}` on {brokers}");
+    let results = admin
+        .create_topics([&new], &opts)
+        .await
+        .map_err(|e| ConnectorError::call(&at, "creating the topic", &e))?;
     for r in results {
         match r {
             Ok(_) => {}
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => {
-                return Err(ConnectorError {
-                    message: format!("kafka: creating topic `{name}` on {brokers} failed: {code}"),
-                    retriable: is_retriable(&KafkaError::AdminOp(code)),
-                    source: None,
-                });
+            Err((_, code)) => {
+                let e = KafkaError::AdminOp(code);
+                return Err(ConnectorError::call(&at, "creating the topic", &e));
             }
         }
     }
@@ -255,5 +282,54 @@ mod tests {
         let shown = config_error("x".into(), &e).to_string();
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("No such configuration property"), "{shown}");
+    }
+
+    #[test]
+    fn kafka_errors_are_classified_by_their_code() {
+        let transient = [
+            KafkaError::MessageProduction(RDKafkaErrorCode::BrokerTransportFailure),
+            KafkaError::MetadataFetch(RDKafkaErrorCode::AllBrokersDown),
+            KafkaError::AdminOp(RDKafkaErrorCode::RequestTimedOut),
+            KafkaError::ConsumerCommit(RDKafkaErrorCode::CoordinatorNotAvailable),
+        ];
+        for e in transient {
+            assert_eq!(e.failure(), Failure::Transient, "{e}");
+        }
+        let throttled = KafkaError::MessageProduction(RDKafkaErrorCode::ThrottlingQuotaExceeded);
+        assert_eq!(throttled.failure(), Failure::Throttled);
+        let fatal = [
+            KafkaError::AdminOp(RDKafkaErrorCode::TopicAuthorizationFailed),
+            KafkaError::MessageProduction(RDKafkaErrorCode::InvalidProducerEpoch),
+            KafkaError::Canceled,
+        ];
+        for e in fatal {
+            assert_eq!(e.failure(), Failure::Fatal, "{e}");
+            assert!(!crate::error::retriable(&e));
+        }
+        let e = ConnectorError::call(
+            "kafka sink: topic t",
+            "produce",
+            &KafkaError::MessageProduction(RDKafkaErrorCode::BrokerTransportFailure),
+        );
+        assert!(e.retriable);
+        assert!(
+            e.to_string()
+                .starts_with("kafka sink: topic t: produce failed: Message production error"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_refused_config_is_fatal_and_never_shows_the_value() {
+        let e = KafkaError::ClientConfig(
+            RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+            "Unsupported value \"hunter2\" for configuration property \"sasl.password\"".into(),
+            "sasl.password".into(),
+            "hunter2".into(),
+        );
+        assert_eq!(e.failure(), Failure::Fatal);
+        let shown = ConnectorError::call("kafka sink", "create producer", &e).to_string();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("sasl.password"), "{shown}");
     }
 }

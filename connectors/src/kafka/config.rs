@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::properties::{LIBRDKAFKA_PROPERTIES, LIBRDKAFKA_TOPIC_PROPERTIES};
 use crate::ConfigIssue;
@@ -269,7 +269,7 @@ pub enum FieldRef {
 }
 
 /// Where a Kafka message key comes from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyFrom {
     /// The record's key (a Kafka source's key, a Kinesis partition key), none if it has none.
@@ -282,7 +282,7 @@ pub enum KeyFrom {
 }
 
 /// How the Kafka partition is chosen.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PartitionBy {
     /// The partitioner's index when it gives one, else librdkafka's hash of the key.
@@ -293,7 +293,7 @@ pub enum PartitionBy {
 }
 
 /// Producer acknowledgements.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Acks {
     /// All in-sync replicas (`acks=all`).
@@ -306,7 +306,7 @@ pub enum Acks {
 }
 
 /// Batch compression codecs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Compression {
     #[default]
@@ -519,7 +519,7 @@ pub struct KafkaSourceConfig {
 }
 
 /// Where a partition without committed offsets starts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StartAt {
     /// The oldest record Kafka still has.

@@ -13,9 +13,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset as KOffset, TopicPartitionList};
 
-use super::client::{
-    LogContext, TopicState, config_error, create_topic, is_retriable, topic_state,
-};
+use super::client::{LogContext, TopicState, config_error, create_topic, topic_state};
 use super::config::{Properties, client_config};
 use crate::error::ConnectorError;
 
@@ -50,17 +48,11 @@ impl OffsetLog {
         pc.set("acks", "all");
         pc.set("linger.ms", "0");
         pc.set("message.timeout.ms", super::config::ms(cfg.timeout));
-        let producer: FutureProducer<LogContext> = pc
-            .create_with_context(LogContext {
-                role: "offset store",
-                brokers: brokers.clone(),
-            })
-            .map_err(|e| {
-                config_error(
-                    format!("kafka offset store: bad client configuration for {brokers}"),
-                    &e,
-                )
-            })?;
+        let producer: FutureProducer<LogContext> = LogContext {
+            role: "offset store",
+            brokers: brokers.clone(),
+        }
+        .create(&pc)?;
         let log = Self {
             cfg,
             brokers,
@@ -70,16 +62,12 @@ impl OffsetLog {
         Ok(log)
     }
 
-    fn err(&self, what: &str, e: rdkafka::error::KafkaError) -> ConnectorError {
-        ConnectorError {
-            message: format!(
-                "kafka offset store: {what} topic `{}` on {}",
-                self.cfg.topic, self.brokers
-            ),
-            retriable: is_retriable(&e),
-            source: None,
-        }
-        .with_source(e)
+    fn err(&self, call: &str, e: rdkafka::error::KafkaError) -> ConnectorError {
+        let at = format!(
+            "kafka offset store: topic `{}` on {}",
+            self.cfg.topic, self.brokers
+        );
+        ConnectorError::call(at, call, &e)
     }
 
     async fn ensure_topic(&self) -> Result<(), ConnectorError> {
@@ -92,7 +80,7 @@ impl OffsetLog {
         .map_err(|e| {
             ConnectorError::fatal(format!("kafka offset store: metadata task failed: {e}"))
         })?
-        .map_err(|e| self.err("cannot read the metadata of", e))?;
+        .map_err(|e| self.err("reading the metadata", e))?;
         match state {
             TopicState::Present { partitions: 1 } => self.check_compacted().await,
             TopicState::Present { partitions } => Err(ConnectorError::fatal(format!(
@@ -184,14 +172,14 @@ impl OffsetLog {
             let d = self
                 .producer
                 .send_result(r)
-                .map_err(|(e, _)| self.err("cannot write to", e))?;
+                .map_err(|(e, _)| self.err("writing", e))?;
             deliveries.push(d);
         }
         let mut last = -1;
         for d in deliveries {
             match d.await {
                 Ok(Ok(delivery)) => last = last.max(delivery.offset),
-                Ok(Err((e, _))) => return Err(self.err("cannot write to", e)),
+                Ok(Err((e, _))) => return Err(self.err("writing", e)),
                 Err(_) => {
                     return Err(ConnectorError::retriable(format!(
                         "kafka offset store: the producer for topic `{}` on {} went away",
@@ -217,17 +205,11 @@ impl OffsetLog {
         let brokers = self.brokers.clone();
         let timeout = self.cfg.timeout;
         tokio::task::spawn_blocking(move || -> Result<_, ConnectorError> {
-            let consumer: BaseConsumer<LogContext> = cc
-                .create_with_context(LogContext {
-                    role: "offset store",
-                    brokers: brokers.clone(),
-                })
-                .map_err(|e| {
-                    config_error(
-                        format!("kafka offset store: bad client configuration for {brokers}"),
-                        &e,
-                    )
-                })?;
+            let consumer: BaseConsumer<LogContext> = LogContext {
+                role: "offset store",
+                brokers: brokers.clone(),
+            }
+            .create(&cc)?;
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(&topic, 0, KOffset::Beginning)
                 .map_err(|e| ConnectorError::fatal(format!("kafka offset store: {e}")))?;
@@ -289,10 +271,12 @@ async fn cleanup_policy(
         .describe_configs([&ResourceSpecifier::Topic(topic)], &opts)
         .await
         .map_err(|e| {
-            ConnectorError::retriable(format!(
-                "kafka offset store: describing topic `{topic}` on {brokers} failed"
-            ))
-            .with_source(e)
+            // Whatever the broker said, asking again later may work.
+            let at = format!("kafka offset store: topic `{topic}` on {brokers}");
+            ConnectorError {
+                retriable: true,
+                ..ConnectorError::call(at, "describing the topic", &e)
+            }
         })?;
     for r in results {
         match r {

@@ -11,7 +11,7 @@ mod properties;
 mod sink;
 mod source;
 
-pub use client::{TopicState, is_retriable};
+pub use client::TopicState;
 pub use config::{
     Acks, Compression, CreateTopic, FieldRef, KafkaSinkConfig, KafkaSourceConfig, KeyFrom,
     PartitionBy, Properties, StartAt, glob_match, is_librdkafka_property, is_secret_property,

@@ -14,9 +14,7 @@ use rdkafka::producer::{
 };
 use tokio::sync::Notify;
 
-use super::client::{
-    LogContext, TopicState, config_error, create_topic, is_purged, is_retriable, topic_state,
-};
+use super::client::{LogContext, TopicState, config_error, create_topic, is_purged, topic_state};
 use super::config::{FieldRef, KafkaSinkConfig, KeyFrom, PartitionBy};
 use crate::ack::Ack;
 use crate::api::{Sink, SinkRecord};
@@ -139,18 +137,13 @@ impl ProducerContext for SinkContext {
                         error = %e,
                         "kafka sink: delivery failed"
                     );
-                    self.deliveries.fail(
-                        ConnectorError {
-                            message: format!(
-                                "kafka sink: delivery to topic `{}` partition {partition} on {} failed",
-                                msg.topic(),
-                                self.log.brokers
-                            ),
-                            retriable: is_retriable(e),
-                            source: None,
-                        }
-                        .with_source(e.clone()),
+                    let at = format!(
+                        "kafka sink: topic `{}` partition {partition} on {}",
+                        msg.topic(),
+                        self.log.brokers
                     );
+                    self.deliveries
+                        .fail(ConnectorError::call(at, "delivery", e));
                 }
             }
         }
@@ -265,15 +258,12 @@ impl KafkaSink {
                             )));
                         }
                         Err(e) => {
+                            // Whatever the broker said, the topic may still appear.
+                            let at = format!("kafka sink: topic `{topic}` on {}", self.brokers);
                             return Err(ConnectorError {
-                                message: format!(
-                                    "kafka sink: cannot reach brokers {} for topic `{topic}`",
-                                    self.brokers
-                                ),
                                 retriable: true,
-                                source: None,
-                            }
-                            .with_source(e));
+                                ..ConnectorError::call(at, "reading the metadata", &e)
+                            });
                         }
                     };
                     match state {
@@ -528,16 +518,12 @@ impl Sink for KafkaSink {
                         drop(back);
                         self.deliveries.done();
                         self.take_failure()?;
-                        return Err(ConnectorError {
-                            message: format!(
-                                "kafka sink: cannot produce to topic `{topic}` partition {} on {}",
-                                partition.map_or("(by key)".to_string(), |p| p.to_string()),
-                                self.brokers
-                            ),
-                            retriable: is_retriable(&e),
-                            source: None,
-                        }
-                        .with_source(e));
+                        let at = format!(
+                            "kafka sink: topic `{topic}` partition {} on {}",
+                            partition.map_or("(by key)".to_string(), |p| p.to_string()),
+                            self.brokers
+                        );
+                        return Err(ConnectorError::call(at, "produce", &e));
                     }
                 }
             }

@@ -14,10 +14,11 @@ use rdkafka::types::RDKafkaRespErr;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{LogContext, config_error, is_retriable};
+use super::client::{LogContext, config_error};
 use super::config::{KafkaSourceConfig, StartAt};
 use crate::api::{CommittedOffsets, Source, SourceBatch, SourceContext};
 use crate::error::ConnectorError;
+use crate::error::retriable;
 use crate::record::{Offset, PartitionId, Record};
 
 /// A Kafka topic-partition.
@@ -389,10 +390,8 @@ fn poll_loop(
         })?;
     let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(|e| {
-        ConnectorError::fatal(format!(
-            "kafka source: cannot subscribe to {topics:?} on {brokers}"
-        ))
-        .with_source(e)
+        let at = format!("kafka source: topics {topics:?} on {brokers}");
+        ConnectorError::call(at, "subscribe", &e)
     })?;
     tracing::info!(brokers = %brokers, group = %cfg.group, topics = ?cfg.topics, "kafka source subscribed");
 
@@ -483,7 +482,7 @@ fn poll_loop(
                     .as_ref()
                     .is_some_and(|(m, at)| *m == msg && at.elapsed() < Duration::from_secs(30));
                 if !repeated {
-                    tracing::warn!(brokers = %brokers, group = %cfg.group, error = %e, retriable = is_retriable(&e), "kafka source: consumer error (librdkafka retries)");
+                    tracing::warn!(brokers = %brokers, group = %cfg.group, error = %e, retriable = retriable(&e), "kafka source: consumer error (librdkafka retries)");
                     last_error = Some((msg, Instant::now()));
                 }
             }

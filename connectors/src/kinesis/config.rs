@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ConfigIssue;
 use crate::aws::AwsConfig;
@@ -77,7 +77,7 @@ pub struct KinesisSourceConfig {
 }
 
 /// Where a shard without a committed offset is read from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StartPosition {
     /// Records written after the pipeline starts.
@@ -90,7 +90,7 @@ pub enum StartPosition {
 }
 
 /// How shards are read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReaderKind {
     /// GetRecords calls every `interval` per shard; shares the shard's read limit with other
@@ -103,7 +103,7 @@ pub enum ReaderKind {
 }
 
 /// How the EFO consumer is registered.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Registration {
     /// Registered (or reused) at start; deregistered on a clean shutdown.
@@ -117,28 +117,28 @@ pub enum Registration {
 
 /// Retries of each kind of Kinesis call the source makes (Flink's `scan.*.maxretries` and
 /// `backoff.*`). Retriable errors are throttling, timeouts and 5xx; others fail at once.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceRetries {
-    /// DescribeStreamSummary and DescribeStreamConsumer. Default: 50 retries, 2s to 5s.
+    /// DescribeStreamSummary and DescribeStreamConsumer.
     #[serde(default = "retry_describe")]
     pub describe: RetryPolicy,
-    /// ListShards. Default: 10 retries, 1s to 5s.
+    /// ListShards.
     #[serde(default = "retry_list_shards")]
     pub list_shards: RetryPolicy,
-    /// GetRecords. Default: 3 retries, 300ms to 1s.
+    /// GetRecords.
     #[serde(default = "retry_get_records")]
     pub get_records: RetryPolicy,
-    /// GetShardIterator. Default: 3 retries, 300ms to 1s.
+    /// GetShardIterator.
     #[serde(default = "retry_get_iterator")]
     pub get_iterator: RetryPolicy,
-    /// SubscribeToShard. Default: 10 retries, 1s to 2s.
+    /// SubscribeToShard.
     #[serde(default = "retry_subscribe")]
     pub subscribe: RetryPolicy,
-    /// RegisterStreamConsumer. Default: 10 retries, 500ms to 2s.
+    /// RegisterStreamConsumer.
     #[serde(default = "retry_register")]
     pub register: RetryPolicy,
-    /// DeregisterStreamConsumer. Default: 10 retries, 500ms to 2s.
+    /// DeregisterStreamConsumer.
     #[serde(default = "retry_register")]
     pub deregister: RetryPolicy,
 }
@@ -212,15 +212,15 @@ pub struct KinesisSinkConfig {
 }
 
 /// Retries of each kind of Kinesis call the sink makes.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SinkRetries {
     /// A whole PutRecords call that fails (throttling, timeouts, 5xx). Failed entries of a
     /// call that succeeded are retried with this backoff without a limit unless
-    /// `fail_on_error`. Default: 10 retries, 100ms to 5s.
+    /// `fail_on_error`.
     #[serde(default = "retry_put_records")]
     pub put_records: RetryPolicy,
-    /// DescribeStreamSummary and ListShards at start. Default: 10 retries, 1s to 5s.
+    /// DescribeStreamSummary and ListShards at start.
     #[serde(default = "retry_list_shards")]
     pub describe: RetryPolicy,
 }

@@ -5,18 +5,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::ProvideErrorMetadata;
 use aws_sdk_kinesis::error::SdkError;
+use aws_sdk_kinesis::operation::subscribe_to_shard::SubscribeToShardError;
 use aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError;
 use aws_sdk_kinesis::types::{ConsumerStatus, SubscribeToShardEventStream};
 
+use super::at;
 use super::config::Registration;
 use super::records::{Converter, StartAt};
 use super::source::{Exit, Shared};
-use super::{backoff, call_error};
-use crate::api::SourceBatch;
-use crate::aws;
-use crate::error::ConnectorError;
+use crate::error::{ConnectorError, retriable};
 use crate::record::{Offset, PartitionId};
 
 /// How often an idle subscription of a closed shard checks whether the shard is read to its end.
@@ -46,7 +46,7 @@ pub(super) async fn register(sh: &Shared) -> Result<String, ConnectorError> {
         .register
         .run(
             &format!("kinesis source: RegisterStreamConsumer {name} on stream {stream}"),
-            aws::is_retriable,
+            retriable,
             || {
                 sh.client
                     .register_stream_consumer()
@@ -60,10 +60,8 @@ pub(super) async fn register(sh: &Shared) -> Result<String, ConnectorError> {
         Ok(out) => out.consumer().map(|c| c.consumer_arn().to_string()),
         Err(e) if e.code() == Some("ResourceInUseException") => None,
         Err(e) => {
-            return Err(call_error(
-                "source",
-                stream,
-                None,
+            return Err(ConnectorError::call(
+                at("source", stream, None),
                 "RegisterStreamConsumer",
                 &e,
             ));
@@ -77,7 +75,7 @@ pub(super) async fn register(sh: &Shared) -> Result<String, ConnectorError> {
             .describe
             .run(
                 &format!("kinesis source: DescribeStreamConsumer {name} on stream {stream}"),
-                aws::is_retriable,
+                retriable,
                 || {
                     let req = sh.client.describe_stream_consumer();
                     match &arn {
@@ -87,7 +85,9 @@ pub(super) async fn register(sh: &Shared) -> Result<String, ConnectorError> {
                 },
             )
             .await
-            .map_err(|e| call_error("source", stream, None, "DescribeStreamConsumer", &e))?;
+            .map_err(|e| {
+                ConnectorError::call(at("source", stream, None), "DescribeStreamConsumer", &e)
+            })?;
         if let Some(d) = out.consumer_description() {
             match d.consumer_status() {
                 ConsumerStatus::Active => {
@@ -128,7 +128,7 @@ pub(super) async fn deregister(sh: &Shared, consumer_arn: &str) {
                 "kinesis source: DeregisterStreamConsumer on stream {}",
                 sh.stream.name
             ),
-            aws::is_retriable,
+            retriable,
             || {
                 sh.client
                     .deregister_stream_consumer()
@@ -142,10 +142,8 @@ pub(super) async fn deregister(sh: &Shared, consumer_arn: &str) {
             tracing::info!(stream = %sh.stream.name, consumer = %consumer_arn, "EFO consumer deregistered")
         }
         Err(e) => {
-            let e = call_error(
-                "source",
-                &sh.stream.name,
-                None,
+            let e = ConnectorError::call(
+                at("source", &sh.stream.name, None),
                 "DeregisterStreamConsumer",
                 &e,
             );
@@ -200,7 +198,10 @@ pub(super) async fn read_shard(
     let mut last_probe = std::time::Instant::now() - END_PROBE_INTERVAL;
     loop {
         if failures > 0 {
-            let delay = backoff(&sh.cfg.retries.subscribe, failures);
+            // The delays grow with the failures in a row.
+            let nth = failures.saturating_sub(1) as usize;
+            let delay = sh.cfg.retries.subscribe.backoff.delays().nth(nth);
+            let delay = delay.unwrap_or_default();
             tokio::select! {
                 _ = stop.cancelled() => return Ok(Exit::Stopped),
                 _ = tokio::time::sleep(delay) => {}
@@ -220,7 +221,9 @@ pub(super) async fn read_shard(
                 &what,
                 // A subscription of the same consumer to the same shard may linger for a few
                 // seconds after the previous one ended.
-                |e| aws::is_retriable(e) || e.code() == Some("ResourceInUseException"),
+                |e: &SdkError<SubscribeToShardError, HttpResponse>| {
+                    retriable(e) || e.code() == Some("ResourceInUseException")
+                },
                 || {
                     sh.client
                         .subscribe_to_shard()
@@ -229,7 +232,7 @@ pub(super) async fn read_shard(
                         .starting_position(position.clone())
                         .send()
                 },
-            ) => r.map_err(|e| call_error("source", &stream, Some(&shard), "SubscribeToShard", &e))?,
+            ) => r.map_err(|e| ConnectorError::call(at("source", &stream, Some(&shard)), "SubscribeToShard", &e))?,
         };
         if from == StartAt::Latest {
             // Subscribing again before any event must not skip what arrived meanwhile.
@@ -250,10 +253,8 @@ pub(super) async fn read_shard(
                 // The server ended the subscription: subscribe again.
                 Ok(None) => break,
                 Err(err) => {
-                    let ce = call_error(
-                        "source",
-                        &stream,
-                        Some(&shard),
+                    let ce = ConnectorError::call(
+                        at("source", &stream, Some(&shard)),
                         "SubscribeToShard event stream",
                         &err,
                     );
@@ -290,25 +291,10 @@ pub(super) async fn read_shard(
                     });
             if ended {
                 // No continuation: the shard is closed and was read to its end.
-                sh.lag.remove(&shard);
-                let batch = Shared::end_batch(&shard, records, last);
-                return Ok(if sh.send(batch).await {
-                    Exit::Finished
-                } else {
-                    Exit::Stopped
-                });
+                return Ok(sh.finish(&shard, records, last).await);
             }
             from = StartAt::After(cont.to_string());
-            if !records.is_empty()
-                && !sh
-                    .send(SourceBatch {
-                        partition: shard.clone(),
-                        records,
-                        end_of_partition: false,
-                        end_offset: None,
-                    })
-                    .await
-            {
+            if !sh.send_records(&shard, records).await {
                 return Ok(Exit::Stopped);
             }
         }

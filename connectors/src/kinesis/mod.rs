@@ -25,9 +25,8 @@ pub use sink::KinesisSink;
 pub use source::KinesisSource;
 
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 
-use crate::aws::{self, AwsConfig};
+use crate::aws::AwsConfig;
 use crate::error::ConnectorError;
 
 /// A stream as the spec names it: by name, or by ARN (which also gives the name).
@@ -87,44 +86,44 @@ fn valid_name(n: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
+/// A shard of a stream, as ListShards describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedShard {
+    pub id: String,
+    /// The sequence number the shard starts at.
+    pub first: String,
+}
+
+/// The shards a stream still holds (ListShards, every page), reached with a source's `aws`
+/// settings and `retries.list_shards`.
+pub async fn shards_of(cfg: &KinesisSourceConfig) -> Result<Vec<ListedShard>, ConnectorError> {
+    let stream = StreamRef::parse(&cfg.stream)
+        .map_err(|m| ConnectorError::fatal(format!("kinesis source: {m}")))?;
+    let c = client(&cfg.aws).await?;
+    let shards = source::list_shards(&c, &stream, &cfg.retries.list_shards, "source").await?;
+    Ok(shards
+        .iter()
+        .map(|s| ListedShard {
+            id: s.shard_id().to_string(),
+            first: s
+                .sequence_number_range()
+                .map(|r| r.starting_sequence_number().to_string())
+                .unwrap_or_default(),
+        })
+        .collect())
+}
+
 /// A Kinesis client for the spec's `aws` settings.
 pub async fn client(aws: &AwsConfig) -> Result<Client, ConnectorError> {
     let sdk = aws.sdk_config_without_sdk_retries().await?;
     Ok(Client::new(&sdk))
 }
 
-/// A connector error for a failed call, naming the stream, the shard (if any) and the call.
-pub(crate) fn call_error<E, R>(
-    role: &str,
-    stream: &str,
-    shard: Option<&str>,
-    call: &str,
-    e: &SdkError<E, R>,
-) -> ConnectorError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
-{
-    let at = match shard {
+/// Where a Kinesis call happens, for [`ConnectorError::call`]: the role, the stream and the
+/// shard (if any).
+pub(crate) fn at(role: &str, stream: &str, shard: Option<&str>) -> String {
+    match shard {
         Some(s) => format!("kinesis {role}: stream {stream} shard {s}"),
         None => format!("kinesis {role}: stream {stream}"),
-    };
-    let message = format!("{at}: {call} failed: {}", aws::describe(e));
-    if aws::is_retriable(e) {
-        ConnectorError::retriable(message)
-    } else {
-        ConnectorError::fatal(message)
     }
-}
-
-/// The delay before retry `attempt` (1, 2, ...) of a policy: exponential from `base` by `exp`
-/// up to `max`, with jitter (between half and all of it). For retry loops that
-/// [`RetryPolicy::run`](crate::retry::RetryPolicy::run) cannot express (partial failures, event
-/// streams).
-pub(crate) fn backoff(p: &crate::retry::RetryPolicy, attempt: u32) -> std::time::Duration {
-    let base = p.backoff.base.0.as_secs_f64();
-    let max = p.backoff.max.0.as_secs_f64();
-    let exp = f64::from(p.backoff.exp.max(1.0));
-    let d = (base * exp.powi(attempt.saturating_sub(1).min(64) as i32)).min(max);
-    std::time::Duration::from_secs_f64(d * rand::random_range(0.5..=1.0))
 }

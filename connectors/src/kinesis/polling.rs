@@ -6,13 +6,11 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::operation::get_records::GetRecordsOutput;
 
-use super::call_error;
+use super::at;
 use super::config::MIN_POLL_INTERVAL;
 use super::records::{Converter, StartAt};
 use super::source::{Exit, Shared};
-use crate::api::SourceBatch;
-use crate::aws;
-use crate::error::ConnectorError;
+use crate::error::{ConnectorError, retriable};
 use crate::record::{Offset, PartitionId};
 
 /// Kinesis serves at most 2 MiB per second per shard.
@@ -35,7 +33,7 @@ pub(super) async fn get_iterator(
                 "kinesis source: GetShardIterator of stream {} shard {shard}",
                 sh.stream.name
             ),
-            aws::is_retriable,
+            retriable,
             || {
                 sh.client
                     .get_shard_iterator()
@@ -50,10 +48,8 @@ pub(super) async fn get_iterator(
         )
         .await
         .map_err(|e| {
-            call_error(
-                "source",
-                &sh.stream.name,
-                Some(shard),
+            ConnectorError::call(
+                at("source", &sh.stream.name, Some(shard)),
                 "GetShardIterator",
                 &e,
             )
@@ -87,7 +83,7 @@ pub(super) async fn get_records(
                 "kinesis source: GetRecords of stream {} shard {shard}",
                 sh.stream.name
             ),
-            aws::is_retriable,
+            retriable,
             || {
                 sh.client
                     .get_records()
@@ -106,10 +102,8 @@ pub(super) async fn get_records(
         {
             Ok(Fetch::Expired)
         }
-        Err(e) => Err(call_error(
-            "source",
-            &sh.stream.name,
-            Some(shard),
+        Err(e) => Err(ConnectorError::call(
+            at("source", &sh.stream.name, Some(shard)),
             "GetRecords",
             &e,
         )),
@@ -190,28 +184,13 @@ pub(super) async fn read_shard(
         match out.next_shard_iterator() {
             Some(next) if !next.is_empty() => {
                 iterator = next.to_string();
-                if !records.is_empty()
-                    && !sh
-                        .send(SourceBatch {
-                            partition: shard.clone(),
-                            records,
-                            end_of_partition: false,
-                            end_offset: None,
-                        })
-                        .await
-                {
+                if !sh.send_records(&shard, records).await {
                     return Ok(Exit::Stopped);
                 }
             }
             _ => {
                 // A closed shard read to its end.
-                sh.lag.remove(&shard);
-                let batch = Shared::end_batch(&shard, records, last);
-                return Ok(if sh.send(batch).await {
-                    Exit::Finished
-                } else {
-                    Exit::Stopped
-                });
+                return Ok(sh.finish(&shard, records, last).await);
             }
         }
     }

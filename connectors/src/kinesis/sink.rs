@@ -17,11 +17,10 @@ use tokio::task::JoinSet;
 use super::aggregation::{Aggregate, UserRecord, hash_key_of};
 use super::config::{KinesisSinkConfig, MAX_PARTITION_KEY_CHARS, MAX_RECORD_BYTES};
 use super::source::{describe, list_shards};
-use super::{StreamRef, backoff, call_error};
+use super::{StreamRef, at};
 use crate::ack::Ack;
 use crate::api::{Sink, SinkRecord};
-use crate::aws;
-use crate::error::ConnectorError;
+use crate::error::{ConnectorError, retriable};
 use crate::record::Route;
 use crate::retry::RetryPolicy;
 
@@ -440,6 +439,7 @@ impl PutCall {
     async fn run(self, mut todo: Vec<Entry>) -> Result<(), ConnectorError> {
         let name = self.stream.name.clone();
         let mut attempt: u32 = 0;
+        let mut delays = self.policy.backoff.delays();
         loop {
             let entries: Vec<PutRecordsRequestEntry> = todo
                 .iter()
@@ -456,7 +456,7 @@ impl PutCall {
                 .policy
                 .run(
                     &format!("kinesis sink: PutRecords to stream {name}"),
-                    aws::is_retriable,
+                    retriable,
                     || {
                         self.client
                             .put_records()
@@ -467,7 +467,7 @@ impl PutCall {
                     },
                 )
                 .await
-                .map_err(|e| call_error("sink", &name, None, "PutRecords", &e))?;
+                .map_err(|e| ConnectorError::call(at("sink", &name, None), "PutRecords", &e))?;
             let results = out.records();
             if results.len() != todo.len() {
                 return Err(ConnectorError::fatal(format!(
@@ -505,7 +505,7 @@ impl PutCall {
                 )));
             }
             attempt = attempt.saturating_add(1);
-            let delay = backoff(&self.policy, attempt);
+            let delay = delays.next().unwrap_or_default();
             tracing::warn!(stream = %name, failed = failed.len(), error = %why, attempt, retry_in = ?delay, "PutRecords partly failed; sending the failed records again");
             tokio::time::sleep(delay).await;
             todo = failed;

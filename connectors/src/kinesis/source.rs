@@ -8,17 +8,17 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_sdk_kinesis::Client;
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{KinesisSourceConfig, ReaderKind, Registration, StartPosition};
 use super::records::StartAt;
-use super::{StreamRef, call_error, efo, polling};
-use crate::api::{CommittedOffsets, Granted, Grants, Source, SourceBatch, SourceContext};
-use crate::aws;
-use crate::error::ConnectorError;
-use crate::record::{Offset, PartitionId};
+use super::{StreamRef, at, efo, polling};
+use crate::api::{
+    BatchSender, CommittedOffsets, Granted, Grants, Source, SourceBatch, SourceContext,
+};
+use crate::error::{ConnectorError, retriable};
+use crate::record::{Offset, PartitionId, Record};
 use crate::shards::{SentOffsets, ShardGraph, ShardNode};
 
 /// What shard readers share.
@@ -28,7 +28,8 @@ pub(super) struct Shared {
     pub stream: StreamRef,
     /// The stream's ARN (EFO consumers are registered on it).
     pub stream_arn: String,
-    pub output: mpsc::Sender<SourceBatch>,
+    /// Where shard readers send batches.
+    pub batches: BatchSender,
     pub shutdown: CancellationToken,
     /// Shards the last discovery listed as closed (EFO readers check for their end).
     pub closed: std::sync::Mutex<HashSet<String>>,
@@ -70,7 +71,7 @@ impl Shared {
 
     /// Sends a batch; false when the pipeline is stopping or the shard's grant was withdrawn
     /// (the batch was then not sent).
-    pub async fn send(&self, batch: SourceBatch) -> bool {
+    async fn send(&self, batch: SourceBatch) -> bool {
         // No token: the shard was withdrawn while its reader was still running.
         let stop = {
             let stops = self.stops.lock().unwrap_or_else(|p| p.into_inner());
@@ -79,20 +80,33 @@ impl Shared {
                 None => return false,
             }
         };
-        self.sent.send(&self.output, &stop, batch).await
+        self.sent.send(&self.batches.with_stop(stop), batch).await
     }
 
-    /// The batch that records a shard as finished.
-    pub fn end_batch(
+    /// Sends the records read from a shard (nothing when there are none); false when the
+    /// pipeline is stopping or the shard is no longer granted.
+    pub async fn send_records(&self, shard: &PartitionId, records: Vec<Record>) -> bool {
+        records.is_empty()
+            || self
+                .send(SourceBatch::records(shard.clone(), records))
+                .await
+    }
+
+    /// Ends a closed shard read to its end: its last records and the end marker (at the last
+    /// record, or `closed` when none was read) go out, and its lag is no longer reported.
+    pub async fn finish(
+        &self,
         shard: &PartitionId,
-        records: Vec<crate::record::Record>,
+        records: Vec<Record>,
         last: Option<Offset>,
-    ) -> SourceBatch {
-        SourceBatch {
-            partition: shard.clone(),
-            end_offset: Some(last.unwrap_or_else(|| Offset::from("closed"))),
-            records,
-            end_of_partition: true,
+    ) -> Exit {
+        self.lag.remove(shard);
+        let end = last.unwrap_or_else(|| Offset::from("closed"));
+        let batch = SourceBatch::end(shard.clone(), records, Some(end));
+        if self.send(batch).await {
+            Exit::Finished
+        } else {
+            Exit::Stopped
         }
     }
 }
@@ -155,7 +169,7 @@ pub(super) async fn describe(
                 "kinesis {role}: DescribeStreamSummary of stream {}",
                 stream.name
             ),
-            aws::is_retriable,
+            retriable,
             || {
                 client
                     .describe_stream_summary()
@@ -165,7 +179,9 @@ pub(super) async fn describe(
             },
         )
         .await
-        .map_err(|e| call_error(role, &stream.name, None, "DescribeStreamSummary", &e))?;
+        .map_err(|e| {
+            ConnectorError::call(at(role, &stream.name, None), "DescribeStreamSummary", &e)
+        })?;
     Ok(out
         .stream_description_summary()
         .map(|s| s.stream_arn().to_string())
@@ -187,7 +203,7 @@ pub(super) async fn list_shards(
         let out = policy
             .run(
                 &format!("kinesis {role}: ListShards of stream {}", stream.name),
-                aws::is_retriable,
+                retriable,
                 || {
                     let req = client.list_shards().max_results(1000);
                     match &t {
@@ -201,7 +217,7 @@ pub(super) async fn list_shards(
                 },
             )
             .await
-            .map_err(|e| call_error(role, &stream.name, None, "ListShards", &e))?;
+            .map_err(|e| ConnectorError::call(at(role, &stream.name, None), "ListShards", &e))?;
         shards.extend(out.shards().iter().cloned());
         match out.next_token() {
             Some(t) if !t.is_empty() => token = Some(t.to_string()),
@@ -481,7 +497,7 @@ impl Source for KinesisSource {
             cfg: self.cfg.clone(),
             stream: self.stream.clone(),
             stream_arn: self.stream_arn.clone(),
-            output: ctx.output.clone(),
+            batches: ctx.sender(),
             shutdown: ctx.shutdown.clone(),
             closed: std::sync::Mutex::default(),
             lag: ctx.lag.clone(),

@@ -1,5 +1,6 @@
 //! The `sluice` command line: `run`, `validate`, `schema`, `offsets`, `plugin`.
 
+mod kcl;
 mod logging;
 mod offsets;
 mod plugin;
@@ -57,7 +58,7 @@ enum Command {
         #[arg(long)]
         markdown: bool,
     },
-    /// List, reset and prune stored offsets.
+    /// List, reset, prune and import stored offsets.
     #[command(subcommand)]
     Offsets(offsets::OffsetsCommand),
     /// Create and try out WebAssembly plugins.
@@ -104,10 +105,27 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each text once: library errors show their source in
+/// their own message (for logs), so `{e:#}` would repeat it.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn validate(specs: &[PathBuf], print: bool) -> anyhow::Result<ExitCode> {
@@ -145,4 +163,20 @@ fn validate(specs: &[PathBuf], print: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_already_in_the_message_is_shown_once() {
+        let source = std::io::Error::other("table t is missing");
+        let e = anyhow::Error::new(std::io::Error::other(format!("store: {source}")))
+            .context("offsets list failed");
+        assert_eq!(
+            super::one_line(&e),
+            "offsets list failed: store: table t is missing"
+        );
+        let e = anyhow::anyhow!("disk full").context("cannot write");
+        assert_eq!(super::one_line(&e), "cannot write: disk full");
+    }
 }

@@ -1,4 +1,4 @@
-//! `sluice offsets list|reset|prune`.
+//! `sluice offsets list|reset|prune|import`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -51,6 +51,26 @@ pub enum OffsetsCommand {
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
+    },
+    /// Copy a KCL application's checkpoints into the spec's offset store, so that Sluice
+    /// replaces the KCL consumer without re-reading or skipping records. Stop the KCL
+    /// application first.
+    Import {
+        spec: PathBuf,
+        /// The KCL application's lease table (the KCL names it after the application).
+        #[arg(long = "from-kcl-table", value_name = "TABLE", required = true)]
+        from_kcl_table: String,
+        /// The DynamoDB endpoint of the lease table. Default: that of the spec's dynamodb offset
+        /// store, or else AWS's (`AWS_ENDPOINT_URL_DYNAMODB` applies). Region and credentials
+        /// are the dynamodb store's, or else the Kinesis source's.
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
+        /// Only show what would be written.
+        #[arg(long)]
+        dry_run: bool,
+        /// Replace the offsets the store already holds for this pipeline.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -126,7 +146,8 @@ pub async fn run(cmd: OffsetsCommand) -> anyhow::Result<ExitCode> {
     let path = match &cmd {
         OffsetsCommand::List { spec, .. }
         | OffsetsCommand::Reset { spec, .. }
-        | OffsetsCommand::Prune { spec, .. } => spec.clone(),
+        | OffsetsCommand::Prune { spec, .. }
+        | OffsetsCommand::Import { spec, .. } => spec.clone(),
     };
     let loaded = spec::load(&path, None).map_err(|e| anyhow::anyhow!("{e}"))?;
     let name = loaded.spec.name.clone();
@@ -198,6 +219,21 @@ pub async fn run(cmd: OffsetsCommand) -> anyhow::Result<ExitCode> {
                 .await
                 .context("prune failed")?;
             eprintln!("deleted {} offset(s)", pruned.len());
+        }
+        OffsetsCommand::Import {
+            from_kcl_table,
+            endpoint,
+            dry_run,
+            force,
+            ..
+        } => {
+            let args = super::kcl::ImportArgs {
+                table: from_kcl_table,
+                endpoint,
+                dry_run,
+                force,
+            };
+            return super::kcl::import(&loaded, args).await;
         }
     }
     Ok(ExitCode::SUCCESS)

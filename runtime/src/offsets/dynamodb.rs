@@ -19,12 +19,42 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use sluice_connectors::error::{Classify, retriable};
 use sluice_connectors::retry::RetryPolicy;
-use sluice_connectors::{Committed, CommittedOffsets, Offset, PartitionId, aws};
+use sluice_connectors::units::Dur;
+use sluice_connectors::{Committed, CommittedOffsets, ConnectorError, Offset, PartitionId};
 use tokio::sync::OnceCell;
 
 use super::{OffsetError, OffsetRow, OffsetStore, ResetTo, is_stale};
-use crate::spec::DynamoStoreSpec;
+
+/// The DynamoDB offset store.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DynamoStoreSpec {
+    /// The table, keyed by `namespace` (partition key, S) and `partition` (sort key, S).
+    #[serde(default = "default_offsets_table")]
+    #[schemars(length(min = 3, max = 255))]
+    pub table: String,
+    /// Create the table (on-demand capacity) on first use when it does not exist.
+    #[serde(default)]
+    pub create_table: bool,
+    /// How often acknowledged progress is committed (and at shutdown).
+    #[serde(default = "super::default_commit_interval")]
+    pub commit_interval: Dur,
+    /// How to reach DynamoDB.
+    #[serde(default)]
+    pub aws: sluice_connectors::aws::AwsConfig,
+    /// Scale-out: several `sluice run` processes with this spec share the source's shards
+    /// (Kinesis, DynamoDB Streams) through leases in this table. See docs/scale-out.md.
+    #[serde(default)]
+    pub leases: Option<super::leases::LeaseSpec>,
+}
+
+fn default_offsets_table() -> String {
+    "sluice_offsets".into()
+}
 
 pub(super) type Item = HashMap<String, AttributeValue>;
 
@@ -109,31 +139,33 @@ impl DynamoStore {
         *known = (*known).max(g);
     }
 
+    /// A failure of the table that is not an SDK error (it is missing, it never became active).
     fn fail(&self, call: &str, message: String) -> OffsetError {
-        OffsetError::Io {
+        OffsetError::Backend {
             store: self.describe(),
-            message: format!("{call}: {message}"),
-            source: std::io::Error::other(message),
+            source: ConnectorError::retriable(format!("{call}: {message}")),
         }
     }
 
-    fn sdk_fail<E, R>(&self, call: &str, e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> OffsetError
-    where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug + 'static,
-    {
-        self.fail(call, aws::describe(e))
+    fn sdk_fail(&self, call: &str, e: &impl Classify) -> OffsetError {
+        OffsetError::Backend {
+            store: self.describe(),
+            source: ConnectorError::call("dynamodb", call, e),
+        }
     }
 
     async fn client(&self) -> Result<&Client, OffsetError> {
         self.client
             .get_or_try_init(|| async {
-                let sdk = self
-                    .spec
-                    .aws
-                    .sdk_config()
-                    .await
-                    .map_err(|e| self.fail("AWS configuration", e.to_string()))?;
+                let sdk =
+                    self.spec
+                        .aws
+                        .sdk_config()
+                        .await
+                        .map_err(|source| OffsetError::Backend {
+                            store: self.describe(),
+                            source,
+                        })?;
                 let client = Client::new(&sdk);
                 self.ensure_table(&client).await?;
                 Ok(client)
@@ -166,7 +198,7 @@ impl DynamoStore {
                         tracing::info!(table = %self.table(), "created the offsets table");
                     }
                 }
-                Err(e) if aws::is_retriable(&e) => {}
+                Err(e) if retriable(&e) => {}
                 Err(e) => return Err(self.sdk_fail("DescribeTable", &e)),
             }
             if tokio::time::Instant::now() > deadline {
@@ -285,10 +317,16 @@ impl DynamoStore {
             Some(AttributeValue::S(o)) => Offset::new(o.clone()),
             _ => Offset::new(String::new()),
         };
-        let updated_at = time(&s("updated_at")?).map_err(|e| OffsetError::Corrupt {
-            store: self.describe(),
-            message: format!("`updated_at` of {namespace}/{partition} is not a time: {e}"),
-        })?;
+        let updated_at = match s("updated_at") {
+            Ok(t) => time(&t).map_err(|e| OffsetError::Corrupt {
+                store: self.describe(),
+                message: format!("`updated_at` of {namespace}/{partition} is not a time: {e}"),
+            })?,
+            // A lease row being made, seen half-written (moto builds an item attribute by
+            // attribute while other requests read it): nothing committed in it yet.
+            Err(_) if offset.as_str().is_empty() => DateTime::<Utc>::UNIX_EPOCH,
+            Err(e) => return Err(e),
+        };
         let generation = match item.get("generation") {
             Some(AttributeValue::N(n)) => n.parse().unwrap_or(0),
             _ => 0,
@@ -368,7 +406,7 @@ impl DynamoStore {
                 .run(
                     "offset store UpdateItem",
                     |e: &aws_sdk_dynamodb::error::SdkError<_, _>| {
-                        e.code() != Some("ConditionalCheckFailedException") && aws::is_retriable(e)
+                        e.code() != Some("ConditionalCheckFailedException") && retriable(e)
                     },
                     || req.clone().send(),
                 )
@@ -445,18 +483,14 @@ impl DynamoStore {
     ) -> Result<Option<Item>, OffsetError> {
         let client = self.client().await?;
         let out = COMMIT_RETRY
-            .run(
-                "offset store GetItem",
-                |e: &aws_sdk_dynamodb::error::SdkError<_, _>| aws::is_retriable(e),
-                || {
-                    client
-                        .get_item()
-                        .table_name(self.table())
-                        .set_key(Some(Self::key(namespace, partition)))
-                        .consistent_read(true)
-                        .send()
-                },
-            )
+            .run("offset store GetItem", retriable, || {
+                client
+                    .get_item()
+                    .table_name(self.table())
+                    .set_key(Some(Self::key(namespace, partition)))
+                    .consistent_read(true)
+                    .send()
+            })
             .await
             .map_err(|e| self.sdk_fail("GetItem", &e))?;
         Ok(out.item)
@@ -569,7 +603,7 @@ impl DynamoStore {
             .run(
                 "lease UpdateItem",
                 |e: &aws_sdk_dynamodb::error::SdkError<_, _>| {
-                    e.code() != Some("ConditionalCheckFailedException") && aws::is_retriable(e)
+                    e.code() != Some("ConditionalCheckFailedException") && retriable(e)
                 },
                 || req.clone().send(),
             )
@@ -780,35 +814,17 @@ pub(super) mod tests {
 
     use super::*;
 
-    fn endpoint() -> String {
-        let url = std::env::var("SLUICE_TEST_DYNAMODB_ENDPOINT").unwrap_or_else(|_| {
-            panic!("SLUICE_TEST_DYNAMODB_ENDPOINT is not set: run the tests with scripts/test.sh (or scripts/emulators/dynamodb.sh start RUN_DIR and source RUN_DIR/dynamodb.env)")
-        });
-        let addr = url
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
-        assert!(
-            std::net::TcpStream::connect(&addr).is_ok(),
-            "nothing answers at SLUICE_TEST_DYNAMODB_ENDPOINT={url}: start moto with scripts/test.sh"
-        );
-        url
-    }
-
     pub(crate) fn spec(table: &str, create: bool) -> DynamoStoreSpec {
         serde_json::from_value(serde_json::json!({
             "table": table,
             "create_table": create,
-            "aws": {
-                "endpoint": endpoint(),
-                "credentials": {"provider": "basic", "access_key_id": "test", "secret_access_key": "test"}
-            }
+            "aws": sluice_test_kit::aws_json(&sluice_test_kit::emulator::dynamodb()),
         }))
         .expect("spec")
     }
 
     pub(crate) fn table() -> String {
-        format!("offsets-{:016x}", rand::random::<u64>())
+        sluice_test_kit::unique_name("offsets")
     }
 
     /// The offset `store` holds for partition "0" of "pipe".

@@ -9,10 +9,24 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sluice_connectors::CommittedOffsets;
+use sluice_connectors::units::Dur;
 
 use super::{Entry, OffsetError, OffsetRow, OffsetStore, ResetTo, apply_reset, is_stale};
+
+/// The local file offset store (the embedded default).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileStoreSpec {
+    /// Folder of the offset files, relative to the spec file's folder.
+    #[serde(default = "super::default_offsets_path")]
+    pub path: PathBuf,
+    /// How often acknowledged progress is committed (and at shutdown).
+    #[serde(default = "super::default_commit_interval")]
+    pub commit_interval: Dur,
+}
 
 const EXT: &str = "offsets.json";
 

@@ -9,12 +9,49 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use schemars::JsonSchema;
+use serde::Deserialize;
 use sluice_connectors::CommittedOffsets;
 use sluice_connectors::kafka::{OffsetLog, OffsetLogConfig};
+use sluice_connectors::units::Dur;
 use tokio::sync::OnceCell;
 
 use super::{Entry, OffsetError, OffsetRow, OffsetStore, ResetTo, apply_reset, is_stale};
-use crate::spec::KafkaStoreSpec;
+
+/// The Kafka offset store.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaStoreSpec {
+    /// Bootstrap brokers, `host:port`.
+    #[schemars(length(min = 1))]
+    pub brokers: Vec<String>,
+    /// The compacted topic (created with one partition when missing).
+    #[serde(default = "default_offsets_topic")]
+    pub topic: String,
+    /// Replicas of the topic when Sluice creates it.
+    #[serde(default = "default_offsets_replication")]
+    #[schemars(range(min = 1, max = 32))]
+    pub replication: u32,
+    /// How often acknowledged progress is committed (and at shutdown).
+    #[serde(default = "super::default_commit_interval")]
+    pub commit_interval: Dur,
+    /// How long one read or write of the store may take.
+    #[serde(default = "default_offsets_timeout")]
+    pub timeout: Dur,
+    /// librdkafka properties (SASL, SSL, ...), as for the Kafka source and sink.
+    #[serde(default)]
+    pub properties: sluice_connectors::kafka::Properties,
+}
+
+fn default_offsets_topic() -> String {
+    "sluice-offsets".into()
+}
+fn default_offsets_replication() -> u32 {
+    1
+}
+fn default_offsets_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
 
 type Table = BTreeMap<String, BTreeMap<String, Entry>>;
 
@@ -42,10 +79,9 @@ impl KafkaStore {
     }
 
     fn fail(&self, e: sluice_connectors::ConnectorError) -> OffsetError {
-        OffsetError::Io {
+        OffsetError::Backend {
             store: self.describe(),
-            message: e.message.clone(),
-            source: std::io::Error::other(e.to_string()),
+            source: e,
         }
     }
 
@@ -214,22 +250,13 @@ impl OffsetStore for KafkaStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::KafkaStoreSpec;
 
     /// The store contract against the broker `scripts/test.sh` starts (SLUICE_TEST_KAFKA_BROKERS),
     /// on a fresh topic.
     #[tokio::test]
     async fn contract() {
-        let brokers =
-            std::env::var("SLUICE_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-        let addr: std::net::SocketAddr = brokers
-            .parse()
-            .expect("SLUICE_TEST_KAFKA_BROKERS is host:port");
-        assert!(
-            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok(),
-            "no Kafka broker answers at {brokers} (SLUICE_TEST_KAFKA_BROKERS): run the tests through scripts/test.sh, or start one with `scripts/emulators/kafka.sh start DIR` and source DIR/kafka.env"
-        );
-        let topic = format!("sluice-offsets-test-{:016x}", rand::random::<u64>());
+        let brokers = sluice_test_kit::emulator::kafka_brokers();
+        let topic = sluice_test_kit::unique_name("sluice-offsets-test");
         let spec: KafkaStoreSpec = serde_json::from_value(serde_json::json!({
             "brokers": [brokers], "topic": topic
         }))

@@ -25,11 +25,39 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use sluice_connectors::units::Dur;
 
 use super::dynamodb::{DynamoStore, Item, LeaseWrite};
 use super::{OffsetError, OffsetRow};
 use crate::pipeline::metrics::Metrics;
-use crate::spec::LeaseSpec;
+
+/// Shard leases shared by the workers of one pipeline (the KCL's model: conditional writes on a
+/// counter in the offsets table; no clocks compared between hosts).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseSpec {
+    /// A lease whose counter did not change for this long (on the observing worker's own clock)
+    /// is expired and taken over. Leases are renewed every third of it.
+    #[serde(default = "default_lease_duration")]
+    pub duration: Dur,
+    /// Leases a worker may ask a busier worker to hand over per renewal interval.
+    #[serde(default = "default_max_steals")]
+    pub max_steals: u32,
+    /// This worker's id (`sluice run --worker-id`): set by the command line, not in specs.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub worker_id: Option<String>,
+}
+
+fn default_lease_duration() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+
+fn default_max_steals() -> u32 {
+    1
+}
 
 /// A request to the offset tracker: commit `partition` once the sink acknowledged everything
 /// up to `offset` (the last record the source sent for it; `None`: nothing), then answer.

@@ -6,9 +6,21 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use schemars::JsonSchema;
+use serde::Deserialize;
 use sluice_connectors::CommittedOffsets;
+use sluice_connectors::units::Dur;
 
 use super::{Entry, OffsetError, OffsetRow, OffsetStore, ResetTo, apply_reset, is_stale};
+
+/// The in-memory offset store.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryStoreSpec {
+    /// How often acknowledged progress is committed.
+    #[serde(default = "super::default_commit_interval")]
+    pub commit_interval: Dur,
+}
 
 #[derive(Default)]
 pub struct MemoryStore {

@@ -6,6 +6,7 @@
 mod dynamodb;
 mod file;
 mod kafka;
+pub mod kcl;
 pub mod leases;
 mod memory;
 
@@ -16,10 +17,20 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sluice_connectors::{Committed, CommittedOffsets, Offset, PartitionId};
 
-pub use dynamodb::DynamoStore;
-pub use file::FileStore;
-pub use kafka::KafkaStore;
-pub use memory::MemoryStore;
+pub use dynamodb::{DynamoStore, DynamoStoreSpec};
+pub use file::{FileStore, FileStoreSpec};
+pub use kafka::{KafkaStore, KafkaStoreSpec};
+pub use memory::{MemoryStore, MemoryStoreSpec};
+
+/// How often acknowledged progress is committed, unless a store's spec says otherwise.
+pub(crate) fn default_commit_interval() -> sluice_connectors::units::Dur {
+    sluice_connectors::units::Dur(std::time::Duration::from_secs(5))
+}
+
+/// The file store's folder, relative to the spec file's folder.
+pub(crate) fn default_offsets_path() -> std::path::PathBuf {
+    std::path::PathBuf::from(".sluice/offsets")
+}
 
 use crate::spec::OffsetsSpec;
 
@@ -71,6 +82,14 @@ pub enum OffsetError {
         #[source]
         source: std::io::Error,
     },
+    /// The system that holds the offsets (a broker, a table) failed a call; taken as transient
+    /// like [`OffsetError::Io`]. The connector error names the call and what the system said.
+    #[error("offset store {store}: {source}")]
+    Backend {
+        store: String,
+        #[source]
+        source: sluice_connectors::ConnectorError,
+    },
     /// The stored data cannot be read: never silently treated as "no offsets".
     #[error(
         "offset store {store}: {message}; refusing to start over from the beginning. Repair or move the file, or run `sluice offsets reset` to start over deliberately"
@@ -107,7 +126,7 @@ impl OffsetError {
     /// Whether the same commit may succeed if tried again later (a network or disk error).
     /// Fenced, corrupt and invalid stores never heal by waiting: the pipeline stops at once.
     pub fn is_transient(&self) -> bool {
-        matches!(self, OffsetError::Io { .. })
+        matches!(self, OffsetError::Io { .. } | OffsetError::Backend { .. })
     }
 
     /// Whether another worker or an operator's reset owns the partition now.

@@ -28,13 +28,13 @@ pub fn markdown() -> String {
     let mut queue: VecDeque<String> = VecDeque::new();
     let mut seen = BTreeSet::new();
     out.push_str("## Top level\n\n");
-    table(&schema, defs, &mut out, &mut queue);
+    table(&schema, &mut out, &mut queue);
     while let Some(name) = queue.pop_front() {
         if !seen.insert(name.clone()) {
             continue;
         }
         let Some(def) = defs.get(&name) else { continue };
-        section(&name, def, defs, &mut out, &mut queue);
+        section(&name, def, &mut out, &mut queue);
     }
     out
 }
@@ -43,19 +43,13 @@ fn anchor(name: &str) -> String {
     name.to_lowercase()
 }
 
-fn section(
-    name: &str,
-    def: &Value,
-    defs: &Map<String, Value>,
-    out: &mut String,
-    q: &mut VecDeque<String>,
-) {
+fn section(name: &str, def: &Value, out: &mut String, q: &mut VecDeque<String>) {
     let _ = writeln!(out, "## {name}\n");
     if let Some(d) = def.get("description").and_then(Value::as_str) {
         let _ = writeln!(out, "{}\n", one_para(d));
     }
     if def.get("properties").is_some() {
-        table(def, defs, out, q);
+        table(def, out, q);
         return;
     }
     let alts = def
@@ -90,7 +84,7 @@ fn section(
                 let _ = writeln!(out, "{}\n", one_para(d));
             }
             if alt.get("properties").is_some() {
-                table(alt, defs, out, q);
+                table(alt, out, q);
             }
         }
         return;
@@ -103,7 +97,7 @@ fn section(
     }
 }
 
-fn table(obj: &Value, _defs: &Map<String, Value>, out: &mut String, q: &mut VecDeque<String>) {
+fn table(obj: &Value, out: &mut String, q: &mut VecDeque<String>) {
     let Some(props) = obj.get("properties").and_then(Value::as_object) else {
         return;
     };
@@ -122,7 +116,9 @@ fn table(obj: &Value, _defs: &Map<String, Value>, out: &mut String, q: &mut VecD
         } else {
             match p.get("default") {
                 Some(Value::Null) | None => "optional".into(),
-                Some(d) => format!("`{}`", plain(d)),
+                // A long object default is better read from its own table, key by key.
+                Some(d) if d.is_object() && compact(d).len() > 100 => "each key's default".into(),
+                Some(d) => format!("`{}`", compact(d)),
             }
         };
         let desc = p
@@ -142,6 +138,24 @@ fn table(obj: &Value, _defs: &Map<String, Value>, out: &mut String, q: &mut VecD
 
 fn one_para(s: &str) -> String {
     s.split('\n').map(str::trim).collect::<Vec<_>>().join(" ")
+}
+
+/// A default as a spec would write it: `{max_retries: 10, backoff: {base: 300ms}}`.
+fn compact(v: &Value) -> String {
+    match v {
+        Value::Object(m) => {
+            let fields: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", compact(v)))
+                .collect();
+            format!("{{{}}}", fields.join(", "))
+        }
+        Value::Array(a) => {
+            let items: Vec<String> = a.iter().map(compact).collect();
+            format!("[{}]", items.join(", "))
+        }
+        other => plain(other),
+    }
 }
 
 fn plain(v: &Value) -> String {
@@ -200,16 +214,18 @@ fn type_of(p: &Value, q: &mut VecDeque<String>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use sluice_connectors::{SinkConfig, SourceConfig};
+
     #[test]
-    fn documents_every_connector() {
+    fn documents_every_connector_and_store() {
         let md = super::markdown();
-        for needle in [
-            "`type: generator`",
-            "`type: file`",
-            "`store: file`",
-            "`commit_interval`",
-        ] {
-            assert!(md.contains(needle), "missing {needle}");
+        let kinds = SourceConfig::KINDS.iter().chain(SinkConfig::KINDS);
+        for needle in kinds.map(|k| format!("`type: {k}`")) {
+            assert!(md.contains(&needle), "missing {needle}");
         }
+        for store in ["memory", "file", "kafka", "dynamodb"] {
+            assert!(md.contains(&format!("`store: {store}`")), "missing {store}");
+        }
+        assert!(md.contains("`commit_interval`"));
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use sluice_connectors::aws::CredentialsConfig;
 use sluice_connectors::kafka::Properties;
 use sluice_connectors::{SinkConfig, SourceConfig};
@@ -232,7 +232,7 @@ pub struct JqSpec {
 }
 
 /// What each output of a jq program is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JqOutput {
     /// The record's new value.
@@ -326,6 +326,9 @@ fn default_key_delimiter() -> String {
     "|".into()
 }
 
+pub use crate::offsets::leases::LeaseSpec;
+pub use crate::offsets::{DynamoStoreSpec, FileStoreSpec, KafkaStoreSpec, MemoryStoreSpec};
+
 /// Where the pipeline's offsets are stored.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(tag = "store", rename_all = "snake_case")]
@@ -345,8 +348,8 @@ pub enum OffsetsSpec {
 impl Default for OffsetsSpec {
     fn default() -> Self {
         Self::File(FileStoreSpec {
-            path: default_offsets_path(),
-            commit_interval: default_commit_interval(),
+            path: crate::offsets::default_offsets_path(),
+            commit_interval: crate::offsets::default_commit_interval(),
         })
     }
 }
@@ -360,129 +363,6 @@ impl OffsetsSpec {
             Self::Dynamodb(s) => s.commit_interval.0,
         }
     }
-}
-
-/// The in-memory offset store.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct MemoryStoreSpec {
-    /// How often acknowledged progress is committed.
-    #[serde(default = "default_commit_interval")]
-    pub commit_interval: Dur,
-}
-
-/// The local file offset store (the embedded default).
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FileStoreSpec {
-    /// Folder of the offset files, relative to the spec file's folder.
-    #[serde(default = "default_offsets_path")]
-    pub path: PathBuf,
-    /// How often acknowledged progress is committed (and at shutdown).
-    #[serde(default = "default_commit_interval")]
-    pub commit_interval: Dur,
-}
-
-/// The Kafka offset store.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaStoreSpec {
-    /// Bootstrap brokers, `host:port`.
-    #[schemars(length(min = 1))]
-    pub brokers: Vec<String>,
-    /// The compacted topic (created with one partition when missing).
-    #[serde(default = "default_offsets_topic")]
-    pub topic: String,
-    /// Replicas of the topic when Sluice creates it.
-    #[serde(default = "default_offsets_replication")]
-    #[schemars(range(min = 1, max = 32))]
-    pub replication: u32,
-    /// How often acknowledged progress is committed (and at shutdown).
-    #[serde(default = "default_commit_interval")]
-    pub commit_interval: Dur,
-    /// How long one read or write of the store may take.
-    #[serde(default = "default_offsets_timeout")]
-    pub timeout: Dur,
-    /// librdkafka properties (SASL, SSL, ...), as for the Kafka source and sink.
-    #[serde(default)]
-    pub properties: sluice_connectors::kafka::Properties,
-}
-
-/// The DynamoDB offset store.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DynamoStoreSpec {
-    /// The table, keyed by `namespace` (partition key, S) and `partition` (sort key, S).
-    #[serde(default = "default_offsets_table")]
-    #[schemars(length(min = 3, max = 255))]
-    pub table: String,
-    /// Create the table (on-demand capacity) on first use when it does not exist.
-    #[serde(default)]
-    pub create_table: bool,
-    /// How often acknowledged progress is committed (and at shutdown).
-    #[serde(default = "default_commit_interval")]
-    pub commit_interval: Dur,
-    /// How to reach DynamoDB.
-    #[serde(default)]
-    pub aws: sluice_connectors::aws::AwsConfig,
-    /// Scale-out: several `sluice run` processes with this spec share the source's shards
-    /// (Kinesis, DynamoDB Streams) through leases in this table. See docs/scale-out.md.
-    #[serde(default)]
-    pub leases: Option<LeaseSpec>,
-}
-
-/// Shard leases shared by the workers of one pipeline (the KCL's model: conditional writes on a
-/// counter in the offsets table; no clocks compared between hosts).
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LeaseSpec {
-    /// A lease whose counter did not change for this long (on the observing worker's own clock)
-    /// is expired and taken over. Leases are renewed every third of it.
-    #[serde(default = "default_lease_duration")]
-    pub duration: Dur,
-    /// Leases a worker may ask a busier worker to hand over per renewal interval.
-    #[serde(default = "default_max_steals")]
-    pub max_steals: u32,
-    /// This worker's id (`sluice run --worker-id`): set by the command line, not in specs.
-    #[serde(skip)]
-    #[schemars(skip)]
-    pub worker_id: Option<String>,
-}
-
-impl LeaseSpec {
-    /// How often held leases are renewed and the table is scanned: a third of `duration`.
-    pub fn renew_interval(&self) -> Duration {
-        self.duration.0 / 3
-    }
-}
-
-fn default_lease_duration() -> Dur {
-    Dur(Duration::from_secs(10))
-}
-
-fn default_max_steals() -> u32 {
-    1
-}
-
-fn default_offsets_table() -> String {
-    "sluice_offsets".into()
-}
-
-fn default_offsets_topic() -> String {
-    "sluice-offsets".into()
-}
-fn default_offsets_replication() -> u32 {
-    1
-}
-fn default_offsets_timeout() -> Dur {
-    Dur(Duration::from_secs(30))
-}
-
-fn default_offsets_path() -> PathBuf {
-    PathBuf::from(".sluice/offsets")
-}
-fn default_commit_interval() -> Dur {
-    Dur(Duration::from_secs(5))
 }
 
 /// The error policy for bad records.
@@ -500,7 +380,7 @@ pub struct ErrorsSpec {
 }
 
 /// How many bad records a pipeline tolerates.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Tolerance {
     #[default]

@@ -302,15 +302,15 @@ impl SchemaCheck {
         context: &[Vec<ValidationError<'static>>],
         out: &mut Vec<Issue>,
     ) {
-        // A tagged choice (`type:` or `store:`): pick the branch by its tag.
-        for tag in ["type", "store", "provider", "mode", "kind"] {
-            let tags: Vec<Option<String>> = (0..context.len())
-                .map(|i| self.branch_tag(base, i, tag))
+        // A tagged choice (`type:`, `store:`, ...): pick the branch by its tag, the key the
+        // schema fixes to a constant in every branch.
+        if !context.is_empty()
+            && let Some(tag) = self.tag_key(base, context.len())
+        {
+            let tag = tag.as_str();
+            let tags: Vec<String> = (0..context.len())
+                .filter_map(|i| self.branch_tag(base, i, tag))
                 .collect();
-            if context.is_empty() || tags.iter().any(Option::is_none) {
-                continue;
-            }
-            let tags: Vec<String> = tags.into_iter().flatten().collect();
             let tag_ptr = format!("{ptr}/{tag}");
             match inst.get(tag) {
                 Some(found) => {
@@ -422,6 +422,19 @@ impl SchemaCheck {
     }
 
     /// The constant value of property `tag` in alternative `i` of the `oneOf`/`anyOf` at `base`.
+    /// The key that tells the `branches` of a choice apart: a property with a `const` value in
+    /// every branch (`type`, `store`, ...); none for an untagged choice.
+    fn tag_key(&self, base: &str, branches: usize) -> Option<String> {
+        let first = self.schema_at(&format!("{base}/0"), 0)?.get("properties")?;
+        let first = first.as_object()?;
+        first
+            .iter()
+            .filter(|(_, p)| p.get("const").is_some())
+            .map(|(k, _)| k)
+            .find(|k| (1..branches).all(|i| self.branch_tag(base, i, k).is_some()))
+            .cloned()
+    }
+
     fn branch_tag(&self, base: &str, i: usize, tag: &str) -> Option<String> {
         let branch = self.schema_at(&format!("{base}/{i}"), 0)?;
         Some(show_plain(

@@ -1,166 +1,53 @@
-//! Tests against a real moto server (`scripts/emulators/dynamodb.sh start RUN_DIR`, which
-//! `scripts/test.sh` runs; it exports `SLUICE_TEST_DYNAMODB_ENDPOINT`).
+//! The DynamoDB sink and source against a real moto server, through the connectors' public API
+//! (`scripts/emulators/dynamodb.sh start RUN_DIR`, which `scripts/test.sh` runs; it exports
+//! `SLUICE_TEST_DYNAMODB_ENDPOINT`, default `http://127.0.0.1:5000`). Pure item mapping is
+//! unit-tested in `src/dynamodb/item.rs`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, StreamSpecification, StreamViewType,
+use aws_sdk_dynamodb::types::{AttributeValue, ScalarAttributeType};
+use sluice_connectors::api::{
+    CommittedOffsets, Sink, SinkRecord, Source, SourceBatch, SourceContext,
 };
+use sluice_connectors::dynamodb::*;
+use sluice_connectors::{Completion, Offset, Record, Rejected, Route, Ticket};
+use sluice_test_kit::dynamodb::{create_table, n, put_ids as put_items, s, scan as scan_all};
+use sluice_test_kit::{emulator, unique_name as table_name};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::item::{self, Json, PlainRules};
-use super::*;
-use crate::ack::{Completion, Rejected, Ticket};
-use crate::api::{CommittedOffsets, Sink, SinkRecord, Source, SourceBatch, SourceContext};
-use crate::aws::AwsConfig;
-use crate::record::{Offset, Record, Route};
-
 // ---------------------------------------------------------------- helpers
 
-pub(crate) fn endpoint() -> String {
-    let url = std::env::var("SLUICE_TEST_DYNAMODB_ENDPOINT").unwrap_or_else(|_| {
-        panic!(
-            "SLUICE_TEST_DYNAMODB_ENDPOINT is not set: run the tests with scripts/test.sh, or start \
-             moto with `scripts/emulators/dynamodb.sh start RUN_DIR` and source RUN_DIR/dynamodb.env"
-        )
-    });
-    let addr = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    if std::net::TcpStream::connect(&addr).is_err() {
-        panic!(
-            "nothing answers at SLUICE_TEST_DYNAMODB_ENDPOINT={url}: start moto with scripts/test.sh (or scripts/emulators/dynamodb.sh start RUN_DIR)"
-        );
-    }
-    url
-}
-
-fn aws() -> AwsConfig {
-    serde_json::from_value(serde_json::json!({
-        "endpoint": endpoint(),
-        "region": "us-east-1",
-        "credentials": {"provider": "basic", "access_key_id": "test", "secret_access_key": "test"}
-    }))
-    .expect("aws config")
-}
-
 async fn client() -> Client {
-    Client::new(&aws().sdk_config().await.expect("sdk config"))
+    sluice_test_kit::dynamodb::client(&emulator::dynamodb())
 }
 
-fn table_name(prefix: &str) -> String {
-    format!("{prefix}-{:016x}", rand::random::<u64>())
-}
-
-/// Creates a table keyed by `hash` (and `range`), with a NEW_AND_OLD_IMAGES stream if asked.
-async fn create_table(
-    c: &Client,
-    name: &str,
-    hash: (&str, ScalarAttributeType),
-    range: Option<(&str, ScalarAttributeType)>,
-    stream: bool,
-) {
-    let mut b = c
-        .create_table()
-        .table_name(name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name(hash.0)
-                .attribute_type(hash.1)
-                .build()
-                .expect("attr"),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name(hash.0)
-                .key_type(KeyType::Hash)
-                .build()
-                .expect("key"),
-        );
-    if let Some((r, t)) = range {
-        b = b
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name(r)
-                    .attribute_type(t)
-                    .build()
-                    .expect("attr"),
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name(r)
-                    .key_type(KeyType::Range)
-                    .build()
-                    .expect("key"),
-            );
+/// A connector config: `base` with the emulator's `aws:` settings and `extra` merged in.
+fn config<T: serde::de::DeserializeOwned>(
+    mut base: serde_json::Value,
+    extra: serde_json::Value,
+) -> T {
+    base["aws"] = sluice_test_kit::aws_json(&emulator::dynamodb());
+    if let (Some(m), Some(e)) = (base.as_object_mut(), extra.as_object()) {
+        m.extend(e.clone());
     }
-    if stream {
-        b = b.stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::NewAndOldImages)
-                .build()
-                .expect("stream spec"),
-        );
-    }
-    b.send().await.expect("create table");
-}
-
-async fn scan_all(c: &Client, table: &str) -> Vec<HashMap<String, AttributeValue>> {
-    let mut out = Vec::new();
-    let mut start = None;
-    loop {
-        let r = c
-            .scan()
-            .table_name(table)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan");
-        out.extend(r.items.unwrap_or_default());
-        start = r.last_evaluated_key.filter(|k| !k.is_empty());
-        if start.is_none() {
-            return out;
-        }
-    }
-}
-
-fn s(v: &str) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
+    serde_json::from_value(base).expect("connector config")
 }
 
 fn sink_cfg(table: &str, extra: serde_json::Value) -> DynamoSinkConfig {
-    let mut v = serde_json::json!({"table": table});
-    if let (Some(m), Some(e)) = (v.as_object_mut(), extra.as_object()) {
-        for (k, x) in e {
-            m.insert(k.clone(), x.clone());
-        }
-    }
-    let mut cfg: DynamoSinkConfig = serde_json::from_value(v).expect("sink config");
-    cfg.aws = aws();
-    cfg
+    config(serde_json::json!({"table": table}), extra)
 }
 
 fn source_cfg(table: &str, extra: serde_json::Value) -> DynamoSourceConfig {
-    let mut v = serde_json::json!({"table": table, "poll_interval": "50ms", "shard_discovery_interval": "200ms"});
-    if let (Some(m), Some(e)) = (v.as_object_mut(), extra.as_object()) {
-        for (k, x) in e {
-            m.insert(k.clone(), x.clone());
-        }
-    }
-    let mut cfg: DynamoSourceConfig = serde_json::from_value(v).expect("source config");
-    cfg.aws = aws();
-    cfg
+    config(
+        serde_json::json!({"table": table, "poll_interval": "50ms", "shard_discovery_interval": "200ms"}),
+        extra,
+    )
 }
 
 /// One ticket's worth of records for a sink, and how to see whether they all got acked.
@@ -234,66 +121,20 @@ impl Batch {
     }
 }
 
+/// Writes `values` (with `meta`) through the sink and flushes; whether every record was acked.
+async fn write_acked(
+    sink: &mut DynamoSink,
+    values: &[serde_json::Value],
+    meta: &[Vec<(&'static str, String)>],
+) -> bool {
+    let (recs, mut b) = Batch::new(values, meta);
+    sink.write(recs).await.expect("write");
+    sink.flush().await.expect("flush");
+    b.completed_ok()
+}
+
 fn get<'a>(item: &'a HashMap<String, AttributeValue>, k: &str) -> &'a AttributeValue {
     item.get(k).unwrap_or_else(|| panic!("no {k} in {item:?}"))
-}
-
-// ---------------------------------------------------------------- items (no server)
-
-#[test]
-fn plain_json_maps_to_attribute_values_with_exact_numbers() {
-    let j = item::parse(br#"{"id":"a","big":123456789012345678901234567890,"f":1.50,"e":-2E+3,"t":true,"z":null,"l":[1,"x"],"m":{"k":"\u00e9\ud83d\ude00"},"bin":"aGk=","tags":["a","b","a"],"nums":[1,2]}"#).expect("parse");
-    let rules = PlainRules {
-        binary_fields: vec!["bin".into()],
-        sets: vec!["tags".into(), "nums".into()],
-    };
-    let it = item::plain_item(j, &rules).expect("item");
-    assert_eq!(it["big"], n("123456789012345678901234567890"));
-    assert_eq!(it["f"], n("1.50"));
-    assert_eq!(it["e"], n("-2E+3"));
-    assert_eq!(it["t"], AttributeValue::Bool(true));
-    assert_eq!(it["z"], AttributeValue::Null(true));
-    assert_eq!(it["l"], AttributeValue::L(vec![n(1), s("x")]));
-    assert_eq!(
-        it["m"],
-        AttributeValue::M([("k".to_string(), s("é😀"))].into())
-    );
-    assert_eq!(
-        it["bin"],
-        AttributeValue::B(aws_smithy_types::Blob::new(b"hi".to_vec()))
-    );
-    assert_eq!(it["tags"], AttributeValue::Ss(vec!["a".into(), "b".into()]));
-    assert_eq!(it["nums"], AttributeValue::Ns(vec!["1".into(), "2".into()]));
-    // And back: plain JSON keeps the number text; DynamoDB-JSON round-trips exactly.
-    let mut out = Vec::new();
-    item::write_plain_map(&it, &mut out);
-    let text = String::from_utf8(out).expect("utf8");
-    assert!(
-        text.contains(r#""big":123456789012345678901234567890"#),
-        "{text}"
-    );
-    assert!(text.contains(r#""bin":"aGk=""#), "{text}");
-    let mut ddb = Vec::new();
-    item::write_ddb_map(&it, &mut ddb);
-    let back = item::ddb_item(item::parse(&ddb).expect("parse")).expect("ddb item");
-    assert_eq!(back, it);
-}
-
-#[test]
-fn bad_json_and_bad_items_are_explained() {
-    assert!(item::parse(b"{\"a\":").unwrap_err().contains("byte 5"));
-    assert!(item::parse(b"[1] x").unwrap_err().contains("trailing"));
-    let rules = PlainRules {
-        binary_fields: vec!["b".into()],
-        sets: vec!["s".into()],
-    };
-    let e = item::plain_item(item::parse(br#"{"b":"%%%"}"#).expect("json"), &rules).unwrap_err();
-    assert!(e.contains("`b` is not base64"), "{e}");
-    let e = item::plain_item(item::parse(br#"{"s":[1,"x"]}"#).expect("json"), &rules).unwrap_err();
-    assert!(e.contains("only strings or only numbers"), "{e}");
-    let e = item::ddb_item(item::parse(br#"{"a":{"Q":"1"}}"#).expect("json")).unwrap_err();
-    assert!(e.contains("attribute `a`"), "{e}");
-    assert!(matches!(item::parse(b"[]").expect("json"), Json::Arr(_)));
 }
 
 // ---------------------------------------------------------------- sink
@@ -325,51 +166,36 @@ async fn sink_writes_batches_and_acks_every_record() {
 #[tokio::test]
 async fn sink_dedups_by_keys_and_never_reorders_one_key() {
     let c = client().await;
-    let t = table_name("sink-dedup");
-    create_table(&c, &t, ("user_id", ScalarAttributeType::S), None, false).await;
-    // With overwrite_by_keys: only the latest per key is sent; all records are acked.
-    let mut sink = DynamoSink::new(sink_cfg(
-        &t,
-        serde_json::json!({"overwrite_by_keys": ["user_id"]}),
-    ))
-    .await
-    .expect("sink");
     let values: Vec<_> = (0..100)
         .map(|i| serde_json::json!({"user_id": format!("u{}", i % 7), "v": i}))
         .collect();
-    let (recs, mut b) = Batch::new(&values, &[]);
-    sink.write(recs).await.expect("write");
-    sink.flush().await.expect("flush");
-    assert!(b.completed_ok());
-    let items = scan_all(&c, &t).await;
-    assert_eq!(items.len(), 7);
-    for it in &items {
-        let AttributeValue::S(u) = get(it, "user_id") else {
-            panic!()
-        };
-        let k: u64 = u[1..].parse().expect("n");
-        let last = (0..100u64).filter(|i| i % 7 == k).max().expect("some");
-        assert_eq!(get(it, "v"), &n(last), "latest record wins for {u}");
-    }
-    // Without it: every write is sent, in order per key, never two of one key together.
-    let t2 = table_name("sink-nodedup");
-    create_table(&c, &t2, ("user_id", ScalarAttributeType::S), None, false).await;
-    let mut sink = DynamoSink::new(sink_cfg(&t2, serde_json::json!({})))
-        .await
-        .expect("sink");
-    let (recs, mut b) = Batch::new(&values, &[]);
-    sink.write(recs).await.expect("write");
-    sink.flush().await.expect("flush");
-    assert!(b.completed_ok());
-    let items = scan_all(&c, &t2).await;
-    assert_eq!(items.len(), 7);
-    for it in &items {
-        let AttributeValue::S(u) = get(it, "user_id") else {
-            panic!()
-        };
-        let k: u64 = u[1..].parse().expect("n");
-        let last = (0..100u64).filter(|i| i % 7 == k).max().expect("some");
-        assert_eq!(get(it, "v"), &n(last), "the last write of {u} lands last");
+    // With overwrite_by_keys only the latest per key is sent; without it every write is sent, in
+    // order per key, never two of one key together. Either way the last write of a key wins.
+    for (prefix, extra) in [
+        (
+            "sink-dedup",
+            serde_json::json!({"overwrite_by_keys": ["user_id"]}),
+        ),
+        ("sink-nodedup", serde_json::json!({})),
+    ] {
+        let t = table_name(prefix);
+        create_table(&c, &t, ("user_id", ScalarAttributeType::S), None, false).await;
+        let mut sink = DynamoSink::new(sink_cfg(&t, extra)).await.expect("sink");
+        assert!(write_acked(&mut sink, &values, &[]).await);
+        let items = scan_all(&c, &t).await;
+        assert_eq!(items.len(), 7);
+        for it in &items {
+            let AttributeValue::S(u) = get(it, "user_id") else {
+                panic!()
+            };
+            let k: u64 = u[1..].parse().expect("n");
+            let last = (0..100u64).filter(|i| i % 7 == k).max().expect("some");
+            assert_eq!(
+                get(it, "v"),
+                &n(last),
+                "{prefix}: the last write of {u} lands last"
+            );
+        }
     }
 }
 
@@ -431,10 +257,7 @@ async fn sink_mirror_mode_deletes_by_op_field_and_stream_records() {
         serde_json::json!({"event": "INSERT", "keys": {"pk": "c", "sk": 9}, "new": {"pk": "c", "sk": 9, "y": true}, "old": null}),
         serde_json::json!({"event": "REMOVE", "keys": {"pk": "b", "sk": 1}, "new": null, "old": {"pk": "b", "sk": 1}}),
     ];
-    let (recs, mut b) = Batch::new(&values, &[]);
-    sink.write(recs).await.expect("write");
-    sink.flush().await.expect("flush");
-    assert!(b.completed_ok());
+    assert!(write_acked(&mut sink, &values, &[]).await);
     let mut keys: Vec<String> = scan_all(&c, &t)
         .await
         .iter()
@@ -474,37 +297,38 @@ async fn sink_stores_metadata_and_the_guard_keeps_newer_items() {
         ]
     };
     // 9 < 10 < 100 as numbers, though "9" > "10" as text: the guard compares lengths first.
-    let (recs, mut b) = Batch::new(
-        &[
-            serde_json::json!({"id": "k", "v": "ten"}),
-            serde_json::json!({"id": "j", "v": "hundred"}),
-        ],
-        &[meta("10"), meta("100")],
-    );
-    sink.write(recs).await.expect("write");
-    sink.flush().await.expect("flush");
-    assert!(b.completed_ok());
-    // A replay of older records is acked but does not overwrite.
-    let (recs, mut b) = Batch::new(
-        &[
-            serde_json::json!({"id": "k", "v": "nine"}),
-            serde_json::json!({"id": "j", "v": "ninety-nine"}),
-        ],
-        &[meta("9"), meta("99")],
-    );
-    sink.write(recs).await.expect("write");
-    sink.flush().await.expect("flush");
     assert!(
-        b.completed_ok(),
+        write_acked(
+            &mut sink,
+            &[
+                serde_json::json!({"id": "k", "v": "ten"}),
+                serde_json::json!({"id": "j", "v": "hundred"}),
+            ],
+            &[meta("10"), meta("100")]
+        )
+        .await
+    );
+    // A replay of older records is acked but does not overwrite.
+    assert!(
+        write_acked(
+            &mut sink,
+            &[
+                serde_json::json!({"id": "k", "v": "nine"}),
+                serde_json::json!({"id": "j", "v": "ninety-nine"}),
+            ],
+            &[meta("9"), meta("99")]
+        )
+        .await,
         "skipped older writes are still acknowledged"
     );
-    let (recs, mut b) = Batch::new(
-        &[serde_json::json!({"id": "k", "v": "eleven"})],
-        &[meta("11")],
+    assert!(
+        write_acked(
+            &mut sink,
+            &[serde_json::json!({"id": "k", "v": "eleven"})],
+            &[meta("11")]
+        )
+        .await
     );
-    sink.write(recs).await.expect("write");
-    sink.flush().await.expect("flush");
-    assert!(b.completed_ok());
     let items: BTreeMap<String, HashMap<String, AttributeValue>> = scan_all(&c, &t)
         .await
         .into_iter()
@@ -575,15 +399,8 @@ async fn sink_writes_dynamodb_json_items() {
     ))
     .await
     .expect("sink");
-    let (recs, mut b) = Batch::new(
-        &[
-            serde_json::json!({"id": {"S": "x"}, "tags": {"SS": ["a", "b"]}, "n": {"N": "12345678901234567890.5"}}),
-        ],
-        &[],
-    );
-    sink.write(recs).await.expect("write");
-    sink.flush().await.expect("flush");
-    assert!(b.completed_ok());
+    let item = serde_json::json!({"id": {"S": "x"}, "tags": {"SS": ["a", "b"]}, "n": {"N": "12345678901234567890.5"}});
+    assert!(write_acked(&mut sink, &[item], &[]).await);
     let items = scan_all(&c, &t).await;
     assert_eq!(get(&items[0], "n"), &n("12345678901234567890.5"));
     assert!(matches!(get(&items[0], "tags"), AttributeValue::Ss(v) if v.len() == 2));
@@ -637,29 +454,6 @@ fn parse(r: &Record) -> serde_json::Value {
     serde_json::from_slice(&r.value).expect("record JSON")
 }
 
-async fn put_items(c: &Client, t: &str, range: std::ops::Range<u64>) {
-    let reqs: Vec<_> = range
-        .map(|i| {
-            aws_sdk_dynamodb::types::WriteRequest::builder()
-                .put_request(
-                    aws_sdk_dynamodb::types::PutRequest::builder()
-                        .item("id", n(i))
-                        .item("body", s(&format!("item {i}")))
-                        .build()
-                        .expect("put"),
-                )
-                .build()
-        })
-        .collect();
-    for chunk in reqs.chunks(25) {
-        c.batch_write_item()
-            .request_items(t, chunk.to_vec())
-            .send()
-            .await
-            .expect("batch write");
-    }
-}
-
 #[tokio::test]
 async fn snapshot_scans_every_segment_and_resumes_after_the_committed_key() {
     let c = client().await;
@@ -691,7 +485,7 @@ async fn snapshot_scans_every_segment_and_resumes_after_the_committed_key() {
         if let Some(o) = off {
             committed.insert(
                 b.partition.clone(),
-                crate::api::Committed {
+                sluice_connectors::api::Committed {
                     offset: o,
                     finished: b.end_of_partition,
                 },
@@ -812,7 +606,7 @@ async fn cdc_delivers_inserts_updates_and_deletes_in_order_per_key() {
     let mut start = CommittedOffsets::new();
     start.insert(
         mid.partition.clone(),
-        crate::api::Committed {
+        sluice_connectors::api::Committed {
             offset: mid.offset.clone(),
             finished: false,
         },
@@ -850,17 +644,26 @@ async fn cdc_latest_skips_what_came_before() {
     ))
     .await
     .expect("source");
+    // The source reads from `latest` once it has its shard iterators: write probes until one
+    // arrives (no fixed wait for the source to be ready).
+    let probing = CancellationToken::new();
     let writer = {
         let c = c.clone();
         let t = t.clone();
+        let probing = probing.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            c.put_item()
-                .table_name(&t)
-                .item("id", s("new"))
-                .send()
-                .await
-                .expect("put");
+            for i in 0.. {
+                c.put_item()
+                    .table_name(&t)
+                    .item("id", s(&format!("new-{i}")))
+                    .send()
+                    .await
+                    .expect("put");
+                tokio::select! {
+                    _ = probing.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
         })
     };
     let got = collect(
@@ -871,12 +674,18 @@ async fn cdc_latest_skips_what_came_before() {
         Duration::from_secs(20),
     )
     .await;
+    probing.cancel();
     writer.await.expect("writer");
     let keys: Vec<_> = records(&got)
         .iter()
         .map(|r| parse(r)["keys"]["id"].as_str().map(str::to_string))
         .collect();
-    assert_eq!(keys, vec![Some("new".to_string())]);
+    assert!(!keys.is_empty(), "a write after the start arrives");
+    assert!(
+        keys.iter()
+            .all(|k| k.as_deref().is_some_and(|k| k.starts_with("new-"))),
+        "only writes after the start arrive, never the item written before: {keys:?}"
+    );
 }
 
 #[tokio::test]

@@ -1,9 +1,6 @@
-//! Kinesis test helpers: the emulator started by `scripts/test.sh` (kinesis-local), a client
-//! for it, randomly named streams, and spec snippets.
+//! Kinesis helpers: a blocking client of kinesis-local, randomly named streams, a Kinesis → file
+//! spec and readers of its output.
 
-#![allow(dead_code)]
-
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::Client;
@@ -13,29 +10,10 @@ use aws_sdk_kinesis::types::{PutRecordsRequestEntry, Shard, ShardIteratorType, S
 
 /// The emulator's endpoint; panics with a hint when nothing answers there.
 pub fn endpoint() -> String {
-    let url = std::env::var("SLUICE_TEST_KINESIS_ENDPOINT")
-        .unwrap_or_else(|_| "http://127.0.0.1:4567".to_string());
-    let host = url.trim_start_matches("http://").trim_end_matches('/');
-    let up = host
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
-    assert!(
-        up,
-        "no Kinesis emulator answers at {url}: run the tests through scripts/test.sh (which starts \
-         kinesis-local), or start one with `scripts/emulators/kinesis.sh start DIR` and export \
-         SLUICE_TEST_KINESIS_ENDPOINT from DIR/kinesis.env"
-    );
-    url
+    crate::emulator::kinesis()
 }
 
-/// The `aws:` block of a spec for the emulator.
-pub fn aws_yaml(endpoint: &str, indent: &str) -> String {
-    format!(
-        "{indent}aws:\n{indent}  endpoint: {endpoint}\n{indent}  region: us-east-1\n{indent}  credentials:\n{indent}    provider: basic\n{indent}    access_key_id: test\n{indent}    secret_access_key: test\n"
-    )
-}
+pub use crate::aws_yaml;
 
 /// A record read back from a stream.
 #[derive(Debug, Clone)]
@@ -75,7 +53,7 @@ impl Kinesis {
 
     /// A new stream with a random name and `shards` shards, active.
     pub fn create_stream(&self, shards: i32) -> String {
-        let name = format!("sluice-test-{:016x}", rand::random::<u64>());
+        let name = crate::unique_name("sluice-test");
         self.rt
             .block_on(
                 self.client
@@ -319,52 +297,8 @@ pub fn envelope(line: &str) -> (u64, String, String, String) {
     )
 }
 
-/// Committed offsets of a pipeline in a file store: (shard, offset, finished), by shard.
+/// Committed offsets of a pipeline in the file store `dir/offsets`: (shard, offset, finished),
+/// by shard.
 pub fn committed(dir: &std::path::Path, name: &str) -> Vec<(String, String, bool)> {
-    let text = std::fs::read_to_string(dir.join(format!("offsets/{name}.offsets.json")))
-        .unwrap_or_default();
-    if text.is_empty() {
-        return Vec::new();
-    }
-    let v: serde_json::Value = serde_json::from_str(&text).expect("offsets JSON");
-    let mut out: Vec<(String, String, bool)> = v["partitions"]
-        .as_object()
-        .expect("partitions")
-        .iter()
-        .map(|(k, e)| {
-            (
-                k.clone(),
-                e["offset"].as_str().unwrap_or_default().to_string(),
-                e["finished"].as_bool().unwrap_or(false),
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-/// A running `sluice` that is killed when the test ends, even by a failed assertion, so no
-/// pipeline outlives its test.
-pub struct Running(pub std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-impl std::ops::Deref for Running {
-    type Target = std::process::Child;
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Running {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
-    }
+    crate::committed_offsets(&dir.join("offsets"), name)
 }

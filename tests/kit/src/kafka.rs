@@ -1,8 +1,5 @@
-//! Kafka helpers for the end-to-end tests: the broker `scripts/test.sh` starts (through
-//! `scripts/emulators/kafka.sh`), random topics, a producer and a reader, and private tansu
+//! Kafka helpers: the shared broker, random topics, a producer and a reader, and private tansu
 //! brokers for tests that restart one.
-
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
@@ -21,18 +18,12 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 /// The shared test broker: `SLUICE_TEST_KAFKA_BROKERS`, else 127.0.0.1:9092. Panics with the
 /// way to start one when nothing answers.
 pub fn brokers() -> String {
-    let b = std::env::var("SLUICE_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    let addr: SocketAddr = b.parse().expect("SLUICE_TEST_KAFKA_BROKERS is host:port");
-    assert!(
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok(),
-        "no Kafka broker answers at {b} (SLUICE_TEST_KAFKA_BROKERS): run the tests through scripts/test.sh, or `scripts/emulators/kafka.sh start DIR` and source DIR/kafka.env"
-    );
-    b
+    crate::emulator::kafka_brokers()
 }
 
 /// A fresh topic name.
 pub fn topic(prefix: &str) -> String {
-    format!("{prefix}-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+    crate::unique_name(prefix)
 }
 
 fn config(brokers: &str) -> ClientConfig {
@@ -67,7 +58,7 @@ pub fn create_topic_with(brokers: &str, topic: &str, partitions: i32, configs: &
     }
     let consumer: BaseConsumer = config(brokers).create().expect("consumer");
     assert!(
-        crate::common::wait_for(Duration::from_secs(10), || {
+        crate::wait_for(Duration::from_secs(10), || {
             consumer
                 .fetch_metadata(Some(topic), Duration::from_secs(2))
                 .map(|m| {
@@ -161,7 +152,7 @@ pub fn read_until(
     let deadline = Instant::now() + timeout;
     // The topic may not exist yet (a sink creates it when it starts).
     let mut parts = 0;
-    crate::common::wait_for(timeout, || {
+    crate::wait_for(timeout, || {
         parts = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(5))
             .ok()
@@ -258,6 +249,20 @@ pub fn commit_group_offset(brokers: &str, group: &str, topic: &str, partition: i
         .expect("commit");
 }
 
+/// A scratch folder holding a private broker (started, or only given a port when `start` is
+/// false), the broker's address and a fresh topic name: for tests that stop and start it.
+pub fn private_broker(prefix: &str, start: bool) -> (crate::Scratch, Tansu, String, String) {
+    let s = crate::Scratch::new();
+    let dir = s.path("tansu");
+    let broker = if start {
+        Tansu::start(&dir)
+    } else {
+        Tansu::reserve(&dir)
+    };
+    let brokers = broker.brokers();
+    (s, broker, brokers, topic(prefix))
+}
+
 /// A private tansu broker on a fixed port (for tests that stop and restart it).
 pub struct Tansu {
     pub port: u16,
@@ -268,15 +273,7 @@ pub struct Tansu {
 impl Tansu {
     /// Starts tansu (`SLUICE_TEST_TANSU_BIN`) with memory storage on a free port, working in `dir`.
     pub fn start(dir: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut t = Self {
-            port,
-            dir: dir.to_path_buf(),
-            child: None,
-        };
+        let mut t = Self::reserve(dir);
         t.restart();
         t
     }
@@ -284,10 +281,7 @@ impl Tansu {
     /// Picks a free port without starting the broker (for tests of a broker that comes late);
     /// [`Tansu::restart`] starts it there.
     pub fn reserve(dir: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = crate::free_port();
         Self {
             port,
             dir: dir.to_path_buf(),
@@ -301,9 +295,7 @@ impl Tansu {
 
     /// Starts (again) on the same port; waits until it listens.
     pub fn restart(&mut self) {
-        let bin = std::env::var("SLUICE_TEST_TANSU_BIN").expect(
-            "SLUICE_TEST_TANSU_BIN is not set: run the tests through scripts/test.sh (scripts/emulators/kafka.sh writes it)",
-        );
+        let bin = crate::emulator::tansu_bin();
         std::fs::create_dir_all(&self.dir).expect("tansu dir");
         std::fs::write(self.dir.join(".env"), "").expect("tansu .env");
         let url = format!("tcp://127.0.0.1:{}", self.port);
@@ -331,7 +323,7 @@ impl Tansu {
         self.child = Some(child);
         let addr: SocketAddr = self.brokers().parse().expect("addr");
         assert!(
-            crate::common::wait_for(Duration::from_secs(20), || TcpStream::connect_timeout(
+            crate::wait_for(Duration::from_secs(20), || TcpStream::connect_timeout(
                 &addr,
                 Duration::from_millis(200)
             )

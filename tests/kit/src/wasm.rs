@@ -2,19 +2,12 @@
 //! `.wasm` files are. Parallel test binaries share the build: cargo's own lock on the target
 //! directory serialises them, and the second build finds everything fresh.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
+
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The repository root (the runtime crate's parent).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the runtime crate lives inside the repository")
-        .to_path_buf()
-}
+use crate::repo_root;
 
 /// The target directory of the plugin build: `$CARGO_TARGET_DIR/wasm-plugins` or
 /// `<repo>/target/wasm-plugins`. A separate directory, because the outer `cargo test` holds the
