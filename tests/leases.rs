@@ -63,17 +63,24 @@ impl Cluster {
     /// Three workers balanced over a new 8-shard stream, 300 records (seqs 0..300) delivered.
     fn three_running() -> Self {
         let mut c = Cluster::new(8);
-        for i in 0..3 {
-            c.start(i, "");
-        }
-        c.k.put_seqs(&c.stream, 0..300, 40);
-        assert!(
-            wait_for(Duration::from_secs(30), || c.balanced(&[0, 1, 2], 8)
-                && c.all_delivered(300)),
-            "not running: {:?}",
-            c.owners()
-        );
+        c.run_balanced(0);
         c
+    }
+
+    /// Starts workers `first..3` (plainly), puts seqs 0..300 and waits until the three share
+    /// the 8 shards and everything is delivered.
+    fn run_balanced(&mut self, first: usize) {
+        for i in first..3 {
+            self.start(i, "");
+        }
+        self.k.put_seqs(&self.stream, 0..300, 40);
+        assert!(
+            wait_for(Duration::from_secs(30), || self.balanced(&[0, 1, 2], 8)
+                && self.all_delivered(300)),
+            "not running: {:?}\n{}",
+            self.owners(),
+            self.log(0)
+        );
     }
 
     /// Workers reading the stream of a new DynamoDB table keyed by a numeric `id`.
@@ -153,6 +160,18 @@ impl Cluster {
             .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
+    }
+
+    /// SIGTERM to worker `i`, which must drain, commit, release and exit cleanly.
+    fn terminate(&mut self, i: usize) {
+        signal(self.child(i), "-TERM");
+        let mut w = self.workers[i].take().expect("worker running");
+        let status = wait_exit(&mut w, Duration::from_secs(30));
+        assert!(
+            status.success(),
+            "w{i} exited with {status}: {}",
+            self.log(i)
+        );
     }
 
     fn child(&self, i: usize) -> &Child {
@@ -451,10 +470,7 @@ fn a_worker_stopped_with_sigterm_hands_its_shards_over_without_duplicates() {
     let mut c = Cluster::three_running();
     c.k.put_seqs(&c.stream, 300..450, 40);
     let mine = c.owners()["w0"].clone();
-    signal(c.child(0), "-TERM");
-    let mut w0 = c.workers[0].take().expect("w0");
-    let status = wait_exit(&mut w0, Duration::from_secs(30));
-    assert!(status.success(), "w0 exited with {status}: {}", c.log(0));
+    c.terminate(0);
     let took = taken_over(&c, "w0", &mine, Duration::from_secs(30));
     println!(
         "SIGTERM: {} shards taken over {took:?} after w0 exited",
@@ -496,17 +512,7 @@ fn a_paused_worker_whose_leases_were_taken_commits_nothing_more_and_stops_readin
         "w0 did not take the shards: {:?}",
         c.owners()
     );
-    for i in 1..3 {
-        c.start(i, "");
-    }
-    c.k.put_seqs(&c.stream, 0..300, 40);
-    assert!(
-        wait_for(Duration::from_secs(30), || c.balanced(&[0, 1, 2], 8)
-            && c.all_delivered(300)),
-        "not running: {:?}\n{}",
-        c.owners(),
-        c.log(0)
-    );
+    c.run_balanced(1);
     c.k.put_seqs(&c.stream, 300..450, 40);
     let mine = c.owners()["w0"].clone();
     signal(c.child(0), "-STOP");
@@ -700,14 +706,7 @@ fn two_workers_share_a_dynamodb_stream_and_hand_it_over_on_sigterm() {
         .expect("an owner");
     let i: usize = busy.trim_start_matches('w').parse().expect("worker id");
     let mine = mine.clone();
-    signal(c.child(i), "-TERM");
-    let mut w = c.workers[i].take().expect("worker");
-    let status = wait_exit(&mut w, Duration::from_secs(30));
-    assert!(
-        status.success(),
-        "{busy} exited with {status}: {}",
-        c.log(i)
-    );
+    c.terminate(i);
     let took = taken_over(&c, busy, &mine, Duration::from_secs(30));
     c.d.put_ids(&table, 100..200);
     assert!(
@@ -819,10 +818,7 @@ fn efo_readers_hand_shards_over_on_sigterm_without_duplicates() {
         c.log(0)
     );
     let mine = c.owners()["w0"].clone();
-    signal(c.child(0), "-TERM");
-    let mut w0 = c.workers[0].take().expect("w0");
-    let status = wait_exit(&mut w0, Duration::from_secs(30));
-    assert!(status.success(), "w0 exited with {status}: {}", c.log(0));
+    c.terminate(0);
     let took = taken_over(&c, "w0", &mine, Duration::from_secs(30));
     c.k.put_seqs(&c.stream, 200..400, 40);
     assert!(
