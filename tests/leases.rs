@@ -778,6 +778,17 @@ fn validate_refuses_leases_where_they_cannot_work() {
             "{name}: not located: {err}"
         );
     }
+    // `--until-caught-up` stops at one process's tip: refused with leases.
+    s.write(
+        "caught.yaml",
+        &format!("version: 1\nname: p\n{kinesis}{dynamo}sink: {{type: stdout}}\n"),
+    );
+    let out = s.run(&["validate", "--until-caught-up", "caught.yaml"]);
+    let err = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        !out.status.success() && err.contains("--until-caught-up") && err.contains("caught.yaml:"),
+        "{err}"
+    );
     // Kinesis and DynamoDB Streams with the dynamodb store pass.
     for (name, src) in [
         ("ok-kinesis", kinesis.to_string()),

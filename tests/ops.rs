@@ -4,62 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use sluice_test_kit::http::{get_json, http, series};
 use sluice_test_kit::kafka as k;
 use sluice_test_kit::*;
-
-/// A plain HTTP/1.1 request on loopback: (status, body), or None when nothing answers.
-fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(
-        &format!("127.0.0.1:{port}").parse().expect("addr"),
-        Duration::from_millis(500),
-    )
-    .ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n"
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text.split(' ').nth(1)?.parse().ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        unchunk(body)
-    } else {
-        body.to_string()
-    };
-    Some((status, body))
-}
-
-fn unchunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-fn get_json(port: u16, path: &str) -> Option<(u16, serde_json::Value)> {
-    let (code, body) = http(port, "GET", path, &[])?;
-    Some((code, serde_json::from_str(&body).ok()?))
-}
 
 /// A Prometheus server (Debian's `prometheus`, installed by scripts/lib/setup.sh) scraping one
 /// target every second, with its storage in a temp dir; killed on drop.
@@ -397,17 +347,7 @@ fn ready_turns_200_once_the_pipeline_runs() {
 
 /// `sluice_source_lag_seconds{partition}` lines of a pipeline: shard → seconds.
 fn lag_series(port: u16, pipeline: &str) -> std::collections::BTreeMap<String, f64> {
-    let Some((200, text)) = http(port, "GET", "/metrics", &[]) else {
-        return Default::default();
-    };
-    let prefix = format!("sluice_source_lag_seconds{{pipeline=\"{pipeline}\",partition=\"");
-    text.lines()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .filter_map(|rest| {
-            let (shard, value) = rest.split_once("\"} ")?;
-            Some((shard.to_string(), value.trim().parse().ok()?))
-        })
-        .collect()
+    series(port, "sluice_source_lag_seconds", pipeline)
 }
 
 #[test]

@@ -81,6 +81,10 @@ pub struct SourceContext {
     /// Set when a coordinator shares the partitions among workers (DynamoDB leases): the source
     /// then reads only the partitions granted here. `None`: every partition is this worker's.
     pub grants: Option<Grants>,
+    /// Stop at the tip each partition had when the run started (`sluice run --until-caught-up`):
+    /// read every partition up to it, then return `Ok`. An open partition stopped there is not
+    /// finished (no end marker): the next run goes on after its last record.
+    pub until_caught_up: bool,
 }
 
 /// The partitions granted to this worker, with the offset each resumes after.
@@ -103,33 +107,53 @@ pub struct Grants {
     pub released: mpsc::UnboundedSender<(PartitionId, Option<Offset>)>,
 }
 
-/// Per-partition lag reported by a source: milliseconds between what it reads and the newest
-/// record of the partition. One short lock per fetch; a finished partition is removed.
+type PerPartition = std::collections::BTreeMap<PartitionId, u64>;
+
+/// Per-partition lag reported by a source: in time (milliseconds between what it reads and the
+/// newest record of the partition) and, where the system counts positions (Kafka), in records.
+/// One short lock per report; a finished partition is removed.
 #[derive(Debug, Default)]
 pub struct Lag {
-    millis: std::sync::Mutex<std::collections::BTreeMap<PartitionId, u64>>,
+    millis: std::sync::Mutex<PerPartition>,
+    records: std::sync::Mutex<PerPartition>,
+}
+
+fn lock(m: &std::sync::Mutex<PerPartition>) -> std::sync::MutexGuard<'_, PerPartition> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Lag {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<PartitionId, u64>> {
-        self.millis
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// The partition is `millis` behind its newest record.
     pub fn set(&self, partition: &PartitionId, millis: u64) {
-        self.lock().insert(partition.clone(), millis);
+        lock(&self.millis).insert(partition.clone(), millis);
+    }
+
+    /// The partition has `records` records after the position read (Kafka: high watermark
+    /// minus position).
+    pub fn set_records(&self, partition: &PartitionId, records: u64) {
+        lock(&self.records).insert(partition.clone(), records);
     }
 
     /// The partition was read to its end (or is no longer read here).
     pub fn remove(&self, partition: &PartitionId) {
-        self.lock().remove(partition);
+        lock(&self.millis).remove(partition);
+        lock(&self.records).remove(partition);
     }
 
-    /// Every reported partition with its lag in milliseconds.
+    /// Every partition with a lag in time, in milliseconds.
     pub fn snapshot(&self) -> Vec<(PartitionId, u64)> {
-        self.lock().iter().map(|(p, m)| (p.clone(), *m)).collect()
+        lock(&self.millis)
+            .iter()
+            .map(|(p, m)| (p.clone(), *m))
+            .collect()
+    }
+
+    /// Every partition with a lag in records.
+    pub fn records_snapshot(&self) -> Vec<(PartitionId, u64)> {
+        lock(&self.records)
+            .iter()
+            .map(|(p, m)| (p.clone(), *m))
+            .collect()
     }
 }
 
@@ -181,6 +205,16 @@ async fn send_or_stop(
         _ = stop.cancelled() => false,
         r = output.send(batch) => r.is_ok(),
     }
+}
+
+/// Keeps the lag of a stopped source current (a paused pipeline), cheaply: it asks how far each
+/// partition's committed position is behind the partition's tip, without reading on.
+#[async_trait]
+pub trait LagProbe: Send {
+    /// How often [`LagProbe::probe`] is worth calling.
+    fn interval(&self) -> std::time::Duration;
+    /// Updates `lag` for the partitions it reports, from their `committed` positions.
+    async fn probe(&mut self, committed: &CommittedOffsets, lag: &Lag);
 }
 
 /// A source of records.

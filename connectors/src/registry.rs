@@ -5,7 +5,7 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::api::{Sink, Source};
+use crate::api::{LagProbe, Sink, Source};
 use crate::error::ConnectorError;
 use crate::{ConfigIssue, discard, dynamodb, file, generator, kafka, kinesis, stdio};
 
@@ -85,6 +85,48 @@ impl SourceConfig {
             Self::Dynamodb(c) => c.check(),
             Self::Kafka(c) => c.check(),
             Self::Kinesis(c) => c.check(),
+        }
+    }
+
+    /// Why this source cannot run with `sluice run --until-caught-up`, if it cannot: it has no
+    /// tip to stop at. Kinesis, DynamoDB Streams and Kafka stop at the tip each partition had
+    /// when the run started; files and snapshots end at their end anyway; a generator with a
+    /// `count` ends after it.
+    pub fn until_caught_up_issue(&self) -> Option<ConfigIssue> {
+        match self {
+            Self::Generator(c) if c.count.is_none() => Some(ConfigIssue::new(
+                "type",
+                "--until-caught-up needs a source with a tip to stop at: this generator is endless; give it a `count`",
+            )),
+            Self::Stdin(_) => Some(ConfigIssue::new(
+                "type",
+                "--until-caught-up needs a source with a tip to stop at: standard input has none (it ends when its writer closes it); run without --until-caught-up, or read a file",
+            )),
+            Self::Generator(_)
+            | Self::File(_)
+            | Self::Dynamodb(_)
+            | Self::Kafka(_)
+            | Self::Kinesis(_) => None,
+        }
+    }
+
+    /// What keeps the source's lag current while its pipeline is paused, for sources that can
+    /// tell it without reading (Kinesis). `None` for the others: their lag stays as last
+    /// reported.
+    pub async fn lag_probe(&self) -> Option<Box<dyn LagProbe>> {
+        match self {
+            Self::Kinesis(c) => match kinesis::ShardLagProbe::connect(c.clone()).await {
+                Ok(p) => Some(Box::new(p)),
+                Err(e) => {
+                    tracing::warn!(stream = %c.stream, error = %e, "kinesis source: cannot watch the lag while paused");
+                    None
+                }
+            },
+            Self::Generator(_)
+            | Self::File(_)
+            | Self::Stdin(_)
+            | Self::Dynamodb(_)
+            | Self::Kafka(_) => None,
         }
     }
 

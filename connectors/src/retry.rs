@@ -153,34 +153,31 @@ mod tests {
         );
     }
 
+    /// How many times `p` calls an operation that always fails with `error`.
+    async fn attempts(p: &RetryPolicy, retriable: impl Fn(&String) -> bool, error: &str) -> u32 {
+        let n = AtomicU32::new(0);
+        let r: Result<(), String> = p
+            .run("test", retriable, || async {
+                n.fetch_add(1, Ordering::SeqCst);
+                Err(error.to_string())
+            })
+            .await;
+        assert!(r.is_err());
+        n.load(Ordering::SeqCst)
+    }
+
     #[tokio::test]
     async fn retries_retriable_errors_then_gives_up() {
         let p = RetryPolicy::new(3, Duration::from_millis(1), Duration::from_millis(2), 2.0);
-        let n = AtomicU32::new(0);
-        let r: Result<(), String> = p
-            .run(
-                "test",
-                |_| true,
-                || async {
-                    n.fetch_add(1, Ordering::SeqCst);
-                    Err("throttled".to_string())
-                },
-            )
-            .await;
-        assert!(r.is_err());
-        assert_eq!(n.load(Ordering::SeqCst), 4, "one attempt and three retries");
-        let n = AtomicU32::new(0);
-        let r: Result<(), String> = p
-            .run(
-                "test",
-                |e: &String| e != "fatal",
-                || async {
-                    n.fetch_add(1, Ordering::SeqCst);
-                    Err("fatal".to_string())
-                },
-            )
-            .await;
-        assert!(r.is_err());
-        assert_eq!(n.load(Ordering::SeqCst), 1, "no retry of a fatal error");
+        assert_eq!(
+            attempts(&p, |_| true, "throttled").await,
+            4,
+            "one attempt and three retries"
+        );
+        assert_eq!(
+            attempts(&p, |e| e != "fatal", "fatal").await,
+            1,
+            "no retry of a fatal error"
+        );
     }
 }

@@ -23,8 +23,18 @@ use tokio_util::sync::CancellationToken;
 
 // ---------------------------------------------------------------- helpers
 
-async fn client() -> Client {
-    sluice_test_kit::dynamodb::client(&emulator::dynamodb())
+/// A client and a fresh table named after `prefix`, keyed by `hash` (and `range`), with a stream
+/// if asked.
+async fn new_table(
+    prefix: &str,
+    hash: (&str, ScalarAttributeType),
+    range: Option<(&str, ScalarAttributeType)>,
+    stream: bool,
+) -> (Client, String) {
+    let c = sluice_test_kit::dynamodb::client(&emulator::dynamodb());
+    let t = table_name(prefix);
+    create_table(&c, &t, hash, range, stream).await;
+    (c, t)
 }
 
 /// A connector config: `base` with the emulator's `aws:` settings and `extra` merged in.
@@ -43,11 +53,13 @@ fn sink_cfg(table: &str, extra: serde_json::Value) -> DynamoSinkConfig {
     config(serde_json::json!({"table": table}), extra)
 }
 
-fn source_cfg(table: &str, extra: serde_json::Value) -> DynamoSourceConfig {
-    config(
+/// A source on `table`, polling fast, with `extra` settings.
+async fn source(table: &str, extra: serde_json::Value) -> DynamoSource {
+    let cfg: DynamoSourceConfig = config(
         serde_json::json!({"table": table, "poll_interval": "50ms", "shard_discovery_interval": "200ms"}),
         extra,
-    )
+    );
+    DynamoSource::new(cfg).await.expect("source")
 }
 
 /// One ticket's worth of records for a sink, and how to see whether they all got acked.
@@ -141,9 +153,7 @@ fn get<'a>(item: &'a HashMap<String, AttributeValue>, k: &str) -> &'a AttributeV
 
 #[tokio::test]
 async fn sink_writes_batches_and_acks_every_record() {
-    let c = client().await;
-    let t = table_name("sink-batches");
-    create_table(&c, &t, ("id", ScalarAttributeType::N), None, false).await;
+    let (c, t) = new_table("sink-batches", ("id", ScalarAttributeType::N), None, false).await;
     let mut sink = DynamoSink::new(sink_cfg(
         &t,
         serde_json::json!({"batch_size": 25, "max_in_flight": 4}),
@@ -165,7 +175,6 @@ async fn sink_writes_batches_and_acks_every_record() {
 
 #[tokio::test]
 async fn sink_dedups_by_keys_and_never_reorders_one_key() {
-    let c = client().await;
     let values: Vec<_> = (0..100)
         .map(|i| serde_json::json!({"user_id": format!("u{}", i % 7), "v": i}))
         .collect();
@@ -178,8 +187,7 @@ async fn sink_dedups_by_keys_and_never_reorders_one_key() {
         ),
         ("sink-nodedup", serde_json::json!({})),
     ] {
-        let t = table_name(prefix);
-        create_table(&c, &t, ("user_id", ScalarAttributeType::S), None, false).await;
+        let (c, t) = new_table(prefix, ("user_id", ScalarAttributeType::S), None, false).await;
         let mut sink = DynamoSink::new(sink_cfg(&t, extra)).await.expect("sink");
         assert!(write_acked(&mut sink, &values, &[]).await);
         let items = scan_all(&c, &t).await;
@@ -201,11 +209,8 @@ async fn sink_dedups_by_keys_and_never_reorders_one_key() {
 
 #[tokio::test]
 async fn overwrite_by_keys_other_than_the_table_key_is_refused_at_start() {
-    let c = client().await;
-    let t = table_name("sink-dedup-keys");
-    create_table(
-        &c,
-        &t,
+    let (_, t) = new_table(
+        "sink-dedup-keys",
         ("user_id", ScalarAttributeType::S),
         Some(("ts", ScalarAttributeType::N)),
         false,
@@ -236,11 +241,8 @@ async fn overwrite_by_keys_other_than_the_table_key_is_refused_at_start() {
 
 #[tokio::test]
 async fn sink_mirror_mode_deletes_by_op_field_and_stream_records() {
-    let c = client().await;
-    let t = table_name("sink-mirror");
-    create_table(
-        &c,
-        &t,
+    let (c, t) = new_table(
+        "sink-mirror",
         ("pk", ScalarAttributeType::S),
         Some(("sk", ScalarAttributeType::N)),
         false,
@@ -278,9 +280,7 @@ async fn sink_mirror_mode_deletes_by_op_field_and_stream_records() {
 
 #[tokio::test]
 async fn sink_stores_metadata_and_the_guard_keeps_newer_items() {
-    let c = client().await;
-    let t = table_name("sink-guard");
-    create_table(&c, &t, ("id", ScalarAttributeType::S), None, false).await;
+    let (c, t) = new_table("sink-guard", ("id", ScalarAttributeType::S), None, false).await;
     let cfg = sink_cfg(
         &t,
         serde_json::json!({
@@ -344,9 +344,7 @@ async fn sink_stores_metadata_and_the_guard_keeps_newer_items() {
 
 #[tokio::test]
 async fn sink_rejects_bad_records_and_writes_the_rest() {
-    let c = client().await;
-    let t = table_name("sink-bad");
-    create_table(&c, &t, ("id", ScalarAttributeType::N), None, false).await;
+    let (c, t) = new_table("sink-bad", ("id", ScalarAttributeType::N), None, false).await;
     let mut sink = DynamoSink::new(sink_cfg(&t, serde_json::json!({})))
         .await
         .expect("sink");
@@ -390,9 +388,7 @@ async fn sink_rejects_bad_records_and_writes_the_rest() {
 
 #[tokio::test]
 async fn sink_writes_dynamodb_json_items() {
-    let c = client().await;
-    let t = table_name("sink-ddbjson");
-    create_table(&c, &t, ("id", ScalarAttributeType::S), None, false).await;
+    let (c, t) = new_table("sink-ddbjson", ("id", ScalarAttributeType::S), None, false).await;
     let mut sink = DynamoSink::new(sink_cfg(
         &t,
         serde_json::json!({"item_format": "dynamodb_json"}),
@@ -427,6 +423,7 @@ async fn collect(
         assigned: None,
         lag: Default::default(),
         grants: None,
+        until_caught_up: false,
     };
     let task = tokio::spawn(async move { src.run(ctx).await });
     let mut got = Vec::new();
@@ -456,14 +453,12 @@ fn parse(r: &Record) -> serde_json::Value {
 
 #[tokio::test]
 async fn snapshot_scans_every_segment_and_resumes_after_the_committed_key() {
-    let c = client().await;
-    let t = table_name("src-snap");
-    create_table(&c, &t, ("id", ScalarAttributeType::N), None, false).await;
+    let (c, t) = new_table("src-snap", ("id", ScalarAttributeType::N), None, false).await;
     put_items(&c, &t, 0..3000).await;
-    let cfg = source_cfg(&t, serde_json::json!({"segments": 4, "page_size": 100}));
+    let settings = serde_json::json!({"segments": 4, "page_size": 100});
     // A first run stopped early: keep what it delivered and the last offset per segment.
     let first = collect(
-        DynamoSource::new(cfg.clone()).await.expect("source"),
+        source(&t, settings.clone()).await,
         CommittedOffsets::new(),
         None,
         |b| records(b).len() >= 1000,
@@ -504,7 +499,7 @@ async fn snapshot_scans_every_segment_and_resumes_after_the_committed_key() {
         "{committed:?}"
     );
     let second = collect(
-        DynamoSource::new(cfg).await.expect("source"),
+        source(&t, settings).await,
         committed,
         None,
         |_| false,
@@ -541,9 +536,7 @@ async fn snapshot_scans_every_segment_and_resumes_after_the_committed_key() {
 
 #[tokio::test]
 async fn cdc_delivers_inserts_updates_and_deletes_in_order_per_key() {
-    let c = client().await;
-    let t = table_name("src-cdc");
-    create_table(&c, &t, ("id", ScalarAttributeType::S), None, true).await;
+    let (c, t) = new_table("src-cdc", ("id", ScalarAttributeType::S), None, true).await;
     for round in 0..3 {
         for k in 0..5 {
             c.put_item()
@@ -561,9 +554,7 @@ async fn cdc_delivers_inserts_updates_and_deletes_in_order_per_key() {
         .send()
         .await
         .expect("delete");
-    let src = DynamoSource::new(source_cfg(&t, serde_json::json!({"mode": "cdc"})))
-        .await
-        .expect("source");
+    let src = source(&t, serde_json::json!({"mode": "cdc"})).await;
     let got = collect(
         src,
         CommittedOffsets::new(),
@@ -611,9 +602,7 @@ async fn cdc_delivers_inserts_updates_and_deletes_in_order_per_key() {
             finished: false,
         },
     );
-    let src = DynamoSource::new(source_cfg(&t, serde_json::json!({"mode": "cdc"})))
-        .await
-        .expect("source");
+    let src = source(&t, serde_json::json!({"mode": "cdc"})).await;
     let rest = collect(
         src,
         start,
@@ -629,21 +618,18 @@ async fn cdc_delivers_inserts_updates_and_deletes_in_order_per_key() {
 
 #[tokio::test]
 async fn cdc_latest_skips_what_came_before() {
-    let c = client().await;
-    let t = table_name("src-latest");
-    create_table(&c, &t, ("id", ScalarAttributeType::S), None, true).await;
+    let (c, t) = new_table("src-latest", ("id", ScalarAttributeType::S), None, true).await;
     c.put_item()
         .table_name(&t)
         .item("id", s("old"))
         .send()
         .await
         .expect("put");
-    let src = DynamoSource::new(source_cfg(
+    let src = source(
         &t,
         serde_json::json!({"mode": "cdc", "start_position": "latest"}),
-    ))
-    .await
-    .expect("source");
+    )
+    .await;
     // The source reads from `latest` once it has its shard iterators: write probes until one
     // arrives (no fixed wait for the source to be ready).
     let probing = CancellationToken::new();
@@ -690,15 +676,13 @@ async fn cdc_latest_skips_what_came_before() {
 
 #[tokio::test]
 async fn snapshot_then_cdc_loses_nothing_written_during_the_scan() {
-    let c = client().await;
-    let t = table_name("src-s2c");
-    create_table(&c, &t, ("id", ScalarAttributeType::N), None, true).await;
+    let (c, t) = new_table("src-s2c", ("id", ScalarAttributeType::N), None, true).await;
     put_items(&c, &t, 0..1500).await;
-    let cfg = source_cfg(
+    let src = source(
         &t,
         serde_json::json!({"mode": "snapshot_then_cdc", "segments": 3, "page_size": 50, "rate_limit": 400.0}),
-    );
-    let src = DynamoSource::new(cfg).await.expect("source");
+    )
+    .await;
     // Writes while the (rate-limited) scan runs: new items and updates of scanned ones.
     let writer = {
         let c = c.clone();
@@ -773,12 +757,8 @@ async fn snapshot_then_cdc_loses_nothing_written_during_the_scan() {
 
 #[tokio::test]
 async fn a_table_without_a_stream_is_a_clear_error() {
-    let c = client().await;
-    let t = table_name("src-nostream");
-    create_table(&c, &t, ("id", ScalarAttributeType::S), None, false).await;
-    let mut src = DynamoSource::new(source_cfg(&t, serde_json::json!({"mode": "cdc"})))
-        .await
-        .expect("source");
+    let (_, t) = new_table("src-nostream", ("id", ScalarAttributeType::S), None, false).await;
+    let mut src = source(&t, serde_json::json!({"mode": "cdc"})).await;
     let (tx, _rx) = mpsc::channel(1);
     let (_w, crx) = watch::channel(Arc::new(CommittedOffsets::new()));
     let ctx = SourceContext {
@@ -789,6 +769,7 @@ async fn a_table_without_a_stream_is_a_clear_error() {
         assigned: None,
         lag: Default::default(),
         grants: None,
+        until_caught_up: false,
     };
     let e = src.run(ctx).await.expect_err("no stream");
     assert!(
@@ -799,18 +780,13 @@ async fn a_table_without_a_stream_is_a_clear_error() {
 
 #[tokio::test]
 async fn rate_limit_paces_the_scan_by_consumed_capacity() {
-    let c = client().await;
-    let t = table_name("src-rate");
-    create_table(&c, &t, ("id", ScalarAttributeType::N), None, false).await;
+    let (c, t) = new_table("src-rate", ("id", ScalarAttributeType::N), None, false).await;
     put_items(&c, &t, 0..1000).await;
     // moto reports 1 read unit per page here: 10+ pages at 4 units/s take 2.5 s or more.
-    let cfg = source_cfg(
-        &t,
-        serde_json::json!({"segments": 2, "page_size": 100, "rate_limit": 4.0}),
-    );
+    let settings = serde_json::json!({"segments": 2, "page_size": 100, "rate_limit": 4.0});
     let started = std::time::Instant::now();
     let got = collect(
-        DynamoSource::new(cfg).await.expect("source"),
+        source(&t, settings).await,
         CommittedOffsets::new(),
         None,
         |_| false,
@@ -824,9 +800,8 @@ async fn rate_limit_paces_the_scan_by_consumed_capacity() {
         "the scan was not paced: {elapsed:?}"
     );
     let fast = std::time::Instant::now();
-    let cfg = source_cfg(&t, serde_json::json!({"segments": 2, "page_size": 100}));
     let got = collect(
-        DynamoSource::new(cfg).await.expect("source"),
+        source(&t, serde_json::json!({"segments": 2, "page_size": 100})).await,
         CommittedOffsets::new(),
         None,
         |_| false,

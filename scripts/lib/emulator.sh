@@ -60,3 +60,58 @@ emulator_args() {
   fi
   CACHE=${SLUICE_CACHE:-$HOME/.cache/sluice}
 }
+
+# Installs PACKAGE==VERSION into the venv VENV once (again only when the version differs) and
+# prints the path of its binary BIN (a glob below the venv's site-packages); exits 1 if it is
+# missing.
+pip_binary() {
+  local venv=$1 package=$2 version=$3 bin_glob=$4 shown bin
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv" >&2
+  fi
+  shown=$("$venv/bin/pip" show "$package" 2>/dev/null || true)
+  if ! grep -qx "Version: $version" <<<"$shown"; then
+    echo "installing $package==$version into $venv" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check "$package==$version" >&2
+  fi
+  # shellcheck disable=SC2086 # the glob is meant to expand
+  bin=$(ls "$venv"/lib/python3*/site-packages/$bin_glob 2>/dev/null | head -n1)
+  if [ -z "$bin" ] || [ ! -x "$bin" ]; then
+    echo "$0: no $bin_glob in $package==$version under $venv" >&2
+    exit 1
+  fi
+  echo "$bin"
+}
+
+# The command line of a Kafka-protocol broker script: `start RUN_DIR`, `stop RUN_DIR` (ends what
+# start started) or `install`. The script sets NAME (file names in RUN_DIR), LABEL, PACKAGE and
+# VERSION (pinned, installed into $CACHE/NAME-venv), BIN_GLOB (the binary in the package),
+# BROKERS_VAR and BIN_VAR (RUN_DIR/NAME.env exports SLUICE_TEST_<BROKERS_VAR>_BROKERS and
+# SLUICE_TEST_<BIN_VAR>_BIN), and defines `serve RUN_DIR BIN PORT`, which starts the server in the
+# background, its output appended to RUN_DIR/NAME.log.
+broker_main() {
+  local venv=${SLUICE_CACHE:-$HOME/.cache/sluice}/$NAME-venv run_dir bin port
+  case "${1:-}" in
+    start)
+      run_dir=${2:?usage: $NAME.sh start RUN_DIR}
+      mkdir -p "$run_dir"
+      run_dir=$(cd "$run_dir" && pwd)
+      bin=$(pip_binary "$venv" "$PACKAGE" "$VERSION" "$BIN_GLOB")
+      port=$(free_port)
+      serve "$run_dir" "$bin" "$port"
+      echo $! >"$run_dir/$NAME.pid"
+      wait_ready "$NAME" "$run_dir/$NAME.pid" "$run_dir/$NAME.log" 30 port_open "$port"
+      cat >"$run_dir/$NAME.env" <<ENV
+export SLUICE_TEST_${BROKERS_VAR}_BROKERS=127.0.0.1:$port
+export SLUICE_TEST_${BIN_VAR}_BIN=$bin
+ENV
+      echo "kafka ($LABEL) listening on 127.0.0.1:$port (pid $(cat "$run_dir/$NAME.pid"), log $run_dir/$NAME.log)" >&2
+      ;;
+    stop) stop_pid "${2:?usage: $NAME.sh stop RUN_DIR}/$NAME.pid" ;;
+    install) pip_binary "$venv" "$PACKAGE" "$VERSION" "$BIN_GLOB" ;;
+    *)
+      echo "usage: $0 start RUN_DIR | stop RUN_DIR | install" >&2
+      exit 2
+      ;;
+  esac
+}

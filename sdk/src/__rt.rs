@@ -29,43 +29,54 @@ fn output_capacity(input: &[u8]) -> usize {
     input.len() + input.len() / 8 + 64
 }
 
-pub fn transform_init<T: Transform>(slot: &RefCell<Option<T>>, config: &str) -> Result<(), String> {
-    let plugin = T::new(parse_config(config)?)?;
+/// Builds the plugin from the config JSON and keeps it for the calls that follow.
+fn init<T, C: DeserializeOwned>(
+    slot: &RefCell<Option<T>>,
+    config: &str,
+    new: impl FnOnce(C) -> Result<T, String>,
+) -> Result<(), String> {
+    let plugin = new(parse_config(config)?)?;
     *slot.borrow_mut() = Some(plugin);
     Ok(())
+}
+
+/// Calls `f` with the plugin `init` built.
+fn with_plugin<T, R>(slot: &RefCell<Option<T>>, f: impl FnOnce(&mut T) -> R) -> R {
+    let mut guard = slot.borrow_mut();
+    f(guard.as_mut().unwrap_or_else(|| not_initialised()))
+}
+
+pub fn transform_init<T: Transform>(slot: &RefCell<Option<T>>, config: &str) -> Result<(), String> {
+    init(slot, config, T::new)
 }
 
 pub fn transform_process<T: Transform>(slot: &RefCell<Option<T>>, batch: &[u8]) -> Vec<u8> {
-    let mut guard = slot.borrow_mut();
-    let plugin = guard.as_mut().unwrap_or_else(|| not_initialised());
-    run_records(batch, |b, out| plugin.process_batch(b, out))
+    with_plugin(slot, |p| {
+        run_records(batch, |b, out| p.process_batch(b, out))
+    })
 }
 
 pub fn format_init<T: Format>(slot: &RefCell<Option<T>>, config: &str) -> Result<(), String> {
-    let plugin = T::new(parse_config(config)?)?;
-    *slot.borrow_mut() = Some(plugin);
-    Ok(())
+    init(slot, config, T::new)
 }
 
 pub fn format_decode<T: Format>(slot: &RefCell<Option<T>>, batch: &[u8]) -> Vec<u8> {
-    let mut guard = slot.borrow_mut();
-    let plugin = guard.as_mut().unwrap_or_else(|| not_initialised());
-    run_records(batch, |b, out| plugin.decode_batch(b, out))
+    with_plugin(slot, |p| {
+        run_records(batch, |b, out| p.decode_batch(b, out))
+    })
 }
 
 pub fn format_encode<T: Format>(slot: &RefCell<Option<T>>, batch: &[u8]) -> Vec<u8> {
-    let mut guard = slot.borrow_mut();
-    let plugin = guard.as_mut().unwrap_or_else(|| not_initialised());
-    run_records(batch, |b, out| plugin.encode_batch(b, out))
+    with_plugin(slot, |p| {
+        run_records(batch, |b, out| p.encode_batch(b, out))
+    })
 }
 
 pub fn partitioner_init<T: Partitioner>(
     slot: &RefCell<Option<T>>,
     config: &str,
 ) -> Result<(), String> {
-    let plugin = T::new(parse_config(config)?)?;
-    *slot.borrow_mut() = Some(plugin);
-    Ok(())
+    init(slot, config, T::new)
 }
 
 pub fn partitioner_partition<T: Partitioner>(
@@ -73,10 +84,8 @@ pub fn partitioner_partition<T: Partitioner>(
     batch: &[u8],
     partition_count: Option<u32>,
 ) -> Vec<u8> {
-    let mut guard = slot.borrow_mut();
-    let plugin = guard.as_mut().unwrap_or_else(|| not_initialised());
-    run_routes(batch, |b, out| {
-        plugin.partition_batch(b, partition_count, out)
+    with_plugin(slot, |p| {
+        run_routes(batch, |b, out| p.partition_batch(b, partition_count, out))
     })
 }
 

@@ -4,7 +4,7 @@
 //! A single output record that only sets a value comes back as [`Outcome::Value`], a dropped record
 //! as `Outcome::Records(vec![])`.
 
-use crate::codec::{self, Reader};
+use crate::codec::{self, Batch, Outcomes, Reader};
 use crate::{__rt, Format, Outcome, Output, Partitioner, Record, Route, Transform};
 
 fn build<C: serde::de::DeserializeOwned>(config: serde_json::Value) -> Result<C, String> {
@@ -20,14 +20,23 @@ fn encode(records: &[Record<'_>]) -> Vec<u8> {
     buf
 }
 
+/// Runs `records` through `plugin` the way the host calls one of its batch functions.
+fn run_outcomes<T>(
+    plugin: Result<T, String>,
+    records: &[Record<'_>],
+    call: impl FnOnce(&mut T, Batch<'_>, &mut Outcomes),
+) -> Result<Vec<Outcome>, String> {
+    let mut t = plugin?;
+    let out = __rt::run_records(&encode(records), |b, o| call(&mut t, b, o));
+    decode_outcomes(&out)
+}
+
 /// Builds a transform from `config` and runs it over `records`.
 pub fn transform<T: Transform>(
     config: serde_json::Value,
     records: &[Record<'_>],
 ) -> Result<Vec<Outcome>, String> {
-    let mut t = T::new(build(config)?)?;
-    let out = __rt::run_records(&encode(records), |b, o| t.process_batch(b, o));
-    decode_outcomes(&out)
+    run_outcomes(build(config).and_then(T::new), records, T::process_batch)
 }
 
 /// Builds a format from `config` and decodes `records` with it.
@@ -35,9 +44,7 @@ pub fn decode<T: Format>(
     config: serde_json::Value,
     records: &[Record<'_>],
 ) -> Result<Vec<Outcome>, String> {
-    let mut t = T::new(build(config)?)?;
-    let out = __rt::run_records(&encode(records), |b, o| t.decode_batch(b, o));
-    decode_outcomes(&out)
+    run_outcomes(build(config).and_then(T::new), records, T::decode_batch)
 }
 
 /// Builds a format from `config` and encodes `records` (JSON values) with it.
@@ -45,9 +52,7 @@ pub fn encode_records<T: Format>(
     config: serde_json::Value,
     records: &[Record<'_>],
 ) -> Result<Vec<Outcome>, String> {
-    let mut t = T::new(build(config)?)?;
-    let out = __rt::run_records(&encode(records), |b, o| t.encode_batch(b, o));
-    decode_outcomes(&out)
+    run_outcomes(build(config).and_then(T::new), records, T::encode_batch)
 }
 
 /// Builds a partitioner from `config` and routes `records`.

@@ -115,61 +115,54 @@ impl Parser<'_> {
         r
     }
 
-    fn object(&mut self) -> Result<Json, String> {
+    /// The items of the array or object opening at the cursor, up to `close`, each read by
+    /// `item` and separated by commas.
+    fn items<T>(
+        &mut self,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Result<T, String>,
+    ) -> Result<Vec<T>, String> {
         self.i += 1;
-        let mut members = Vec::new();
+        let mut items = Vec::new();
         self.ws();
-        if self.b.get(self.i) == Some(&b'}') {
+        if self.b.get(self.i) == Some(&close) {
             self.i += 1;
-            return Ok(Json::Obj(members));
+            return Ok(items);
         }
         loop {
             self.ws();
-            if self.b.get(self.i) != Some(&b'"') {
-                return Err(self.err("expected a member name"));
-            }
-            let k = self.string()?;
-            self.ws();
-            if self.b.get(self.i) != Some(&b':') {
-                return Err(self.err("expected `:`"));
-            }
-            self.i += 1;
-            self.ws();
-            let v = self.value()?;
-            members.push((k, v));
+            items.push(item(self)?);
             self.ws();
             match self.b.get(self.i) {
                 Some(b',') => self.i += 1,
-                Some(b'}') => {
+                Some(c) if *c == close => {
                     self.i += 1;
-                    return Ok(Json::Obj(members));
+                    return Ok(items);
                 }
-                _ => return Err(self.err("expected `,` or `}`")),
+                _ => return Err(self.err(&format!("expected `,` or `{}`", char::from(close)))),
             }
         }
     }
 
-    fn array(&mut self) -> Result<Json, String> {
-        self.i += 1;
-        let mut items = Vec::new();
-        self.ws();
-        if self.b.get(self.i) == Some(&b']') {
-            self.i += 1;
-            return Ok(Json::Arr(items));
-        }
-        loop {
-            self.ws();
-            items.push(self.value()?);
-            self.ws();
-            match self.b.get(self.i) {
-                Some(b',') => self.i += 1,
-                Some(b']') => {
-                    self.i += 1;
-                    return Ok(Json::Arr(items));
-                }
-                _ => return Err(self.err("expected `,` or `]`")),
+    fn object(&mut self) -> Result<Json, String> {
+        self.items(b'}', |p| {
+            if p.b.get(p.i) != Some(&b'"') {
+                return Err(p.err("expected a member name"));
             }
-        }
+            let k = p.string()?;
+            p.ws();
+            if p.b.get(p.i) != Some(&b':') {
+                return Err(p.err("expected `:`"));
+            }
+            p.i += 1;
+            p.ws();
+            Ok((k, p.value()?))
+        })
+        .map(Json::Obj)
+    }
+
+    fn array(&mut self) -> Result<Json, String> {
+        self.items(b']', Self::value).map(Json::Arr)
     }
 
     fn number(&mut self) -> Result<Json, String> {
@@ -451,16 +444,7 @@ pub fn write_plain(av: &AttributeValue, out: &mut Vec<u8>) {
         AttributeValue::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         AttributeValue::Null(_) => out.extend_from_slice(b"null"),
         AttributeValue::B(b) => write_str(out, &aws_smithy_types::base64::encode(b.as_ref())),
-        AttributeValue::L(l) => {
-            out.push(b'[');
-            for (i, v) in l.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_plain(v, out);
-            }
-            out.push(b']');
-        }
+        AttributeValue::L(l) => write_list(out, l, write_plain),
         AttributeValue::M(m) => write_plain_map(m, out),
         AttributeValue::Ss(v) => write_list(out, v, |s, o| write_str(o, s)),
         AttributeValue::Ns(v) => write_list(out, v, |s, o| write_num(o, s)),
@@ -488,27 +472,32 @@ fn write_map(
 ) {
     let mut keys: Vec<&String> = m.keys().collect();
     keys.sort();
-    out.push(b'{');
-    for (i, k) in keys.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    write_joined(out, *b"{}", keys, |k, out| {
         write_str(out, k);
         out.push(b':');
         each(&m[k], out);
-    }
-    out.push(b'}');
+    });
 }
 
 fn write_list<T>(out: &mut Vec<u8>, v: &[T], each: impl Fn(&T, &mut Vec<u8>)) {
-    out.push(b'[');
-    for (i, x) in v.iter().enumerate() {
+    write_joined(out, *b"[]", v, each);
+}
+
+/// Writes `items` between the `brackets`, separated by commas.
+fn write_joined<T>(
+    out: &mut Vec<u8>,
+    [open, close]: [u8; 2],
+    items: impl IntoIterator<Item = T>,
+    each: impl Fn(T, &mut Vec<u8>),
+) {
+    out.push(open);
+    for (i, x) in items.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         each(x, out);
     }
-    out.push(b']');
+    out.push(close);
 }
 
 /// Writes an attribute value as DynamoDB-JSON (`{"N":"1"}`).
@@ -634,6 +623,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#""bin":"aGk=""#), "{text}");
+        assert!(text.contains(r#""l":[1,"x"],"m":{"k":"#), "{text}");
+        assert!(
+            text.starts_with(r#"{"big":"#) && text.ends_with("}"),
+            "{text}"
+        );
         let mut ddb = Vec::new();
         write_ddb_map(&it, &mut ddb);
         let back = ddb_item(parse(&ddb).expect("parse")).expect("ddb item");
@@ -655,5 +649,15 @@ mod tests {
         let e = ddb_item(parse(br#"{"a":{"Q":"1"}}"#).expect("json")).unwrap_err();
         assert!(e.contains("attribute `a`"), "{e}");
         assert!(matches!(parse(b"[]").expect("json"), Json::Arr(_)));
+        assert!(matches!(parse(b"{ }").expect("json"), Json::Obj(m) if m.is_empty()));
+        for (bad, says) in [
+            (&b"[1 2]"[..], "byte 3: expected `,` or `]`"),
+            (b"{\"a\":1 \"b\":2}", "byte 7: expected `,` or `}`"),
+            (b"{1:2}", "expected a member name"),
+            (b"{\"a\" 1}", "expected `:`"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        }
     }
 }

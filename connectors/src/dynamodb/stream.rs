@@ -200,8 +200,9 @@ impl StreamReader {
         Ok(nodes)
     }
 
-    /// Reads the stream until `ctx.shutdown`. With `since` (ms since the epoch), records created
-    /// earlier are passed over.
+    /// Reads the stream until `ctx.shutdown` (with `ctx.until_caught_up`, until every shard
+    /// listed at the start was read to its end or its tip). With `since` (ms since the epoch),
+    /// records created earlier are passed over.
     pub async fn run(&self, ctx: &SourceContext, since: Option<i64>) -> Result<(), ConnectorError> {
         let run_started = chrono::Utc::now().timestamp_millis();
         let arn = self.stream_arn().await?;
@@ -301,10 +302,22 @@ impl StreamReader {
                 }
                 Some(shard) = skip_rx.recv() => { done.insert(shard); }
             }
+            let listed = |s: &str| initial.as_ref().is_some_and(|i| i.contains(s));
             // Which shards may start: parents finished (committed) first.
             let mut committed: CommittedOffsets = ctx.start.clone();
             for (k, v) in committed_rx.borrow().iter() {
                 committed.insert(k.clone(), v.clone());
+            }
+            if ctx.until_caught_up
+                && readers.is_empty()
+                && initial.as_ref().is_some_and(|i| {
+                    i.iter().all(|id| {
+                        done.contains(id) || committed.get(id.as_str()).is_some_and(|c| c.finished)
+                    })
+                })
+            {
+                tracing::info!(table = %self.cfg.table, stream = %arn, "every shard read up to its tip at the run's start");
+                break;
             }
             let ready = match &ctx.grants {
                 None => graph.ready(&committed),
@@ -323,12 +336,14 @@ impl StreamReader {
                     .collect(),
             };
             for id in ready {
-                if running.contains(&id) || done.contains(&id) {
+                // With `--until-caught-up`, a shard that appeared during the run holds only
+                // records newer than the run's start.
+                let after_start = ctx.until_caught_up && !listed(&id);
+                if running.contains(&id) || done.contains(&id) || after_start {
                     continue;
                 }
                 let node = graph.get(&id);
                 let closed = node.is_some_and(|n| n.closed);
-                let listed = |s: &str| initial.as_ref().is_some_and(|i| i.contains(s));
                 let parents: &[String] = node.map(|n| n.parents.as_slice()).unwrap_or_default();
                 let marks: Vec<Option<i64>> = parents
                     .iter()
@@ -403,6 +418,9 @@ impl StreamReader {
                     stop: task_stop,
                     since: shard_since,
                     sent: sent.clone(),
+                    lag: ctx.lag.clone(),
+                    // A closed shard is read to its end (its children wait for it).
+                    until: (ctx.until_caught_up && !closed).then_some(run_started),
                 };
                 readers.spawn(async move {
                     let r = shard.read(start).await;
@@ -431,6 +449,11 @@ struct ShardTask {
     since: Option<i64>,
     /// The offset of the last record sent, per shard (shared by the readers of one stream).
     sent: Arc<SentOffsets>,
+    /// `sluice_source_lag_seconds`: the age of the newest record read, 0 at the tip.
+    lag: Arc<crate::api::Lag>,
+    /// `--until-caught-up` (an open shard): stop at the tip, or at the first record created
+    /// after this time (ms since the epoch).
+    until: Option<i64>,
 }
 
 impl ShardTask {
@@ -537,16 +560,27 @@ impl ShardTask {
             };
             let next = out.next_shard_iterator().map(str::to_string);
             let mut records = Vec::with_capacity(out.records().len());
+            // A record newer than the run's start was reached (`--until-caught-up`).
+            let mut newer = false;
+            let mut newest: Option<i64> = None;
             for r in out.records() {
                 let Some(seq) = r.dynamodb().and_then(|d| d.sequence_number()) else {
                     continue;
                 };
-                last = Some(seq.to_string());
-                at = StartAt::After(seq.to_string());
                 let created = r
                     .dynamodb()
                     .and_then(|d| d.approximate_creation_date_time())
                     .and_then(|t| t.to_millis().ok());
+                if let (Some(until), Some(c)) = (self.until, created)
+                    && c > until
+                {
+                    // Newer than the run's start: left for the next run.
+                    newer = true;
+                    break;
+                }
+                last = Some(seq.to_string());
+                at = StartAt::After(seq.to_string());
+                newest = created.or(newest);
                 if let (Some(since), Some(c)) = (self.since, created)
                     && c < since
                 {
@@ -554,7 +588,17 @@ impl ShardTask {
                 }
                 records.push(to_record(&self.cfg, &part, r, seq, created));
             }
-            let end = next.is_none();
+            match newest {
+                Some(c) => {
+                    let now = chrono::Utc::now().timestamp_millis();
+                    self.lag.set(&part, now.saturating_sub(c).max(0) as u64);
+                }
+                None if out.records().is_empty() => self.lag.set(&part, 0),
+                None => {}
+            }
+            let end = next.is_none() && !newer;
+            // At the tip (no records, the shard goes on) or past the run's start.
+            let caught_up = self.until.is_some() && (newer || out.records().is_empty());
             if !records.is_empty() || end {
                 let batch = SourceBatch {
                     partition: part.clone(),
@@ -569,6 +613,11 @@ impl ShardTask {
             }
             if end {
                 tracing::debug!(table = %self.cfg.table, shard = %self.shard, "shard read to its end");
+                self.lag.remove(&part);
+                return Ok(());
+            }
+            if caught_up {
+                tracing::debug!(table = %self.cfg.table, shard = %self.shard, "shard read up to its tip");
                 return Ok(());
             }
             if out.records().is_empty() {
@@ -773,6 +822,8 @@ mod tests {
             stop: CancellationToken::new(),
             since: None,
             sent: Arc::default(),
+            lag: Default::default(),
+            until: None,
         };
         task.read_from(StartAt::After("77".into()), None)
             .await

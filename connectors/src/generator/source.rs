@@ -201,6 +201,7 @@ mod tests {
             assigned: None,
             lag: Default::default(),
             grants: None,
+            until_caught_up: false,
         };
         let run =
             tokio::time::timeout(Duration::from_secs(5), GeneratorSource::new(cfg).run(ctx)).await;

@@ -21,42 +21,26 @@ pub struct LogContext {
 impl ClientContext for LogContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         let (role, brokers) = (self.role, self.brokers.as_str());
+        // A tracing event's level is fixed where it is written: one event per level.
+        macro_rules! event {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    kafka = role,
+                    brokers,
+                    facility = fac,
+                    "librdkafka: {message}"
+                )
+            };
+        }
         match level {
             RDKafkaLogLevel::Emerg
             | RDKafkaLogLevel::Alert
             | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::error!(
-                    kafka = role,
-                    brokers,
-                    facility = fac,
-                    "librdkafka: {message}"
-                )
-            }
-            RDKafkaLogLevel::Warning => {
-                tracing::warn!(
-                    kafka = role,
-                    brokers,
-                    facility = fac,
-                    "librdkafka: {message}"
-                )
-            }
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(
-                    kafka = role,
-                    brokers,
-                    facility = fac,
-                    "librdkafka: {message}"
-                )
-            }
-            RDKafkaLogLevel::Debug => {
-                tracing::debug!(
-                    kafka = role,
-                    brokers,
-                    facility = fac,
-                    "librdkafka: {message}"
-                )
-            }
+            | RDKafkaLogLevel::Error => event!(tracing::Level::ERROR),
+            RDKafkaLogLevel::Warning => event!(tracing::Level::WARN),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => event!(tracing::Level::INFO),
+            RDKafkaLogLevel::Debug => event!(tracing::Level::DEBUG),
         }
     }
 

@@ -10,6 +10,7 @@ mod log;
 mod properties;
 mod sink;
 mod source;
+mod tips;
 
 pub use client::TopicState;
 pub use config::{

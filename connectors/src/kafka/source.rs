@@ -16,13 +16,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{LogContext, config_error};
 use super::config::{KafkaSourceConfig, StartAt};
+use super::tips::Tips;
 use crate::api::{CommittedOffsets, Source, SourceBatch, SourceContext};
 use crate::error::ConnectorError;
 use crate::error::retriable;
 use crate::record::{Offset, PartitionId, Record};
 
 /// A Kafka topic-partition.
-type Tp = (String, i32);
+pub(super) type Tp = (String, i32);
 
 /// The source partition id of a Kafka topic-partition: `topic/partition`.
 pub fn partition_id(topic: &str, partition: i32) -> String {
@@ -51,6 +52,9 @@ struct Shared {
     group_next: Mutex<BTreeMap<Tp, i64>>,
     /// Partitions revoked since the poll loop last looked: their unsent records are dropped.
     revoked: Mutex<Vec<Tp>>,
+    /// Where each assigned partition was told to start (for its position before anything is
+    /// consumed).
+    starts: Mutex<HashMap<Tp, KOffset>>,
     /// Announces newly assigned partitions to the offset store (see [`SourceContext::assigned`]).
     assigned: Option<tokio::sync::mpsc::UnboundedSender<Vec<crate::record::PartitionId>>>,
 }
@@ -183,6 +187,10 @@ impl Shared {
                     tracing::warn!(group = %self.group, error = %e, "kafka source: offsets for start_timestamp not found; starting at the earliest offset")
                 }
             }
+        }
+        let mut starts = self.starts.lock().unwrap_or_else(|e| e.into_inner());
+        for e in tpl.elements() {
+            starts.insert((e.topic().to_string(), e.partition()), e.offset());
         }
     }
 
@@ -368,6 +376,7 @@ fn poll_loop(
         sent: Mutex::default(),
         group_next: Mutex::default(),
         revoked: Mutex::default(),
+        starts: Mutex::default(),
         assigned: ctx.assigned.clone(),
     });
     tracing::debug!(brokers = %brokers, group = %cfg.group, topics = ?cfg.topics, properties = ?cfg.properties, "kafka source: connecting");
@@ -401,6 +410,8 @@ fn poll_loop(
     let mut pending: HashMap<Tp, Pending> = HashMap::new();
     let mut committed = ctx.committed.clone();
     let mut last_error: Option<(String, Instant)> = None;
+    let mut tips = Tips::new(ctx.until_caught_up);
+    tips.fetch_ends(&consumer, &cfg.topics);
     let send = |tp: &Tp, p: Pending| -> bool {
         let Some(last) = p.records.last() else {
             return true;
@@ -436,6 +447,23 @@ fn poll_loop(
             .unwrap_or_default()
         {
             pending.remove(&tp);
+            ctx.lag
+                .remove(&PartitionId::from(partition_id(&tp.0, tp.1)));
+        }
+        if tips.due() {
+            // A copy: librdkafka may run the rebalance callback (which writes it) meanwhile.
+            let starts = shared.starts.lock().map(|s| s.clone()).unwrap_or_default();
+            tips.report_lag(&consumer, &starts, &ctx.lag);
+            if tips.caught_up(&consumer, &starts) {
+                // Everything read is handed on; the drain below waits for its commit.
+                for (tp, p) in std::mem::take(&mut pending) {
+                    if !send(&tp, p) {
+                        break;
+                    }
+                }
+                tracing::info!(group = %cfg.group, topics = ?cfg.topics, "kafka source: every assigned partition read up to its tip at the run's start");
+                break Ok(());
+            }
         }
         // Mirror the pipeline's commits into the group, so Kafka tools see the lag.
         if committed.has_changed().unwrap_or(false) {
@@ -456,6 +484,10 @@ fn poll_loop(
             Some(Ok(msg)) => {
                 last_error = None;
                 let tp = (msg.topic().to_string(), msg.partition());
+                if tips.beyond_end(&tp, msg.offset()) {
+                    // Newer than the partition's tip at start: left for the next run.
+                    continue;
+                }
                 let id = ids
                     .entry(tp.clone())
                     .or_insert_with(|| PartitionId::from(partition_id(&tp.0, tp.1)))

@@ -297,6 +297,9 @@ pub(super) async fn read_shard(
             if !sh.send_records(&shard, records).await {
                 return Ok(Exit::Stopped);
             }
+            if sh.caught_up(&shard, Some(e.millis_behind_latest())) {
+                return Ok(Exit::CaughtUp);
+            }
         }
     }
 }

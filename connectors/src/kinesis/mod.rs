@@ -3,6 +3,7 @@
 //! - [`config`]: spec options (Flink's names and defaults where Flink has the option).
 //! - [`source`]: shard discovery and lineage, one reader task per shard ([`polling`] GetRecords
 //!   or [`efo`] SubscribeToShard), KPL de-aggregation, offsets `<seq>` or `<seq>:<sub>`.
+//! - [`probe`]: the lag of a paused pipeline's shards, from their committed offsets.
 //! - [`sink`]: PutRecords batches with bounded concurrency, partial-failure retries, optional
 //!   KPL aggregation ([`aggregation`]).
 
@@ -10,6 +11,7 @@ pub mod aggregation;
 mod config;
 mod efo;
 mod polling;
+mod probe;
 mod records;
 mod sink;
 mod source;
@@ -21,6 +23,7 @@ pub use config::{
     KinesisSinkConfig, KinesisSourceConfig, ReaderKind, Registration, SinkRetries, SourceRetries,
     StartPosition, parse_timestamp,
 };
+pub use probe::ShardLagProbe;
 pub use sink::KinesisSink;
 pub use source::KinesisSource;
 

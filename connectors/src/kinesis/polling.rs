@@ -152,6 +152,7 @@ pub(super) async fn read_shard(
             _ = tokio::time::sleep_until(next_call) => {}
         }
         next_call = tokio::time::Instant::now() + interval;
+        let asked = limit;
         let out = match get_records(&sh, &shard, &iterator, limit).await? {
             Fetch::Ok(o) => o,
             Fetch::Expired => {
@@ -186,6 +187,12 @@ pub(super) async fn read_shard(
                 iterator = next.to_string();
                 if !sh.send_records(&shard, records).await {
                     return Ok(Exit::Stopped);
+                }
+                // A full response may have more behind it even at 0 (kinesis-local reports
+                // the newest record's arrival minus the last returned one's).
+                let full = out.records().len() >= usize::try_from(asked).unwrap_or(0);
+                if !full && sh.caught_up(&shard, out.millis_behind_latest()) {
+                    return Ok(Exit::CaughtUp);
                 }
             }
             _ => {

@@ -40,9 +40,18 @@ pub(super) struct Shared {
     pub stops: std::sync::Mutex<HashMap<String, CancellationToken>>,
     /// Per shard, the offset of the last record sent into the pipeline.
     pub sent: SentOffsets,
+    /// `--until-caught-up`: an open shard stops once `MillisBehindLatest` is 0.
+    pub until_caught_up: bool,
 }
 
 impl Shared {
+    /// Whether a reader of `shard` stops after a response `millis_behind_latest` behind the
+    /// tip: with `--until-caught-up`, an open shard at the tip. A closed shard is read to its
+    /// end instead (its children wait for that end).
+    pub fn caught_up(&self, shard: &str, millis_behind_latest: Option<i64>) -> bool {
+        self.until_caught_up && millis_behind_latest == Some(0) && !self.is_closed(shard)
+    }
+
     /// The shard was listed as closed.
     pub fn is_closed(&self, shard: &str) -> bool {
         // A poisoned lock only follows a panic while holding it, which `discover` cannot do.
@@ -118,6 +127,8 @@ pub(super) enum Exit {
     Finished,
     /// The pipeline is stopping.
     Stopped,
+    /// `--until-caught-up`: an open shard read up to its tip; everything read was sent.
+    CaughtUp,
 }
 
 /// Reads a Kinesis data stream; see [`KinesisSourceConfig`].
@@ -261,7 +272,8 @@ struct Coordinator {
     run_started: DateTime<Utc>,
     first_round: bool,
     active: HashSet<String>,
-    /// Shards this run read to their end (their finish may not be committed yet).
+    /// Shards this run read to their end (their finish may not be committed yet), and with
+    /// `--until-caught-up` open shards read up to their tip.
     done: HashSet<String>,
     consumer_arn: Option<String>,
     readers: JoinSet<(String, Result<Exit, ConnectorError>)>,
@@ -377,7 +389,10 @@ impl Coordinator {
                 .collect(),
         };
         for id in ready {
-            if self.active.contains(&id) || self.done.contains(&id) {
+            // With `--until-caught-up`, a shard that appeared during the run (the child of a
+            // split or merge made since) holds only records newer than the run's start.
+            let after_start = self.shared.until_caught_up && !self.initial.contains(&id);
+            if self.active.contains(&id) || self.done.contains(&id) || after_start {
                 continue;
             }
             let resume = match &self.grants {
@@ -414,6 +429,16 @@ impl Coordinator {
         self.first_round = false;
     }
 
+    /// With `--until-caught-up`: every shard listed at the start was read to its end or its
+    /// tip, in this run or (finished) in an earlier one.
+    fn caught_up(&self, committed: &CommittedOffsets) -> bool {
+        self.shared.until_caught_up
+            && self.active.is_empty()
+            && self.initial.iter().all(|id| {
+                self.done.contains(id) || committed.get(id.as_str()).is_some_and(|c| c.finished)
+            })
+    }
+
     async fn run(
         &mut self,
         mut committed: tokio::sync::watch::Receiver<Arc<CommittedOffsets>>,
@@ -428,6 +453,10 @@ impl Coordinator {
             self.apply_grant();
             let view = committed.borrow_and_update().clone();
             self.start_ready(&view);
+            if self.caught_up(&view) {
+                tracing::info!(stream = %self.shared.stream.name, shards = self.initial.len(), "every shard read up to its tip at the run's start");
+                return Ok(());
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = tick.tick() => self.discover_or_warn().await?,
@@ -451,6 +480,13 @@ impl Coordinator {
                             self.done.insert(id);
                         }
                         self.discover_or_warn().await?;
+                    }
+                    Ok((id, Ok(Exit::CaughtUp))) => {
+                        tracing::info!(stream = %self.shared.stream.name, shard = %id, "shard read up to its tip");
+                        self.active.remove(&id);
+                        if !self.released(&id) {
+                            self.done.insert(id);
+                        }
                     }
                     Ok((id, Ok(Exit::Stopped))) => {
                         self.active.remove(&id);
@@ -503,6 +539,7 @@ impl Source for KinesisSource {
             lag: ctx.lag.clone(),
             stops: std::sync::Mutex::default(),
             sent: SentOffsets::default(),
+            until_caught_up: ctx.until_caught_up,
         });
         let consumer_arn = match self.cfg.reader {
             ReaderKind::Efo => Some(efo::register(&shared).await?),

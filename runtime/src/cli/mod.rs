@@ -1,5 +1,6 @@
 //! The `sluice` command line: `run`, `validate`, `schema`, `offsets`, `plugin`.
 
+mod config;
 mod kcl;
 mod logging;
 mod offsets;
@@ -51,6 +52,10 @@ enum Command {
         /// Print each valid spec as resolved (variables replaced, secrets redacted).
         #[arg(long)]
         print: bool,
+        /// Also check that each spec can run with `sluice run --until-caught-up` (its source
+        /// has a tip to stop at).
+        #[arg(long)]
+        until_caught_up: bool,
     },
     /// Print the JSON Schema of specs (for editors: yaml-language-server).
     Schema {
@@ -87,7 +92,11 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => run::run(args, progress).await,
-            Command::Validate { specs, print } => validate(&specs, print),
+            Command::Validate {
+                specs,
+                print,
+                until_caught_up,
+            } => validate(&specs, print, until_caught_up),
             Command::Schema { markdown } => {
                 if markdown {
                     print!("{}", spec::reference::markdown());
@@ -128,11 +137,11 @@ fn one_line(e: &anyhow::Error) -> String {
     out
 }
 
-fn validate(specs: &[PathBuf], print: bool) -> anyhow::Result<ExitCode> {
+fn validate(specs: &[PathBuf], print: bool, until_caught_up: bool) -> anyhow::Result<ExitCode> {
     let host = PluginHost::new()?;
     let mut ok = true;
     for path in specs {
-        match spec::load(path, Some(&host)) {
+        match spec::load_with(path, Some(&host), until_caught_up) {
             Ok(loaded) => {
                 let s = &loaded.spec;
                 println!(

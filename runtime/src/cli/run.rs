@@ -32,23 +32,40 @@ pub struct RunArgs {
     watch_plugins: bool,
     /// Serve the operations API (health, readiness, Prometheus metrics, pipelines) on this
     /// address, e.g. `127.0.0.1:9464`. Keep it on loopback unless something in front of it
-    /// controls access; `SLUICE_HTTP_TOKEN` protects the control endpoints.
+    /// controls access; `SLUICE_HTTP_TOKEN` protects the control endpoints. Wins over the
+    /// `--config` file's `http.address`.
     #[arg(long, env = "SLUICE_HTTP", value_name = "ADDR")]
     http: Option<std::net::SocketAddr>,
     /// This worker's id in shard leases (`offsets.leases`): unique among the processes that run
     /// the same pipeline. Default: the host name and the process id.
     #[arg(long, env = "SLUICE_WORKER_ID", value_name = "ID")]
     worker_id: Option<String>,
+    /// The host's settings, independent of the specs (YAML): `http: {address, token_env}`.
+    #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// End when caught up (for cron jobs and backfills): each partition is read up to the tip it
+    /// had when the run started (Kinesis: MillisBehindLatest 0 on each open shard, closed shards
+    /// to their end; Kafka: the high watermark; DynamoDB Streams: no newer records), everything
+    /// delivered is committed, and the run exits 0. Sources without a tip (stdin, an endless
+    /// generator) are refused.
+    #[arg(long)]
+    until_caught_up: bool,
 }
 
 pub async fn run(args: RunArgs, display: Display) -> anyhow::Result<ExitCode> {
+    let config = match &args.config {
+        Some(path) => super::config::HostConfig::load(path)?,
+        None => super::config::HostConfig::default(),
+    };
+    let env = |name: &str| std::env::var(name).ok();
+    let http = super::config::http_settings(args.http, config.http.as_ref(), &env)?;
     let host =
         PluginHost::with_watch(args.watch_plugins).context("cannot start the plugin host")?;
     // Nothing starts unless every spec is valid.
     let mut loaded = Vec::new();
     let mut invalid = false;
     for path in &args.specs {
-        match spec::load(path, Some(&host)) {
+        match spec::load_with(path, Some(&host), args.until_caught_up) {
             Ok(l) => loaded.push(l),
             Err(errors) => {
                 invalid = true;
@@ -84,17 +101,17 @@ pub async fn run(args: RunArgs, display: Display) -> anyhow::Result<ExitCode> {
     watch_signals(shutdown.clone());
     let opts = RunOptions {
         max_records: args.max_records,
+        until_caught_up: args.until_caught_up,
     };
     let supervisors: Vec<Supervisor> = loaded
         .iter()
         .map(|l| Supervisor::new(&l.spec.name))
         .collect();
     let handles: Vec<_> = supervisors.iter().map(Supervisor::handle).collect();
-    if let Some(addr) = args.http {
+    if let Some((addr, token)) = http {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (--http)"))?;
-        let token = std::env::var("SLUICE_HTTP_TOKEN").ok();
         let api = Arc::new(crate::http::Api::new(handles.clone(), token));
         tracing::info!(address = %listener.local_addr().unwrap_or(addr), "serving the operations API");
         tokio::spawn(async move {

@@ -11,86 +11,67 @@ use crate::stage::{Outcome, Stage, StageError};
 pub fn stage(format: BuiltinFormat, decode: bool, csv: Option<&CsvOptions>) -> Box<dyn Stage> {
     let dir = if decode { "decode" } else { "encode" };
     match (format, csv) {
-        (BuiltinFormat::Json, _) => Box::new(Json {
-            name: format!("{dir} json"),
-        }),
-        (BuiltinFormat::Raw, _) => Box::new(Raw {
-            name: format!("{dir} raw"),
-        }),
-        (BuiltinFormat::Csv, Some(opts)) if decode => Box::new(CsvDecode::new(opts)),
-        (BuiltinFormat::Csv, Some(opts)) => Box::new(CsvEncode::new(opts)),
+        (BuiltinFormat::Json, _) => each(format!("{dir} json"), json),
+        (BuiltinFormat::Raw, _) => each(format!("{dir} raw"), |_| Outcome::Keep),
+        (BuiltinFormat::Csv, Some(opts)) if decode => {
+            let csv = Csv::new(opts);
+            each("decode csv".into(), move |r| csv.decode_record(r))
+        }
+        (BuiltinFormat::Csv, Some(opts)) => {
+            let csv = Csv::new(opts);
+            each("encode csv".into(), move |r| match csv.encode(&r.value) {
+                Ok(b) => Outcome::Records(vec![r.derive(b)]),
+                Err(e) => Outcome::Error(e),
+            })
+        }
         // Validation requires `csv` options for the csv format; without them every record fails.
-        (BuiltinFormat::Csv, None) => Box::new(Reject {
-            name: format!("{dir} csv"),
-            message: "the csv format needs `format.csv.columns`".into(),
+        (BuiltinFormat::Csv, None) => each(format!("{dir} csv"), |_| {
+            Outcome::Error("the csv format needs `format.csv.columns`".into())
         }),
     }
 }
 
-struct Json {
+/// A built-in format stage: each record's outcome on its own.
+struct Each<F> {
     name: String,
+    outcome: F,
 }
 
-impl Stage for Json {
+fn each(name: String, outcome: impl FnMut(&Record) -> Outcome + Send + 'static) -> Box<dyn Stage> {
+    Box::new(Each { name, outcome })
+}
+
+impl<F: FnMut(&Record) -> Outcome + Send> Stage for Each<F> {
     fn name(&self) -> &str {
         &self.name
     }
 
     fn process(&mut self, batch: &[Record]) -> Result<Vec<Outcome>, StageError> {
-        Ok(batch
-            .iter()
-            .map(
-                |r| match serde_json::from_slice::<serde::de::IgnoredAny>(&r.value) {
-                    // One record per line downstream: re-render values that span lines.
-                    Ok(_) if r.value.contains(&b'\n') => {
-                        match serde_json::from_slice::<Value>(&r.value) {
-                            Ok(v) => Outcome::Records(vec![r.derive(Bytes::from(v.to_string()))]),
-                            Err(e) => Outcome::Error(format!("invalid JSON: {e}")),
-                        }
-                    }
-                    Ok(_) => Outcome::Keep,
-                    Err(e) => Outcome::Error(format!("invalid JSON: {e}")),
-                },
-            )
-            .collect())
+        Ok(batch.iter().map(&mut self.outcome).collect())
     }
 }
 
-struct Raw {
-    name: String,
-}
-
-impl Stage for Raw {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn process(&mut self, batch: &[Record]) -> Result<Vec<Outcome>, StageError> {
-        Ok(vec![Outcome::Keep; batch.len()])
-    }
-}
-
-struct Reject {
-    name: String,
-    message: String,
-}
-
-impl Stage for Reject {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn process(&mut self, batch: &[Record]) -> Result<Vec<Outcome>, StageError> {
-        Ok(vec![Outcome::Error(self.message.clone()); batch.len()])
+/// Valid JSON passes; one record per line downstream, so a value spanning lines is re-rendered.
+fn json(r: &Record) -> Outcome {
+    match serde_json::from_slice::<serde::de::IgnoredAny>(&r.value) {
+        Ok(_) if r.value.contains(&b'\n') => match serde_json::from_slice::<Value>(&r.value) {
+            Ok(v) => Outcome::Records(vec![r.derive(Bytes::from(v.to_string()))]),
+            Err(e) => Outcome::Error(format!("invalid JSON: {e}")),
+        },
+        Ok(_) => Outcome::Keep,
+        Err(e) => Outcome::Error(format!("invalid JSON: {e}")),
     }
 }
 
-/// A delimited line → a JSON object keyed by the columns (values stay strings).
-struct CsvDecode {
+/// The csv format: a delimited line ↔ a JSON object keyed by the columns (decoded values stay
+/// strings).
+struct Csv {
     columns: Vec<String>,
     delimiter: u8,
     header: bool,
 }
 
-impl CsvDecode {
+impl Csv {
     fn new(o: &CsvOptions) -> Self {
         Self {
             columns: o.columns.clone(),
@@ -126,45 +107,20 @@ impl CsvDecode {
         }
         Ok(Value::Object(obj))
     }
-}
 
-impl Stage for CsvDecode {
-    fn name(&self) -> &str {
-        "decode csv"
-    }
-
-    fn process(&mut self, batch: &[Record]) -> Result<Vec<Outcome>, StageError> {
-        Ok(batch
-            .iter()
-            .map(|r| {
-                // Line-based sources (file, stdin; validation allows no other with `header`)
-                // number lines from 1: the header is line 1, whatever it says.
-                if self.header && r.offset.as_str() == "1" {
-                    return Outcome::Records(Vec::new());
-                }
-                match self.decode(&r.value) {
-                    Ok(v) => Outcome::Records(vec![r.derive(Bytes::from(v.to_string()))]),
-                    Err(e) => Outcome::Error(e),
-                }
-            })
-            .collect())
-    }
-}
-
-/// A JSON object → a delimited line of the columns' values.
-struct CsvEncode {
-    columns: Vec<String>,
-    delimiter: u8,
-}
-
-impl CsvEncode {
-    fn new(o: &CsvOptions) -> Self {
-        Self {
-            columns: o.columns.clone(),
-            delimiter: o.delimiter.as_bytes().first().copied().unwrap_or(b','),
+    fn decode_record(&self, r: &Record) -> Outcome {
+        // Line-based sources (file, stdin; validation allows no other with `header`) number
+        // lines from 1: the header is line 1, whatever it says.
+        if self.header && r.offset.as_str() == "1" {
+            return Outcome::Records(Vec::new());
+        }
+        match self.decode(&r.value) {
+            Ok(v) => Outcome::Records(vec![r.derive(Bytes::from(v.to_string()))]),
+            Err(e) => Outcome::Error(e),
         }
     }
 
+    /// A JSON object → a delimited line of the columns' values.
     fn encode(&self, value: &[u8]) -> Result<Bytes, String> {
         let v: Value = serde_json::from_slice(value).map_err(|e| format!("invalid JSON: {e}"))?;
         let obj = v
@@ -188,22 +144,6 @@ impl CsvEncode {
             out.pop();
         }
         Ok(Bytes::from(out))
-    }
-}
-
-impl Stage for CsvEncode {
-    fn name(&self) -> &str {
-        "encode csv"
-    }
-
-    fn process(&mut self, batch: &[Record]) -> Result<Vec<Outcome>, StageError> {
-        Ok(batch
-            .iter()
-            .map(|r| match self.encode(&r.value) {
-                Ok(b) => Outcome::Records(vec![r.derive(b)]),
-                Err(e) => Outcome::Error(e),
-            })
-            .collect())
     }
 }
 

@@ -232,6 +232,7 @@ impl Exposition {
 }
 
 type Read = fn(&Metrics) -> u64;
+type LagRead = fn(&Metrics) -> Vec<(sluice_connectors::PartitionId, f64)>;
 
 impl Collector for Exposition {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -342,16 +343,36 @@ impl Collector for Exposition {
                 }
             }
         }
-        {
-            let mut family = enc.encode_descriptor(
+        // Per-partition lag, in time and in records.
+        let lags: [(&str, &str, LagRead); 2] = [
+            (
                 "sluice_source_lag_seconds",
-                "How far behind the newest record of each partition the source reads (Kinesis: MillisBehindLatest).",
-                None,
-                MetricType::Gauge,
-            )?;
+                "How far behind the newest record of each partition the source reads (Kinesis: MillisBehindLatest; DynamoDB Streams and Kafka: the age of the newest record read).",
+                |m| {
+                    m.source_lag
+                        .snapshot()
+                        .into_iter()
+                        .map(|(p, ms)| (p, ms as f64 / 1000.0))
+                        .collect()
+                },
+            ),
+            (
+                "sluice_source_lag_records",
+                "Records of each partition after the source's position (Kafka: high watermark minus position).",
+                |m| {
+                    m.source_lag
+                        .records_snapshot()
+                        .into_iter()
+                        .map(|(p, n)| (p, n as f64))
+                        .collect()
+                },
+            ),
+        ];
+        for (name, help, read) in lags {
+            let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for (p, m) in &pipelines {
-                for (partition, ms) in m.source_lag.snapshot() {
-                    ConstGauge::new(ms as f64 / 1000.0).encode(family.encode_family(&[
+                for (partition, value) in read(m) {
+                    ConstGauge::new(value).encode(family.encode_family(&[
                         ("pipeline", p.as_str()),
                         ("partition", &*partition),
                     ])?)?;
@@ -422,6 +443,7 @@ mod tests {
         m.sink_request(Duration::from_millis(3));
         m.stage_call("transform mask.wasm", Duration::from_millis(1));
         m.source_lag.set(&"shardId-000000000001".into(), 2500);
+        m.source_lag.set_records(&"orders/0".into(), 42);
         let exp = Exposition::default();
         exp.add("demo", m);
         let mut registry = prometheus_client::registry::Registry::default();
@@ -433,6 +455,7 @@ mod tests {
             "sluice_errors_total{pipeline=\"demo\",stage=\"sink\"} 1",
             "sluice_pipeline_up{pipeline=\"demo\"} 1",
             "sluice_source_lag_seconds{pipeline=\"demo\",partition=\"shardId-000000000001\"} 2.5",
+            "sluice_source_lag_records{pipeline=\"demo\",partition=\"orders/0\"} 42",
             "sluice_sink_request_duration_seconds_count{pipeline=\"demo\"} 1",
             "sluice_plugin_call_duration_seconds_count{pipeline=\"demo\",plugin=\"transform mask.wasm\"} 1",
         ] {

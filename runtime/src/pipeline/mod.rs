@@ -73,6 +73,8 @@ pub enum PipelineError {
 pub struct RunOptions {
     /// Stop once this many source records are delivered and committed.
     pub max_records: Option<u64>,
+    /// Stop each partition at the tip it had when the run started (`--until-caught-up`).
+    pub until_caught_up: bool,
 }
 
 /// The outcome of a run that ended cleanly.
@@ -298,6 +300,7 @@ impl Pipeline {
             assigned: Some(assigned_tx),
             lag: metrics.source_lag.clone(),
             grants,
+            until_caught_up: opts.until_caught_up,
         };
         let source_task = tokio::spawn(async move { source.run(ctx).await });
         let processor = Processor {

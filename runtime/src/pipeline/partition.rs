@@ -36,11 +36,15 @@ pub fn builtin(kind: BuiltinPartitioner) -> Box<dyn Partitioner> {
     }
 }
 
-struct Random;
+/// A built-in partitioner routes each record on its own.
+trait RouteEach: Send {
+    const NAME: &'static str;
+    fn route(&self, record: &Record, count: Option<u32>) -> Result<Route, String>;
+}
 
-impl Partitioner for Random {
+impl<T: RouteEach> Partitioner for T {
     fn name(&self) -> &str {
-        "partitioner random"
+        T::NAME
     }
 
     fn partition(
@@ -48,36 +52,32 @@ impl Partitioner for Random {
         batch: &[Record],
         count: Option<u32>,
     ) -> Result<Vec<Result<Route, String>>, StageError> {
-        Ok(batch
-            .iter()
-            .map(|_| {
-                let n: u128 = rand::random();
-                Ok(Route {
-                    key: Some(format!("{n:032x}")),
-                    index: count.filter(|c| *c > 0).map(|c| (n % u128::from(c)) as u32),
-                    explicit_hash_key: None,
-                })
-            })
-            .collect())
+        Ok(batch.iter().map(|r| self.route(r, count)).collect())
+    }
+}
+
+struct Random;
+
+impl RouteEach for Random {
+    const NAME: &'static str = "partitioner random";
+
+    fn route(&self, _: &Record, count: Option<u32>) -> Result<Route, String> {
+        let n: u128 = rand::random();
+        Ok(Route {
+            key: Some(format!("{n:032x}")),
+            index: count.filter(|c| *c > 0).map(|c| (n % u128::from(c)) as u32),
+            explicit_hash_key: None,
+        })
     }
 }
 
 struct Fixed;
 
-impl Partitioner for Fixed {
-    fn name(&self) -> &str {
-        "partitioner fixed"
-    }
+impl RouteEach for Fixed {
+    const NAME: &'static str = "partitioner fixed";
 
-    fn partition(
-        &mut self,
-        batch: &[Record],
-        count: Option<u32>,
-    ) -> Result<Vec<Result<Route, String>>, StageError> {
-        Ok(batch
-            .iter()
-            .map(|r| Ok(by_key(r.partition.to_string(), count)))
-            .collect())
+    fn route(&self, record: &Record, count: Option<u32>) -> Result<Route, String> {
+        Ok(by_key(record.partition.to_string(), count))
     }
 }
 
@@ -110,20 +110,11 @@ impl Fields {
     }
 }
 
-impl Partitioner for Fields {
-    fn name(&self) -> &str {
-        "partitioner fields"
-    }
+impl RouteEach for Fields {
+    const NAME: &'static str = "partitioner fields";
 
-    fn partition(
-        &mut self,
-        batch: &[Record],
-        count: Option<u32>,
-    ) -> Result<Vec<Result<Route, String>>, StageError> {
-        Ok(batch
-            .iter()
-            .map(|r| self.key(&r.value).map(|k| by_key(k, count)))
-            .collect())
+    fn route(&self, record: &Record, count: Option<u32>) -> Result<Route, String> {
+        self.key(&record.value).map(|k| by_key(k, count))
     }
 }
 

@@ -52,6 +52,19 @@ impl ErrorPolicy {
         }
     }
 
+    /// A batch that failed as a whole: each of its records goes to the policy.
+    fn all_bad(
+        &mut self,
+        records: &[Record],
+        stage: &str,
+        message: &str,
+    ) -> Result<(), PipelineError> {
+        for r in records {
+            self.bad(r, stage, message)?;
+        }
+        Ok(())
+    }
+
     pub(super) fn sync(&mut self) -> Result<(), PipelineError> {
         if let Some(dl) = &mut self.dead_letter {
             dl.sync().map_err(|e| {
@@ -83,16 +96,12 @@ fn apply<T: Clone>(
                 o.len(),
                 records.len()
             );
-            for r in &records {
-                policy.bad(r, stage.name(), &msg)?;
-            }
+            policy.all_bad(&records, stage.name(), &msg)?;
             return Ok((Vec::new(), Vec::new()));
         }
         Err(e) => {
             tracing::warn!(pipeline = %policy.pipeline, stage = %e.stage, error = %e.message, records = records.len(), "batch failed in a stage");
-            for r in &records {
-                policy.bad(r, &e.stage, &e.message)?;
-            }
+            policy.all_bad(&records, &e.stage, &e.message)?;
             return Ok((Vec::new(), Vec::new()));
         }
     };
@@ -262,15 +271,9 @@ impl Processor {
                         routes.len(),
                         records.len()
                     );
-                    for r in &records {
-                        policy.bad(r, &name, &msg)?;
-                    }
+                    policy.all_bad(&records, &name, &msg)?;
                 }
-                Err(e) => {
-                    for r in &records {
-                        policy.bad(r, &e.stage, &e.message)?;
-                    }
-                }
+                Err(e) => policy.all_bad(&records, &e.stage, &e.message)?,
             }
         }
         for stage in &mut self.post {

@@ -54,6 +54,8 @@ pub struct Status {
     pub counts: Counts,
     /// Per-partition lag the source reports, in seconds (Kinesis: `MillisBehindLatest`).
     pub lag_seconds: std::collections::BTreeMap<String, f64>,
+    /// Per-partition lag in records (Kafka: high watermark minus position).
+    pub lag_records: std::collections::BTreeMap<String, u64>,
     /// Committed offsets by partition, as of the last commit.
     pub offsets: std::collections::BTreeMap<String, sluice_connectors::Committed>,
 }
@@ -169,6 +171,13 @@ impl Handle {
                 .into_iter()
                 .map(|(p, ms)| (p.to_string(), ms as f64 / 1000.0))
                 .collect(),
+            lag_records: self
+                .metrics
+                .source_lag
+                .records_snapshot()
+                .into_iter()
+                .map(|(p, n)| (p.to_string(), n))
+                .collect(),
             offsets: self.offsets(),
         }
     }
@@ -269,6 +278,7 @@ impl Supervisor {
                     let committed = handle.metrics.snapshot().committed;
                     let opts = RunOptions {
                         max_records: opts.max_records.map(|m| m.saturating_sub(committed)),
+                        ..opts
                     };
                     let run_stop = shutdown.child_token();
                     let mut run = Box::pin(p.run(run_stop.clone(), opts));
@@ -304,6 +314,15 @@ impl Supervisor {
                 Outcome::Command(Command::Pause) => {
                     handle.set(State::Paused, None);
                     tracing::info!(pipeline = %name, "paused");
+                    // Nothing reads while paused; a source that can keep its lag current
+                    // without reading (Kinesis) is asked every so often.
+                    let mut probe = loaded.spec.source.lag_probe().await;
+                    let mut tick = tokio::time::interval(
+                        probe
+                            .as_ref()
+                            .map_or(Duration::from_secs(3600), |p| p.interval()),
+                    );
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     loop {
                         tokio::select! {
                             c = self.commands.recv() => match c {
@@ -312,6 +331,11 @@ impl Supervisor {
                                 None => return Ok(finished(&handle, loaded, started)),
                             },
                             _ = shutdown.cancelled() => return Ok(finished(&handle, loaded, started)),
+                            _ = tick.tick(), if probe.is_some() => {
+                                if let Some(p) = probe.as_mut() {
+                                    p.probe(&handle.metrics.offsets(), &handle.metrics.source_lag).await;
+                                }
+                            }
                         }
                     }
                     tracing::info!(pipeline = %name, "resuming from committed offsets");

@@ -13,19 +13,24 @@ pub(crate) enum Direction {
     Encode,
 }
 
+impl Direction {
+    /// The stage's role, as a plugin's stage name shows it.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Direction::Decode => "decode",
+            Direction::Encode => "encode",
+        }
+    }
+}
+
 pub(crate) struct WasmFormat {
     live: Live<FormatWorld>,
     direction: Direction,
-    buf: Vec<u8>,
 }
 
 impl WasmFormat {
     pub(crate) fn new(live: Live<FormatWorld>, direction: Direction) -> Self {
-        Self {
-            live,
-            direction,
-            buf: Vec::new(),
-        }
+        Self { live, direction }
     }
 }
 
@@ -35,26 +40,20 @@ impl Stage for WasmFormat {
     }
 
     fn process(&mut self, batch: &[Record]) -> Result<Vec<Outcome>, StageError> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
-        codec::encode_batch(batch, &mut self.buf);
-        let input = &self.buf;
         let direction = self.direction;
-        let out = self.live.call(|b, store| {
-            let f = b.sluice_plugin_format_plugin();
-            match direction {
-                Direction::Decode => f.call_decode(store, input),
-                Direction::Encode => f.call_encode(store, input),
-            }
-        })?;
-        // A decoder promises JSON: anything else is the plugin's fault, reported as such.
-        codec::decode_outcomes(
-            out,
+        self.live.call_batch(
             batch,
-            direction == Direction::Decode,
-            self.live.output_limits(),
+            |b, store, input| {
+                let f = b.sluice_plugin_format_plugin();
+                match direction {
+                    Direction::Decode => f.call_decode(store, input),
+                    Direction::Encode => f.call_encode(store, input),
+                }
+            },
+            // A decoder promises JSON: anything else is the plugin's fault, reported as such.
+            |out, limits| {
+                codec::decode_outcomes(out, batch, direction == Direction::Decode, limits)
+            },
         )
-        .map_err(|e| self.live.discard(format!("broke the plugin contract: {e}")))
     }
 }

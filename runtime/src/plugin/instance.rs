@@ -10,7 +10,9 @@ use wasmtime::component::{Component, InstancePre};
 use wasmtime::{Store, Trap};
 
 use super::bindings::{format, partitioner, transform};
-use super::codec::OutputLimits;
+use sluice_connectors::Record;
+
+use super::codec::{self, OutputLimits};
 use super::engine::EngineCtx;
 use super::limits::{
     HostState, Limits, MAX_OUTPUT_RECORDS, MAX_WASI_RESOURCES, MemoryCapExceeded, WaitTimedOut,
@@ -232,6 +234,8 @@ pub(crate) struct Live<W: World> {
     config: String,
     current: Option<(Store<HostState>, W::Bindings)>,
     reload: Option<Reload<W>>,
+    /// The encoded batch of [`Live::call_batch`], reused from call to call.
+    buf: Vec<u8>,
 }
 
 impl<W: World> Live<W> {
@@ -250,6 +254,7 @@ impl<W: World> Live<W> {
             config,
             current: None,
             reload,
+            buf: Vec::new(),
         };
         live.ensure().map_err(|e| e.message)?;
         Ok(live)
@@ -260,7 +265,7 @@ impl<W: World> Live<W> {
     }
 
     /// What decoding one call's output may cost the host.
-    pub(crate) fn output_limits(&self) -> OutputLimits {
+    fn output_limits(&self) -> OutputLimits {
         OutputLimits {
             bytes: self.limits.output_budget(),
             records: MAX_OUTPUT_RECORDS,
@@ -341,8 +346,28 @@ impl<W: World> Live<W> {
         }
     }
 
+    /// One batch through the plugin: `batch` is encoded once, `f` passes the bytes to the plugin's
+    /// function and `decode` reads its answer. An answer that breaks the contract discards the
+    /// instance. An empty batch calls nothing.
+    pub(crate) fn call_batch<T: Default>(
+        &mut self,
+        batch: &[Record],
+        f: impl FnOnce(&W::Bindings, &mut Store<HostState>, &[u8]) -> wasmtime::Result<Vec<u8>>,
+        decode: impl FnOnce(Vec<u8>, OutputLimits) -> Result<T, String>,
+    ) -> Result<T, StageError> {
+        if batch.is_empty() {
+            return Ok(T::default());
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        codec::encode_batch(batch, &mut buf);
+        let out = self.call(|b, store| f(b, store, &buf));
+        self.buf = buf;
+        decode(out?, self.output_limits())
+            .map_err(|e| self.discard(format!("broke the plugin contract: {e}")))
+    }
+
     /// Throws the instance away after a contract violation.
-    pub(crate) fn discard(&mut self, message: String) -> StageError {
+    fn discard(&mut self, message: String) -> StageError {
         self.current = None;
         self.fail(message)
     }

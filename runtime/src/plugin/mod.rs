@@ -379,11 +379,7 @@ impl PluginHost {
         spec: &PluginSpec,
         base_dir: &Path,
     ) -> Result<Box<dyn Stage>, PluginError> {
-        let live = self.live::<FormatWorld>(spec, base_dir, "decode")?;
-        Ok(Box::new(format::WasmFormat::new(
-            live,
-            format::Direction::Decode,
-        )))
+        self.format(spec, base_dir, format::Direction::Decode)
     }
 
     /// An encode stage running the format plugin of `spec`.
@@ -392,11 +388,17 @@ impl PluginHost {
         spec: &PluginSpec,
         base_dir: &Path,
     ) -> Result<Box<dyn Stage>, PluginError> {
-        let live = self.live::<FormatWorld>(spec, base_dir, "encode")?;
-        Ok(Box::new(format::WasmFormat::new(
-            live,
-            format::Direction::Encode,
-        )))
+        self.format(spec, base_dir, format::Direction::Encode)
+    }
+
+    fn format(
+        &self,
+        spec: &PluginSpec,
+        base_dir: &Path,
+        direction: format::Direction,
+    ) -> Result<Box<dyn Stage>, PluginError> {
+        let live = self.live::<FormatWorld>(spec, base_dir, direction.label())?;
+        Ok(Box::new(format::WasmFormat::new(live, direction)))
     }
 
     /// A partitioner running the plugin of `spec`.

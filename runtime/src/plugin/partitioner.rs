@@ -8,15 +8,11 @@ use crate::stage::{Partitioner, StageError};
 
 pub(crate) struct WasmPartitioner {
     live: Live<PartitionerWorld>,
-    buf: Vec<u8>,
 }
 
 impl WasmPartitioner {
     pub(crate) fn new(live: Live<PartitionerWorld>) -> Self {
-        Self {
-            live,
-            buf: Vec::new(),
-        }
+        Self { live }
     }
 }
 
@@ -30,16 +26,13 @@ impl Partitioner for WasmPartitioner {
         batch: &[Record],
         partition_count: Option<u32>,
     ) -> Result<Vec<Result<Route, String>>, StageError> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
-        codec::encode_batch(batch, &mut self.buf);
-        let input = &self.buf;
-        let out = self.live.call(|b, store| {
-            b.sluice_plugin_partitioner_plugin()
-                .call_partition(store, input, partition_count)
-        })?;
-        codec::decode_routes(out, batch.len(), partition_count)
-            .map_err(|e| self.live.discard(format!("broke the plugin contract: {e}")))
+        self.live.call_batch(
+            batch,
+            |b, store, input| {
+                b.sluice_plugin_partitioner_plugin()
+                    .call_partition(store, input, partition_count)
+            },
+            |out, _| codec::decode_routes(out, batch.len(), partition_count),
+        )
     }
 }

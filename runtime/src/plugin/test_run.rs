@@ -13,7 +13,7 @@ use sluice_connectors::{Offset, Record, Route};
 use super::{PluginError, PluginHost, PluginKind};
 use crate::spec::plugin::PluginSpec;
 use crate::spec::units::{ByteSize, Dur};
-use crate::stage::Outcome;
+use crate::stage::{Outcome, Stage};
 
 /// What `sluice plugin test` runs.
 #[derive(Debug, Clone, Copy)]
@@ -77,24 +77,15 @@ fn run_test_here(
     let io = |e: std::io::Error| PluginError(format!("cannot write output: {e}"));
     match kind {
         PluginKind::Transform => {
-            let mut stage = host.transform(&spec, base)?;
-            let outcomes = stage
-                .process(&records)
-                .map_err(|e| PluginError(e.to_string()))?;
+            let outcomes = process(host.transform(&spec, base)?, &records)?;
             print_outcomes(&records, &outcomes, envelopes, out).map_err(io)?;
         }
         PluginKind::Format => {
-            let mut decoder = host.decoder(&spec, base)?;
-            let outcomes = decoder
-                .process(&records)
-                .map_err(|e| PluginError(e.to_string()))?;
+            let outcomes = process(host.decoder(&spec, base)?, &records)?;
             writeln!(out, "# decode").map_err(io)?;
             print_outcomes(&records, &outcomes, envelopes, out).map_err(io)?;
             let decoded = flatten(&records, outcomes);
-            let mut encoder = host.encoder(&spec, base)?;
-            let encoded = encoder
-                .process(&decoded)
-                .map_err(|e| PluginError(e.to_string()))?;
+            let encoded = process(host.encoder(&spec, base)?, &decoded)?;
             writeln!(out, "# encode (of the decoded records)").map_err(io)?;
             print_outcomes(&decoded, &encoded, envelopes, out).map_err(io)?;
         }
@@ -141,6 +132,13 @@ fn run_test_here(
         }
     }
     Ok(())
+}
+
+/// One batch through a stage built for the test.
+fn process(mut stage: Box<dyn Stage>, records: &[Record]) -> Result<Vec<Outcome>, PluginError> {
+    stage
+        .process(records)
+        .map_err(|e| PluginError(e.to_string()))
 }
 
 fn read_records(input: &Path, envelopes: bool) -> Result<Vec<Record>, PluginError> {

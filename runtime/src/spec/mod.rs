@@ -103,6 +103,16 @@ impl std::error::Error for SpecErrors {}
 
 /// Loads and fully validates the spec at `path`, plugins included.
 pub fn load(path: &Path, host: Option<&PluginHost>) -> Result<LoadedSpec, SpecErrors> {
+    load_with(path, host, false)
+}
+
+/// Like [`load`]; with `until_caught_up`, also checks that the source has a tip to stop at
+/// (`sluice run --until-caught-up`, `sluice validate --until-caught-up`).
+pub fn load_with(
+    path: &Path,
+    host: Option<&PluginHost>,
+    until_caught_up: bool,
+) -> Result<LoadedSpec, SpecErrors> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         SpecErrors(vec![Diagnostic {
@@ -114,6 +124,26 @@ pub fn load(path: &Path, host: Option<&PluginHost>) -> Result<LoadedSpec, SpecEr
     })?;
     let env = |name: &str| std::env::var(name).ok();
     let (mut spec, doc, map) = parse(&file, &text, &env).map_err(SpecErrors)?;
+    if until_caught_up && let Some(i) = spec.source.until_caught_up_issue() {
+        let issue = Issue {
+            pointer: format!("/source/{}", i.path),
+            at_key: false,
+            message: i.message,
+        };
+        return Err(SpecErrors(vec![issue.locate(&file, &map)]));
+    }
+    // One worker's tip is only the shards it holds: leased workers do not stop there.
+    if until_caught_up
+        && let OffsetsSpec::Dynamodb(d) = &spec.offsets
+        && d.leases.is_some()
+    {
+        let issue = Issue {
+            pointer: "/offsets/leases".into(),
+            at_key: true,
+            message: "`--until-caught-up` reads every shard in one process; workers sharing shards through leases cannot stop at the stream's tip: run one worker without `offsets.leases`".into(),
+        };
+        return Err(SpecErrors(vec![issue.locate(&file, &map)]));
+    }
     let base_dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -43,13 +43,22 @@ fn anchor(name: &str) -> String {
     name.to_lowercase()
 }
 
-fn section(name: &str, def: &Value, out: &mut String, q: &mut VecDeque<String>) {
-    let _ = writeln!(out, "## {name}\n");
+/// Writes a definition's description and, when it is an object, the table of its properties
+/// (true then).
+fn described(def: &Value, out: &mut String, q: &mut VecDeque<String>) -> bool {
     if let Some(d) = def.get("description").and_then(Value::as_str) {
         let _ = writeln!(out, "{}\n", one_para(d));
     }
-    if def.get("properties").is_some() {
+    let object = def.get("properties").is_some();
+    if object {
         table(def, out, q);
+    }
+    object
+}
+
+fn section(name: &str, def: &Value, out: &mut String, q: &mut VecDeque<String>) {
+    let _ = writeln!(out, "## {name}\n");
+    if described(def, out, q) {
         return;
     }
     let alts = def
@@ -80,12 +89,7 @@ fn section(name: &str, def: &Value, out: &mut String, q: &mut VecDeque<String>) 
                 _ => type_of(alt, q),
             };
             let _ = writeln!(out, "### {name}: {title}\n");
-            if let Some(d) = alt.get("description").and_then(Value::as_str) {
-                let _ = writeln!(out, "{}\n", one_para(d));
-            }
-            if alt.get("properties").is_some() {
-                table(alt, out, q);
-            }
+            described(alt, out, q);
         }
         return;
     }

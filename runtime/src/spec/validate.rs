@@ -162,6 +162,9 @@ impl SchemaCheck {
             at_key: false,
             message,
         };
+        // What was expected, and what the spec has there.
+        let found =
+            |expected: String| issue(format!("{expected}, found {}", self.found(&ptr, inst)));
         match e.kind() {
             ValidationErrorKind::AdditionalProperties { unexpected } => {
                 let allowed = self
@@ -202,20 +205,13 @@ impl SchemaCheck {
                     Some(SIZE_PATTERN) => "a size such as `5MiB`".to_string(),
                     _ => type_kind(kind),
                 };
-                out.push(issue(format!(
-                    "expected {expected}, found {}",
-                    self.found(&ptr, inst)
-                )));
+                out.push(found(format!("expected {expected}")));
             }
             ValidationErrorKind::Enum { options } => {
                 out.push(issue(self.expected_one_of(&ptr, inst, options_of(options))));
             }
             ValidationErrorKind::Constant { expected_value } => {
-                out.push(issue(format!(
-                    "expected {}, found {}",
-                    show(expected_value),
-                    self.found(&ptr, inst)
-                )));
+                out.push(found(format!("expected {}", show(expected_value))));
             }
             ValidationErrorKind::Pattern { pattern } => {
                 let what = if pattern == DURATION_PATTERN {
@@ -232,28 +228,16 @@ impl SchemaCheck {
                 } else {
                     what.to_string()
                 };
-                out.push(issue(format!(
-                    "expected {expected}, found {}",
-                    self.found(&ptr, inst)
-                )));
+                out.push(found(format!("expected {expected}")));
             }
             ValidationErrorKind::Minimum { limit } => {
-                out.push(issue(format!(
-                    "must be at least {limit}, found {}",
-                    self.found(&ptr, inst)
-                )));
+                out.push(found(format!("must be at least {limit}")));
             }
             ValidationErrorKind::Maximum { limit } => {
-                out.push(issue(format!(
-                    "must be at most {limit}, found {}",
-                    self.found(&ptr, inst)
-                )));
+                out.push(found(format!("must be at most {limit}")));
             }
             ValidationErrorKind::ExclusiveMinimum { limit } => {
-                out.push(issue(format!(
-                    "must be greater than {limit}, found {}",
-                    self.found(&ptr, inst)
-                )));
+                out.push(found(format!("must be greater than {limit}")));
             }
             ValidationErrorKind::MinItems { limit } => {
                 out.push(issue(format!("needs at least {limit} item(s)")));

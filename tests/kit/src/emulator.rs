@@ -72,6 +72,18 @@ pub fn kafka_brokers() -> String {
     .endpoint()
 }
 
+/// noida-db, the second Kafka broker (true high watermarks, `read_committed`):
+/// `SLUICE_TEST_NOIDA_BROKERS`, written by `scripts/emulators/noida.sh`.
+pub fn noida_brokers() -> String {
+    Server {
+        var: "SLUICE_TEST_NOIDA_BROKERS",
+        default: "127.0.0.1:9093",
+        what: "Kafka broker (noida-db)",
+        script: "noida",
+    }
+    .endpoint()
+}
+
 /// The tansu binary, for tests that run a private broker (`SLUICE_TEST_TANSU_BIN`, written by
 /// `scripts/emulators/kafka.sh`).
 pub fn tansu_bin() -> String {

@@ -7,6 +7,7 @@
 //! - [`wait_for`] / [`wait_until`]: poll a condition with a deadline (tests never sleep a fixed
 //!   time to wait for something);
 //! - [`Scratch`], [`Running`]: a folder where `sluice` runs, and a child killed with its test;
+//! - [`http`]: requests to `sluice run --http` and the per-partition series of its `/metrics`;
 //! - [`kinesis`], [`dynamodb`], [`kafka`]: blocking clients of kinesis-local, moto and tansu;
 //! - [`wasm`]: builds the plugins in `plugins/` to wasm32-wasip2 once per process.
 //!
@@ -28,6 +29,7 @@
 
 pub mod dynamodb;
 pub mod emulator;
+pub mod http;
 pub mod kafka;
 pub mod kinesis;
 mod sluice;
