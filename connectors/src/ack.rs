@@ -138,6 +138,16 @@ impl Ack {
     }
 }
 
+impl Ack {
+    /// The source partition and position of this record's batch (its ticket), while the record
+    /// is unacknowledged.
+    pub fn ticket(&self) -> Option<(PartitionId, u64)> {
+        let inner = self.inner.as_ref()?;
+        let c = inner.completion.lock().ok()?;
+        c.as_ref().map(|c| (c.partition.clone(), c.seq))
+    }
+}
+
 impl Drop for Ack {
     fn drop(&mut self) {
         if let Some(inner) = self.inner.take() {

@@ -257,4 +257,40 @@ pub trait Sink: Send {
     async fn close(&mut self) -> Result<(), ConnectorError> {
         self.flush().await
     }
+    /// An exactly-once sink's transaction, through which the offset store commits (the Kafka
+    /// sink with `exactly_once`). `None` for every other sink.
+    fn transaction(&self) -> Option<Arc<dyn Transactional>> {
+        None
+    }
+}
+
+/// The open transaction of an exactly-once sink. Everything the sink wrote since the last
+/// commit is in it; the runtime commits it (with the pipeline's offsets) only once the sink is
+/// flushed and every record in it is acknowledged, and writes nothing meanwhile.
+#[async_trait]
+pub trait Transactional: Send + Sync {
+    /// Names the transaction in messages (`kafka transactional.id sluice-x on host:9092`).
+    fn describe(&self) -> String;
+    /// Adds `records` (key, value or tombstone) to `topic` in the open transaction, commits it,
+    /// and begins the next.
+    async fn commit(
+        &self,
+        topic: &str,
+        records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<(), TxnError>;
+    /// Aborts the open transaction, if any: nothing of it becomes visible.
+    async fn abort(&self);
+}
+
+/// Why a transaction did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum TxnError {
+    /// The transaction was aborted (none of it is visible); the pipeline resumes from the last
+    /// committed offsets.
+    #[error("{0}")]
+    Aborted(String),
+    /// The producer cannot go on: another instance fenced it, or librdkafka failed for good.
+    /// It writes nothing more.
+    #[error("{0}")]
+    Fatal(String),
 }

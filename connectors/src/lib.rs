@@ -31,7 +31,7 @@ pub mod units;
 pub use ack::{Ack, Completion, Rejected, Ticket};
 pub use api::{
     BatchSender, Committed, CommittedOffsets, Granted, Grants, Lag, LagProbe, Sink, SinkRecord,
-    Source, SourceBatch, SourceContext,
+    Source, SourceBatch, SourceContext, Transactional, TxnError,
 };
 pub use error::ConnectorError;
 pub use record::{Metadata, Offset, PartitionId, Record, Route};

@@ -253,10 +253,31 @@ pub struct KafkaSinkConfig {
     /// Retries of the start-up checks (broker reachable, topic present).
     #[serde(default = "default_connect_retry")]
     pub retry: RetryPolicy,
+    /// Exactly-once delivery: a transactional producer writes the records of each commit
+    /// interval together with the pipeline's new offsets (records in the Kafka offset store's
+    /// topic, which must be on the same cluster) in one Kafka transaction; committing the
+    /// transaction is the offset commit. Consumers that read with `isolation.level =
+    /// read_committed` see every record once. Needs `offsets: {kafka: ...}` on the sink's
+    /// brokers. See docs/delivery.md.
+    #[serde(default)]
+    pub exactly_once: bool,
+    /// With `exactly_once`: the producer's `transactional.id`. Default `sluice-<pipeline name>`.
+    /// A new instance with the same id fences the earlier one (it stops and writes nothing
+    /// more) and aborts its open transaction: give every pipeline its own, and keep it stable
+    /// across restarts.
+    #[serde(default)]
+    pub transactional_id: Option<String>,
     /// Other librdkafka producer properties (SASL, SSL, tuning); they override the above.
     #[serde(default)]
     pub properties: Properties,
 }
+
+/// librdkafka properties that `exactly_once` sets itself.
+const MANAGED_BY_EXACTLY_ONCE: &[&str] = &[
+    "transactional.id",
+    "transaction.timeout.ms",
+    "enable.idempotence",
+];
 
 /// A header or a metadata field of a record.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -386,6 +407,34 @@ impl KafkaSinkConfig {
                 "`allowed_topics` is used only with `topic_from`",
             ));
         }
+        if self.exactly_once {
+            if !self.idempotent {
+                issues.push(ConfigIssue::new(
+                    "idempotent",
+                    "`exactly_once` needs the idempotent producer (remove `idempotent: false`)",
+                ));
+            }
+            for name in MANAGED_BY_EXACTLY_ONCE {
+                if self.properties.0.contains_key(*name) {
+                    issues.push(ConfigIssue::new(
+                        format!("properties/{name}"),
+                        format!(
+                            "`{name}` is set by `exactly_once`; use `transactional_id` to choose the id"
+                        ),
+                    ));
+                }
+            }
+        } else if self.transactional_id.is_some() {
+            issues.push(ConfigIssue::new(
+                "transactional_id",
+                "`transactional_id` is used only with `exactly_once: true`",
+            ));
+        }
+        if let Some(id) = &self.transactional_id
+            && id.trim().is_empty()
+        {
+            issues.push(ConfigIssue::new("transactional_id", "must not be empty"));
+        }
         issues
     }
 
@@ -439,6 +488,16 @@ impl KafkaSinkConfig {
         );
         c.set("batch.num.messages", self.batch_records.to_string());
         c.set("message.timeout.ms", ms(self.delivery_timeout.0));
+        if self.exactly_once {
+            if let Some(id) = &self.transactional_id {
+                c.set("transactional.id", id);
+            }
+            // librdkafka needs message.timeout.ms <= transaction.timeout.ms.
+            c.set(
+                "transaction.timeout.ms",
+                ms(self.delivery_timeout.0.max(Duration::from_secs(60))),
+            );
+        }
         // The Java client's partitioner, so keys land where Kafka Connect would put them.
         c.set("partitioner", "murmur2_random");
         c.set("queue.buffering.max.messages", "1000000");

@@ -201,6 +201,8 @@ impl OffsetLog {
         cc.set("enable.auto.commit", "false");
         cc.set("enable.partition.eof", "false");
         cc.set("fetch.wait.max.ms", "20");
+        // Offsets written by an exactly-once pipeline's transaction count only once it commits.
+        cc.set("isolation.level", "read_committed");
         let topic = self.cfg.topic.clone();
         let brokers = self.brokers.clone();
         let timeout = self.cfg.timeout;

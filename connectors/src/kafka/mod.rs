@@ -11,6 +11,7 @@ mod properties;
 mod sink;
 mod source;
 mod tips;
+mod txn;
 
 pub use client::TopicState;
 pub use config::{

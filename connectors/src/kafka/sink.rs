@@ -16,22 +16,26 @@ use tokio::sync::Notify;
 
 use super::client::{LogContext, TopicState, config_error, create_topic, is_purged, topic_state};
 use super::config::{FieldRef, KafkaSinkConfig, KeyFrom, PartitionBy};
+use super::txn::{self, KafkaTransaction};
 use crate::ack::Ack;
-use crate::api::{Sink, SinkRecord};
+use crate::api::{Sink, SinkRecord, Transactional};
 use crate::error::ConnectorError;
 use crate::record::Record;
 
 /// What the delivery callbacks (on librdkafka's polling thread) share with the sink.
 #[derive(Default)]
-struct Deliveries {
-    in_flight: AtomicU64,
+pub(super) struct Deliveries {
+    pub(super) in_flight: AtomicU64,
     idle: Notify,
     /// The first delivery failure since the last flush.
     failure: Mutex<Option<ConnectorError>>,
+    /// Exactly-once: records Kafka refused inside the transaction (identity, size). Kafka
+    /// refuses a whole batch for one bad record, so they are suspects, not culprits.
+    suspects: Mutex<Vec<(u64, usize)>>,
 }
 
 impl Deliveries {
-    fn done(&self) {
+    pub(super) fn done(&self) {
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.idle.notify_waiters();
         }
@@ -43,13 +47,21 @@ impl Deliveries {
         {
             *f = Some(e);
         }
+        // An exactly-once flush stops waiting at the first failure (below).
+        self.idle.notify_waiters();
+    }
+
+    fn failed(&self) -> bool {
+        self.failure.lock().map(|f| f.is_some()).unwrap_or(true)
     }
 }
 
 /// The producer's context: delivery reports acknowledge records.
-struct SinkContext {
+pub(super) struct SinkContext {
     log: LogContext,
     deliveries: Arc<Deliveries>,
+    /// With `exactly_once`: the `transactional.id`.
+    transactional_id: Option<String>,
 }
 
 impl ClientContext for SinkContext {
@@ -63,11 +75,12 @@ impl ClientContext for SinkContext {
 
 /// A record librdkafka holds until its delivery report: its ack, and the record without its
 /// value (librdkafka has a copy, handed back in the report), for the error policy.
-struct InFlight {
-    ack: Ack,
-    record: Record,
+pub(super) struct InFlight {
+    /// `None` for the offset records an exactly-once commit adds to the transaction.
+    pub(super) ack: Option<Ack>,
+    pub(super) record: Record,
     /// The topic came from `topic_from`, not the configured `topic`.
-    routed: bool,
+    pub(super) routed: bool,
 }
 
 /// True for a delivery error that concerns this one record, not the sink: Kafka refused the
@@ -101,8 +114,42 @@ impl ProducerContext for SinkContext {
             mut record,
             routed,
         } = *pending;
+        let Some(ack) = ack else {
+            // An offset record of an exactly-once commit: `commit_transaction` reports its
+            // failure.
+            if let Err((e, msg)) = result {
+                tracing::warn!(topic = msg.topic(), brokers = %self.log.brokers, error = %e, "kafka sink: offset record not delivered; the transaction will abort");
+            }
+            self.deliveries.done();
+            return;
+        };
         match result {
             Ok(_) => ack.ack(),
+            Err((e, msg)) if is_record_error(e, routed) && self.transactional_id.is_some() => {
+                // Inside a transaction a refused record makes the transaction abort-required:
+                // nothing of it may be committed. The pipeline rewinds to its last commit, and
+                // then the sink hands this record to the error policy instead of producing it.
+                let id = self.transactional_id.as_deref().unwrap_or_default();
+                let value = msg.payload().unwrap_or_default();
+                let size = value.len() + msg.key().map_or(0, <[u8]>::len);
+                if let Ok(mut s) = self.deliveries.suspects.lock() {
+                    s.push((super::txn::identity(&record, value), size));
+                }
+                drop(ack);
+                tracing::warn!(
+                    topic = msg.topic(),
+                    brokers = %self.log.brokers,
+                    error = %e,
+                    source_partition = %record.partition,
+                    source_offset = %record.offset,
+                    "kafka sink: Kafka refused a record inside a transaction; aborting it and resuming from the last commit, where the record goes to the error policy"
+                );
+                self.deliveries.fail(ConnectorError::retriable(format!(
+                    "kafka sink: Kafka refused a record for topic `{}` on {} inside transaction `{id}` ({e}); the transaction is aborted and the pipeline resumes from its last committed offsets, handing that record to the error policy",
+                    msg.topic(),
+                    self.log.brokers
+                )));
+            }
             Err((e, msg)) if is_record_error(e, routed) => {
                 let partition = msg.partition();
                 tracing::warn!(
@@ -171,6 +218,8 @@ pub struct KafkaSink {
     partitions: HashMap<String, u32>,
     /// `topic_from` topics found missing or forbidden, when, and why.
     refused: HashMap<String, (Instant, String)>,
+    /// With `exactly_once`: the open transaction the records go into.
+    txn: Option<Arc<KafkaTransaction>>,
 }
 
 impl KafkaSink {
@@ -185,6 +234,9 @@ impl KafkaSink {
                 brokers: brokers.clone(),
             },
             deliveries: deliveries.clone(),
+            transactional_id: cfg
+                .exactly_once
+                .then(|| cfg.transactional_id.clone().unwrap_or_default()),
         };
         tracing::debug!(brokers = %brokers, topic = %cfg.topic, properties = ?cfg.properties, "kafka sink: connecting");
         let producer: ThreadedProducer<SinkContext> = cfg
@@ -198,6 +250,20 @@ impl KafkaSink {
                     &e,
                 )
             })?;
+        let txn = match (cfg.exactly_once, &cfg.transactional_id) {
+            (false, _) => None,
+            (true, None) => {
+                return Err(ConnectorError::fatal(
+                    "kafka sink: `exactly_once` needs a transactional id (the runtime derives one from the pipeline name)",
+                ));
+            }
+            (true, Some(id)) => Some(Arc::new(KafkaTransaction::new(
+                producer.clone(),
+                deliveries.clone(),
+                id.clone(),
+                brokers.clone(),
+            ))),
+        };
         let mut sink = Self {
             cfg: cfg.clone(),
             brokers,
@@ -205,7 +271,18 @@ impl KafkaSink {
             deliveries,
             partitions: HashMap::new(),
             refused: HashMap::new(),
+            txn,
         };
+        if let Some(txn) = &sink.txn {
+            let txn = txn.clone();
+            cfg.retry
+                .run(
+                    &format!("kafka sink: init_transactions on {}", sink.brokers),
+                    |e: &ConnectorError| e.retriable,
+                    || txn.init(),
+                )
+                .await?;
+        }
         let topic = cfg.topic.clone();
         let n = sink
             .ensure_topic(&topic, cfg.create_topic.is_some())
@@ -371,6 +448,11 @@ impl KafkaSink {
                 if self.deliveries.in_flight.load(Ordering::Acquire) == 0 {
                     return;
                 }
+                // Inside a failed transaction librdkafka sends nothing more: what is queued
+                // would wait for `delivery_timeout`. The transaction is aborted anyway.
+                if self.txn.is_some() && self.deliveries.failed() {
+                    return;
+                }
                 idle.await;
             }
         };
@@ -385,12 +467,24 @@ impl KafkaSink {
     }
 
     fn take_failure(&self) -> Result<(), ConnectorError> {
+        if let Some(txn) = &self.txn
+            && let Some((code, reason)) = self.producer.client().fatal_error()
+        {
+            // Fenced by a newer instance, or broken: a restart would only be fenced again (or
+            // fence the newer one), so the pipeline stops for good.
+            return Err(ConnectorError::fatal(
+                txn.fatal_message("producing", &format!("{code}: {reason}")),
+            ));
+        }
         if let Some((code, reason)) = self.producer.client().fatal_error() {
             // The producer is unusable; a restart replays everything after the last commit.
             return Err(ConnectorError::retriable(format!(
                 "kafka sink: the producer for topic `{}` on {} failed for good ({code}: {reason}); stopping so that a restart resends everything after the last commit. A broker that lost its idempotent-producer state (a restart without persistent storage, a deleted topic) causes this",
                 self.cfg.topic, self.brokers
             )));
+        }
+        if let Some(txn) = &self.txn {
+            txn.convict(&self.deliveries.suspects);
         }
         match self.deliveries.failure.lock().map(|mut f| f.take()) {
             Ok(Some(e)) => Err(e),
@@ -446,6 +540,16 @@ impl Sink for KafkaSink {
             };
             // librdkafka copies key and value; the record (without its value) waits for the
             // delivery report in case the error policy needs it.
+            if let Some(txn) = &self.txn
+                && txn::was_refused(&txn.id, txn::identity(&record, &record.value))
+            {
+                let reason = format!(
+                    "kafka sink: Kafka refused this record for topic `{topic}` on {} in an earlier (aborted) transaction of `{}`",
+                    self.brokers, txn.id
+                );
+                ack.reject(record, reason);
+                continue;
+            }
             let value = std::mem::take(&mut record.value);
             let record_key = record.key.clone();
             let key: Option<&[u8]> = match self.cfg.key {
@@ -487,7 +591,7 @@ impl Sink for KafkaSink {
             let mut msg: BaseRecord<'_, [u8], [u8], Box<InFlight>> = BaseRecord::with_opaque_to(
                 &topic,
                 Box::new(InFlight {
-                    ack,
+                    ack: Some(ack),
                     record,
                     routed,
                 }),
@@ -532,6 +636,7 @@ impl Sink for KafkaSink {
                 let InFlight {
                     ack, mut record, ..
                 } = *pending;
+                let Some(ack) = ack else { continue };
                 let size = value.len() + record.key.as_ref().map_or(0, |k| k.len());
                 record.value = value;
                 let reason = if matches!(
@@ -548,6 +653,10 @@ impl Sink for KafkaSink {
             }
         }
         Ok(())
+    }
+
+    fn transaction(&self) -> Option<Arc<dyn Transactional>> {
+        self.txn.clone().map(|t| t as Arc<dyn Transactional>)
     }
 
     async fn flush(&mut self) -> Result<(), ConnectorError> {

@@ -9,7 +9,7 @@ use sluice_connectors::SourceConfig;
 use sluice_connectors::kinesis::StartPosition;
 
 use crate::offsets::kcl::{self, Action, Plan, Sentinel, StreamFilter};
-use crate::offsets::{self, ResetTo};
+use crate::offsets::{self, Reset, ResetTo};
 use crate::spec::{LoadedSpec, OffsetsSpec};
 
 /// What `offsets import` was asked.
@@ -134,7 +134,7 @@ pub async fn import(loaded: &LoadedSpec, args: ImportArgs) -> anyhow::Result<Exi
     // With --force the store ends up as the KCL table says: shards without a KCL position
     // forget what the store held, and start at the spec's start position.
     for p in &stale {
-        store.reset(name, Some(p), ResetTo::Earliest).await?;
+        store.reset(&Reset::one(name, p, ResetTo::Earliest)).await?;
     }
     store.commit(name, &writes).await?;
     tracing::debug!(table = %args.table, pipeline = %name, offsets = writes.len(), "imported KCL checkpoints");

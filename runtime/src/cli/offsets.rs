@@ -165,8 +165,13 @@ pub async fn run(cmd: OffsetsCommand) -> anyhow::Result<ExitCode> {
                 "earliest" => ResetTo::Earliest,
                 o => ResetTo::Offset(Offset::from(o)),
             };
-            let rows = store.reset(&name, partition.as_deref(), to.clone()).await?;
-            match (&to, rows.is_empty()) {
+            let req = offsets::Reset {
+                namespace: name.clone(),
+                partition,
+                to,
+            };
+            let rows = store.reset(&req).await?;
+            match (&req.to, rows.is_empty()) {
                 (_, true) => eprintln!("nothing to reset: no matching offsets of `{name}`"),
                 (ResetTo::Earliest, false) => {
                     eprintln!(
@@ -195,12 +200,16 @@ pub async fn run(cmd: OffsetsCommand) -> anyhow::Result<ExitCode> {
                 .map(parse_duration)
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
-            let ns = if all {
-                None
-            } else {
-                Some(namespace.unwrap_or(name))
+            let req = offsets::Prune {
+                namespace: if all {
+                    None
+                } else {
+                    Some(namespace.unwrap_or(name))
+                },
+                older_than: older,
+                dry_run: true,
             };
-            let candidates = store.prune(ns.as_deref(), older, true).await?;
+            let candidates = store.prune(&req).await?;
             if candidates.is_empty() {
                 eprintln!("nothing to prune");
                 return Ok(ExitCode::SUCCESS);
@@ -215,7 +224,10 @@ pub async fn run(cmd: OffsetsCommand) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
             let pruned = store
-                .prune(ns.as_deref(), older, false)
+                .prune(&offsets::Prune {
+                    dry_run: false,
+                    ..req
+                })
                 .await
                 .context("prune failed")?;
             eprintln!("deleted {} offset(s)", pruned.len());

@@ -27,7 +27,7 @@ use sluice_connectors::units::Dur;
 use sluice_connectors::{Committed, CommittedOffsets, ConnectorError, Offset, PartitionId};
 use tokio::sync::OnceCell;
 
-use super::{OffsetError, OffsetRow, OffsetStore, ResetTo, is_stale};
+use super::{OffsetError, OffsetRow, OffsetStore, Prune, Reset, ResetTo};
 
 /// The DynamoDB offset store.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -726,26 +726,18 @@ impl OffsetStore for DynamoStore {
         Ok(rows)
     }
 
-    async fn reset(
-        &self,
-        namespace: &str,
-        partition: Option<&str>,
-        to: ResetTo,
-    ) -> Result<Vec<OffsetRow>, OffsetError> {
+    async fn reset(&self, req: &Reset) -> Result<Vec<OffsetRow>, OffsetError> {
+        let namespace = req.namespace.as_str();
         let existing: BTreeMap<String, OffsetRow> = self
             .list(Some(namespace))
             .await?
             .into_iter()
             .map(|r| (r.partition.clone(), r))
             .collect();
-        let targets: Vec<String> = match partition {
-            Some(p) => vec![p.to_string()],
-            None => existing.keys().cloned().collect(),
-        };
         let c = self.client().await?;
         let mut changed = Vec::new();
-        for p in targets {
-            match &to {
+        for p in req.targets(existing.keys()) {
+            match &req.to {
                 ResetTo::Earliest => {
                     if let Some(row) = existing.get(&p)
                         && self.delete(row, None).await?
@@ -787,19 +779,14 @@ impl OffsetStore for DynamoStore {
         Ok(changed)
     }
 
-    async fn prune(
-        &self,
-        namespace: Option<&str>,
-        older_than: Option<Duration>,
-        dry_run: bool,
-    ) -> Result<Vec<OffsetRow>, OffsetError> {
+    async fn prune(&self, req: &Prune) -> Result<Vec<OffsetRow>, OffsetError> {
         let mut pruned = Vec::new();
-        for it in self.items(namespace).await? {
+        for it in self.items(req.namespace.as_deref()).await? {
             let (row, g) = self.row(&it)?;
-            if !is_stale(row.updated_at, older_than) {
+            if !req.is_stale(row.updated_at) {
                 continue;
             }
-            if dry_run || self.delete(&row, Some(g)).await? {
+            if req.dry_run || self.delete(&row, Some(g)).await? {
                 pruned.push(row);
             }
         }
@@ -914,7 +901,7 @@ pub(super) mod tests {
         new.commit("pipe", &one("0", 60)).await.expect("commit");
         // An operator's reset wins, and fences the running worker.
         let cli = DynamoStore::new(&spec(&t, false));
-        cli.reset("pipe", Some("0"), ResetTo::Offset(Offset::from(5)))
+        cli.reset(&Reset::one("pipe", "0", ResetTo::Offset(Offset::from(5))))
             .await
             .expect("reset");
         assert!(new.commit("pipe", &one("0", 61)).await.is_err());

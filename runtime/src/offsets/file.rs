@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -14,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sluice_connectors::CommittedOffsets;
 use sluice_connectors::units::Dur;
 
-use super::{Entry, OffsetError, OffsetRow, OffsetStore, ResetTo, apply_reset, is_stale};
+use super::{Entry, OffsetError, OffsetRow, OffsetStore, Prune, Reset};
 
 /// The local file offset store (the embedded default).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -124,7 +123,11 @@ impl FileStore {
         write().map_err(|e| self.io(format!("cannot write {}", path.display()), e))
     }
 
-    fn namespaces(&self) -> Result<Vec<String>, OffsetError> {
+    /// The namespace `only` names, or every namespace with a file in the folder.
+    fn namespaces(&self, only: Option<&str>) -> Result<Vec<String>, OffsetError> {
+        if let Some(ns) = only {
+            return Ok(vec![ns.to_string()]);
+        }
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -227,12 +230,8 @@ impl OffsetStore for FileStore {
     async fn list(&self, namespace: Option<&str>) -> Result<Vec<OffsetRow>, OffsetError> {
         let only = namespace.map(str::to_string);
         self.blocking(move |s| {
-            let namespaces = match only {
-                Some(n) => vec![n],
-                None => s.namespaces()?,
-            };
             let mut rows = Vec::new();
-            for ns in namespaces {
+            for ns in s.namespaces(only.as_deref())? {
                 rows.extend(s.read(&ns)?.iter().map(|(p, e)| e.row(&ns, p)));
             }
             Ok(rows)
@@ -240,54 +239,28 @@ impl OffsetStore for FileStore {
         .await
     }
 
-    async fn reset(
-        &self,
-        namespace: &str,
-        partition: Option<&str>,
-        to: ResetTo,
-    ) -> Result<Vec<OffsetRow>, OffsetError> {
-        let ns = namespace.to_string();
-        let partition = partition.map(str::to_string);
+    async fn reset(&self, req: &Reset) -> Result<Vec<OffsetRow>, OffsetError> {
+        let req = req.clone();
         self.locked(move |s| {
-            let mut parts = s.read(&ns)?;
-            let changed = apply_reset(&ns, &mut parts, partition.as_deref(), &to);
-            s.write(&ns, parts)?;
+            let mut parts = s.read(&req.namespace)?;
+            let changed = req.apply(&mut parts);
+            s.write(&req.namespace, parts)?;
             Ok(changed)
         })
         .await
     }
 
-    async fn prune(
-        &self,
-        namespace: Option<&str>,
-        older_than: Option<Duration>,
-        dry_run: bool,
-    ) -> Result<Vec<OffsetRow>, OffsetError> {
-        let only = namespace.map(str::to_string);
+    async fn prune(&self, req: &Prune) -> Result<Vec<OffsetRow>, OffsetError> {
+        let req = req.clone();
         self.locked(move |s| {
-            let namespaces = match only {
-                Some(n) => vec![n],
-                None => s.namespaces()?,
-            };
             let mut pruned = Vec::new();
-            for ns in namespaces {
+            for ns in s.namespaces(req.namespace.as_deref())? {
                 let mut parts = s.read(&ns)?;
-                let stale: Vec<String> = parts
-                    .iter()
-                    .filter(|(_, e)| is_stale(e.updated_at, older_than))
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                if stale.is_empty() {
-                    continue;
-                }
-                for k in stale {
-                    if let Some(e) = parts.remove(&k) {
-                        pruned.push(e.row(&ns, &k));
-                    }
-                }
-                if !dry_run {
+                let stale = req.apply(&ns, &mut parts);
+                if !stale.is_empty() && !req.dry_run {
                     s.write(&ns, parts)?;
                 }
+                pruned.extend(stale);
             }
             Ok(pruned)
         })

@@ -5,18 +5,19 @@
 //! just before, so it sees every earlier commit, from any worker.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use sluice_connectors::CommittedOffsets;
 use sluice_connectors::kafka::{OffsetLog, OffsetLogConfig};
 use sluice_connectors::units::Dur;
+use sluice_connectors::{CommittedOffsets, Transactional, TxnError};
 use tokio::sync::OnceCell;
 
-use super::{Entry, OffsetError, OffsetRow, OffsetStore, ResetTo, apply_reset, is_stale};
+use super::{Entry, OffsetError, OffsetRow, OffsetStore, Prune, Reset};
 
 /// The Kafka offset store.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -143,6 +144,22 @@ impl KafkaStore {
             .map_err(|e| self.fail(e))
     }
 
+    /// The records that store `offsets`.
+    fn entries(namespace: &str, offsets: &CommittedOffsets) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let now = Utc::now();
+        offsets
+            .iter()
+            .map(|(p, c)| {
+                let e = Entry {
+                    offset: c.offset.clone(),
+                    finished: c.finished,
+                    updated_at: now,
+                };
+                Self::put(namespace, p, &e)
+            })
+            .collect()
+    }
+
     fn put(namespace: &str, partition: &str, e: &Entry) -> (Vec<u8>, Option<Vec<u8>>) {
         // Serialising an entry of strings, a bool and a time cannot fail.
         (Self::key(namespace, partition), serde_json::to_vec(e).ok())
@@ -173,19 +190,7 @@ impl OffsetStore for KafkaStore {
     }
 
     async fn commit(&self, namespace: &str, offsets: &CommittedOffsets) -> Result<(), OffsetError> {
-        let now = Utc::now();
-        let entries = offsets
-            .iter()
-            .map(|(p, c)| {
-                let e = Entry {
-                    offset: c.offset.clone(),
-                    finished: c.finished,
-                    updated_at: now,
-                };
-                Self::put(namespace, p, &e)
-            })
-            .collect();
-        self.write(entries).await
+        self.write(Self::entries(namespace, offsets)).await
     }
 
     async fn list(&self, namespace: Option<&str>) -> Result<Vec<OffsetRow>, OffsetError> {
@@ -197,16 +202,12 @@ impl OffsetStore for KafkaStore {
             .collect())
     }
 
-    async fn reset(
-        &self,
-        namespace: &str,
-        partition: Option<&str>,
-        to: ResetTo,
-    ) -> Result<Vec<OffsetRow>, OffsetError> {
+    async fn reset(&self, req: &Reset) -> Result<Vec<OffsetRow>, OffsetError> {
         let _guard = self.lock.lock().await;
         let mut table = self.read().await?;
-        let parts = table.entry(namespace.to_string()).or_default();
-        let changed = apply_reset(namespace, parts, partition, &to);
+        let namespace = &req.namespace;
+        let parts = table.entry(namespace.clone()).or_default();
+        let changed = req.apply(parts);
         let entries = changed
             .iter()
             .map(|row| match parts.get(&row.partition) {
@@ -218,25 +219,10 @@ impl OffsetStore for KafkaStore {
         Ok(changed)
     }
 
-    async fn prune(
-        &self,
-        namespace: Option<&str>,
-        older_than: Option<Duration>,
-        dry_run: bool,
-    ) -> Result<Vec<OffsetRow>, OffsetError> {
+    async fn prune(&self, req: &Prune) -> Result<Vec<OffsetRow>, OffsetError> {
         let _guard = self.lock.lock().await;
-        let table = self.read().await?;
-        let pruned: Vec<OffsetRow> = table
-            .iter()
-            .filter(|(ns, _)| namespace.is_none_or(|n| n == ns.as_str()))
-            .flat_map(|(ns, parts)| {
-                parts
-                    .iter()
-                    .filter(|(_, e)| is_stale(e.updated_at, older_than))
-                    .map(move |(p, e)| e.row(ns, p))
-            })
-            .collect();
-        if !dry_run {
+        let pruned = req.apply_all(&mut self.read().await?);
+        if !req.dry_run {
             let tombstones = pruned
                 .iter()
                 .map(|r| (Self::key(&r.namespace, &r.partition), None))
@@ -244,6 +230,68 @@ impl OffsetStore for KafkaStore {
             self.write(tombstones).await?;
         }
         Ok(pruned)
+    }
+}
+
+/// The Kafka offset store of an exactly-once pipeline: reads go to the topic (read_committed,
+/// so offsets of aborted or open transactions are never seen); a commit writes the offset
+/// records into the Kafka sink's open transaction and commits it, so the records and their
+/// offsets become visible together or not at all. The store's own producer never writes them.
+pub struct TxnStore {
+    store: KafkaStore,
+    txn: Arc<dyn Transactional>,
+}
+
+impl TxnStore {
+    pub fn new(spec: &KafkaStoreSpec, txn: Arc<dyn Transactional>) -> Self {
+        Self {
+            store: KafkaStore::new(spec),
+            txn,
+        }
+    }
+}
+
+#[async_trait]
+impl OffsetStore for TxnStore {
+    fn describe(&self) -> String {
+        format!(
+            "{} (exactly-once, through {})",
+            self.store.describe(),
+            self.txn.describe()
+        )
+    }
+
+    async fn load(&self, namespace: &str) -> Result<CommittedOffsets, OffsetError> {
+        self.store.load(namespace).await
+    }
+
+    async fn commit(&self, namespace: &str, offsets: &CommittedOffsets) -> Result<(), OffsetError> {
+        let entries = KafkaStore::entries(namespace, offsets);
+        self.txn
+            .commit(&self.store.cfg.topic, entries)
+            .await
+            .map_err(|e| match e {
+                TxnError::Aborted(message) => OffsetError::Aborted {
+                    store: self.store.describe(),
+                    message,
+                },
+                TxnError::Fatal(message) => OffsetError::TxnFatal {
+                    store: self.store.describe(),
+                    message,
+                },
+            })
+    }
+
+    async fn list(&self, namespace: Option<&str>) -> Result<Vec<OffsetRow>, OffsetError> {
+        self.store.list(namespace).await
+    }
+
+    async fn reset(&self, req: &Reset) -> Result<Vec<OffsetRow>, OffsetError> {
+        self.store.reset(req).await
+    }
+
+    async fn prune(&self, req: &Prune) -> Result<Vec<OffsetRow>, OffsetError> {
+        self.store.prune(req).await
     }
 }
 

@@ -1,8 +1,6 @@
 //! The `memory` offset store: progress lives as long as the process.
 
-use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -11,7 +9,7 @@ use serde::Deserialize;
 use sluice_connectors::CommittedOffsets;
 use sluice_connectors::units::Dur;
 
-use super::{Entry, OffsetError, OffsetRow, OffsetStore, ResetTo, apply_reset, is_stale};
+use super::{Entry, OffsetError, OffsetRow, OffsetStore, Prune, Reset, Table};
 
 /// The in-memory offset store.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -24,11 +22,11 @@ pub struct MemoryStoreSpec {
 
 #[derive(Default)]
 pub struct MemoryStore {
-    data: Mutex<BTreeMap<String, BTreeMap<String, Entry>>>,
+    data: Mutex<Table>,
 }
 
 impl MemoryStore {
-    fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<String, BTreeMap<String, Entry>>) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut Table) -> T) -> T {
         // A poisoned lock only means another thread panicked mid-update of plain maps; the data
         // is still usable.
         let mut g = self.data.lock().unwrap_or_else(|p| p.into_inner());
@@ -81,50 +79,12 @@ impl OffsetStore for MemoryStore {
         }))
     }
 
-    async fn reset(
-        &self,
-        namespace: &str,
-        partition: Option<&str>,
-        to: ResetTo,
-    ) -> Result<Vec<OffsetRow>, OffsetError> {
-        Ok(self.with(|d| {
-            apply_reset(
-                namespace,
-                d.entry(namespace.to_string()).or_default(),
-                partition,
-                &to,
-            )
-        }))
+    async fn reset(&self, req: &Reset) -> Result<Vec<OffsetRow>, OffsetError> {
+        Ok(self.with(|d| req.apply(d.entry(req.namespace.clone()).or_default())))
     }
 
-    async fn prune(
-        &self,
-        namespace: Option<&str>,
-        older_than: Option<Duration>,
-        dry_run: bool,
-    ) -> Result<Vec<OffsetRow>, OffsetError> {
-        Ok(self.with(|d| {
-            let mut pruned = Vec::new();
-            for (ns, m) in d.iter_mut() {
-                if namespace.is_some_and(|n| n != ns) {
-                    continue;
-                }
-                let stale: Vec<String> = m
-                    .iter()
-                    .filter(|(_, e)| is_stale(e.updated_at, older_than))
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for k in stale {
-                    if let Some(e) = m.get(&k) {
-                        pruned.push(e.row(ns, &k));
-                    }
-                    if !dry_run {
-                        m.remove(&k);
-                    }
-                }
-            }
-            pruned
-        }))
+    async fn prune(&self, req: &Prune) -> Result<Vec<OffsetRow>, OffsetError> {
+        Ok(self.with(|d| req.apply_all(d)))
     }
 }
 

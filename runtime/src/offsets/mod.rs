@@ -10,6 +10,7 @@ pub mod kcl;
 pub mod leases;
 mod memory;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,7 +20,7 @@ use sluice_connectors::{Committed, CommittedOffsets, Offset, PartitionId};
 
 pub use dynamodb::{DynamoStore, DynamoStoreSpec};
 pub use file::{FileStore, FileStoreSpec};
-pub use kafka::{KafkaStore, KafkaStoreSpec};
+pub use kafka::{KafkaStore, KafkaStoreSpec, TxnStore};
 pub use memory::{MemoryStore, MemoryStoreSpec};
 
 /// How often acknowledged progress is committed, unless a store's spec says otherwise.
@@ -72,6 +73,120 @@ pub enum ResetTo {
     Offset(Offset),
 }
 
+/// A `sluice offsets reset`: move one partition of a namespace, or all of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reset {
+    pub namespace: String,
+    /// One partition; all the namespace's stored partitions when `None`.
+    pub partition: Option<String>,
+    pub to: ResetTo,
+}
+
+impl Reset {
+    /// A reset of one partition.
+    pub fn one(namespace: &str, partition: &str, to: ResetTo) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            partition: Some(partition.to_string()),
+            to,
+        }
+    }
+
+    /// The partitions this reset moves, given those the namespace has stored: the one named
+    /// (stored or not), or every stored one.
+    pub(crate) fn targets<'a>(&self, stored: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+        match &self.partition {
+            Some(p) => vec![p.clone()],
+            None => stored.into_iter().cloned().collect(),
+        }
+    }
+
+    /// Applies the reset to the namespace's partition map; returns the changed rows.
+    pub(crate) fn apply(&self, parts: &mut BTreeMap<String, Entry>) -> Vec<OffsetRow> {
+        let now = Utc::now();
+        let mut changed = Vec::new();
+        for k in self.targets(parts.keys()) {
+            match &self.to {
+                ResetTo::Earliest => {
+                    if let Some(e) = parts.remove(&k) {
+                        changed.push(e.row(&self.namespace, &k));
+                    }
+                }
+                ResetTo::Offset(o) => {
+                    let e = Entry {
+                        offset: o.clone(),
+                        finished: false,
+                        updated_at: now,
+                    };
+                    changed.push(e.row(&self.namespace, &k));
+                    parts.insert(k, e);
+                }
+            }
+        }
+        changed
+    }
+}
+
+/// A `sluice offsets prune`: delete rows not updated for a while.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prune {
+    /// One namespace; every namespace when `None`.
+    pub namespace: Option<String>,
+    /// Rows not updated within this long are stale; every row is when `None`.
+    pub older_than: Option<Duration>,
+    /// Only report the rows that would be deleted.
+    pub dry_run: bool,
+}
+
+impl Prune {
+    /// Whether the prune covers this namespace.
+    pub(crate) fn covers(&self, namespace: &str) -> bool {
+        self.namespace.as_deref().is_none_or(|n| n == namespace)
+    }
+
+    /// Whether a row last updated at `updated_at` is stale now.
+    pub(crate) fn is_stale(&self, updated_at: DateTime<Utc>) -> bool {
+        match self.older_than {
+            None => true,
+            Some(d) => {
+                let age = Utc::now().signed_duration_since(updated_at);
+                age.to_std().map(|a| a >= d).unwrap_or(false)
+            }
+        }
+    }
+
+    /// Prunes one namespace's partition map (unless a dry run); returns the stale rows.
+    pub(crate) fn apply(
+        &self,
+        namespace: &str,
+        parts: &mut BTreeMap<String, Entry>,
+    ) -> Vec<OffsetRow> {
+        let stale: Vec<OffsetRow> = parts
+            .iter()
+            .filter(|(_, e)| self.is_stale(e.updated_at))
+            .map(|(p, e)| e.row(namespace, p))
+            .collect();
+        if !self.dry_run {
+            for r in &stale {
+                parts.remove(&r.partition);
+            }
+        }
+        stale
+    }
+
+    /// Prunes the namespaces it covers of a whole table; returns the stale rows.
+    pub(crate) fn apply_all(&self, table: &mut Table) -> Vec<OffsetRow> {
+        table
+            .iter_mut()
+            .filter(|(ns, _)| self.covers(ns))
+            .flat_map(|(ns, parts)| self.apply(ns, parts))
+            .collect()
+    }
+}
+
+/// Every namespace's partition map, as the memory and Kafka stores hold them.
+pub(crate) type Table = BTreeMap<String, BTreeMap<String, Entry>>;
+
 /// An offset store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OffsetError {
@@ -111,6 +226,16 @@ pub enum OffsetError {
         /// Who holds the partition now, when the store says (` (now generation 7 by host:12:ab)`).
         detail: String,
     },
+    /// An exactly-once commit's transaction was aborted (an abort-required Kafka error): nothing
+    /// of it is visible. The pipeline stops and its supervisor rebuilds it from the last
+    /// committed offsets.
+    #[error("offset store {store}: {message}")]
+    Aborted { store: String, message: String },
+    /// The exactly-once transaction cannot go on: a newer instance with the same
+    /// `transactional.id` fenced this one, or the producer failed for good. The pipeline stops
+    /// at once and is not restarted.
+    #[error("offset store {store}: {message}")]
+    TxnFatal { store: String, message: String },
     /// Periodic commits kept failing with transient errors for longer than the pipeline allows.
     #[error(
         "offset commits failed for {failing_for:?} (the limit is {limit:?}, 10 × commit_interval); stopping so that a restart re-delivers a bounded amount. Last error: {last}"
@@ -156,21 +281,10 @@ pub trait OffsetStore: Send + Sync {
     async fn commit(&self, namespace: &str, offsets: &CommittedOffsets) -> Result<(), OffsetError>;
     /// Rows of one namespace, or of all.
     async fn list(&self, namespace: Option<&str>) -> Result<Vec<OffsetRow>, OffsetError>;
-    /// Moves one partition (or all of a namespace) to `to`; returns the rows changed.
-    async fn reset(
-        &self,
-        namespace: &str,
-        partition: Option<&str>,
-        to: ResetTo,
-    ) -> Result<Vec<OffsetRow>, OffsetError>;
-    /// Deletes rows (of one namespace, or all) not updated within `older_than` (all rows when
-    /// `None`); with `dry_run` only reports them.
-    async fn prune(
-        &self,
-        namespace: Option<&str>,
-        older_than: Option<Duration>,
-        dry_run: bool,
-    ) -> Result<Vec<OffsetRow>, OffsetError>;
+    /// Moves the partitions `req` names to `req.to`; returns the rows changed.
+    async fn reset(&self, req: &Reset) -> Result<Vec<OffsetRow>, OffsetError>;
+    /// Deletes the rows `req` selects; with `req.dry_run` only reports them.
+    async fn prune(&self, req: &Prune) -> Result<Vec<OffsetRow>, OffsetError>;
 }
 
 /// Opens the store a spec names.
@@ -181,40 +295,6 @@ pub fn open(spec: &OffsetsSpec) -> Box<dyn OffsetStore> {
         OffsetsSpec::Kafka(k) => Box::new(KafkaStore::new(k)),
         OffsetsSpec::Dynamodb(d) => Box::new(DynamoStore::new(d)),
     }
-}
-
-/// Applies a reset to a namespace's partition map; returns the changed rows.
-pub(crate) fn apply_reset(
-    namespace: &str,
-    parts: &mut std::collections::BTreeMap<String, Entry>,
-    partition: Option<&str>,
-    to: &ResetTo,
-) -> Vec<OffsetRow> {
-    let now = Utc::now();
-    let keys: Vec<String> = match partition {
-        Some(p) => vec![p.to_string()],
-        None => parts.keys().cloned().collect(),
-    };
-    let mut changed = Vec::new();
-    for k in keys {
-        match to {
-            ResetTo::Earliest => {
-                if let Some(e) = parts.remove(&k) {
-                    changed.push(e.row(namespace, &k));
-                }
-            }
-            ResetTo::Offset(o) => {
-                let e = Entry {
-                    offset: o.clone(),
-                    finished: false,
-                    updated_at: now,
-                };
-                changed.push(e.row(namespace, &k));
-                parts.insert(k, e);
-            }
-        }
-    }
-    changed
 }
 
 /// A stored partition entry (the row without its keys).
@@ -247,51 +327,35 @@ impl Entry {
     }
 }
 
-/// Whether a row is older than `older_than` now.
-pub(crate) fn is_stale(updated_at: DateTime<Utc>, older_than: Option<Duration>) -> bool {
-    match older_than {
-        None => true,
-        Some(d) => {
-            let age = Utc::now().signed_duration_since(updated_at);
-            age.to_std().map(|a| a >= d).unwrap_or(false)
-        }
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod contract {
     //! The behaviour every store must have, run against each implementation.
-    use std::sync::Arc;
-
     use super::*;
+
+    /// Offsets of `(partition, offset, finished)`.
+    fn offsets(rows: &[(&str, u64, bool)]) -> CommittedOffsets {
+        rows.iter()
+            .map(|&(p, o, finished)| {
+                let offset = Offset::from(o);
+                (p.into(), Committed { offset, finished })
+            })
+            .collect()
+    }
+
+    fn prune(namespace: Option<&str>, older_than: Option<Duration>, dry_run: bool) -> Prune {
+        Prune {
+            namespace: namespace.map(str::to_string),
+            older_than,
+            dry_run,
+        }
+    }
 
     pub async fn check(store: &dyn OffsetStore) {
         let ns = "pipe";
         assert!(store.load(ns).await.expect("load").is_empty());
-        let mut c = CommittedOffsets::new();
-        c.insert(
-            Arc::from("0"),
-            Committed {
-                offset: Offset::from(10),
-                finished: false,
-            },
-        );
-        c.insert(
-            Arc::from("1"),
-            Committed {
-                offset: Offset::from(20),
-                finished: true,
-            },
-        );
+        let c = offsets(&[("0", 10, false), ("1", 20, true)]);
         store.commit(ns, &c).await.expect("commit");
-        let mut more = CommittedOffsets::new();
-        more.insert(
-            Arc::from("0"),
-            Committed {
-                offset: Offset::from(11),
-                finished: false,
-            },
-        );
+        let more = offsets(&[("0", 11, false)]);
         store.commit(ns, &more).await.expect("commit");
         store.commit("other", &more).await.expect("commit");
         let loaded = store.load(ns).await.expect("load");
@@ -304,7 +368,7 @@ pub(crate) mod contract {
         assert_eq!(store.list(None).await.expect("list").len(), 3);
 
         let changed = store
-            .reset(ns, Some("0"), ResetTo::Offset(Offset::from(5)))
+            .reset(&Reset::one(ns, "0", ResetTo::Offset(Offset::from(5))))
             .await
             .expect("reset");
         assert_eq!(changed.len(), 1);
@@ -313,26 +377,54 @@ pub(crate) mod contract {
             Offset::from(5)
         );
         store
-            .reset(ns, Some("1"), ResetTo::Earliest)
+            .reset(&Reset::one(ns, "1", ResetTo::Earliest))
             .await
             .expect("reset");
         assert!(!store.load(ns).await.expect("load").contains_key("1"));
 
-        let recent = store
-            .prune(None, Some(Duration::from_secs(3600)), false)
+        let hour = Some(Duration::from_secs(3600));
+        let recent = store.prune(&prune(None, hour, false)).await.expect("prune");
+        assert!(recent.is_empty(), "fresh rows are kept");
+        let dry = store
+            .prune(&prune(Some(ns), None, true))
             .await
             .expect("prune");
-        assert!(recent.is_empty(), "fresh rows are kept");
-        let dry = store.prune(Some(ns), None, true).await.expect("prune");
         assert_eq!(dry.len(), 1);
         assert_eq!(
             store.load(ns).await.expect("load").len(),
             1,
             "dry run keeps rows"
         );
-        store.prune(Some(ns), None, false).await.expect("prune");
+        let pruned = store
+            .prune(&prune(Some(ns), None, false))
+            .await
+            .expect("prune");
+        assert_eq!(pruned, dry, "a prune deletes what its dry run reported");
         assert!(store.load(ns).await.expect("load").is_empty());
         assert_eq!(store.load("other").await.expect("load").len(), 1);
+
+        // A reset without a partition moves every stored partition of the namespace only.
+        let whole = |to| Reset {
+            namespace: ns.into(),
+            partition: None,
+            to,
+        };
+        store.commit(ns, &c).await.expect("commit");
+        let moved = store
+            .reset(&whole(ResetTo::Offset(Offset::from(7))))
+            .await
+            .expect("reset");
+        assert_eq!(moved.len(), 2);
+        let loaded = store.load(ns).await.expect("load");
+        assert!(loaded.values().all(|c| c.offset == Offset::from(7)));
+        assert_eq!(loaded.len(), 2);
+        let forgot = store.reset(&whole(ResetTo::Earliest)).await.expect("reset");
+        assert_eq!(forgot.len(), 2);
+        assert!(store.load(ns).await.expect("load").is_empty());
+        assert_eq!(
+            store.load("other").await.expect("load")["0"].offset,
+            Offset::from(11)
+        );
     }
 }
 
@@ -399,21 +491,11 @@ pub(crate) mod testing {
         async fn list(&self, namespace: Option<&str>) -> Result<Vec<OffsetRow>, OffsetError> {
             self.inner.list(namespace).await
         }
-        async fn reset(
-            &self,
-            namespace: &str,
-            partition: Option<&str>,
-            to: ResetTo,
-        ) -> Result<Vec<OffsetRow>, OffsetError> {
-            self.inner.reset(namespace, partition, to).await
+        async fn reset(&self, req: &Reset) -> Result<Vec<OffsetRow>, OffsetError> {
+            self.inner.reset(req).await
         }
-        async fn prune(
-            &self,
-            namespace: Option<&str>,
-            older_than: Option<Duration>,
-            dry_run: bool,
-        ) -> Result<Vec<OffsetRow>, OffsetError> {
-            self.inner.prune(namespace, older_than, dry_run).await
+        async fn prune(&self, req: &Prune) -> Result<Vec<OffsetRow>, OffsetError> {
+            self.inner.prune(req).await
         }
     }
 }

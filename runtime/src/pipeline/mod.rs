@@ -24,8 +24,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_connectors::{ConnectorError, Sink, SinkRecord, Source, SourceContext};
-use tokio::sync::mpsc;
+use sluice_connectors::{
+    ConnectorError, PartitionId, Sink, SinkConfig, SinkRecord, Source, SourceContext, Transactional,
+};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub use metrics::{ErrorStage, Exposition, Metrics, Snapshot};
@@ -105,6 +107,8 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     /// Set when the pipeline's workers share partitions through DynamoDB leases.
     leases: Option<Arc<Leases>>,
+    /// Exactly-once: the sink's transaction, which the offset store commits through.
+    txn: Option<Arc<dyn Transactional>>,
 }
 
 impl Pipeline {
@@ -155,22 +159,39 @@ impl Pipeline {
             PartitionerSpec::Wasm(p) => host.partitioner(p, base)?,
         };
         let dead_letter = dead_letter_path(spec, base);
-        // Offsets first: a store that cannot be read stops the pipeline before any connector
-        // creates or touches anything.
-        let (store, leases): (Arc<dyn OffsetStore>, _) = match &spec.offsets {
-            OffsetsSpec::Dynamodb(d) if d.leases.is_some() => {
-                let dynamo = Arc::new(offsets::DynamoStore::new(d));
-                let leases = d
-                    .leases
-                    .as_ref()
-                    .map(|l| Arc::new(Leases::new(dynamo.clone(), &spec.name, l, metrics.clone())));
-                (dynamo, leases)
-            }
-            other => (Arc::from(offsets::open(other)), None),
+        let exactly_once = matches!(&spec.sink, SinkConfig::Kafka(k) if k.exactly_once);
+        let mut leases = None;
+        let (store, start, source, sink, txn) = if exactly_once {
+            // The sink first: its `init_transactions` fences an earlier instance and aborts its
+            // open transaction, which a read_committed read of the offsets would wait behind.
+            let sink = spec.sink.build().await.map_err(PipelineError::Sink)?;
+            let (Some(txn), OffsetsSpec::Kafka(k)) = (sink.transaction(), &spec.offsets) else {
+                return Err(PipelineError::Internal(
+                    "exactly_once needs the Kafka sink's transaction and the Kafka offset store (validate refuses anything else)".into(),
+                ));
+            };
+            let store: Arc<dyn OffsetStore> = Arc::new(offsets::TxnStore::new(k, txn.clone()));
+            let start = store.load(&spec.name).await?;
+            let source = spec.source.build().await.map_err(PipelineError::Source)?;
+            (store, start, source, sink, Some(txn))
+        } else {
+            // Offsets first: a store that cannot be read stops the pipeline before any
+            // connector creates or touches anything.
+            let store: Arc<dyn OffsetStore> = match &spec.offsets {
+                OffsetsSpec::Dynamodb(d) if d.leases.is_some() => {
+                    let dynamo = Arc::new(offsets::DynamoStore::new(d));
+                    leases = d.leases.as_ref().map(|l| {
+                        Arc::new(Leases::new(dynamo.clone(), &spec.name, l, metrics.clone()))
+                    });
+                    dynamo
+                }
+                other => Arc::from(offsets::open(other)),
+            };
+            let start = store.load(&spec.name).await?;
+            let source = spec.source.build().await.map_err(PipelineError::Source)?;
+            let sink = spec.sink.build().await.map_err(PipelineError::Sink)?;
+            (store, start, source, sink, None)
         };
-        let start = store.load(&spec.name).await?;
-        let source = spec.source.build().await.map_err(PipelineError::Source)?;
-        let sink = spec.sink.build().await.map_err(PipelineError::Sink)?;
         Ok(Self {
             name: spec.name.clone(),
             source,
@@ -188,6 +209,7 @@ impl Pipeline {
             flush_interval: spec.pipeline.flush_interval.0,
             metrics,
             leases,
+            txn,
         })
     }
 
@@ -225,6 +247,7 @@ impl Pipeline {
             flush_interval,
             metrics,
             leases,
+            txn,
         } = self;
         tracing::info!(pipeline = %name, store = %store.describe(), partitions = start.len(), "starting from committed offsets");
         let dl = match &dead_letter {
@@ -271,10 +294,30 @@ impl Pipeline {
         }
         let (src_tx, src_rx) = mpsc::channel(channel_capacity);
         let (sink_tx, sink_rx) = mpsc::channel(channel_capacity);
+        let (eos, eos_tracker) = match &txn {
+            Some(_) => {
+                let (requests, requests_rx) = mpsc::unbounded_channel();
+                let (done, done_rx) = oneshot::channel();
+                let eos = Eos {
+                    interval: commit_interval,
+                    requests,
+                    done,
+                };
+                (Some(eos), Some((requests_rx, done_rx)))
+            }
+            None => (None, None),
+        };
         let tracker_task = {
             let guard = stop_source.clone().drop_guard();
             tokio::spawn(async move {
-                let r = tracker.run(done_rx, commit_interval).await;
+                let r = match eos_tracker {
+                    Some((requests, sink_done)) => {
+                        tracker
+                            .run_transactional(done_rx, requests, sink_done)
+                            .await
+                    }
+                    None => tracker.run(done_rx, commit_interval).await,
+                };
                 if r.is_ok() {
                     guard.disarm();
                 }
@@ -336,6 +379,7 @@ impl Pipeline {
                     max_buffered,
                     flush_interval,
                     &metrics,
+                    eos,
                 )
                 .await;
                 // Dropping the sink drops the acks of anything it still holds (failing their
@@ -366,6 +410,11 @@ impl Pipeline {
             && let Err(e) = m.await
         {
             tracing::warn!(pipeline = %name, error = %e, "the lease manager failed");
+        }
+        if let Some(txn) = &txn {
+            // Whatever the sink wrote after the last commit (nothing after a clean end) never
+            // becomes visible; a fenced producer has nothing left to abort.
+            txn.abort().await;
         }
 
         // The most telling error first: a bad record or a sink failure explains the others.
@@ -419,14 +468,44 @@ impl Drop for Down {
     }
 }
 
+/// How an exactly-once sink task drives commits: every `interval` it flushes the sink and asks
+/// the tracker to commit through the tickets it wrote; at a clean end it says so on `done`.
+struct Eos {
+    interval: Duration,
+    requests: mpsc::UnboundedSender<tracker::CommitRequest>,
+    done: oneshot::Sender<bool>,
+}
+
+impl Eos {
+    /// Asks for a commit through `through` and waits for it.
+    async fn commit(&self, through: HashMap<PartitionId, u64>) -> Result<(), ConnectorError> {
+        let gone = || ConnectorError::retriable("the offset tracker stopped");
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(tracker::CommitRequest { through, reply })
+            .map_err(|_| gone())?;
+        match answer.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((message, retriable))) => Err(ConnectorError {
+                message,
+                retriable,
+                source: None,
+            }),
+            Err(_) => Err(gone()),
+        }
+    }
+}
+
 /// Feeds the sink: writes batches as they come, flushes when `max_buffered` records are waiting
-/// or the oldest unflushed record has waited `flush_interval`, and at the end.
+/// or the oldest unflushed record has waited `flush_interval`, and at the end. Exactly-once
+/// (`eos`): also flushes and commits every commit interval, writing nothing meanwhile.
 async fn drive_sink(
     sink: &mut dyn Sink,
     mut input: mpsc::Receiver<Vec<SinkRecord>>,
     max_buffered: usize,
     flush_interval: Duration,
     metrics: &Metrics,
+    eos: Option<Eos>,
 ) -> Result<(), ConnectorError> {
     let flush = async |sink: &mut dyn Sink| {
         let started = Instant::now();
@@ -436,20 +515,38 @@ async fn drive_sink(
     };
     let mut buffered = 0usize;
     let mut deadline: Option<tokio::time::Instant> = None;
+    // Exactly-once: the next commit, and the last ticket written per partition since the last.
+    let mut next_commit = eos
+        .as_ref()
+        .map(|e| tokio::time::Instant::now() + e.interval);
+    let mut through: HashMap<PartitionId, u64> = HashMap::new();
+    let idle = || tokio::time::Instant::now() + Duration::from_secs(3600);
     loop {
-        let next = match deadline {
-            Some(d) => tokio::select! {
-                b = input.recv() => b,
-                _ = tokio::time::sleep_until(d) => {
+        let next = tokio::select! {
+            b = input.recv() => b,
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(idle)), if deadline.is_some() => {
+                flush(&mut *sink).await?;
+                buffered = 0;
+                deadline = None;
+                continue;
+            }
+            _ = tokio::time::sleep_until(next_commit.unwrap_or_else(idle)), if next_commit.is_some() => {
+                if let Some(eos) = &eos {
                     flush(&mut *sink).await?;
                     buffered = 0;
                     deadline = None;
-                    continue;
+                    eos.commit(std::mem::take(&mut through)).await?;
+                    next_commit = Some(tokio::time::Instant::now() + eos.interval);
                 }
-            },
-            None => input.recv().await,
+                continue;
+            }
         };
         let Some(batch) = next else { break };
+        if eos.is_some()
+            && let Some((partition, seq)) = batch.first().and_then(|r| r.ack.ticket())
+        {
+            through.insert(partition, seq);
+        }
         let n = batch.len() as u64;
         buffered += batch.len();
         sink.write(batch).await?;
@@ -462,5 +559,10 @@ async fn drive_sink(
             deadline = Some(tokio::time::Instant::now() + flush_interval);
         }
     }
-    sink.close().await
+    sink.close().await?;
+    if let Some(eos) = eos {
+        // The tracker makes the final commit only after a clean end.
+        let _ = eos.done.send(true);
+    }
+    Ok(())
 }

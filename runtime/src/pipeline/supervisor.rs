@@ -192,7 +192,11 @@ impl PipelineError {
             PipelineError::Source(e) | PipelineError::Sink(e) => e.retriable,
             PipelineError::SinkGone => true,
             PipelineError::Offsets(e) => {
-                e.is_transient() || matches!(e, OffsetError::Unavailable { .. })
+                e.is_transient()
+                    || matches!(
+                        e,
+                        OffsetError::Unavailable { .. } | OffsetError::Aborted { .. }
+                    )
             }
             PipelineError::BadRecord { .. }
             | PipelineError::DeadLetter(_)

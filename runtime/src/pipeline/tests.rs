@@ -11,7 +11,7 @@ use sluice_connectors::{CommittedOffsets, Offset, Record, SourceBatch};
 
 use super::*;
 use crate::offsets::testing::{Hook, Hooked};
-use crate::offsets::{MemoryStore, ResetTo};
+use crate::offsets::{MemoryStore, Reset, ResetTo};
 use crate::spec::BuiltinPartitioner;
 use crate::stage::{Outcome, StageError};
 
@@ -40,6 +40,7 @@ fn pipeline(
         flush_interval: Duration::from_millis(20),
         metrics: Arc::default(),
         leases: None,
+        txn: None,
     }
 }
 
@@ -320,7 +321,7 @@ async fn a_reset_of_the_dynamodb_store_stops_the_running_pipeline() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     operator
-        .reset("pipe", Some("0"), ResetTo::Offset(Offset::from(5)))
+        .reset(&Reset::one("pipe", "0", ResetTo::Offset(Offset::from(5))))
         .await
         .expect("reset");
     let reset_at = Instant::now();

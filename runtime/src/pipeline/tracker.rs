@@ -8,7 +8,7 @@ use std::time::Duration;
 use sluice_connectors::retry::Backoff;
 use sluice_connectors::units::Dur;
 use sluice_connectors::{Committed, CommittedOffsets, Completion, PartitionId};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::metrics::{ErrorStage, Metrics};
@@ -267,6 +267,112 @@ impl Tracker {
     }
 }
 
+/// The sink's request (exactly-once): commit once the tickets written so far completed. The
+/// sink is flushed and writes nothing until the answer, so the transaction holds exactly the
+/// records whose offsets the commit writes (plus none: batches whose records were all filtered
+/// or dead-lettered put nothing in it).
+pub struct CommitRequest {
+    /// Per source partition, the last ticket the sink wrote records of.
+    pub through: HashMap<PartitionId, u64>,
+    /// `Ok(true)`: committed; `Ok(false)`: not committed because a ticket failed (the error that
+    /// failed it stops the pipeline); `Err`: the commit failed (message, whether a restart from
+    /// the committed offsets may get past it).
+    pub reply: oneshot::Sender<Result<bool, (String, bool)>>,
+}
+
+/// Where a commit request stands.
+enum Progress {
+    Behind,
+    Reached,
+    /// A ticket failed: records of it may be in the transaction, which must not commit.
+    Stuck,
+}
+
+impl Tracker {
+    fn progress(&self, through: &HashMap<PartitionId, u64>) -> Progress {
+        if self.parts.values().any(|p| p.stuck) {
+            return Progress::Stuck;
+        }
+        let behind = through
+            .iter()
+            .any(|(p, seq)| self.parts.get(p).is_none_or(|s| s.next <= *seq));
+        if behind {
+            Progress::Behind
+        } else {
+            Progress::Reached
+        }
+    }
+
+    /// Answers a request whose tickets are in (or all tickets are, `closed`); gives it back
+    /// while it must wait.
+    async fn answer(
+        &mut self,
+        req: CommitRequest,
+        closed: bool,
+    ) -> Result<Option<CommitRequest>, OffsetError> {
+        match self.progress(&req.through) {
+            Progress::Behind if !closed => return Ok(Some(req)),
+            Progress::Behind | Progress::Stuck => {
+                tracing::warn!(pipeline = %self.namespace, "a batch was not acknowledged: the transaction is not committed");
+                let _ = req.reply.send(Ok(false));
+            }
+            Progress::Reached => match self.commit().await {
+                Ok(()) => {
+                    let _ = req.reply.send(Ok(true));
+                }
+                Err(e) => {
+                    self.metrics.error(ErrorStage::Offsets);
+                    tracing::error!(pipeline = %self.namespace, error = %e, "exactly-once commit failed; stopping the pipeline");
+                    let retriable = matches!(e, OffsetError::Aborted { .. });
+                    let _ = req.reply.send(Err((e.to_string(), retriable)));
+                    return Err(e);
+                }
+            },
+        }
+        Ok(None)
+    }
+
+    /// The exactly-once variant of [`Tracker::run`]: commits only when the sink asks (it is
+    /// flushed and waits), and at the end only if the sink says it ended cleanly (`sink_done`)
+    /// and no ticket failed. Every commit error ends the run; an aborted transaction is
+    /// [`OffsetError::Aborted`] (the supervisor rebuilds the pipeline from the last commit).
+    pub async fn run_transactional(
+        mut self,
+        mut completions: mpsc::UnboundedReceiver<Completion>,
+        mut requests: mpsc::UnboundedReceiver<CommitRequest>,
+        sink_done: oneshot::Receiver<bool>,
+    ) -> Result<(), OffsetError> {
+        let mut waiting: Option<CommitRequest> = None;
+        let mut open = true;
+        loop {
+            if let Some(req) = waiting.take() {
+                waiting = self.answer(req, false).await?;
+            }
+            tokio::select! {
+                c = completions.recv() => match c {
+                    Some(c) => self.complete(c),
+                    None => break,
+                },
+                r = requests.recv(), if open && waiting.is_none() => match r {
+                    Some(r) => waiting = Some(r),
+                    None => open = false,
+                },
+            }
+        }
+        if let Some(req) = waiting.take() {
+            self.answer(req, true).await?;
+        }
+        if !sink_done.await.unwrap_or(false) {
+            return Ok(());
+        }
+        if self.parts.values().any(|p| p.stuck) {
+            tracing::warn!(pipeline = %self.namespace, "a batch was not acknowledged: the last transaction is not committed");
+            return Ok(());
+        }
+        self.commit().await
+    }
+}
+
 /// Retries of the final commit after its first attempt.
 const FINAL_RETRIES: usize = 4;
 
@@ -391,5 +497,58 @@ mod tests {
             *store.hook.calls.lock().expect("lock"),
             ["commit a", "claim b", "commit b", "commit b"]
         );
+    }
+
+    /// Exactly-once: a commit waits for every ticket the sink wrote, never commits while a
+    /// ticket failed, and the final commit happens only after a clean end of the sink.
+    #[tokio::test]
+    async fn transactional_commits_wait_for_what_the_sink_wrote() {
+        let store = Arc::new(MemoryStore::default());
+        let (t, _rx) = Tracker::new(
+            "p".into(),
+            store.clone(),
+            Default::default(),
+            Default::default(),
+        );
+        let (completed, completions) = mpsc::unbounded_channel();
+        let (requests, requests_rx) = mpsc::unbounded_channel();
+        let (sink_done, sink_done_rx) = oneshot::channel();
+        let task = tokio::spawn(t.run_transactional(completions, requests_rx, sink_done_rx));
+        let ask = |through: &[(&str, u64)]| {
+            let (reply, answer) = oneshot::channel();
+            let through = through
+                .iter()
+                .map(|(p, s)| (PartitionId::from(*p), *s))
+                .collect();
+            requests
+                .send(CommitRequest { through, reply })
+                .expect("send");
+            answer
+        };
+        completed.send(done("a", 0, 9, true)).expect("send");
+        let mut answer = ask(&[("a", 1)]);
+        // A bounded wait for something that must not happen.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut answer)
+                .await
+                .is_err(),
+            "ticket a/1 is not in yet"
+        );
+        completed.send(done("a", 1, 19, true)).expect("send");
+        assert_eq!(answer.await.expect("answer"), Ok(true));
+        assert_eq!(
+            store.load("p").await.expect("load")["a"].offset,
+            Offset::from(19)
+        );
+        // A failed ticket: nothing more is committed, not even at the end.
+        completed.send(done("a", 2, 29, false)).expect("send");
+        completed.send(done("b", 0, 5, true)).expect("send");
+        assert_eq!(ask(&[("b", 0)]).await.expect("answer"), Ok(false));
+        sink_done.send(true).expect("send");
+        drop((completed, requests));
+        task.await.expect("join").expect("run");
+        let s = store.load("p").await.expect("load");
+        assert_eq!(s["a"].offset, Offset::from(19));
+        assert!(!s.contains_key("b"));
     }
 }

@@ -220,6 +220,13 @@ pub fn parse(
         diagnostics.sort_by_key(|d| (d.pos.line, d.pos.column));
         return Err(diagnostics);
     }
+    // Exactly-once: the transactional id defaults to one derived from the pipeline's name.
+    if let SinkConfig::Kafka(sink) = &mut spec.sink
+        && sink.exactly_once
+        && sink.transactional_id.is_none()
+    {
+        sink.transactional_id = Some(format!("sluice-{}", spec.name));
+    }
     // The Kafka sink refuses to route records into the offset store's topic at run time too.
     if let (SinkConfig::Kafka(sink), OffsetsSpec::Kafka(store)) = (&mut spec.sink, &spec.offsets) {
         sink.reserved_topics.push(store.topic.clone());
@@ -464,6 +471,7 @@ fn semantic_checks(spec: &Spec) -> Vec<Issue> {
     }
     kafka_checks(spec, &mut issues);
     lease_checks(spec, &mut issues);
+    exactly_once_checks(spec, &mut issues);
     for i in sluice_connectors::registry::check_pair(&spec.source, &spec.sink) {
         issues.push(issue(&format!("/{}", i.path), i.message));
     }
@@ -627,6 +635,53 @@ fn kafka_checks(spec: &Spec, issues: &mut Vec<Issue>) {
                     ),
                 });
             }
+        }
+    }
+}
+
+/// `exactly_once` writes the offsets in the sink's Kafka transaction: only the Kafka offset
+/// store on the sink's own cluster can join it.
+fn exactly_once_checks(spec: &Spec, issues: &mut Vec<Issue>) {
+    let SinkConfig::Kafka(sink) = &spec.sink else {
+        return;
+    };
+    if !sink.exactly_once {
+        return;
+    }
+    let mut issue = |pointer: &str, message: String| {
+        issues.push(Issue {
+            pointer: pointer.into(),
+            at_key: false,
+            message,
+        })
+    };
+    match &spec.offsets {
+        OffsetsSpec::Kafka(store) => {
+            let set = |b: &[String]| b.iter().cloned().collect::<std::collections::BTreeSet<_>>();
+            if set(&store.brokers) != set(&sink.brokers) {
+                issue(
+                    "/offsets/brokers",
+                    format!(
+                        "`sink.exactly_once` writes the offsets in the sink's Kafka transaction, which spans one cluster: the offset store's brokers must be the sink's ({})",
+                        sink.brokers.join(", ")
+                    ),
+                );
+            }
+        }
+        other => {
+            let kind = match other {
+                OffsetsSpec::Memory(_) => "memory",
+                OffsetsSpec::File(_) => "file",
+                OffsetsSpec::Dynamodb(_) => "dynamodb",
+                OffsetsSpec::Kafka(_) => "kafka",
+            };
+            issue(
+                "/sink/exactly_once",
+                format!(
+                    "`exactly_once` writes the pipeline's offsets in the same Kafka transaction as its records, so it needs the Kafka offset store on the sink's cluster (`offsets: {{store: kafka, brokers: [{}]}}`); the `{kind}` offset store cannot join a Kafka transaction (shard leases, which live in the dynamodb store, cannot be combined with it yet: see docs/delivery.md)",
+                    sink.brokers.join(", ")
+                ),
+            );
         }
     }
 }

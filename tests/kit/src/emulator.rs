@@ -72,8 +72,9 @@ pub fn kafka_brokers() -> String {
     .endpoint()
 }
 
-/// noida-db, the second Kafka broker (true high watermarks, `read_committed`):
-/// `SLUICE_TEST_NOIDA_BROKERS`, written by `scripts/emulators/noida.sh`.
+/// noida-db, the second Kafka broker, for what tansu cannot test (transactions, fencing,
+/// `read_committed`, true high watermarks): `SLUICE_TEST_NOIDA_BROKERS`, written by
+/// `scripts/emulators/noida.sh`.
 pub fn noida_brokers() -> String {
     Server {
         var: "SLUICE_TEST_NOIDA_BROKERS",
