@@ -78,10 +78,33 @@ pub struct SourceContext {
     /// Where the source reports how far behind the newest record each partition is (Kinesis:
     /// `MillisBehindLatest`), for the runtime's `sluice_source_lag_seconds`.
     pub lag: Arc<Lag>,
+    /// Set when a coordinator shares the partitions among workers (DynamoDB leases): the source
+    /// then reads only the partitions granted here. `None`: every partition is this worker's.
+    pub grants: Option<Grants>,
     /// Stop at the tip each partition had when the run started (`sluice run --until-caught-up`):
     /// read every partition up to it, then return `Ok`. An open partition stopped there is not
     /// finished (no end marker): the next run goes on after its last record.
     pub until_caught_up: bool,
+}
+
+/// The partitions granted to this worker, with the offset each resumes after.
+pub type Granted = std::collections::BTreeMap<PartitionId, Option<Committed>>;
+
+/// How a coordinator that shares a stream's shards among workers talks to the source. The
+/// source discovers shards (with their parents) and publishes them; it reads exactly the
+/// granted partitions, starting after the offset the grant carries (`None`: its start
+/// position); when a partition leaves the grant it stops reading it at once and reports the
+/// offset of the last record it sent, so the runtime can wait until the sink acknowledged it,
+/// commit and hand the partition on.
+pub struct Grants {
+    /// The partitions this worker may read now. Lineage is the coordinator's job: a child is
+    /// granted only after its parents' ends are committed.
+    pub granted: watch::Receiver<Arc<Granted>>,
+    /// Every shard the source's last discovery listed, with parents and whether it is closed.
+    pub discovered: watch::Sender<Arc<Vec<crate::shards::ShardNode>>>,
+    /// A partition the source no longer reads (its grant was withdrawn, or it was read to its
+    /// end), with the offset of the last record sent for it (`None`: nothing was sent).
+    pub released: mpsc::UnboundedSender<(PartitionId, Option<Offset>)>,
 }
 
 type PerPartition = std::collections::BTreeMap<PartitionId, u64>;
@@ -162,6 +185,12 @@ impl BatchSender {
     /// Sends a batch; returns false when the task is stopping and should return.
     pub async fn send(&self, batch: SourceBatch) -> bool {
         send_or_stop(&self.output, &self.stop, batch).await
+    }
+
+    /// The same channel with another stop signal (one partition's, when its grant can be
+    /// withdrawn on its own).
+    pub fn with_stop(&self, stop: CancellationToken) -> Self {
+        Self::new(self.output.clone(), stop)
     }
 }
 

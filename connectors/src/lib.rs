@@ -30,8 +30,8 @@ pub mod units;
 
 pub use ack::{Ack, Completion, Rejected, Ticket};
 pub use api::{
-    BatchSender, Committed, CommittedOffsets, Lag, LagProbe, Sink, SinkRecord, Source, SourceBatch,
-    SourceContext, Transactional, TxnError,
+    BatchSender, Committed, CommittedOffsets, Granted, Grants, Lag, LagProbe, Sink, SinkRecord,
+    Source, SourceBatch, SourceContext, Transactional, TxnError,
 };
 pub use error::ConnectorError;
 pub use record::{Metadata, Offset, PartitionId, Record, Route};

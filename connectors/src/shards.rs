@@ -18,9 +18,45 @@
 //! assert_eq!(g.ready(&committed), vec!["child".to_string()]);
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use crate::api::CommittedOffsets;
+use crate::api::{BatchSender, CommittedOffsets, SourceBatch};
+use crate::record::Offset;
+
+/// The offset of the last record each shard's reader sent into the pipeline: what a source
+/// reports when a shard's grant is withdrawn (see [`crate::api::Grants`]).
+#[derive(Debug, Default)]
+pub struct SentOffsets(std::sync::Mutex<HashMap<String, Offset>>);
+
+impl SentOffsets {
+    /// Sends `batch` through `sender` (unless it is stopping: then it is not sent); remembers
+    /// its last offset once sent.
+    pub async fn send(&self, sender: &BatchSender, batch: SourceBatch) -> bool {
+        let shard = batch.partition.to_string();
+        let last = batch
+            .records
+            .last()
+            .map(|r| r.offset.clone())
+            .or_else(|| batch.end_offset.clone());
+        let sent = sender.send(batch).await;
+        if sent && let Some(o) = last {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(shard, o);
+        }
+        sent
+    }
+
+    /// The offset of the last record sent for `shard`, if any.
+    pub fn last(&self, shard: &str) -> Option<Offset> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(shard)
+            .cloned()
+    }
+}
 
 /// One shard as the stream lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +101,11 @@ impl ShardGraph {
 
     pub fn is_empty(&self) -> bool {
         self.shards.is_empty()
+    }
+
+    /// Every known shard, in id order.
+    pub fn nodes(&self) -> impl Iterator<Item = &ShardNode> {
+        self.shards.values()
     }
 
     /// Every known shard id, in order.

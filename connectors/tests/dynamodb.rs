@@ -422,6 +422,7 @@ async fn collect(
         committed: committed.unwrap_or(crx),
         assigned: None,
         lag: Default::default(),
+        grants: None,
         until_caught_up: false,
     };
     let task = tokio::spawn(async move { src.run(ctx).await });
@@ -767,6 +768,7 @@ async fn a_table_without_a_stream_is_a_clear_error() {
         committed: crx,
         assigned: None,
         lag: Default::default(),
+        grants: None,
         until_caught_up: false,
     };
     let e = src.run(ctx).await.expect_err("no stream");

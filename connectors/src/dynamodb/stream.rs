@@ -14,11 +14,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::{DynamoSourceConfig, ItemFormat, StreamStart};
 use super::item;
-use crate::api::{BatchSender, CommittedOffsets, SourceBatch, SourceContext};
+use crate::api::{BatchSender, CommittedOffsets, Granted, SourceBatch, SourceContext};
 
 use crate::error::{Classify, ConnectorError, retriable};
 use crate::record::{Offset, PartitionId, Record};
-use crate::shards::{ShardGraph, ShardNode};
+use crate::shards::{SentOffsets, ShardGraph, ShardNode};
 
 /// The offset of a shard that was passed over without reading (closed before a `latest` start):
 /// `skipped@<ms>`, the start of that run (rounded down to a second). Older markers carry no time.
@@ -219,6 +219,18 @@ impl StreamReader {
         let stop = ctx.shutdown.clone();
         let mut discover = tokio::time::interval(self.cfg.shard_discovery_interval.0);
         discover.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // With leases: the shards granted to this worker, each reader's own stop token, and the
+        // offset of the last record sent per shard (reported when a grant is withdrawn).
+        let mut grant_rx = ctx.grants.as_ref().map(|g| g.granted.clone());
+        let mut granted: Arc<Granted> = Arc::default();
+        let mut tokens: HashMap<String, CancellationToken> = HashMap::new();
+        let mut withdrawn: HashSet<String> = HashSet::new();
+        let sent: Arc<SentOffsets> = Arc::default();
+        let release = |id: &str| {
+            if let Some(g) = &ctx.grants {
+                let _ = g.released.send((Arc::from(id), sent.last(id)));
+            }
+        };
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -230,6 +242,34 @@ impl StreamReader {
                         initial = Some(graph.ids().map(str::to_string).collect());
                         tracing::info!(table = %self.cfg.table, stream = %arn, shards = graph.len(), "reading the stream");
                     }
+                    if let Some(g) = &ctx.grants {
+                        g.discovered.send_replace(Arc::new(graph.nodes().cloned().collect()));
+                    }
+                }
+                r = async { grant_rx.as_mut()?.changed().await.ok() }, if grant_rx.is_some() => {
+                    let Some(()) = r else {
+                        // The coordinator is gone; shutdown follows.
+                        grant_rx = None;
+                        continue;
+                    };
+                    let now = grant_rx.as_mut().map(|g| g.borrow_and_update().clone()).unwrap_or_default();
+                    for id in granted.keys() {
+                        if now.contains_key(id) {
+                            continue;
+                        }
+                        let id = id.to_string();
+                        tracing::info!(table = %self.cfg.table, shard = %id, "shard no longer granted to this worker; stopping its reader");
+                        done.remove(&id);
+                        if let Some(t) = tokens.remove(&id) {
+                            t.cancel();
+                        }
+                        if running.contains(&id) {
+                            withdrawn.insert(id);
+                        } else {
+                            release(&id);
+                        }
+                    }
+                    granted = now;
                 }
                 changed = committed_rx.changed() => {
                     if changed.is_err() {
@@ -242,7 +282,12 @@ impl StreamReader {
                     match joined {
                         Ok((shard, Ok(()))) => {
                             running.remove(&shard);
-                            done.insert(shard);
+                            tokens.remove(&shard);
+                            if withdrawn.remove(&shard) {
+                                release(&shard);
+                            } else {
+                                done.insert(shard);
+                            }
                         }
                         Ok((shard, Err(e))) => {
                             tracing::error!(table = %self.cfg.table, shard = %shard, error = %e, "stream shard reader failed");
@@ -274,7 +319,23 @@ impl StreamReader {
                 tracing::info!(table = %self.cfg.table, stream = %arn, "every shard read up to its tip at the run's start");
                 break;
             }
-            for id in graph.ready(&committed) {
+            let ready = match &ctx.grants {
+                None => graph.ready(&committed),
+                // The coordinator checked lineage; shards not listed yet wait for discovery.
+                Some(_) => granted
+                    .iter()
+                    .filter(|(p, _)| graph.get(p).is_some())
+                    .map(|(p, c)| {
+                        // The grant's offset is the table's, fresher than this run's view.
+                        match c {
+                            Some(c) => committed.insert(p.clone(), c.clone()),
+                            None => committed.remove(p),
+                        };
+                        p.to_string()
+                    })
+                    .collect(),
+            };
+            for id in ready {
                 // With `--until-caught-up`, a shard that appeared during the run holds only
                 // records newer than the run's start.
                 let after_start = ctx.until_caught_up && !listed(&id);
@@ -304,6 +365,23 @@ impl StreamReader {
                     since,
                     run_started,
                 );
+                // A granted child with no commit starts at its oldest record: its parents were
+                // read to their end first, by whichever worker held them.
+                let plan = match plan {
+                    Plan::Read {
+                        at: StartAt::Latest,
+                        since,
+                    } if ctx.grants.is_some()
+                        && lineage.committed.is_none()
+                        && parents.iter().any(|p| graph.get(p).is_some()) =>
+                    {
+                        Plan::Read {
+                            at: StartAt::TrimHorizon,
+                            since,
+                        }
+                    }
+                    other => other,
+                };
                 let (start, shard_since) = match plan {
                     Plan::Read { at, since } => (at, since),
                     Plan::Skip => {
@@ -327,14 +405,19 @@ impl StreamReader {
                 };
                 tracing::debug!(table = %self.cfg.table, shard = %id, start = ?start, "reading shard");
                 running.insert(id.clone());
+                let task_stop = tokens
+                    .entry(id.clone())
+                    .or_insert_with(|| stop.child_token())
+                    .clone();
                 let shard = ShardTask {
                     cfg: self.cfg.clone(),
                     streams: self.streams.clone(),
                     arn: arn.clone(),
                     shard: id.clone(),
-                    batches: BatchSender::new(ctx.output.clone(), stop.clone()),
-                    stop: stop.clone(),
+                    batches: BatchSender::new(ctx.output.clone(), task_stop.clone()),
+                    stop: task_stop,
                     since: shard_since,
+                    sent: sent.clone(),
                     lag: ctx.lag.clone(),
                     // A closed shard is read to its end (its children wait for it).
                     until: (ctx.until_caught_up && !closed).then_some(run_started),
@@ -364,6 +447,8 @@ struct ShardTask {
     batches: BatchSender,
     stop: CancellationToken,
     since: Option<i64>,
+    /// The offset of the last record sent, per shard (shared by the readers of one stream).
+    sent: Arc<SentOffsets>,
     /// `sluice_source_lag_seconds`: the age of the newest record read, 0 at the tip.
     lag: Arc<crate::api::Lag>,
     /// `--until-caught-up` (an open shard): stop at the tip, or at the first record created
@@ -372,6 +457,11 @@ struct ShardTask {
 }
 
 impl ShardTask {
+    /// Sends a batch through this shard's stop signal, noting its last offset.
+    async fn send(&self, batch: SourceBatch) -> bool {
+        self.sent.send(&self.batches, batch).await
+    }
+
     /// Where this task's calls happen, for [`ConnectorError::call`].
     fn at(&self) -> String {
         format!("dynamodb source {} shard {}", self.cfg.table, self.shard)
@@ -422,7 +512,7 @@ impl ShardTask {
                 // or trimmed away). Say so, so that the shard is finished and its children
                 // start, rather than leaving them waiting until the shard ages out.
                 tracing::warn!(table = %self.cfg.table, shard = %self.shard, "GetShardIterator returned no iterator; the shard is taken as read to its end");
-                self.batches.send(end_batch(&part, last)).await;
+                self.send(end_batch(&part, last)).await;
                 return Ok(());
             };
             if self.stop.is_cancelled() {
@@ -517,7 +607,7 @@ impl ShardTask {
                     records,
                     end_of_partition: end,
                 };
-                if !self.batches.send(batch).await {
+                if !self.send(batch).await {
                     return Ok(());
                 }
             }
@@ -731,6 +821,7 @@ mod tests {
             batches: BatchSender::new(tx, CancellationToken::new()),
             stop: CancellationToken::new(),
             since: None,
+            sent: Arc::default(),
             lag: Default::default(),
             until: None,
         };

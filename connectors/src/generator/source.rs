@@ -200,6 +200,7 @@ mod tests {
             committed,
             assigned: None,
             lag: Default::default(),
+            grants: None,
             until_caught_up: false,
         };
         let run =

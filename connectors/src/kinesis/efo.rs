@@ -188,6 +188,8 @@ pub(super) async fn read_shard(
     start: StartAt,
     mut last: Option<Offset>,
 ) -> Result<Exit, ConnectorError> {
+    // Fires when the pipeline stops or this shard is no longer granted to this worker.
+    let stop = sh.stop_token(&shard);
     let stream = sh.stream.name.clone();
     let mut conv = Converter::new(&stream, shard.clone(), &start);
     let mut from = start;
@@ -201,7 +203,7 @@ pub(super) async fn read_shard(
             let delay = sh.cfg.retries.subscribe.backoff.delays().nth(nth);
             let delay = delay.unwrap_or_default();
             tokio::select! {
-                _ = sh.shutdown.cancelled() => return Ok(Exit::Stopped),
+                _ = stop.cancelled() => return Ok(Exit::Stopped),
                 _ = tokio::time::sleep(delay) => {}
             }
         }
@@ -214,7 +216,7 @@ pub(super) async fn read_shard(
         let asked_at = chrono::Utc::now();
         let what = format!("kinesis source: SubscribeToShard of stream {stream} shard {shard}");
         let sub = tokio::select! {
-            _ = sh.shutdown.cancelled() => return Ok(Exit::Stopped),
+            _ = stop.cancelled() => return Ok(Exit::Stopped),
             r = sh.cfg.retries.subscribe.run(
                 &what,
                 // A subscription of the same consumer to the same shard may linger for a few
@@ -241,7 +243,7 @@ pub(super) async fn read_shard(
         tracing::debug!(stream = %stream, shard = %shard, from = ?from, "subscribed");
         loop {
             let ev = tokio::select! {
-                _ = sh.shutdown.cancelled() => return Ok(Exit::Stopped),
+                _ = stop.cancelled() => return Ok(Exit::Stopped),
                 _ = tokio::time::sleep_until(renew_at) => break,
                 ev = events.recv() => ev,
             };

@@ -129,6 +129,8 @@ pub(super) async fn read_shard(
     start: StartAt,
     mut last: Option<Offset>,
 ) -> Result<Exit, ConnectorError> {
+    // Fires when the pipeline stops or this shard is no longer granted to this worker.
+    let stop = sh.stop_token(&shard);
     let mut conv = Converter::new(&sh.stream.name, shard.clone(), &start);
     // Where to start again if the iterator expires before a record was read: `latest` means
     // "from when reading began", not "from the new latest".
@@ -137,7 +139,7 @@ pub(super) async fn read_shard(
         other => other.clone(),
     };
     let mut iterator = tokio::select! {
-        _ = sh.shutdown.cancelled() => return Ok(Exit::Stopped),
+        _ = stop.cancelled() => return Ok(Exit::Stopped),
         it = get_iterator(&sh, &shard, &start) => it?,
     };
     let interval = sh.cfg.interval.0.max(MIN_POLL_INTERVAL);
@@ -146,7 +148,7 @@ pub(super) async fn read_shard(
     let mut last_lag_log = Instant::now();
     loop {
         tokio::select! {
-            _ = sh.shutdown.cancelled() => return Ok(Exit::Stopped),
+            _ = stop.cancelled() => return Ok(Exit::Stopped),
             _ = tokio::time::sleep_until(next_call) => {}
         }
         next_call = tokio::time::Instant::now() + interval;

@@ -42,6 +42,8 @@ impl ShardLagProbe {
                 closed: Default::default(),
                 lag: Arc::default(),
                 until_caught_up: false,
+                stops: Default::default(),
+                sent: Default::default(),
             },
         })
     }

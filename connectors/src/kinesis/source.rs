@@ -2,7 +2,7 @@
 //! are finished and committed, and rediscovers shards every `shard_discovery_interval` and
 //! whenever a shard ends.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -14,10 +14,12 @@ use tokio_util::sync::CancellationToken;
 use super::config::{KinesisSourceConfig, ReaderKind, Registration, StartPosition};
 use super::records::StartAt;
 use super::{StreamRef, at, efo, polling};
-use crate::api::{BatchSender, CommittedOffsets, Source, SourceBatch, SourceContext};
+use crate::api::{
+    BatchSender, CommittedOffsets, Granted, Grants, Source, SourceBatch, SourceContext,
+};
 use crate::error::{ConnectorError, retriable};
 use crate::record::{Offset, PartitionId, Record};
-use crate::shards::{ShardGraph, ShardNode};
+use crate::shards::{SentOffsets, ShardGraph, ShardNode};
 
 /// What shard readers share.
 pub(super) struct Shared {
@@ -33,6 +35,11 @@ pub(super) struct Shared {
     pub closed: std::sync::Mutex<HashSet<String>>,
     /// `MillisBehindLatest` per shard, for the runtime's metrics.
     pub lag: Arc<crate::api::Lag>,
+    /// Per shard, the token its reader stops on: a child of `shutdown`, cancelled alone when
+    /// the shard's grant is withdrawn.
+    pub stops: std::sync::Mutex<HashMap<String, CancellationToken>>,
+    /// Per shard, the offset of the last record sent into the pipeline.
+    pub sent: SentOffsets,
     /// `--until-caught-up`: an open shard stops once `MillisBehindLatest` is 0.
     pub until_caught_up: bool,
 }
@@ -54,12 +61,42 @@ impl Shared {
             .unwrap_or(false)
     }
 
+    /// The token the reader of `shard` stops on (made on first use).
+    pub fn stop_token(&self, shard: &str) -> CancellationToken {
+        let mut stops = self.stops.lock().unwrap_or_else(|p| p.into_inner());
+        stops
+            .entry(shard.to_string())
+            .or_insert_with(|| self.shutdown.child_token())
+            .clone()
+    }
+
+    /// Stops the reader of `shard` (its grant was withdrawn); its next reader gets a new token.
+    fn withdraw(&self, shard: &str) {
+        let mut stops = self.stops.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = stops.remove(shard) {
+            t.cancel();
+        }
+    }
+
+    /// Sends a batch; false when the pipeline is stopping or the shard's grant was withdrawn
+    /// (the batch was then not sent).
+    async fn send(&self, batch: SourceBatch) -> bool {
+        // No token: the shard was withdrawn while its reader was still running.
+        let stop = {
+            let stops = self.stops.lock().unwrap_or_else(|p| p.into_inner());
+            match stops.get(&*batch.partition) {
+                Some(t) => t.clone(),
+                None => return false,
+            }
+        };
+        self.sent.send(&self.batches.with_stop(stop), batch).await
+    }
+
     /// Sends the records read from a shard (nothing when there are none); false when the
-    /// pipeline is stopping.
+    /// pipeline is stopping or the shard is no longer granted.
     pub async fn send_records(&self, shard: &PartitionId, records: Vec<Record>) -> bool {
         records.is_empty()
             || self
-                .batches
                 .send(SourceBatch::records(shard.clone(), records))
                 .await
     }
@@ -75,7 +112,7 @@ impl Shared {
         self.lag.remove(shard);
         let end = last.unwrap_or_else(|| Offset::from("closed"));
         let batch = SourceBatch::end(shard.clone(), records, Some(end));
-        if self.batches.send(batch).await {
+        if self.send(batch).await {
             Exit::Finished
         } else {
             Exit::Stopped
@@ -240,6 +277,12 @@ struct Coordinator {
     done: HashSet<String>,
     consumer_arn: Option<String>,
     readers: JoinSet<(String, Result<Exit, ConnectorError>)>,
+    /// Set when a coordinator grants shards to this worker (leases).
+    grants: Option<Grants>,
+    /// The grant as last applied.
+    granted: Arc<Granted>,
+    /// Shards whose grant was withdrawn while their reader still ran.
+    withdrawn: HashSet<String>,
 }
 
 impl Coordinator {
@@ -272,7 +315,50 @@ impl Coordinator {
         if self.graph.len() != before {
             tracing::info!(stream = %sh.stream.name, shards = self.graph.len(), "kinesis shards discovered");
         }
+        if let Some(g) = &self.grants {
+            g.discovered
+                .send_replace(Arc::new(self.graph.nodes().cloned().collect()));
+        }
         Ok(())
+    }
+
+    /// Applies a changed grant: readers of shards no longer granted stop at once; a withdrawn
+    /// shard that was not being read is reported released now, the others once their reader
+    /// returned.
+    fn apply_grant(&mut self) {
+        let Some(g) = &mut self.grants else {
+            return;
+        };
+        let now = g.granted.borrow_and_update().clone();
+        for id in self.granted.keys() {
+            if now.contains_key(id) {
+                continue;
+            }
+            let id = id.to_string();
+            tracing::info!(stream = %self.shared.stream.name, shard = %id, "shard no longer granted to this worker; stopping its reader");
+            self.shared.withdraw(&id);
+            self.shared.lag.remove(&id.as_str().into());
+            self.done.remove(&id);
+            if self.active.contains(&id) {
+                self.withdrawn.insert(id);
+            } else {
+                let _ = g
+                    .released
+                    .send((id.as_str().into(), self.shared.sent.last(&id)));
+            }
+        }
+        self.granted = now;
+    }
+
+    /// Reports a shard whose reader returned after its grant was withdrawn.
+    fn released(&mut self, id: &str) -> bool {
+        if !self.withdrawn.remove(id) {
+            return false;
+        }
+        if let Some(g) = &self.grants {
+            let _ = g.released.send((id.into(), self.shared.sent.last(id)));
+        }
+        true
     }
 
     /// Where a shard without a committed offset starts.
@@ -292,15 +378,39 @@ impl Coordinator {
     }
 
     fn start_ready(&mut self, committed: &CommittedOffsets) {
-        for id in self.graph.ready(committed) {
+        let ready = match &self.grants {
+            None => self.graph.ready(committed),
+            // The coordinator checked lineage; shards not listed yet wait for discovery.
+            Some(_) => self
+                .granted
+                .keys()
+                .filter(|p| self.graph.get(p).is_some())
+                .map(|p| p.to_string())
+                .collect(),
+        };
+        for id in ready {
             // With `--until-caught-up`, a shard that appeared during the run (the child of a
             // split or merge made since) holds only records newer than the run's start.
             let after_start = self.shared.until_caught_up && !self.initial.contains(&id);
             if self.active.contains(&id) || self.done.contains(&id) || after_start {
                 continue;
             }
-            let (start, last) = match committed.get(id.as_str()) {
+            let resume = match &self.grants {
+                None => committed.get(id.as_str()).cloned(),
+                Some(_) => self.granted.get(id.as_str()).cloned().flatten(),
+            };
+            let (start, last) = match resume {
                 Some(c) => (StartAt::after_offset(&c.offset), Some(c.offset.clone())),
+                // A granted child starts at its oldest record: its parents were read to their
+                // end first, by whichever worker held them.
+                None if self.grants.is_some()
+                    && self
+                        .graph
+                        .get(&id)
+                        .is_some_and(|n| n.parents.iter().any(|p| self.graph.get(p).is_some())) =>
+                {
+                    (StartAt::TrimHorizon, None)
+                }
                 None => (self.initial_position(&id), None),
             };
             tracing::info!(stream = %self.shared.stream.name, shard = %id, start = ?start, "reading shard");
@@ -338,7 +448,9 @@ impl Coordinator {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         let mut watching = true;
+        let mut granted = self.grants.as_ref().map(|g| g.granted.clone());
         loop {
+            self.apply_grant();
             let view = committed.borrow_and_update().clone();
             self.start_ready(&view);
             if self.caught_up(&view) {
@@ -348,6 +460,12 @@ impl Coordinator {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = tick.tick() => self.discover_or_warn().await?,
+                r = async { granted.as_mut()?.changed().await.ok() }, if granted.is_some() => {
+                    if r.is_none() {
+                        // The coordinator is gone; shutdown follows.
+                        granted = None;
+                    }
+                }
                 r = committed.changed(), if watching => {
                     if r.is_err() {
                         // The runtime stopped publishing commits; shutdown follows.
@@ -358,16 +476,23 @@ impl Coordinator {
                     Ok((id, Ok(Exit::Finished))) => {
                         tracing::info!(stream = %self.shared.stream.name, shard = %id, "shard read to its end");
                         self.active.remove(&id);
-                        self.done.insert(id);
+                        if !self.released(&id) {
+                            self.done.insert(id);
+                        }
                         self.discover_or_warn().await?;
                     }
                     Ok((id, Ok(Exit::CaughtUp))) => {
                         tracing::info!(stream = %self.shared.stream.name, shard = %id, "shard read up to its tip");
                         self.active.remove(&id);
-                        self.done.insert(id);
+                        if !self.released(&id) {
+                            self.done.insert(id);
+                        }
                     }
                     Ok((id, Ok(Exit::Stopped))) => {
                         self.active.remove(&id);
+                        if self.released(&id) {
+                            continue;
+                        }
                         if !shutdown.is_cancelled() {
                             // A reader stops on its own only when the pipeline no longer takes
                             // records: stop too, rather than start it again in a loop.
@@ -412,6 +537,8 @@ impl Source for KinesisSource {
             shutdown: ctx.shutdown.clone(),
             closed: std::sync::Mutex::default(),
             lag: ctx.lag.clone(),
+            stops: std::sync::Mutex::default(),
+            sent: SentOffsets::default(),
             until_caught_up: ctx.until_caught_up,
         });
         let consumer_arn = match self.cfg.reader {
@@ -430,6 +557,9 @@ impl Source for KinesisSource {
             done: HashSet::new(),
             consumer_arn: consumer_arn.clone(),
             readers: JoinSet::new(),
+            grants: ctx.grants,
+            granted: Arc::default(),
+            withdrawn: HashSet::new(),
         };
         let result = match co.discover().await {
             Ok(()) => {

@@ -90,21 +90,44 @@ fn print_rows(rows: &[OffsetRow], json: bool) -> anyhow::Result<()> {
         w(&|r| r.partition.len(), 9),
         w(&|r| r.offset.as_str().len(), 6),
     );
-    writeln!(
+    // Stores with leases add who holds each partition and until when.
+    let leased = rows.iter().any(|r| r.owner.is_some());
+    let ww = w(&|r| r.owner.as_deref().map_or(1, str::len), 5);
+    // The last column is not padded (no trailing blanks).
+    let wu = if leased { 23 } else { 0 };
+    write!(
         out,
-        "{:wn$}  {:wp$}  {:wo$}  {:8}  UPDATED",
-        "NAMESPACE", "PARTITION", "OFFSET", "FINISHED"
+        "{:wn$}  {:wp$}  {:wo$}  {:8}  {:wu$}",
+        "NAMESPACE", "PARTITION", "OFFSET", "FINISHED", "UPDATED"
     )?;
+    if leased {
+        write!(out, "  {:ww$}  LEASE EXPIRES", "OWNER")?;
+    }
+    writeln!(out)?;
+    let time = |t: &chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
     for r in rows {
-        writeln!(
+        let offset = match r.offset.as_str() {
+            "" => "-",
+            o => o,
+        };
+        write!(
             out,
-            "{:wn$}  {:wp$}  {:wo$}  {:8}  {}",
+            "{:wn$}  {:wp$}  {:wo$}  {:8}  {:wu$}",
             r.namespace,
             r.partition,
-            r.offset.as_str(),
+            offset,
             if r.finished { "yes" } else { "no" },
-            r.updated_at.format("%Y-%m-%d %H:%M:%S UTC")
+            time(&r.updated_at)
         )?;
+        if leased {
+            let expires = r.lease_expires_at.as_ref().map_or("-".into(), time);
+            write!(
+                out,
+                "  {:ww$}  {expires}",
+                r.owner.as_deref().unwrap_or("-")
+            )?;
+        }
+        writeln!(out)?;
     }
     Ok(())
 }

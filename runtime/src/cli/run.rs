@@ -36,6 +36,10 @@ pub struct RunArgs {
     /// `--config` file's `http.address`.
     #[arg(long, env = "SLUICE_HTTP", value_name = "ADDR")]
     http: Option<std::net::SocketAddr>,
+    /// This worker's id in shard leases (`offsets.leases`): unique among the processes that run
+    /// the same pipeline. Default: the host name and the process id.
+    #[arg(long, env = "SLUICE_WORKER_ID", value_name = "ID")]
+    worker_id: Option<String>,
     /// The host's settings, independent of the specs (YAML): `http: {address, token_env}`.
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -76,6 +80,17 @@ pub async fn run(args: RunArgs, display: Display) -> anyhow::Result<ExitCode> {
     if invalid {
         eprintln!("error: invalid spec; nothing was started");
         return Ok(ExitCode::FAILURE);
+    }
+    let worker = args
+        .worker_id
+        .clone()
+        .unwrap_or_else(crate::offsets::default_worker_id);
+    for l in &mut loaded {
+        if let spec::OffsetsSpec::Dynamodb(d) = &mut l.spec.offsets
+            && let Some(leases) = &mut d.leases
+        {
+            leases.worker_id = Some(worker.clone());
+        }
     }
     let mut names = std::collections::HashSet::new();
     for l in &loaded {

@@ -46,13 +46,40 @@ pub struct DynamoStoreSpec {
     /// How to reach DynamoDB.
     #[serde(default)]
     pub aws: sluice_connectors::aws::AwsConfig,
+    /// Scale-out: several `sluice run` processes with this spec share the source's shards
+    /// (Kinesis, DynamoDB Streams) through leases in this table. See docs/scale-out.md.
+    #[serde(default)]
+    pub leases: Option<super::leases::LeaseSpec>,
 }
 
 fn default_offsets_table() -> String {
     "sluice_offsets".into()
 }
 
-type Item = HashMap<String, AttributeValue>;
+pub(super) type Item = HashMap<String, AttributeValue>;
+
+/// What a conditional lease write changes (see [`DynamoStore::lease_write`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct LeaseWrite<'a> {
+    /// The generation the writer last saw; `None`: the row must not exist yet.
+    pub expect: Option<u64>,
+    /// Write `expect + 1` (every write but a handoff request does).
+    pub bump: bool,
+    /// The condition also names the current owner.
+    pub owner_is: Option<&'a str>,
+    /// `Some(Some(o))`: set the owner; `Some(None)`: remove it.
+    pub owner: Option<Option<&'a str>>,
+    /// `Some(Some(o))`: ask the owner to hand over to `o` (only when no handoff is pending);
+    /// `Some(None)`: clear the request.
+    pub next_owner: Option<Option<&'a str>>,
+    /// Write `lease_expires_at` (for people) this far from now.
+    pub expires_in: Option<Duration>,
+    /// The condition also names the pending handoff's new owner.
+    pub next_owner_is: Option<&'a str>,
+    /// Leave the generation out of the condition and as it is: only for withdrawing this
+    /// worker's own handoff request, which touches nothing else.
+    pub any_generation: bool,
+}
 
 /// Commits of one namespace sent at once.
 const CONCURRENCY: usize = 16;
@@ -73,16 +100,26 @@ pub struct DynamoStore {
 impl DynamoStore {
     pub fn new(spec: &DynamoStoreSpec) -> Self {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
-        Self {
-            spec: spec.clone(),
-            client: OnceCell::new(),
-            owner: format!(
+        // With leases the owner is the worker id: leases and commits name the same worker.
+        let owner = match &spec.leases {
+            Some(l) => l.worker_id.clone().unwrap_or_else(super::default_worker_id),
+            None => format!(
                 "{host}:{}:{:08x}",
                 std::process::id(),
                 rand::random::<u32>()
             ),
+        };
+        Self {
+            spec: spec.clone(),
+            client: OnceCell::new(),
+            owner,
             generations: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Who this store writes as (with leases: the worker id).
+    pub fn owner(&self) -> &str {
+        &self.owner
     }
 
     fn table(&self) -> &str {
@@ -92,6 +129,14 @@ impl DynamoStore {
     fn gens(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), u64>> {
         // A poisoned lock only means a panic elsewhere while holding a plain map.
         self.generations.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a generation this worker wrote. Its own writes (a commit, a renewal) may answer
+    /// out of order: the counter only grows, so a later answer never moves it back.
+    fn advance(&self, key: (String, String), g: u64) {
+        let mut gens = self.gens();
+        let known = gens.entry(key).or_insert(g);
+        *known = (*known).max(g);
     }
 
     /// A failure of the table that is not an SDK error (it is missing, it never became active).
@@ -251,23 +296,50 @@ impl DynamoStore {
         };
         let namespace = s("namespace")?;
         let partition = s("partition")?;
-        let updated_at = DateTime::parse_from_rfc3339(&s("updated_at")?)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| OffsetError::Corrupt {
+        let time = |t: &str| DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&Utc));
+        let owner = match item.get("owner") {
+            Some(AttributeValue::S(o)) => Some(o.clone()),
+            _ => None,
+        };
+        let lease_expires_at = match item.get("lease_expires_at") {
+            Some(AttributeValue::N(ms)) => ms
+                .parse::<i64>()
+                .ok()
+                .filter(|ms| *ms > 0)
+                .and_then(DateTime::from_timestamp_millis),
+            _ => None,
+        };
+        // Without leases `owner` only names the last writer: a row is a lease once a lease
+        // write gave it an expiry.
+        let owner = owner.filter(|_| lease_expires_at.is_some());
+        // A lease taken before any commit has no offset yet.
+        let offset = match item.get("offset") {
+            Some(AttributeValue::S(o)) => Offset::new(o.clone()),
+            _ => Offset::new(String::new()),
+        };
+        let updated_at = match s("updated_at") {
+            Ok(t) => time(&t).map_err(|e| OffsetError::Corrupt {
                 store: self.describe(),
                 message: format!("`updated_at` of {namespace}/{partition} is not a time: {e}"),
-            })?;
+            })?,
+            // A lease row being made, seen half-written (moto builds an item attribute by
+            // attribute while other requests read it): nothing committed in it yet.
+            Err(_) if offset.as_str().is_empty() => DateTime::<Utc>::UNIX_EPOCH,
+            Err(e) => return Err(e),
+        };
         let generation = match item.get("generation") {
             Some(AttributeValue::N(n)) => n.parse().unwrap_or(0),
             _ => 0,
         };
         Ok((
             OffsetRow {
-                offset: Offset::new(s("offset")?),
+                offset,
                 finished: matches!(item.get("finished"), Some(AttributeValue::Bool(true))),
                 namespace,
                 partition,
                 updated_at,
+                owner,
+                lease_expires_at,
             },
             generation,
         ))
@@ -293,7 +365,7 @@ impl DynamoStore {
     /// as failed after it landed): nobody else wrote since, so the generation is adopted (and the
     /// commit is done when the row already holds this offset). Any other refusal is
     /// [`OffsetError::Fenced`].
-    async fn commit_one(
+    pub(super) async fn commit_one(
         &self,
         namespace: &str,
         partition: &str,
@@ -341,7 +413,7 @@ impl DynamoStore {
                 .await;
             let e = match sent {
                 Ok(_) => {
-                    self.gens().insert(key, next);
+                    self.advance(key, next);
                     return Ok(());
                 }
                 Err(e) if e.code() == Some("ConditionalCheckFailedException") => e,
@@ -364,7 +436,7 @@ impl DynamoStore {
                     && matches!(item.get("finished"), Some(AttributeValue::Bool(f)) if *f == c.finished);
                 tracing::debug!(table = %self.table(), partition, generation = g, landed, "offset commit refused by this worker's own earlier write; adopting its generation");
                 if landed {
-                    self.gens().insert(key, g);
+                    self.advance(key, g);
                     return Ok(());
                 }
                 known = Some(g);
@@ -389,6 +461,26 @@ impl DynamoStore {
     /// Reads one row's generation again (strongly consistent): after this, commits of the
     /// partition are conditioned on what its previous owner last wrote.
     async fn refresh(&self, namespace: &str, partition: &str) -> Result<(), OffsetError> {
+        let item = self.get(namespace, partition).await?;
+        let key = (namespace.to_string(), partition.to_string());
+        match item {
+            Some(item) => {
+                let (_, g) = self.row(&item)?;
+                self.gens().insert(key, g);
+            }
+            None => {
+                self.gens().remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    /// One row as it stands (strongly consistent read), if it exists.
+    pub(super) async fn get(
+        &self,
+        namespace: &str,
+        partition: &str,
+    ) -> Result<Option<Item>, OffsetError> {
         let client = self.client().await?;
         let out = COMMIT_RETRY
             .run("offset store GetItem", retriable, || {
@@ -401,17 +493,147 @@ impl DynamoStore {
             })
             .await
             .map_err(|e| self.sdk_fail("GetItem", &e))?;
-        let key = (namespace.to_string(), partition.to_string());
-        match out.item() {
-            Some(item) => {
-                let (_, g) = self.row(item)?;
-                self.gens().insert(key, g);
-            }
-            None => {
-                self.gens().remove(&key);
-            }
+        Ok(out.item)
+    }
+
+    /// Every lease row of a namespace, strongly consistent: (row, generation, next owner).
+    pub(super) async fn lease_rows(
+        &self,
+        namespace: &str,
+    ) -> Result<Vec<(OffsetRow, u64, Option<String>)>, OffsetError> {
+        let mut out = Vec::new();
+        for it in self.items(Some(namespace)).await? {
+            let (row, g) = self.row(&it)?;
+            let next = match it.get("next_owner") {
+                Some(AttributeValue::S(o)) => Some(o.clone()),
+                _ => None,
+            };
+            out.push((row, g, next));
         }
-        Ok(())
+        Ok(out)
+    }
+
+    /// The generation this worker knows for a row.
+    pub(super) fn known(&self, namespace: &str, partition: &str) -> Option<u64> {
+        self.gens()
+            .get(&(namespace.to_string(), partition.to_string()))
+            .copied()
+    }
+
+    /// One conditional lease write. `expect` is the generation the condition names (`None`: the
+    /// row must not exist); `bump` writes `expect + 1`. `Ok(Ok(row))` is the row as written,
+    /// `Ok(Err(row))` a refused condition with the row as it stands (if any).
+    pub(super) async fn lease_write(
+        &self,
+        namespace: &str,
+        partition: &str,
+        w: LeaseWrite<'_>,
+    ) -> Result<Result<Item, Option<Item>>, OffsetError> {
+        let client = self.client().await?;
+        let mut sets = vec!["updated_at = if_not_exists(updated_at, :now)".to_string()];
+        let mut removes: Vec<&str> = Vec::new();
+        let mut cond: Vec<String> = Vec::new();
+        let now = Utc::now();
+        let mut req = client
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(Self::key(namespace, partition)))
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(
+                ":now",
+                AttributeValue::S(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            )
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        match w.expect {
+            _ if w.any_generation => {}
+            Some(g) => {
+                cond.push("generation = :g".into());
+                req = req.expression_attribute_values(":g", AttributeValue::N(g.to_string()));
+            }
+            None => cond.push("attribute_not_exists(generation)".into()),
+        }
+        if let Some(o) = w.next_owner_is {
+            cond.push("next_owner = :nextwas".into());
+            req = req.expression_attribute_values(":nextwas", AttributeValue::S(o.to_string()));
+        }
+        let next = w.expect.unwrap_or(0) + 1;
+        if !w.any_generation && (w.bump || w.expect.is_none()) {
+            sets.push("generation = :next".into());
+            req = req.expression_attribute_values(":next", AttributeValue::N(next.to_string()));
+        }
+        if let Some(o) = w.owner_is {
+            cond.push("#owner = :was".into());
+            req = req.expression_attribute_values(":was", AttributeValue::S(o.to_string()));
+        }
+        match w.owner {
+            Some(Some(o)) => {
+                sets.push("#owner = :owner".into());
+                req = req.expression_attribute_values(":owner", AttributeValue::S(o.to_string()));
+            }
+            Some(None) => removes.push("#owner"),
+            None => {}
+        }
+        match w.next_owner {
+            Some(Some(o)) => {
+                cond.push("attribute_not_exists(next_owner)".into());
+                sets.push("next_owner = :nextowner".into());
+                req =
+                    req.expression_attribute_values(":nextowner", AttributeValue::S(o.to_string()));
+            }
+            Some(None) => removes.push("next_owner"),
+            None => {}
+        }
+        if let Some(d) = w.expires_in {
+            let at = now + chrono::Duration::from_std(d).unwrap_or_default();
+            sets.push("lease_expires_at = :exp".into());
+            req = req.expression_attribute_values(
+                ":exp",
+                AttributeValue::N(at.timestamp_millis().to_string()),
+            );
+        }
+        let mut update = format!("SET {}", sets.join(", "));
+        if !removes.is_empty() {
+            update.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        let req = req
+            .update_expression(update)
+            .condition_expression(cond.join(" AND "));
+        let sent = COMMIT_RETRY
+            .run(
+                "lease UpdateItem",
+                |e: &aws_sdk_dynamodb::error::SdkError<_, _>| {
+                    e.code() != Some("ConditionalCheckFailedException") && retriable(e)
+                },
+                || req.clone().send(),
+            )
+            .await;
+        let key = (namespace.to_string(), partition.to_string());
+        match sent {
+            Ok(out) => {
+                let item = out.attributes.unwrap_or_default();
+                if let Some(AttributeValue::N(g)) = item.get("generation")
+                    && let Ok(g) = g.parse::<u64>()
+                {
+                    match w.owner_is {
+                        // A take: the row may have been deleted and made again since.
+                        None => {
+                            self.gens().insert(key, g);
+                        }
+                        Some(_) => self.advance(key, g),
+                    }
+                }
+                Ok(Ok(item))
+            }
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                let old = e.as_service_error().and_then(|s| match s {
+                    aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(x) => x.item().cloned(),
+                    _ => None,
+                });
+                Ok(Err(old))
+            }
+            Err(e) => Err(self.sdk_fail("UpdateItem", &e)),
+        }
     }
 
     async fn delete(&self, row: &OffsetRow, generation: Option<u64>) -> Result<bool, OffsetError> {
@@ -451,6 +673,10 @@ impl OffsetStore for DynamoStore {
         for it in &items {
             let (row, g) = self.row(it)?;
             gens.insert((row.namespace.clone(), row.partition.clone()), g);
+            if row.offset.as_str().is_empty() {
+                // A lease without a commit yet.
+                continue;
+            }
             out.insert(
                 row.partition.as_str().into(),
                 Committed {
@@ -570,12 +796,12 @@ impl OffsetStore for DynamoStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
 
     use super::*;
 
-    fn spec(table: &str, create: bool) -> DynamoStoreSpec {
+    pub(crate) fn spec(table: &str, create: bool) -> DynamoStoreSpec {
         serde_json::from_value(serde_json::json!({
             "table": table,
             "create_table": create,
@@ -584,7 +810,7 @@ mod tests {
         .expect("spec")
     }
 
-    fn table() -> String {
+    pub(crate) fn table() -> String {
         sluice_test_kit::unique_name("offsets")
     }
 

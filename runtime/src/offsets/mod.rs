@@ -7,6 +7,7 @@ mod dynamodb;
 mod file;
 mod kafka;
 pub mod kcl;
+pub mod leases;
 mod memory;
 
 use std::collections::BTreeMap;
@@ -43,6 +44,24 @@ pub struct OffsetRow {
     #[serde(default)]
     pub finished: bool,
     pub updated_at: DateTime<Utc>,
+    /// The worker holding the partition's lease (stores with leases only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// When the lease runs out unless renewed, as its owner's clock saw it at its last renewal:
+    /// for people; workers judge expiry by the lease counter on their own clocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<DateTime<Utc>>,
+}
+
+/// This process's worker id when none is given: the host name and the process id.
+pub fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "host".into());
+    format!("{host}:{}", std::process::id())
 }
 
 /// Where `reset` moves partitions to.
@@ -295,6 +314,8 @@ impl Entry {
             offset: self.offset.clone(),
             finished: self.finished,
             updated_at: self.updated_at,
+            owner: None,
+            lease_expires_at: None,
         }
     }
 

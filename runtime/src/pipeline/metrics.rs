@@ -61,6 +61,12 @@ pub struct Metrics {
     committed_at_ms: AtomicU64,
     /// Times the supervisor rebuilt the pipeline after a failure.
     pub restarts: AtomicU64,
+    /// Shard leases this worker holds now (scale-out with leases).
+    leases_held: AtomicU64,
+    /// Leases this worker took from another worker (expired, or handed over to it).
+    pub lease_takeovers: AtomicU64,
+    /// Leases this worker lost (taken by another worker, or not renewed in time).
+    pub lease_losses: AtomicU64,
     /// The source and sink are connected and records flow.
     up: AtomicBool,
     /// Duration of each sink flush (the calls that send buffered records).
@@ -85,6 +91,9 @@ impl Default for Metrics {
             errors: Default::default(),
             committed_at_ms: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
+            leases_held: AtomicU64::new(0),
+            lease_takeovers: AtomicU64::new(0),
+            lease_losses: AtomicU64::new(0),
             up: AtomicBool::new(false),
             sink_request: duration_histogram(),
             stage_calls: Mutex::default(),
@@ -145,6 +154,15 @@ impl Metrics {
             0 => None,
             ms => Some(ms as f64 / 1000.0),
         }
+    }
+
+    pub(crate) fn set_leases_held(&self, n: u64) {
+        self.leases_held.store(n, Ordering::Relaxed);
+    }
+
+    /// Shard leases this worker holds now.
+    pub fn leases_held(&self) -> u64 {
+        self.leases_held.load(Ordering::Relaxed)
     }
 
     pub fn set_up(&self, up: bool) {
@@ -220,7 +238,7 @@ impl Collector for Exposition {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let pipelines = self.lock().clone();
         // Counter names get `_total` from the encoder.
-        let counters: [(&str, &str, Read); 6] = [
+        let counters: [(&str, &str, Read); 8] = [
             (
                 "sluice_source_records",
                 "Source records taken into the pipeline.",
@@ -251,6 +269,16 @@ impl Collector for Exposition {
                 "Times the pipeline was rebuilt after a failure.",
                 |m| m.restarts.load(Ordering::Relaxed),
             ),
+            (
+                "sluice_lease_takeovers",
+                "Shard leases this worker took from another worker (expired, or handed over).",
+                |m| m.lease_takeovers.load(Ordering::Relaxed),
+            ),
+            (
+                "sluice_lease_losses",
+                "Shard leases this worker lost (taken by another worker, or not renewed in time).",
+                |m| m.lease_losses.load(Ordering::Relaxed),
+            ),
         ];
         for (name, help, read) in counters {
             let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
@@ -275,6 +303,18 @@ impl Collector for Exposition {
                         ])?,
                     )?;
                 }
+            }
+        }
+        {
+            let mut family = enc.encode_descriptor(
+                "sluice_leases_held",
+                "Shard leases this worker holds now (scale-out with leases).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (p, m) in &pipelines {
+                ConstGauge::new(m.leases_held() as i64)
+                    .encode(family.encode_family(&[("pipeline", p.as_str())])?)?;
             }
         }
         {

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use metrics::{ErrorStage, Exposition, Metrics, Snapshot};
 
+use crate::offsets::leases::Leases;
 use crate::offsets::{self, OffsetError, OffsetStore};
 use crate::plugin::{PluginError, PluginHost};
 use crate::spec::{
@@ -104,6 +105,8 @@ pub struct Pipeline {
     max_buffered: usize,
     flush_interval: Duration,
     metrics: Arc<Metrics>,
+    /// Set when the pipeline's workers share partitions through DynamoDB leases.
+    leases: Option<Arc<Leases>>,
     /// Exactly-once: the sink's transaction, which the offset store commits through.
     txn: Option<Arc<dyn Transactional>>,
 }
@@ -157,6 +160,7 @@ impl Pipeline {
         };
         let dead_letter = dead_letter_path(spec, base);
         let exactly_once = matches!(&spec.sink, SinkConfig::Kafka(k) if k.exactly_once);
+        let mut leases = None;
         let (store, start, source, sink, txn) = if exactly_once {
             // The sink first: its `init_transactions` fences an earlier instance and aborts its
             // open transaction, which a read_committed read of the offsets would wait behind.
@@ -173,7 +177,16 @@ impl Pipeline {
         } else {
             // Offsets first: a store that cannot be read stops the pipeline before any
             // connector creates or touches anything.
-            let store: Arc<dyn OffsetStore> = Arc::from(offsets::open(&spec.offsets));
+            let store: Arc<dyn OffsetStore> = match &spec.offsets {
+                OffsetsSpec::Dynamodb(d) if d.leases.is_some() => {
+                    let dynamo = Arc::new(offsets::DynamoStore::new(d));
+                    leases = d.leases.as_ref().map(|l| {
+                        Arc::new(Leases::new(dynamo.clone(), &spec.name, l, metrics.clone()))
+                    });
+                    dynamo
+                }
+                other => Arc::from(offsets::open(other)),
+            };
             let start = store.load(&spec.name).await?;
             let source = spec.source.build().await.map_err(PipelineError::Source)?;
             let sink = spec.sink.build().await.map_err(PipelineError::Sink)?;
@@ -195,6 +208,7 @@ impl Pipeline {
             max_buffered: spec.pipeline.max_buffered.max(1),
             flush_interval: spec.pipeline.flush_interval.0,
             metrics,
+            leases,
             txn,
         })
     }
@@ -232,6 +246,7 @@ impl Pipeline {
             max_buffered,
             flush_interval,
             metrics,
+            leases,
             txn,
         } = self;
         tracing::info!(pipeline = %name, store = %store.describe(), partitions = start.len(), "starting from committed offsets");
@@ -251,11 +266,34 @@ impl Pipeline {
         let (mut tracker, committed) =
             tracker::Tracker::new(name.clone(), store, start.clone(), metrics.clone());
         tracker.claims(assigned_rx);
-        let (src_tx, src_rx) = mpsc::channel(channel_capacity);
-        let (sink_tx, sink_rx) = mpsc::channel(channel_capacity);
+        // With leases: the manager grants partitions to the source and renews, takes and hands
+        // over leases until the final commit is done.
+        let mut grants = None;
+        let mut manager = None;
+        let stop_leases = CancellationToken::new();
         // Whatever part fails or panics stops the source, so the rest drains and `run` returns:
         // a part that ends with an error (or unwinds) drops its guard, which cancels.
         let stop_source = shutdown.child_token();
+        if let Some(l) = &leases {
+            let (discovered_tx, discovered_rx) = tokio::sync::watch::channel(Arc::default());
+            let (released_tx, released_rx) = mpsc::unbounded_channel();
+            let (drain_tx, drain_rx) = mpsc::unbounded_channel();
+            tracker.leases(l.clone(), drain_rx);
+            grants = Some(sluice_connectors::Grants {
+                granted: l.subscribe(),
+                discovered: discovered_tx,
+                released: released_tx,
+            });
+            manager = Some(tokio::spawn(l.clone().run(
+                discovered_rx,
+                released_rx,
+                drain_tx,
+                stop_source.clone(),
+                stop_leases.clone(),
+            )));
+        }
+        let (src_tx, src_rx) = mpsc::channel(channel_capacity);
+        let (sink_tx, sink_rx) = mpsc::channel(channel_capacity);
         let (eos, eos_tracker) = match &txn {
             Some(_) => {
                 let (requests, requests_rx) = mpsc::unbounded_channel();
@@ -304,6 +342,7 @@ impl Pipeline {
             committed,
             assigned: Some(assigned_tx),
             lag: metrics.source_lag.clone(),
+            grants,
             until_caught_up: opts.until_caught_up,
         };
         let source_task = tokio::spawn(async move { source.run(ctx).await });
@@ -364,6 +403,14 @@ impl Pipeline {
         let sink_res = sink_task.await;
         let tracker_res = tracker_task.await;
         let reject_res = reject_task.await;
+        // The final commit is done (or failed): release the leases so that other workers take
+        // them at once, from that commit.
+        stop_leases.cancel();
+        if let Some(m) = manager
+            && let Err(e) = m.await
+        {
+            tracing::warn!(pipeline = %name, error = %e, "the lease manager failed");
+        }
         if let Some(txn) = &txn {
             // Whatever the sink wrote after the last commit (nothing after a clean end) never
             // becomes visible; a fenced producer has nothing left to abort.

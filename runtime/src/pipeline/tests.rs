@@ -39,6 +39,7 @@ fn pipeline(
         max_buffered: 1000,
         flush_interval: Duration::from_millis(20),
         metrics: Arc::default(),
+        leases: None,
         txn: None,
     }
 }

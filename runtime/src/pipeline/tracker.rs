@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::metrics::{ErrorStage, Metrics};
+use crate::offsets::leases::{Drain, Leases};
 use crate::offsets::{OffsetError, OffsetStore};
 
 #[derive(Default)]
@@ -41,6 +42,12 @@ pub struct Tracker {
     assigned: Option<mpsc::UnboundedReceiver<Vec<PartitionId>>>,
     /// Announced but not yet claimed (a claim failed).
     to_claim: Vec<PartitionId>,
+    /// With leases: only partitions whose lease this worker holds are committed, each on the
+    /// lease's counter; and handoffs ask for a partition's drain.
+    leases: Option<Arc<Leases>>,
+    drain_rx: Option<mpsc::UnboundedReceiver<Drain>>,
+    /// Drains waiting for the sink's acknowledgements.
+    drains: Vec<Drain>,
 }
 
 impl Tracker {
@@ -64,6 +71,9 @@ impl Tracker {
                 watch: tx,
                 assigned: None,
                 to_claim: Vec::new(),
+                leases: None,
+                drain_rx: None,
+                drains: Vec::new(),
             },
             rx,
         )
@@ -104,6 +114,39 @@ impl Tracker {
         self.assigned = Some(assigned);
     }
 
+    /// Commits through leases: see [`Leases::commit`]; `drains` are the handoffs' requests.
+    pub fn leases(&mut self, leases: Arc<Leases>, drains: mpsc::UnboundedReceiver<Drain>) {
+        self.leases = Some(leases);
+        self.drain_rx = Some(drains);
+    }
+
+    /// Answers the drains whose partition the sink acknowledged up to the requested offset (or
+    /// that cannot advance: a failed ticket), after committing.
+    async fn check_drains(&mut self) {
+        let acked = |t: &Self, p: &PartitionId| {
+            t.pending
+                .get(p)
+                .or_else(|| t.committed.get(p))
+                .map(|c| c.offset.clone())
+        };
+        let (ready, waiting): (Vec<Drain>, Vec<Drain>) =
+            std::mem::take(&mut self.drains).into_iter().partition(|d| {
+                d.offset.is_none()
+                    || acked(self, &d.partition) == d.offset
+                    || self.parts.get(&d.partition).is_some_and(|s| s.stuck)
+            });
+        self.drains = waiting;
+        if ready.is_empty() {
+            return;
+        }
+        if let Err(e) = self.commit().await {
+            tracing::warn!(pipeline = %self.namespace, error = %e, "commit before a lease handoff failed; the next owner re-reads what was not committed");
+        }
+        for d in ready {
+            let _ = d.done.send(());
+        }
+    }
+
     /// Commits what advanced since the last commit, after claiming newly assigned partitions.
     /// A partition is announced before any of its records is read, so its claim is always
     /// received here before a commit of its offsets.
@@ -118,10 +161,21 @@ impl Tracker {
             tracing::debug!(pipeline = %self.namespace, partitions = ?self.to_claim, "newly assigned partitions claimed in the offset store");
             self.to_claim.clear();
         }
+        if let Some(l) = &self.leases {
+            // A partition whose lease is gone is never committed again by this worker.
+            self.pending.retain(|p, _| l.holds(p));
+        }
         if self.pending.is_empty() {
             return Ok(());
         }
-        self.store.commit(&self.namespace, &self.pending).await?;
+        match &self.leases {
+            Some(l) => {
+                for p in l.commit(&self.pending).await? {
+                    self.pending.remove(&p);
+                }
+            }
+            None => self.store.commit(&self.namespace, &self.pending).await?,
+        }
         tracing::debug!(pipeline = %self.namespace, partitions = self.pending.len(), "offsets committed");
         Metrics::add(&self.metrics.committed, self.pending_records);
         self.metrics.committed_now();
@@ -151,8 +205,20 @@ impl Tracker {
         loop {
             tokio::select! {
                 c = completions.recv() => match c {
-                    Some(c) => self.complete(c),
+                    Some(c) => {
+                        self.complete(c);
+                        if !self.drains.is_empty() {
+                            self.check_drains().await;
+                        }
+                    }
                     None => break,
+                },
+                d = async { self.drain_rx.as_mut()?.recv().await }, if self.drain_rx.is_some() => match d {
+                    Some(d) => {
+                        self.drains.push(d);
+                        self.check_drains().await;
+                    }
+                    None => self.drain_rx = None,
                 },
                 _ = tokio::time::sleep_until(next_commit) => {
                     match self.commit().await {

@@ -132,6 +132,18 @@ pub fn load_with(
         };
         return Err(SpecErrors(vec![issue.locate(&file, &map)]));
     }
+    // One worker's tip is only the shards it holds: leased workers do not stop there.
+    if until_caught_up
+        && let OffsetsSpec::Dynamodb(d) = &spec.offsets
+        && d.leases.is_some()
+    {
+        let issue = Issue {
+            pointer: "/offsets/leases".into(),
+            at_key: true,
+            message: "`--until-caught-up` reads every shard in one process; workers sharing shards through leases cannot stop at the stream's tip: run one worker without `offsets.leases`".into(),
+        };
+        return Err(SpecErrors(vec![issue.locate(&file, &map)]));
+    }
     let base_dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -186,7 +198,10 @@ pub fn parse(
     if !issues.is_empty() {
         return Err(locate(issues));
     }
-    let issues = SchemaCheck::global().check(&doc);
+    let mut issues = leases_need_dynamodb(&doc);
+    if issues.is_empty() {
+        issues = SchemaCheck::global().check(&doc);
+    }
     if !issues.is_empty() {
         return Err(locate(issues));
     }
@@ -352,6 +367,76 @@ fn interpolate(
 }
 
 /// Checks the schema cannot express.
+/// `offsets.leases` under a store other than `dynamodb`: said plainly, before the schema's
+/// generic "unknown property".
+fn leases_need_dynamodb(doc: &Value) -> Vec<Issue> {
+    let offsets = &doc["offsets"];
+    match offsets.get("leases") {
+        Some(_) if offsets["store"].as_str() != Some("dynamodb") => vec![Issue {
+            pointer: "/offsets/leases".into(),
+            at_key: true,
+            message: format!(
+                "shard leases live in the DynamoDB offsets table: they need `store: dynamodb` (this store is `{}`)",
+                offsets["store"].as_str().unwrap_or("file")
+            ),
+        }],
+        _ => Vec::new(),
+    }
+}
+
+/// Leases share Kinesis and DynamoDB Streams shards; Kafka sources scale through their
+/// consumer group, and the other sources have nothing to share.
+fn lease_checks(spec: &Spec, issues: &mut Vec<Issue>) {
+    let OffsetsSpec::Dynamodb(d) = &spec.offsets else {
+        return;
+    };
+    let Some(l) = &d.leases else {
+        return;
+    };
+    use sluice_connectors::kinesis::{ReaderKind, Registration};
+    let refusal = match &spec.source {
+        SourceConfig::Kinesis(k)
+            if k.reader == ReaderKind::Efo && k.registration == Registration::Lazy =>
+        {
+            Some(
+                "the workers share one EFO consumer, and `registration: lazy` deregisters it when any worker stops: use `registration: eager` (or `none` with a `consumer_arn`)"
+                    .to_string(),
+            )
+        }
+        SourceConfig::Kinesis(_) => None,
+        SourceConfig::Kafka(_) => Some(
+            "a Kafka source scales through its consumer group (run more workers with the same `group`): remove `offsets.leases`"
+                .to_string(),
+        ),
+        SourceConfig::Dynamodb(d) if d.mode == sluice_connectors::dynamodb::SourceMode::Cdc => None,
+        SourceConfig::Dynamodb(_) => Some(
+            "shard leases share a table's stream: they need the dynamodb source's `mode: cdc` (a snapshot's scan segments are not leased)"
+                .to_string(),
+        ),
+        other => Some(format!(
+            "shard leases share the shards of a `kinesis` or `dynamodb` (cdc) source; a `{}` source has none: remove `offsets.leases`",
+            other.kind()
+        )),
+    };
+    if let Some(message) = refusal {
+        issues.push(Issue {
+            pointer: "/offsets/leases".into(),
+            at_key: true,
+            message,
+        });
+    }
+    if l.duration.0 < std::time::Duration::from_millis(300) {
+        issues.push(Issue {
+            pointer: "/offsets/leases/duration".into(),
+            at_key: false,
+            message: format!(
+                "must be at least 300ms (leases are renewed every third of it), found {}",
+                l.duration
+            ),
+        });
+    }
+}
+
 fn semantic_checks(spec: &Spec) -> Vec<Issue> {
     let mut issues = Vec::new();
     let issue = |pointer: &str, message: String| Issue {
@@ -385,6 +470,7 @@ fn semantic_checks(spec: &Spec) -> Vec<Issue> {
         }
     }
     kafka_checks(spec, &mut issues);
+    lease_checks(spec, &mut issues);
     exactly_once_checks(spec, &mut issues);
     for i in sluice_connectors::registry::check_pair(&spec.source, &spec.sink) {
         issues.push(issue(&format!("/{}", i.path), i.message));

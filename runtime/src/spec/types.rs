@@ -326,6 +326,7 @@ fn default_key_delimiter() -> String {
     "|".into()
 }
 
+pub use crate::offsets::leases::LeaseSpec;
 pub use crate::offsets::{DynamoStoreSpec, FileStoreSpec, KafkaStoreSpec, MemoryStoreSpec};
 
 /// Where the pipeline's offsets are stored.
