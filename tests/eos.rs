@@ -380,7 +380,12 @@ fn kafka_to_kafka_is_exactly_once_across_kill_9() {
         run.kill().expect("kill -9");
         run.wait().expect("reaped");
     }
-    let mut run = Running(s.spawn(&["run", "p.yaml"]));
+    let (port, mut run) = s.spawn_http("p.yaml");
+    // Up (its signal handlers installed) before it is told to stop, even when the earlier runs
+    // already delivered everything.
+    wait_for(Duration::from_secs(30), || {
+        http::get_json(port, "/health").is_some_and(|(code, _)| code == 200)
+    });
     k::read(brokers, output, TOTAL as usize, Duration::from_secs(90));
     signal(&run, "-TERM");
     let status = wait_exit(&mut run, Duration::from_secs(30));
