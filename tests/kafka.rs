@@ -32,10 +32,18 @@ fn generator_to_kafka_then_kafka_to_file() {
             "version: 1\nname: to-kafka\nsource:\n  type: generator\n  count: 3000\n  partitions: 3\n  batch_size: 100\nformat:\n  decode: json\n  encode: json\npartitioner:\n  fields: [user_id]\nsink:\n  type: kafka\n  brokers: [{brokers}]\n  topic: {topic}\n  key: partition_key\n  include_metadata: [partition, offset]\n  create_topic:\n    partitions: 3\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\n"
         ),
     );
+    let started_ms = chrono::Utc::now().timestamp_millis();
     let out = s.run(&["run", "to-kafka.yaml"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let msgs = k::read(&brokers, &topic, 3000, Duration::from_secs(30));
     assert_eq!(msgs.len(), 3000);
+    // Records carry the time they were made (not the data's 2017 `ts`, which a broker's
+    // retention would delete at once).
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for m in &msgs {
+        let ts = m.timestamp.expect("a record timestamp");
+        assert!(ts >= started_ms - 1000 && ts <= now_ms, "timestamp {ts}");
+    }
     let seqs: BTreeSet<u64> = msgs
         .iter()
         .map(|m| m.json()["seq"].as_u64().expect("seq"))

@@ -125,6 +125,9 @@ impl Source for GeneratorSource {
                     n = n.min(end.saturating_sub(part.next));
                 }
                 let mut records = Vec::with_capacity(n as usize);
+                // The record's timestamp is when it was made, not the data's 2017 `ts`: a Kafka
+                // sink passes it on, and a broker's retention deletes records that old at once.
+                let made_ms = chrono::Utc::now().timestamp_millis();
                 for i in part.next..part.next + n {
                     let seq = part.p + i * parts_n;
                     render(seq, self.cfg.seed, pad_to, &mut buf);
@@ -133,7 +136,7 @@ impl Source for GeneratorSource {
                         Offset::from(i),
                         Bytes::copy_from_slice(&buf),
                     );
-                    r.timestamp = Some(((EPOCH_S + seq / 8) * 1000) as i64);
+                    r.timestamp = Some(made_ms);
                     records.push(r);
                 }
                 part.next += n;
