@@ -22,3 +22,4 @@ pub use log::{OffsetLog, OffsetLogConfig};
 pub use properties::LIBRDKAFKA_PROPERTIES;
 pub use sink::KafkaSink;
 pub use source::{KafkaSource, parse_partition_id, partition_id};
+pub use txn::is_fenced;

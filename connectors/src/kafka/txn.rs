@@ -47,7 +47,7 @@ pub(super) fn kind(e: &KafkaError) -> Kind {
 }
 
 /// True when librdkafka's fatal error says that a newer producer with the same id took over.
-pub(super) fn is_fenced(code: RDKafkaErrorCode) -> bool {
+pub fn is_fenced(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,
         RDKafkaErrorCode::Fenced
@@ -270,104 +270,5 @@ impl Transactional for KafkaTransaction {
             // fenced producer's transaction was aborted by the instance that fenced it).
             tracing::debug!(transactional_id = %self.id, error = %e, "kafka sink: abort_transaction");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    //! What exactly-once relies on, checked against noida-db (the broker `scripts/test.sh`
-    //! starts as SLUICE_TEST_NOIDA_BROKERS): read_committed hides aborted and open
-    //! transactions, and a second producer with the same id fences the first.
-    use super::*;
-    use rdkafka::ClientConfig;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Message;
-    use rdkafka::producer::BaseProducer;
-
-    fn brokers() -> String {
-        let b =
-            std::env::var("SLUICE_TEST_NOIDA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9093".into());
-        let addr: std::net::SocketAddr = b.parse().expect("SLUICE_TEST_NOIDA_BROKERS is host:port");
-        assert!(
-            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok(),
-            "no noida-db answers at {b} (SLUICE_TEST_NOIDA_BROKERS): run the tests through scripts/test.sh, or `scripts/emulators/noida.sh start DIR` and source DIR/noida.env"
-        );
-        b
-    }
-
-    fn producer(brokers: &str, id: &str) -> BaseProducer {
-        ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("transactional.id", id)
-            .create()
-            .expect("producer")
-    }
-
-    fn send(p: &BaseProducer, topic: &str, v: &str) -> Result<(), KafkaError> {
-        p.send(BaseRecord::<[u8], [u8]>::to(topic).payload(v.as_bytes()))
-            .map_err(|(e, _)| e)?;
-        p.flush(Duration::from_secs(10))
-    }
-
-    #[test]
-    fn the_broker_hides_aborted_transactions_and_fences_zombies() {
-        let brokers = brokers();
-        let topic = format!("txn-check-{:016x}", rand::random::<u64>());
-        let id = format!("txn-check-{:016x}", rand::random::<u64>());
-        let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-            ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
-                .create()
-                .expect("admin");
-        let new =
-            rdkafka::admin::NewTopic::new(&topic, 1, rdkafka::admin::TopicReplication::Fixed(1));
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        rt.block_on(admin.create_topics([&new], &rdkafka::admin::AdminOptions::new()))
-            .expect("create topic");
-        let t = Duration::from_secs(10);
-        let zombie = producer(&brokers, &id);
-        zombie.init_transactions(t).expect("init");
-        zombie.begin_transaction().expect("begin");
-        send(&zombie, &topic, "committed").expect("send");
-        zombie.commit_transaction(t).expect("commit");
-        zombie.begin_transaction().expect("begin");
-        send(&zombie, &topic, "left open").expect("send");
-        let next = producer(&brokers, &id);
-        next.init_transactions(t)
-            .expect("the second instance fences the first");
-        next.begin_transaction().expect("begin");
-        send(&next, &topic, "after fencing").expect("send");
-        next.commit_transaction(t).expect("commit");
-        let late = send(&zombie, &topic, "zombie").and_then(|()| zombie.commit_transaction(t));
-        assert!(late.is_err(), "the fenced producer cannot commit");
-        let (code, _) = zombie.client().fatal_error().expect("fenced is fatal");
-        assert!(is_fenced(code), "{code:?}");
-
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", "txn-check")
-            .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest")
-            .create()
-            .expect("consumer");
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        tpl.add_partition_offset(&topic, 0, rdkafka::Offset::Beginning)
-            .expect("tpl");
-        consumer.assign(&tpl).expect("assign");
-        let mut seen = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while seen.len() < 2 && std::time::Instant::now() < deadline {
-            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-                seen.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string());
-            }
-        }
-        // Anything after "after fencing" would have shown by now if it were visible.
-        let settle = std::time::Instant::now() + Duration::from_millis(500);
-        while std::time::Instant::now() < settle {
-            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-                seen.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string());
-            }
-        }
-        assert_eq!(seen, ["committed", "after fencing"]);
     }
 }
