@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -25,14 +25,6 @@ fn clicks(seqs: std::ops::Range<u64>) -> Vec<(String, Vec<u8>)> {
         )
     })
     .collect()
-}
-
-fn seq(m: &k::Msg) -> u64 {
-    m.json()["seq"].as_u64().expect("seq")
-}
-
-fn unique(msgs: &[k::Msg]) -> BTreeSet<u64> {
-    msgs.iter().map(seq).collect()
 }
 
 #[test]
@@ -68,9 +60,9 @@ fn a_bridge_killed_at_random_moments_delivers_everything_once_in_order_with_boun
         let mut run = s.spawn(&["run", "bridge.yaml"]);
         // Let this run deliver something new, then kill it at a random moment.
         let got = k::read_until(&brokers, &topic, Duration::from_secs(60), |m| {
-            unique(m).len() > delivered
+            k::seqs(m).len() > delivered
         });
-        let now = unique(&got).len();
+        let now = k::seqs(&got).len();
         assert!(now > delivered, "run {kill} delivered nothing new");
         delivered = now;
         std::thread::sleep(Duration::from_millis(rng.random_range(0..1500)));
@@ -82,13 +74,13 @@ fn a_bridge_killed_at_random_moments_delivers_everything_once_in_order_with_boun
     // A last run finishes the stream and stops cleanly.
     let mut run = s.spawn(&["run", "bridge.yaml"]);
     let all = k::read_until(&brokers, &topic, Duration::from_secs(90), |m| {
-        unique(m).len() as u64 >= TOTAL
+        k::seqs(m).len() as u64 >= TOTAL
     });
     signal(&run, "-TERM");
     let status = wait_exit(&mut run, Duration::from_secs(30));
     assert!(status.success(), "{status:?}");
     assert_eq!(
-        unique(&all),
+        k::seqs(&all),
         (0..TOTAL).collect(),
         "every record at least once"
     );
@@ -98,7 +90,7 @@ fn a_bridge_killed_at_random_moments_delivers_everything_once_in_order_with_boun
     let mut copies: BTreeMap<u64, usize> = BTreeMap::new();
     let mut partition_of: BTreeMap<String, i32> = BTreeMap::new();
     for m in &all {
-        let seq = seq(m);
+        let seq = m.seq();
         let user = m.json()["user_id"].as_str().expect("user_id").to_string();
         assert_eq!(
             *partition_of.entry(user.clone()).or_insert(m.partition),

@@ -81,10 +81,6 @@ impl Bridge {
     }
 }
 
-fn seq(m: &k::Msg) -> u64 {
-    m.json()["seq"].as_u64().expect("seq")
-}
-
 /// Everything a read_committed reader sees in `topic` once `want` records are there, and
 /// whatever else arrives within a short grace after that (a duplicate would).
 fn read_settled(brokers: &str, topic: &str, want: usize, timeout: Duration) -> Vec<k::Msg> {
@@ -104,7 +100,7 @@ fn assert_exactly_once_in_order(msgs: &[k::Msg], total: u64) {
     let mut per_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut partition_of: BTreeMap<String, i32> = BTreeMap::new();
     for m in msgs {
-        let s = seq(m);
+        let s = m.seq();
         *copies.entry(s).or_default() += 1;
         let key = m.json()["key"].as_str().expect("key").to_string();
         assert_eq!(
@@ -333,7 +329,7 @@ fn a_record_the_broker_refuses_is_dead_lettered_with_tolerance_all_and_the_rest_
         .expect("run");
     assert!(out.status.success(), "{}", stderr(&out));
     let all = read_settled(brokers, topic, 199, Duration::from_secs(30));
-    let mut seqs: Vec<u64> = all.iter().map(seq).collect();
+    let mut seqs: Vec<u64> = all.iter().map(k::Msg::seq).collect();
     seqs.sort();
     let want: Vec<u64> = (0..200).filter(|i| *i != 150).collect();
     assert_eq!(seqs, want, "every other record exactly once");

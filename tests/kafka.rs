@@ -434,12 +434,6 @@ fn clicks(seqs: std::ops::Range<u64>) -> Vec<(String, Vec<u8>)> {
     .collect()
 }
 
-fn unique(msgs: &[k::Msg]) -> BTreeSet<u64> {
-    msgs.iter()
-        .filter_map(|m| m.json()["seq"].as_u64())
-        .collect()
-}
-
 #[test]
 fn the_bridge_kinesis_to_kafka_survives_resharding_and_a_crash() {
     let brokers = k::brokers();
@@ -459,16 +453,19 @@ fn the_bridge_kinesis_to_kafka_survives_resharding_and_a_crash() {
     let mut run = s.spawn(&["run", "bridge.yaml"]);
     let seen = |n: usize, secs: u64| {
         k::read_until(&brokers, &topic, Duration::from_secs(secs), |m| {
-            unique(m).len() >= n
+            k::seqs(m).len() >= n
         })
     };
-    assert!(unique(&seen(300, 60)).len() >= 300, "the first 300 records");
+    assert!(
+        k::seqs(&seen(300, 60)).len() >= 300,
+        "the first 300 records"
+    );
     // Reshard while it runs, write more, and crash it in the middle.
     let first = kinesis.open_shards(&stream)[0].clone();
     kinesis.split(&stream, &first);
     kinesis.put(&stream, &clicks(300..600));
     assert!(
-        unique(&seen(400, 60)).len() >= 400,
+        k::seqs(&seen(400, 60)).len() >= 400,
         "records after the split"
     );
     run.kill().expect("kill -9");
@@ -479,7 +476,7 @@ fn the_bridge_kinesis_to_kafka_survives_resharding_and_a_crash() {
     signal(&run, "-TERM");
     let status = wait_exit(&mut run, Duration::from_secs(30));
     assert_eq!(
-        unique(&all),
+        k::seqs(&all),
         (0..900).collect(),
         "every record at least once"
     );

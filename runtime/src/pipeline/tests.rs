@@ -289,9 +289,7 @@ async fn a_transient_commit_failure_is_retried_and_the_run_commits_everything() 
 async fn a_reset_of_the_dynamodb_store_stops_the_running_pipeline() {
     let table = format!("offsets-{:016x}", rand::random::<u64>());
     let spec = |create: bool| -> crate::spec::DynamoStoreSpec {
-        let url = std::env::var("SLUICE_TEST_DYNAMODB_ENDPOINT").unwrap_or_else(|_| {
-            panic!("SLUICE_TEST_DYNAMODB_ENDPOINT is not set: start scripts/emulators/dynamodb.sh and source its env file")
-        });
+        let url = sluice_test_kit::emulator::dynamodb();
         serde_json::from_value(serde_json::json!({
             "table": table,
             "create_table": create,

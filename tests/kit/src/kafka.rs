@@ -90,11 +90,22 @@ impl Msg {
         serde_json::from_slice(&self.value)
             .unwrap_or_else(|e| panic!("not JSON: {e}: {:?}", String::from_utf8_lossy(&self.value)))
     }
+    /// The `seq` field of a JSON value (the tests' record numbers).
+    pub fn seq(&self) -> u64 {
+        self.json()["seq"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no seq in {:?}", String::from_utf8_lossy(&self.value)))
+    }
     pub fn key_str(&self) -> Option<String> {
         self.key
             .as_ref()
             .map(|k| String::from_utf8_lossy(k).into_owned())
     }
+}
+
+/// The distinct `seq`s of some messages.
+pub fn seqs(msgs: &[Msg]) -> std::collections::BTreeSet<u64> {
+    msgs.iter().map(Msg::seq).collect()
 }
 
 /// A record to produce: key, value, headers.
