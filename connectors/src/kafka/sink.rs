@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use super::client::{LogContext, TopicState, config_error, create_topic, is_purged, topic_state};
 use super::config::{FieldRef, KafkaSinkConfig, KeyFrom, PartitionBy};
-use super::txn::{self, KafkaTransaction};
+use super::txn::KafkaTransaction;
 use crate::ack::Ack;
 use crate::api::{Sink, SinkRecord, Transactional};
 use crate::error::ConnectorError;
@@ -541,7 +541,7 @@ impl Sink for KafkaSink {
             // librdkafka copies key and value; the record (without its value) waits for the
             // delivery report in case the error policy needs it.
             if let Some(txn) = &self.txn
-                && txn::was_refused(&txn.id, txn::identity(&record, &record.value))
+                && txn.was_refused(&record)
             {
                 let reason = format!(
                     "kafka sink: Kafka refused this record for topic `{topic}` on {} in an earlier (aborted) transaction of `{}`",

@@ -80,12 +80,14 @@ pub(super) fn remember_refused(id: &str, identity: u64) {
     }
 }
 
-/// Whether the broker refused this record in an earlier transaction of `id`.
-pub(super) fn was_refused(id: &str, identity: u64) -> bool {
+/// What the broker refused in earlier transactions of `id`. Read once per sink: a refusal
+/// aborts the transaction and the pipeline's rebuild makes a new sink, so the set never grows
+/// under a running one.
+fn refused_before(id: &str) -> HashSet<u64> {
     REFUSED
         .lock()
-        .map(|m| m.get(id).is_some_and(|s| s.contains(&identity)))
-        .unwrap_or(false)
+        .map(|m| m.get(id).cloned().unwrap_or_default())
+        .unwrap_or_default()
 }
 
 /// The transactional producer of one Kafka sink.
@@ -94,6 +96,8 @@ pub struct KafkaTransaction {
     deliveries: Arc<Deliveries>,
     pub(super) id: String,
     brokers: String,
+    /// [`refused_before`], taken when the sink was built.
+    refused: HashSet<u64>,
 }
 
 impl KafkaTransaction {
@@ -104,11 +108,18 @@ impl KafkaTransaction {
         brokers: String,
     ) -> Self {
         Self {
+            refused: refused_before(&id),
             producer,
             deliveries,
             id,
             brokers,
         }
+    }
+
+    /// Whether the broker refused this record in an earlier transaction of this id (hashed
+    /// only when something was refused: the set is almost always empty).
+    pub(super) fn was_refused(&self, record: &Record) -> bool {
+        !self.refused.is_empty() && self.refused.contains(&identity(record, &record.value))
     }
 
     /// Takes the largest of the records Kafka refused in one batch for the bad one: Kafka refuses
