@@ -1,3 +1,13 @@
+//! The Kafka source: a consumer in the spec's group, so workers share partitions through
+//! Kafka's group protocol.
+//!
+//! - [`Shared`] and [`ConsumerCtx`]: the rebalance state. On assignment a partition starts
+//!   after the later of the pipeline store's and the group's committed offsets; on revocation
+//!   the worker waits (up to `rebalance_drain`) until what it handed on is committed.
+//! - [`poll_loop`] runs on a blocking thread (librdkafka's calls block): it batches records
+//!   per partition, hands them on, mirrors the pipeline's commits into the group so Kafka tools
+//!   see the lag, and asks [`super::tips`] for the lag in records and `--until-caught-up`.
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
