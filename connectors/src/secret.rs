@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A secret string. `Debug` and `Display` print `<redacted>`; the schema marks it `writeOnly`, so
 /// spec validation hides its value in errors and `validate --print` redacts it.
@@ -33,6 +33,13 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Written as `<redacted>` too: serializing a config (its schema's defaults) never shows a secret.
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         String::deserialize(d).map(Secret)
@@ -58,6 +65,7 @@ mod tests {
     fn never_prints_itself() {
         let s = super::Secret::new("hunter2");
         assert_eq!(format!("{s} {s:?}"), "<redacted> <redacted>");
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"<redacted>\"");
         assert_eq!(s.expose(), "hunter2");
     }
 }

@@ -14,7 +14,7 @@ use crate::secret::Secret;
 use crate::units::Dur;
 
 /// How to reach AWS (or a local emulator).
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AwsConfig {
     /// The region, e.g. `us-east-1`. Default: from the environment or profile (`us-east-1`
@@ -25,7 +25,7 @@ pub struct AwsConfig {
     /// emulator or a VPC endpoint.
     #[serde(default)]
     pub endpoint: Option<String>,
-    /// Where credentials come from. Default: the standard chain (`auto`).
+    /// Where credentials come from.
     #[serde(default)]
     pub credentials: CredentialsConfig,
     /// How long a call may take before it fails as a (retriable) timeout.
@@ -107,7 +107,7 @@ impl AwsTimeouts {
 }
 
 /// A credentials provider, as in Flink's `aws.credentials.provider`.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(tag = "provider", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CredentialsConfig {
     /// The standard chain: environment, profile, web identity, container and instance roles.
@@ -144,7 +144,7 @@ pub enum CredentialsConfig {
         /// The external id the role's trust policy requires.
         #[serde(default)]
         external_id: Option<Secret>,
-        /// Credentials used to assume the role. Default: `auto`.
+        /// Credentials used to assume the role.
         #[serde(default)]
         source: Box<CredentialsConfig>,
     },

@@ -3,12 +3,12 @@
 use std::path::PathBuf;
 
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::spec::units::{ByteSize, Dur};
 
 /// A WebAssembly component built with the `sluice-sdk`, with its config and sandbox limits.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PluginSpec {
     /// Path of the `.wasm` component, relative to the spec file.

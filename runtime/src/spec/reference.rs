@@ -232,4 +232,19 @@ mod tests {
         }
         assert!(md.contains("`commit_interval`"));
     }
+
+    /// Fields whose defaults are enums or objects: they show only when their type is `Serialize`.
+    #[test]
+    fn shows_enum_and_object_defaults() {
+        let md = super::markdown();
+        for row in [
+            "| `partitioner` | [PartitionerSpec](#partitionerspec) | `random` |",
+            "| `transforms` | list of [TransformSpec](#transformspec) | `[]` |",
+            "| `errors` | [ErrorsSpec](#errorsspec) | `{tolerance: none, dead_letter: null}` |",
+            "| `credentials` | [CredentialsConfig](#credentialsconfig) | `{provider: auto}` |",
+            "| `aws` | [AwsConfig](#awsconfig) | each key's default |",
+        ] {
+            assert!(md.contains(row), "missing {row}");
+        }
+    }
 }

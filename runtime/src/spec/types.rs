@@ -59,7 +59,7 @@ pub struct Spec {
 }
 
 /// The restart policy of a pipeline.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestartSpec {
     /// Restarts after retriable failures before the pipeline fails for good. Omit for no limit;
@@ -202,7 +202,7 @@ pub struct FormatSpec {
 }
 
 /// One transform: a jq program or a wasm transform plugin.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum TransformSpec {
     /// A jq program run natively on each JSON record.
@@ -218,7 +218,7 @@ pub enum TransformSpec {
 /// `offset`. Needs JSON records, so the spec must have `format.decode`. The process environment
 /// (`env`, `$ENV`) is not available: it holds credentials. Each record may yield at most 10,000
 /// outputs.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JqSpec {
     /// The program, e.g. `.email = "***"` or `select(.type == "click")`.
@@ -284,7 +284,7 @@ fn default_delimiter() -> String {
 }
 
 /// How records are spread over the sink's partitions.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum PartitionerSpec {
     /// `random` (a random key per record) or `fixed` (the source partition's id as the key, so
@@ -303,7 +303,7 @@ impl Default for PartitionerSpec {
 }
 
 /// A built-in partitioner without options.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BuiltinPartitioner {
     Random,
@@ -311,7 +311,7 @@ pub enum BuiltinPartitioner {
 }
 
 /// Partition by JSON fields.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FieldsPartitioner {
     /// Top-level JSON fields whose values make the partition key, in order.
@@ -366,7 +366,7 @@ impl OffsetsSpec {
 }
 
 /// The error policy for bad records.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorsSpec {
     /// `none`: stop at the first bad record, committing nothing past it. `all`: send bad records
@@ -389,7 +389,7 @@ pub enum Tolerance {
 }
 
 /// A dead-letter destination.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum DeadLetterSpec {
     /// A JSON-lines file: one entry per bad record, with the error, the stage and the record.
@@ -397,7 +397,7 @@ pub enum DeadLetterSpec {
 }
 
 /// A dead-letter file.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterFile {
     /// The file to append to, relative to the spec file's folder. A torn last line left by a
