@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
     ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
@@ -87,6 +90,23 @@ const CONCURRENCY: usize = 16;
 /// Retries of one conditional write (or read) on throttling and 5xx errors.
 const COMMIT_RETRY: RetryPolicy =
     RetryPolicy::new(8, Duration::from_millis(100), Duration::from_secs(5), 2.0);
+
+/// A conditional UpdateItem, retried on throttling and 5xx errors but never on its condition
+/// failing (the caller reads the refusal).
+async fn conditional_update(
+    what: &str,
+    req: &UpdateItemFluentBuilder,
+) -> Result<UpdateItemOutput, SdkError<UpdateItemError, HttpResponse>> {
+    COMMIT_RETRY
+        .run(
+            what,
+            |e: &SdkError<_, _>| {
+                e.code() != Some("ConditionalCheckFailedException") && retriable(e)
+            },
+            || req.clone().send(),
+        )
+        .await
+}
 
 pub struct DynamoStore {
     spec: DynamoStoreSpec,
@@ -402,15 +422,7 @@ impl DynamoStore {
                     .expression_attribute_values(":g", AttributeValue::N(g.to_string())),
                 None => req.condition_expression("attribute_not_exists(generation)"),
             };
-            let sent = COMMIT_RETRY
-                .run(
-                    "offset store UpdateItem",
-                    |e: &aws_sdk_dynamodb::error::SdkError<_, _>| {
-                        e.code() != Some("ConditionalCheckFailedException") && retriable(e)
-                    },
-                    || req.clone().send(),
-                )
-                .await;
+            let sent = conditional_update("offset store UpdateItem", &req).await;
             let e = match sent {
                 Ok(_) => {
                     self.advance(key, next);
@@ -599,15 +611,7 @@ impl DynamoStore {
         let req = req
             .update_expression(update)
             .condition_expression(cond.join(" AND "));
-        let sent = COMMIT_RETRY
-            .run(
-                "lease UpdateItem",
-                |e: &aws_sdk_dynamodb::error::SdkError<_, _>| {
-                    e.code() != Some("ConditionalCheckFailedException") && retriable(e)
-                },
-                || req.clone().send(),
-            )
-            .await;
+        let sent = conditional_update("lease UpdateItem", &req).await;
         let key = (namespace.to_string(), partition.to_string());
         match sent {
             Ok(out) => {

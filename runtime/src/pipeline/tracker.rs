@@ -410,15 +410,15 @@ mod tests {
         }
     }
 
+    /// A tracker of namespace `p` over `store`, starting from nothing.
+    fn tracker(store: Arc<dyn OffsetStore>) -> (Tracker, watch::Receiver<Arc<CommittedOffsets>>) {
+        Tracker::new("p".into(), store, Default::default(), Default::default())
+    }
+
     #[tokio::test]
     async fn commits_only_the_contiguous_prefix() {
         let store = Arc::new(MemoryStore::default());
-        let (mut t, rx) = Tracker::new(
-            "p".into(),
-            store.clone(),
-            Default::default(),
-            Default::default(),
-        );
+        let (mut t, rx) = tracker(store.clone());
         t.complete(done("a", 1, 19, true));
         t.commit().await.expect("commit");
         assert!(
@@ -438,12 +438,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_ticket_blocks_its_partition_only() {
         let store = Arc::new(MemoryStore::default());
-        let (mut t, _rx) = Tracker::new(
-            "p".into(),
-            store.clone(),
-            Default::default(),
-            Default::default(),
-        );
+        let (mut t, _rx) = tracker(store.clone());
         t.complete(done("a", 0, 9, true));
         t.complete(done("a", 1, 19, false));
         t.complete(done("a", 2, 29, true));
@@ -477,12 +472,7 @@ mod tests {
     #[tokio::test]
     async fn newly_assigned_partitions_are_claimed_before_their_first_commit() {
         let store = Arc::new(Hooked::<Recording>::default());
-        let (mut t, _rx) = Tracker::new(
-            "p".into(),
-            store.clone(),
-            Default::default(),
-            Default::default(),
-        );
+        let (mut t, _rx) = tracker(store.clone());
         let (assigned, rx) = mpsc::unbounded_channel();
         t.claims(rx);
         t.complete(done("a", 0, 9, true));
@@ -504,12 +494,7 @@ mod tests {
     #[tokio::test]
     async fn transactional_commits_wait_for_what_the_sink_wrote() {
         let store = Arc::new(MemoryStore::default());
-        let (t, _rx) = Tracker::new(
-            "p".into(),
-            store.clone(),
-            Default::default(),
-            Default::default(),
-        );
+        let (t, _rx) = tracker(store.clone());
         let (completed, completions) = mpsc::unbounded_channel();
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let (sink_done, sink_done_rx) = oneshot::channel();

@@ -814,64 +814,73 @@ mod tests {
         assert_eq!(spec.name, "25");
     }
 
-    #[test]
-    fn a_restart_max_backoff_below_the_initial_one_is_rejected_where_it_is_written() {
-        let text = "version: 1\nname: t\nsource: {type: generator}\nsink: {type: stdout}\nrestart:\n  initial_backoff: 10s\n  max_backoff: 1s\n";
-        let errs = parse("t.yaml", text, &env).expect_err("invalid");
-        assert_eq!(errs[0].path, "restart.max_backoff");
-        assert_eq!((errs[0].pos.line, errs[0].pos.column), (7, 16));
-        assert!(
-            errs[0].message.contains("shorter than initial_backoff"),
-            "{}",
-            errs[0]
-        );
+    /// A refused spec: its first error is at `path`, on `line` (and `column`), and says `says`.
+    struct Refused {
+        text: &'static str,
+        path: &'static str,
+        line: Option<usize>,
+        column: Option<usize>,
+        says: Option<&'static str>,
     }
 
     #[test]
-    fn csv_without_columns_is_rejected() {
-        let text = "version: 1\nname: t\nsource: {type: generator}\nformat: {decode: csv}\nsink: {type: stdout}\n";
-        let errs = parse("t.yaml", text, &env).expect_err("invalid");
-        assert_eq!(errs[0].path, "format.decode");
-        assert!(errs[0].message.contains("csv.columns"), "{}", errs[0]);
-    }
-
-    #[test]
-    fn a_zero_commit_interval_is_rejected_where_it_is_written() {
-        let text = "version: 1\nname: t\nsource: {type: generator}\nsink: {type: stdout}\noffsets:\n  store: memory\n  commit_interval: 0s\n";
-        let errs = parse("t.yaml", text, &env).expect_err("invalid");
-        assert_eq!(errs[0].path, "offsets.commit_interval");
-        assert_eq!(
-            (errs[0].pos.line, errs[0].pos.column),
-            (7, 20),
-            "{}",
-            errs[0]
-        );
-    }
-
-    #[test]
-    fn a_huge_duration_is_a_located_error() {
-        let text = "version: 1\nname: t\nsource: {type: generator}\nsink: {type: stdout}\npipeline:\n  flush_interval: 99999999999999999999s\n";
-        let errs = parse("t.yaml", text, &env).expect_err("invalid");
-        assert_eq!(errs[0].path, "pipeline.flush_interval");
-        assert!(errs[0].message.contains("too long"), "{}", errs[0]);
-        assert_eq!(errs[0].pos.line, 6, "{}", errs[0]);
-    }
-
-    #[test]
-    fn a_huge_duration_inside_a_tagged_section_points_at_its_value() {
-        let text = "version: 1\nname: t\nsource:\n  type: kinesis\n  stream: s\n  shard_discovery_interval: 99999999999999999999s\nsink: {type: stdout}\noffsets:\n  store: memory\n  commit_interval: 5s\n";
-        let errs = parse("t.yaml", text, &env).expect_err("invalid");
-        assert_eq!(
-            errs[0].path, "source.shard_discovery_interval",
-            "{}",
-            errs[0]
-        );
-        assert_eq!(
-            (errs[0].pos.line, errs[0].pos.column),
-            (6, 29),
-            "{}",
-            errs[0]
-        );
+    fn invalid_specs_are_refused_where_the_fault_is_written() {
+        let cases = [
+            // A restart max_backoff below the initial one.
+            Refused {
+                text: "version: 1\nname: t\nsource: {type: generator}\nsink: {type: stdout}\nrestart:\n  initial_backoff: 10s\n  max_backoff: 1s\n",
+                path: "restart.max_backoff",
+                line: Some(7),
+                column: Some(16),
+                says: Some("shorter than initial_backoff"),
+            },
+            // csv without columns.
+            Refused {
+                text: "version: 1\nname: t\nsource: {type: generator}\nformat: {decode: csv}\nsink: {type: stdout}\n",
+                path: "format.decode",
+                line: None,
+                column: None,
+                says: Some("csv.columns"),
+            },
+            // A zero commit interval.
+            Refused {
+                text: "version: 1\nname: t\nsource: {type: generator}\nsink: {type: stdout}\noffsets:\n  store: memory\n  commit_interval: 0s\n",
+                path: "offsets.commit_interval",
+                line: Some(7),
+                column: Some(20),
+                says: None,
+            },
+            // A huge duration.
+            Refused {
+                text: "version: 1\nname: t\nsource: {type: generator}\nsink: {type: stdout}\npipeline:\n  flush_interval: 99999999999999999999s\n",
+                path: "pipeline.flush_interval",
+                line: Some(6),
+                column: None,
+                says: Some("too long"),
+            },
+            // A huge duration inside a tagged section points at its value.
+            Refused {
+                text: "version: 1\nname: t\nsource:\n  type: kinesis\n  stream: s\n  shard_discovery_interval: 99999999999999999999s\nsink: {type: stdout}\noffsets:\n  store: memory\n  commit_interval: 5s\n",
+                path: "source.shard_discovery_interval",
+                line: Some(6),
+                column: Some(29),
+                says: None,
+            },
+        ];
+        for case in cases {
+            let errs = parse("t.yaml", case.text, &env).expect_err(case.path);
+            let e = &errs[0];
+            assert_eq!(e.path, case.path, "{e}");
+            if let Some(line) = case.line {
+                assert_eq!(e.pos.line, line, "{e}");
+            }
+            if let Some(column) = case.column {
+                assert_eq!(e.pos.column, column, "{e}");
+            }
+            if let Some(says) = case.says {
+                assert!(e.message.contains(says), "{e}");
+            }
+        }
     }
 
     #[test]
