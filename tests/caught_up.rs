@@ -79,8 +79,7 @@ fn last_offsets(s: &Scratch) -> BTreeMap<String, String> {
 
 fn kinesis_run_until_caught_up(reader: &str) {
     let kin = Kinesis::new();
-    let stream = kin.create_stream(1);
-    kin.put_seqs(&stream, 0..150, 10);
+    let stream = kin.stream_with_seqs(1, 0..150, 10);
     // A split before the run: the parent is closed with records, its children open.
     let parent = kin.shards(&stream).remove(0);
     kin.split(&stream, &parent);
@@ -129,8 +128,7 @@ fn kinesis_efo_until_caught_up_reads_a_split_stream_to_its_tip_and_exits_0() {
 #[test]
 fn kinesis_until_caught_up_leaves_the_children_of_a_split_made_during_the_run() {
     let kin = Kinesis::new();
-    let stream = kin.create_stream(1);
-    kin.put_seqs(&stream, 0..100, 10);
+    let stream = kin.stream_with_seqs(1, 0..100, 10);
     let s = Scratch::new();
     // 10 records per call, two calls a second: the run takes about 5 s to reach the tip.
     s.write(

@@ -470,8 +470,7 @@ fn validate_refuses_a_table_to_table_copy_through_plain_json() {
 fn kinesis_to_dynamodb_stores_shard_and_sequence_and_a_replay_never_goes_back() {
     let k = kinesis::Kinesis::new();
     let d = Dynamo::new();
-    let stream = k.create_stream(2);
-    k.put_seqs(&stream, 0..600, 13);
+    let stream = k.stream_with_seqs(2, 0..600, 13);
     let table = d.create_table("e2e-kin", "key", false, false);
     let s = Scratch::new();
     let spec = |name: &str| {

@@ -44,8 +44,7 @@ fn run_ok(s: &Scratch, args: &[&str]) -> String {
 #[test]
 fn trim_horizon_reads_every_shard_with_metadata_and_per_key_order() {
     let k = Kinesis::new();
-    let stream = k.create_stream(3);
-    k.put_seqs(&stream, 0..1500, 17);
+    let stream = k.stream_with_seqs(3, 0..1500, 17);
     let s = Scratch::new();
     let extra = format!("  stream: {stream}\n  start_position: trim_horizon\n");
     s.write("spec.yaml", &source_spec("th", &k.endpoint, &extra));
@@ -83,8 +82,7 @@ fn trim_horizon_reads_every_shard_with_metadata_and_per_key_order() {
 #[test]
 fn restart_resumes_after_the_committed_sequence_numbers() {
     let k = Kinesis::new();
-    let stream = k.create_stream(2);
-    k.put_seqs(&stream, 0..1000, 5);
+    let stream = k.stream_with_seqs(2, 0..1000, 5);
     let s = Scratch::new();
     let extra = format!("  stream: {stream}\n  start_position: trim_horizon\n  max_records: 100\n");
     s.write("spec.yaml", &source_spec("restart", &k.endpoint, &extra));
@@ -103,8 +101,7 @@ fn restart_resumes_after_the_committed_sequence_numbers() {
 #[test]
 fn latest_starts_at_new_records_and_at_timestamp_at_the_time() {
     let k = Kinesis::new();
-    let stream = k.create_stream(2);
-    k.put_seqs(&stream, 0..100, 4);
+    let stream = k.stream_with_seqs(2, 0..100, 4);
     // at_timestamp: just after the last old record arrived.
     let old = k.read_all(&stream);
     assert_eq!(old.len(), 100);
@@ -484,8 +481,7 @@ fn aggregated_records_round_trip_and_resume_inside_an_aggregate() {
 #[test]
 fn efo_reads_through_subscriptions_and_deregisters_a_lazy_consumer() {
     let k = Kinesis::new();
-    let stream = k.create_stream(2);
-    k.put_seqs(&stream, 0..400, 7);
+    let stream = k.stream_with_seqs(2, 0..400, 7);
     let s = Scratch::new();
     let extra = format!(
         "  stream: {stream}\n  start_position: trim_horizon\n  reader: efo\n  consumer_name: sluice-e2e\n"

@@ -42,8 +42,7 @@ fn state(port: u16, name: &str) -> Option<serde_json::Value> {
 #[test]
 fn a_paused_kinesis_pipeline_shows_its_lag_rising_and_it_falls_to_zero_after_resume() {
     let kin = kinesis_support::Kinesis::new();
-    let stream = kin.create_stream(1);
-    kin.put_seqs(&stream, 0..50, 5);
+    let stream = kin.stream_with_seqs(1, 0..50, 5);
     let s = Scratch::new();
     s.write(
         "spec.yaml",

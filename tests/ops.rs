@@ -353,8 +353,7 @@ fn lag_series(port: u16, pipeline: &str) -> std::collections::BTreeMap<String, f
 #[test]
 fn kinesis_shard_lag_is_exported_per_shard_and_falls_to_zero_when_caught_up() {
     let kin = kinesis::Kinesis::new();
-    let stream = kin.create_stream(2);
-    kin.put_seqs(&stream, 0..600, 10);
+    let stream = kin.stream_with_seqs(2, 0..600, 10);
     let s = Scratch::with(
         "spec.yaml",
         &format!(

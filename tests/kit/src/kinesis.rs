@@ -128,6 +128,13 @@ impl Kinesis {
         }
     }
 
+    /// A new stream of `shards` shards holding [`Kinesis::put_seqs`]`(seqs, keys)`.
+    pub fn stream_with_seqs(&self, shards: i32, seqs: std::ops::Range<u64>, keys: u64) -> String {
+        let stream = self.create_stream(shards);
+        self.put_seqs(&stream, seqs, keys);
+        stream
+    }
+
     /// JSON records `{"seq":N,"key":"kK"}` for `seqs`, keyed by `k{seq % keys}`.
     pub fn put_seqs(&self, stream: &str, seqs: std::ops::Range<u64>, keys: u64) {
         let recs: Vec<(String, Vec<u8>)> = seqs
