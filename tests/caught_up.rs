@@ -262,6 +262,17 @@ fn dynamodb_spec(d: &dynamo_support::Dynamo, table: &str) -> String {
     )
 }
 
+/// A new table with a stream, holding the ids `0..ids`, and a scratch folder whose `spec.yaml`
+/// reads its stream.
+fn table_with_ids_and_spec(prefix: &str, ids: u64) -> (dynamo_support::Dynamo, String, Scratch) {
+    let d = dynamo_support::Dynamo::new();
+    let table = d.create_table(prefix, "id", true, true);
+    d.put_ids(&table, 0..ids);
+    let s = Scratch::new();
+    s.write("spec.yaml", &dynamodb_spec(&d, &table));
+    (d, table, s)
+}
+
 /// The `keys.id` of every stream record delivered, sorted.
 fn delivered_ids(s: &Scratch) -> Vec<u64> {
     let mut v: Vec<u64> = s
@@ -278,11 +289,7 @@ fn delivered_ids(s: &Scratch) -> Vec<u64> {
 
 #[test]
 fn dynamodb_streams_until_caught_up_reads_every_change_made_before_the_start_and_exits_0() {
-    let d = dynamo_support::Dynamo::new();
-    let table = d.create_table("caught", "id", true, true);
-    d.put_ids(&table, 0..120);
-    let s = Scratch::new();
-    s.write("spec.yaml", &dynamodb_spec(&d, &table));
+    let (d, table, s) = table_with_ids_and_spec("caught", 120);
     run_caught_up(&s);
     assert_eq!(delivered_ids(&s), (0..120).collect::<Vec<u64>>());
     // Committed at the last record of each shard read.
@@ -314,11 +321,7 @@ fn dynamodb_streams_until_caught_up_reads_every_change_made_before_the_start_and
 
 #[test]
 fn dynamodb_streams_until_caught_up_ends_while_items_keep_changing() {
-    let d = dynamo_support::Dynamo::new();
-    let table = d.create_table("busy", "id", true, true);
-    d.put_ids(&table, 0..100);
-    let s = Scratch::new();
-    s.write("spec.yaml", &dynamodb_spec(&d, &table));
+    let (_, table, s) = table_with_ids_and_spec("busy", 100);
     let t = table.clone();
     let mut writer = None;
     let written = run_caught_up_while_writing(&s, 25, move |r| {

@@ -50,6 +50,22 @@ impl ClientContext for LogContext {
     }
 }
 
+/// `ClientContext` for a context that holds a [`LogContext`] in its `log` field: librdkafka's
+/// logs and errors go through it.
+macro_rules! logs_through_log_context {
+    ($ctx:ty) => {
+        impl rdkafka::client::ClientContext for $ctx {
+            fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+                rdkafka::client::ClientContext::log(&self.log, level, fac, message)
+            }
+            fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+                rdkafka::client::ClientContext::error(&self.log, error, reason)
+            }
+        }
+    };
+}
+pub(super) use logs_through_log_context;
+
 /// An error creating a librdkafka client, without any property value: rdkafka's
 /// `KafkaError::ClientConfig` displays the rejected value (a misspelt `sasl.pasword` would print
 /// the password), and librdkafka's own description may quote it too.

@@ -6,7 +6,7 @@
 
 mod client;
 mod config;
-mod log;
+mod offset_log;
 mod properties;
 mod sink;
 mod source;
@@ -18,7 +18,7 @@ pub use config::{
     Acks, Compression, CreateTopic, FieldRef, KafkaSinkConfig, KafkaSourceConfig, KeyFrom,
     PartitionBy, Properties, StartAt, glob_match, is_librdkafka_property, is_secret_property,
 };
-pub use log::{OffsetLog, OffsetLogConfig};
+pub use offset_log::{OffsetLog, OffsetLogConfig};
 pub use properties::LIBRDKAFKA_PROPERTIES;
 pub use sink::KafkaSink;
 pub use source::{KafkaSource, parse_partition_id, partition_id};

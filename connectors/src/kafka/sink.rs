@@ -5,8 +5,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rdkafka::client::ClientContext;
-use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{
@@ -64,14 +62,7 @@ pub(super) struct SinkContext {
     transactional_id: Option<String>,
 }
 
-impl ClientContext for SinkContext {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        self.log.log(level, fac, message)
-    }
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.log.error(error, reason)
-    }
-}
+super::client::logs_through_log_context!(SinkContext);
 
 /// A record librdkafka holds until its delivery report: its ack, and the record without its
 /// value (librdkafka has a copy, handed back in the report), for the error policy.

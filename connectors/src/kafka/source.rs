@@ -14,10 +14,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rdkafka::client::ClientContext;
-use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
-use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::topic_partition_list::{Offset as KOffset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
@@ -255,14 +252,7 @@ struct ConsumerCtx {
     shared: Arc<Shared>,
 }
 
-impl ClientContext for ConsumerCtx {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        self.log.log(level, fac, message)
-    }
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.log.error(error, reason)
-    }
-}
+super::client::logs_through_log_context!(ConsumerCtx);
 
 impl ConsumerContext for ConsumerCtx {
     fn commit_callback(

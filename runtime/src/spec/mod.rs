@@ -5,9 +5,11 @@
 //! and key path) → deserialize into [`Spec`] → semantic checks → check each wasm plugin's kind and
 //! config against the schema the plugin exports.
 
+mod diagnostic;
 mod env;
 pub mod plugin;
 pub mod reference;
+mod secrets;
 pub mod source_map;
 mod types;
 pub mod units;

@@ -3,78 +3,15 @@
 //! was found, and a "did you mean" for misspelled keys and values.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::sync::OnceLock;
 
 use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{ValidationError, Validator};
 use serde_json::Value;
 
-use super::source_map::{Pos, SourceMap};
+pub use super::diagnostic::{Diagnostic, Issue, dotted};
+use super::secrets::collect_secret_keys;
 use sluice_connectors::units::{DURATION_PATTERN, SIZE_PATTERN};
-
-/// One problem in a spec, located.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Diagnostic {
-    pub file: String,
-    pub pos: Pos,
-    /// The key path, `source.count` or `transforms[0].config.fields`; empty for the document.
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file, self.pos.line, self.pos.column)?;
-        if !self.path.is_empty() {
-            write!(f, "{}: ", self.path)?;
-        }
-        f.write_str(&self.message)
-    }
-}
-
-/// A problem before it is located: a JSON pointer, whether it points at a key, and a message.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Issue {
-    pub pointer: String,
-    pub at_key: bool,
-    pub message: String,
-}
-
-impl Issue {
-    pub fn locate(self, file: &str, map: &SourceMap) -> Diagnostic {
-        let pos = if self.pointer.is_empty() {
-            Pos { line: 1, column: 1 }
-        } else if self.at_key {
-            map.key_pos(&self.pointer)
-        } else {
-            map.value_pos(&self.pointer)
-        };
-        Diagnostic {
-            file: file.to_string(),
-            pos,
-            path: dotted(&self.pointer),
-            message: self.message,
-        }
-    }
-}
-
-/// `/transforms/0/config` → `transforms[0].config`.
-pub fn dotted(pointer: &str) -> String {
-    let mut out = String::new();
-    for seg in pointer.split('/').skip(1) {
-        let seg = seg.replace("~1", "/").replace("~0", "~");
-        if !seg.is_empty() && seg.chars().all(|c| c.is_ascii_digit()) {
-            out.push_str(&format!("[{seg}]"));
-        } else {
-            if !out.is_empty() {
-                out.push('.');
-            }
-            out.push_str(&seg);
-        }
-    }
-    out
-}
 
 /// The spec schema, compiled once.
 pub struct SchemaCheck {
@@ -457,52 +394,6 @@ impl SchemaCheck {
     }
 }
 
-fn collect_secret_keys(v: &Value, out: &mut BTreeSet<String>) {
-    collect_secrets_in(v, v, out);
-}
-
-fn collect_secrets_in(root: &Value, v: &Value, out: &mut BTreeSet<String>) {
-    match v {
-        Value::Object(m) => {
-            if let Some(Value::Object(props)) = m.get("properties") {
-                for (k, p) in props {
-                    if is_secret_schema(root, p, 0) {
-                        out.insert(k.clone());
-                    }
-                }
-            }
-            m.values().for_each(|c| collect_secrets_in(root, c, out));
-        }
-        Value::Array(a) => a.iter().for_each(|c| collect_secrets_in(root, c, out)),
-        _ => {}
-    }
-}
-
-/// A schema is secret when it says `writeOnly: true`, refers to one that does, or is an
-/// optional one (`anyOf: [secret, null]`).
-fn is_secret_schema(root: &Value, s: &Value, depth: usize) -> bool {
-    if depth > 8 {
-        return false;
-    }
-    if s.get("writeOnly") == Some(&Value::Bool(true)) {
-        return true;
-    }
-    if let Some(target) = s
-        .get("$ref")
-        .and_then(Value::as_str)
-        .and_then(|r| r.strip_prefix('#'))
-        .and_then(|p| root.pointer(p))
-        && is_secret_schema(root, target, depth + 1)
-    {
-        return true;
-    }
-    ["anyOf", "oneOf"].iter().any(|k| {
-        s.get(*k)
-            .and_then(Value::as_array)
-            .is_some_and(|alts| alts.iter().any(|a| is_secret_schema(root, a, depth + 1)))
-    })
-}
-
 fn options_of(options: &Value) -> Vec<String> {
     options
         .as_array()
@@ -567,15 +458,6 @@ pub fn did_you_mean<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pointers_become_key_paths() {
-        assert_eq!(
-            dotted("/transforms/0/config/fields"),
-            "transforms[0].config.fields"
-        );
-        assert_eq!(dotted(""), "");
-    }
 
     #[test]
     fn secret_keys_are_found_through_references() {

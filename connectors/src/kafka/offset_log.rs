@@ -70,17 +70,25 @@ impl OffsetLog {
         ConnectorError::call(at, call, &e)
     }
 
-    async fn ensure_topic(&self) -> Result<(), ConnectorError> {
+    /// The topic's state in the cluster's metadata, read off the async runtime (a blocking call).
+    async fn metadata_state(
+        &self,
+        timeout: Duration,
+    ) -> Result<Result<TopicState, rdkafka::error::KafkaError>, ConnectorError> {
         let producer = self.producer.clone();
         let topic = self.cfg.topic.clone();
-        let state = tokio::task::spawn_blocking(move || {
-            topic_state(producer.client(), &topic, Duration::from_secs(10))
-        })
-        .await
-        .map_err(|e| {
-            ConnectorError::fatal(format!("kafka offset store: metadata task failed: {e}"))
-        })?
-        .map_err(|e| self.err("reading the metadata", e))?;
+        tokio::task::spawn_blocking(move || topic_state(producer.client(), &topic, timeout))
+            .await
+            .map_err(|e| {
+                ConnectorError::fatal(format!("kafka offset store: metadata task failed: {e}"))
+            })
+    }
+
+    async fn ensure_topic(&self) -> Result<(), ConnectorError> {
+        let state = self
+            .metadata_state(Duration::from_secs(10))
+            .await?
+            .map_err(|e| self.err("reading the metadata", e))?;
         match state {
             TopicState::Present { partitions: 1 } => self.check_compacted().await,
             TopicState::Present { partitions } => Err(ConnectorError::fatal(format!(
@@ -100,17 +108,7 @@ impl OffsetLog {
                 // Wait until the new topic's metadata is visible.
                 let deadline = Instant::now() + self.cfg.timeout;
                 loop {
-                    let producer = self.producer.clone();
-                    let topic = self.cfg.topic.clone();
-                    let state = tokio::task::spawn_blocking(move || {
-                        topic_state(producer.client(), &topic, Duration::from_secs(5))
-                    })
-                    .await
-                    .map_err(|e| {
-                        ConnectorError::fatal(format!(
-                            "kafka offset store: metadata task failed: {e}"
-                        ))
-                    })?;
+                    let state = self.metadata_state(Duration::from_secs(5)).await?;
                     if matches!(state, Ok(TopicState::Present { .. })) {
                         return Ok(());
                     }
