@@ -6,6 +6,7 @@
 
 mod client;
 mod config;
+mod group;
 mod offset_log;
 mod properties;
 mod sink;

@@ -823,6 +823,12 @@ pub(super) mod tests {
         store.load("pipe").await.expect("load")["0"].offset.clone()
     }
 
+    /// `store` commits offset `o` of partition `p`, and is refused as fenced.
+    async fn assert_fenced(store: &DynamoStore, p: &str, o: u64, why: &str) {
+        let e = store.commit("pipe", &one(p, o)).await.expect_err(why);
+        assert!(e.is_fenced(), "{e}");
+    }
+
     fn one(p: &str, o: u64) -> CommittedOffsets {
         CommittedOffsets::from([(
             Arc::from(p),
@@ -936,8 +942,7 @@ pub(super) mod tests {
         assert_eq!(offset_of(&other).await, Offset::from(13));
         // Another writer still fences it.
         other.commit("pipe", &one("0", 20)).await.expect("commit");
-        let e = a.commit("pipe", &one("0", 14)).await.expect_err("fenced");
-        assert!(e.is_fenced(), "{e}");
+        assert_fenced(&a, "0", 14, "fenced").await;
     }
 
     #[tokio::test]
@@ -952,11 +957,7 @@ pub(super) mod tests {
             a.commit("pipe", &one("orders/3", o)).await.expect("commit");
         }
         // The group moves orders/3 from a to b: b's view from its start is stale.
-        let e = b
-            .commit("pipe", &one("orders/3", 5))
-            .await
-            .expect_err("an unclaimed stale view is refused");
-        assert!(e.is_fenced(), "{e}");
+        assert_fenced(&b, "orders/3", 5, "an unclaimed stale view is refused").await;
         b.claim("pipe", &[PartitionId::from("orders/3")])
             .await
             .expect("claim");
@@ -967,11 +968,7 @@ pub(super) mod tests {
             .await
             .expect("and goes on");
         // The previous owner, if it still ran, would now be fenced.
-        let e = a
-            .commit("pipe", &one("orders/3", 5))
-            .await
-            .expect_err("fenced");
-        assert!(e.is_fenced(), "{e}");
+        assert_fenced(&a, "orders/3", 5, "fenced").await;
         // A claim of a partition nobody committed yet lets the first commit create it.
         b.claim("pipe", &[PartitionId::from("orders/9")])
             .await
