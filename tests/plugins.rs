@@ -787,16 +787,18 @@ fn pipeline_with_tolerance_none_stops_at_a_failing_plugin() {
     s.write("in/a.txt", HOSTILE_INPUT);
     s.write("spec.yaml", &hostile_spec("none"));
     let out = s.run(&["run", "spec.yaml"]);
-    assert!(
-        !out.status.success(),
-        "a plugin failure must stop the pipeline"
-    );
-    let err = kit::stderr(&out);
+    stopped_at_the_hostile_plugin(&s, out.status, &kit::stderr(&out));
+}
+
+/// A pipeline with `tolerance: none` and the hostile plugin stopped at the plugin's timeout: it
+/// failed, says why, and wrote nothing past the first record.
+fn stopped_at_the_hostile_plugin(s: &kit::Scratch, status: std::process::ExitStatus, err: &str) {
+    assert!(!status.success(), "a plugin failure must stop the pipeline");
     assert!(
         err.contains("hostile.wasm") && err.contains("timed out"),
         "{err}"
     );
-    let ns: Vec<_> = envelope_values(&s)
+    let ns: Vec<_> = envelope_values(s)
         .iter()
         .map(|l| l["value"]["n"].clone())
         .collect();
@@ -915,16 +917,7 @@ fn pipeline_with_tolerance_none_stops_at_a_plugin_that_sleeps() {
         &hostile_spec_with("none", "    timeout: 50ms\n"),
     );
     let (status, err) = run_within(&s, Duration::from_secs(60));
-    assert!(!status.success(), "a plugin failure must stop the pipeline");
-    assert!(
-        err.contains("hostile.wasm") && err.contains("timed out"),
-        "{err}"
-    );
-    let ns: Vec<_> = envelope_values(&s)
-        .iter()
-        .map(|l| l["value"]["n"].clone())
-        .collect();
-    assert_eq!(ns, vec![json!(1)]);
+    stopped_at_the_hostile_plugin(&s, status, &err);
 }
 
 #[test]
@@ -993,18 +986,21 @@ fn plugin_test_runs_a_plugin_that_sleeps_prints_or_waits() {
     let s = kit::Scratch::new();
     let wasm = wasm::plugin("hostile");
     let wasm = wasm.to_str().unwrap();
+    let test = |input: &'static str| {
+        [
+            "plugin",
+            "test",
+            wasm,
+            "--kind",
+            "transform",
+            "--input",
+            input,
+        ]
+    };
     // A short sleep works, as under `sluice run` (it used to panic the host: "Cannot start a
     // runtime from within a runtime").
     s.write("nap.txt", "\"nap\"\n{\"n\":1}\n");
-    let out = s.run(&[
-        "plugin",
-        "test",
-        wasm,
-        "--kind",
-        "transform",
-        "--input",
-        "nap.txt",
-    ]);
+    let out = s.run(&test("nap.txt"));
     assert!(out.status.success(), "{}", kit::stderr(&out));
     assert!(
         kit::stdout(&out).contains("# 2 records in, 2 out, 0 dropped, 0 errors"),
@@ -1013,15 +1009,7 @@ fn plugin_test_runs_a_plugin_that_sleeps_prints_or_waits() {
     );
     // A panic writes to stderr (a blocking WASI stream write) and is reported, not a host panic.
     s.write("panic.txt", "\"panic\"\n");
-    let out = s.run(&[
-        "plugin",
-        "test",
-        wasm,
-        "--kind",
-        "transform",
-        "--input",
-        "panic.txt",
-    ]);
+    let out = s.run(&test("panic.txt"));
     assert_eq!(out.status.code(), Some(1), "{}", kit::stderr(&out));
     assert!(
         kit::stderr(&out).contains("hostile plugin panics on purpose"),
@@ -1031,15 +1019,7 @@ fn plugin_test_runs_a_plugin_that_sleeps_prints_or_waits() {
     // A wait that never ends is stopped by the default 200 ms timeout.
     s.write("wait.txt", "\"block-forever\"\n");
     let started = Instant::now();
-    let mut child = s.spawn(&[
-        "plugin",
-        "test",
-        wasm,
-        "--kind",
-        "transform",
-        "--input",
-        "wait.txt",
-    ]);
+    let mut child = s.spawn(&test("wait.txt"));
     let status = kit::wait_exit(&mut child, Duration::from_secs(30));
     assert_eq!(status.code(), Some(1));
     let mut err = String::new();
