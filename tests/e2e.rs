@@ -73,11 +73,7 @@ fn kill_9_in_the_middle_then_restart_loses_nothing() {
     child.wait().expect("reaped");
     let before = s.lines("out/data.jsonl").len();
     assert!(before < 40_000, "the run finished before the kill");
-    let committed: u64 = s
-        .offsets("offsets", "crash")
-        .iter()
-        .map(|(_, o, _)| o + 1)
-        .sum();
+    let committed: u64 = s.committed_records("offsets", "crash");
     assert!(
         committed as usize <= before,
         "committed past what was written"
@@ -107,11 +103,7 @@ fn sigterm_drains_commits_and_exits_zero() {
     let status = wait_exit(&mut child, Duration::from_secs(20));
     assert!(status.success(), "exit {status:?}");
     let lines = s.lines("out/data.jsonl").len() as u64;
-    let committed: u64 = s
-        .offsets("offsets", "drain")
-        .iter()
-        .map(|(_, o, _)| o + 1)
-        .sum();
+    let committed: u64 = s.committed_records("offsets", "drain");
     assert_eq!(
         committed, lines,
         "a clean stop commits exactly what was written"
@@ -128,11 +120,7 @@ fn max_records_stops_after_exactly_n_committed_and_the_next_run_continues() {
         assert_eq!(got.len() as u64, 5000 * round);
         let unique: BTreeSet<u64> = got.iter().copied().collect();
         assert_eq!(unique.len(), got.len(), "no duplicates across bounded runs");
-        let committed: u64 = s
-            .offsets("offsets", "bounded")
-            .iter()
-            .map(|(_, o, _)| o + 1)
-            .sum();
+        let committed: u64 = s.committed_records("offsets", "bounded");
         assert_eq!(committed, 5000 * round);
     }
 }
@@ -145,13 +133,18 @@ fn file_spec(name: &str, tolerance: &str) -> String {
     )
 }
 
+/// Runs `spec.yaml` in `s`, which must fail: its stderr.
+fn run_fails(s: &Scratch) -> String {
+    let out = s.run(&["run", "spec.yaml"]);
+    assert!(!out.status.success());
+    stderr(&out)
+}
+
 #[test]
 fn tolerance_none_stops_at_the_bad_record_and_commits_nothing_past_it() {
     let s = Scratch::with("in/a.jsonl", BAD_INPUT);
     s.write("spec.yaml", &file_spec("strict", "none"));
-    let out = s.run(&["run", "spec.yaml"]);
-    assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = run_fails(&s);
     assert!(
         err.contains("partition in/a.jsonl offset 3") && err.contains("invalid JSON"),
         "{err}"
@@ -249,9 +242,7 @@ fn an_invalid_spec_starts_nothing() {
 fn a_corrupt_offset_file_is_reported_not_reset() {
     let s = Scratch::with("spec.yaml", &generator_spec("torn", Some(100), 1, None));
     s.write("offsets/torn.offsets.json", "{\"version\": 1, \"names");
-    let out = s.run(&["run", "spec.yaml"]);
-    assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = run_fails(&s);
     assert!(
         err.contains("corrupt") && err.contains("refusing to start over"),
         "{err}"
@@ -553,9 +544,7 @@ fn a_zero_commit_interval_is_refused_before_anything_runs() {
         &generator_spec("zero", Some(100), 1, None)
             .replace("commit_interval: 100ms", "commit_interval: 0s"),
     );
-    let out = s.run(&["run", "spec.yaml"]);
-    assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = run_fails(&s);
     assert!(
         err.contains("spec.yaml:17:20: offsets.commit_interval: must be longer than 0s"),
         "{err}"

@@ -280,8 +280,13 @@ fn host_survives_many_failures() {
     for bad in ["panic", "alloc", "loop", "short", "panic", "overflow"].repeat(3) {
         assert!(stage.process(&records(&[bad])).is_err());
     }
+    keeps(stage.as_mut(), "ok");
+}
+
+/// Asserts that `stage` (after whatever failed before) keeps a good record.
+fn keeps(stage: &mut dyn Stage, good: &str) {
     assert_eq!(
-        stage.process(&records(&["ok"])).unwrap(),
+        stage.process(&records(&[good])).unwrap(),
         vec![Outcome::Keep]
     );
 }
@@ -299,10 +304,7 @@ fn decoder_with_invalid_json_is_a_contract_violation() {
     // A kept input that is not JSON is just as bad for a decoder.
     let err = decoder.process(&records(&["plain text"])).unwrap_err();
     says(&err, &["kept input is not valid JSON"]);
-    assert_eq!(
-        decoder.process(&records(&["[1]"])).unwrap(),
-        vec![Outcome::Keep]
-    );
+    keeps(decoder.as_mut(), "[1]");
 }
 
 #[test]
@@ -403,23 +405,20 @@ fn check_reports_the_wrong_kind() {
 #[test]
 fn check_reports_missing_and_non_wasm_files() {
     let dir = tempfile::tempdir().unwrap();
-    let missing: PluginSpec = serde_json::from_value(json!({"wasm": "nope.wasm"})).unwrap();
-    let err = host()
-        .check(&missing, dir.path(), PluginKind::Transform)
-        .unwrap_err();
-    assert!(
-        matches!(&err, PluginCheckError::Load(m) if m.contains("nope.wasm")),
-        "{err:?}"
-    );
     std::fs::write(dir.path().join("text.wasm"), "hello").unwrap();
-    let text: PluginSpec = serde_json::from_value(json!({"wasm": "text.wasm"})).unwrap();
-    let err = host()
-        .check(&text, dir.path(), PluginKind::Transform)
-        .unwrap_err();
-    assert!(
-        matches!(&err, PluginCheckError::Load(m) if m.contains("not a WebAssembly file")),
-        "{err:?}"
-    );
+    for (file, says) in [
+        ("nope.wasm", "nope.wasm"),
+        ("text.wasm", "not a WebAssembly file"),
+    ] {
+        let spec: PluginSpec = serde_json::from_value(json!({ "wasm": file })).unwrap();
+        let err = host()
+            .check(&spec, dir.path(), PluginKind::Transform)
+            .unwrap_err();
+        assert!(
+            matches!(&err, PluginCheckError::Load(m) if m.contains(says)),
+            "{err:?}"
+        );
+    }
 }
 
 #[test]
@@ -427,21 +426,24 @@ fn plugin_test_prints_what_comes_out() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("records.jsonl");
     std::fs::write(&input, "{\"email\":\"a@b.c\"}\n\n{\"n\":1}\nnope\n").unwrap();
-    let mut out = Vec::new();
-    run_test(
-        host(),
-        &TestRun {
-            wasm: &wasm::plugin("mask-fields"),
-            kind: PluginKind::Transform,
-            config: r#"{"fields":["email"]}"#,
-            input: &input,
-            partitions: None,
-            envelopes: false,
-        },
-        &mut out,
-    )
-    .unwrap();
-    let text = String::from_utf8(out).unwrap();
+    // `sluice plugin test` of mask-fields with `config` over `input`: what it prints, or its error.
+    let mask = |config: &str| {
+        let mut out = Vec::new();
+        run_test(
+            host(),
+            &TestRun {
+                wasm: &wasm::plugin("mask-fields"),
+                kind: PluginKind::Transform,
+                config,
+                input: &input,
+                partitions: None,
+                envelopes: false,
+            },
+            &mut out,
+        )
+        .map(|()| String::from_utf8(out).unwrap())
+    };
+    let text = mask(r#"{"fields":["email"]}"#).unwrap();
     let lines: Vec<_> = text.lines().collect();
     assert_eq!(lines[0], r#"{"email":"***"}"#);
     assert_eq!(lines[1], r#"{"n":1}"#);
@@ -451,20 +453,7 @@ fn plugin_test_prints_what_comes_out() {
     );
     assert_eq!(lines[3], "# 3 records in, 2 out, 0 dropped, 1 errors");
 
-    let mut out = Vec::new();
-    let err = run_test(
-        host(),
-        &TestRun {
-            wasm: &wasm::plugin("mask-fields"),
-            kind: PluginKind::Transform,
-            config: r#"{"fields":"email"}"#,
-            input: &input,
-            partitions: None,
-            envelopes: false,
-        },
-        &mut out,
-    )
-    .unwrap_err();
+    let err = mask(r#"{"fields":"email"}"#).unwrap_err();
     assert!(err.to_string().starts_with("config/fields: "), "{err}");
 }
 
@@ -690,6 +679,14 @@ fn envelope_values(s: &kit::Scratch) -> Vec<Value> {
         .collect()
 }
 
+/// The `n` field of each record value written to `out/data.jsonl`.
+fn written_ns(s: &kit::Scratch) -> Vec<Value> {
+    envelope_values(s)
+        .iter()
+        .map(|l| l["value"]["n"].clone())
+        .collect()
+}
+
 #[test]
 fn pipeline_masks_with_a_wasm_transform_and_routes_with_a_wasm_partitioner() {
     let s = kit::Scratch::new();
@@ -753,15 +750,10 @@ fn hostile_spec(tolerance: &str) -> String {
 
 #[test]
 fn pipeline_sends_batches_of_a_failing_plugin_to_the_dead_letter_file_and_goes_on() {
-    let s = kit::Scratch::new();
-    s.write("in/a.txt", HOSTILE_INPUT);
-    s.write("spec.yaml", &hostile_spec("all"));
+    let s = scratch(HOSTILE_INPUT, &hostile_spec("all"));
     let out = s.run(&["run", "spec.yaml"]);
     assert!(out.status.success(), "{}", kit::stderr(&out));
-    let ns: Vec<_> = envelope_values(&s)
-        .iter()
-        .map(|l| l["value"]["n"].clone())
-        .collect();
+    let ns = written_ns(&s);
     assert_eq!(ns, vec![json!(1), json!(2), json!(3), json!(4)]);
     let dead: Vec<Value> = s
         .lines("dlq.jsonl")
@@ -783,9 +775,7 @@ fn pipeline_sends_batches_of_a_failing_plugin_to_the_dead_letter_file_and_goes_o
 
 #[test]
 fn pipeline_with_tolerance_none_stops_at_a_failing_plugin() {
-    let s = kit::Scratch::new();
-    s.write("in/a.txt", HOSTILE_INPUT);
-    s.write("spec.yaml", &hostile_spec("none"));
+    let s = scratch(HOSTILE_INPUT, &hostile_spec("none"));
     let out = s.run(&["run", "spec.yaml"]);
     stopped_at_the_hostile_plugin(&s, out.status, &kit::stderr(&out));
 }
@@ -798,10 +788,7 @@ fn stopped_at_the_hostile_plugin(s: &kit::Scratch, status: std::process::ExitSta
         err.contains("hostile.wasm") && err.contains("timed out"),
         "{err}"
     );
-    let ns: Vec<_> = envelope_values(s)
-        .iter()
-        .map(|l| l["value"]["n"].clone())
-        .collect();
+    let ns = written_ns(s);
     assert_eq!(
         ns,
         vec![json!(1)],
@@ -829,6 +816,14 @@ fn dead_letters(s: &kit::Scratch) -> Vec<Value> {
         .collect()
 }
 
+/// A scratch folder with `input` in `in/a.txt` and `spec` in `spec.yaml`.
+fn scratch(input: &str, spec: &str) -> kit::Scratch {
+    let s = kit::Scratch::new();
+    s.write("in/a.txt", input);
+    s.write("spec.yaml", spec);
+    s
+}
+
 /// Runs `sluice run spec.yaml` in `s`, killing it (and failing) after `limit`.
 fn run_within(s: &kit::Scratch, limit: Duration) -> (std::process::ExitStatus, String) {
     let mut child = s.spawn(&["run", "spec.yaml"]);
@@ -843,20 +838,15 @@ fn run_within(s: &kit::Scratch, limit: Duration) -> (std::process::ExitStatus, S
 
 #[test]
 fn pipeline_dead_letters_a_plugin_that_waits_in_wasi_within_its_timeout() {
-    let s = kit::Scratch::new();
-    s.write("in/a.txt", WAITING_INPUT);
-    s.write(
-        "spec.yaml",
+    let s = scratch(
+        WAITING_INPUT,
         &hostile_spec_with("all", "    timeout: 50ms\n    memory: 16MiB\n"),
     );
     let started = Instant::now();
     let (status, err) = run_within(&s, Duration::from_secs(60));
     assert!(status.success(), "{err}");
     let took = started.elapsed();
-    let ns: Vec<_> = envelope_values(&s)
-        .iter()
-        .map(|l| l["value"]["n"].clone())
-        .collect();
+    let ns = written_ns(&s);
     assert_eq!(ns, vec![json!(1), json!(2), json!(3), json!(4), json!(5)]);
     let dead = dead_letters(&s);
     assert_eq!(dead.len(), 4, "{dead:?}");
@@ -876,17 +866,13 @@ fn pipeline_dead_letters_a_plugin_that_waits_in_wasi_within_its_timeout() {
 
     // Each waiting batch alone: it fails within the timeout + 1 s.
     for cmd in ["sleep", "block-forever", "poll-forever"] {
-        let s = kit::Scratch::new();
-        s.write("in/a.txt", &format!("\"{cmd}\"\n{{\"n\":1}}\n"));
-        s.write(
-            "spec.yaml",
+        let s = scratch(
+            &format!("\"{cmd}\"\n{{\"n\":1}}\n"),
             &hostile_spec_with("all", "    timeout: 50ms\n"),
         );
         let baseline = {
-            let b = kit::Scratch::new();
-            b.write("in/a.txt", "{\"n\":0}\n{\"n\":1}\n");
-            b.write(
-                "spec.yaml",
+            let b = scratch(
+                "{\"n\":0}\n{\"n\":1}\n",
                 &hostile_spec_with("all", "    timeout: 50ms\n"),
             );
             let started = Instant::now();
@@ -910,10 +896,8 @@ fn pipeline_dead_letters_a_plugin_that_waits_in_wasi_within_its_timeout() {
 
 #[test]
 fn pipeline_with_tolerance_none_stops_at_a_plugin_that_sleeps() {
-    let s = kit::Scratch::new();
-    s.write("in/a.txt", "{\"n\":1}\n\"block-forever\"\n{\"n\":2}\n");
-    s.write(
-        "spec.yaml",
+    let s = scratch(
+        "{\"n\":1}\n\"block-forever\"\n{\"n\":2}\n",
         &hostile_spec_with("none", "    timeout: 50ms\n"),
     );
     let (status, err) = run_within(&s, Duration::from_secs(60));
@@ -974,10 +958,7 @@ fn pipeline_dead_letters_an_output_bomb_and_lives() {
         msg.contains("more than 1000000 output records for one batch"),
         "{msg}"
     );
-    let ns: Vec<_> = envelope_values(&s)
-        .iter()
-        .map(|l| l["value"]["n"].clone())
-        .collect();
+    let ns = written_ns(&s);
     assert_eq!(ns, vec![json!(1), json!(2)]);
 }
 

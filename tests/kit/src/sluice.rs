@@ -117,6 +117,16 @@ impl Scratch {
             .map(|(k, o, f)| (k, o.parse().expect("a numeric offset"), f))
             .collect()
     }
+
+    /// Records covered by a pipeline's committed offsets in the file store `store`, for sources
+    /// whose offsets count records from 0 in each partition (generator, stdin, Kafka): the sum of
+    /// offset + 1.
+    pub fn committed_records(&self, store: &str, name: &str) -> u64 {
+        self.offsets(store, name)
+            .iter()
+            .map(|(_, o, _)| o + 1)
+            .sum()
+    }
 }
 
 /// `sluice validate --print` of `spec` (with `env` set), which must succeed: its stdout and
