@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test failing
 
 use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::Stdio;
 use std::time::Duration;
 
 use sluice_test_kit::*;
@@ -305,19 +307,26 @@ fn offsets_list_reset_and_prune() {
     assert!(s.offsets("offsets", "ops").is_empty());
 }
 
-#[test]
-fn stdin_to_stdout() {
-    use std::io::Write;
-    let s = Scratch::with(
-        "spec.yaml",
-        "version: 1\nname: pipe\nsource: {type: stdin, batch_size: 1}\nformat: {decode: json, encode: json}\nsink: {type: stdout}\noffsets: {store: memory}\n",
-    );
-    let mut child = s
+/// `sluice run` of `spec` in a new scratch folder, with its stdin piped for the test to write.
+fn run_fed(spec: &str, stdout: Stdio, stderr: Stdio) -> (Scratch, std::process::Child) {
+    let s = Scratch::with("spec.yaml", spec);
+    let child = s
         .cmd(&["run", "spec.yaml"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
+        .stdin(Stdio::piped())
+        .stdout(stdout)
+        .stderr(stderr)
         .spawn()
         .expect("spawn");
+    (s, child)
+}
+
+#[test]
+fn stdin_to_stdout() {
+    let (_s, mut child) = run_fed(
+        "version: 1\nname: pipe\nsource: {type: stdin, batch_size: 1}\nformat: {decode: json, encode: json}\nsink: {type: stdout}\noffsets: {store: memory}\n",
+        Stdio::piped(),
+        Stdio::inherit(),
+    );
     child
         .stdin
         .take()
@@ -334,18 +343,11 @@ fn stdin_to_stdout() {
 
 #[test]
 fn sigterm_with_an_idle_open_stdin_drains_and_exits_zero() {
-    use std::io::Write;
-    let s = Scratch::with(
-        "spec.yaml",
+    let (s, mut child) = run_fed(
         "version: 1\nname: idle-stdin\nsource: {type: stdin, batch_size: 1}\nsink: {type: file, path: out/data.jsonl}\noffsets: {store: file, path: offsets, commit_interval: 100ms}\npipeline: {flush_interval: 20ms}\n",
+        Stdio::null(),
+        Stdio::null(),
     );
-    let mut child = s
-        .cmd(&["run", "spec.yaml"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
     // Kept open (and idle) until the end of the test.
     let mut stdin = child.stdin.take().expect("stdin");
     stdin.write_all(b"{\"n\":1}\n").expect("write");

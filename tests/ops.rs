@@ -85,11 +85,19 @@ impl Drop for Prometheus {
     }
 }
 
+/// A spec named `name` from `source` (its keys, indented) to `out/data.jsonl`, committing to
+/// the file store `offsets` every 100 ms and flushing every 50 ms.
+fn to_file_spec(name: &str, source: &str) -> String {
+    format!(
+        "version: 1\nname: {name}\nsource:\n{source}sink:\n  type: file\n  path: out/data.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 50ms\n"
+    )
+}
+
 #[test]
 fn prometheus_reads_the_record_counters_of_a_running_pipeline() {
     let s = Scratch::with(
         "spec.yaml",
-        "version: 1\nname: scraped\nsource:\n  type: stdin\n  batch_size: 2\nsink:\n  type: file\n  path: out/data.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 50ms\n",
+        &to_file_spec("scraped", "  type: stdin\n  batch_size: 2\n"),
     );
     let (port, mut cmd) = s.http_cmd("spec.yaml");
     let mut child = cmd.stdin(Stdio::piped()).spawn().expect("spawn sluice");
@@ -135,7 +143,10 @@ fn prometheus_reads_the_record_counters_of_a_running_pipeline() {
 fn pause_commits_and_stops_reading_resume_goes_on_and_the_token_guards_control() {
     let s = Scratch::with(
         "spec.yaml",
-        "version: 1\nname: api\nsource:\n  type: generator\n  count: 3000\n  rate: 600\n  batch_size: 50\nsink:\n  type: file\n  path: out/data.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 50ms\n",
+        &to_file_spec(
+            "api",
+            "  type: generator\n  count: 3000\n  rate: 600\n  batch_size: 50\n",
+        ),
     );
     let (port, mut cmd) = s.http_cmd("spec.yaml");
     let child = cmd
@@ -344,9 +355,12 @@ fn kinesis_shard_lag_is_exported_per_shard_and_falls_to_zero_when_caught_up() {
     let stream = kin.stream_with_seqs(2, 0..600, 10);
     let s = Scratch::with(
         "spec.yaml",
-        &format!(
-            "version: 1\nname: lag\nsource:\n  type: kinesis\n  stream: {stream}\n  start_position: trim_horizon\n  max_records: 20\n  interval: 200ms\n{aws}sink:\n  type: file\n  path: out/data.jsonl\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 50ms\n",
-            aws = kinesis::aws_yaml(&kin.endpoint, "  "),
+        &to_file_spec(
+            "lag",
+            &format!(
+                "  type: kinesis\n  stream: {stream}\n  start_position: trim_horizon\n  max_records: 20\n  interval: 200ms\n{aws}",
+                aws = kinesis::aws_yaml(&kin.endpoint, "  "),
+            ),
         ),
     );
     let (port, _run) = s.spawn_http("spec.yaml");
