@@ -22,6 +22,15 @@ fn unique_seqs(s: &Scratch) -> BTreeSet<u64> {
     parsed(s).into_iter().map(|r| r.0).collect()
 }
 
+/// The rows `s` read: the seqs `0..n`, each exactly once, each key's in order.
+fn all_once_in_key_order(s: &Scratch, n: u64, why: &str) -> Vec<(u64, String, String, String)> {
+    let rows = parsed(s);
+    assert_eq!(rows.len(), n as usize, "{why}");
+    assert_eq!(unique_seqs(s), (0..n).collect());
+    assert_key_order(&rows);
+    rows
+}
+
 /// Per partition key, seqs arrive in increasing order (ignoring re-deliveries of a restart).
 fn assert_key_order(rows: &[(u64, String, String, String)]) {
     let mut last: HashMap<&str, u64> = HashMap::new();
@@ -50,10 +59,7 @@ fn trim_horizon_reads_every_shard_with_metadata_and_per_key_order() {
     s.write("spec.yaml", &source_spec("th", &k.endpoint, &extra));
     let err = run_ok(&s, &["run", "--max-records", "1500", "spec.yaml"]);
     assert!(err.contains("1500 committed"), "{err}");
-    let rows = parsed(&s);
-    assert_eq!(rows.len(), 1500);
-    assert_eq!(unique_seqs(&s), (0..1500).collect());
-    assert_key_order(&rows);
+    let rows = all_once_in_key_order(&s, 1500, "every record");
     // Each key lives in one shard, and every shard was read.
     let mut shard_of: HashMap<String, String> = HashMap::new();
     for (_, key, shard, _) in &rows {
@@ -91,10 +97,7 @@ fn restart_resumes_after_the_committed_sequence_numbers() {
     let offs = committed(s.dir.path(), "restart");
     assert!(!offs.is_empty(), "nothing committed");
     run_ok(&s, &["run", "--max-records", "650", "spec.yaml"]);
-    let rows = parsed(&s);
-    assert_eq!(rows.len(), 1000, "no record twice, none lost");
-    assert_eq!(unique_seqs(&s), (0..1000).collect());
-    assert_key_order(&rows);
+    all_once_in_key_order(&s, 1000, "no record twice, none lost");
     k.delete(&stream);
 }
 
@@ -447,10 +450,7 @@ fn aggregated_records_round_trip_and_resume_inside_an_aggregate() {
         "offsets carry sub-sequence numbers: {offs:?}"
     );
     run_ok(&r, &["run", "--max-records", "667", "spec.yaml"]);
-    let rows = parsed(&r);
-    assert_eq!(rows.len(), 1000, "none lost, none repeated");
-    assert_eq!(unique_seqs(&r), (0..1000).collect());
-    assert_key_order(&rows);
+    all_once_in_key_order(&r, 1000, "none lost, none repeated");
     let first: serde_json::Value =
         serde_json::from_str(&r.lines("out/data.jsonl")[0]).expect("json");
     assert!(
@@ -471,10 +471,7 @@ fn aggregated_records_round_trip_and_resume_inside_an_aggregate() {
     e.write("spec.yaml", &source_spec("agg-efo", &k.endpoint, &extra));
     run_ok(&e, &["run", "--max-records", "411", "spec.yaml"]);
     run_ok(&e, &["run", "--max-records", "589", "spec.yaml"]);
-    let rows = parsed(&e);
-    assert_eq!(rows.len(), 1000, "EFO: none lost, none repeated");
-    assert_eq!(unique_seqs(&e), (0..1000).collect());
-    assert_key_order(&rows);
+    all_once_in_key_order(&e, 1000, "EFO: none lost, none repeated");
     k.delete(&stream);
 }
 
