@@ -118,41 +118,34 @@ pub enum Registration {
 /// Retries of each kind of Kinesis call the source makes (Flink's `scan.*.maxretries` and
 /// `backoff.*`). Retriable errors are throttling, timeouts and 5xx; others fail at once.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SourceRetries {
     /// DescribeStreamSummary and DescribeStreamConsumer.
-    #[serde(default = "retry_describe")]
     pub describe: RetryPolicy,
     /// ListShards.
-    #[serde(default = "retry_list_shards")]
     pub list_shards: RetryPolicy,
     /// GetRecords.
-    #[serde(default = "retry_get_records")]
     pub get_records: RetryPolicy,
     /// GetShardIterator.
-    #[serde(default = "retry_get_iterator")]
     pub get_iterator: RetryPolicy,
     /// SubscribeToShard.
-    #[serde(default = "retry_subscribe")]
     pub subscribe: RetryPolicy,
     /// RegisterStreamConsumer.
-    #[serde(default = "retry_register")]
     pub register: RetryPolicy,
     /// DeregisterStreamConsumer.
-    #[serde(default = "retry_register")]
     pub deregister: RetryPolicy,
 }
 
 impl Default for SourceRetries {
     fn default() -> Self {
         Self {
-            describe: retry_describe(),
-            list_shards: retry_list_shards(),
-            get_records: retry_get_records(),
-            get_iterator: retry_get_iterator(),
-            subscribe: retry_subscribe(),
-            register: retry_register(),
-            deregister: retry_register(),
+            describe: RetryPolicy::new(50, ms(2000), ms(5000), 1.5),
+            list_shards: RetryPolicy::new(10, ms(1000), ms(5000), 1.5),
+            get_records: RetryPolicy::new(3, ms(300), ms(1000), 1.5),
+            get_iterator: RetryPolicy::new(3, ms(300), ms(1000), 1.5),
+            subscribe: RetryPolicy::new(10, ms(1000), ms(2000), 1.5),
+            register: RetryPolicy::new(10, ms(500), ms(2000), 1.5),
+            deregister: RetryPolicy::new(10, ms(500), ms(2000), 1.5),
         }
     }
 }
@@ -213,23 +206,21 @@ pub struct KinesisSinkConfig {
 
 /// Retries of each kind of Kinesis call the sink makes.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SinkRetries {
     /// A whole PutRecords call that fails (throttling, timeouts, 5xx). Failed entries of a
     /// call that succeeded are retried with this backoff without a limit unless
     /// `fail_on_error`.
-    #[serde(default = "retry_put_records")]
     pub put_records: RetryPolicy,
     /// DescribeStreamSummary and ListShards at start.
-    #[serde(default = "retry_list_shards")]
     pub describe: RetryPolicy,
 }
 
 impl Default for SinkRetries {
     fn default() -> Self {
         Self {
-            put_records: retry_put_records(),
-            describe: retry_list_shards(),
+            put_records: RetryPolicy::new(10, ms(100), ms(5000), 1.5),
+            describe: RetryPolicy::new(10, ms(1000), ms(5000), 1.5),
         }
     }
 }
@@ -280,28 +271,6 @@ fn default_aggregation_max_size() -> ByteSize {
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
-fn retry_describe() -> RetryPolicy {
-    RetryPolicy::new(50, ms(2000), ms(5000), 1.5)
-}
-fn retry_list_shards() -> RetryPolicy {
-    RetryPolicy::new(10, ms(1000), ms(5000), 1.5)
-}
-fn retry_get_records() -> RetryPolicy {
-    RetryPolicy::new(3, ms(300), ms(1000), 1.5)
-}
-fn retry_get_iterator() -> RetryPolicy {
-    RetryPolicy::new(3, ms(300), ms(1000), 1.5)
-}
-fn retry_subscribe() -> RetryPolicy {
-    RetryPolicy::new(10, ms(1000), ms(2000), 1.5)
-}
-fn retry_register() -> RetryPolicy {
-    RetryPolicy::new(10, ms(500), ms(2000), 1.5)
-}
-fn retry_put_records() -> RetryPolicy {
-    RetryPolicy::new(10, ms(100), ms(5000), 1.5)
-}
-
 impl KinesisSourceConfig {
     /// Checks beyond the schema, without I/O.
     pub fn check(&self) -> Vec<ConfigIssue> {
