@@ -22,6 +22,15 @@ fn unique_seqs(s: &Scratch) -> BTreeSet<u64> {
     parsed(s).into_iter().map(|r| r.0).collect()
 }
 
+/// A scratch folder whose `spec.yaml` (pipeline `name`) reads `stream` from its start
+/// (`trim_horizon`), with the source keys `more`.
+fn from_start(k: &Kinesis, name: &str, stream: &str, more: &str) -> Scratch {
+    let s = Scratch::new();
+    let extra = format!("  stream: {stream}\n  start_position: trim_horizon\n{more}");
+    s.write("spec.yaml", &source_spec(name, &k.endpoint, &extra));
+    s
+}
+
 /// The rows `s` read: the seqs `0..n`, each exactly once, each key's in order.
 fn all_once_in_key_order(s: &Scratch, n: u64, why: &str) -> Vec<(u64, String, String, String)> {
     let rows = parsed(s);
@@ -54,9 +63,7 @@ fn run_ok(s: &Scratch, args: &[&str]) -> String {
 fn trim_horizon_reads_every_shard_with_metadata_and_per_key_order() {
     let k = Kinesis::new();
     let stream = k.stream_with_seqs(3, 0..1500, 17);
-    let s = Scratch::new();
-    let extra = format!("  stream: {stream}\n  start_position: trim_horizon\n");
-    s.write("spec.yaml", &source_spec("th", &k.endpoint, &extra));
+    let s = from_start(&k, "th", &stream, "");
     let err = run_ok(&s, &["run", "--max-records", "1500", "spec.yaml"]);
     assert!(err.contains("1500 committed"), "{err}");
     let rows = all_once_in_key_order(&s, 1500, "every record");
@@ -89,9 +96,7 @@ fn trim_horizon_reads_every_shard_with_metadata_and_per_key_order() {
 fn restart_resumes_after_the_committed_sequence_numbers() {
     let k = Kinesis::new();
     let stream = k.stream_with_seqs(2, 0..1000, 5);
-    let s = Scratch::new();
-    let extra = format!("  stream: {stream}\n  start_position: trim_horizon\n  max_records: 100\n");
-    s.write("spec.yaml", &source_spec("restart", &k.endpoint, &extra));
+    let s = from_start(&k, "restart", &stream, "  max_records: 100\n");
     run_ok(&s, &["run", "--max-records", "350", "spec.yaml"]);
     assert_eq!(s.lines("out/data.jsonl").len(), 350);
     let offs = committed(s.dir.path(), "restart");
@@ -195,9 +200,7 @@ fn efo_split_and_merge_mid_run_deliver_everything_parents_before_children() {
 fn reshard_mid_run(reader: &str) {
     let k = Kinesis::new();
     let stream = k.create_stream(2);
-    let s = Scratch::new();
-    let extra = format!("  stream: {stream}\n  start_position: trim_horizon\n{reader}");
-    s.write("spec.yaml", &source_spec("reshard", &k.endpoint, &extra));
+    let s = from_start(&k, "reshard", &stream, reader);
     let mut child = Running(s.spawn(&["run", "spec.yaml"]));
     let keys = 23;
 
@@ -464,11 +467,12 @@ fn aggregated_records_round_trip_and_resume_inside_an_aggregate() {
 
     // The same through enhanced fan-out: AT_SEQUENCE_NUMBER subscriptions skip the delivered
     // sub-records.
-    let e = Scratch::new();
-    let extra = format!(
-        "  stream: {stream}\n  start_position: trim_horizon\n  reader: efo\n  consumer_name: agg\n"
+    let e = from_start(
+        &k,
+        "agg-efo",
+        &stream,
+        "  reader: efo\n  consumer_name: agg\n",
     );
-    e.write("spec.yaml", &source_spec("agg-efo", &k.endpoint, &extra));
     run_ok(&e, &["run", "--max-records", "411", "spec.yaml"]);
     run_ok(&e, &["run", "--max-records", "589", "spec.yaml"]);
     all_once_in_key_order(&e, 1000, "EFO: none lost, none repeated");
@@ -479,11 +483,12 @@ fn aggregated_records_round_trip_and_resume_inside_an_aggregate() {
 fn efo_reads_through_subscriptions_and_deregisters_a_lazy_consumer() {
     let k = Kinesis::new();
     let stream = k.stream_with_seqs(2, 0..400, 7);
-    let s = Scratch::new();
-    let extra = format!(
-        "  stream: {stream}\n  start_position: trim_horizon\n  reader: efo\n  consumer_name: sluice-e2e\n"
+    let s = from_start(
+        &k,
+        "efo",
+        &stream,
+        "  reader: efo\n  consumer_name: sluice-e2e\n",
     );
-    s.write("spec.yaml", &source_spec("efo", &k.endpoint, &extra));
     let mut child = Running(s.spawn(&["run", "spec.yaml"]));
     let arn = k.stream_arn(&stream);
     assert!(
@@ -574,11 +579,12 @@ fn stop_for_log(child: &mut Running) -> String {
 fn efo_renews_subscriptions_and_continues_without_loss_or_repeats() {
     let k = Kinesis::new();
     let stream = k.create_stream(1);
-    let s = Scratch::new();
-    let extra = format!(
-        "  stream: {stream}\n  start_position: trim_horizon\n  reader: efo\n  consumer_name: renew\n  registration: eager\n  subscription_renewal: 1s\n"
+    let s = from_start(
+        &k,
+        "efo-renew",
+        &stream,
+        "  reader: efo\n  consumer_name: renew\n  registration: eager\n  subscription_renewal: 1s\n",
     );
-    s.write("spec.yaml", &source_spec("efo-renew", &k.endpoint, &extra));
     let mut child = spawn_logging_subscriptions(&s);
     // Rounds of records spread over several subscription lifetimes.
     let started = std::time::Instant::now();
@@ -589,10 +595,7 @@ fn efo_renews_subscriptions_and_continues_without_loss_or_repeats() {
     let log = stop_for_log(&mut child);
     let subscriptions = log.matches("subscribed").count();
     assert!(subscriptions >= 3, "{subscriptions} subscriptions:\n{log}");
-    let rows = parsed(&s);
-    assert_eq!(rows.len(), next as usize, "no repeats across renewals");
-    assert_eq!(unique_seqs(&s), (0..next).collect());
-    assert_key_order(&rows);
+    all_once_in_key_order(&s, next, "no repeats across renewals");
     // `eager` keeps the consumer after a clean shutdown.
     assert_eq!(k.consumers(&k.stream_arn(&stream)), ["renew"]);
     k.delete(&stream);
