@@ -122,6 +122,25 @@ fn assert_exactly_once_in_order(msgs: &[k::Msg], total: u64) {
     }
 }
 
+/// Waits (up to `deliver`) until `run` delivered `total` records to `topic`, stops it with
+/// SIGTERM (a clean exit), and asserts that read_committed sees every record once, in order:
+/// those records.
+fn finish_exactly_once(
+    run: &mut Running,
+    brokers: &str,
+    topic: &str,
+    total: u64,
+    deliver: Duration,
+) -> Vec<k::Msg> {
+    k::read(brokers, topic, total as usize, deliver);
+    signal(run, "-TERM");
+    let status = wait_exit(run, Duration::from_secs(30));
+    assert!(status.success(), "{status:?}: {}", stderr_of(run));
+    let all = read_settled(brokers, topic, total as usize, Duration::from_secs(30));
+    assert_exactly_once_in_order(&all, total);
+    all
+}
+
 fn stderr_of(child: &mut std::process::Child) -> String {
     let mut s = String::new();
     if let Some(mut e) = child.stderr.take() {
@@ -204,12 +223,7 @@ fn a_bridge_killed_at_random_moments_delivers_every_record_exactly_once_in_order
     b.writer.join().expect("writer");
     // A last run finishes the stream and stops cleanly.
     let mut run = Running(s.spawn(&["run", "bridge.yaml"]));
-    k::read(brokers, topic, TOTAL as usize, Duration::from_secs(90));
-    signal(&run, "-TERM");
-    let status = wait_exit(&mut run, Duration::from_secs(30));
-    assert!(status.success(), "{status:?}: {}", stderr_of(&mut run));
-    let all = read_settled(brokers, topic, TOTAL as usize, Duration::from_secs(30));
-    assert_exactly_once_in_order(&all, TOTAL);
+    let all = finish_exactly_once(&mut run, brokers, topic, TOTAL, Duration::from_secs(90));
     eprintln!(
         "eos chaos: {KILLS} kills, {} records visible to read_committed, 0 duplicates, {:.0?}",
         all.len(),
@@ -236,12 +250,7 @@ fn a_second_run_fences_the_first_and_nothing_the_first_writes_afterwards_is_visi
         "{err}"
     );
     b.writer.join().expect("writer");
-    k::read(brokers, topic, TOTAL as usize, Duration::from_secs(60));
-    signal(&second, "-TERM");
-    let status = wait_exit(&mut second, Duration::from_secs(30));
-    assert!(status.success(), "{status:?}: {}", stderr_of(&mut second));
-    let all = read_settled(brokers, topic, TOTAL as usize, Duration::from_secs(30));
-    assert_exactly_once_in_order(&all, TOTAL);
+    finish_exactly_once(&mut second, brokers, topic, TOTAL, Duration::from_secs(60));
     b.kinesis.delete(&b.stream);
 }
 
@@ -268,8 +277,12 @@ fn limited_spec(name: &str, brokers: &str, topic: &str, extra: &str) -> String {
     )
 }
 
+/// The brokers, a topic that refuses large records, and a scratch folder whose `in.jsonl` holds
 /// 200 small records with one of 5,000 bytes (seq 150) among them, as a file source.
-fn with_one_large_record(s: &Scratch) {
+fn one_large_record_for_a_refusing_topic() -> (String, String, Scratch) {
+    let brokers = emulator::noida_brokers();
+    let topic = refusing_topic(&brokers);
+    let s = Scratch::new();
     let lines: Vec<String> = (0..200u64)
         .map(|i| {
             let pad = if i == 150 {
@@ -281,14 +294,13 @@ fn with_one_large_record(s: &Scratch) {
         })
         .collect();
     s.write("in.jsonl", &(lines.join("\n") + "\n"));
+    (brokers, topic, s)
 }
 
 #[test]
 fn a_record_the_broker_refuses_aborts_its_transaction_and_tolerance_none_stops() {
-    let brokers = &emulator::noida_brokers();
-    let topic = &refusing_topic(brokers);
-    let s = Scratch::new();
-    with_one_large_record(&s);
+    let (brokers, topic, s) = one_large_record_for_a_refusing_topic();
+    let (brokers, topic) = (&brokers, &topic);
     // One transaction for everything (a long commit interval): the refusal aborts all of it.
     let text = limited_spec("eos-none", brokers, topic, "errors:\n  tolerance: none\n")
         .replace("commit_interval: 300ms", "commit_interval: 30s");
@@ -311,10 +323,8 @@ fn a_record_the_broker_refuses_aborts_its_transaction_and_tolerance_none_stops()
 
 #[test]
 fn a_record_the_broker_refuses_is_dead_lettered_with_tolerance_all_and_the_rest_arrives_once() {
-    let brokers = &emulator::noida_brokers();
-    let topic = &refusing_topic(brokers);
-    let s = Scratch::new();
-    with_one_large_record(&s);
+    let (brokers, topic, s) = one_large_record_for_a_refusing_topic();
+    let (brokers, topic) = (&brokers, &topic);
     let text = limited_spec(
         "eos-all",
         brokers,
@@ -382,10 +392,5 @@ fn kafka_to_kafka_is_exactly_once_across_kill_9() {
     wait_for(Duration::from_secs(30), || {
         http::get_json(port, "/health").is_some_and(|(code, _)| code == 200)
     });
-    k::read(brokers, output, TOTAL as usize, Duration::from_secs(90));
-    signal(&run, "-TERM");
-    let status = wait_exit(&mut run, Duration::from_secs(30));
-    assert!(status.success(), "{status:?}: {}", stderr_of(&mut run));
-    let all = read_settled(brokers, output, TOTAL as usize, Duration::from_secs(30));
-    assert_exactly_once_in_order(&all, TOTAL);
+    finish_exactly_once(&mut run, brokers, output, TOTAL, Duration::from_secs(90));
 }
