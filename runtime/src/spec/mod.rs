@@ -885,11 +885,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn relative_paths_resolve_against_the_spec_folder() {
-        let text = "version: 1\nname: t\nsource: {type: file, paths: [in/*.csv, /abs/x]}\nsink: {type: file, path: out/x.jsonl}\nerrors: {tolerance: all}\n";
+    /// `text` parsed as the spec `/etc/sluice/t.yaml`, its paths resolved.
+    fn resolved_in_etc_sluice(text: &str) -> Spec {
         let (mut spec, _, _) = parse("t.yaml", text, &env).expect("valid");
         spec.resolve_paths(Path::new("/etc/sluice"));
+        spec
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_spec_folder() {
+        let spec = resolved_in_etc_sluice(
+            "version: 1\nname: t\nsource: {type: file, paths: [in/*.csv, /abs/x]}\nsink: {type: file, path: out/x.jsonl}\nerrors: {tolerance: all}\n",
+        );
         let SourceConfig::File(src) = &spec.source else {
             panic!("{:?}", spec.source)
         };
@@ -910,9 +917,9 @@ mod tests {
 
     #[test]
     fn credential_and_tls_files_resolve_against_the_spec_folder() {
-        let text = "version: 1\nname: t\nsource:\n  type: kafka\n  brokers: [b:9092]\n  topics: [t]\n  group: g\n  properties:\n    ssl.certificate.location: certs/client.pem\n    ssl.ca.location: probe\n    ssl.key.location: /abs/key.pem\nsink:\n  type: kinesis\n  stream: s\n  aws:\n    credentials: {provider: web_identity, token_file: token, role_arn: arn:aws:iam::1:role/r}\n";
-        let (mut spec, _, _) = parse("t.yaml", text, &env).expect("valid");
-        spec.resolve_paths(Path::new("/etc/sluice"));
+        let spec = resolved_in_etc_sluice(
+            "version: 1\nname: t\nsource:\n  type: kafka\n  brokers: [b:9092]\n  topics: [t]\n  group: g\n  properties:\n    ssl.certificate.location: certs/client.pem\n    ssl.ca.location: probe\n    ssl.key.location: /abs/key.pem\nsink:\n  type: kinesis\n  stream: s\n  aws:\n    credentials: {provider: web_identity, token_file: token, role_arn: arn:aws:iam::1:role/r}\n",
+        );
         let SourceConfig::Kafka(k) = &spec.source else {
             panic!("{:?}", spec.source)
         };
