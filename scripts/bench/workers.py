@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Parallel processing: 4 generator partitions -> wasm JSON mask -> discard (specs/workers.yaml)
+with `pipeline.workers` 1, 2 and 4, against a binary from before `workers` existed (no such key).
+
+    python3 scripts/bench/workers.py                 # throughput table (wall-clock: needs a quiet machine)
+    python3 scripts/bench/workers.py --callgrind     # instructions, workers: 1 against before (any load)
+
+SLUICE_BIN is the binary under test (default: the release build in $CARGO_TARGET_DIR),
+BEFORE_BIN the one to compare with (default ~/.cache/sluice/before/sluice; skipped if absent),
+SLUICE_PLUGIN_DIR the folder of mask_fields.wasm (default: the test build,
+$CARGO_TARGET_DIR/wasm-plugins/wasm32-wasip2/release). BENCH_RECORDS (default 400000) and
+BENCH_RECORD_SIZE (100) size the run; BENCH_REPEAT (3) runs each row that often and keeps the
+fastest.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(__file__))
+import common  # noqa: E402
+
+
+def before_spec(folder):
+    """specs/workers.yaml without the `workers` key, for a binary that does not know it."""
+    with open(common.spec("workers")) as f:
+        text = f.read()
+    path = os.path.join(folder, "before.yaml")
+    with open(path, "w") as f:
+        f.write(re.sub(r"(?m)^\s+workers:.*\n", "", text))
+    return path
+
+
+def rows(before_bin):
+    """(label, binary, spec, workers) for every row of the table."""
+    folder = tempfile.mkdtemp(prefix="sluice-bench-workers-")
+    out = []
+    if before_bin:
+        out.append(("before (fbc1f00, one thread)", before_bin, before_spec(folder), None))
+    for w in (1, 2, 4):
+        out.append((f"workers: {w}", common.sluice_bin(), common.spec("workers"), w))
+    return folder, out
+
+
+def env_for(workers):
+    env = {"BENCH_RECORDS": os.environ.get("BENCH_RECORDS", "400000")}
+    if workers is not None:
+        env["BENCH_WORKERS"] = str(workers)
+    return env
+
+
+def throughput(before_bin):
+    records = int(os.environ.get("BENCH_RECORDS", "400000"))
+    repeat = int(os.environ.get("BENCH_REPEAT", "3"))
+    folder, table = rows(before_bin)
+    print(common.machine_line())
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    print()
+    print("| binary | records | records/s | CPU s | x workers: 1 |")
+    print("|---|---|---|---|---|")
+    base = None
+    for label, binary, spec, workers in table:
+        best = None
+        for _ in range(repeat):
+            os.environ["SLUICE_BIN"] = binary
+            wall, cpu, _ = common.run_sluice(["run", spec], cwd=folder, env=env_for(workers))
+            if best is None or wall < best[0]:
+                best = (wall, cpu)
+        rate = records / best[0]
+        if workers == 1:
+            base = rate
+        ratio = f"{rate / base:.2f}" if base else "-"
+        print(f"| {label} | {records} | {rate:,.0f} | {best[1]:.2f} | {ratio} |")
+    print()
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+def callgrind(before_bin):
+    """Instructions of the whole process (`Collected`), one worker against before: same work."""
+    folder, table = rows(before_bin)
+    records = os.environ.setdefault("BENCH_RECORDS", "50000")
+    print(f"| binary | records | instructions | per record |")
+    print("|---|---|---|---|")
+    for label, binary, spec, workers in table:
+        if workers not in (None, 1):
+            continue
+        p = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", binary, "run", spec],
+            cwd=folder, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+            env={**os.environ, "SLUICE_LOG": "warn", **env_for(workers)})
+        m = re.search(r"Collected : (\d+)", p.stderr)
+        if p.returncode != 0 or not m:
+            sys.exit(f"{label}: callgrind failed:\n{p.stderr[-2000:]}")
+        n = int(m.group(1))
+        print(f"| {label} | {records} | {n:,} | {n / int(records):,.0f} |")
+
+
+def main():
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(common.ROOT, "target"))
+    os.environ.setdefault(
+        "SLUICE_PLUGIN_DIR", os.path.join(target, "wasm-plugins", "wasm32-wasip2", "release"))
+    if not os.path.exists(os.path.join(os.environ["SLUICE_PLUGIN_DIR"], "mask_fields.wasm")):
+        sys.exit("mask_fields.wasm missing in SLUICE_PLUGIN_DIR: build the plugins "
+                 "(cargo test -p sluice-runtime --test workers builds them)")
+    os.environ["SLUICE_BIN"] = common.sluice_bin()
+    before_bin = os.environ.get("BEFORE_BIN", os.path.expanduser("~/.cache/sluice/before/sluice"))
+    if not os.path.exists(before_bin):
+        print(f"({before_bin} missing: no before row)", file=sys.stderr)
+        before_bin = None
+    if "--callgrind" in sys.argv[1:]:
+        callgrind(before_bin)
+    else:
+        throughput(before_bin)
+
+
+if __name__ == "__main__":
+    main()
