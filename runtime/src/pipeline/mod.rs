@@ -1,10 +1,13 @@
-//! The pipeline engine: source → processing thread → sink, with bounded channels between them,
+//! The pipeline engine: source → processing → sink, with bounded channels between them,
 //! acknowledgements flowing back to the offset tracker, and commits of contiguous progress.
 //!
 //! ```text
 //!  source task ──SourceBatch──► processor thread ──Vec<SinkRecord>──► sink task
-//!       ▲            (bounded)   decode/transforms/     (bounded)        │ acks
-//!       │                        partitioner/encode                      ▼
+//!       ▲            (bounded)   admission, then       (bounded)         │ acks
+//!       │                        decode/transforms/                      │
+//!       │                        partitioner/encode                      │
+//!       │                        (here, or on `pipeline.workers`         │
+//!       │                         threads by partition: workers.rs)      ▼
 //!       └──── start offsets ◄── offset store ◄── tracker (contiguous commits)
 //! ```
 

@@ -1,6 +1,7 @@
-//! The processing stage: decode → transforms → partitioner → encode, on its own thread, one
-//! source batch at a time (so order within a partition is kept), with the error policy applied
-//! to bad records.
+//! The processing stage: admission (the `max_records` cut, counters, tickets, in source order),
+//! then decode → transforms → partitioner → encode with the error policy applied to bad records.
+//! With one worker both run on one thread, a batch at a time; with more, see [`super::workers`].
+//! Either way a partition's batches are processed one at a time, in order.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

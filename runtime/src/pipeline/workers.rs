@@ -55,7 +55,7 @@ impl Drop for Failing<'_> {
 /// One worker thread: processes its queue in order until it closes or another worker fails.
 fn worker(
     mut work: Work,
-    mut queue: mpsc::Receiver<Admitted>,
+    queue: std::sync::mpsc::Receiver<Admitted>,
     output: mpsc::Sender<Vec<SinkRecord>>,
     failed: &AtomicBool,
     stop_source: &CancellationToken,
@@ -65,7 +65,7 @@ fn worker(
         stop_source,
         armed: true,
     };
-    while let Some(admitted) = queue.blocking_recv() {
+    while let Ok(admitted) = queue.recv() {
         if failed.load(Ordering::Acquire) {
             break;
         }
@@ -90,7 +90,10 @@ pub(super) fn run(
         let mut queues = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
         for (i, w) in workers.into_iter().enumerate() {
-            let (tx, rx) = mpsc::channel(queue_capacity.max(1));
+            // The dispatcher holds one more batch while it waits for a full queue: with
+            // `channel_capacity - 1` here, a worker has at most `channel_capacity` batches waiting
+            // for it (none queued with a capacity of 1: each batch is handed over directly).
+            let (tx, rx) = std::sync::mpsc::sync_channel(queue_capacity.saturating_sub(1));
             let (output, failed, stop_source) = (output.clone(), &failed, &stop_source);
             let thread = std::thread::Builder::new()
                 .name(format!("sluice-worker-{i}"))
@@ -124,9 +127,7 @@ pub(super) fn run(
                 Admit::Batch { admitted, last } => {
                     let i = worker_of(&admitted.partition, n);
                     // A closed queue: that worker failed, and its error is the one returned.
-                    let sent = queues
-                        .get(i)
-                        .is_some_and(|q| q.blocking_send(admitted).is_ok());
+                    let sent = queues.get(i).is_some_and(|q| q.send(admitted).is_ok());
                     if !sent {
                         break;
                     }
