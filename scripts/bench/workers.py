@@ -5,6 +5,12 @@ with `pipeline.workers` 1, 2 and 4, against a binary from before `workers` exist
     python3 scripts/bench/workers.py                 # throughput table (wall-clock: needs a quiet machine)
     python3 scripts/bench/workers.py --callgrind     # instructions, workers: 1 against before (any load)
     python3 scripts/bench/workers.py --spec workers-json   # JSON decode/encode instead of the mask
+    python3 scripts/bench/workers.py --threads       # CPU per thread: the rate a quiet machine allows
+
+`--threads` samples each thread's CPU time (/proc/PID/task) while the run goes. With C cores and
+no other load, a run cannot be faster than its busiest thread, nor than all its CPU spread over
+the C cores: the bound max(busiest, total / C) is what the wall clock of a quiet machine shows
+(less any waiting), and it holds whatever else runs on the machine while measuring.
 
 SLUICE_BIN is the binary under test (default: the release build in $CARGO_TARGET_DIR),
 BEFORE_BIN the one to compare with (default ~/.cache/sluice/before/sluice; skipped if absent),
@@ -19,6 +25,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402
@@ -118,6 +125,52 @@ def callgrind(before_bin):
         print(f"| {label} | {a:,} | {b:,} | {(b - a) / (large - small):,.0f} |")
 
 
+def thread_cpu(pid, seen):
+    """Adds every thread's CPU seconds so far to SEEN (tid -> (name, seconds))."""
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        seen[tid] = (name, (int(fields[11]) + int(fields[12])) / tick)
+
+
+def threads(before_bin):
+    records = int(os.environ.get("BENCH_RECORDS", "1000000"))
+    cores = os.cpu_count() or 1
+    folder, table = rows(before_bin)
+    print(common.machine_line() + f", spec {spec_name()}, load average {os.getloadavg()[0]:.2f}")
+    print()
+    print(f"| binary | records | CPU s | busiest thread s | bound on {cores} cores, records/s | x workers: 1 |")
+    print("|---|---|---|---|---|---|")
+    base = None
+    for label, binary, spec, workers in table:
+        p = subprocess.Popen([binary, "run", spec], cwd=folder, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "SLUICE_LOG": "warn", **env_for(workers)})
+        seen = {}
+        while p.poll() is None:
+            thread_cpu(p.pid, seen)
+            time.sleep(0.01)  # sampling interval: a thread's last 10 ms may be missed
+        if p.returncode != 0:
+            sys.exit(f"{label} failed:\n{p.stderr.read()}")
+        total = sum(c for _, c in seen.values())
+        busiest = max((c for _, c in seen.values()), default=0.0)
+        rate = records / max(busiest, total / cores, 1e-9)
+        if workers == 1:
+            base = rate
+        ratio = f"{rate / base:.2f}" if base else "-"
+        print(f"| {label} | {records} | {total:.2f} | {busiest:.2f} | {rate:,.0f} | {ratio} |")
+
+
 def main():
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(common.ROOT, "target"))
     os.environ.setdefault(
@@ -132,6 +185,8 @@ def main():
         before_bin = None
     if "--callgrind" in sys.argv[1:]:
         callgrind(before_bin)
+    elif "--threads" in sys.argv[1:]:
+        threads(before_bin)
     else:
         throughput(before_bin)
 
