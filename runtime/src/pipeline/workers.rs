@@ -24,8 +24,9 @@ use super::PipelineError;
 use super::process::{Admission, Admit, Admitted, Work};
 
 /// The worker that processes `partition`'s batches, of `workers`: FNV-1a of the partition id, the
-/// same in every run and on every machine. Ids that differ in their last character (`0`..`3`,
-/// `shardId-…0`..`…3`, `topic-0`..`topic-3`) spread evenly over a power-of-two number of workers.
+/// same in every run and on every machine. Ids that differ in their last character, a digit
+/// (`0`..`3`, `shardId-…0`..`…3`, `orders/0`..`orders/3`), spread evenly over 2 or 4 workers: the low
+/// bits of FNV-1a follow the last byte's.
 pub(super) fn worker_of(partition: &str, workers: usize) -> usize {
     const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -206,10 +207,12 @@ mod tests {
                 "{workers}: {load:?}"
             );
         }
-        let mut load = [0; 4];
-        for i in 0..4 {
-            load[worker_of(&format!("shardId-00000000000{i}"), 4)] += 1;
+        for id in ["shardId-00000000000", "orders/"] {
+            let mut load = [0; 4];
+            for i in 0..4 {
+                load[worker_of(&format!("{id}{i}"), 4)] += 1;
+            }
+            assert_eq!(load, [1, 1, 1, 1], "{id}");
         }
-        assert_eq!(load, [1, 1, 1, 1]);
     }
 }
