@@ -913,7 +913,8 @@ fn sigterm_drains_promptly_while_a_plugin_waits_in_wasi() {
     s.write(
         "spec.yaml",
         &format!(
-            "{}pipeline:\n  channel_capacity: 1\n",
+            // One worker: with more, a dispatcher holds one more batch for the drain.
+            "{}pipeline:\n  channel_capacity: 1\n  workers: 1\n",
             hostile_spec_with("all", "    timeout: 1s\n")
         ),
     );

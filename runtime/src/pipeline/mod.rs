@@ -1,10 +1,13 @@
-//! The pipeline engine: source → processing thread → sink, with bounded channels between them,
+//! The pipeline engine: source → processing → sink, with bounded channels between them,
 //! acknowledgements flowing back to the offset tracker, and commits of contiguous progress.
 //!
 //! ```text
 //!  source task ──SourceBatch──► processor thread ──Vec<SinkRecord>──► sink task
-//!       ▲            (bounded)   decode/transforms/     (bounded)        │ acks
-//!       │                        partitioner/encode                      ▼
+//!       ▲            (bounded)   admission, then       (bounded)         │ acks
+//!       │                        decode/transforms/                      │
+//!       │                        partitioner/encode                      │
+//!       │                        (here, or on `pipeline.workers`         │
+//!       │                         threads by partition: workers.rs)      ▼
 //!       └──── start offsets ◄── offset store ◄── tracker (contiguous commits)
 //! ```
 
@@ -18,6 +21,7 @@ pub mod supervisor;
 #[cfg(test)]
 mod tests;
 mod tracker;
+mod workers;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,7 +44,7 @@ use crate::spec::{
     TransformSpec,
 };
 use crate::stage::{Partitioner, Stage};
-use process::{ErrorPolicy, Processor, handle_rejects};
+use process::{Admission, ErrorPolicy, Processor, Stages, Work, handle_rejects};
 
 /// Why a pipeline stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -93,9 +97,8 @@ pub struct Pipeline {
     name: String,
     source: Box<dyn Source>,
     sink: Box<dyn Sink>,
-    pre: Vec<Box<dyn Stage>>,
-    partitioner: Box<dyn Partitioner>,
-    post: Vec<Box<dyn Stage>>,
+    /// Each processing worker's own stage instances (at least one).
+    stages: Vec<Stages>,
     store: Arc<dyn OffsetStore>,
     start: sluice_connectors::CommittedOffsets,
     tolerance: Tolerance,
@@ -126,38 +129,10 @@ impl Pipeline {
     ) -> Result<Self, PipelineError> {
         let spec = &loaded.spec;
         let base = &loaded.base_dir;
-        let mut pre: Vec<Box<dyn Stage>> = Vec::new();
-        let mut post: Vec<Box<dyn Stage>> = Vec::new();
-        if let Some(f) = &spec.format {
-            match &f.decode {
-                Some(FormatChoice::Builtin(b)) => {
-                    pre.push(formats::stage(*b, true, f.csv.as_ref()))
-                }
-                Some(FormatChoice::Wasm(p)) => pre.push(host.decoder(p, base)?),
-                None => {}
-            }
-            match &f.encode {
-                Some(FormatChoice::Builtin(b)) => {
-                    post.push(formats::stage(*b, false, f.csv.as_ref()))
-                }
-                Some(FormatChoice::Wasm(p)) => post.push(host.encoder(p, base)?),
-                None => {}
-            }
-        }
-        for t in &spec.transforms {
-            match t {
-                // `validate` compiled the program already: an error here is not expected.
-                TransformSpec::Jq(jq) => pre.push(Box::new(
-                    jq::JqStage::new(jq).map_err(PipelineError::Internal)?,
-                )),
-                TransformSpec::Wasm(p) => pre.push(host.transform(p, base)?),
-            }
-        }
-        let partitioner: Box<dyn Partitioner> = match &spec.partitioner {
-            PartitionerSpec::Builtin(b) => partition::builtin(*b),
-            PartitionerSpec::Fields(f) => Box::new(partition::Fields::new(f.clone())),
-            PartitionerSpec::Wasm(p) => host.partitioner(p, base)?,
-        };
+        let workers = spec.pipeline.workers.unwrap_or_else(default_workers).max(1);
+        let stages = (0..workers)
+            .map(|_| build_stages(spec, base, host))
+            .collect::<Result<Vec<_>, _>>()?;
         let dead_letter = dead_letter_path(spec, base);
         let exactly_once = matches!(&spec.sink, SinkConfig::Kafka(k) if k.exactly_once);
         let mut leases = None;
@@ -196,9 +171,7 @@ impl Pipeline {
             name: spec.name.clone(),
             source,
             sink,
-            pre,
-            partitioner,
-            post,
+            stages,
             store,
             start,
             tolerance: spec.errors.tolerance,
@@ -234,9 +207,7 @@ impl Pipeline {
             name,
             mut source,
             mut sink,
-            pre,
-            partitioner,
-            post,
+            stages,
             store,
             start,
             tolerance,
@@ -324,12 +295,12 @@ impl Pipeline {
                 r
             })
         };
-        let policy = Arc::new(std::sync::Mutex::new(ErrorPolicy {
+        let policy = Arc::new(ErrorPolicy {
             pipeline: name.clone(),
             tolerance,
-            dead_letter: dl,
+            dead_letter: dl.map(std::sync::Mutex::new),
             metrics: metrics.clone(),
-        }));
+        });
         let (reject_tx, reject_rx) = mpsc::unbounded_channel();
         let reject_task = {
             let (policy, stop) = (policy.clone(), stop_source.clone());
@@ -347,17 +318,22 @@ impl Pipeline {
         };
         let source_task = tokio::spawn(async move { source.run(ctx).await });
         let processor = Processor {
-            pre,
-            partitioner,
-            post,
-            partition_count,
-            policy,
-            rejects: reject_tx,
-            max_records: opts.max_records,
-            completions: done_tx,
-            stop_source: stop_source.clone(),
-            admitted: 0,
-            seqs: HashMap::new(),
+            admission: Admission::new(
+                opts.max_records,
+                metrics.clone(),
+                reject_tx,
+                done_tx,
+                stop_source.clone(),
+            ),
+            workers: stages
+                .into_iter()
+                .map(|stages| Work {
+                    stages,
+                    partition_count,
+                    policy: policy.clone(),
+                })
+                .collect(),
+            queue_capacity: channel_capacity,
         };
         let proc_task = {
             let guard = stop_source.clone().drop_guard();
@@ -445,6 +421,52 @@ impl Pipeline {
             dead_letter,
         })
     }
+}
+
+/// One processing worker per core when `pipeline.workers` is not set.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// One worker's instances of the spec's stages (plugins are instantiated again for each).
+fn build_stages(
+    spec: &crate::spec::Spec,
+    base: &std::path::Path,
+    host: &PluginHost,
+) -> Result<Stages, PipelineError> {
+    let mut pre: Vec<Box<dyn Stage>> = Vec::new();
+    let mut post: Vec<Box<dyn Stage>> = Vec::new();
+    if let Some(f) = &spec.format {
+        match &f.decode {
+            Some(FormatChoice::Builtin(b)) => pre.push(formats::stage(*b, true, f.csv.as_ref())),
+            Some(FormatChoice::Wasm(p)) => pre.push(host.decoder(p, base)?),
+            None => {}
+        }
+        match &f.encode {
+            Some(FormatChoice::Builtin(b)) => post.push(formats::stage(*b, false, f.csv.as_ref())),
+            Some(FormatChoice::Wasm(p)) => post.push(host.encoder(p, base)?),
+            None => {}
+        }
+    }
+    for t in &spec.transforms {
+        match t {
+            // `validate` compiled the program already: an error here is not expected.
+            TransformSpec::Jq(jq) => pre.push(Box::new(
+                jq::JqStage::new(jq).map_err(PipelineError::Internal)?,
+            )),
+            TransformSpec::Wasm(p) => pre.push(host.transform(p, base)?),
+        }
+    }
+    let partitioner: Box<dyn Partitioner> = match &spec.partitioner {
+        PartitionerSpec::Builtin(b) => partition::builtin(*b),
+        PartitionerSpec::Fields(f) => Box::new(partition::Fields::new(f.clone())),
+        PartitionerSpec::Wasm(p) => host.partitioner(p, base)?,
+    };
+    Ok(Stages {
+        pre,
+        partitioner,
+        post,
+    })
 }
 
 /// Where bad records go: only with `tolerance: all`.

@@ -1,6 +1,7 @@
-//! The processing stage: decode → transforms → partitioner → encode, on its own thread, one
-//! source batch at a time (so order within a partition is kept), with the error policy applied
-//! to bad records.
+//! The processing stage: admission (the `max_records` cut, counters, tickets, in source order),
+//! then decode → transforms → partitioner → encode with the error policy applied to bad records.
+//! With one worker both run on one thread, a batch at a time; with more, see [`super::workers`].
+//! Either way a partition's batches are processed one at a time, in order.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,25 +18,22 @@ use super::metrics::{ErrorStage, Metrics};
 use crate::spec::Tolerance;
 use crate::stage::{Outcome, Partitioner, Stage};
 
-/// What happens to bad records.
+/// What happens to bad records. Shared by the workers: only the dead-letter file is locked, and
+/// only to write a bad record or sync the file.
 pub struct ErrorPolicy {
     pub pipeline: String,
     pub tolerance: Tolerance,
-    pub dead_letter: Option<DeadLetter>,
+    pub dead_letter: Option<Mutex<DeadLetter>>,
     pub metrics: Arc<Metrics>,
 }
 
 impl ErrorPolicy {
     /// Handles one bad record: an error with `tolerance: none`, a dead-letter entry with `all`.
-    pub(super) fn bad(
-        &mut self,
-        r: &Record,
-        stage: &str,
-        message: &str,
-    ) -> Result<(), PipelineError> {
+    pub(super) fn bad(&self, r: &Record, stage: &str, message: &str) -> Result<(), PipelineError> {
         self.metrics.error(ErrorStage::Process);
-        match (&self.tolerance, &mut self.dead_letter) {
+        match (&self.tolerance, &self.dead_letter) {
             (Tolerance::All, Some(dl)) => {
+                let mut dl = lock(dl);
                 dl.write(&self.pipeline, stage, message, r).map_err(|e| {
                     PipelineError::DeadLetter(format!("cannot write {}: {e}", dl.path().display()))
                 })?;
@@ -53,20 +51,16 @@ impl ErrorPolicy {
     }
 
     /// A batch that failed as a whole: each of its records goes to the policy.
-    fn all_bad(
-        &mut self,
-        records: &[Record],
-        stage: &str,
-        message: &str,
-    ) -> Result<(), PipelineError> {
+    fn all_bad(&self, records: &[Record], stage: &str, message: &str) -> Result<(), PipelineError> {
         for r in records {
             self.bad(r, stage, message)?;
         }
         Ok(())
     }
 
-    pub(super) fn sync(&mut self) -> Result<(), PipelineError> {
-        if let Some(dl) = &mut self.dead_letter {
+    pub(super) fn sync(&self) -> Result<(), PipelineError> {
+        if let Some(dl) = &self.dead_letter {
+            let mut dl = lock(dl);
             dl.sync().map_err(|e| {
                 PipelineError::DeadLetter(format!("cannot sync {}: {e}", dl.path().display()))
             })?;
@@ -80,7 +74,7 @@ impl ErrorPolicy {
 fn apply<T: Clone>(
     stage: &mut dyn Stage,
     (records, extras): (Vec<Record>, Vec<T>),
-    policy: &mut ErrorPolicy,
+    policy: &ErrorPolicy,
 ) -> Result<(Vec<Record>, Vec<T>), PipelineError> {
     if records.is_empty() {
         return Ok((records, extras));
@@ -123,56 +117,72 @@ fn apply<T: Clone>(
     Ok((out, out_extras))
 }
 
-/// The processing thread's state.
-pub struct Processor {
+/// One worker's own stage instances: decode and the transforms, the partitioner, encode.
+pub struct Stages {
     /// Decode, then the transforms.
     pub pre: Vec<Box<dyn Stage>>,
     pub partitioner: Box<dyn Partitioner>,
     /// Encode.
     pub post: Vec<Box<dyn Stage>>,
-    pub partition_count: Option<u32>,
-    pub policy: Arc<Mutex<ErrorPolicy>>,
-    pub rejects: mpsc::UnboundedSender<Rejected>,
+}
+
+/// Admission, in source order on one thread: the `max_records` cut, the read counters, and each
+/// batch's ticket with its per-partition `seq`.
+pub struct Admission {
     pub max_records: Option<u64>,
+    pub metrics: Arc<Metrics>,
+    pub rejects: mpsc::UnboundedSender<Rejected>,
     pub completions: mpsc::UnboundedSender<Completion>,
     pub stop_source: CancellationToken,
     pub(super) admitted: u64,
     pub(super) seqs: HashMap<PartitionId, u64>,
 }
 
-impl Processor {
-    /// Processes batches until the source is done or stopped.
-    pub fn run(
-        mut self,
-        mut input: mpsc::Receiver<SourceBatch>,
-        output: mpsc::Sender<Vec<SinkRecord>>,
-    ) -> Result<(), PipelineError> {
-        while let Some(batch) = input.blocking_recv() {
-            match self.handle(batch, &output) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => {
-                    self.stop_source.cancel();
-                    return Err(e);
-                }
-            }
+/// An admitted batch: its records and the ticket that commits them.
+pub struct Admitted {
+    pub(super) partition: PartitionId,
+    records: Vec<Record>,
+    ticket: Ticket,
+}
+
+/// What admission makes of a source batch.
+pub(super) enum Admit {
+    /// `max_records` was reached before it: nothing of it is delivered or committed.
+    Stop,
+    /// Nothing to deliver or commit (an empty batch without an end offset).
+    Skip,
+    /// To process; `last` once it reaches `max_records`.
+    Batch { admitted: Admitted, last: bool },
+}
+
+impl Admission {
+    /// Admission with nothing admitted yet.
+    pub fn new(
+        max_records: Option<u64>,
+        metrics: Arc<Metrics>,
+        rejects: mpsc::UnboundedSender<Rejected>,
+        completions: mpsc::UnboundedSender<Completion>,
+        stop_source: CancellationToken,
+    ) -> Self {
+        Self {
+            max_records,
+            metrics,
+            rejects,
+            completions,
+            stop_source,
+            admitted: 0,
+            seqs: HashMap::new(),
         }
-        Ok(())
     }
 
-    /// Handles one batch; false once `max_records` is reached.
-    fn handle(
-        &mut self,
-        batch: SourceBatch,
-        output: &mpsc::Sender<Vec<SinkRecord>>,
-    ) -> Result<bool, PipelineError> {
+    pub(super) fn admit(&mut self, batch: SourceBatch) -> Admit {
         let SourceBatch {
             partition,
             mut records,
             mut end_of_partition,
             end_offset,
         } = batch;
-        let mut reached_max = false;
+        let mut last = false;
         if let Some(max) = self.max_records {
             let left = max.saturating_sub(self.admitted);
             if left == 0 {
@@ -180,31 +190,30 @@ impl Processor {
                 // an end-of-partition offset that would skip its records next run
                 // (`--max-records 0` reads nothing).
                 self.stop_source.cancel();
-                return Ok(false);
+                return Admit::Stop;
             }
             if records.len() as u64 >= left {
                 if records.len() as u64 > left {
                     records.truncate(left as usize);
                     end_of_partition = false;
                 }
-                reached_max = true;
+                last = true;
             }
         }
         let Some(last_offset) = records.last().map(|r| r.offset.clone()).or(end_offset) else {
-            return Ok(!reached_max);
+            return Admit::Skip;
         };
         let n = records.len() as u64;
         self.admitted += n;
-        let metrics = lock(&self.policy).metrics.clone();
-        Metrics::add(&metrics.read, n);
+        Metrics::add(&self.metrics.read, n);
         Metrics::add(
-            &metrics.bytes_read,
+            &self.metrics.bytes_read,
             records.iter().map(|r| r.value.len() as u64).sum(),
         );
         let seq = self.seqs.entry(partition.clone()).or_insert(0);
         let ticket = Ticket::with_rejects(
             Completion {
-                partition,
+                partition: partition.clone(),
                 seq: *seq,
                 last_offset,
                 records: n,
@@ -215,8 +224,37 @@ impl Processor {
             Some(self.rejects.clone()),
         );
         *seq += 1;
+        Admit::Batch {
+            admitted: Admitted {
+                partition,
+                records,
+                ticket,
+            },
+            last,
+        }
+    }
+}
+
+/// The work on admitted batches: stages, partitioner and encode, with the error policy.
+pub struct Work {
+    pub stages: Stages,
+    pub partition_count: Option<u32>,
+    pub policy: Arc<ErrorPolicy>,
+}
+
+impl Work {
+    /// Processes one admitted batch and hands its output to the sink; on an error the batch's
+    /// ticket fails, so nothing of it (or after it in its partition) is committed.
+    pub(super) fn handle(
+        &mut self,
+        admitted: Admitted,
+        output: &mpsc::Sender<Vec<SinkRecord>>,
+    ) -> Result<(), PipelineError> {
+        let Admitted {
+            records, ticket, ..
+        } = admitted;
         let result = self.process(records, &ticket).and_then(|out| {
-            lock(&self.policy).sync()?;
+            self.policy.sync()?;
             if !out.is_empty() && output.blocking_send(out).is_err() {
                 return Err(PipelineError::SinkGone);
             }
@@ -226,11 +264,7 @@ impl Processor {
             ticket.fail();
         }
         ticket.close();
-        result?;
-        if reached_max {
-            self.stop_source.cancel();
-        }
-        Ok(!reached_max)
+        result
     }
 
     fn process(
@@ -238,12 +272,15 @@ impl Processor {
         records: Vec<Record>,
         ticket: &Ticket,
     ) -> Result<Vec<SinkRecord>, PipelineError> {
-        let policy_lock = self.policy.clone();
-        let mut policy = lock(&policy_lock);
-        let policy = &mut *policy;
+        let policy = &*self.policy;
+        let Stages {
+            pre,
+            partitioner,
+            post,
+        } = &mut self.stages;
         let n = records.len();
         let mut items = (records, vec![(); n]);
-        for stage in &mut self.pre {
+        for stage in pre {
             items = apply(stage.as_mut(), items, policy)?;
         }
         let records = items.0;
@@ -252,8 +289,8 @@ impl Processor {
             Vec::with_capacity(records.len()),
         );
         if !records.is_empty() {
-            let name = self.partitioner.name().to_string();
-            match self.partitioner.partition(&records, self.partition_count) {
+            let name = partitioner.name().to_string();
+            match partitioner.partition(&records, self.partition_count) {
                 Ok(routes) if routes.len() == records.len() => {
                     for (r, route) in records.into_iter().zip(routes) {
                         match route {
@@ -276,7 +313,7 @@ impl Processor {
                 Err(e) => policy.all_bad(&records, &e.stage, &e.message)?,
             }
         }
-        for stage in &mut self.post {
+        for stage in post {
             routed = apply(stage.as_mut(), routed, policy)?;
         }
         Ok(routed
@@ -292,9 +329,71 @@ impl Processor {
     }
 }
 
-/// Locks the shared error policy. A poisoned lock means a panic while writing a dead-letter
-/// entry; the policy's state (a file handle and counters) is still usable.
-fn lock(p: &Mutex<ErrorPolicy>) -> MutexGuard<'_, ErrorPolicy> {
+/// The processing stage: admission, then the work on one thread (one worker) or on a pool of
+/// worker threads, each partition always on the same one.
+pub struct Processor {
+    pub admission: Admission,
+    /// One per worker thread (at least one).
+    pub workers: Vec<Work>,
+    /// Admitted batches waiting for each worker (with more than one).
+    pub queue_capacity: usize,
+}
+
+impl Processor {
+    /// Processes batches until the source is done or stopped. An error stops the source.
+    pub fn run(
+        self,
+        input: mpsc::Receiver<SourceBatch>,
+        output: mpsc::Sender<Vec<SinkRecord>>,
+    ) -> Result<(), PipelineError> {
+        let Processor {
+            admission,
+            mut workers,
+            queue_capacity,
+        } = self;
+        let stop = admission.stop_source.clone();
+        let result = if workers.len() > 1 {
+            super::workers::run(admission, workers, queue_capacity, input, output)
+        } else if let Some(work) = workers.pop() {
+            run_one(admission, work, input, &output)
+        } else {
+            Err(PipelineError::Internal(
+                "a pipeline without processing workers".into(),
+            ))
+        };
+        if result.is_err() {
+            stop.cancel();
+        }
+        result
+    }
+}
+
+/// One worker: admission and work on this thread, with no hop between them.
+fn run_one(
+    mut admission: Admission,
+    mut work: Work,
+    mut input: mpsc::Receiver<SourceBatch>,
+    output: &mpsc::Sender<Vec<SinkRecord>>,
+) -> Result<(), PipelineError> {
+    while let Some(batch) = input.blocking_recv() {
+        match admission.admit(batch) {
+            Admit::Stop => break,
+            Admit::Skip => {}
+            Admit::Batch { admitted, last } => {
+                work.handle(admitted, output)?;
+                if last {
+                    admission.stop_source.cancel();
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Locks the dead-letter file. A poisoned lock means a panic while writing an entry; the file
+/// handle is still usable.
+fn lock(p: &Mutex<DeadLetter>) -> MutexGuard<'_, DeadLetter> {
     p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -303,12 +402,14 @@ fn lock(p: &Mutex<ErrorPolicy>) -> MutexGuard<'_, ErrorPolicy> {
 /// never committed).
 pub fn handle_rejects(
     mut rejects: mpsc::UnboundedReceiver<Rejected>,
-    policy: Arc<Mutex<ErrorPolicy>>,
+    policy: Arc<ErrorPolicy>,
     stop: CancellationToken,
 ) -> Result<(), PipelineError> {
     while let Some(r) = rejects.blocking_recv() {
-        let mut p = lock(&policy);
-        match p.bad(&r.record, "sink", &r.reason).and_then(|()| p.sync()) {
+        match policy
+            .bad(&r.record, "sink", &r.reason)
+            .and_then(|()| policy.sync())
+        {
             Ok(()) => r.ack.ack(),
             Err(e) => {
                 stop.cancel();
@@ -330,22 +431,28 @@ mod tests {
         let (completions, done) = mpsc::unbounded_channel();
         let (rejects, _) = mpsc::unbounded_channel();
         let p = Processor {
-            pre: Vec::new(),
-            partitioner: super::super::partition::builtin(BuiltinPartitioner::Fixed),
-            post: Vec::new(),
-            partition_count: None,
-            policy: Arc::new(Mutex::new(ErrorPolicy {
-                pipeline: "pipe".into(),
-                tolerance: Tolerance::None,
-                dead_letter: None,
-                metrics: Arc::default(),
-            })),
-            rejects,
-            max_records,
-            completions,
-            stop_source: CancellationToken::new(),
-            admitted: 0,
-            seqs: HashMap::new(),
+            admission: Admission::new(
+                max_records,
+                Arc::default(),
+                rejects,
+                completions,
+                CancellationToken::new(),
+            ),
+            workers: vec![Work {
+                stages: Stages {
+                    pre: Vec::new(),
+                    partitioner: super::super::partition::builtin(BuiltinPartitioner::Fixed),
+                    post: Vec::new(),
+                },
+                partition_count: None,
+                policy: Arc::new(ErrorPolicy {
+                    pipeline: "pipe".into(),
+                    tolerance: Tolerance::None,
+                    dead_letter: None,
+                    metrics: Arc::default(),
+                }),
+            }],
+            queue_capacity: 4,
         };
         (p, done)
     }
@@ -365,7 +472,7 @@ mod tests {
     #[test]
     fn max_records_zero_commits_nothing_of_a_final_batch_with_records() {
         let (p, mut done) = processor(Some(0));
-        let stop = p.stop_source.clone();
+        let stop = p.admission.stop_source.clone();
         let (tx, rx) = mpsc::channel(4);
         tx.blocking_send(final_batch()).expect("send");
         drop(tx);

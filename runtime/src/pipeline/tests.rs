@@ -27,9 +27,11 @@ fn pipeline(
         name: "pipe".into(),
         source,
         sink,
-        pre,
-        partitioner: partition::builtin(BuiltinPartitioner::Fixed),
-        post: Vec::new(),
+        stages: vec![Stages {
+            pre,
+            partitioner: partition::builtin(BuiltinPartitioner::Fixed),
+            post: Vec::new(),
+        }],
         store,
         start: Default::default(),
         tolerance: Tolerance::None,
@@ -210,6 +212,47 @@ async fn a_panicking_processor_stops_an_idle_source() {
     match r {
         Err(PipelineError::Internal(m)) => assert!(m.contains("processing task failed"), "{m}"),
         other => panic!("expected the processor's panic, got {other:?}"),
+    }
+}
+
+/// Passes every record on.
+struct Keep;
+
+impl Stage for Keep {
+    fn name(&self) -> &str {
+        "transform keep"
+    }
+
+    fn process(&mut self, batch: &[Record]) -> Result<Vec<Outcome>, StageError> {
+        Ok(batch.iter().map(|_| Outcome::Keep).collect())
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_worker_stops_the_source_and_the_other_workers() {
+    let cfg: GeneratorConfig = serde_json::from_value(
+        serde_json::json!({"partitions": 4, "rate": 2000, "batch_size": 50}),
+    )
+    .expect("generator config");
+    let mut p = pipeline(
+        Box::new(GeneratorSource::new(cfg)),
+        Box::new(DiscardSink),
+        Arc::new(MemoryStore::default()),
+        vec![Box::new(Keep)],
+        Duration::from_millis(100),
+    );
+    // Worker 1 panics on its first batch; worker 0 would go on forever.
+    p.stages.push(Stages {
+        pre: vec![Box::new(Panics)],
+        partitioner: partition::builtin(BuiltinPartitioner::Fixed),
+        post: Vec::new(),
+    });
+    let (r, _) = run_within(p, Duration::from_secs(5)).await;
+    match r {
+        Err(PipelineError::Internal(m)) => {
+            assert!(m.contains("worker 1 panicked: a bug in a stage"), "{m}")
+        }
+        other => panic!("expected the worker's panic, got {other:?}"),
     }
 }
 

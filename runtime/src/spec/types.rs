@@ -420,6 +420,13 @@ pub struct PipelineOptions {
     /// Longest time records wait in the sink's buffer before a flush.
     #[serde(default = "default_flush_interval")]
     pub flush_interval: Dur,
+    /// Threads that decode, transform, partition and encode, each with its own instances of the
+    /// stages (a wasm plugin's memory limit holds per instance). A source partition always goes
+    /// to the same worker, so each partition's records reach the sink in order. Default: one per
+    /// core.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub workers: Option<usize>,
 }
 
 impl Default for PipelineOptions {
@@ -428,6 +435,7 @@ impl Default for PipelineOptions {
             channel_capacity: default_channel_capacity(),
             max_buffered: default_max_buffered(),
             flush_interval: default_flush_interval(),
+            workers: None,
         }
     }
 }

@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""Parallel processing: 4 generator partitions -> wasm JSON mask -> discard (specs/workers.yaml)
+with `pipeline.workers` 1, 2 and 4, against a binary from before `workers` existed (no such key).
+
+    python3 scripts/bench/workers.py                 # throughput table (wall-clock: needs a quiet machine)
+    python3 scripts/bench/workers.py --callgrind     # instructions, workers: 1 against before (any load)
+    python3 scripts/bench/workers.py --spec workers-json   # JSON decode/encode instead of the mask
+    python3 scripts/bench/workers.py --threads       # CPU per thread: the rate a quiet machine allows
+
+`--threads` samples each thread's CPU time (/proc/PID/task) while the run goes. With C cores and
+no other load, a run cannot be faster than its busiest thread, nor than all its CPU spread over
+the C cores: the bound max(busiest, total / C) is what the wall clock of a quiet machine shows
+(less any waiting), and it holds whatever else runs on the machine while measuring.
+
+SLUICE_BIN is the binary under test (default: the release build in $CARGO_TARGET_DIR),
+BEFORE_BIN the one to compare with (default ~/.cache/sluice/before/sluice; skipped if absent),
+SLUICE_PLUGIN_DIR the folder of mask_fields.wasm (default: the test build,
+$CARGO_TARGET_DIR/wasm-plugins/wasm32-wasip2/release). BENCH_RECORDS (default 1000000) and
+BENCH_RECORD_SIZE (100) size the run; BENCH_REPEAT (3) runs each row that often and keeps the
+fastest.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import common  # noqa: E402
+
+
+def spec_name():
+    """specs/NAME.yaml from `--spec NAME`, default `workers`."""
+    args = sys.argv[1:]
+    return args[args.index("--spec") + 1] if "--spec" in args[:-1] else "workers"
+
+
+def before_spec(folder):
+    """The spec without the `workers` key, for a binary that does not know it."""
+    with open(common.spec(spec_name())) as f:
+        text = f.read()
+    path = os.path.join(folder, "before.yaml")
+    with open(path, "w") as f:
+        text = re.sub(r"(?m)^\s+workers:.*\n", "", text)
+        # `pipeline:` left with nothing under it.
+        f.write(re.sub(r"(?m)^pipeline:\n(?![ ])", "", text))
+    return path
+
+
+def rows(before_bin):
+    """(label, binary, spec, workers) for every row of the table."""
+    folder = tempfile.mkdtemp(prefix="sluice-bench-workers-")
+    out = []
+    if before_bin:
+        out.append(("before (fbc1f00, one thread)", before_bin, before_spec(folder), None))
+    for w in (1, 2, 4):
+        out.append((f"workers: {w}", common.sluice_bin(), common.spec(spec_name()), w))
+    return folder, out
+
+
+def env_for(workers):
+    env = {"BENCH_RECORDS": os.environ.get("BENCH_RECORDS", "1000000")}
+    if workers is not None:
+        env["BENCH_WORKERS"] = str(workers)
+    return env
+
+
+def throughput(before_bin):
+    records = int(os.environ.get("BENCH_RECORDS", "1000000"))
+    repeat = int(os.environ.get("BENCH_REPEAT", "3"))
+    folder, table = rows(before_bin)
+    print(common.machine_line() + f", spec {spec_name()}")
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    print()
+    print("| binary | records | records/s | CPU s (whole process) | x workers: 1 |")
+    print("|---|---|---|---|---|")
+    base = None
+    for label, binary, spec, workers in table:
+        best = None
+        for _ in range(repeat):
+            os.environ["SLUICE_BIN"] = binary
+            wall, cpu, last = common.run_sluice(["run", spec], cwd=folder, env=env_for(workers))
+            # The run's own time (the summary's "in 1.23s"), without start-up (plugin compilation).
+            m = re.search(r" in ([0-9.]+)s ", last)
+            run = float(m.group(1)) if m else wall
+            if best is None or run < best[0]:
+                best = (run, cpu)
+        rate = records / best[0]
+        if workers == 1:
+            base = rate
+        ratio = f"{rate / base:.2f}" if base else "-"
+        print(f"| {label} | {records} | {rate:,.0f} | {best[1]:.2f} | {ratio} |")
+    print()
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+def instructions(label, binary, spec, workers, folder, records):
+    """Instructions of one whole `sluice run` under callgrind (the "Collected" line)."""
+    p = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", binary, "run", spec],
+        cwd=folder, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        env={**os.environ, "SLUICE_LOG": "warn", **env_for(workers), "BENCH_RECORDS": str(records)})
+    m = re.search(r"Collected : (\d+)", p.stderr)
+    if p.returncode != 0 or not m:
+        sys.exit(f"{label}: callgrind failed:\n{p.stderr[-2000:]}")
+    return int(m.group(1))
+
+
+def callgrind(before_bin):
+    """Instructions per record, one worker against before: the same work, so load does not matter.
+    Two runs per binary (BENCH_RECORDS and 5x as many, default 20000); their difference divided
+    by the extra records leaves out start-up (plugin compilation, which a cache may skip)."""
+    folder, table = rows(before_bin)
+    small = int(os.environ.get("BENCH_RECORDS", "20000"))
+    large = 5 * small
+    print(f"| binary | instructions, {small} records | {large} records | per record (difference) |")
+    print("|---|---|---|---|")
+    for label, binary, spec, workers in table:
+        if workers not in (None, 1):
+            continue
+        a = instructions(label, binary, spec, workers, folder, small)
+        b = instructions(label, binary, spec, workers, folder, large)
+        print(f"| {label} | {a:,} | {b:,} | {(b - a) / (large - small):,.0f} |")
+
+
+def thread_cpu(pid, seen):
+    """Adds every thread's CPU seconds so far to SEEN (tid -> (name, seconds))."""
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        seen[tid] = (name, (int(fields[11]) + int(fields[12])) / tick)
+
+
+def threads(before_bin):
+    records = int(os.environ.get("BENCH_RECORDS", "1000000"))
+    cores = os.cpu_count() or 1
+    folder, table = rows(before_bin)
+    print(common.machine_line() + f", spec {spec_name()}, load average {os.getloadavg()[0]:.2f}")
+    print()
+    print(f"| binary | records | CPU s | busiest thread s | bound on {cores} cores, records/s | x workers: 1 |")
+    print("|---|---|---|---|---|---|")
+    base = None
+    for label, binary, spec, workers in table:
+        p = subprocess.Popen([binary, "run", spec], cwd=folder, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "SLUICE_LOG": "warn", **env_for(workers)})
+        seen = {}
+        while p.poll() is None:
+            thread_cpu(p.pid, seen)
+            time.sleep(0.01)  # sampling interval: a thread's last 10 ms may be missed
+        if p.returncode != 0:
+            sys.exit(f"{label} failed:\n{p.stderr.read()}")
+        total = sum(c for _, c in seen.values())
+        busiest = max((c for _, c in seen.values()), default=0.0)
+        rate = records / max(busiest, total / cores, 1e-9)
+        if workers == 1:
+            base = rate
+        ratio = f"{rate / base:.2f}" if base else "-"
+        print(f"| {label} | {records} | {total:.2f} | {busiest:.2f} | {rate:,.0f} | {ratio} |")
+
+
+def main():
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(common.ROOT, "target"))
+    os.environ.setdefault(
+        "SLUICE_PLUGIN_DIR", os.path.join(target, "wasm-plugins", "wasm32-wasip2", "release"))
+    if not os.path.exists(os.path.join(os.environ["SLUICE_PLUGIN_DIR"], "mask_fields.wasm")):
+        sys.exit("mask_fields.wasm missing in SLUICE_PLUGIN_DIR: build the plugins "
+                 "(cargo test -p sluice-runtime --test workers builds them)")
+    os.environ["SLUICE_BIN"] = common.sluice_bin()
+    before_bin = os.environ.get("BEFORE_BIN", os.path.expanduser("~/.cache/sluice/before/sluice"))
+    if not os.path.exists(before_bin):
+        print(f"({before_bin} missing: no before row)", file=sys.stderr)
+        before_bin = None
+    if "--callgrind" in sys.argv[1:]:
+        callgrind(before_bin)
+    elif "--threads" in sys.argv[1:]:
+        threads(before_bin)
+    else:
+        throughput(before_bin)
+
+
+if __name__ == "__main__":
+    main()
