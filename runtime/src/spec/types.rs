@@ -406,7 +406,7 @@ pub struct DeadLetterFile {
 }
 
 /// Tuning of the pipeline.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineOptions {
     /// Batches buffered between stages before the source is slowed down (backpressure).
@@ -424,7 +424,7 @@ pub struct PipelineOptions {
     /// stages (a wasm plugin's memory limit holds per instance). A source partition always goes
     /// to the same worker, so each partition's records reach the sink in order. Default: one per
     /// core.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub workers: Option<usize>,
 }
