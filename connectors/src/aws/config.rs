@@ -386,18 +386,41 @@ mod tests {
             .expect("config")
         };
         let no_env = |_: &str| None;
-        assert!(with("http://127.0.0.1:4567").plain_http_client(&no_env).is_some());
-        assert!(with("HTTP://localhost:4567").plain_http_client(&no_env).is_some());
-        assert!(with("https://kinesis.us-east-1.amazonaws.com").plain_http_client(&no_env).is_none());
+        assert!(
+            with("http://127.0.0.1:4567")
+                .plain_http_client(&no_env)
+                .is_some()
+        );
+        assert!(
+            with("HTTP://localhost:4567")
+                .plain_http_client(&no_env)
+                .is_some()
+        );
+        assert!(
+            with("https://kinesis.us-east-1.amazonaws.com")
+                .plain_http_client(&no_env)
+                .is_none()
+        );
         assert!(AwsConfig::default().plain_http_client(&no_env).is_none());
         // A proxy may need TLS: the default client, which reads the proxy variables.
-        let proxied = |name: &str| (name == "https_proxy").then(|| "https://proxy:3128".to_string());
-        assert!(with("http://127.0.0.1:4567").plain_http_client(&proxied).is_none());
+        let proxied =
+            |name: &str| (name == "https_proxy").then(|| "https://proxy:3128".to_string());
+        assert!(
+            with("http://127.0.0.1:4567")
+                .plain_http_client(&proxied)
+                .is_none()
+        );
         // The service clients get it; an https endpoint keeps the SDK's default client.
-        let sdk = with("http://127.0.0.1:4567").sdk_config().await.expect("sdk config");
+        let sdk = with("http://127.0.0.1:4567")
+            .sdk_config()
+            .await
+            .expect("sdk config");
         let unproxied = PROXY_VARS.iter().all(|v| std::env::var(v).is_err());
         assert_eq!(sdk.http_client().is_some(), unproxied);
-        let sdk = with("https://127.0.0.1:4567").sdk_config().await.expect("sdk config");
+        let sdk = with("https://127.0.0.1:4567")
+            .sdk_config()
+            .await
+            .expect("sdk config");
         assert!(sdk.http_client().is_none());
     }
 

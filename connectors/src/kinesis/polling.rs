@@ -9,6 +9,7 @@ use aws_sdk_kinesis::operation::get_records::GetRecordsOutput;
 use super::at;
 use super::config::MIN_POLL_INTERVAL;
 use super::records::{Converter, StartAt};
+use super::responses::FastResponses;
 use super::source::{Exit, Shared};
 use crate::error::{ConnectorError, retriable};
 use crate::record::{Offset, PartitionId};
@@ -90,6 +91,8 @@ pub(super) async fn get_records(
                     .shard_iterator(iterator)
                     .limit(limit)
                     .set_stream_arn(sh.stream.arn_param())
+                    .customize()
+                    .interceptor(FastResponses::get_records())
                     .send()
             },
         )

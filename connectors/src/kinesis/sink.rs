@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 
 use super::aggregation::{Aggregate, UserRecord, hash_key_of};
 use super::config::{KinesisSinkConfig, MAX_PARTITION_KEY_CHARS, MAX_RECORD_BYTES};
+use super::responses::FastResponses;
 use super::source::{describe, list_shards};
 use super::{StreamRef, at};
 use crate::ack::Ack;
@@ -468,6 +469,8 @@ impl PutCall {
                             .set_stream_name(self.stream.name_param())
                             .set_stream_arn(self.stream.arn_param())
                             .set_records(Some(request_entries(&todo)))
+                            .customize()
+                            .interceptor(FastResponses::put_records())
                             .send()
                     },
                 )
