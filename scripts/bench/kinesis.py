@@ -111,8 +111,8 @@ def main():
             cost = statistics.median(r[1] for r in rows)
             zero = statistics.median(r[2] for r in rows)
             emu = rows[len(rows) // 2][3]
-            print(f"| {label} | {name} | {wall:.2f} | {a.records / wall:,.0f} | {cost * scale:.2f} | "
-                  f"{mb_scale * cost / mb:.1f} | {zero * scale:.2f} | {100 * zero / cost:.0f}% | "
+            print(f"| {label} | {name} | {wall:.2f} | {a.records / wall:,.0f} | {cost * scale:.3f} | "
+                  f"{mb_scale * cost / mb:.1f} | {zero * scale:.3f} | {100 * zero / cost:.0f}% | "
                   f"{mb_scale * (cost - zero) / mb:.1f} | {emu} |", flush=True)
 
 
