@@ -188,14 +188,12 @@ pub(super) fn get_records(body: &[u8]) -> Option<GetRecordsOutput> {
                 .ok()?,
         );
     }
-    Some(
-        GetRecordsOutput::builder()
-            .set_records(Some(records))
-            .set_next_shard_iterator(b.next_shard_iterator.map(Cow::into_owned))
-            .set_millis_behind_latest(b.millis_behind_latest)
-            .build()
-            .ok()?,
-    )
+    GetRecordsOutput::builder()
+        .set_records(Some(records))
+        .set_next_shard_iterator(b.next_shard_iterator.map(Cow::into_owned))
+        .set_millis_behind_latest(b.millis_behind_latest)
+        .build()
+        .ok()
 }
 
 #[derive(Deserialize)]
