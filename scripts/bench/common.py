@@ -37,19 +37,28 @@ def spec(name):
     return os.path.join(SPECS, name + ".yaml")
 
 
-def run_sluice(args, cwd, env=None):
-    """Runs `sluice ARGS` to completion; returns (wall s, CPU s of the sluice process, last stderr line)."""
+def run_sluice(args, cwd, env=None, binary=None, instructions=False):
+    """Runs `sluice ARGS` (or BINARY ARGS) to completion; returns (wall s, CPU s of the sluice
+    process, last stderr line). With `instructions`, it runs under callgrind and the second value
+    is the number of instructions the whole process executed (repeatable whatever the load)."""
+    cmd = [binary or sluice_bin()] + list(args)
+    if instructions:
+        cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"] + cmd
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
-    p = subprocess.run([sluice_bin()] + list(args), cwd=cwd, capture_output=True, text=True,
-                       stdin=subprocess.DEVNULL,
+    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
                        env={**os.environ, "SLUICE_LOG": "warn", **(env or {})})
     wall = time.monotonic() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if p.returncode != 0:
-        sys.exit(f"sluice {' '.join(args)} failed:\n{p.stderr}")
+        sys.exit(f"{' '.join(cmd)} failed:\n{p.stderr}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    lines = p.stderr.strip().splitlines()
+    lines = [l for l in p.stderr.strip().splitlines() if not l.startswith("==")]
+    if instructions:
+        collected = [l for l in p.stderr.splitlines() if "Collected :" in l]
+        if not collected:
+            sys.exit(f"no callgrind count in:\n{p.stderr}")
+        cpu = int(collected[-1].split(":")[-1].strip())
     return wall, cpu, lines[-1] if lines else ""
 
 

@@ -201,9 +201,60 @@ impl AwsConfig {
         if let Some(p) = self.credentials.provider(self.region()).await? {
             loader = loader.credentials_provider(p);
         }
-        Ok(loader.load().await)
+        let sdk = loader.load().await;
+        let env = |name: &str| std::env::var(name).ok();
+        // Only the service clients change: credential providers keep the default client.
+        Ok(match self.plain_http_client(&env) {
+            Some(client) => sdk.into_builder().http_client(client).build(),
+            None => sdk,
+        })
+    }
+
+    /// For an `http://` endpoint (an emulator, a plain-HTTP VPC endpoint) reached without a
+    /// proxy: the default HTTP client with an empty TLS trust store. The default client loads and
+    /// parses the system's whole certificate store for every client it makes (about 20 M
+    /// instructions, a third of a run's start-up), which a plain-HTTP endpoint never uses.
+    /// `None` (the default client) for `https://` endpoints, AWS itself, and whenever a proxy
+    /// variable is set (a proxy may need TLS).
+    fn plain_http_client(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<aws_smithy_runtime_api::client::http::SharedHttpClient> {
+        use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+        let endpoint = self.endpoint.as_deref()?;
+        let plain = endpoint
+            .get(..7)
+            .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
+        let proxied = PROXY_VARS
+            .iter()
+            .any(|v| env(v).is_some_and(|x| !x.is_empty()));
+        if !plain || proxied {
+            return None;
+        }
+        let context = TlsContext::builder()
+            .with_trust_store(TrustStore::empty())
+            .build()
+            .ok()?;
+        Some(
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(tls::Provider::Rustls(
+                    tls::rustls_provider::CryptoMode::AwsLc,
+                ))
+                .tls_context(context)
+                .build_https(),
+        )
     }
 }
+
+/// The variables the default HTTP client reads its proxy from.
+const PROXY_VARS: [&str; 6] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
 
 impl CredentialsConfig {
     /// The provider, or `None` for the default chain.
@@ -323,6 +374,54 @@ mod tests {
             Some("us-east-1")
         );
         assert_eq!(sdk.endpoint_url(), Some("http://127.0.0.1:4567"));
+    }
+
+    #[tokio::test]
+    async fn a_plain_http_endpoint_gets_a_client_without_the_system_trust_store() {
+        let with = |endpoint: &str| -> AwsConfig {
+            serde_json::from_value(serde_json::json!({
+                "endpoint": endpoint,
+                "credentials": {"provider": "basic", "access_key_id": "test", "secret_access_key": "test"}
+            }))
+            .expect("config")
+        };
+        let no_env = |_: &str| None;
+        assert!(
+            with("http://127.0.0.1:4567")
+                .plain_http_client(&no_env)
+                .is_some()
+        );
+        assert!(
+            with("HTTP://localhost:4567")
+                .plain_http_client(&no_env)
+                .is_some()
+        );
+        assert!(
+            with("https://kinesis.us-east-1.amazonaws.com")
+                .plain_http_client(&no_env)
+                .is_none()
+        );
+        assert!(AwsConfig::default().plain_http_client(&no_env).is_none());
+        // A proxy may need TLS: the default client, which reads the proxy variables.
+        let proxied =
+            |name: &str| (name == "https_proxy").then(|| "https://proxy:3128".to_string());
+        assert!(
+            with("http://127.0.0.1:4567")
+                .plain_http_client(&proxied)
+                .is_none()
+        );
+        // The service clients get it; an https endpoint keeps the SDK's default client.
+        let sdk = with("http://127.0.0.1:4567")
+            .sdk_config()
+            .await
+            .expect("sdk config");
+        let unproxied = PROXY_VARS.iter().all(|v| std::env::var(v).is_err());
+        assert_eq!(sdk.http_client().is_some(), unproxied);
+        let sdk = with("https://127.0.0.1:4567")
+            .sdk_config()
+            .await
+            .expect("sdk config");
+        assert!(sdk.http_client().is_none());
     }
 
     /// A server that accepts connections and reads requests but never answers: a stalled

@@ -247,7 +247,7 @@ pub(super) async fn read_shard(
                 _ = tokio::time::sleep_until(renew_at) => break,
                 ev = events.recv() => ev,
             };
-            let e = match ev {
+            let mut e = match ev {
                 Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(e))) => e,
                 Ok(Some(_)) => continue,
                 // The server ended the subscription: subscribe again.
@@ -269,8 +269,9 @@ pub(super) async fn read_shard(
                 }
             };
             failures = 0;
-            let mut records = Vec::with_capacity(e.records().len());
-            conv.convert(e.records(), &mut records);
+            let got = std::mem::take(&mut e.records);
+            let mut records = Vec::with_capacity(got.len());
+            conv.convert(got, &mut records);
             if let Some(r) = records.last() {
                 last = Some(r.offset.clone());
             }

@@ -4,6 +4,7 @@
 //! - [`source`]: shard discovery and lineage, one reader task per shard ([`polling`] GetRecords
 //!   or [`efo`] SubscribeToShard), KPL de-aggregation, offsets `<seq>` or `<seq>:<sub>`.
 //! - [`probe`]: the lag of a paused pipeline's shards, from their committed offsets.
+//! - [`responses`]: GetRecords and PutRecords responses read faster than the SDK's generic reader.
 //! - [`sink`]: PutRecords batches with bounded concurrency, partial-failure retries, optional
 //!   KPL aggregation ([`aggregation`]).
 
@@ -13,6 +14,7 @@ mod efo;
 mod polling;
 mod probe;
 mod records;
+mod responses;
 mod sink;
 mod source;
 

@@ -9,6 +9,7 @@ use aws_sdk_kinesis::operation::get_records::GetRecordsOutput;
 use super::at;
 use super::config::MIN_POLL_INTERVAL;
 use super::records::{Converter, StartAt};
+use super::responses::FastResponses;
 use super::source::{Exit, Shared};
 use crate::error::{ConnectorError, retriable};
 use crate::record::{Offset, PartitionId};
@@ -90,6 +91,8 @@ pub(super) async fn get_records(
                     .shard_iterator(iterator)
                     .limit(limit)
                     .set_stream_arn(sh.stream.arn_param())
+                    .customize()
+                    .interceptor(FastResponses::get_records())
                     .send()
             },
         )
@@ -153,7 +156,7 @@ pub(super) async fn read_shard(
         }
         next_call = tokio::time::Instant::now() + interval;
         let asked = limit;
-        let out = match get_records(&sh, &shard, &iterator, limit).await? {
+        let mut out = match get_records(&sh, &shard, &iterator, limit).await? {
             Fetch::Ok(o) => o,
             Fetch::Expired => {
                 // Not called for 5 minutes (backpressure): start again after the last record.
@@ -164,11 +167,13 @@ pub(super) async fn read_shard(
                 continue;
             }
         };
-        let mut records = Vec::with_capacity(out.records().len());
+        let got = std::mem::take(&mut out.records);
+        let n = got.len();
+        let mut records = Vec::with_capacity(n);
         let bytes_before = conv.bytes;
-        conv.convert(out.records(), &mut records);
-        if sh.cfg.adaptive && !out.records().is_empty() {
-            let avg = (conv.bytes - bytes_before) as f64 / out.records().len() as f64;
+        conv.convert(got, &mut records);
+        if sh.cfg.adaptive && n > 0 {
+            let avg = (conv.bytes - bytes_before) as f64 / n as f64;
             limit = adaptive_limit(avg, interval).min(sh.cfg.max_records.max(1));
         }
         if let Some(lag) = out.millis_behind_latest() {
@@ -190,7 +195,7 @@ pub(super) async fn read_shard(
                 }
                 // A full response may have more behind it even at 0 (kinesis-local reports
                 // the newest record's arrival minus the last returned one's).
-                let full = out.records().len() >= usize::try_from(asked).unwrap_or(0);
+                let full = n >= usize::try_from(asked).unwrap_or(0);
                 if !full && sh.caught_up(&shard, out.millis_behind_latest()) {
                     return Ok(Exit::CaughtUp);
                 }

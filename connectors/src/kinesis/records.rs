@@ -86,6 +86,8 @@ pub struct Converter {
     pub position: Option<StartAt>,
     /// Payload bytes converted, for adaptive reads.
     pub bytes: u64,
+    /// The last arrival time formatted, in ms, and its text.
+    last_arrival: Option<(i64, String)>,
 }
 
 impl Converter {
@@ -96,6 +98,7 @@ impl Converter {
             skip: start.skip(),
             position: None,
             bytes: 0,
+            last_arrival: None,
         }
     }
 
@@ -104,16 +107,16 @@ impl Converter {
         self.skip = from.skip();
     }
 
-    /// Appends the records (de-aggregated) of `recs` to `out`.
-    pub fn convert(&mut self, recs: &[aws_sdk_kinesis::types::Record], out: &mut Vec<Record>) {
+    /// Appends the records (de-aggregated) of `recs` to `out`. The records are taken by value:
+    /// their data, sequence numbers and partition keys move into the Sluice records uncopied.
+    pub fn convert(&mut self, recs: Vec<aws_sdk_kinesis::types::Record>, out: &mut Vec<Record>) {
         for r in recs {
-            let seq = r.sequence_number();
-            let data = Bytes::copy_from_slice(r.data().as_ref());
-            self.bytes += data.len() as u64;
             let arrival = r
-                .approximate_arrival_timestamp()
+                .approximate_arrival_timestamp
                 .and_then(|t| t.to_millis().ok());
-            let pk = r.partition_key().unwrap_or_default();
+            let seq = r.sequence_number;
+            let data = Bytes::from(r.data.into_inner());
+            self.bytes += data.len() as u64;
             let skip_to = match self.skip.take() {
                 Some((s, sub)) if s == seq => Some(sub),
                 _ => None,
@@ -126,58 +129,71 @@ impl Converter {
                         if skip_to.is_some_and(|k| sub <= k) {
                             continue;
                         }
-                        out.push(self.record(
+                        let rec = self.record(
                             format!("{seq}:{sub}"),
-                            seq,
+                            seq.clone(),
                             Some(sub),
                             arrival,
-                            &u.partition_key,
+                            u.partition_key,
                             u.data,
-                        ));
+                        );
+                        out.push(rec);
                     }
                     if n > 0 {
-                        self.position = Some(StartAt::AtSub(seq.to_string(), n as u64 - 1));
+                        self.position = Some(StartAt::AtSub(seq, n as u64 - 1));
                     }
                 }
                 None => {
                     // A plain record is never partly delivered: a sub-sequence skip of a plain
                     // record means it was delivered.
                     if skip_to.is_none() {
-                        out.push(self.record(seq.to_string(), seq, None, arrival, pk, data));
+                        let pk = r.partition_key.unwrap_or_default();
+                        let rec = self.record(seq.clone(), seq.clone(), None, arrival, pk, data);
+                        out.push(rec);
                     }
-                    self.position = Some(StartAt::After(seq.to_string()));
+                    self.position = Some(StartAt::After(seq));
                 }
             }
         }
     }
 
+    /// The RFC 3339 form of an arrival time: records of one PutRecords call share their arrival
+    /// time, so the last one formatted is kept.
+    fn arrival_text(&mut self, ms: i64) -> Option<String> {
+        if let Some((last, text)) = &self.last_arrival
+            && *last == ms
+        {
+            return Some(text.clone());
+        }
+        let text = DateTime::<Utc>::from_timestamp_millis(ms)?
+            .to_rfc3339_opts(SecondsFormat::Millis, true);
+        self.last_arrival = Some((ms, text.clone()));
+        Some(text)
+    }
+
     fn record(
-        &self,
+        &mut self,
         offset: String,
-        seq: &str,
+        seq: String,
         sub: Option<u64>,
         arrival: Option<i64>,
-        pk: &str,
+        pk: String,
         value: Bytes,
     ) -> Record {
         let mut meta: Vec<(Cow<'static, str>, String)> = Vec::with_capacity(6);
         meta.push(("stream".into(), self.stream.clone()));
         meta.push(("shard-id".into(), self.shard.to_string()));
-        meta.push(("sequence-number".into(), seq.to_string()));
+        meta.push(("sequence-number".into(), seq));
         if let Some(s) = sub {
             meta.push(("sub-sequence-number".into(), s.to_string()));
         }
-        if let Some(ms) = arrival
-            && let Some(t) = DateTime::<Utc>::from_timestamp_millis(ms)
-        {
-            meta.push((
-                "arrival-timestamp".into(),
-                t.to_rfc3339_opts(SecondsFormat::Millis, true),
-            ));
+        if let Some(t) = arrival.and_then(|ms| self.arrival_text(ms)) {
+            meta.push(("arrival-timestamp".into(), t));
         }
-        meta.push(("partition-key".into(), pk.to_string()));
+        let key = Bytes::copy_from_slice(pk.as_bytes());
+        meta.push(("partition-key".into(), pk));
         Record {
-            key: Some(Bytes::copy_from_slice(pk.as_bytes())),
+            key: Some(key),
             value,
             headers: Vec::new(),
             timestamp: arrival,

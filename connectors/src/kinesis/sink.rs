@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 
 use super::aggregation::{Aggregate, UserRecord, hash_key_of};
 use super::config::{KinesisSinkConfig, MAX_PARTITION_KEY_CHARS, MAX_RECORD_BYTES};
+use super::responses::FastResponses;
 use super::source::{describe, list_shards};
 use super::{StreamRef, at};
 use crate::ack::Ack;
@@ -426,6 +427,20 @@ pub(super) fn route(
     Ok((key, ehk))
 }
 
+/// The PutRecords request entries of `todo`, in order.
+fn request_entries(todo: &[Entry]) -> Vec<PutRecordsRequestEntry> {
+    todo.iter()
+        .filter_map(|e| {
+            PutRecordsRequestEntry::builder()
+                .data(Blob::new(e.data.to_vec()))
+                .partition_key(&e.partition_key)
+                .set_explicit_hash_key(e.explicit_hash_key.clone())
+                .build()
+                .ok()
+        })
+        .collect()
+}
+
 /// One PutRecords batch until every entry is written (or a failure stops it).
 struct PutCall {
     client: Client,
@@ -441,28 +456,21 @@ impl PutCall {
         let mut attempt: u32 = 0;
         let mut delays = self.policy.backoff.delays();
         loop {
-            let entries: Vec<PutRecordsRequestEntry> = todo
-                .iter()
-                .filter_map(|e| {
-                    PutRecordsRequestEntry::builder()
-                        .data(Blob::new(e.data.to_vec()))
-                        .partition_key(&e.partition_key)
-                        .set_explicit_hash_key(e.explicit_hash_key.clone())
-                        .build()
-                        .ok()
-                })
-                .collect();
             let out = self
                 .policy
                 .run(
                     &format!("kinesis sink: PutRecords to stream {name}"),
                     retriable,
                     || {
+                        // Built per attempt from the entries (one copy of the data), not
+                        // built once and cloned for each attempt (two copies).
                         self.client
                             .put_records()
                             .set_stream_name(self.stream.name_param())
                             .set_stream_arn(self.stream.arn_param())
-                            .set_records(Some(entries.clone()))
+                            .set_records(Some(request_entries(&todo)))
+                            .customize()
+                            .interceptor(FastResponses::put_records())
                             .send()
                     },
                 )

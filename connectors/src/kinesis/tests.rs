@@ -102,7 +102,7 @@ fn converter_deaggregates_skips_delivered_sub_records_and_tracks_position() {
     );
     let mut c = Converter::new("s", "shard-0".into(), &start);
     let mut out = Vec::new();
-    c.convert(&recs, &mut out);
+    c.convert(recs, &mut out);
     let offsets: Vec<&str> = out.iter().map(|r| r.offset.as_str()).collect();
     assert_eq!(offsets, ["100:2", "100:3", "200"]);
     assert_eq!(out[0].value, Bytes::from_static(b"v2"));

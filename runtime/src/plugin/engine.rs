@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use wasmtime::component::{Component, Linker};
@@ -25,6 +25,9 @@ pub(crate) struct EngineCtx {
     /// Ticks of [`EPOCH_TICK`] since the engine started, advanced with the engine's epoch (which
     /// wasmtime does not expose): the clock of WASI waits' deadlines.
     pub(crate) ticks: Arc<AtomicU64>,
+    /// Set once the ticker thread runs: it starts with the first component loaded, so a run
+    /// without plugins has no thread waking 100 times a second.
+    ticker: OnceLock<Result<(), String>>,
     components: Mutex<HashMap<PathBuf, CachedComponent>>,
 }
 
@@ -133,19 +136,22 @@ impl EngineCtx {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .and_then(|()| super::wait::link_deadline_poll(&mut linker))
             .map_err(|e| PluginError(format!("cannot link WASI: {e}")))?;
-        let ticks = Arc::new(AtomicU64::new(0));
-        start_ticker(&engine, ticks.clone())?;
         Ok(Arc::new(Self {
             engine,
             linker,
             fuel,
-            ticks,
+            ticks: Arc::new(AtomicU64::new(0)),
+            ticker: OnceLock::new(),
             components: Mutex::new(HashMap::new()),
         }))
     }
 
     /// Loads (compiles, or fetches from the caches) the component at `path`.
     pub(crate) fn component(&self, path: &Path) -> Result<Component, String> {
+        // Every instance comes from a component: deadlines tick from the first one on.
+        self.ticker
+            .get_or_init(|| start_ticker(&self.engine, self.ticks.clone()).map_err(|e| e.0))
+            .clone()?;
         let meta =
             std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
