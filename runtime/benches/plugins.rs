@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::hint::black_box;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,8 +50,19 @@ fn records(n: usize, size: usize) -> Vec<Record> {
 }
 
 fn spec(plugin: &str, config: Value) -> PluginSpec {
-    serde_json::from_value(json!({"wasm": wasm::plugin(plugin), "config": config}))
-        .expect("a valid plugin spec")
+    spec_at(&wasm::plugin(plugin), config)
+}
+
+fn spec_at(wasm: &Path, config: Value) -> PluginSpec {
+    serde_json::from_value(json!({"wasm": wasm, "config": config})).expect("a valid plugin spec")
+}
+
+/// `SLUICE_BENCH_BASELINE=<folder>`: the mask also runs from `<folder>/mask_fields.wasm` (built
+/// from an older commit) as `wasm-baseline`, interleaved with the others, so a change to the SDK
+/// or the plugin is measured before and after in one run.
+fn baseline(plugin: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("SLUICE_BENCH_BASELINE").filter(|d| !d.is_empty())?;
+    Some(PathBuf::from(dir).join(format!("{}.wasm", plugin.replace('-', "_"))))
 }
 
 // --- the same logic, native --------------------------------------------------------------------
@@ -196,20 +208,26 @@ fn transforms(c: &mut Criterion) {
             ("native", ALL, &mut |b| drop(black_box(native_identity(b)))),
         ],
     );
+    let mut mask_baseline = baseline("mask-fields").map(|wasm| {
+        host.transform(&spec_at(&wasm, json!({"fields": ["email"]})), "/".as_ref())
+            .unwrap()
+    });
     let mask = &mut |b: &[Record]| drop(black_box(mask.process(b).unwrap()));
     let mask_fuel = &mut |b: &[Record]| drop(black_box(mask_fuel.process(b).unwrap()));
-    compare(
-        c,
-        "mask",
-        &mut [
-            ("wasm", ALL, mask),
-            ("native", ALL, &mut |b| {
-                drop(black_box(native_mask(b, &["email"])))
-            }),
-            ("jq", ALL, &mut |b| drop(black_box(jq.process(b).unwrap()))),
-            ("wasm+fuel", Some(1000), mask_fuel),
-        ],
-    );
+    let native = &mut |b: &[Record]| drop(black_box(native_mask(b, &["email"])));
+    let jq = &mut |b: &[Record]| drop(black_box(jq.process(b).unwrap()));
+    let mut cases: Vec<Case<'_>> = vec![
+        ("wasm", ALL, mask),
+        ("native", ALL, native),
+        ("jq", ALL, jq),
+        ("wasm+fuel", Some(1000), mask_fuel),
+    ];
+    let mut run_baseline;
+    if let Some(stage) = mask_baseline.as_mut() {
+        run_baseline = |b: &[Record]| drop(black_box(stage.process(b).unwrap()));
+        cases.push(("wasm-baseline", ALL, &mut run_baseline));
+    }
+    compare(c, "mask", &mut cases);
 }
 
 fn partitioners(c: &mut Criterion) {
