@@ -74,7 +74,8 @@ fn native_identity(batch: &[Record]) -> Vec<Outcome> {
 /// How the native mask writes its output: the sdk's JSON writer (what the plugin uses), or
 /// serde_json's (what both used before the writer, kept to show the older ratio in the same run).
 fn sdk_writer(doc: &Value) -> Vec<u8> {
-    let mut v = Vec::new();
+    // As `sluice_sdk::json::to_vec` and serde_json's `to_vec` start.
+    let mut v = Vec::with_capacity(128);
     sluice_wire::json::write_value(&mut v, doc);
     v
 }

@@ -323,7 +323,7 @@ pub mod json {
                     buf.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
                 } else {
                     // A float displays as serde_json serializes it; a Vec cannot fail a write.
-                    drop(write!(VecWriter(buf), "{n}"));
+                    let _ = write!(VecWriter(buf), "{n}");
                 }
             }
             Value::String(s) => write_str(buf, s),
@@ -360,24 +360,45 @@ pub mod json {
         // `bytes[done..i]` is checked and not written yet.
         let mut done = 0;
         let mut i = 0;
-        while i < bytes.len() {
-            if let Some(chunk) = bytes[i..].first_chunk::<8>()
-                && !may_need_escape(u64::from_le_bytes(*chunk))
-            {
+        loop {
+            // Whole chunks of 8 bytes that need no escape.
+            while let Some(chunk) = bytes[i..].first_chunk::<8>() {
+                if may_need_escape(u64::from_le_bytes(*chunk)) {
+                    break;
+                }
                 i += 8;
-                continue;
             }
-            let b = bytes[i];
-            if b < 0x20 || b == b'"' || b == b'\\' {
-                buf.extend_from_slice(&bytes[done..i]);
-                put_escape(buf, b);
-                done = i + 1;
+            // Then byte by byte through the chunk that may need one (or the string's tail).
+            let stop = (i + 8).min(bytes.len());
+            while i < stop {
+                let b = bytes[i];
+                if NEEDS_ESCAPE[usize::from(b)] {
+                    buf.extend_from_slice(&bytes[done..i]);
+                    put_escape(buf, b);
+                    done = i + 1;
+                }
+                i += 1;
             }
-            i += 1;
+            if i == bytes.len() {
+                break;
+            }
         }
         buf.extend_from_slice(&bytes[done..]);
         buf.push(b'"');
     }
+
+    /// Control characters, `"` and `\\`.
+    static NEEDS_ESCAPE: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut b = 0;
+        while b < 0x20 {
+            table[b] = true;
+            b += 1;
+        }
+        table[b'"' as usize] = true;
+        table[b'\\' as usize] = true;
+        table
+    };
 
     /// Whether any of 8 bytes may be a control character, `"` or `\\`. Exact when none is: a
     /// byte may only be flagged wrongly above one that truly matches, and the caller then checks
