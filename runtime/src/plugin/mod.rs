@@ -467,7 +467,10 @@ mod tests {
         .unwrap();
         let mut stage = host.transform(&spec, Path::new("/")).unwrap();
         let record = |i: u64, pad: usize| {
-            let value = format!(r#"{{"id":{i},"email":"u{i}@x.y","pad":"{}"}}"#, "x".repeat(pad));
+            let value = format!(
+                r#"{{"id":{i},"email":"u{i}@x.y","pad":"{}"}}"#,
+                "x".repeat(pad)
+            );
             Record::new(Arc::from("p"), Offset::from(i), Bytes::from(value))
         };
         let batch: Vec<Record> = (0..100).map(|i| record(i, 40)).collect();
@@ -479,8 +482,15 @@ mod tests {
         let crate::stage::Outcome::Records(out) = &big[0] else {
             panic!("expected a masked record, got {big:?}");
         };
-        assert!(out[0].value.starts_with(br#"{"id":7,"email":"***","pad":"xxx"#));
-        assert_eq!(out[0].value.len(), (1 << 20) + r#"{"id":7,"email":"***","pad":""}"#.len());
+        assert!(
+            out[0]
+                .value
+                .starts_with(br#"{"id":7,"email":"***","pad":"xxx"#)
+        );
+        assert_eq!(
+            out[0].value.len(),
+            (1 << 20) + r#"{"id":7,"email":"***","pad":""}"#.len()
+        );
     }
 
     #[test]
