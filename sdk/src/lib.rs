@@ -56,7 +56,10 @@
 extern crate self as sluice_sdk;
 
 // Compiled and unit-tested on every target; the global allocator only on wasm32.
-#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+#[cfg_attr(
+    not(all(feature = "allocator", target_arch = "wasm32")),
+    allow(dead_code)
+)]
 mod alloc;
 mod codec;
 pub mod hash;
