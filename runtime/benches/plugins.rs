@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::hint::black_box;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,8 +50,19 @@ fn records(n: usize, size: usize) -> Vec<Record> {
 }
 
 fn spec(plugin: &str, config: Value) -> PluginSpec {
-    serde_json::from_value(json!({"wasm": wasm::plugin(plugin), "config": config}))
-        .expect("a valid plugin spec")
+    spec_at(&wasm::plugin(plugin), config)
+}
+
+fn spec_at(wasm: &Path, config: Value) -> PluginSpec {
+    serde_json::from_value(json!({"wasm": wasm, "config": config})).expect("a valid plugin spec")
+}
+
+/// `SLUICE_BENCH_BASELINE=<folder>`: the mask also runs from `<folder>/mask_fields.wasm` (built
+/// from an older commit) as `wasm-baseline`, interleaved with the others, so a change to the SDK
+/// or the plugin is measured before and after in one run.
+fn baseline(plugin: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("SLUICE_BENCH_BASELINE").filter(|d| !d.is_empty())?;
+    Some(PathBuf::from(dir).join(format!("{}.wasm", plugin.replace('-', "_"))))
 }
 
 // --- the same logic, native --------------------------------------------------------------------
@@ -59,7 +71,21 @@ fn native_identity(batch: &[Record]) -> Vec<Outcome> {
     batch.iter().map(|_| Outcome::Keep).collect()
 }
 
-fn native_mask(batch: &[Record], fields: &[&str]) -> Vec<Outcome> {
+/// How the native mask writes its output: the sdk's JSON writer (what the plugin uses), or
+/// serde_json's (what both used before the writer, kept to show the older ratio in the same run).
+fn sdk_writer(doc: &Value) -> Vec<u8> {
+    // As `sluice_sdk::json::to_vec` and serde_json's `to_vec` start.
+    let mut v = Vec::with_capacity(128);
+    sluice_wire::json::write_value(&mut v, doc);
+    v
+}
+
+fn serde_writer(doc: &Value) -> Vec<u8> {
+    serde_json::to_vec(doc).unwrap()
+}
+
+#[inline(never)] // a function of its own, so callgrind counts its instructions per batch
+fn native_mask(batch: &[Record], fields: &[&str], write: fn(&Value) -> Vec<u8>) -> Vec<Outcome> {
     batch
         .iter()
         .map(|r| {
@@ -77,10 +103,7 @@ fn native_mask(batch: &[Record], fields: &[&str]) -> Vec<Outcome> {
             if !changed {
                 return Outcome::Keep;
             }
-            match serde_json::to_vec(&doc) {
-                Ok(v) => Outcome::Records(vec![r.derive(Bytes::from(v))]),
-                Err(e) => Outcome::Error(e.to_string()),
-            }
+            Outcome::Records(vec![r.derive(Bytes::from(write(&doc)))])
         })
         .collect()
 }
@@ -196,20 +219,29 @@ fn transforms(c: &mut Criterion) {
             ("native", ALL, &mut |b| drop(black_box(native_identity(b)))),
         ],
     );
+    let mut mask_baseline = baseline("mask-fields").map(|wasm| {
+        host.transform(&spec_at(&wasm, json!({"fields": ["email"]})), "/".as_ref())
+            .unwrap()
+    });
     let mask = &mut |b: &[Record]| drop(black_box(mask.process(b).unwrap()));
     let mask_fuel = &mut |b: &[Record]| drop(black_box(mask_fuel.process(b).unwrap()));
-    compare(
-        c,
-        "mask",
-        &mut [
-            ("wasm", ALL, mask),
-            ("native", ALL, &mut |b| {
-                drop(black_box(native_mask(b, &["email"])))
-            }),
-            ("jq", ALL, &mut |b| drop(black_box(jq.process(b).unwrap()))),
-            ("wasm+fuel", Some(1000), mask_fuel),
-        ],
-    );
+    let native = &mut |b: &[Record]| drop(black_box(native_mask(b, &["email"], sdk_writer)));
+    let native_serde =
+        &mut |b: &[Record]| drop(black_box(native_mask(b, &["email"], serde_writer)));
+    let jq = &mut |b: &[Record]| drop(black_box(jq.process(b).unwrap()));
+    let mut cases: Vec<Case<'_>> = vec![
+        ("wasm", ALL, mask),
+        ("native", ALL, native),
+        ("native-serde_json", Some(1000), native_serde),
+        ("jq", ALL, jq),
+        ("wasm+fuel", Some(1000), mask_fuel),
+    ];
+    let mut run_baseline;
+    if let Some(stage) = mask_baseline.as_mut() {
+        run_baseline = |b: &[Record]| drop(black_box(stage.process(b).unwrap()));
+        cases.push(("wasm-baseline", ALL, &mut run_baseline));
+    }
+    compare(c, "mask", &mut cases);
 }
 
 fn partitioners(c: &mut Criterion) {

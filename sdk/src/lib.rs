@@ -55,6 +55,12 @@
 // Lets the generated bindings name this crate as `::sluice_sdk`, also from inside it.
 extern crate self as sluice_sdk;
 
+// Compiled and unit-tested on every target; the global allocator only on wasm32.
+#[cfg_attr(
+    not(all(feature = "allocator", target_arch = "wasm32")),
+    allow(dead_code)
+)]
+mod alloc;
 mod codec;
 pub mod hash;
 pub mod json;
@@ -74,6 +80,15 @@ pub use serde_json;
 
 #[doc(hidden)]
 pub use wit_bindgen as __wit_bindgen;
+
+/// The plugin's allocator (feature `allocator`, on by default): see [`alloc`].
+#[cfg(all(
+    feature = "allocator",
+    target_arch = "wasm32",
+    not(target_feature = "atomics")
+))]
+#[global_allocator]
+static ALLOCATOR: alloc::SizeClasses = alloc::SizeClasses::new();
 
 use serde::de::DeserializeOwned;
 

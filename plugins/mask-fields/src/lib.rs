@@ -64,7 +64,7 @@ impl Transform for MaskFields {
     fn process(&mut self, record: &Record<'_>) -> Outcome {
         match self.mask(record.value) {
             Masked::Unchanged => Outcome::Keep,
-            Masked::Changed(doc) => Outcome::json(&doc),
+            Masked::Changed(doc) => Outcome::Value(json::to_vec(&doc)),
             Masked::Invalid(e) => Outcome::Error(e),
         }
     }
@@ -73,7 +73,7 @@ impl Transform for MaskFields {
     fn process_batch(&mut self, batch: Batch<'_>, out: &mut Outcomes) {
         batch.for_each(|r| match self.mask(r.value) {
             Masked::Unchanged => out.push_keep(),
-            Masked::Changed(doc) => out.push_json(&doc),
+            Masked::Changed(doc) => out.push_json_value(&doc),
             Masked::Invalid(e) => out.push_error(&e),
         });
     }

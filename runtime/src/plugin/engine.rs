@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Cache, CacheConfig, Config, Engine};
+use wasmtime::{Cache, CacheConfig, Config, Engine, ProfilingStrategy};
 
 use super::PluginError;
 use super::limits::HostState;
@@ -130,6 +130,10 @@ impl EngineCtx {
         // concurrency machinery a call costs about a third as much.
         config.concurrency_support(false);
         config.cache(disk_cache());
+        if profiling_requested() {
+            // Names the JIT code of plugins for `perf` (docs/plugins.md, "Profiling a plugin").
+            config.profiler(ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)
             .map_err(|e| PluginError(format!("cannot start the wasm engine: {e}")))?;
         let mut linker = Linker::new(&engine);
@@ -187,6 +191,12 @@ impl EngineCtx {
         );
         Ok(component)
     }
+}
+
+/// `SLUICE_WASM_PERFMAP=1`: the engine writes `/tmp/perf-<pid>.map`, so `perf report` names the
+/// plugin functions it sampled.
+fn profiling_requested() -> bool {
+    std::env::var_os("SLUICE_WASM_PERFMAP").is_some_and(|v| !v.is_empty() && v != "0")
 }
 
 /// Starts the thread that advances the epoch of `engine` and `ticks` every [`EPOCH_TICK`]; it

@@ -34,6 +34,7 @@ const SDK_FILES: &[(&str, &str)] = &[
     ),
     ("src/lib.rs", include_str!("../../../sdk/src/lib.rs")),
     ("src/__rt.rs", include_str!("../../../sdk/src/__rt.rs")),
+    ("src/alloc.rs", include_str!("../../../sdk/src/alloc.rs")),
     (
         "src/bindings.rs",
         include_str!("../../../sdk/src/bindings.rs"),

@@ -300,6 +300,195 @@ pub fn read_input_record<'a>(r: &mut Reader<'a>, rec: &mut InputRecord<'a>) -> R
     Ok(())
 }
 
+/// Compact JSON output (feature `json`): the bytes `serde_json::to_writer` writes for a `Value`,
+/// but strings are scanned for characters to escape eight bytes at a time. serde_json looks up
+/// every byte of a string in a table, a loop that took about a third of a JSON plugin's time on
+/// 1 KiB records in wasm (docs/benchmarks.md, "Plugins").
+#[cfg(feature = "json")]
+pub mod json {
+    use alloc::vec::Vec;
+    use core::fmt::{self, Write as _};
+    use serde_json::Value;
+
+    /// Appends `value` as compact JSON.
+    pub fn write_value(buf: &mut Vec<u8>, value: &Value) {
+        match value {
+            Value::Null => buf.extend_from_slice(b"null"),
+            Value::Bool(true) => buf.extend_from_slice(b"true"),
+            Value::Bool(false) => buf.extend_from_slice(b"false"),
+            Value::Number(n) => {
+                if let Some(u) = n.as_u64() {
+                    buf.extend_from_slice(itoa::Buffer::new().format(u).as_bytes());
+                } else if let Some(i) = n.as_i64() {
+                    buf.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
+                } else {
+                    // A float displays as serde_json serializes it; a Vec cannot fail a write.
+                    let _ = write!(VecWriter(buf), "{n}");
+                }
+            }
+            Value::String(s) => write_str(buf, s),
+            Value::Array(items) => {
+                buf.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        buf.push(b',');
+                    }
+                    write_value(buf, item);
+                }
+                buf.push(b']');
+            }
+            Value::Object(map) => {
+                buf.push(b'{');
+                for (i, (key, item)) in map.iter().enumerate() {
+                    if i > 0 {
+                        buf.push(b',');
+                    }
+                    write_str(buf, key);
+                    buf.push(b':');
+                    write_value(buf, item);
+                }
+                buf.push(b'}');
+            }
+        }
+    }
+
+    /// Appends `s` as a JSON string, escaped as serde_json escapes it.
+    pub fn write_str(buf: &mut Vec<u8>, s: &str) {
+        let bytes = s.as_bytes();
+        buf.reserve(bytes.len() + 2);
+        buf.push(b'"');
+        // `bytes[done..i]` is checked and not written yet.
+        let mut done = 0;
+        let mut i = 0;
+        loop {
+            // Whole chunks of 8 bytes that need no escape.
+            while let Some(chunk) = bytes[i..].first_chunk::<8>() {
+                if may_need_escape(u64::from_le_bytes(*chunk)) {
+                    break;
+                }
+                i += 8;
+            }
+            // Then byte by byte through the chunk that may need one (or the string's tail).
+            let stop = (i + 8).min(bytes.len());
+            while i < stop {
+                let b = bytes[i];
+                if NEEDS_ESCAPE[usize::from(b)] {
+                    buf.extend_from_slice(&bytes[done..i]);
+                    put_escape(buf, b);
+                    done = i + 1;
+                }
+                i += 1;
+            }
+            if i == bytes.len() {
+                break;
+            }
+        }
+        buf.extend_from_slice(&bytes[done..]);
+        buf.push(b'"');
+    }
+
+    /// Control characters, `"` and `\\`.
+    static NEEDS_ESCAPE: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut b = 0;
+        while b < 0x20 {
+            table[b] = true;
+            b += 1;
+        }
+        table[b'"' as usize] = true;
+        table[b'\\' as usize] = true;
+        table
+    };
+
+    /// Whether any of 8 bytes may be a control character, `"` or `\\`. Exact when none is: a
+    /// byte may only be flagged wrongly above one that truly matches, and the caller then checks
+    /// byte by byte.
+    fn may_need_escape(w: u64) -> bool {
+        const ONES: u64 = u64::MAX / 255;
+        const HIGH: u64 = ONES << 7;
+        let control = w.wrapping_sub(ONES * 0x20) & !w;
+        let q = w ^ (ONES * u64::from(b'"'));
+        let quote = q.wrapping_sub(ONES) & !q;
+        let b = w ^ (ONES * u64::from(b'\\'));
+        let backslash = b.wrapping_sub(ONES) & !b;
+        (control | quote | backslash) & HIGH != 0
+    }
+
+    fn put_escape(buf: &mut Vec<u8>, b: u8) {
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x0c => b'f',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                buf.extend_from_slice(b"\\u00");
+                buf.push(HEX[usize::from(b >> 4)]);
+                buf.push(HEX[usize::from(b & 0xf)]);
+                return;
+            }
+        };
+        buf.push(b'\\');
+        buf.push(short);
+    }
+
+    struct VecWriter<'a>(&'a mut Vec<u8>);
+
+    impl fmt::Write for VecWriter<'_> {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            self.0.extend_from_slice(s.as_bytes());
+            Ok(())
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use alloc::string::String;
+        use serde_json::json;
+
+        fn same_as_serde_json(v: &Value) {
+            let mut ours = Vec::new();
+            write_value(&mut ours, v);
+            let theirs = serde_json::to_string(v).unwrap();
+            assert_eq!(core::str::from_utf8(&ours).unwrap(), theirs);
+        }
+
+        #[test]
+        fn writes_what_serde_json_writes() {
+            same_as_serde_json(&json!({
+                "a": null, "b": [true, false, [], {}], "n": [0, -7, 18446744073709551615u64,
+                -9223372036854775808i64, 1.5, -0.0, 1e300, 2.5e-8, 100.0],
+                "s": "", "é ü 漢 🙂": "naïve \u{7f} \u{2028}", "nested": {"x": {"y": [1, "z"]}}
+            }));
+        }
+
+        #[test]
+        fn escapes_every_character_at_every_position() {
+            // Each ASCII character alone and placed around the 8-byte chunk boundaries, with
+            // runs before and after, and next to multi-byte characters.
+            for c in 0u8..=0x7f {
+                for before in 0..20 {
+                    for after in [0, 1, 7, 8, 9] {
+                        let mut s = String::new();
+                        s.extend(core::iter::repeat_n('x', before));
+                        s.push(char::from(c));
+                        s.extend(core::iter::repeat_n('é', after));
+                        same_as_serde_json(&Value::String(s));
+                    }
+                }
+            }
+            let all: String = (0u8..=0x7f).map(char::from).collect();
+            let mut map = serde_json::Map::new();
+            map.insert(all.clone(), json!([all.clone(), all]));
+            same_as_serde_json(&Value::Object(map));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
