@@ -228,7 +228,10 @@ mod tests {
         let a = t.ack();
         drop(t);
         a.ack();
-        assert!(rx.try_recv().is_err(), "an unclosed batch is never committed");
+        assert!(
+            rx.try_recv().is_err(),
+            "an unclosed batch is never committed"
+        );
     }
 
     #[test]

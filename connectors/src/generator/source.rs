@@ -210,19 +210,11 @@ mod tests {
     use super::*;
     use crate::api::{Committed, CommittedOffsets};
 
-    #[tokio::test]
-    async fn a_count_lowered_below_the_committed_offset_emits_nothing_and_ends() {
-        let cfg: GeneratorConfig =
-            serde_json::from_value(serde_json::json!({"count": 10, "partitions": 1}))
-                .expect("config");
-        let start = CommittedOffsets::from([(
-            PartitionId::from("0"),
-            Committed {
-                offset: Offset::from(19),
-                finished: false,
-            },
-        )]);
-        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    /// Runs a finite generator from `start` to its end (it must end by itself) and returns its
+    /// batches.
+    async fn batches(cfg: serde_json::Value, start: CommittedOffsets) -> Vec<SourceBatch> {
+        let cfg: GeneratorConfig = serde_json::from_value(cfg).expect("config");
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
         let (_watch_tx, committed) = tokio::sync::watch::channel(Arc::new(start.clone()));
         let ctx = SourceContext {
             start,
@@ -240,10 +232,23 @@ mod tests {
             matches!(run, Ok(Ok(()))),
             "the source ends by itself: {run:?}"
         );
-        let mut batches = Vec::new();
+        let mut out = Vec::new();
         while let Ok(b) = rx.try_recv() {
-            batches.push(b);
+            out.push(b);
         }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_count_lowered_below_the_committed_offset_emits_nothing_and_ends() {
+        let start = CommittedOffsets::from([(
+            PartitionId::from("0"),
+            Committed {
+                offset: Offset::from(19),
+                finished: false,
+            },
+        )]);
+        let batches = batches(serde_json::json!({"count": 10, "partitions": 1}), start).await;
         assert!(
             batches.iter().all(|b| b.records.is_empty()),
             "no record past `count`: {batches:?}"
@@ -256,37 +261,15 @@ mod tests {
         );
     }
 
-    /// Runs a finite generator to its end and returns its batches.
-    async fn batches(cfg: serde_json::Value) -> Vec<SourceBatch> {
-        let cfg: GeneratorConfig = serde_json::from_value(cfg).expect("config");
-        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-        let (_watch_tx, committed) = tokio::sync::watch::channel(Arc::default());
-        let ctx = SourceContext {
-            start: CommittedOffsets::default(),
-            output: tx,
-            shutdown: tokio_util::sync::CancellationToken::new(),
-            committed,
-            assigned: None,
-            lag: Default::default(),
-            grants: None,
-            until_caught_up: false,
-        };
-        let run =
-            tokio::time::timeout(Duration::from_secs(5), GeneratorSource::new(cfg).run(ctx)).await;
-        assert!(matches!(run, Ok(Ok(()))), "{run:?}");
-        let mut out = Vec::new();
-        while let Ok(b) = rx.try_recv() {
-            out.push(b);
-        }
-        out
-    }
-
     #[tokio::test]
     async fn a_batch_in_one_buffer_holds_each_record_as_render_makes_it() {
         for size in [0u64, 300] {
-            let out = batches(serde_json::json!({
-                "count": 50, "partitions": 2, "batch_size": 7, "seed": 3, "record_size": size
-            }))
+            let out = batches(
+                serde_json::json!({
+                    "count": 50, "partitions": 2, "batch_size": 7, "seed": 3, "record_size": size
+                }),
+                CommittedOffsets::default(),
+            )
             .await;
             let mut seen = 0;
             let mut expected = Vec::new();
