@@ -5,7 +5,7 @@
 //! [`Ack::ack`] marks its ticket as failed, so a record a sink lost can never be committed past.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -27,10 +27,14 @@ pub struct Completion {
     pub ok: bool,
 }
 
+/// Shared by a batch's [`Ticket`] and the [`Ack`]s of its records: the last of them to go (the
+/// ticket closed, every ack acked or dropped) sends the completion, from `Drop`. So creating and
+/// releasing an ack is one reference count change each, and a ticket needs no lock.
 struct TicketInner {
-    outstanding: AtomicUsize,
+    /// Set by [`Ticket::close`]: a ticket dropped without closing never completes.
+    closed: AtomicBool,
     failed: AtomicBool,
-    completion: std::sync::Mutex<Option<Completion>>,
+    completion: Option<Completion>,
     notify: UnboundedSender<Completion>,
     rejects: Option<UnboundedSender<Rejected>>,
 }
@@ -46,17 +50,16 @@ pub struct Rejected {
     pub ack: Ack,
 }
 
-impl TicketInner {
-    fn release(&self) {
-        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // Last reference: send the completion exactly once. A poisoned lock can only come
-            // from a panic in this very function on another thread, which has no panicking path.
-            let taken = self.completion.lock().map(|mut c| c.take()).unwrap_or(None);
-            if let Some(mut c) = taken {
-                c.ok = !self.failed.load(Ordering::Acquire);
-                // The tracker is gone only when the pipeline is shutting down.
-                let _ = self.notify.send(c);
-            }
+impl Drop for TicketInner {
+    fn drop(&mut self) {
+        // The last reference: every ack is in and the ticket is gone. The reference count's
+        // release/acquire orders the `failed` and `closed` stores of other threads before this.
+        if *self.closed.get_mut()
+            && let Some(mut c) = self.completion.take()
+        {
+            c.ok = !*self.failed.get_mut();
+            // The tracker is gone only when the pipeline is shutting down.
+            let _ = self.notify.send(c);
         }
     }
 }
@@ -81,9 +84,9 @@ impl Ticket {
     ) -> Self {
         Self {
             inner: Arc::new(TicketInner {
-                outstanding: AtomicUsize::new(1),
+                closed: AtomicBool::new(false),
                 failed: AtomicBool::new(false),
-                completion: std::sync::Mutex::new(Some(completion)),
+                completion: Some(completion),
                 notify,
                 rejects,
             }),
@@ -92,7 +95,6 @@ impl Ticket {
 
     /// An acknowledgement handle for one more record of this batch.
     pub fn ack(&self) -> Ack {
-        self.inner.outstanding.fetch_add(1, Ordering::AcqRel);
         Ack {
             inner: Some(self.inner.clone()),
         }
@@ -105,7 +107,7 @@ impl Ticket {
 
     /// No more records will be added; the ticket completes once all acks are in.
     pub fn close(self) {
-        self.inner.release();
+        self.inner.closed.store(true, Ordering::Release);
     }
 }
 
@@ -117,9 +119,8 @@ pub struct Ack {
 impl Ack {
     /// The record is durably written.
     pub fn ack(mut self) {
-        if let Some(inner) = self.inner.take() {
-            inner.release();
-        }
+        // Dropping the reference is the acknowledgement.
+        self.inner.take();
     }
 
     /// The sink refuses this record as bad: the pipeline's error policy decides (dead-letter it
@@ -142,9 +143,8 @@ impl Ack {
     /// The source partition and position of this record's batch (its ticket), while the record
     /// is unacknowledged.
     pub fn ticket(&self) -> Option<(PartitionId, u64)> {
-        let inner = self.inner.as_ref()?;
-        let c = inner.completion.lock().ok()?;
-        c.as_ref().map(|c| (c.partition.clone(), c.seq))
+        let c = self.inner.as_ref()?.completion.as_ref()?;
+        Some((c.partition.clone(), c.seq))
     }
 }
 
@@ -152,7 +152,6 @@ impl Drop for Ack {
     fn drop(&mut self) {
         if let Some(inner) = self.inner.take() {
             inner.failed.store(true, Ordering::Release);
-            inner.release();
         }
     }
 }
@@ -220,6 +219,43 @@ mod tests {
         assert_eq!(r.reason, "too big");
         r.ack.ack();
         assert!(rx.try_recv().expect("completed").ok);
+    }
+
+    #[test]
+    fn a_ticket_dropped_without_close_never_completes() {
+        let (tx, mut rx) = unbounded_channel();
+        let t = Ticket::new(completion(), tx);
+        let a = t.ack();
+        drop(t);
+        a.ack();
+        assert!(
+            rx.try_recv().is_err(),
+            "an unclosed batch is never committed"
+        );
+    }
+
+    #[test]
+    fn the_ticket_is_readable_from_an_ack_and_acks_on_other_threads_complete_it_once() {
+        let (tx, mut rx) = unbounded_channel();
+        let t = Ticket::new(completion(), tx);
+        let acks: Vec<Ack> = (0..1000).map(|_| t.ack()).collect();
+        assert_eq!(acks[0].ticket(), Some(("p".into(), 0)));
+        t.close();
+        let threads: Vec<_> = acks
+            .into_iter()
+            .enumerate()
+            .fold(vec![Vec::new(), Vec::new()], |mut halves, (i, a)| {
+                halves[i % 2].push(a);
+                halves
+            })
+            .into_iter()
+            .map(|half| std::thread::spawn(move || half.into_iter().for_each(Ack::ack)))
+            .collect();
+        for t in threads {
+            t.join().expect("acking thread");
+        }
+        assert!(rx.try_recv().expect("completed").ok);
+        assert!(rx.try_recv().is_err(), "exactly once");
     }
 
     #[test]

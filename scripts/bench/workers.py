@@ -17,7 +17,9 @@ BEFORE_BIN the one to compare with (default ~/.cache/sluice/before/sluice; skipp
 SLUICE_PLUGIN_DIR the folder of mask_fields.wasm (default: the test build,
 $CARGO_TARGET_DIR/wasm-plugins/wasm32-wasip2/release). BENCH_RECORDS (default 1000000) and
 BENCH_RECORD_SIZE (100) size the run; BENCH_REPEAT (3) runs each row that often and keeps the
-fastest.
+fastest. COMPARE_BIN adds the `workers` rows of a second build that knows `workers` (labelled
+COMPARE_LABEL, default "compare"), run in the same go, each build's ratios against its own
+`workers: 1`.
 """
 
 import os
@@ -55,8 +57,13 @@ def rows(before_bin):
     out = []
     if before_bin:
         out.append(("before (fbc1f00, one thread)", before_bin, before_spec(folder), None))
-    for w in (1, 2, 4):
-        out.append((f"workers: {w}", common.sluice_bin(), common.spec(spec_name()), w))
+    builds = [("", common.sluice_bin())]
+    if os.environ.get("COMPARE_BIN"):
+        label = os.environ.get("COMPARE_LABEL", "compare")
+        builds.insert(0, (f"{label}, ", os.environ["COMPARE_BIN"]))
+    for prefix, binary in builds:
+        for w in (1, 2, 4):
+            out.append((f"{prefix}workers: {w}", binary, common.spec(spec_name()), w))
     return folder, out
 
 
@@ -143,28 +150,42 @@ def thread_cpu(pid, seen):
         seen[tid] = (name, (int(fields[11]) + int(fields[12])) / tick)
 
 
+def thread_run(label, binary, spec, workers, folder):
+    """One run sampled per thread: (total CPU s, busiest thread's CPU s)."""
+    p = subprocess.Popen([binary, "run", spec], cwd=folder, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "SLUICE_LOG": "warn", **env_for(workers)})
+    seen = {}
+    while p.poll() is None:
+        thread_cpu(p.pid, seen)
+        time.sleep(0.01)  # sampling interval: a thread's last 10 ms may be missed
+    if p.returncode != 0:
+        sys.exit(f"{label} failed:\n{p.stderr.read()}")
+    total = sum(c for _, c in seen.values())
+    busiest = max((c for _, c in seen.values()), default=0.0)
+    return total, busiest
+
+
 def threads(before_bin):
+    """The per-thread CPU bound of each row: BENCH_REPEAT rounds over all rows (so a change of
+    load touches every row alike), each row's median run by its bound."""
     records = int(os.environ.get("BENCH_RECORDS", "1000000"))
+    repeat = int(os.environ.get("BENCH_REPEAT", "3"))
     cores = os.cpu_count() or 1
     folder, table = rows(before_bin)
-    print(common.machine_line() + f", spec {spec_name()}, load average {os.getloadavg()[0]:.2f}")
+    print(common.machine_line() + f", spec {spec_name()}, load average {os.getloadavg()[0]:.2f}, "
+          f"median of {repeat}")
     print()
     print(f"| binary | records | CPU s | busiest thread s | bound on {cores} cores, records/s | x workers: 1 |")
     print("|---|---|---|---|---|---|")
+    runs = [[] for _ in table]
+    for _ in range(repeat):
+        for i, row in enumerate(table):
+            total, busiest = thread_run(*row, folder)
+            runs[i].append((records / max(busiest, total / cores, 1e-9), total, busiest))
     base = None
-    for label, binary, spec, workers in table:
-        p = subprocess.Popen([binary, "run", spec], cwd=folder, stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "SLUICE_LOG": "warn", **env_for(workers)})
-        seen = {}
-        while p.poll() is None:
-            thread_cpu(p.pid, seen)
-            time.sleep(0.01)  # sampling interval: a thread's last 10 ms may be missed
-        if p.returncode != 0:
-            sys.exit(f"{label} failed:\n{p.stderr.read()}")
-        total = sum(c for _, c in seen.values())
-        busiest = max((c for _, c in seen.values()), default=0.0)
-        rate = records / max(busiest, total / cores, 1e-9)
+    for (label, _, _, workers), row_runs in zip(table, runs):
+        rate, total, busiest = sorted(row_runs)[len(row_runs) // 2]
         if workers == 1:
             base = rate
         ratio = f"{rate / base:.2f}" if base else "-"

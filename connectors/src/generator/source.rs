@@ -1,4 +1,3 @@
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +12,8 @@ use crate::record::{Offset, PartitionId, Record};
 const BEHAVIORS: [&str; 4] = ["pv", "cart", "fav", "buy"];
 /// 2017-11-25T00:00:00Z, the start of the UserBehavior data set.
 const EPOCH_S: u64 = 1_511_568_000;
+/// Bytes of an unpadded record, about: what a batch's buffer reserves per record at least.
+const MIN_RECORD: usize = 160;
 
 /// SplitMix64: a fast, well-mixed hash of the sequence number.
 fn mix(mut z: u64) -> u64 {
@@ -25,24 +26,40 @@ fn mix(mut z: u64) -> u64 {
 /// Renders record `seq` into `buf` (cleared first). Deterministic in `(seq, seed, pad_to)`.
 pub fn render(seq: u64, seed: u64, pad_to: usize, buf: &mut Vec<u8>) {
     buf.clear();
+    render_onto(seq, seed, pad_to, buf);
+}
+
+/// Appends record `seq` to `out`: what [`render`] writes, without `core::fmt` (integers through
+/// `itoa`), as the source renders a whole batch into one buffer.
+fn render_onto(seq: u64, seed: u64, pad_to: usize, out: &mut Vec<u8>) {
+    let start = out.len();
     let h = mix(seq ^ seed.rotate_left(17));
     let user_id = 1 + (h % 100_000);
     let item_id = 1 + ((h >> 17) % 5_000_000);
     let category_id = 1 + ((h >> 40) % 10_000);
     let behavior = BEHAVIORS[((h >> 60) & 3) as usize];
     let ts = EPOCH_S + seq / 8;
-    // Writing into a Vec cannot fail.
-    let _ = write!(
-        buf,
-        r#"{{"seq":{seq},"user_id":{user_id},"item_id":{item_id},"category_id":{category_id},"behavior":"{behavior}","ts":{ts},"email":"user{user_id}@example.com""#
-    );
-    if pad_to > buf.len() + 10 {
-        let n = pad_to - buf.len() - 10;
-        buf.extend_from_slice(br#","pad":""#);
-        buf.resize(buf.len() + n, b'x');
-        buf.push(b'"');
+    let mut n = itoa::Buffer::new();
+    let mut field = |name: &[u8], value: &[u8]| {
+        out.extend_from_slice(name);
+        out.extend_from_slice(value);
+    };
+    field(br#"{"seq":"#, n.format(seq).as_bytes());
+    field(br#","user_id":"#, n.format(user_id).as_bytes());
+    field(br#","item_id":"#, n.format(item_id).as_bytes());
+    field(br#","category_id":"#, n.format(category_id).as_bytes());
+    field(br#","behavior":""#, behavior.as_bytes());
+    field(br#"","ts":"#, n.format(ts).as_bytes());
+    field(br#","email":"user"#, n.format(user_id).as_bytes());
+    out.extend_from_slice(br#"@example.com""#);
+    let len = out.len() - start;
+    if pad_to > len + 10 {
+        let n = pad_to - len - 10;
+        out.extend_from_slice(br#","pad":""#);
+        out.resize(out.len() + n, b'x');
+        out.push(b'"');
     }
-    buf.push(b'}');
+    out.push(b'}');
 }
 
 /// Emits generator records; see the module docs.
@@ -104,7 +121,6 @@ impl Source for GeneratorSource {
         let mut ticker = tokio::time::interval(Duration::from_millis(100));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut budget = 0u64;
-        let mut buf = Vec::with_capacity(pad_to.max(256));
         loop {
             let mut progressed = false;
             for part in parts.iter_mut().filter(|p| !p.done) {
@@ -128,16 +144,28 @@ impl Source for GeneratorSource {
                 // The record's timestamp is when it was made, not the data's 2017 `ts`: a Kafka
                 // sink passes it on, and a broker's retention deletes records that old at once.
                 let made_ms = chrono::Utc::now().timestamp_millis();
+                // The batch's values share one buffer (one allocation, not one per record), and
+                // its records one partition id of their own: the id's reference count is then
+                // touched by the threads this batch passes through, not by every batch's.
+                let mut values = Vec::with_capacity(n as usize * pad_to.max(MIN_RECORD));
+                let mut ends = Vec::with_capacity(n as usize);
                 for i in part.next..part.next + n {
-                    let seq = part.p + i * parts_n;
-                    render(seq, self.cfg.seed, pad_to, &mut buf);
+                    render_onto(part.p + i * parts_n, self.cfg.seed, pad_to, &mut values);
+                    ends.push(values.len());
+                }
+                let values = Bytes::from(values);
+                let partition: PartitionId = Arc::from(&*part.id);
+                let mut offset = itoa::Buffer::new();
+                let mut from = 0;
+                for (i, end) in (part.next..).zip(ends) {
                     let mut r = Record::new(
-                        part.id.clone(),
-                        Offset::from(i),
-                        Bytes::copy_from_slice(&buf),
+                        partition.clone(),
+                        Offset::new(offset.format(i)),
+                        values.slice(from..end),
                     );
                     r.timestamp = Some(made_ms);
                     records.push(r);
+                    from = end;
                 }
                 part.next += n;
                 if per_slice.is_some() {
@@ -182,19 +210,11 @@ mod tests {
     use super::*;
     use crate::api::{Committed, CommittedOffsets};
 
-    #[tokio::test]
-    async fn a_count_lowered_below_the_committed_offset_emits_nothing_and_ends() {
-        let cfg: GeneratorConfig =
-            serde_json::from_value(serde_json::json!({"count": 10, "partitions": 1}))
-                .expect("config");
-        let start = CommittedOffsets::from([(
-            PartitionId::from("0"),
-            Committed {
-                offset: Offset::from(19),
-                finished: false,
-            },
-        )]);
-        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    /// Runs a finite generator from `start` to its end (it must end by itself) and returns its
+    /// batches.
+    async fn batches(cfg: serde_json::Value, start: CommittedOffsets) -> Vec<SourceBatch> {
+        let cfg: GeneratorConfig = serde_json::from_value(cfg).expect("config");
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
         let (_watch_tx, committed) = tokio::sync::watch::channel(Arc::new(start.clone()));
         let ctx = SourceContext {
             start,
@@ -212,10 +232,23 @@ mod tests {
             matches!(run, Ok(Ok(()))),
             "the source ends by itself: {run:?}"
         );
-        let mut batches = Vec::new();
+        let mut out = Vec::new();
         while let Ok(b) = rx.try_recv() {
-            batches.push(b);
+            out.push(b);
         }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_count_lowered_below_the_committed_offset_emits_nothing_and_ends() {
+        let start = CommittedOffsets::from([(
+            PartitionId::from("0"),
+            Committed {
+                offset: Offset::from(19),
+                finished: false,
+            },
+        )]);
+        let batches = batches(serde_json::json!({"count": 10, "partitions": 1}), start).await;
         assert!(
             batches.iter().all(|b| b.records.is_empty()),
             "no record past `count`: {batches:?}"
@@ -228,6 +261,32 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_batch_in_one_buffer_holds_each_record_as_render_makes_it() {
+        for size in [0u64, 300] {
+            let out = batches(
+                serde_json::json!({
+                    "count": 50, "partitions": 2, "batch_size": 7, "seed": 3, "record_size": size
+                }),
+                CommittedOffsets::default(),
+            )
+            .await;
+            let mut seen = 0;
+            let mut expected = Vec::new();
+            for b in &out {
+                for r in &b.records {
+                    let i: u64 = r.offset.as_str().parse().expect("index offset");
+                    let p: u64 = b.partition.parse().expect("numeric partition");
+                    render(p + i * 2, 3, size as usize, &mut expected);
+                    assert_eq!(r.value, expected, "partition {p} offset {i}");
+                    assert_eq!(r.partition, b.partition);
+                    seen += 1;
+                }
+            }
+            assert_eq!(seen, 50);
+        }
+    }
+
     #[test]
     fn records_are_deterministic_json_of_the_requested_size() {
         let mut a = Vec::new();
@@ -235,6 +294,11 @@ mod tests {
         render(42, 7, 0, &mut a);
         render(42, 7, 0, &mut b);
         assert_eq!(a, b);
+        // What every earlier version rendered (then through `core::fmt`).
+        assert_eq!(
+            std::str::from_utf8(&a).expect("UTF-8"),
+            r#"{"seq":42,"user_id":39160,"item_id":3125092,"category_id":3628,"behavior":"fav","ts":1511568005,"email":"user39160@example.com"}"#
+        );
         let v: serde_json::Value = serde_json::from_slice(&a).expect("valid JSON");
         assert_eq!(v["seq"], 42);
         assert!(
