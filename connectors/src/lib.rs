@@ -34,7 +34,7 @@ pub use api::{
     Source, SourceBatch, SourceContext, Transactional, TxnError,
 };
 pub use error::ConnectorError;
-pub use record::{Metadata, Offset, PartitionId, Record, Route};
+pub use record::{Metadata, Offset, PartitionId, Record, Route, hex32};
 pub use registry::{SinkConfig, SourceConfig};
 
 /// A problem with a connector's config found before anything starts: a path relative to the

@@ -155,14 +155,10 @@ impl Source for GeneratorSource {
                 }
                 let values = Bytes::from(values);
                 let partition: PartitionId = Arc::from(&*part.id);
-                let mut offset = itoa::Buffer::new();
                 let mut from = 0;
                 for (i, end) in (part.next..).zip(ends) {
-                    let mut r = Record::new(
-                        partition.clone(),
-                        Offset::new(offset.format(i)),
-                        values.slice(from..end),
-                    );
+                    let mut r =
+                        Record::new(partition.clone(), Offset::from(i), values.slice(from..end));
                     r.timestamp = Some(made_ms);
                     records.push(r);
                     from = end;

@@ -192,7 +192,7 @@ impl OffsetLog {
     /// The table: the latest value of every key that is not deleted.
     pub async fn read_all(&self) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, ConnectorError> {
         let mut barrier = BARRIER.to_vec();
-        barrier.extend_from_slice(format!("{:032x}", rand::random::<u128>()).as_bytes());
+        barrier.extend_from_slice(crate::hex32(rand::random()).as_bytes());
         let end = self.write(vec![(barrier, None)]).await?;
         let mut cc = client_config(&self.cfg.brokers, &self.cfg.properties);
         cc.set("group.id", "sluice-offset-store-reader");

@@ -399,7 +399,7 @@ pub(super) fn route(
                 // A partitioner that picked a shard: aim at the middle of its range.
                 ehk = Some((range.start + (range.end - range.start) / 2).to_string());
             }
-            format!("{:032x}", rand::random::<u128>())
+            crate::hex32(rand::random())
         }
     };
     let chars = key.chars().count();

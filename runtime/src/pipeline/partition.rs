@@ -64,25 +64,11 @@ impl RouteEach for Random {
     fn route(&self, _: &Record, count: Option<u32>) -> Result<Route, String> {
         let n: u128 = rand::random();
         Ok(Route {
-            key: Some(hex32(n)),
+            key: Some(sluice_connectors::hex32(n)),
             index: count.filter(|c| *c > 0).map(|c| (n % u128::from(c)) as u32),
             explicit_hash_key: None,
         })
     }
-}
-
-/// `n` as 32 lowercase hex digits, like `format!("{n:032x}")` at a tenth of its cost (this runs
-/// for every record of a pipeline with the default partitioner).
-fn hex32(n: u128) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = [0u8; 32];
-    for (i, d) in hex.iter_mut().rev().enumerate() {
-        *d = DIGITS[((n >> (i * 4)) & 0xf) as usize];
-    }
-    // Hex digits are ASCII, so valid UTF-8: the default is never taken.
-    std::str::from_utf8(&hex)
-        .map(str::to_owned)
-        .unwrap_or_default()
 }
 
 struct Fixed;
@@ -139,7 +125,7 @@ mod tests {
     #[test]
     fn random_keys_are_32_hex_digits_like_format() {
         for n in [0, 1, 0xabc, u128::MAX, u128::MAX / 3, 1 << 100] {
-            assert_eq!(hex32(n), format!("{n:032x}"));
+            assert_eq!(sluice_connectors::hex32(n), format!("{n:032x}"));
         }
     }
 
