@@ -146,7 +146,7 @@ pub struct Admitted {
 }
 
 /// What admission makes of a source batch.
-pub(super) enum Admit {
+enum Admit {
     /// `max_records` was reached before it: nothing of it is delivered or committed.
     Stop,
     /// Nothing to deliver or commit (an empty batch without an end offset).
@@ -175,7 +175,7 @@ impl Admission {
         }
     }
 
-    pub(super) fn admit(&mut self, batch: SourceBatch) -> Admit {
+    fn admit(&mut self, batch: SourceBatch) -> Admit {
         let SourceBatch {
             partition,
             mut records,
@@ -340,7 +340,8 @@ pub struct Processor {
 }
 
 impl Processor {
-    /// Processes batches until the source is done or stopped. An error stops the source.
+    /// Processes batches until the source is done or stopped. An error stops the source (the
+    /// caller's drop guard).
     pub fn run(
         self,
         input: mpsc::Receiver<SourceBatch>,
@@ -351,20 +352,45 @@ impl Processor {
             mut workers,
             queue_capacity,
         } = self;
-        let stop = admission.stop_source.clone();
-        let result = if workers.len() > 1 {
-            super::workers::run(admission, workers, queue_capacity, input, output)
-        } else if let Some(work) = workers.pop() {
-            run_one(admission, work, input, &output)
-        } else {
-            Err(PipelineError::Internal(
+        match workers.pop() {
+            Some(work) if workers.is_empty() => run_one(admission, work, input, &output),
+            Some(work) => {
+                workers.push(work);
+                super::workers::run(admission, workers, queue_capacity, input, output)
+            }
+            // `Pipeline::build` makes at least one.
+            None => Err(PipelineError::Internal(
                 "a pipeline without processing workers".into(),
-            ))
-        };
-        if result.is_err() {
-            stop.cancel();
+            )),
         }
-        result
+    }
+}
+
+impl Admission {
+    /// Admits the source's batches in order and hands each to `handoff`, until the source ends,
+    /// `max_records` is reached (the source is then stopped) or `handoff` says its worker is
+    /// gone (false). The one admission loop of one worker and of a pool.
+    pub(super) fn dispatch(
+        &mut self,
+        input: &mut mpsc::Receiver<SourceBatch>,
+        mut handoff: impl FnMut(Admitted) -> Result<bool, PipelineError>,
+    ) -> Result<(), PipelineError> {
+        while let Some(batch) = input.blocking_recv() {
+            match self.admit(batch) {
+                Admit::Stop => break,
+                Admit::Skip => {}
+                Admit::Batch { admitted, last } => {
+                    if !handoff(admitted)? {
+                        break;
+                    }
+                    if last {
+                        self.stop_source.cancel();
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -375,20 +401,10 @@ fn run_one(
     mut input: mpsc::Receiver<SourceBatch>,
     output: &mpsc::Sender<Vec<SinkRecord>>,
 ) -> Result<(), PipelineError> {
-    while let Some(batch) = input.blocking_recv() {
-        match admission.admit(batch) {
-            Admit::Stop => break,
-            Admit::Skip => {}
-            Admit::Batch { admitted, last } => {
-                work.handle(admitted, output)?;
-                if last {
-                    admission.stop_source.cancel();
-                    break;
-                }
-            }
-        }
-    }
-    Ok(())
+    admission.dispatch(&mut input, |admitted| {
+        work.handle(admitted, output)?;
+        Ok(true)
+    })
 }
 
 /// Locks the dead-letter file. A poisoned lock means a panic while writing an entry; the file

@@ -256,6 +256,55 @@ async fn a_panicking_worker_stops_the_source_and_the_other_workers() {
     }
 }
 
+/// Records which threads process batches.
+struct ThreadNames(Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>);
+
+impl Stage for ThreadNames {
+    fn name(&self) -> &str {
+        "transform thread-names"
+    }
+
+    fn process(&mut self, batch: &[Record]) -> Result<Vec<Outcome>, StageError> {
+        let name = std::thread::current().name().unwrap_or("?").to_string();
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name);
+        Ok(batch.iter().map(|_| Outcome::Keep).collect())
+    }
+}
+
+#[tokio::test]
+async fn two_workers_process_on_two_threads_of_their_own() {
+    let cfg: GeneratorConfig = serde_json::from_value(
+        serde_json::json!({"partitions": 4, "count": 2000, "batch_size": 50}),
+    )
+    .expect("generator config");
+    let seen = Arc::default();
+    let stages = || Stages {
+        pre: vec![Box::new(ThreadNames(Arc::clone(&seen)))],
+        partitioner: partition::builtin(BuiltinPartitioner::Fixed),
+        post: Vec::new(),
+    };
+    let mut p = pipeline(
+        Box::new(GeneratorSource::new(cfg)),
+        Box::new(DiscardSink),
+        Arc::new(MemoryStore::default()),
+        Vec::new(),
+        Duration::from_millis(100),
+    );
+    p.stages = vec![stages(), stages()];
+    let (r, _) = run_within(p, Duration::from_secs(10)).await;
+    let summary = r.expect("the run ends cleanly");
+    assert_eq!(summary.counts.delivered, 2000);
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["sluice-worker-0", "sluice-worker-1"],
+        "each worker's stages run on that worker's thread, and both get partitions"
+    );
+}
+
 #[tokio::test]
 async fn a_fenced_commit_stops_the_pipeline_at_once() {
     let interval = Duration::from_millis(50);
