@@ -449,9 +449,10 @@ mod tests {
         );
     }
 
-    /// The SDK's allocator reuses what a batch freed: 3,000 batches of JSON work (about 10 small
-    /// blocks per record) stay under a 16 MiB memory cap that a leak of one block per record
-    /// would pass; then one value larger than the allocator's chunks goes through too.
+    /// The SDK's allocator reuses what a batch freed: 3,000 batches of JSON work (300,000
+    /// records, about 10 small blocks each) stay under a 4 MiB memory cap, which a leak of one
+    /// 16-byte block per record (4.6 MiB) would break; then, in an instance with room for it, one
+    /// value larger than the allocator's chunks goes through too.
     #[test]
     fn a_plugin_memory_stays_flat_over_many_batches() {
         use bytes::Bytes;
@@ -459,13 +460,16 @@ mod tests {
         use sluice_test_kit::wasm;
 
         let host = PluginHost::new().unwrap();
-        let spec: PluginSpec = serde_json::from_value(serde_json::json!({
-            "wasm": wasm::plugin("mask-fields"),
-            "config": {"fields": ["email"]},
-            "memory": "16MiB",
-        }))
-        .unwrap();
-        let mut stage = host.transform(&spec, Path::new("/")).unwrap();
+        let stage = |memory: &str| {
+            let spec: PluginSpec = serde_json::from_value(serde_json::json!({
+                "wasm": wasm::plugin("mask-fields"),
+                "config": {"fields": ["email"]},
+                "memory": memory,
+            }))
+            .unwrap();
+            host.transform(&spec, Path::new("/")).unwrap()
+        };
+        let mut small = stage("4MiB");
         let record = |i: u64, pad: usize| {
             let value = format!(
                 r#"{{"id":{i},"email":"u{i}@x.y","pad":"{}"}}"#,
@@ -475,10 +479,10 @@ mod tests {
         };
         let batch: Vec<Record> = (0..100).map(|i| record(i, 40)).collect();
         for _ in 0..3_000 {
-            let out = stage.process(&batch).unwrap();
+            let out = small.process(&batch).unwrap();
             assert_eq!(out.len(), batch.len());
         }
-        let big = stage.process(&[record(7, 1 << 20)]).unwrap();
+        let big = stage("16MiB").process(&[record(7, 1 << 20)]).unwrap();
         let crate::stage::Outcome::Records(out) = &big[0] else {
             panic!("expected a masked record, got {big:?}");
         };
