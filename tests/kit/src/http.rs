@@ -56,6 +56,23 @@ pub fn get_json(port: u16, path: &str) -> Option<(u16, serde_json::Value)> {
     Some((code, serde_json::from_str(&body).ok()?))
 }
 
+/// A metric of `/metrics` summed over its label sets (`name` or `name{…}` lines), or None when
+/// nothing answers.
+pub fn metric_sum(port: u16, name: &str) -> Option<f64> {
+    let Some((200, text)) = http(port, "GET", "/metrics", &[]) else {
+        return None;
+    };
+    Some(
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|r| r.starts_with(['{', ' ']))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum(),
+    )
+}
+
 /// The `metric{pipeline="…",partition="…"}` lines of `/metrics`: partition → value.
 pub fn series(port: u16, metric: &str, pipeline: &str) -> BTreeMap<String, f64> {
     let Some((200, text)) = http(port, "GET", "/metrics", &[]) else {
