@@ -19,15 +19,8 @@ use sluice_test_kit::{
 
 /// Starts `sluice run --http` on a free port; stdout piped (for the stdout sink), stderr null.
 fn serve(s: &Scratch) -> (Running, u16) {
-    let port = free_port();
-    let child = s
-        .cmd(&[
-            "run",
-            "--no-progress",
-            "--http",
-            &format!("127.0.0.1:{port}"),
-            "spec.yaml",
-        ])
+    let (port, mut cmd) = s.http_cmd("spec.yaml");
+    let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

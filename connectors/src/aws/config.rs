@@ -379,11 +379,7 @@ mod tests {
     #[tokio::test]
     async fn a_plain_http_endpoint_gets_a_client_without_the_system_trust_store() {
         let with = |endpoint: &str| -> AwsConfig {
-            serde_json::from_value(serde_json::json!({
-                "endpoint": endpoint,
-                "credentials": {"provider": "basic", "access_key_id": "test", "secret_access_key": "test"}
-            }))
-            .expect("config")
+            serde_json::from_value(sluice_test_kit::aws_json(endpoint)).expect("config")
         };
         let no_env = |_: &str| None;
         assert!(

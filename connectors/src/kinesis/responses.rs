@@ -306,11 +306,9 @@ mod tests {
                 });
             }
         });
-        let aws: crate::aws::AwsConfig = serde_json::from_value(json!({
-            "endpoint": format!("http://{addr}"),
-            "credentials": {"provider": "basic", "access_key_id": "test", "secret_access_key": "test"}
-        }))
-        .expect("config");
+        let aws: crate::aws::AwsConfig =
+            serde_json::from_value(sluice_test_kit::aws_json(&format!("http://{addr}")))
+                .expect("config");
         crate::kinesis::client(&aws).await.expect("client")
     }
 

@@ -800,7 +800,7 @@ impl OffsetStore for DynamoStore {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use super::*;

@@ -18,6 +18,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sluice_connectors::{Committed, CommittedOffsets, Offset, PartitionId};
 
+/// The DynamoDB store's test helpers (a store spec on the local server, a unique table name).
+#[cfg(test)]
+pub(crate) use dynamodb::tests as dynamodb_tests;
 pub use dynamodb::{DynamoStore, DynamoStoreSpec};
 pub use file::{FileStore, FileStoreSpec};
 pub use kafka::{KafkaStore, KafkaStoreSpec, TxnStore};

@@ -379,20 +379,10 @@ async fn a_transient_commit_failure_is_retried_and_the_run_commits_everything() 
 /// fences it, and it stops at its next commit instead of running on without committing.
 #[tokio::test]
 async fn a_reset_of_the_dynamodb_store_stops_the_running_pipeline() {
-    let table = format!("offsets-{:016x}", rand::random::<u64>());
-    let spec = |create: bool| -> crate::spec::DynamoStoreSpec {
-        let url = sluice_test_kit::emulator::dynamodb();
-        serde_json::from_value(serde_json::json!({
-            "table": table,
-            "create_table": create,
-            "aws": {
-                "endpoint": url,
-                "credentials": {"provider": "basic", "access_key_id": "test", "secret_access_key": "test"}
-            }
-        }))
-        .expect("store spec")
-    };
-    let store: Arc<dyn OffsetStore> = Arc::new(crate::offsets::DynamoStore::new(&spec(true)));
+    use crate::offsets::dynamodb_tests::{spec, table};
+    let table = table();
+    let store: Arc<dyn OffsetStore> =
+        Arc::new(crate::offsets::DynamoStore::new(&spec(&table, true)));
     let start = store.load("pipe").await.expect("load");
     let interval = Duration::from_millis(200);
     let mut p = pipeline(
@@ -404,12 +394,14 @@ async fn a_reset_of_the_dynamodb_store_stops_the_running_pipeline() {
     );
     p.start = start;
     let run = tokio::spawn(p.run(CancellationToken::new(), RunOptions::default()));
-    let operator = crate::offsets::DynamoStore::new(&spec(false));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while operator.load("pipe").await.expect("load").is_empty() {
-        assert!(Instant::now() < deadline, "nothing was committed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let operator = crate::offsets::DynamoStore::new(&spec(&table, false));
+    assert!(
+        sluice_test_kit::wait_until(Duration::from_secs(20), || async {
+            !operator.load("pipe").await.expect("load").is_empty()
+        })
+        .await,
+        "nothing was committed"
+    );
     operator
         .reset(&Reset::one("pipe", "0", ResetTo::Offset(Offset::from(5))))
         .await
