@@ -19,19 +19,47 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use crate::api::{BatchSender, CommittedOffsets, SourceBatch};
+use tokio::sync::watch;
+
+use crate::api::{BatchSender, CommittedOffsets, Granted, Grants, SourceBatch};
 use crate::record::Offset;
 
 /// The offset of the last record each shard's reader sent into the pipeline: what a source
-/// reports when a shard's grant is withdrawn (see [`crate::api::Grants`]).
+/// reports when a shard's grant is withdrawn (see [`crate::api::Grants`]). With leases it also
+/// holds the grant, so that no batch of a shard leaves once its grant is withdrawn, even before
+/// the source's own loop has stopped the shard's reader.
 #[derive(Debug, Default)]
-pub struct SentOffsets(std::sync::Mutex<HashMap<String, Offset>>);
+pub struct SentOffsets {
+    last: std::sync::Mutex<HashMap<String, Offset>>,
+    granted: Option<watch::Receiver<Arc<Granted>>>,
+}
 
 impl SentOffsets {
-    /// Sends `batch` through `sender` (unless it is stopping: then it is not sent); remembers
-    /// its last offset once sent.
+    /// Without `grants` every batch may be sent; with them only batches of granted shards.
+    pub fn new(grants: Option<&Grants>) -> Self {
+        Self {
+            last: Default::default(),
+            granted: grants.map(|g| g.granted.clone()),
+        }
+    }
+
+    /// Whether batches of `shard` may be sent: always without leases; with them while the
+    /// shard is granted. The coordinator publishes a withdrawal before it logs it, so a batch
+    /// read after a lost lease was reported never leaves.
+    pub fn granted(&self, shard: &str) -> bool {
+        self.granted
+            .as_ref()
+            .is_none_or(|g| g.borrow().contains_key(shard))
+    }
+
+    /// Sends `batch` through `sender` (unless it is stopping or its shard is no longer granted:
+    /// then it is not sent); remembers its last offset once sent.
     pub async fn send(&self, sender: &BatchSender, batch: SourceBatch) -> bool {
+        if !self.granted(&batch.partition) {
+            return false;
+        }
         let shard = batch.partition.to_string();
         let last = batch
             .records
@@ -40,7 +68,7 @@ impl SentOffsets {
             .or_else(|| batch.end_offset.clone());
         let sent = sender.send(batch).await;
         if sent && let Some(o) = last {
-            self.0
+            self.last
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(shard, o);
@@ -50,7 +78,7 @@ impl SentOffsets {
 
     /// The offset of the last record sent for `shard`, if any.
     pub fn last(&self, shard: &str) -> Option<Offset> {
-        self.0
+        self.last
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(shard)
@@ -160,6 +188,42 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    /// A batch of a shard whose grant was withdrawn does not leave, even while its reader still
+    /// runs, and is not counted as sent; a granted shard's batch goes out.
+    #[tokio::test]
+    async fn a_withdrawn_shard_sends_nothing_more() {
+        let (grant_tx, granted) = watch::channel(Arc::new(Granted::from([
+            ("a".into(), None),
+            ("b".into(), None),
+        ])));
+        let (released, _released_rx) = tokio::sync::mpsc::unbounded_channel();
+        let grants = Grants {
+            granted,
+            discovered: watch::channel(Arc::default()).0,
+            released,
+        };
+        let sent = SentOffsets::new(Some(&grants));
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let sender = BatchSender::new(tx, Default::default());
+        let batch = |shard: &str, off: &str| {
+            let r = crate::record::Record::new(shard.into(), Offset::from(off), b"x".to_vec());
+            SourceBatch::records(shard.into(), vec![r])
+        };
+        assert!(sent.send(&sender, batch("a", "1")).await);
+        grant_tx.send_replace(Arc::new(Granted::from([("b".into(), None)])));
+        assert!(!sent.granted("a"));
+        assert!(!sent.send(&sender, batch("a", "2")).await);
+        assert!(sent.send(&sender, batch("b", "7")).await);
+        assert_eq!(sent.last("a"), Some(Offset::from("1")));
+        assert_eq!(sent.last("b"), Some(Offset::from("7")));
+        let got: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|b| b.partition.to_string())
+            .collect();
+        assert_eq!(got, ["a", "b"]);
+        // Without leases every shard may send.
+        assert!(SentOffsets::default().granted("anything"));
     }
 
     #[test]

@@ -225,7 +225,7 @@ impl StreamReader {
         let mut granted: Arc<Granted> = Arc::default();
         let mut tokens: HashMap<String, CancellationToken> = HashMap::new();
         let mut withdrawn: HashSet<String> = HashSet::new();
-        let sent: Arc<SentOffsets> = Arc::default();
+        let sent = Arc::new(SentOffsets::new(ctx.grants.as_ref()));
         let release = |id: &str| {
             if let Some(g) = &ctx.grants {
                 let _ = g.released.send((Arc::from(id), sent.last(id)));
@@ -285,9 +285,11 @@ impl StreamReader {
                             tokens.remove(&shard);
                             if withdrawn.remove(&shard) {
                                 release(&shard);
-                            } else {
+                            } else if sent.granted(&shard) {
                                 done.insert(shard);
                             }
+                            // Otherwise its batch was refused because the grant was withdrawn
+                            // just now: the grant's arm, next, releases it.
                         }
                         Ok((shard, Err(e))) => {
                             tracing::error!(table = %self.cfg.table, shard = %shard, error = %e, "stream shard reader failed");

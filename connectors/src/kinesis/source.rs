@@ -489,6 +489,10 @@ impl Coordinator {
                         }
                     }
                     Ok((id, Ok(Exit::Stopped))) => {
+                        // A reader also stops when its batch was refused because the grant was
+                        // withdrawn just now: take the new grant in first, so it counts as
+                        // released and not as a pipeline that stopped taking records.
+                        self.apply_grant();
                         self.active.remove(&id);
                         if self.released(&id) {
                             continue;
@@ -538,7 +542,7 @@ impl Source for KinesisSource {
             closed: std::sync::Mutex::default(),
             lag: ctx.lag.clone(),
             stops: std::sync::Mutex::default(),
-            sent: SentOffsets::default(),
+            sent: SentOffsets::new(ctx.grants.as_ref()),
             until_caught_up: ctx.until_caught_up,
         });
         let consumer_arn = match self.cfg.reader {

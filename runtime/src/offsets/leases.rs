@@ -164,8 +164,10 @@ impl Leases {
     fn lose(&self, partition: &str, why: &str) {
         if self.state().held.remove(partition).is_some() {
             Metrics::add(&self.metrics.lease_losses, 1);
-            tracing::warn!(pipeline = %self.namespace, partition, reason = why, "lease lost; stopped reading the partition");
+            // Published first: from here on the source sends no batch of the partition, so
+            // nothing read after this line leaves this worker.
             self.publish();
+            tracing::warn!(pipeline = %self.namespace, partition, reason = why, "lease lost; stopped reading the partition");
         }
     }
 
