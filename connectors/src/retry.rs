@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::units::Dur;
+use crate::units::{int, millis, secs};
 
 /// How one kind of call is retried: attempts, and delays growing from `base` by `exp` up to
 /// `max`, each randomised ("full jitter") so that many workers do not retry in step.
@@ -15,7 +16,7 @@ use crate::units::Dur;
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Retries after the first attempt (0: no retry).
-    #[serde(default = "default_max_retries")]
+    #[serde(default = "int::<u32, 10>")]
     pub max_retries: u32,
     /// Backoff delays.
     #[serde(default)]
@@ -27,10 +28,10 @@ pub struct RetryPolicy {
 #[serde(deny_unknown_fields)]
 pub struct Backoff {
     /// The first delay.
-    #[serde(default = "default_base")]
+    #[serde(default = "millis::<300>")]
     pub base: Dur,
     /// The longest delay.
-    #[serde(default = "default_max")]
+    #[serde(default = "secs::<10>")]
     pub max: Dur,
     /// Growth factor between delays.
     #[serde(default = "default_exp")]
@@ -38,15 +39,6 @@ pub struct Backoff {
     pub exp: f32,
 }
 
-fn default_max_retries() -> u32 {
-    10
-}
-fn default_base() -> Dur {
-    Dur(Duration::from_millis(300))
-}
-fn default_max() -> Dur {
-    Dur(Duration::from_secs(10))
-}
 fn default_exp() -> f32 {
     1.5
 }
@@ -69,8 +61,8 @@ impl Backoff {
 impl Default for Backoff {
     fn default() -> Self {
         Self {
-            base: default_base(),
-            max: default_max(),
+            base: millis::<300>(),
+            max: secs::<10>(),
             exp: default_exp(),
         }
     }
@@ -79,7 +71,7 @@ impl Default for Backoff {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_retries: default_max_retries(),
+            max_retries: int::<u32, 10>(),
             backoff: Backoff::default(),
         }
     }

@@ -11,6 +11,7 @@ use crate::ack::Ack;
 use crate::api::{Sink, SinkRecord, Source, SourceContext};
 use crate::error::ConnectorError;
 use crate::file::{read_lines, render_line};
+use crate::units::int;
 
 /// Reads standard input line by line (partition `stdin`, offset = line number). Standard input
 /// cannot be re-read, so a restart starts with whatever comes next.
@@ -18,13 +19,9 @@ use crate::file::{read_lines, render_line};
 #[serde(deny_unknown_fields)]
 pub struct StdinConfig {
     /// Records per batch.
-    #[serde(default = "default_batch_size")]
+    #[serde(default = "int::<usize, 1000>")]
     #[schemars(range(min = 1, max = 100000))]
     pub batch_size: usize,
-}
-
-fn default_batch_size() -> usize {
-    1000
 }
 
 /// Writes records to standard output, one per line.

@@ -220,6 +220,24 @@ pub fn parse_timestamp(
     ))
 }
 
+// Defaults written at the field they belong to, e.g. `#[serde(default = "secs::<10>")]`,
+// instead of a one-line function per field. The schema and the reference show the value.
+
+/// A default duration of `N` seconds.
+pub fn secs<const N: u64>() -> Dur {
+    Dur(Duration::from_secs(N))
+}
+
+/// A default duration of `N` milliseconds.
+pub fn millis<const N: u64>() -> Dur {
+    Dur(Duration::from_millis(N))
+}
+
+/// A default number (the field's type is named: `int::<usize, 1000>`).
+pub fn int<T: From<u16>, const N: u16>() -> T {
+    T::from(N)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,4 @@
 use std::path::PathBuf;
-use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -12,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ConnectorError;
 use crate::secret::Secret;
 use crate::units::Dur;
+use crate::units::secs;
 
 /// How to reach AWS (or a local emulator).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -42,32 +42,22 @@ pub struct AwsConfig {
 #[serde(deny_unknown_fields)]
 pub struct AwsTimeouts {
     /// Opening a connection (TCP and TLS).
-    #[serde(default = "default_connect_timeout")]
+    #[serde(default = "secs::<5>")]
     pub connect: Dur,
     /// One HTTP request and its response, from sending to the last byte read.
-    #[serde(default = "default_attempt_timeout")]
+    #[serde(default = "secs::<30>")]
     pub attempt: Dur,
     /// The whole call, including credential look-ups and request signing.
-    #[serde(default = "default_operation_timeout")]
+    #[serde(default = "secs::<60>")]
     pub operation: Dur,
-}
-
-fn default_connect_timeout() -> Dur {
-    Dur(Duration::from_secs(5))
-}
-fn default_attempt_timeout() -> Dur {
-    Dur(Duration::from_secs(30))
-}
-fn default_operation_timeout() -> Dur {
-    Dur(Duration::from_secs(60))
 }
 
 impl Default for AwsTimeouts {
     fn default() -> Self {
         Self {
-            connect: default_connect_timeout(),
-            attempt: default_attempt_timeout(),
-            operation: default_operation_timeout(),
+            connect: secs::<5>(),
+            attempt: secs::<30>(),
+            operation: secs::<60>(),
         }
     }
 }
@@ -345,6 +335,7 @@ impl CredentialsConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn secrets_do_not_show_in_debug_output() {

@@ -1,5 +1,4 @@
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -8,6 +7,7 @@ use crate::ConfigIssue;
 use crate::aws::AwsConfig;
 use crate::retry::RetryPolicy;
 use crate::units::Dur;
+use crate::units::{int, secs};
 
 /// How records are read as items, or items written as records.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -63,19 +63,19 @@ pub struct DynamoSinkConfig {
     #[serde(default)]
     pub sets: Vec<String>,
     /// Items per BatchWriteItem request (at most 25, the service limit).
-    #[serde(default = "default_batch_size")]
+    #[serde(default = "int::<usize, 25>")]
     #[schemars(range(min = 1, max = 25))]
     pub batch_size: usize,
     /// Requests in flight at once.
-    #[serde(default = "default_max_in_flight")]
+    #[serde(default = "int::<usize, 50>")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_in_flight: usize,
     /// Records held before the sink sends them and makes its caller wait (backpressure).
-    #[serde(default = "default_max_buffered")]
+    #[serde(default = "int::<usize, 10_000>")]
     #[schemars(range(min = 1))]
     pub max_buffered: usize,
     /// The longest a record waits in the buffer before it is sent.
-    #[serde(default = "default_flush_interval")]
+    #[serde(default = "secs::<5>")]
     pub flush_interval: Dur,
     /// Stop the pipeline on the first failed request or invalid item instead of retrying
     /// retriable failures and handing invalid items to the error policy.
@@ -107,18 +107,6 @@ pub struct DynamoSinkConfig {
 
 fn default_op_field() -> String {
     "__op".into()
-}
-fn default_batch_size() -> usize {
-    25
-}
-fn default_max_in_flight() -> usize {
-    50
-}
-fn default_max_buffered() -> usize {
-    10_000
-}
-fn default_flush_interval() -> Dur {
-    Dur(Duration::from_secs(5))
 }
 
 impl DynamoSinkConfig {
@@ -208,11 +196,11 @@ pub struct DynamoSourceConfig {
     pub mode: SourceMode,
     /// Parallel Scan segments; each is a partition (`scan-<i>-of-<n>`) whose offset is the key
     /// of the last item delivered. Changing it starts the snapshot over.
-    #[serde(default = "default_segments")]
+    #[serde(default = "int::<u32, 4>")]
     #[schemars(range(min = 1, max = 1000))]
     pub segments: u32,
     /// Items per Scan page.
-    #[serde(default = "default_page_size")]
+    #[serde(default = "int::<u32, 1000>")]
     #[schemars(range(min = 1, max = 10000))]
     pub page_size: u32,
     /// Read capacity units per second the whole scan may consume (from `ConsumedCapacity`).
@@ -231,27 +219,14 @@ pub struct DynamoSourceConfig {
     #[serde(default)]
     pub item_format: Option<ItemFormat>,
     /// Wait between GetRecords calls on a shard that returned nothing.
-    #[serde(default = "default_poll_interval")]
+    #[serde(default = "secs::<1>")]
     pub poll_interval: Dur,
     /// How often the stream is described to find new shards.
-    #[serde(default = "default_discovery_interval")]
+    #[serde(default = "secs::<10>")]
     pub shard_discovery_interval: Dur,
     /// Retries of failed calls (throttling, timeouts, 5xx).
     #[serde(default)]
     pub retry: RetryPolicy,
-}
-
-fn default_segments() -> u32 {
-    4
-}
-fn default_page_size() -> u32 {
-    1000
-}
-fn default_poll_interval() -> Dur {
-    Dur(Duration::from_secs(1))
-}
-fn default_discovery_interval() -> Dur {
-    Dur(Duration::from_secs(10))
 }
 
 impl DynamoSourceConfig {

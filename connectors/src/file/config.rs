@@ -4,6 +4,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::ConfigIssue;
+use crate::units::int;
 
 /// Reads files line by line: each file is a partition, each line a record, its offset the line
 /// number. A file read to its end is recorded as finished and not read again.
@@ -20,13 +21,9 @@ pub struct FileSourceConfig {
     #[schemars(skip)]
     pub root: PathBuf,
     /// Records per batch.
-    #[serde(default = "default_batch_size")]
+    #[serde(default = "int::<usize, 1000>")]
     #[schemars(range(min = 1, max = 100000))]
     pub batch_size: usize,
-}
-
-fn default_batch_size() -> usize {
-    1000
 }
 
 impl FileSourceConfig {

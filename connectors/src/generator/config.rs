@@ -3,6 +3,7 @@ use serde::Deserialize;
 
 use crate::ConfigIssue;
 use crate::units::ByteSize;
+use crate::units::int;
 
 /// Deterministic `user_behavior` records: `seq`, `user_id`, `item_id`, `category_id`, `behavior`,
 /// `ts`, `email`, and an optional `pad` to reach `record_size`.
@@ -13,7 +14,7 @@ pub struct GeneratorConfig {
     #[serde(default)]
     pub count: Option<u64>,
     /// Partitions to spread records over: partition `p` emits `seq` `p`, `p + partitions`, …
-    #[serde(default = "default_partitions")]
+    #[serde(default = "int::<u32, 1>")]
     #[schemars(range(min = 1, max = 4096))]
     pub partitions: u32,
     /// Records per second over all partitions; omit to go as fast as the sink takes them.
@@ -23,19 +24,12 @@ pub struct GeneratorConfig {
     #[serde(default)]
     pub record_size: Option<ByteSize>,
     /// Records per batch.
-    #[serde(default = "default_batch_size")]
+    #[serde(default = "int::<usize, 1000>")]
     #[schemars(range(min = 1, max = 100000))]
     pub batch_size: usize,
     /// Seed of the pseudo-random fields (the same seed gives the same records).
     #[serde(default)]
     pub seed: u64,
-}
-
-fn default_partitions() -> u32 {
-    1
-}
-fn default_batch_size() -> usize {
-    1000
 }
 
 impl GeneratorConfig {

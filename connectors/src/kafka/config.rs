@@ -11,6 +11,7 @@ use super::properties::{LIBRDKAFKA_PROPERTIES, LIBRDKAFKA_TOPIC_PROPERTIES};
 use crate::ConfigIssue;
 use crate::retry::RetryPolicy;
 use crate::units::{ByteSize, Dur};
+use crate::units::{int, millis, secs};
 
 /// librdkafka's sensitive properties (`_RK_SENSITIVE` in librdkafka 2.12.1's `rdkafka_conf.c`,
 /// which librdkafka itself redacts). The Java client's `sasl.jaas.config` and
@@ -233,19 +234,19 @@ pub struct KafkaSinkConfig {
     #[serde(default)]
     pub compression: Compression,
     /// How long the producer waits to fill a batch (`linger.ms`).
-    #[serde(default = "default_linger")]
+    #[serde(default = "millis::<5>")]
     pub linger: Dur,
     /// Largest batch per partition in bytes (`batch.size`).
     #[serde(default = "default_batch_bytes")]
     pub batch_bytes: ByteSize,
     /// Most records per batch (`batch.num.messages`).
-    #[serde(default = "default_batch_records")]
+    #[serde(default = "int::<u32, 10_000>")]
     #[schemars(range(min = 1, max = 1000000))]
     pub batch_records: u32,
     /// How long a record may take to be delivered, retries included (`message.timeout.ms`).
     /// Past it the record fails, its batch is not committed and the pipeline stops, so a restart
     /// replays it.
-    #[serde(default = "default_delivery_timeout")]
+    #[serde(default = "secs::<120>")]
     pub delivery_timeout: Dur,
     /// Creates the topic when it does not exist. Without it, a missing topic is an error.
     #[serde(default)]
@@ -355,11 +356,11 @@ impl Compression {
 #[serde(deny_unknown_fields)]
 pub struct CreateTopic {
     /// Number of partitions.
-    #[serde(default = "default_partitions")]
+    #[serde(default = "int::<u32, 1>")]
     #[schemars(range(min = 1, max = 100000))]
     pub partitions: u32,
     /// Replicas per partition.
-    #[serde(default = "default_replication")]
+    #[serde(default = "int::<u32, 1>")]
     #[schemars(range(min = 1, max = 32))]
     pub replication: u32,
 }
@@ -367,23 +368,8 @@ pub struct CreateTopic {
 fn default_true() -> bool {
     true
 }
-fn default_linger() -> Dur {
-    Dur(Duration::from_millis(5))
-}
 fn default_batch_bytes() -> ByteSize {
     ByteSize(1024 * 1024)
-}
-fn default_batch_records() -> u32 {
-    10_000
-}
-fn default_delivery_timeout() -> Dur {
-    Dur(Duration::from_secs(120))
-}
-fn default_partitions() -> u32 {
-    1
-}
-fn default_replication() -> u32 {
-    1
 }
 fn default_connect_retry() -> RetryPolicy {
     RetryPolicy::new(8, Duration::from_millis(250), Duration::from_secs(5), 2.0)
@@ -560,16 +546,16 @@ pub struct KafkaSourceConfig {
     #[serde(default)]
     pub start_timestamp: Option<String>,
     /// Records per batch handed to the pipeline (a batch holds one partition's records).
-    #[serde(default = "default_source_batch")]
+    #[serde(default = "int::<usize, 1000>")]
     #[schemars(range(min = 1, max = 100000))]
     pub batch_size: usize,
     /// How long a partial batch waits for more records before it is handed on.
-    #[serde(default = "default_batch_wait")]
+    #[serde(default = "millis::<50>")]
     pub batch_wait: Dur,
     /// On a rebalance, how long to wait for the records of revoked partitions already read to be
     /// acknowledged and committed, before giving the partitions up. The new owner resumes from
     /// the last commit, so a shorter wait means more records read twice.
-    #[serde(default = "default_drain")]
+    #[serde(default = "secs::<15>")]
     pub rebalance_drain: Dur,
     /// Other librdkafka consumer properties (SASL, SSL, `session.timeout.ms`, ...); they
     /// override the above.
@@ -588,16 +574,6 @@ pub enum StartAt {
     Latest,
     /// The first record at or after `start_timestamp`.
     Timestamp,
-}
-
-fn default_source_batch() -> usize {
-    1000
-}
-fn default_batch_wait() -> Dur {
-    Dur(Duration::from_millis(50))
-}
-fn default_drain() -> Dur {
-    Dur(Duration::from_secs(15))
 }
 
 impl KafkaSourceConfig {

@@ -11,6 +11,7 @@ use crate::aws::AwsConfig;
 use crate::retry::RetryPolicy;
 pub use crate::units::parse_timestamp;
 use crate::units::{ByteSize, Dur};
+use crate::units::{int, millis, secs};
 
 /// Reads a Kinesis data stream: every shard is a partition, a record's offset is its sequence
 /// number (`<seq>:<sub>` inside a KPL aggregate). Child shards are read only after their parents
@@ -39,19 +40,19 @@ pub struct KinesisSourceConfig {
     #[serde(default)]
     pub timestamp_format: Option<String>,
     /// How often the stream is asked for new shards (after a split or a merge).
-    #[serde(default = "default_discovery_interval")]
+    #[serde(default = "secs::<10>")]
     pub shard_discovery_interval: Dur,
     /// How records are read: `polling` (GetRecords) or `efo` (enhanced fan-out,
     /// SubscribeToShard, with a consumer of its own).
     #[serde(default)]
     pub reader: ReaderKind,
     /// Polling: the most records one GetRecords call asks for (Kinesis allows 10000).
-    #[serde(default = "default_max_records")]
+    #[serde(default = "int::<i32, 10_000>")]
     #[schemars(range(min = 1, max = 10000))]
     pub max_records: i32,
     /// Polling: the time between two GetRecords calls on a shard. Kinesis allows five calls per
     /// second per shard, so shorter values read as `200ms`.
-    #[serde(default = "default_interval")]
+    #[serde(default = "millis::<200>")]
     pub interval: Dur,
     /// Polling: size each GetRecords request from the average record size seen, so a shard is
     /// read at up to its 2 MiB/s limit (Flink's adaptive reads).
@@ -69,7 +70,7 @@ pub struct KinesisSourceConfig {
     #[serde(default)]
     pub consumer_arn: Option<String>,
     /// EFO: a subscription is renewed after this long; Kinesis ends each one after 5 minutes.
-    #[serde(default = "default_subscription_renewal")]
+    #[serde(default = "secs::<290>")]
     pub subscription_renewal: Dur,
     /// Retries of each kind of call.
     #[serde(default)]
@@ -165,19 +166,19 @@ pub struct KinesisSinkConfig {
     /// PutRecords calls in flight at once, at most one per target shard, so records of one
     /// partition key are written in order. Only an entry Kinesis refused and that is sent again
     /// can land after later records of its key.
-    #[serde(default = "default_max_in_flight")]
+    #[serde(default = "int::<usize, 50>")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_in_flight: usize,
     /// Records held (waiting or in flight) before `write` waits for calls to complete
     /// (backpressure).
-    #[serde(default = "default_max_buffered")]
+    #[serde(default = "int::<usize, 10_000>")]
     #[schemars(range(min = 1))]
     pub max_buffered: usize,
     /// A partial batch is sent once its oldest record has waited this long.
-    #[serde(default = "default_flush_interval")]
+    #[serde(default = "secs::<5>")]
     pub flush_interval: Dur,
     /// Records per PutRecords call (Kinesis allows 500).
-    #[serde(default = "default_batch_records")]
+    #[serde(default = "int::<usize, 500>")]
     #[schemars(range(min = 1, max = 500))]
     pub max_batch_records: usize,
     /// Bytes (data and partition keys) per PutRecords call (Kinesis allows 5 MiB).
@@ -234,30 +235,6 @@ pub const MAX_PARTITION_KEY_CHARS: usize = 256;
 /// Kinesis's limit on GetRecords calls per shard and second is five.
 pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
-fn default_discovery_interval() -> Dur {
-    Dur(Duration::from_secs(10))
-}
-fn default_max_records() -> i32 {
-    10_000
-}
-fn default_interval() -> Dur {
-    Dur(Duration::from_millis(200))
-}
-fn default_subscription_renewal() -> Dur {
-    Dur(Duration::from_secs(290))
-}
-fn default_max_in_flight() -> usize {
-    50
-}
-fn default_max_buffered() -> usize {
-    10_000
-}
-fn default_flush_interval() -> Dur {
-    Dur(Duration::from_secs(5))
-}
-fn default_batch_records() -> usize {
-    500
-}
 fn default_batch_size() -> ByteSize {
     ByteSize(MAX_BATCH_BYTES)
 }

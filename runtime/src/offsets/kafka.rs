@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -18,6 +17,7 @@ use sluice_connectors::{CommittedOffsets, Transactional, TxnError};
 use tokio::sync::OnceCell;
 
 use super::{Entry, OffsetError, OffsetRow, OffsetStore, Prune, Reset};
+use sluice_connectors::units::{int, secs};
 
 /// The Kafka offset store.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -30,14 +30,14 @@ pub struct KafkaStoreSpec {
     #[serde(default = "default_offsets_topic")]
     pub topic: String,
     /// Replicas of the topic when Sluice creates it.
-    #[serde(default = "default_offsets_replication")]
+    #[serde(default = "int::<u32, 1>")]
     #[schemars(range(min = 1, max = 32))]
     pub replication: u32,
     /// How often acknowledged progress is committed (and at shutdown).
     #[serde(default = "super::default_commit_interval")]
     pub commit_interval: Dur,
     /// How long one read or write of the store may take.
-    #[serde(default = "default_offsets_timeout")]
+    #[serde(default = "secs::<30>")]
     pub timeout: Dur,
     /// librdkafka properties (SASL, SSL, ...), as for the Kafka source and sink.
     #[serde(default)]
@@ -46,12 +46,6 @@ pub struct KafkaStoreSpec {
 
 fn default_offsets_topic() -> String {
     "sluice-offsets".into()
-}
-fn default_offsets_replication() -> u32 {
-    1
-}
-fn default_offsets_timeout() -> Dur {
-    Dur(Duration::from_secs(30))
 }
 
 type Table = BTreeMap<String, BTreeMap<String, Entry>>;

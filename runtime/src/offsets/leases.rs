@@ -32,6 +32,7 @@ use sluice_connectors::units::Dur;
 use super::dynamodb::{DynamoStore, Item, LeaseWrite};
 use super::{OffsetError, OffsetRow};
 use crate::pipeline::metrics::Metrics;
+use sluice_connectors::units::{int, secs};
 
 /// Shard leases shared by the workers of one pipeline (the KCL's model: conditional writes on a
 /// counter in the offsets table; no clocks compared between hosts).
@@ -40,23 +41,15 @@ use crate::pipeline::metrics::Metrics;
 pub struct LeaseSpec {
     /// A lease whose counter did not change for this long (on the observing worker's own clock)
     /// is expired and taken over. Leases are renewed every third of it.
-    #[serde(default = "default_lease_duration")]
+    #[serde(default = "secs::<10>")]
     pub duration: Dur,
     /// Leases a worker may ask a busier worker to hand over per renewal interval.
-    #[serde(default = "default_max_steals")]
+    #[serde(default = "int::<u32, 1>")]
     pub max_steals: u32,
     /// This worker's id (`sluice run --worker-id`): set by the command line, not in specs.
     #[serde(skip)]
     #[schemars(skip)]
     pub worker_id: Option<String>,
-}
-
-fn default_lease_duration() -> Dur {
-    Dur(Duration::from_secs(10))
-}
-
-fn default_max_steals() -> u32 {
-    1
 }
 
 /// A request to the offset tracker: commit `partition` once the sink acknowledged everything

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::spec::units::{ByteSize, Dur};
+use sluice_connectors::units::millis;
 
 /// A WebAssembly component built with the `sluice-sdk`, with its config and sandbox limits.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -18,7 +19,7 @@ pub struct PluginSpec {
     pub config: serde_json::Value,
     /// Longest time one call (one batch) may run before the plugin is stopped, waits in WASI
     /// (sleeps, polls) included.
-    #[serde(default = "default_timeout")]
+    #[serde(default = "millis::<200>")]
     pub timeout: Dur,
     /// Most linear memory the plugin may grow to, all its memories together. Decoding one call's
     /// output may take up to 4 times this in the host.
@@ -39,9 +40,6 @@ pub struct PluginSpec {
 
 fn empty_object() -> serde_json::Value {
     serde_json::Value::Object(Default::default())
-}
-fn default_timeout() -> Dur {
-    Dur(std::time::Duration::from_millis(200))
 }
 fn default_memory() -> ByteSize {
     ByteSize(64 * 1024 * 1024)

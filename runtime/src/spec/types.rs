@@ -12,6 +12,7 @@ use sluice_connectors::{SinkConfig, SourceConfig};
 
 use crate::spec::plugin::PluginSpec;
 use crate::spec::units::Dur;
+use sluice_connectors::units::{int, millis, secs};
 
 /// A Sluice connector spec: one pipeline from a source, through an optional format, transforms
 /// and a partitioner, into a sink.
@@ -67,10 +68,10 @@ pub struct RestartSpec {
     #[serde(default)]
     pub attempts: Option<u32>,
     /// Wait before the first restart; each further one waits twice as long (with jitter).
-    #[serde(default = "default_restart_initial")]
+    #[serde(default = "secs::<1>")]
     pub initial_backoff: Dur,
     /// Longest wait between restarts.
-    #[serde(default = "default_restart_max")]
+    #[serde(default = "secs::<60>")]
     pub max_backoff: Dur,
 }
 
@@ -78,17 +79,10 @@ impl Default for RestartSpec {
     fn default() -> Self {
         Self {
             attempts: None,
-            initial_backoff: default_restart_initial(),
-            max_backoff: default_restart_max(),
+            initial_backoff: secs::<1>(),
+            max_backoff: secs::<60>(),
         }
     }
-}
-
-fn default_restart_initial() -> Dur {
-    Dur(Duration::from_secs(1))
-}
-fn default_restart_max() -> Dur {
-    Dur(Duration::from_secs(60))
 }
 
 impl Spec {
@@ -410,15 +404,15 @@ pub struct DeadLetterFile {
 #[serde(deny_unknown_fields)]
 pub struct PipelineOptions {
     /// Batches buffered between stages before the source is slowed down (backpressure).
-    #[serde(default = "default_channel_capacity")]
+    #[serde(default = "int::<usize, 8>")]
     #[schemars(range(min = 1, max = 1024))]
     pub channel_capacity: usize,
     /// Records the sink may hold unflushed before the pipeline flushes it.
-    #[serde(default = "default_max_buffered")]
+    #[serde(default = "int::<usize, 10_000>")]
     #[schemars(range(min = 1))]
     pub max_buffered: usize,
     /// Longest time records wait in the sink's buffer before a flush.
-    #[serde(default = "default_flush_interval")]
+    #[serde(default = "millis::<500>")]
     pub flush_interval: Dur,
     /// Threads that decode, transform, partition and encode, each with its own instances of the
     /// stages (a wasm plugin's memory limit holds per instance). A source partition always goes
@@ -432,20 +426,10 @@ pub struct PipelineOptions {
 impl Default for PipelineOptions {
     fn default() -> Self {
         Self {
-            channel_capacity: default_channel_capacity(),
-            max_buffered: default_max_buffered(),
-            flush_interval: default_flush_interval(),
+            channel_capacity: int::<usize, 8>(),
+            max_buffered: int::<usize, 10_000>(),
+            flush_interval: millis::<500>(),
             workers: None,
         }
     }
-}
-
-fn default_channel_capacity() -> usize {
-    8
-}
-fn default_max_buffered() -> usize {
-    10_000
-}
-fn default_flush_interval() -> Dur {
-    Dur(Duration::from_millis(500))
 }
