@@ -19,11 +19,9 @@ use crate::units::secs;
 pub struct AwsConfig {
     /// The region, e.g. `us-east-1`. Default: from the environment or profile (`us-east-1`
     /// when only an `endpoint` is given).
-    #[serde(default)]
     pub region: Option<String>,
     /// An endpoint URL that replaces the service's, e.g. `http://127.0.0.1:4567` for an
     /// emulator or a VPC endpoint.
-    #[serde(default)]
     pub endpoint: Option<String>,
     /// Where credentials come from.
     #[serde(default)]
@@ -110,7 +108,6 @@ pub enum CredentialsConfig {
         /// The secret access key.
         secret_access_key: Secret,
         /// A session token, for temporary credentials.
-        #[serde(default)]
         session_token: Option<Secret>,
     },
     /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`.
@@ -118,10 +115,8 @@ pub enum CredentialsConfig {
     /// A profile of the shared credentials file.
     Profile {
         /// The credentials file. Default: `~/.aws/credentials`.
-        #[serde(default)]
         path: Option<PathBuf>,
         /// The profile. Default: `default` (or `AWS_PROFILE`).
-        #[serde(default)]
         name: Option<String>,
     },
     /// Assume a role with credentials from a nested `source` provider.
@@ -132,7 +127,6 @@ pub enum CredentialsConfig {
         #[serde(default = "default_session_name")]
         session_name: String,
         /// The external id the role's trust policy requires.
-        #[serde(default)]
         external_id: Option<Secret>,
         /// Credentials used to assume the role.
         #[serde(default)]

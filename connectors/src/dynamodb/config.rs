@@ -47,7 +47,6 @@ pub struct DynamoSinkConfig {
     pub aws: AwsConfig,
     /// How records become items. Default: `json`. DynamoDB → DynamoDB needs `dynamodb_json` at
     /// both ends to keep sets, binary and numbers as they are; `validate` says so.
-    #[serde(default)]
     pub item_format: Option<ItemFormat>,
     /// Put every record, or mirror puts and deletes.
     #[serde(default)]
@@ -97,7 +96,6 @@ pub struct DynamoSinkConfig {
     /// record again, or another user record of the same KPL aggregate (they share a sequence
     /// number and arrive in order, so the last one wins); store `sub-sequence-number` too to
     /// order those strictly. Uses conditional PutItem/DeleteItem.
-    #[serde(default)]
     pub only_newer_by: Option<String>,
     /// Retries of failed requests (throttling, timeouts, 5xx). Unprocessed items of a batch are
     /// retried with this backoff until written.
@@ -216,7 +214,6 @@ pub struct DynamoSourceConfig {
     /// How items and images are written: plain JSON or DynamoDB-JSON. Default: `json`, which
     /// loses attribute types (a string set becomes a list, binary becomes base64 text);
     /// `dynamodb_json` keeps them.
-    #[serde(default)]
     pub item_format: Option<ItemFormat>,
     /// Wait between GetRecords calls on a shard that returned nothing.
     #[serde(default = "secs::<1>")]

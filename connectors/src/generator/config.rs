@@ -11,17 +11,14 @@ use crate::units::int;
 #[serde(deny_unknown_fields)]
 pub struct GeneratorConfig {
     /// Records to emit over all partitions; omit for an endless stream.
-    #[serde(default)]
     pub count: Option<u64>,
     /// Partitions to spread records over: partition `p` emits `seq` `p`, `p + partitions`, …
     #[serde(default = "int::<u32, 1>")]
     #[schemars(range(min = 1, max = 4096))]
     pub partitions: u32,
     /// Records per second over all partitions; omit to go as fast as the sink takes them.
-    #[serde(default)]
     pub rate: Option<f64>,
     /// Pads each record with a `pad` field so its JSON is about this size.
-    #[serde(default)]
     pub record_size: Option<ByteSize>,
     /// Records per batch.
     #[serde(default = "int::<usize, 1000>")]

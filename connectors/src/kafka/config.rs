@@ -197,7 +197,6 @@ pub struct KafkaSinkConfig {
     pub topic: String,
     /// Takes the topic per record from a header or a metadata field (set by the source or a
     /// transform); records without it go to `topic`.
-    #[serde(default)]
     pub topic_from: Option<FieldRef>,
     /// With `topic_from`: the topics a record may name, as names or patterns with `*`
     /// (`orders-*`). A record naming any other topic is rejected to the error policy. Empty:
@@ -249,7 +248,6 @@ pub struct KafkaSinkConfig {
     #[serde(default = "secs::<120>")]
     pub delivery_timeout: Dur,
     /// Creates the topic when it does not exist. Without it, a missing topic is an error.
-    #[serde(default)]
     pub create_topic: Option<CreateTopic>,
     /// Retries of the start-up checks (broker reachable, topic present).
     #[serde(default = "default_connect_retry")]
@@ -266,7 +264,6 @@ pub struct KafkaSinkConfig {
     /// A new instance with the same id fences the earlier one (it stops and writes nothing
     /// more) and aborts its open transaction: give every pipeline its own, and keep it stable
     /// across restarts.
-    #[serde(default)]
     pub transactional_id: Option<String>,
     /// Other librdkafka producer properties (SASL, SSL, tuning); they override the above.
     #[serde(default)]
@@ -543,7 +540,6 @@ pub struct KafkaSourceConfig {
     /// For `start: timestamp`: the first records read are the first at or after this time
     /// (RFC 3339 `2026-11-24T00:00:00Z`, a date `2026-11-24`, or epoch seconds, as the Kinesis
     /// source reads it).
-    #[serde(default)]
     pub start_timestamp: Option<String>,
     /// Records per batch handed to the pipeline (a batch holds one partition's records).
     #[serde(default = "int::<usize, 1000>")]

@@ -33,11 +33,9 @@ pub struct KinesisSourceConfig {
     /// (`2016-04-04T19:58:46.480-00:00`), a date (`2016-04-04`), a date and time in UTC
     /// (`2016-04-04T19:58:46`), epoch seconds with an optional fraction (`1459799926.480`), or a
     /// value in `timestamp_format`.
-    #[serde(default)]
     pub timestamp: Option<String>,
     /// A strftime-style format for `timestamp`, e.g. `%Y-%m-%d %H:%M:%S` (UTC unless the format
     /// has an offset).
-    #[serde(default)]
     pub timestamp_format: Option<String>,
     /// How often the stream is asked for new shards (after a split or a merge).
     #[serde(default = "secs::<10>")]
@@ -59,7 +57,6 @@ pub struct KinesisSourceConfig {
     #[serde(default)]
     pub adaptive: bool,
     /// EFO: the consumer's name (required with `reader: efo` unless `consumer_arn` is given).
-    #[serde(default)]
     pub consumer_name: Option<String>,
     /// EFO: how the consumer is registered. `lazy`: when the pipeline starts, reusing an
     /// existing one, and deregistered on a clean shutdown; `eager`: the same, but kept after
@@ -67,7 +64,6 @@ pub struct KinesisSourceConfig {
     #[serde(default)]
     pub registration: Registration,
     /// EFO: the ARN of a consumer registered outside Sluice (`registration: none`).
-    #[serde(default)]
     pub consumer_arn: Option<String>,
     /// EFO: a subscription is renewed after this long; Kinesis ends each one after 5 minutes.
     #[serde(default = "secs::<290>")]

@@ -134,10 +134,8 @@ struct GetRecordsBody<'a> {
     records: Vec<RecordBody<'a>>,
     #[serde(default, borrow)]
     next_shard_iterator: Option<Cow<'a, str>>,
-    #[serde(default)]
     millis_behind_latest: Option<i64>,
     /// Only a closed shard's last responses list children: those go to the SDK's reader.
-    #[serde(default)]
     child_shards: Option<Vec<serde::de::IgnoredAny>>,
 }
 
@@ -146,7 +144,6 @@ struct GetRecordsBody<'a> {
 struct RecordBody<'a> {
     #[serde(borrow)]
     sequence_number: Cow<'a, str>,
-    #[serde(default)]
     approximate_arrival_timestamp: Option<serde_json::Number>,
     #[serde(borrow)]
     data: Cow<'a, str>,
@@ -199,7 +196,6 @@ pub(super) fn get_records(body: &[u8]) -> Option<GetRecordsOutput> {
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct PutRecordsBody<'a> {
-    #[serde(default)]
     failed_record_count: Option<i32>,
     #[serde(borrow)]
     records: Vec<ResultBody<'a>>,

@@ -20,7 +20,6 @@ pub const DEFAULT_TOKEN_ENV: &str = "SLUICE_HTTP_TOKEN";
 #[serde(deny_unknown_fields)]
 pub struct HostConfig {
     /// The operations API (health, readiness, metrics, pipelines).
-    #[serde(default)]
     pub http: Option<HttpConfig>,
 }
 
@@ -33,7 +32,6 @@ pub struct HttpConfig {
     /// The environment variable holding the bearer token that protects pause, resume and
     /// restart (the token itself never goes in a file). Default `SLUICE_HTTP_TOKEN`, optional;
     /// a variable named here must be set.
-    #[serde(default)]
     pub token_env: Option<String>,
 }
 

@@ -51,7 +51,6 @@ pub struct DynamoStoreSpec {
     pub aws: sluice_connectors::aws::AwsConfig,
     /// Scale-out: several `sluice run` processes with this spec share the source's shards
     /// (Kinesis, DynamoDB Streams) through leases in this table. See docs/scale-out.md.
-    #[serde(default)]
     pub leases: Option<super::leases::LeaseSpec>,
 }
 

@@ -27,7 +27,6 @@ pub struct PluginSpec {
     pub memory: ByteSize,
     /// Optional fuel (roughly, wasm instructions) per call; off by default, as epoch timeouts
     /// cost less.
-    #[serde(default)]
     pub fuel: Option<u64>,
     /// Swap in a rebuilt `.wasm` while the pipeline runs: the file is looked at between batches
     /// (at most once a second), and a changed one is checked (kind, WIT version, config against

@@ -30,7 +30,6 @@ pub struct Spec {
     pub source: SourceConfig,
     /// How source bytes become the pipeline's JSON (`decode`) and JSON becomes sink bytes
     /// (`encode`). Omit to pass bytes through unchanged.
-    #[serde(default)]
     pub format: Option<FormatSpec>,
     /// Transforms, applied in order: jq programs run natively (`jq: <program>`) or WebAssembly
     /// transform plugins (`wasm: <path>`).
@@ -65,7 +64,6 @@ pub struct Spec {
 pub struct RestartSpec {
     /// Restarts after retriable failures before the pipeline fails for good. Omit for no limit;
     /// `0` never restarts.
-    #[serde(default)]
     pub attempts: Option<u32>,
     /// Wait before the first restart; each further one waits twice as long (with jitter).
     #[serde(default = "secs::<1>")]
@@ -184,14 +182,11 @@ impl JsonSchema for SpecVersion {
 pub struct FormatSpec {
     /// How source record values are read: `json` (validated), `csv` (a line to a JSON object),
     /// `raw` (unchanged), or a wasm format plugin.
-    #[serde(default)]
     pub decode: Option<FormatChoice>,
     /// How values are written to the sink: `json`, `csv` (a JSON object to a line), `raw`, or a
     /// wasm format plugin.
-    #[serde(default)]
     pub encode: Option<FormatChoice>,
     /// Options of the `csv` format (needed when `decode` or `encode` is `csv`).
-    #[serde(default)]
     pub csv: Option<CsvOptions>,
 }
 
@@ -369,7 +364,6 @@ pub struct ErrorsSpec {
     pub tolerance: Tolerance,
     /// Where bad records go with `tolerance: all`. Default: `.sluice/dead-letter/<name>.jsonl`
     /// in the spec file's folder.
-    #[serde(default)]
     pub dead_letter: Option<DeadLetterSpec>,
 }
 
