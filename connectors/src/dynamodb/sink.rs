@@ -321,23 +321,21 @@ impl Shared {
     }
 
     fn request(op: &Op) -> Result<WriteRequest, String> {
+        macro_rules! request {
+            ($kind:ident, $builder:ident, $set:ident, $what:expr) => {
+                WriteRequest::builder()
+                    .$kind(
+                        $builder::builder()
+                            .$set(Some($what.clone()))
+                            .build()
+                            .map_err(|e| e.to_string())?,
+                    )
+                    .build()
+            };
+        }
         Ok(match op {
-            Op::Put(it) => WriteRequest::builder()
-                .put_request(
-                    PutRequest::builder()
-                        .set_item(Some(it.clone()))
-                        .build()
-                        .map_err(|e| e.to_string())?,
-                )
-                .build(),
-            Op::Delete(k) => WriteRequest::builder()
-                .delete_request(
-                    DeleteRequest::builder()
-                        .set_key(Some(k.clone()))
-                        .build()
-                        .map_err(|e| e.to_string())?,
-                )
-                .build(),
+            Op::Put(item) => request!(put_request, PutRequest, set_item, item),
+            Op::Delete(key) => request!(delete_request, DeleteRequest, set_key, key),
         })
     }
 
@@ -459,43 +457,32 @@ impl Shared {
         let policy = self.cfg.retry;
         let at = self.at();
         let what = format!("{at}: conditional write");
+        // PutItem and DeleteItem take the same condition, through builders of different types.
+        macro_rules! conditional {
+            ($call:ident, $set:ident, $what:expr) => {
+                policy
+                    .run(
+                        &what,
+                        |e| retriable(e) && !self.cfg.fail_on_error,
+                        || {
+                            self.client
+                                .$call()
+                                .table_name(self.table())
+                                .$set(Some($what.clone()))
+                                .condition_expression(cond)
+                                .set_expression_attribute_names(Some(names.clone()))
+                                .set_expression_attribute_values(Some(values.clone()))
+                                .send()
+                        },
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| failure(&at, &e))
+            };
+        }
         let res = match &p.op {
-            Op::Put(it) => policy
-                .run(
-                    &what,
-                    |e| retriable(e) && !self.cfg.fail_on_error,
-                    || {
-                        self.client
-                            .put_item()
-                            .table_name(self.table())
-                            .set_item(Some(it.clone()))
-                            .condition_expression(cond)
-                            .set_expression_attribute_names(Some(names.clone()))
-                            .set_expression_attribute_values(Some(values.clone()))
-                            .send()
-                    },
-                )
-                .await
-                .map(|_| ())
-                .map_err(|e| failure(&at, &e)),
-            Op::Delete(k) => policy
-                .run(
-                    &what,
-                    |e| retriable(e) && !self.cfg.fail_on_error,
-                    || {
-                        self.client
-                            .delete_item()
-                            .table_name(self.table())
-                            .set_key(Some(k.clone()))
-                            .condition_expression(cond)
-                            .set_expression_attribute_names(Some(names.clone()))
-                            .set_expression_attribute_values(Some(values.clone()))
-                            .send()
-                    },
-                )
-                .await
-                .map(|_| ())
-                .map_err(|e| failure(&at, &e)),
+            Op::Put(item) => conditional!(put_item, set_item, item),
+            Op::Delete(key) => conditional!(delete_item, set_key, key),
         };
         match res {
             Ok(()) => {

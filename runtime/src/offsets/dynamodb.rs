@@ -266,41 +266,29 @@ impl DynamoStore {
     /// Every item of one namespace (Query) or of all (Scan), strongly consistent.
     async fn items(&self, namespace: Option<&str>) -> Result<Vec<Item>, OffsetError> {
         let c = self.client().await?;
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let (items, next) = match namespace {
-                Some(ns) => {
-                    let r = c
-                        .query()
-                        .table_name(self.table())
-                        .key_condition_expression("#ns = :ns")
-                        .expression_attribute_names("#ns", "namespace")
-                        .expression_attribute_values(":ns", AttributeValue::S(ns.to_string()))
-                        .consistent_read(true)
-                        .set_exclusive_start_key(start.take())
-                        .send()
-                        .await
-                        .map_err(|e| self.sdk_fail("Query", &e))?;
-                    (r.items, r.last_evaluated_key)
-                }
-                None => {
-                    let r = c
-                        .scan()
-                        .table_name(self.table())
-                        .consistent_read(true)
-                        .set_exclusive_start_key(start.take())
-                        .send()
-                        .await
-                        .map_err(|e| self.sdk_fail("Scan", &e))?;
-                    (r.items, r.last_evaluated_key)
-                }
+        // Every page, strongly consistent: the SDK's paginators follow LastEvaluatedKey.
+        macro_rules! all_items {
+            ($request:expr, $op:literal) => {
+                $request
+                    .consistent_read(true)
+                    .into_paginator()
+                    .items()
+                    .send()
+                    .try_collect()
+                    .await
+                    .map_err(|e| self.sdk_fail($op, &e))
             };
-            out.extend(items.unwrap_or_default());
-            match next.filter(|k| !k.is_empty()) {
-                Some(k) => start = Some(k),
-                None => return Ok(out),
-            }
+        }
+        match namespace {
+            Some(ns) => all_items!(
+                c.query()
+                    .table_name(self.table())
+                    .key_condition_expression("#ns = :ns")
+                    .expression_attribute_names("#ns", "namespace")
+                    .expression_attribute_values(":ns", AttributeValue::S(ns.to_string())),
+                "Query"
+            ),
+            None => all_items!(c.scan().table_name(self.table()), "Scan"),
         }
     }
 
@@ -817,6 +805,13 @@ pub(crate) mod tests {
         sluice_test_kit::unique_name("offsets")
     }
 
+    /// A store on table `t` (made when missing) that loaded the namespace "pipe".
+    async fn loaded(t: &str) -> DynamoStore {
+        let store = DynamoStore::new(&spec(t, true));
+        store.load("pipe").await.expect("load");
+        store
+    }
+
     /// The offset `store` holds for partition "0" of "pipe".
     async fn offset_of(store: &DynamoStore) -> Offset {
         store.load("pipe").await.expect("load")["0"].offset.clone()
@@ -855,10 +850,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn two_writers_commit_their_own_partitions_concurrently() {
         let t = table();
-        let a = DynamoStore::new(&spec(&t, true));
-        let b = DynamoStore::new(&spec(&t, true));
-        a.load("pipe").await.expect("load");
-        b.load("pipe").await.expect("load");
+        let (a, b) = (loaded(&t).await, loaded(&t).await);
         let (ra, rb) = tokio::join!(
             async {
                 for i in 0..20 {
@@ -888,8 +880,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_stale_writer_cannot_move_an_offset_back() {
         let t = table();
-        let old = DynamoStore::new(&spec(&t, true));
-        old.load("pipe").await.expect("load");
+        let old = loaded(&t).await;
         old.commit("pipe", &one("0", 10)).await.expect("commit");
         // Another worker takes over from the stored state and moves on.
         let new = DynamoStore::new(&spec(&t, true));
@@ -919,8 +910,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_retried_commit_whose_write_already_landed_is_success() {
         let t = table();
-        let a = DynamoStore::new(&spec(&t, true));
-        a.load("pipe").await.expect("load");
+        let a = loaded(&t).await;
         a.commit("pipe", &one("0", 10)).await.expect("commit");
         let key = ("pipe".to_string(), "0".to_string());
         let before = a.gens()[&key];
@@ -947,11 +937,9 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_partition_claimed_after_a_rebalance_takes_over_from_its_previous_owner() {
         let t = table();
-        let a = DynamoStore::new(&spec(&t, true));
-        let b = DynamoStore::new(&spec(&t, true));
-        a.load("pipe").await.expect("load");
+        let a = loaded(&t).await;
         a.commit("pipe", &one("orders/3", 1)).await.expect("commit");
-        b.load("pipe").await.expect("load");
+        let b = loaded(&t).await;
         for o in 2..=4 {
             a.commit("pipe", &one("orders/3", o)).await.expect("commit");
         }
