@@ -46,13 +46,15 @@ fn pipeline(
     }
 }
 
+/// A generator source of this JSON config.
+fn generator(config: serde_json::Value) -> Box<dyn Source> {
+    let cfg: GeneratorConfig = serde_json::from_value(config).expect("generator config");
+    Box::new(GeneratorSource::new(cfg))
+}
+
 /// An endless generator: 2,000 records/s on one partition.
 fn endless() -> Box<dyn Source> {
-    let cfg: GeneratorConfig = serde_json::from_value(
-        serde_json::json!({"partitions": 1, "rate": 2000, "batch_size": 50}),
-    )
-    .expect("generator config");
-    Box::new(GeneratorSource::new(cfg))
+    generator(serde_json::json!({"partitions": 1, "rate": 2000, "batch_size": 50}))
 }
 
 /// Sends one batch of three records, then idles until the pipeline stops (a quiet tail).
@@ -166,21 +168,26 @@ async fn run_within(p: Pipeline, limit: Duration) -> (Result<Summary, PipelineEr
     (r, started.elapsed())
 }
 
-/// Runs an endless source into a null sink, committing to `store` every `interval`, until it
-/// ends, failing the test if that takes longer than `limit`.
-async fn run_endless(
-    store: Arc<dyn OffsetStore>,
-    interval: Duration,
+/// The commit interval of [`commits_fail_from_the_second`].
+const INTERVAL: Duration = Duration::from_millis(50);
+
+/// Runs an endless source into a null sink, committing every [`INTERVAL`] to a store whose
+/// second and later commits fail (`fenced`, or with a transient error), until the pipeline
+/// ends, failing the test if that takes longer than `limit`. Returns the store too.
+async fn commits_fail_from_the_second(
+    fenced: bool,
     limit: Duration,
-) -> (Result<Summary, PipelineError>, Duration) {
+) -> (Arc<Hooked<Flaky>>, Result<Summary, PipelineError>, Duration) {
+    let store = flaky_store(2, None, fenced);
     let p = pipeline(
         endless(),
         Box::new(DiscardSink),
-        store,
+        store.clone(),
         Vec::new(),
-        interval,
+        INTERVAL,
     );
-    run_within(p, limit).await
+    let (r, elapsed) = run_within(p, limit).await;
+    (store, r, elapsed)
 }
 
 #[tokio::test]
@@ -230,12 +237,9 @@ impl Stage for Keep {
 
 #[tokio::test]
 async fn a_panicking_worker_stops_the_source_and_the_other_workers() {
-    let cfg: GeneratorConfig = serde_json::from_value(
-        serde_json::json!({"partitions": 4, "rate": 2000, "batch_size": 50}),
-    )
-    .expect("generator config");
+    let source = generator(serde_json::json!({"partitions": 4, "rate": 2000, "batch_size": 50}));
     let mut p = pipeline(
-        Box::new(GeneratorSource::new(cfg)),
+        source,
         Box::new(DiscardSink),
         Arc::new(MemoryStore::default()),
         vec![Box::new(Keep)],
@@ -276,10 +280,7 @@ impl Stage for ThreadNames {
 
 #[tokio::test]
 async fn two_workers_process_on_two_threads_of_their_own() {
-    let cfg: GeneratorConfig = serde_json::from_value(
-        serde_json::json!({"partitions": 4, "count": 2000, "batch_size": 50}),
-    )
-    .expect("generator config");
+    let source = generator(serde_json::json!({"partitions": 4, "count": 2000, "batch_size": 50}));
     let seen = Arc::default();
     let stages = || Stages {
         pre: vec![Box::new(ThreadNames(Arc::clone(&seen)))],
@@ -287,7 +288,7 @@ async fn two_workers_process_on_two_threads_of_their_own() {
         post: Vec::new(),
     };
     let mut p = pipeline(
-        Box::new(GeneratorSource::new(cfg)),
+        source,
         Box::new(DiscardSink),
         Arc::new(MemoryStore::default()),
         Vec::new(),
@@ -307,10 +308,8 @@ async fn two_workers_process_on_two_threads_of_their_own() {
 
 #[tokio::test]
 async fn a_fenced_commit_stops_the_pipeline_at_once() {
-    let interval = Duration::from_millis(50);
     // The first commit works; the second is refused (another worker or a reset).
-    let store = flaky_store(2, None, true);
-    let (r, elapsed) = run_endless(store.clone(), interval, Duration::from_secs(5)).await;
+    let (store, r, elapsed) = commits_fail_from_the_second(true, Duration::from_secs(5)).await;
     match r {
         Err(PipelineError::Offsets(e)) => {
             assert!(e.is_fenced(), "{e}");
@@ -324,16 +323,14 @@ async fn a_fenced_commit_stops_the_pipeline_at_once() {
         "no commit is tried after a refusal"
     );
     assert!(
-        elapsed < interval * 2 + Duration::from_millis(500),
+        elapsed < INTERVAL * 2 + Duration::from_millis(500),
         "{elapsed:?}"
     );
 }
 
 #[tokio::test]
 async fn failing_commits_stop_the_pipeline_after_ten_commit_intervals() {
-    let interval = Duration::from_millis(50);
-    let store = flaky_store(2, None, false);
-    let (r, elapsed) = run_endless(store.clone(), interval, Duration::from_secs(10)).await;
+    let (store, r, elapsed) = commits_fail_from_the_second(false, Duration::from_secs(10)).await;
     match r {
         Err(PipelineError::Offsets(OffsetError::Unavailable { last, .. })) => {
             assert!(last.to_string().contains("disk full"), "{last}")
@@ -341,9 +338,9 @@ async fn failing_commits_stop_the_pipeline_after_ten_commit_intervals() {
         other => panic!("expected commits to give up, got {other:?}"),
     }
     // One good commit after an interval, then ten intervals of failures.
-    assert!(elapsed >= interval * 11, "gave up too soon: {elapsed:?}");
+    assert!(elapsed >= INTERVAL * 11, "gave up too soon: {elapsed:?}");
     assert!(
-        elapsed < interval * 11 + Duration::from_secs(1),
+        elapsed < INTERVAL * 11 + Duration::from_secs(1),
         "{elapsed:?}"
     );
     assert!(
@@ -356,11 +353,9 @@ async fn failing_commits_stop_the_pipeline_after_ten_commit_intervals() {
 #[tokio::test]
 async fn a_transient_commit_failure_is_retried_and_the_run_commits_everything() {
     let store = flaky_store(1, Some(4), false);
-    let cfg: GeneratorConfig =
-        serde_json::from_value(serde_json::json!({"partitions": 1, "count": 3000, "rate": 10000}))
-            .expect("generator config");
+    let source = generator(serde_json::json!({"partitions": 1, "count": 3000, "rate": 10000}));
     let p = pipeline(
-        Box::new(GeneratorSource::new(cfg)),
+        source,
         Box::new(DiscardSink),
         store.clone(),
         Vec::new(),
