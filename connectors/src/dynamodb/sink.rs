@@ -14,7 +14,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 
 use super::config::{DynamoSinkConfig, ItemFormat, SinkMode};
 use super::item::{self, Json, PlainRules};
@@ -243,31 +244,28 @@ impl DynamoSink {
         for round in rounds(buf) {
             let shared = self.shared.clone();
             let max = shared.cfg.max_in_flight.max(1);
-            if shared.guard_attr.is_some() {
-                let mut s = futures::stream::iter(round.into_iter().map(|p| {
-                    let shared = shared.clone();
-                    async move { shared.write_one_guarded(p).await }
-                }))
-                .buffer_unordered(max);
-                while let Some(r) = s.next().await {
-                    r?;
-                }
-            } else {
-                let size = shared.cfg.batch_size.clamp(1, 25);
-                let mut chunks = Vec::new();
-                let mut it = round.into_iter().peekable();
-                while it.peek().is_some() {
-                    chunks.push(it.by_ref().take(size).collect::<Vec<_>>());
-                }
-                let mut s = futures::stream::iter(chunks.into_iter().map(|c| {
-                    let shared = shared.clone();
-                    async move { shared.write_batch(c).await }
-                }))
-                .buffer_unordered(max);
-                while let Some(r) = s.next().await {
-                    r?;
-                }
-            }
+            // Guarded writes go one at a time (conditional PutItem/DeleteItem), others in
+            // BatchWriteItem chunks; at most `max` in flight, the first error ends the flush.
+            let writes: Vec<BoxFuture<'static, Result<(), ConnectorError>>> =
+                if shared.guard_attr.is_some() {
+                    round
+                        .into_iter()
+                        .map(|p| shared.clone().write_one_guarded(p).boxed())
+                        .collect()
+                } else {
+                    let size = shared.cfg.batch_size.clamp(1, 25);
+                    let mut it = round.into_iter().peekable();
+                    std::iter::from_fn(|| {
+                        it.peek()?;
+                        let chunk: Vec<_> = it.by_ref().take(size).collect();
+                        Some(shared.clone().write_batch(chunk).boxed())
+                    })
+                    .collect()
+                };
+            futures::stream::iter(writes)
+                .buffer_unordered(max)
+                .try_collect::<Vec<()>>()
+                .await?;
         }
         tracing::debug!(table = %self.cfg().table, writes = n, elapsed = ?started.elapsed(), "dynamodb sink flushed");
         Ok(())
