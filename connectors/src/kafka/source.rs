@@ -269,17 +269,13 @@ fn to_record(msg: &BorrowedMessage<'_>, id: PartitionId) -> Record {
     let timestamp = msg.timestamp().to_millis();
     let headers = msg
         .headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| {
-                    (
-                        h.key.to_string(),
-                        h.value.map(Bytes::copy_from_slice).unwrap_or_default(),
-                    )
-                })
-                .collect()
+        .into_iter()
+        .flat_map(|hs| hs.iter())
+        .map(|h| {
+            let value = h.value.map(Bytes::copy_from_slice).unwrap_or_default();
+            (h.key.to_string(), value)
         })
-        .unwrap_or_default();
+        .collect();
     let mut meta = vec![
         ("topic".into(), msg.topic().to_string()),
         ("partition".into(), msg.partition().to_string()),

@@ -195,17 +195,13 @@ pub fn read_until(
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
             let headers = m
                 .headers()
-                .map(|hs| {
-                    hs.iter()
-                        .map(|h| {
-                            (
-                                h.key.to_string(),
-                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                            )
-                        })
-                        .collect()
+                .into_iter()
+                .flat_map(|hs| hs.iter())
+                .map(|h| {
+                    let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                    (h.key.to_string(), value.into_owned())
                 })
-                .unwrap_or_default();
+                .collect();
             out.push(Msg {
                 partition: m.partition(),
                 offset: m.offset(),
