@@ -10,13 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, ScalarAttributeType};
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::ScalarAttributeType::{self, N, S};
 use sluice_connectors::api::{
     CommittedOffsets, Sink, SinkRecord, Source, SourceBatch, SourceContext,
 };
 use sluice_connectors::dynamodb::*;
 use sluice_connectors::{Completion, Offset, Record, Rejected, Route, Ticket};
-use sluice_test_kit::dynamodb::{create_table, n, put_ids as put_items, s, scan as scan_all};
+use sluice_test_kit::dynamodb::{
+    create_table, delete, item, n, put, put_ids as put_items, s, scan as scan_all,
+};
 use sluice_test_kit::{emulator, unique_name as table_name};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -153,7 +156,7 @@ fn get<'a>(item: &'a HashMap<String, AttributeValue>, k: &str) -> &'a AttributeV
 
 #[tokio::test]
 async fn sink_writes_batches_and_acks_every_record() {
-    let (c, t) = new_table("sink-batches", ("id", ScalarAttributeType::N), None, false).await;
+    let (c, t) = new_table("sink-batches", ("id", N), None, false).await;
     let mut sink = DynamoSink::new(sink_cfg(
         &t,
         serde_json::json!({"batch_size": 25, "max_in_flight": 4}),
@@ -187,7 +190,7 @@ async fn sink_dedups_by_keys_and_never_reorders_one_key() {
         ),
         ("sink-nodedup", serde_json::json!({})),
     ] {
-        let (c, t) = new_table(prefix, ("user_id", ScalarAttributeType::S), None, false).await;
+        let (c, t) = new_table(prefix, ("user_id", S), None, false).await;
         let mut sink = DynamoSink::new(sink_cfg(&t, extra)).await.expect("sink");
         assert!(write_acked(&mut sink, &values, &[]).await);
         let items = scan_all(&c, &t).await;
@@ -209,13 +212,7 @@ async fn sink_dedups_by_keys_and_never_reorders_one_key() {
 
 #[tokio::test]
 async fn overwrite_by_keys_other_than_the_table_key_is_refused_at_start() {
-    let (_, t) = new_table(
-        "sink-dedup-keys",
-        ("user_id", ScalarAttributeType::S),
-        Some(("ts", ScalarAttributeType::N)),
-        false,
-    )
-    .await;
+    let (_, t) = new_table("sink-dedup-keys", ("user_id", S), Some(("ts", N)), false).await;
     for keys in [
         serde_json::json!(["user_id"]),
         serde_json::json!(["user_id", "ts", "v"]),
@@ -241,13 +238,7 @@ async fn overwrite_by_keys_other_than_the_table_key_is_refused_at_start() {
 
 #[tokio::test]
 async fn sink_mirror_mode_deletes_by_op_field_and_stream_records() {
-    let (c, t) = new_table(
-        "sink-mirror",
-        ("pk", ScalarAttributeType::S),
-        Some(("sk", ScalarAttributeType::N)),
-        false,
-    )
-    .await;
+    let (c, t) = new_table("sink-mirror", ("pk", S), Some(("sk", N)), false).await;
     let mut sink = DynamoSink::new(sink_cfg(&t, serde_json::json!({"mode": "mirror"})))
         .await
         .expect("sink");
@@ -280,7 +271,7 @@ async fn sink_mirror_mode_deletes_by_op_field_and_stream_records() {
 
 #[tokio::test]
 async fn sink_stores_metadata_and_the_guard_keeps_newer_items() {
-    let (c, t) = new_table("sink-guard", ("id", ScalarAttributeType::S), None, false).await;
+    let (c, t) = new_table("sink-guard", ("id", S), None, false).await;
     let cfg = sink_cfg(
         &t,
         serde_json::json!({
@@ -296,39 +287,25 @@ async fn sink_stores_metadata_and_the_guard_keeps_newer_items() {
             ("sequence-number", seq.to_string()),
         ]
     };
-    // 9 < 10 < 100 as numbers, though "9" > "10" as text: the guard compares lengths first.
-    assert!(
-        write_acked(
-            &mut sink,
-            &[
-                serde_json::json!({"id": "k", "v": "ten"}),
-                serde_json::json!({"id": "j", "v": "hundred"}),
-            ],
-            &[meta("10"), meta("100")]
-        )
-        .await
-    );
-    // A replay of older records is acked but does not overwrite.
-    assert!(
-        write_acked(
-            &mut sink,
-            &[
-                serde_json::json!({"id": "k", "v": "nine"}),
-                serde_json::json!({"id": "j", "v": "ninety-nine"}),
-            ],
-            &[meta("9"), meta("99")]
-        )
-        .await,
-        "skipped older writes are still acknowledged"
-    );
-    assert!(
-        write_acked(
-            &mut sink,
-            &[serde_json::json!({"id": "k", "v": "eleven"})],
-            &[meta("11")]
-        )
-        .await
-    );
+    // Each write: (id, v, sequence number) per record. A replay of older records (the second)
+    // is still acknowledged but does not overwrite.
+    let writes: [&[(&str, &str, &str)]; 3] = [
+        // 9 < 10 < 100 as numbers, though "9" > "10" as text: the guard compares lengths first.
+        &[("k", "ten", "10"), ("j", "hundred", "100")],
+        &[("k", "nine", "9"), ("j", "ninety-nine", "99")],
+        &[("k", "eleven", "11")],
+    ];
+    for w in writes {
+        let values: Vec<_> = w
+            .iter()
+            .map(|(id, v, _)| serde_json::json!({"id": id, "v": v}))
+            .collect();
+        let metas: Vec<_> = w.iter().map(|(_, _, seq)| meta(seq)).collect();
+        assert!(
+            write_acked(&mut sink, &values, &metas).await,
+            "not acknowledged: {w:?}"
+        );
+    }
     let items: BTreeMap<String, HashMap<String, AttributeValue>> = scan_all(&c, &t)
         .await
         .into_iter()
@@ -344,7 +321,7 @@ async fn sink_stores_metadata_and_the_guard_keeps_newer_items() {
 
 #[tokio::test]
 async fn sink_rejects_bad_records_and_writes_the_rest() {
-    let (c, t) = new_table("sink-bad", ("id", ScalarAttributeType::N), None, false).await;
+    let (c, t) = new_table("sink-bad", ("id", N), None, false).await;
     let mut sink = DynamoSink::new(sink_cfg(&t, serde_json::json!({})))
         .await
         .expect("sink");
@@ -388,7 +365,7 @@ async fn sink_rejects_bad_records_and_writes_the_rest() {
 
 #[tokio::test]
 async fn sink_writes_dynamodb_json_items() {
-    let (c, t) = new_table("sink-ddbjson", ("id", ScalarAttributeType::S), None, false).await;
+    let (c, t) = new_table("sink-ddbjson", ("id", S), None, false).await;
     let mut sink = DynamoSink::new(sink_cfg(
         &t,
         serde_json::json!({"item_format": "dynamodb_json"}),
@@ -453,7 +430,7 @@ fn parse(r: &Record) -> serde_json::Value {
 
 #[tokio::test]
 async fn snapshot_scans_every_segment_and_resumes_after_the_committed_key() {
-    let (c, t) = new_table("src-snap", ("id", ScalarAttributeType::N), None, false).await;
+    let (c, t) = new_table("src-snap", ("id", N), None, false).await;
     put_items(&c, &t, 0..3000).await;
     let settings = serde_json::json!({"segments": 4, "page_size": 100});
     // A first run stopped early: keep what it delivered and the last offset per segment.
@@ -536,24 +513,13 @@ async fn snapshot_scans_every_segment_and_resumes_after_the_committed_key() {
 
 #[tokio::test]
 async fn cdc_delivers_inserts_updates_and_deletes_in_order_per_key() {
-    let (c, t) = new_table("src-cdc", ("id", ScalarAttributeType::S), None, true).await;
+    let (c, t) = new_table("src-cdc", ("id", S), None, true).await;
     for round in 0..3 {
         for k in 0..5 {
-            c.put_item()
-                .table_name(&t)
-                .item("id", s(&format!("k{k}")))
-                .item("v", n(round))
-                .send()
-                .await
-                .expect("put");
+            put(&c, &t, item([("id", s(&format!("k{k}"))), ("v", n(round))])).await;
         }
     }
-    c.delete_item()
-        .table_name(&t)
-        .key("id", s("k2"))
-        .send()
-        .await
-        .expect("delete");
+    delete(&c, &t, item([("id", s("k2"))])).await;
     let src = source(&t, serde_json::json!({"mode": "cdc"})).await;
     let got = collect(
         src,
@@ -618,13 +584,8 @@ async fn cdc_delivers_inserts_updates_and_deletes_in_order_per_key() {
 
 #[tokio::test]
 async fn cdc_latest_skips_what_came_before() {
-    let (c, t) = new_table("src-latest", ("id", ScalarAttributeType::S), None, true).await;
-    c.put_item()
-        .table_name(&t)
-        .item("id", s("old"))
-        .send()
-        .await
-        .expect("put");
+    let (c, t) = new_table("src-latest", ("id", S), None, true).await;
+    put(&c, &t, item([("id", s("old"))])).await;
     let src = source(
         &t,
         serde_json::json!({"mode": "cdc", "start_position": "latest"}),
@@ -639,12 +600,7 @@ async fn cdc_latest_skips_what_came_before() {
         let probing = probing.clone();
         tokio::spawn(async move {
             for i in 0.. {
-                c.put_item()
-                    .table_name(&t)
-                    .item("id", s(&format!("new-{i}")))
-                    .send()
-                    .await
-                    .expect("put");
+                put(&c, &t, item([("id", s(&format!("new-{i}")))])).await;
                 tokio::select! {
                     _ = probing.cancelled() => break,
                     _ = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -676,7 +632,7 @@ async fn cdc_latest_skips_what_came_before() {
 
 #[tokio::test]
 async fn snapshot_then_cdc_loses_nothing_written_during_the_scan() {
-    let (c, t) = new_table("src-s2c", ("id", ScalarAttributeType::N), None, true).await;
+    let (c, t) = new_table("src-s2c", ("id", N), None, true).await;
     put_items(&c, &t, 0..1500).await;
     let src = source(
         &t,
@@ -689,20 +645,8 @@ async fn snapshot_then_cdc_loses_nothing_written_during_the_scan() {
         let t = t.clone();
         tokio::spawn(async move {
             for i in 0..20u64 {
-                c.put_item()
-                    .table_name(&t)
-                    .item("id", n(5000 + i))
-                    .item("body", s("during"))
-                    .send()
-                    .await
-                    .expect("put");
-                c.put_item()
-                    .table_name(&t)
-                    .item("id", n(i))
-                    .item("body", s("updated"))
-                    .send()
-                    .await
-                    .expect("put");
+                put(&c, &t, item([("id", n(5000 + i)), ("body", s("during"))])).await;
+                put(&c, &t, item([("id", n(i)), ("body", s("updated"))])).await;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
@@ -757,7 +701,7 @@ async fn snapshot_then_cdc_loses_nothing_written_during_the_scan() {
 
 #[tokio::test]
 async fn a_table_without_a_stream_is_a_clear_error() {
-    let (_, t) = new_table("src-nostream", ("id", ScalarAttributeType::S), None, false).await;
+    let (_, t) = new_table("src-nostream", ("id", S), None, false).await;
     let mut src = source(&t, serde_json::json!({"mode": "cdc"})).await;
     let (tx, _rx) = mpsc::channel(1);
     let (_w, crx) = watch::channel(Arc::new(CommittedOffsets::new()));
@@ -780,7 +724,7 @@ async fn a_table_without_a_stream_is_a_clear_error() {
 
 #[tokio::test]
 async fn rate_limit_paces_the_scan_by_consumed_capacity() {
-    let (c, t) = new_table("src-rate", ("id", ScalarAttributeType::N), None, false).await;
+    let (c, t) = new_table("src-rate", ("id", N), None, false).await;
     put_items(&c, &t, 0..1000).await;
     // moto reports 1 read unit per page here: 10+ pages at 4 units/s take 2.5 s or more.
     let settings = serde_json::json!({"segments": 2, "page_size": 100, "rate_limit": 4.0});

@@ -60,27 +60,11 @@ impl Dynamo {
     }
 
     pub fn put(&self, table: &str, item: Item) {
-        self.rt
-            .block_on(
-                self.client
-                    .put_item()
-                    .table_name(table)
-                    .set_item(Some(item))
-                    .send(),
-            )
-            .expect("put");
+        self.rt.block_on(put(&self.client, table, item));
     }
 
     pub fn delete(&self, table: &str, key: Item) {
-        self.rt
-            .block_on(
-                self.client
-                    .delete_item()
-                    .table_name(table)
-                    .set_key(Some(key))
-                    .send(),
-            )
-            .expect("delete");
+        self.rt.block_on(delete(&self.client, table, key));
     }
 
     /// `{id: N, body: "item N"}` for each id, in batches of 25.
@@ -166,6 +150,23 @@ pub async fn create_table(
         );
     }
     b.send().await.expect("create table");
+}
+
+/// An item (or key) from its attributes: `item([("id", s("a")), ("v", n(1))])`.
+pub fn item<K: Into<String>>(attrs: impl IntoIterator<Item = (K, AttributeValue)>) -> Item {
+    attrs.into_iter().map(|(k, v)| (k.into(), v)).collect()
+}
+
+/// Writes one item.
+pub async fn put(c: &Client, table: &str, item: Item) {
+    let req = c.put_item().table_name(table).set_item(Some(item));
+    req.send().await.expect("put");
+}
+
+/// Deletes the item with this key.
+pub async fn delete(c: &Client, table: &str, key: Item) {
+    let req = c.delete_item().table_name(table).set_key(Some(key));
+    req.send().await.expect("delete");
 }
 
 /// `{id: N, body: "item N"}` for each id, in batches of 25.
