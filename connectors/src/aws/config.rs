@@ -340,10 +340,8 @@ mod tests {
         .expect("config");
         assert_eq!(c.region().as_deref(), Some("us-east-1"));
         let dbg = format!("{c:?}");
-        assert!(
-            !dbg.contains("s3cr3t") && dbg.contains("<redacted>"),
-            "{dbg}"
-        );
+        sluice_test_kit::assert_hidden(&dbg, &["s3cr3t"]);
+        assert!(dbg.contains("<redacted>"), "{dbg}");
     }
 
     #[tokio::test]

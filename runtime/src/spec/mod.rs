@@ -792,10 +792,7 @@ mod tests {
             doc,
         };
         let shown = format!("{loaded:?}");
-        assert!(
-            !shown.contains("0x1F") && !shown.contains("hunter2"),
-            "{shown}"
-        );
+        sluice_test_kit::assert_hidden(&shown, &["0x1F", "hunter2"]);
         assert!(shown.contains("<redacted>"), "{shown}");
     }
 

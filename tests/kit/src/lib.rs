@@ -61,3 +61,11 @@ pub fn aws_json(endpoint: &str) -> serde_json::Value {
         "credentials": {"provider": "basic", "access_key_id": "test", "secret_access_key": "test"}
     })
 }
+
+/// Fails when `text` (a log, an error, printed config) shows any of `secrets`.
+#[track_caller]
+pub fn assert_hidden(text: &str, secrets: &[&str]) {
+    for s in secrets {
+        assert!(!text.contains(s), "`{s}` is shown in: {text}");
+    }
+}
