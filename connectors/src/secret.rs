@@ -1,9 +1,7 @@
 //! Secret config values (passwords, secret keys): never printed, logged or shown in errors.
 
-use std::borrow::Cow;
 use std::fmt;
 
-use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A secret string. `Debug` and `Display` print `<redacted>`; the schema marks it `writeOnly`, so
@@ -46,18 +44,11 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
-impl JsonSchema for Secret {
-    fn schema_name() -> Cow<'static, str> {
-        "Secret".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "writeOnly": true,
-            "description": "A secret: never logged; write `${VAR}` to take it from the environment.",
-        })
-    }
-}
+crate::units::text_schema!(Secret, "Secret", {
+    "type": "string",
+    "writeOnly": true,
+    "description": "A secret: never logged; write `${VAR}` to take it from the environment.",
+});
 
 #[cfg(test)]
 mod tests {

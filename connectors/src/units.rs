@@ -1,10 +1,8 @@
 //! Durations (`5s`, `200ms`, `1m`, `30d`) and sizes (`5MiB`, `512KiB`, `1GB`) in specs.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
-use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A duration written as a number and a unit: `200ms`, `5s`, `1m`, `2h`, `30d`.
@@ -111,32 +109,33 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
-impl JsonSchema for Dur {
-    fn schema_name() -> Cow<'static, str> {
-        "Duration".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "pattern": DURATION_PATTERN,
-            "description": "A duration: a number and a unit (ms, s, m, h, d), e.g. `200ms`, `5s`, `1m`.",
-        })
-    }
+/// `JsonSchema` for a type written as text in specs: its name in the schema and its schema.
+macro_rules! text_schema {
+    ($ty:ty, $name:literal, $schema:tt) => {
+        impl schemars::JsonSchema for $ty {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                $name.into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!($schema)
+            }
+        }
+    };
 }
+pub(crate) use text_schema;
 
-impl JsonSchema for ByteSize {
-    fn schema_name() -> Cow<'static, str> {
-        "Size".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": ["string", "integer"],
-            "pattern": SIZE_PATTERN,
-            "minimum": 0,
-            "description": "A size in bytes, or a number and a unit (B, KiB, MiB, GiB, KB, MB, GB), e.g. `5MiB`.",
-        })
-    }
-}
+text_schema!(Dur, "Duration", {
+    "type": "string",
+    "pattern": DURATION_PATTERN,
+    "description": "A duration: a number and a unit (ms, s, m, h, d), e.g. `200ms`, `5s`, `1m`.",
+});
+
+text_schema!(ByteSize, "Size", {
+    "type": ["string", "integer"],
+    "pattern": SIZE_PATTERN,
+    "minimum": 0,
+    "description": "A size in bytes, or a number and a unit (B, KiB, MiB, GiB, KB, MB, GB), e.g. `5MiB`.",
+});
 
 impl Serialize for Dur {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
