@@ -112,10 +112,16 @@ impl DeserializeResponse for Fast {
         response: &HttpResponse,
         cfg: &ConfigBag,
     ) -> Result<Output, OrchestratorError<Error>> {
-        if response.status().is_success()
-            && let Some(out) = response.body().bytes().and_then(self.0.read)
-        {
-            return Ok(out);
+        if response.status().is_success() {
+            if let Some(out) = response.body().bytes().and_then(self.0.read) {
+                return Ok(out);
+            }
+            // Expected for a closed shard's last response (ChildShards); anything else would
+            // mean a response shape this reader does not know, read correctly but slower.
+            tracing::debug!(
+                bytes = response.body().bytes().map(<[u8]>::len),
+                "kinesis: a successful response is read by the SDK's reader"
+            );
         }
         match self.sdk() {
             Some(sdk) => sdk.deserialize_nonstreaming_with_config(response, cfg),
