@@ -62,16 +62,23 @@ def run_sluice(args, cwd, env=None, binary=None, instructions=False):
     return wall, cpu, lines[-1] if lines else ""
 
 
-def proc_cpu_seconds(pid):
-    """User+system CPU seconds of a running process (from /proc), or None."""
-    if not pid:
-        return None
+def stat_cpu(path):
+    """(name, user+system CPU seconds) from a /proc stat file (a process's or a thread's), or
+    None when it is gone."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        with open(path) as f:
+            stat = f.read()
     except OSError:
         return None
+    name = stat[stat.index("(") + 1:stat.rindex(")")]
+    fields = stat[stat.rindex(")") + 2:].split()
+    return name, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_seconds(pid):
+    """User+system CPU seconds of a running process (from /proc), or None."""
+    got = stat_cpu(f"/proc/{pid}/stat") if pid else None
+    return got[1] if got else None
 
 
 def cpu_delta(pid, before):

@@ -103,16 +103,11 @@ def throughput(before_bin):
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
-def instructions(label, binary, spec, workers, folder, records):
+def instructions(binary, spec, workers, folder, records):
     """Instructions of one whole `sluice run` under callgrind (the "Collected" line)."""
-    p = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", binary, "run", spec],
-        cwd=folder, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-        env={**os.environ, "SLUICE_LOG": "warn", **env_for(workers), "BENCH_RECORDS": str(records)})
-    m = re.search(r"Collected : (\d+)", p.stderr)
-    if p.returncode != 0 or not m:
-        sys.exit(f"{label}: callgrind failed:\n{p.stderr[-2000:]}")
-    return int(m.group(1))
+    env = {**env_for(workers), "BENCH_RECORDS": str(records)}
+    _, n, _ = common.run_sluice(["run", spec], folder, env=env, binary=binary, instructions=True)
+    return n
 
 
 def callgrind(before_bin):
@@ -127,27 +122,21 @@ def callgrind(before_bin):
     for label, binary, spec, workers in table:
         if workers not in (None, 1):
             continue
-        a = instructions(label, binary, spec, workers, folder, small)
-        b = instructions(label, binary, spec, workers, folder, large)
+        a = instructions(binary, spec, workers, folder, small)
+        b = instructions(binary, spec, workers, folder, large)
         print(f"| {label} | {a:,} | {b:,} | {(b - a) / (large - small):,.0f} |")
 
 
 def thread_cpu(pid, seen):
     """Adds every thread's CPU seconds so far to SEEN (tid -> (name, seconds))."""
-    tick = os.sysconf("SC_CLK_TCK")
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return
     for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
-        seen[tid] = (name, (int(fields[11]) + int(fields[12])) / tick)
+        got = common.stat_cpu(f"/proc/{pid}/task/{tid}/stat")
+        if got:
+            seen[tid] = got
 
 
 def thread_run(label, binary, spec, workers, folder):
