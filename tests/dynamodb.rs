@@ -11,13 +11,6 @@ use std::time::Duration;
 use sluice_test_kit::dynamodb::*;
 use sluice_test_kit::*;
 
-fn run_ok(s: &Scratch, args: &[&str]) -> String {
-    let out = s.run(args);
-    let err = stderr(&out);
-    assert!(out.status.success(), "sluice {args:?} failed:\n{err}");
-    err
-}
-
 fn offsets_yaml(d: &Dynamo, table: &str) -> String {
     format!(
         "offsets:\n  store: dynamodb\n  table: {table}\n  create_table: true\n  commit_interval: 200ms\n{}",
@@ -69,7 +62,7 @@ fn generator_to_dynamodb_survives_kill_9_with_offsets_in_dynamodb() {
     child.wait().expect("reaped");
     let before = d.count(&table);
     assert!(before < 10000, "the run finished before the kill");
-    let err = run_ok(&s, &["run", "spec.yaml"]);
+    let err = stderr(&s.run_ok(&["run", "spec.yaml"]));
     let items = d.by_key(&table, "seq");
     let seqs: BTreeSet<u64> = items.keys().map(|k| k.parse().expect("seq")).collect();
     let missing: Vec<u64> = (0..10000).filter(|i| !seqs.contains(i)).collect();
@@ -108,7 +101,7 @@ fn snapshot_of_thousands_of_items_across_segments_resumes_after_a_stop() {
             aws = aws_yaml(&d.endpoint, "  "),
         ),
     );
-    run_ok(&s, &["run", "--max-records", "1000", "spec.yaml"]);
+    s.run_ok(&["run", "--max-records", "1000", "spec.yaml"]);
     let first = s.lines("out/items.jsonl").len();
     assert!(
         (1000..3000).contains(&first),
@@ -116,7 +109,7 @@ fn snapshot_of_thousands_of_items_across_segments_resumes_after_a_stop() {
     );
     let committed = std::fs::read_to_string(s.path("offsets/snap.offsets.json")).expect("offsets");
     assert!(committed.contains("scan-0-of-4"), "{committed}");
-    run_ok(&s, &["run", "spec.yaml"]);
+    s.run_ok(&["run", "spec.yaml"]);
     let ids: Vec<u64> = s
         .lines("out/items.jsonl")
         .iter()
@@ -141,7 +134,7 @@ fn snapshot_of_thousands_of_items_across_segments_resumes_after_a_stop() {
     assert_eq!(parts.len(), 4);
     assert!(parts.values().all(|p| p["finished"] == true), "{parts:?}");
     // A third run has nothing left to read.
-    run_ok(&s, &["run", "spec.yaml"]);
+    s.run_ok(&["run", "spec.yaml"]);
     assert_eq!(s.lines("out/items.jsonl").len(), ids.len());
 }
 
@@ -444,8 +437,7 @@ fn validate_refuses_a_table_to_table_copy_through_plain_json() {
         "default.yaml",
         &spec.replace("  item_format: dynamodb_json\n", ""),
     );
-    let out = s.run(&["validate", "default.yaml"]);
-    assert!(!out.status.success());
+    let out = s.run_err(&["validate", "default.yaml"]);
     let err = format!("{}{}", stdout(&out), stderr(&out));
     assert!(
         err.contains("item_format") && err.contains("dynamodb_json") && err.contains("sets"),
@@ -456,14 +448,14 @@ fn validate_refuses_a_table_to_table_copy_through_plain_json() {
         "mixed.yaml",
         &spec.replacen("  item_format: dynamodb_json\n", "", 1),
     );
-    assert!(!s.run(&["validate", "mixed.yaml"]).status.success());
+    s.run_err(&["validate", "mixed.yaml"]);
     s.write("typed.yaml", &spec);
-    run_ok(&s, &["validate", "typed.yaml"]);
+    s.run_ok(&["validate", "typed.yaml"]);
     s.write(
         "json.yaml",
         &spec.replace("item_format: dynamodb_json", "item_format: json"),
     );
-    run_ok(&s, &["validate", "json.yaml"]);
+    s.run_ok(&["validate", "json.yaml"]);
 }
 
 #[test]
@@ -481,7 +473,7 @@ fn kinesis_to_dynamodb_stores_shard_and_sequence_and_a_replay_never_goes_back() 
         )
     };
     s.write("spec.yaml", &spec("kin-ddb"));
-    run_ok(&s, &["run", "--max-records", "600", "spec.yaml"]);
+    s.run_ok(&["run", "--max-records", "600", "spec.yaml"]);
     let check = || {
         let items = d.by_key(&table, "key");
         assert_eq!(items.len(), 13);
@@ -520,7 +512,7 @@ fn kinesis_to_dynamodb_stores_shard_and_sequence_and_a_replay_never_goes_back() 
     let first = check();
     // A replay from the start (a new pipeline name has no offsets) never overwrites newer items.
     s.write("replay.yaml", &spec("kin-ddb-replay"));
-    run_ok(&s, &["run", "--max-records", "600", "replay.yaml"]);
+    s.run_ok(&["run", "--max-records", "600", "replay.yaml"]);
     assert_eq!(check(), first);
     k.delete(&stream);
 }
@@ -543,7 +535,7 @@ fn only_newer_by_sequence_number_keeps_the_last_update_inside_one_kpl_aggregate(
             kaws = kinesis::aws_yaml(&k.endpoint, "  "),
         ),
     );
-    run_ok(&s, &["run", "produce.yaml"]);
+    s.run_ok(&["run", "produce.yaml"]);
     let raw = k.read_all(&stream);
     assert!(raw.len() < 100, "{} Kinesis records for 400", raw.len());
     // Without and with the sub-sequence number stored.
@@ -561,10 +553,7 @@ fn only_newer_by_sequence_number_keeps_the_last_update_inside_one_kpl_aggregate(
             daws = aws_yaml(&d.endpoint, "  "),
         );
         s.write(&format!("{name}.yaml"), &spec);
-        run_ok(
-            &s,
-            &["run", "--max-records", "400", &format!("{name}.yaml")],
-        );
+        s.run_ok(&["run", "--max-records", "400", &format!("{name}.yaml")]);
         let check = || {
             let items = d.by_key(&table, "key");
             assert_eq!(items.len(), 5, "{name}");
@@ -583,15 +572,12 @@ fn only_newer_by_sequence_number_keeps_the_last_update_inside_one_kpl_aggregate(
                 &format!("name: {name}-replay\n"),
             ),
         );
-        run_ok(
-            &s,
-            &[
-                "run",
-                "--max-records",
-                "400",
-                &format!("{name}-replay.yaml"),
-            ],
-        );
+        s.run_ok(&[
+            "run",
+            "--max-records",
+            "400",
+            &format!("{name}-replay.yaml"),
+        ]);
         check();
     }
     k.delete(&stream);
@@ -619,7 +605,7 @@ fn items_dynamodb_refuses_go_to_the_dead_letter_file_and_the_rest_is_written() {
             aws = aws_yaml(&d.endpoint, "  "),
         ),
     );
-    let err = run_ok(&s, &["run", "spec.yaml"]);
+    let err = stderr(&s.run_ok(&["run", "spec.yaml"]));
     assert!(err.contains("3 dead-lettered"), "{err}");
     assert_eq!(d.count(&table), 40);
     let dlq = s.lines("dlq.jsonl");
@@ -644,7 +630,6 @@ fn items_dynamodb_refuses_go_to_the_dead_letter_file_and_the_rest_is_written() {
             aws = aws_yaml(&d.endpoint, "  "),
         ),
     );
-    let out = s2.run(&["run", "spec.yaml"]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("invalid JSON"), "{}", stderr(&out));
+    let err = stderr(&s2.run_err(&["run", "spec.yaml"]));
+    assert!(err.contains("invalid JSON"), "{err}");
 }

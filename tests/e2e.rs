@@ -29,8 +29,7 @@ fn generator_spec(name: &str, count: Option<u64>, partitions: u32, rate: Option<
 #[test]
 fn a_finite_generator_delivers_every_record_once_and_records_finished_partitions() {
     let s = Scratch::with("spec.yaml", &generator_spec("gen", Some(10_000), 4, None));
-    let out = s.run(&["run", "spec.yaml"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = s.run_ok(&["run", "spec.yaml"]);
     assert!(stderr(&out).contains("10000 committed"), "{}", stderr(&out));
     let got = seqs(&s.lines("out/data.jsonl"));
     assert_eq!(got.len(), 10_000);
@@ -53,8 +52,7 @@ fn a_finite_generator_delivers_every_record_once_and_records_finished_partitions
         "{offs:?}"
     );
     // A second run has nothing left to do.
-    let again = s.run(&["run", "spec.yaml"]);
-    assert!(again.status.success());
+    s.run_ok(&["run", "spec.yaml"]);
     assert_eq!(s.lines("out/data.jsonl").len(), 10_000);
 }
 
@@ -81,8 +79,7 @@ fn kill_9_in_the_middle_then_restart_loses_nothing() {
         "committed past what was written"
     );
 
-    let out = s.run(&["run", "spec.yaml"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    s.run_ok(&["run", "spec.yaml"]);
     let got = seqs(&s.lines("out/data.jsonl"));
     let unique: BTreeSet<u64> = got.iter().copied().collect();
     assert_eq!(unique, (0..40_000).collect(), "every seq at least once");
@@ -116,8 +113,7 @@ fn sigterm_drains_commits_and_exits_zero() {
 fn max_records_stops_after_exactly_n_committed_and_the_next_run_continues() {
     let s = Scratch::with("spec.yaml", &generator_spec("bounded", None, 3, None));
     for round in 1..=2u64 {
-        let out = s.run(&["run", "spec.yaml", "--max-records", "5000"]);
-        assert!(out.status.success(), "{}", stderr(&out));
+        s.run_ok(&["run", "spec.yaml", "--max-records", "5000"]);
         let got = seqs(&s.lines("out/data.jsonl"));
         assert_eq!(got.len() as u64, 5000 * round);
         let unique: BTreeSet<u64> = got.iter().copied().collect();
@@ -137,8 +133,7 @@ fn file_spec(name: &str, tolerance: &str) -> String {
 
 /// Runs `spec.yaml` in `s`, which must fail: its stderr.
 fn run_fails(s: &Scratch) -> String {
-    let out = s.run(&["run", "spec.yaml"]);
-    assert!(!out.status.success());
+    let out = s.run_err(&["run", "spec.yaml"]);
     stderr(&out)
 }
 
@@ -160,8 +155,7 @@ fn tolerance_none_stops_at_the_bad_record_and_commits_nothing_past_it() {
 fn tolerance_all_dead_letters_the_bad_record_and_goes_on() {
     let s = Scratch::with("in/a.jsonl", BAD_INPUT);
     s.write("spec.yaml", &file_spec("lenient", "all"));
-    let out = s.run(&["run", "spec.yaml"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    s.run_ok(&["run", "spec.yaml"]);
     assert_eq!(s.lines("out/data.jsonl").len(), 4);
     let dlq = s.lines("dlq.jsonl");
     assert_eq!(dlq.len(), 1);
@@ -189,8 +183,7 @@ fn csv_files_become_json_and_envelopes_carry_metadata() {
         "spec.yaml",
         "version: 1\nname: csv\nsource: {type: file, paths: [in/users.csv]}\nformat:\n  decode: csv\n  encode: json\n  csv: {columns: [id, name], header: true}\nsink: {type: file, path: out/users.jsonl, envelope: true}\npartitioner: {fields: [id]}\noffsets: {store: memory}\n",
     );
-    let out = s.run(&["run", "spec.yaml"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    s.run_ok(&["run", "spec.yaml"]);
     let lines = s.lines("out/users.jsonl");
     assert_eq!(lines.len(), 2);
     let v: serde_json::Value = serde_json::from_str(&lines[1]).expect("json");
@@ -213,8 +206,7 @@ fn several_pipelines_run_in_one_process() {
         "b.yaml",
         &generator_spec("b", Some(2000), 1, None).replace("out/data", "out/b"),
     );
-    let out = s.run(&["run", "a.yaml", "b.yaml"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    s.run_ok(&["run", "a.yaml", "b.yaml"]);
     assert_eq!(s.lines("out/a.jsonl").len(), 3000);
     assert_eq!(s.lines("out/b.jsonl").len(), 2000);
 }
@@ -226,8 +218,7 @@ fn an_invalid_spec_starts_nothing() {
         "bad.yaml",
         "version: 1\nname: bad\nsource: {type: generator, cont: 1}\nsink: {type: stdout}\n",
     );
-    let out = s.run(&["run", "good.yaml", "bad.yaml"]);
-    assert!(!out.status.success());
+    let out = s.run_err(&["run", "good.yaml", "bad.yaml"]);
     assert!(
         stderr(&out)
             .contains("bad.yaml:3:27: source.cont: unknown key `cont`; did you mean `count`?"),
@@ -255,17 +246,16 @@ fn a_corrupt_offset_file_is_reported_not_reset() {
 #[test]
 fn offsets_list_reset_and_prune() {
     let s = Scratch::with("spec.yaml", &generator_spec("ops", Some(100), 2, None));
-    assert!(s.run(&["run", "spec.yaml"]).status.success());
+    s.run_ok(&["run", "spec.yaml"]);
 
-    let list = s.run(&["offsets", "list", "spec.yaml"]);
-    assert!(list.status.success());
+    let list = s.run_ok(&["offsets", "list", "spec.yaml"]);
     let table = stdout(&list);
     assert!(
         table.contains("NAMESPACE") && table.contains("ops") && table.contains("49"),
         "{table}"
     );
 
-    let reset = s.run(&[
+    s.run_ok(&[
         "offsets",
         "reset",
         "spec.yaml",
@@ -274,36 +264,30 @@ fn offsets_list_reset_and_prune() {
         "--to",
         "9",
     ]);
-    assert!(reset.status.success(), "{}", stderr(&reset));
     assert_eq!(
         s.offsets("offsets", "ops"),
         vec![("0".to_string(), 49, true), ("1".to_string(), 9, false)]
     );
     // Resuming after offset 9 of partition 1 re-delivers its records 10..49 (seq 21, 23, ... 99).
-    assert!(s.run(&["run", "spec.yaml"]).status.success());
+    s.run_ok(&["run", "spec.yaml"]);
     assert_eq!(s.lines("out/data.jsonl").len(), 140);
 
-    let dry = s.run(&[
+    let dry = stderr(&s.run_ok(&[
         "offsets",
         "prune",
         "spec.yaml",
         "--older-than",
         "1h",
         "--dry-run",
-    ]);
-    assert!(
-        stderr(&dry).contains("nothing to prune"),
-        "{}",
-        stderr(&dry)
-    );
+    ]));
+    assert!(dry.contains("nothing to prune"), "{dry}");
     let refused = s.run(&["offsets", "prune", "spec.yaml"]);
     assert!(
         !refused.status.success(),
         "prune without --yes and no terminal must refuse"
     );
     assert_eq!(s.offsets("offsets", "ops").len(), 2);
-    let pruned = s.run(&["offsets", "prune", "spec.yaml", "--yes"]);
-    assert!(pruned.status.success(), "{}", stderr(&pruned));
+    s.run_ok(&["offsets", "prune", "spec.yaml", "--yes"]);
     assert!(s.offsets("offsets", "ops").is_empty());
 }
 
@@ -373,8 +357,7 @@ fn max_records_zero_delivers_and_commits_nothing() {
     s.write("in/empty.jsonl", "");
     s.write("in/full.jsonl", BAD_INPUT);
     s.write("spec.yaml", &file_spec("zero", "all"));
-    let out = s.run(&["run", "spec.yaml", "--max-records", "0"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    s.run_ok(&["run", "spec.yaml", "--max-records", "0"]);
     assert!(s.lines("out/data.jsonl").is_empty(), "nothing delivered");
     assert!(
         s.offsets("offsets", "zero").is_empty(),
@@ -393,8 +376,7 @@ fn jq_transforms_edit_filter_fan_out_and_dead_letter_through_the_binary() {
         "spec.yaml",
         "version: 1\nname: jq\nsource: {type: file, paths: [in/*.jsonl]}\nformat: {decode: json, encode: json}\ntransforms:\n  - jq: 'select(.drop | not) | .email |= ascii_downcase'\n  - jq: '.tags[] as $t | {value: {id, tag: $t, line: $meta.offset}, key: .user, headers: {tag: $t}}'\n    output: envelope\nsink: {type: file, path: out/data.jsonl, envelope: true}\noffsets: {store: file, path: offsets}\nerrors:\n  tolerance: all\n  dead_letter: {type: file, path: dlq.jsonl}\n",
     );
-    let out = s.run(&["run", "spec.yaml"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    s.run_ok(&["run", "spec.yaml"]);
     let got: Vec<serde_json::Value> = s
         .lines("out/data.jsonl")
         .iter()
@@ -481,8 +463,7 @@ fn a_torn_last_line_of_the_output_file_is_cut_before_appending() {
     let s = Scratch::with("spec.yaml", &generator_spec("torn-out", Some(100), 1, None));
     // A crash in the middle of a write left a fragment without a newline.
     s.write("out/data.jsonl", "{\"seq\":1000}\n{\"seq\":10,\"user_i");
-    let out = s.run(&["run", "spec.yaml"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = s.run_ok(&["run", "spec.yaml"]);
     // The log may be coloured: drop ANSI escapes before looking for `bytes=17`.
     let mut log = String::new();
     let mut escape = false;
@@ -509,9 +490,8 @@ fn a_torn_last_line_of_the_dead_letter_file_is_cut_before_appending() {
     let s = Scratch::with("in/a.jsonl", BAD_INPUT);
     s.write("spec.yaml", &file_spec("torn-dlq", "all"));
     s.write("dlq.jsonl", "{\"pipeline\":\"torn-dlq\",\"sta");
-    let out = s.run(&["run", "spec.yaml"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("torn last line"), "{}", stderr(&out));
+    let err = stderr(&s.run_ok(&["run", "spec.yaml"]));
+    assert!(err.contains("torn last line"), "{err}");
     let dlq = s.lines("dlq.jsonl");
     assert_eq!(dlq.len(), 1, "{dlq:?}");
     let entry: serde_json::Value = serde_json::from_str(&dlq[0]).expect("dlq JSON");
@@ -521,8 +501,8 @@ fn a_torn_last_line_of_the_dead_letter_file_is_cut_before_appending() {
 #[test]
 fn out_of_range_durations_on_the_command_line_are_errors_not_panics() {
     let s = Scratch::with("spec.yaml", &generator_spec("prune", Some(10), 1, None));
-    assert!(s.run(&["run", "spec.yaml"]).status.success());
-    let out = s.run(&[
+    s.run_ok(&["run", "spec.yaml"]);
+    let out = s.run_err(&[
         "offsets",
         "prune",
         "spec.yaml",
@@ -530,7 +510,6 @@ fn out_of_range_durations_on_the_command_line_are_errors_not_panics() {
         "99999999999999999999s",
         "--dry-run",
     ]);
-    assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
         err.contains("--older-than") && err.contains("too long"),

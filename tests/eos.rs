@@ -158,8 +158,7 @@ fn validate_refuses_exactly_once_without_the_kafka_store_on_the_sinks_cluster() 
         &format!("{base}offsets:\n  store: file\n  path: o\n"),
     );
     let said = |out: &std::process::Output| format!("{}{}", stdout(out), stderr(out));
-    let out = s.run(&["validate", "file.yaml"]);
-    assert!(!out.status.success());
+    let out = s.run_err(&["validate", "file.yaml"]);
     let err = said(&out);
     assert!(err.contains("file.yaml:9:"), "{err}");
     assert!(
@@ -171,8 +170,7 @@ fn validate_refuses_exactly_once_without_the_kafka_store_on_the_sinks_cluster() 
         "other.yaml",
         &format!("{base}offsets:\n  store: kafka\n  brokers: [127.0.0.1:9093]\n"),
     );
-    let out = s.run(&["validate", "other.yaml"]);
-    assert!(!out.status.success());
+    let out = s.run_err(&["validate", "other.yaml"]);
     let err = said(&out);
     assert!(err.contains("other.yaml:12:"), "{err}");
     assert!(

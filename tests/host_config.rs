@@ -68,8 +68,7 @@ fn a_bad_config_or_an_unset_token_variable_stops_before_anything_runs() {
         "version: 1\nname: cfg\nsource:\n  type: generator\n  count: 10\nsink:\n  type: file\n  path: out/data.jsonl\n",
     );
     s.write("typo.yaml", "http:\n  adress: 127.0.0.1:9464\n");
-    let out = s.run(&["run", "--no-progress", "--config", "typo.yaml", "spec.yaml"]);
-    assert!(!out.status.success());
+    let out = s.run_err(&["run", "--no-progress", "--config", "typo.yaml", "spec.yaml"]);
     assert!(
         stderr(&out).contains("typo.yaml:2:3: http: unknown field `adress`"),
         "{}",
@@ -82,14 +81,13 @@ fn a_bad_config_or_an_unset_token_variable_stops_before_anything_runs() {
             free_port()
         ),
     );
-    let out = s.run(&[
+    let out = s.run_err(&[
         "run",
         "--no-progress",
         "--config",
         "unset.yaml",
         "spec.yaml",
     ]);
-    assert!(!out.status.success());
     assert!(
         stderr(&out).contains("`CFG_UNSET_TOKEN`, which is not set"),
         "{}",

@@ -33,8 +33,7 @@ fn generator_to_kafka_then_kafka_to_file() {
         ),
     );
     let started_ms = chrono::Utc::now().timestamp_millis();
-    let out = s.run(&["run", "to-kafka.yaml"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    s.run_ok(&["run", "to-kafka.yaml"]);
     let msgs = k::read(&brokers, &topic, 3000, Duration::from_secs(30));
     assert_eq!(msgs.len(), 3000);
     // Records carry the time they were made (not the data's 2017 `ts`, which a broker's
@@ -91,7 +90,7 @@ fn generator_to_kafka_then_kafka_to_file() {
             "version: 1\nname: from-kafka\nsource:\n  type: kafka\n  brokers: [{brokers}]\n  topics: [{topic}]\n  group: {group}\nsink:\n  type: file\n  path: out/data.jsonl\n  envelope: true\noffsets:\n  store: file\n  path: offsets\n  commit_interval: 100ms\npipeline:\n  flush_interval: 20ms\n"
         ),
     );
-    let out = s.run(&[
+    let out = s.run_ok(&[
         "run",
         "from-kafka.yaml",
         "--max-records",
@@ -99,7 +98,6 @@ fn generator_to_kafka_then_kafka_to_file() {
         "--log",
         "info,sluice_connectors=debug",
     ]);
-    assert!(out.status.success(), "{}", stderr(&out));
     let lines = s.lines("out/data.jsonl");
     assert_eq!(lines.len(), 3000);
     let mut got = BTreeSet::new();
@@ -164,8 +162,7 @@ fn kafka_to_kafka_on_the_kafka_offset_store_resumes_without_loss_or_duplicates()
         ),
     );
     for n in ["700", "1300"] {
-        let out = s.run(&["run", "spec.yaml", "--max-records", n]);
-        assert!(out.status.success(), "{}", stderr(&out));
+        s.run_ok(&["run", "spec.yaml", "--max-records", n]);
     }
     let msgs = k::read(&brokers, &output, 2000, Duration::from_secs(30));
     // Nothing more arrives: a bounded run commits exactly what it delivered.
@@ -196,8 +193,7 @@ fn kafka_to_kafka_on_the_kafka_offset_store_resumes_without_loss_or_duplicates()
         }
     }
     // The CLI sees the Kafka store.
-    let list = s.run(&["offsets", "list", "spec.yaml", "--json"]);
-    assert!(list.status.success(), "{}", stderr(&list));
+    let list = s.run_ok(&["offsets", "list", "spec.yaml", "--json"]);
     let rows: Vec<serde_json::Value> = stdout(&list)
         .lines()
         .map(|l| serde_json::from_str(l).expect("json row"))
@@ -220,8 +216,7 @@ fn kafka_to_kafka_on_the_kafka_offset_store_resumes_without_loss_or_duplicates()
         .expect("partition")
         .to_string();
     assert!(first.starts_with(&format!("{input}/")), "{first}");
-    let reset = s.run(&["offsets", "reset", "spec.yaml", "--partition", &first]);
-    assert!(reset.status.success(), "{}", stderr(&reset));
+    s.run_ok(&["offsets", "reset", "spec.yaml", "--partition", &first]);
     let after = s.run(&["offsets", "list", "spec.yaml", "--json"]);
     assert_eq!(
         stdout(&after).lines().count(),
@@ -400,8 +395,7 @@ fn a_broker_restart_during_a_run_loses_nothing() {
             err.contains(&topic) && err.contains(&brokers),
             "a clear error: {err}"
         );
-        let again = s.run(&["run", "spec.yaml"]);
-        assert!(again.status.success(), "{}", stderr(&again));
+        s.run_ok(&["run", "spec.yaml"]);
     }
     assert_eq!(committed(&s), 12000);
     // Everything not acknowledged before the kill reached the new broker, without holes.
@@ -546,8 +540,7 @@ fn an_oversized_record_is_dead_lettered_and_the_rest_delivered() {
             "version: 1\nname: big\nsource:\n  type: file\n  paths: [in/*.jsonl]\nsink:\n  type: kafka\n  brokers: [{brokers}]\n  topic: {topic}\n  create_topic:\n    partitions: 1\noffsets:\n  store: file\n  path: offsets\nerrors:\n  tolerance: all\n  dead_letter:\n    type: file\n    path: dlq.jsonl\n"
         ),
     );
-    let out = s.run(&["run", "spec.yaml"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    s.run_ok(&["run", "spec.yaml"]);
     let dlq = s.lines("dlq.jsonl");
     assert_eq!(dlq.len(), 1, "{dlq:?}");
     assert!(
@@ -637,8 +630,7 @@ fn records_topic_from_may_not_write_go_to_the_error_policy() {
         ),
     );
     let started = std::time::Instant::now();
-    let out = s.run(&["run", "spec.yaml", "--max-records", "6"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    s.run_ok(&["run", "spec.yaml", "--max-records", "6"]);
     assert!(
         started.elapsed() < Duration::from_secs(25),
         "a missing topic is not waited for: {:?}",
@@ -687,8 +679,7 @@ fn a_stale_store_never_rewinds_the_consumer_group() {
         ),
     );
     // This worker's store ends at offset 4 ...
-    let out = s.run(&["run", "spec.yaml", "--max-records", "5"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    s.run_ok(&["run", "spec.yaml", "--max-records", "5"]);
     assert_eq!(
         s.offsets("offsets", "stale"),
         vec![(format!("{input}/0"), 4, false)]

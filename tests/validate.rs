@@ -116,8 +116,7 @@ fn every_example_and_bench_spec_is_valid() {
 #[test]
 fn the_schema_is_json_schema_for_editors() {
     let s = Scratch::new();
-    let out = s.run(&["schema"]);
-    assert!(out.status.success());
+    let out = s.run_ok(&["schema"]);
     let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(
         schema["$schema"],
@@ -130,8 +129,7 @@ fn the_schema_is_json_schema_for_editors() {
 #[test]
 fn the_spec_reference_in_docs_is_up_to_date() {
     let s = Scratch::new();
-    let out = s.run(&["schema", "--markdown"]);
-    assert!(out.status.success());
+    let out = s.run_ok(&["schema", "--markdown"]);
     let generated = stdout(&out);
     let committed =
         std::fs::read_to_string(repo_root().join("docs/reference.md")).unwrap_or_default();

@@ -45,9 +45,8 @@ fn assert_partition_order(got: &[u64]) {
 fn several_workers_deliver_every_record_once_in_partition_order() {
     for workers in [2, 4] {
         let s = Scratch::with("spec.yaml", &masked_generator("par", Some(8000), workers));
-        let out = s.run(&["run", "spec.yaml"]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        assert!(stderr(&out).contains("8000 committed"), "{}", stderr(&out));
+        let err = stderr(&s.run_ok(&["run", "spec.yaml"]));
+        assert!(err.contains("8000 committed"), "{err}");
         let got = masked_seqs(&s);
         assert_eq!(got.len(), 8000, "{workers} workers");
         assert_eq!(
@@ -69,8 +68,7 @@ fn several_workers_deliver_every_record_once_in_partition_order() {
 fn max_records_is_exact_under_several_workers() {
     let s = Scratch::with("spec.yaml", &masked_generator("bounded", None, 4));
     for round in 1..=2u64 {
-        let out = s.run(&["run", "spec.yaml", "--max-records", "3050"]);
-        assert!(out.status.success(), "{}", stderr(&out));
+        s.run_ok(&["run", "spec.yaml", "--max-records", "3050"]);
         let got = masked_seqs(&s);
         assert_eq!(got.len() as u64, 3050 * round);
         let unique: BTreeSet<u64> = got.iter().copied().collect();
@@ -101,8 +99,7 @@ fn a_bad_record_under_several_workers_stops_and_commits_nothing_past_it() {
          format:\n  decode: json\n  encode: json\nsink:\n  type: file\n  path: out/data.jsonl\n\
          offsets:\n  store: file\n  path: offsets\n  commit_interval: 50ms\npipeline:\n  workers: 4\n",
     );
-    let out = s.run(&["run", "spec.yaml"]);
-    assert!(!out.status.success());
+    let out = s.run_err(&["run", "spec.yaml"]);
     let err = stderr(&out);
     assert!(
         err.contains("bad record at partition in/c.jsonl offset 150")
@@ -132,8 +129,7 @@ fn validate_refuses_zero_workers_with_the_location() {
         "spec.yaml",
         "version: 1\nname: zero\nsource: {type: generator, count: 1}\nsink: {type: discard}\npipeline:\n  workers: 0\n",
     );
-    let out = s.run(&["validate", "spec.yaml"]);
-    assert!(!out.status.success());
+    let out = s.run_err(&["validate", "spec.yaml"]);
     let said = stdout(&out);
     assert!(
         said.contains("spec.yaml:6:12: pipeline.workers: must be at least 1"),

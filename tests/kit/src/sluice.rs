@@ -85,6 +85,28 @@ impl Scratch {
         self.cmd(args).output().expect("run sluice")
     }
 
+    /// Runs `sluice` to completion; fails the test, with its stderr, unless it succeeded.
+    #[track_caller]
+    pub fn run_ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        let err = stderr(&out);
+        assert!(
+            out.status.success(),
+            "sluice {args:?} failed ({}):\n{err}",
+            out.status
+        );
+        out
+    }
+
+    /// Runs `sluice` to completion; fails the test unless it failed.
+    #[track_caller]
+    pub fn run_err(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "sluice {args:?} succeeded:\n{err}");
+        out
+    }
+
     /// Starts `sluice` in the background.
     pub fn spawn(&self, args: &[&str]) -> Child {
         self.cmd(args)
