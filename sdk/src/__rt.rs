@@ -29,8 +29,9 @@ fn output_capacity(input: &[u8]) -> usize {
     input.len() + input.len() / 8 + 64
 }
 
-/// Builds the plugin from the config JSON and keeps it for the calls that follow.
-fn init<T, C: DeserializeOwned>(
+/// Builds the plugin from the config JSON (with the kind's `new`) and keeps it for the calls
+/// that follow.
+pub fn init<T, C: DeserializeOwned>(
     slot: &RefCell<Option<T>>,
     config: &str,
     new: impl FnOnce(C) -> Result<T, String>,
@@ -46,18 +47,10 @@ fn with_plugin<T, R>(slot: &RefCell<Option<T>>, f: impl FnOnce(&mut T) -> R) -> 
     f(guard.as_mut().unwrap_or_else(|| not_initialised()))
 }
 
-pub fn transform_init<T: Transform>(slot: &RefCell<Option<T>>, config: &str) -> Result<(), String> {
-    init(slot, config, T::new)
-}
-
 pub fn transform_process<T: Transform>(slot: &RefCell<Option<T>>, batch: &[u8]) -> Vec<u8> {
     with_plugin(slot, |p| {
         run_records(batch, |b, out| p.process_batch(b, out))
     })
-}
-
-pub fn format_init<T: Format>(slot: &RefCell<Option<T>>, config: &str) -> Result<(), String> {
-    init(slot, config, T::new)
 }
 
 pub fn format_decode<T: Format>(slot: &RefCell<Option<T>>, batch: &[u8]) -> Vec<u8> {
@@ -70,13 +63,6 @@ pub fn format_encode<T: Format>(slot: &RefCell<Option<T>>, batch: &[u8]) -> Vec<
     with_plugin(slot, |p| {
         run_records(batch, |b, out| p.encode_batch(b, out))
     })
-}
-
-pub fn partitioner_init<T: Partitioner>(
-    slot: &RefCell<Option<T>>,
-    config: &str,
-) -> Result<(), String> {
-    init(slot, config, T::new)
 }
 
 pub fn partitioner_partition<T: Partitioner>(
@@ -97,7 +83,8 @@ pub(crate) fn run_records(batch: &[u8], f: impl FnOnce(Batch<'_>, &mut Outcomes)
 
 pub(crate) fn run_routes(batch: &[u8], f: impl FnOnce(Batch<'_>, &mut Routes)) -> Vec<u8> {
     let b = Batch::decode(batch);
-    let mut out = Routes::with_capacity(b.len());
+    // About 24 bytes a route.
+    let mut out = Routes::with_capacity(b.len() * 24);
     f(b, &mut out);
     out.finish()
 }

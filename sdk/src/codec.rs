@@ -1,6 +1,8 @@
 //! The guest's side of the batch encoding (`sluice-wire`, described in `sdk/wit/plugin.wit`):
 //! lazy input batches, and outcome and route buffers written in place.
 
+use std::marker::PhantomData;
+
 use crate::{Outcome, Output, Record, Route};
 
 pub(crate) use sluice_wire::{
@@ -108,22 +110,49 @@ pub(crate) fn put_record(buf: &mut Vec<u8>, r: &Record<'_>) {
     );
 }
 
+/// The answer to one batch in the wire encoding, written in place: a little-endian `u32` count,
+/// then that many items (`T` is [`Outcome`] or [`Route`]). Plugins see it as [`Outcomes`] or
+/// [`Routes`].
+pub struct Counted<T> {
+    buf: Vec<u8>,
+    count: u32,
+    item: PhantomData<fn() -> T>,
+}
+
+impl<T> Counted<T> {
+    pub(crate) fn with_capacity(bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(bytes + 4);
+        buf.extend_from_slice(&[0; 4]);
+        Self {
+            buf,
+            count: 0,
+            item: PhantomData,
+        }
+    }
+
+    /// How many items were pushed.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub(crate) fn finish(mut self) -> Vec<u8> {
+        let count = self.count.to_le_bytes();
+        self.buf[..4].copy_from_slice(&count);
+        self.buf
+    }
+}
+
 /// Collects the outcomes of a batch (one per input record, in order) in the wire encoding.
 ///
 /// [`Outcomes::push`] takes an [`Outcome`]; the `push_*` shortcuts write straight into the output
 /// buffer without building one, which saves an allocation per record on hot paths.
-pub struct Outcomes {
-    buf: Vec<u8>,
-    count: u32,
-}
+pub type Outcomes = Counted<Outcome>;
 
 impl Outcomes {
-    pub(crate) fn with_capacity(bytes: usize) -> Self {
-        let mut buf = Vec::with_capacity(bytes + 4);
-        buf.extend_from_slice(&[0; 4]);
-        Self { buf, count: 0 }
-    }
-
     /// The input record passes unchanged.
     pub fn push_keep(&mut self) {
         self.count += 1;
@@ -219,36 +248,12 @@ impl Outcomes {
             &o.value,
         );
     }
-
-    /// How many outcomes were pushed.
-    pub fn len(&self) -> usize {
-        self.count as usize
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    pub(crate) fn finish(mut self) -> Vec<u8> {
-        let count = self.count.to_le_bytes();
-        self.buf[..4].copy_from_slice(&count);
-        self.buf
-    }
 }
 
 /// Collects the routes of a batch (one per input record, in order) in the wire encoding.
-pub struct Routes {
-    buf: Vec<u8>,
-    count: u32,
-}
+pub type Routes = Counted<Route>;
 
 impl Routes {
-    pub(crate) fn with_capacity(records: usize) -> Self {
-        let mut buf = Vec::with_capacity(4 + records * 24);
-        buf.extend_from_slice(&[0; 4]);
-        Self { buf, count: 0 }
-    }
-
     /// Appends one route or a per-record error.
     pub fn push(&mut self, route: Result<Route, String>) {
         match route {
@@ -267,19 +272,5 @@ impl Routes {
     pub fn push_error(&mut self, message: &str) {
         self.count += 1;
         sluice_wire::put_error(&mut self.buf, ROUTE_ERROR, message);
-    }
-
-    pub fn len(&self) -> usize {
-        self.count as usize
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    pub(crate) fn finish(mut self) -> Vec<u8> {
-        let count = self.count.to_le_bytes();
-        self.buf[..4].copy_from_slice(&count);
-        self.buf
     }
 }

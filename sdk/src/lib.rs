@@ -73,7 +73,7 @@ pub mod bindings;
 #[doc(hidden)]
 pub mod __rt;
 
-pub use codec::{Batch, Outcomes, Routes};
+pub use codec::{Batch, Counted, Outcomes, Routes};
 pub use schemars::JsonSchema;
 pub use serde::Deserialize;
 pub use serde_json;
@@ -131,6 +131,12 @@ impl<'a> Record<'a> {
         serde_json::from_slice(self.value).map_err(|e| format!("value is not valid JSON: {e}"))
     }
 }
+
+/// The config of a plugin without options: `type Config = NoConfig;`. The spec's `config:` must
+/// then be empty (`{}`) or left out; any key is refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoConfig {}
 
 /// What a transform or format made of one input record.
 #[derive(Debug, Clone, PartialEq)]
@@ -277,12 +283,13 @@ pub trait Partitioner: Sized {
     }
 }
 
-/// Exports a [`Transform`] implementation as the plugin's `transform` world.
-///
-/// On targets other than `wasm32` it expands to nothing, so the crate builds and tests natively.
+/// The body the three export macros share: the plugin kept per instance, `config-schema` and
+/// `init` for any kind, and the kind's own methods, passed in as `$methods`. They may name
+/// `PLUGIN` and `__rt` (items are not hygienic in `macro_rules!`).
+#[doc(hidden)]
 #[macro_export]
-macro_rules! export_transform {
-    ($plugin:ty) => {
+macro_rules! __export_plugin {
+    ($plugin:ty, $kind:ident, $guest:ident, $world:ident, $export:ident, { $($methods:tt)* }) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             use ::std::{cell::RefCell, string::String, vec::Vec};
@@ -291,19 +298,34 @@ macro_rules! export_transform {
                 static PLUGIN: RefCell<Option<$plugin>> = const { RefCell::new(None) };
             }
             struct Export;
-            impl $crate::bindings::TransformGuest for Export {
+            impl $crate::bindings::$guest for Export {
                 fn config_schema() -> String {
-                    __rt::config_schema::<<$plugin as $crate::Transform>::Config>()
+                    __rt::config_schema::<<$plugin as $crate::$kind>::Config>()
                 }
                 fn init(config: String) -> Result<(), String> {
-                    PLUGIN.with(|slot| __rt::transform_init::<$plugin>(slot, &config))
+                    PLUGIN.with(|slot| __rt::init(slot, &config, <$plugin as $crate::$kind>::new))
                 }
+                $($methods)*
+            }
+            $crate::$export!(Export with_types_in $crate::bindings::$world);
+        };
+    };
+}
+
+/// Exports a [`Transform`] implementation as the plugin's `transform` world.
+///
+/// On targets other than `wasm32` it expands to nothing, so the crate builds and tests natively.
+#[macro_export]
+macro_rules! export_transform {
+    ($plugin:ty) => {
+        $crate::__export_plugin! {
+            $plugin, Transform, TransformGuest, transform, __export_transform_impl,
+            {
                 fn process(batch: Vec<u8>) -> Vec<u8> {
                     PLUGIN.with(|slot| __rt::transform_process::<$plugin>(slot, &batch))
                 }
             }
-    $crate::__export_transform_impl!(Export with_types_in $crate::bindings::transform);
-        };
+        }
     };
 }
 
@@ -311,21 +333,9 @@ macro_rules! export_transform {
 #[macro_export]
 macro_rules! export_format {
     ($plugin:ty) => {
-        #[cfg(target_arch = "wasm32")]
-        const _: () = {
-            use ::std::{cell::RefCell, string::String, vec::Vec};
-            use $crate::__rt;
-            ::std::thread_local! {
-                static PLUGIN: RefCell<Option<$plugin>> = const { RefCell::new(None) };
-            }
-            struct Export;
-            impl $crate::bindings::FormatGuest for Export {
-                fn config_schema() -> String {
-                    __rt::config_schema::<<$plugin as $crate::Format>::Config>()
-                }
-                fn init(config: String) -> Result<(), String> {
-                    PLUGIN.with(|slot| __rt::format_init::<$plugin>(slot, &config))
-                }
+        $crate::__export_plugin! {
+            $plugin, Format, FormatGuest, format, __export_format_impl,
+            {
                 fn decode(batch: Vec<u8>) -> Vec<u8> {
                     PLUGIN.with(|slot| __rt::format_decode::<$plugin>(slot, &batch))
                 }
@@ -333,8 +343,7 @@ macro_rules! export_format {
                     PLUGIN.with(|slot| __rt::format_encode::<$plugin>(slot, &batch))
                 }
             }
-    $crate::__export_format_impl!(Export with_types_in $crate::bindings::format);
-        };
+        }
     };
 }
 
@@ -342,28 +351,15 @@ macro_rules! export_format {
 #[macro_export]
 macro_rules! export_partitioner {
     ($plugin:ty) => {
-        #[cfg(target_arch = "wasm32")]
-        const _: () = {
-            use ::std::{cell::RefCell, string::String, vec::Vec};
-            use $crate::__rt;
-            ::std::thread_local! {
-                static PLUGIN: RefCell<Option<$plugin>> = const { RefCell::new(None) };
-            }
-            struct Export;
-            impl $crate::bindings::PartitionerGuest for Export {
-                fn config_schema() -> String {
-                    __rt::config_schema::<<$plugin as $crate::Partitioner>::Config>()
-                }
-                fn init(config: String) -> Result<(), String> {
-                    PLUGIN.with(|slot| __rt::partitioner_init::<$plugin>(slot, &config))
-                }
+        $crate::__export_plugin! {
+            $plugin, Partitioner, PartitionerGuest, partitioner, __export_partitioner_impl,
+            {
                 fn partition(batch: Vec<u8>, partition_count: Option<u32>) -> Vec<u8> {
                     PLUGIN.with(|slot| {
                         __rt::partitioner_partition::<$plugin>(slot, &batch, partition_count)
                     })
                 }
             }
-    $crate::__export_partitioner_impl!(Export with_types_in $crate::bindings::partitioner);
-        };
+        }
     };
 }

@@ -148,11 +148,9 @@ pub fn decode_routes(buf: &[u8]) -> Result<Vec<Result<Route, String>>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Outcomes;
+    use crate::{NoConfig, Outcomes};
 
     struct Echo;
-    #[derive(serde::Deserialize, schemars::JsonSchema)]
-    struct NoConfig {}
 
     impl Transform for Echo {
         type Config = NoConfig;
@@ -215,6 +213,17 @@ mod tests {
                 Outcome::Value(b"x|meta".to_vec()),
             ]
         );
+    }
+
+    #[test]
+    fn no_config_takes_an_empty_config_and_refuses_any_key() {
+        assert_eq!(transform::<Echo>(serde_json::json!({}), &[]), Ok(vec![]));
+        let err = transform::<Echo>(serde_json::json!({"x": 1}), &[]).unwrap_err();
+        assert!(err.contains("unknown field `x`"), "{err}");
+        let schema: serde_json::Value =
+            serde_json::from_str(&__rt::config_schema::<NoConfig>()).unwrap();
+        assert_eq!(schema["type"], "object");
+        assert_eq!(schema["additionalProperties"], false);
     }
 
     #[test]

@@ -1,19 +1,14 @@
 //! Test only: a format whose `decode` returns invalid JSON for records whose value is `bad-json`
 //! and passes other records through; `encode` passes everything through.
 
-use sluice_sdk::{Format, Outcome, Record};
-
-/// No options.
-#[derive(serde::Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Config {}
+use sluice_sdk::{Format, NoConfig, Outcome, Record};
 
 pub struct HostileFormat;
 
 impl Format for HostileFormat {
-    type Config = Config;
+    type Config = NoConfig;
 
-    fn new(_: Config) -> Result<Self, String> {
+    fn new(_: NoConfig) -> Result<Self, String> {
         Ok(HostileFormat)
     }
 

@@ -2,19 +2,14 @@
 //! whose value is `short` it returns no routes at all; for `out-of-range` it returns an index
 //! equal to the partition count. Other records go to partition 0.
 
-use sluice_sdk::{Batch, Partitioner, Record, Route, Routes};
-
-/// No options.
-#[derive(serde::Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Config {}
+use sluice_sdk::{Batch, NoConfig, Partitioner, Record, Route, Routes};
 
 pub struct HostilePartitioner;
 
 impl Partitioner for HostilePartitioner {
-    type Config = Config;
+    type Config = NoConfig;
 
-    fn new(_: Config) -> Result<Self, String> {
+    fn new(_: NoConfig) -> Result<Self, String> {
         Ok(HostilePartitioner)
     }
 

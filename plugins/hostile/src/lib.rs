@@ -15,12 +15,7 @@
 //! - `bomb:N`: answers with N empty output records (stopped by the host's output limits)
 //! - anything else: kept.
 
-use sluice_sdk::{Batch, Outcome, Outcomes, Output, Record, Transform};
-
-/// No options.
-#[derive(serde::Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Config {}
+use sluice_sdk::{Batch, NoConfig, Outcome, Outcomes, Output, Record, Transform};
 
 pub struct Hostile;
 
@@ -86,9 +81,9 @@ fn recurse(depth: u64) -> u64 {
 }
 
 impl Transform for Hostile {
-    type Config = Config;
+    type Config = NoConfig;
 
-    fn new(_: Config) -> Result<Self, String> {
+    fn new(_: NoConfig) -> Result<Self, String> {
         Ok(Hostile)
     }
 

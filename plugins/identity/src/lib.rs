@@ -1,18 +1,13 @@
 //! Passes every record unchanged. Used to measure the cost of a plugin call.
 
-use sluice_sdk::{Outcome, Record, Transform};
-
-/// No options.
-#[derive(serde::Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Config {}
+use sluice_sdk::{NoConfig, Outcome, Record, Transform};
 
 pub struct Identity;
 
 impl Transform for Identity {
-    type Config = Config;
+    type Config = NoConfig;
 
-    fn new(_: Config) -> Result<Self, String> {
+    fn new(_: NoConfig) -> Result<Self, String> {
         Ok(Identity)
     }
 

@@ -105,9 +105,18 @@ pub fn new_python_plugin(
     dir: &Path,
     sdk_cache: &Path,
 ) -> Result<PathBuf, ScaffoldError> {
+    // Templates from `templates/`, with `NAME` replaced by the plugin's name.
     let (template, test, world) = match kind {
-        PluginKind::Partitioner => (PY_PARTITIONER, PY_PARTITIONER_TEST, "partitioner"),
-        PluginKind::Transform => (PY_TRANSFORM, PY_TRANSFORM_TEST, "transform"),
+        PluginKind::Partitioner => (
+            include_str!("templates/partitioner.py.tmpl"),
+            include_str!("templates/test_partitioner.py.tmpl"),
+            "partitioner",
+        ),
+        PluginKind::Transform => (
+            include_str!("templates/transform.py.tmpl"),
+            include_str!("templates/test_transform.py.tmpl"),
+            "transform",
+        ),
         PluginKind::Format => {
             return Err(ScaffoldError::Unsupported(
                 "Python plugins are transforms or partitioners; write a format in Rust".into(),
@@ -293,315 +302,23 @@ fn type_name(name: &str) -> String {
         .collect()
 }
 
+/// The crate's `src/lib.rs`: a header, then the kind's template from `templates/` (data the
+/// scaffold writes, not code of ours) with `PluginType` replaced by the plugin's type name.
 fn lib_rs(name: &str, kind: PluginKind) -> String {
     let ty = type_name(name);
     let header = format!(
         "//! {name}: a Sluice {kind} plugin.\n//!\n//! Build: `cargo build --release --target wasm32-wasip2` \
          (the plugin is\n//! `target/wasm32-wasip2/release/{file}.wasm`). Test: `cargo test`. Try it:\n//! \
-         `sluice plugin test target/wasm32-wasip2/release/{file}.wasm --kind {kind} --config '{{}}' --input records.jsonl`\n",
+         `sluice plugin test target/wasm32-wasip2/release/{file}.wasm --kind {kind} --config '{{}}' --input records.jsonl`\n\n",
         file = name.replace('-', "_")
     );
     let body = match kind {
-        PluginKind::Transform => TRANSFORM,
-        PluginKind::Format => FORMAT,
-        PluginKind::Partitioner => PARTITIONER,
+        PluginKind::Transform => include_str!("templates/transform.rs.tmpl"),
+        PluginKind::Format => include_str!("templates/format.rs.tmpl"),
+        PluginKind::Partitioner => include_str!("templates/partitioner.rs.tmpl"),
     };
     header + &body.replace("PluginType", &ty)
 }
-
-const TRANSFORM: &str = r##"
-use sluice_sdk::json::{self, Value};
-use sluice_sdk::{Outcome, Record, Transform};
-
-/// The plugin's config: the spec's `config:` (its JSON Schema is exported for `sluice validate`).
-#[derive(serde::Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// The field to add to every JSON record.
-    #[serde(default = "default_field")]
-    pub field: String,
-    /// Its value.
-    #[serde(default)]
-    pub value: Value,
-}
-
-fn default_field() -> String {
-    "tagged".into()
-}
-
-pub struct PluginType {
-    config: Config,
-}
-
-impl Transform for PluginType {
-    type Config = Config;
-
-    fn new(config: Config) -> Result<Self, String> {
-        Ok(PluginType { config })
-    }
-
-    /// Adds `field: value` to each JSON object; other values go to the error policy.
-    fn process(&mut self, record: &Record<'_>) -> Outcome {
-        match json::parse(record.value) {
-            Ok(Value::Object(mut obj)) => {
-                obj.insert(self.config.field.clone(), self.config.value.clone());
-                Outcome::json(&obj)
-            }
-            Ok(_) => Outcome::error("value is not a JSON object"),
-            Err(e) => Outcome::Error(e),
-        }
-    }
-}
-
-sluice_sdk::export_transform!(PluginType);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn adds_the_field() {
-        let out = sluice_sdk::testing::transform::<PluginType>(
-            serde_json::json!({"field": "env", "value": "prod"}),
-            &[Record::new(br#"{"id":1}"#), Record::new(b"[]")],
-        )
-        .unwrap();
-        assert_eq!(out[0], Outcome::Value(br#"{"id":1,"env":"prod"}"#.to_vec()));
-        assert!(matches!(out[1], Outcome::Error(_)));
-    }
-}
-"##;
-
-const FORMAT: &str = r##"
-use sluice_sdk::json::{self, Value};
-use sluice_sdk::{Format, Outcome, Record};
-
-/// The plugin's config: the spec's `config:` (its JSON Schema is exported for `sluice validate`).
-#[derive(serde::Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// The JSON field that holds a record's text.
-    #[serde(default = "default_field")]
-    pub field: String,
-}
-
-fn default_field() -> String {
-    "line".into()
-}
-
-pub struct PluginType {
-    config: Config,
-}
-
-impl Format for PluginType {
-    type Config = Config;
-
-    fn new(config: Config) -> Result<Self, String> {
-        Ok(PluginType { config })
-    }
-
-    /// A text record becomes `{"<field>": "<text>"}`.
-    fn decode(&mut self, record: &Record<'_>) -> Outcome {
-        match std::str::from_utf8(record.value) {
-            Ok(text) => Outcome::json(&serde_json::json!({ self.config.field.as_str(): text })),
-            Err(_) => Outcome::error("value is not UTF-8"),
-        }
-    }
-
-    /// `{"<field>": "<text>"}` becomes the text again.
-    fn encode(&mut self, record: &Record<'_>) -> Outcome {
-        match json::parse(record.value) {
-            Ok(doc) => match doc.get(&self.config.field).and_then(Value::as_str) {
-                Some(text) => Outcome::Value(text.as_bytes().to_vec()),
-                None => Outcome::error(format!("no string field `{}`", self.config.field)),
-            },
-            Err(e) => Outcome::Error(e),
-        }
-    }
-}
-
-sluice_sdk::export_format!(PluginType);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn round_trips() {
-        let config = serde_json::json!({});
-        let decoded =
-            sluice_sdk::testing::decode::<PluginType>(config.clone(), &[Record::new(b"hi")]).unwrap();
-        assert_eq!(decoded, vec![Outcome::Value(br#"{"line":"hi"}"#.to_vec())]);
-        let encoded = sluice_sdk::testing::encode_records::<PluginType>(
-            config,
-            &[Record::new(br#"{"line":"hi"}"#)],
-        )
-        .unwrap();
-        assert_eq!(encoded, vec![Outcome::Value(b"hi".to_vec())]);
-    }
-}
-"##;
-
-const PARTITIONER: &str = r##"
-use sluice_sdk::{Partitioner, Record, Route, hash, json};
-
-/// The plugin's config: the spec's `config:` (its JSON Schema is exported for `sluice validate`).
-#[derive(serde::Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// The top-level JSON field whose value picks the partition.
-    pub field: String,
-}
-
-pub struct PluginType {
-    config: Config,
-}
-
-impl Partitioner for PluginType {
-    type Config = Config;
-
-    fn new(config: Config) -> Result<Self, String> {
-        Ok(PluginType { config })
-    }
-
-    /// The field's value is the partition key; its stable hash picks the partition index.
-    fn partition(&mut self, record: &Record<'_>, partitions: Option<u32>) -> Result<Route, String> {
-        let found = json::top_level_fields(record.value, &[&self.config.field])?;
-        let raw = found[0].ok_or_else(|| format!("field `{}` is missing", self.config.field))?;
-        let key = json::key_text(raw).into_owned();
-        let index = partitions.map(|n| hash::bucket(hash::fnv1a64(key.as_bytes()), n));
-        Ok(Route { key: Some(key), index, explicit_hash_key: None })
-    }
-}
-
-sluice_sdk::export_partitioner!(PluginType);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn same_value_same_partition() {
-        let routes = sluice_sdk::testing::partition::<PluginType>(
-            serde_json::json!({"field": "user"}),
-            &[Record::new(br#"{"user":"a"}"#), Record::new(br#"{"user":"a","x":1}"#)],
-            Some(4),
-        )
-        .unwrap();
-        assert_eq!(routes[0], routes[1]);
-        assert_eq!(routes[0].as_ref().unwrap().key.as_deref(), Some("a"));
-    }
-}
-"##;
-
-const PY_PARTITIONER: &str = r#""""NAME: a Sluice partitioner plugin in Python.
-
-Build: `./build.sh` (componentize-py). Test: `python3 -m unittest`. Try it:
-`sluice plugin test NAME.wasm --kind partitioner --config '{"field": "user"}' --partitions 8 --input records.jsonl`
-"""
-
-import sluice_plugin as sp
-
-
-class Plugin(sp.Partitioner):
-    # The JSON Schema of the spec's `config:` (checked by `sluice validate`).
-    CONFIG_SCHEMA = {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["field"],
-        "properties": {
-            "field": {"type": "string", "description": "The JSON field whose value picks the partition."},
-        },
-    }
-
-    def __init__(self, config):
-        self.field = config["field"]
-
-    def partition(self, record, partitions):
-        """The field's value is the partition key; its stable hash picks the partition index."""
-        doc = record.json()
-        if not isinstance(doc, dict) or self.field not in doc:
-            raise sp.PluginError(f"field `{self.field}` is missing")
-        key = sp.key_text(doc[self.field])
-        return sp.Route(key=key, index=sp.bucket(sp.fnv1a64(key.encode("utf-8")), partitions))
-
-
-PartitionerPlugin = sp.export_partitioner(Plugin)
-"#;
-
-const PY_PARTITIONER_TEST: &str = r#"import unittest
-
-import app
-import sluice_plugin as sp
-
-
-class PluginTest(unittest.TestCase):
-    def test_same_value_same_partition(self):
-        routes = sp.partition_values(
-            app.Plugin, {"field": "user"}, [{"user": "a"}, {"user": "a", "x": 1}, {}], 4
-        )
-        self.assertEqual(routes[0], routes[1])
-        self.assertEqual(routes[0].key, "a")
-        self.assertIsInstance(routes[2], sp.PluginError)
-
-
-if __name__ == "__main__":
-    unittest.main()
-"#;
-
-const PY_TRANSFORM: &str = r#""""NAME: a Sluice transform plugin in Python.
-
-Build: `./build.sh` (componentize-py). Test: `python3 -m unittest`. Try it:
-`sluice plugin test NAME.wasm --kind transform --config '{"field": "env", "value": "prod"}' --input records.jsonl`
-"""
-
-import sluice_plugin as sp
-
-
-class Plugin(sp.Transform):
-    # The JSON Schema of the spec's `config:` (checked by `sluice validate`).
-    CONFIG_SCHEMA = {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "field": {"type": "string", "default": "tagged", "description": "The field to add."},
-            "value": {"description": "Its value."},
-        },
-    }
-
-    def __init__(self, config):
-        self.field = config.get("field", "tagged")
-        self.value = config.get("value")
-
-    def process(self, record):
-        """Adds `field: value` to each JSON object; other values go to the error policy.
-        Return sp.KEEP, None (drop), a value, an sp.Output, or a list of them."""
-        doc = record.json()
-        if not isinstance(doc, dict):
-            raise sp.PluginError("value is not a JSON object")
-        doc[self.field] = self.value
-        return doc
-
-
-TransformPlugin = sp.export_transform(Plugin)
-"#;
-
-const PY_TRANSFORM_TEST: &str = r#"import unittest
-
-import app
-import sluice_plugin as sp
-
-
-class PluginTest(unittest.TestCase):
-    def test_adds_the_field(self):
-        out = sp.transform_values(app.Plugin, {"field": "env", "value": "prod"}, [{"id": 1}, []])
-        self.assertEqual(out[0], [b'{"id":1,"env":"prod"}'])
-        self.assertIsInstance(out[1], sp.PluginError)
-
-
-if __name__ == "__main__":
-    unittest.main()
-"#;
 
 #[cfg(test)]
 mod tests {
