@@ -7,40 +7,30 @@ use backon::{ExponentialBuilder, Retryable};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::units::Dur;
-use crate::units::{int, millis, secs};
+use crate::units::{Dur, int, millis, secs};
 
 /// How one kind of call is retried: attempts, and delays growing from `base` by `exp` up to
 /// `max`, each randomised ("full jitter") so that many workers do not retry in step.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Retries after the first attempt (0: no retry).
-    #[serde(default = "int::<u32, 10>")]
     pub max_retries: u32,
     /// Backoff delays.
-    #[serde(default)]
     pub backoff: Backoff,
 }
 
 /// Exponential backoff.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Backoff {
     /// The first delay.
-    #[serde(default = "millis::<300>")]
     pub base: Dur,
     /// The longest delay.
-    #[serde(default = "secs::<10>")]
     pub max: Dur,
     /// Growth factor between delays.
-    #[serde(default = "default_exp")]
     #[schemars(range(min = 1.0))]
     pub exp: f32,
-}
-
-fn default_exp() -> f32 {
-    1.5
 }
 
 impl Backoff {
@@ -63,7 +53,7 @@ impl Default for Backoff {
         Self {
             base: millis::<300>(),
             max: secs::<10>(),
-            exp: default_exp(),
+            exp: 1.5,
         }
     }
 }

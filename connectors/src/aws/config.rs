@@ -10,8 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ConnectorError;
 use crate::secret::Secret;
-use crate::units::Dur;
-use crate::units::secs;
+use crate::units::{Dur, secs};
 
 /// How to reach AWS (or a local emulator).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -37,16 +36,13 @@ pub struct AwsConfig {
 /// SubscribeToShard call is done once its subscription is open: the event stream that follows
 /// (up to 5 minutes) is not cut by these limits.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct AwsTimeouts {
     /// Opening a connection (TCP and TLS).
-    #[serde(default = "secs::<5>")]
     pub connect: Dur,
     /// One HTTP request and its response, from sending to the last byte read.
-    #[serde(default = "secs::<30>")]
     pub attempt: Dur,
     /// The whole call, including credential look-ups and request signing.
-    #[serde(default = "secs::<60>")]
     pub operation: Dur,
 }
 

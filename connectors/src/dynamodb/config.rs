@@ -6,8 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::ConfigIssue;
 use crate::aws::AwsConfig;
 use crate::retry::RetryPolicy;
-use crate::units::Dur;
-use crate::units::{int, secs};
+use crate::units::{Dur, int, secs};
 
 /// How records are read as items, or items written as records.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

@@ -2,8 +2,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::ConfigIssue;
-use crate::units::ByteSize;
-use crate::units::int;
+use crate::units::{ByteSize, int};
 
 /// Deterministic `user_behavior` records: `seq`, `user_id`, `item_id`, `category_id`, `behavior`,
 /// `ts`, `email`, and an optional `pad` to reach `record_size`.

@@ -10,8 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::properties::{LIBRDKAFKA_PROPERTIES, LIBRDKAFKA_TOPIC_PROPERTIES};
 use crate::ConfigIssue;
 use crate::retry::RetryPolicy;
-use crate::units::{ByteSize, Dur};
-use crate::units::{int, millis, secs};
+use crate::units::{ByteSize, Dur, int, millis, secs};
 
 /// librdkafka's sensitive properties (`_RK_SENSITIVE` in librdkafka 2.12.1's `rdkafka_conf.c`,
 /// which librdkafka itself redacts). The Java client's `sasl.jaas.config` and

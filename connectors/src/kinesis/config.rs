@@ -10,8 +10,7 @@ use crate::ConfigIssue;
 use crate::aws::AwsConfig;
 use crate::retry::RetryPolicy;
 pub use crate::units::parse_timestamp;
-use crate::units::{ByteSize, Dur};
-use crate::units::{int, millis, secs};
+use crate::units::{ByteSize, Dur, int, millis, secs};
 
 /// Reads a Kinesis data stream: every shard is a partition, a record's offset is its sequence
 /// number (`<seq>:<sub>` inside a KPL aggregate). Child shards are read only after their parents

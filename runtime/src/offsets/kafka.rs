@@ -12,12 +12,11 @@ use chrono::Utc;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use sluice_connectors::kafka::{OffsetLog, OffsetLogConfig};
-use sluice_connectors::units::Dur;
+use sluice_connectors::units::{Dur, int, secs};
 use sluice_connectors::{CommittedOffsets, Transactional, TxnError};
 use tokio::sync::OnceCell;
 
 use super::{Entry, OffsetError, OffsetRow, OffsetStore, Prune, Reset};
-use sluice_connectors::units::{int, secs};
 
 /// The Kafka offset store.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

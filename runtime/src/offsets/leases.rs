@@ -27,12 +27,11 @@ use tokio_util::sync::CancellationToken;
 use aws_sdk_dynamodb::types::AttributeValue;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use sluice_connectors::units::Dur;
+use sluice_connectors::units::{Dur, int, secs};
 
 use super::dynamodb::{DynamoStore, Item, LeaseWrite};
 use super::{OffsetError, OffsetRow};
 use crate::pipeline::metrics::Metrics;
-use sluice_connectors::units::{int, secs};
 
 /// Shard leases shared by the workers of one pipeline (the KCL's model: conditional writes on a
 /// counter in the offsets table; no clocks compared between hosts).

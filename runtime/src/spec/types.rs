@@ -60,16 +60,14 @@ pub struct Spec {
 
 /// The restart policy of a pipeline.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RestartSpec {
     /// Restarts after retriable failures before the pipeline fails for good. Omit for no limit;
     /// `0` never restarts.
     pub attempts: Option<u32>,
     /// Wait before the first restart; each further one waits twice as long (with jitter).
-    #[serde(default = "secs::<1>")]
     pub initial_backoff: Dur,
     /// Longest wait between restarts.
-    #[serde(default = "secs::<60>")]
     pub max_backoff: Dur,
 }
 
@@ -395,24 +393,21 @@ pub struct DeadLetterFile {
 
 /// Tuning of the pipeline.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct PipelineOptions {
     /// Batches buffered between stages before the source is slowed down (backpressure).
-    #[serde(default = "int::<usize, 8>")]
     #[schemars(range(min = 1, max = 1024))]
     pub channel_capacity: usize,
     /// Records the sink may hold unflushed before the pipeline flushes it.
-    #[serde(default = "int::<usize, 10_000>")]
     #[schemars(range(min = 1))]
     pub max_buffered: usize,
     /// Longest time records wait in the sink's buffer before a flush.
-    #[serde(default = "millis::<500>")]
     pub flush_interval: Dur,
     /// Threads that decode, transform, partition and encode, each with its own instances of the
     /// stages (a wasm plugin's memory limit holds per instance). A source partition always goes
     /// to the same worker, so each partition's records reach the sink in order. Default: one per
     /// core.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub workers: Option<usize>,
 }
