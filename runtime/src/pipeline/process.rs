@@ -349,19 +349,13 @@ impl Processor {
     ) -> Result<(), PipelineError> {
         let Processor {
             admission,
-            mut workers,
+            workers,
             queue_capacity,
         } = self;
-        match workers.pop() {
-            Some(work) if workers.is_empty() => run_one(admission, work, input, &output),
-            Some(work) => {
-                workers.push(work);
-                super::workers::run(admission, workers, queue_capacity, input, output)
-            }
-            // `Pipeline::build` makes at least one.
-            None => Err(PipelineError::Internal(
-                "a pipeline without processing workers".into(),
-            )),
+        // `Pipeline::build` makes at least one worker; the pool would run an empty list too.
+        match <[Work; 1]>::try_from(workers) {
+            Ok([work]) => run_one(admission, work, input, &output),
+            Err(workers) => super::workers::run(admission, workers, queue_capacity, input, output),
         }
     }
 }

@@ -8,33 +8,50 @@
 //!
 //! The dispatcher (the thread that reads the source channel) admits each batch in source order
 //! (the `max_records` cut, counters, the ticket and its per-partition `seq`) and queues it for
-//! worker `hash(partition) % N`. One partition always goes to the same worker, whose queue and
-//! whose sends to the sink are first in, first out: the sink sees each partition's records in
-//! order. A worker that fails or panics stops the source, the dispatcher and the other workers;
+//! the partition's worker: a partition seen for the first time goes to the worker with the fewest
+//! partitions, and stays with it for the run. One partition always goes to the same worker, whose
+//! queue and whose sends to the sink are first in, first out: the sink sees each partition's
+//! records in order. A worker that fails or panics stops the source, the dispatcher and the other workers;
 //! batches still queued are dropped unprocessed, and their tickets never complete, so nothing past
 //! the failure is committed.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use sluice_connectors::{SinkRecord, SourceBatch};
+use sluice_connectors::{PartitionId, SinkRecord, SourceBatch};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::PipelineError;
 use super::process::{Admission, Admitted, Work};
 
-/// The worker that processes `partition`'s batches, of `workers`: FNV-1a of the partition id, the
-/// same in every run and on every machine. Ids that differ in their last character, a digit
-/// (`0`..`3`, `shardId-…0`..`…3`, `orders/0`..`orders/3`), spread evenly over 2 or 4 workers: the low
-/// bits of FNV-1a follow the last byte's.
-pub(super) fn worker_of(partition: &str, workers: usize) -> usize {
-    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let hash = partition
-        .bytes()
-        .fold(OFFSET_BASIS, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME));
-    // `workers` is at least 1; the remainder is below it, so it fits in usize.
-    (hash % workers.max(1) as u64) as usize
+/// Which worker processes each partition: a new partition goes to the worker with the fewest
+/// partitions so far (the lowest index on a tie) and keeps it for the run. Partitions spread
+/// evenly whatever their ids, so N partitions keep N workers busy.
+struct Assignment {
+    of: HashMap<PartitionId, usize>,
+    load: Vec<usize>,
+}
+
+impl Assignment {
+    fn new(workers: usize) -> Self {
+        Self {
+            of: HashMap::new(),
+            load: vec![0; workers.max(1)],
+        }
+    }
+
+    fn worker(&mut self, partition: &PartitionId) -> usize {
+        if let Some(&w) = self.of.get(partition) {
+            return w;
+        }
+        let w = (0..self.load.len())
+            .min_by_key(|&w| self.load[w])
+            .unwrap_or(0);
+        self.load[w] += 1;
+        self.of.insert(partition.clone(), w);
+        w
+    }
 }
 
 /// Marks the pool as failed when a worker ends with an error or unwinds from a panic.
@@ -92,8 +109,9 @@ pub(super) fn run(
         let mut threads = Vec::with_capacity(n);
         for (i, w) in workers.into_iter().enumerate() {
             // The dispatcher holds one more batch while it waits for a full queue: with
-            // `channel_capacity - 1` here, a worker has at most `channel_capacity` batches waiting
-            // for it (none queued with a capacity of 1: each batch is handed over directly).
+            // `queue_capacity - 1` here (the pipeline's `channel_capacity`), a worker has at most
+            // `channel_capacity` batches waiting for it (none queued with a capacity of 1: each
+            // batch is handed over directly).
             let (tx, rx) = std::sync::mpsc::sync_channel(queue_capacity.saturating_sub(1));
             let (output, failed, stop_source) = (output.clone(), &failed, &stop_source);
             let thread = std::thread::Builder::new()
@@ -119,8 +137,9 @@ pub(super) fn run(
         }
         drop(output);
         // A closed queue: that worker failed, and its error is the one returned.
+        let mut assignment = Assignment::new(n);
         let dispatched = admission.dispatch(&mut input, |admitted| {
-            let i = worker_of(&admitted.partition, n);
+            let i = assignment.worker(&admitted.partition);
             Ok(!failed.load(Ordering::Acquire)
                 && queues.get(i).is_some_and(|q| q.send(admitted).is_ok()))
         });
@@ -163,36 +182,48 @@ fn join(
 
 #[cfg(test)]
 mod tests {
-    use super::worker_of;
+    use super::Assignment;
+    use sluice_connectors::PartitionId;
 
-    #[test]
-    fn the_worker_of_a_partition_is_fixed() {
-        // FNV-1a: the same on every machine and in every run (known answers).
-        assert_eq!(worker_of("", 4), (0xcbf2_9ce4_8422_2325u64 % 4) as usize);
-        assert_eq!(
-            worker_of("a", 1_000_000_007),
-            (0xaf63_dc4c_8601_ec8cu64 % 1_000_000_007) as usize
-        );
+    /// Loads of `partitions` ids over `workers`.
+    fn loads(ids: &[String], workers: usize) -> Vec<usize> {
+        let mut a = Assignment::new(workers);
+        let mut load = vec![0; workers];
+        for id in ids {
+            load[a.worker(&PartitionId::from(id.as_str()))] += 1;
+        }
+        load
     }
 
     #[test]
-    fn four_generator_partitions_spread_evenly() {
-        for workers in [2usize, 4] {
-            let mut load = vec![0; workers];
-            for p in ["0", "1", "2", "3"] {
-                load[worker_of(p, workers)] += 1;
+    fn partitions_spread_evenly_whatever_their_ids() {
+        for (prefix, n) in [
+            ("", 4),
+            ("orders/", 12),
+            ("shardId-00000000000", 16),
+            ("t-", 6),
+        ] {
+            for workers in [2, n] {
+                let ids: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+                let load = loads(&ids, workers);
+                assert!(
+                    load.iter().all(|&l| l == n / workers),
+                    "{prefix}: {n} over {workers}: {load:?}"
+                );
             }
-            assert!(
-                load.iter().all(|&l| l == 4 / workers),
-                "{workers}: {load:?}"
-            );
         }
-        for id in ["shardId-00000000000", "orders/"] {
-            let mut load = [0; 4];
-            for i in 0..4 {
-                load[worker_of(&format!("{id}{i}"), 4)] += 1;
-            }
-            assert_eq!(load, [1, 1, 1, 1], "{id}");
+    }
+
+    #[test]
+    fn a_partition_keeps_its_worker() {
+        let mut a = Assignment::new(3);
+        let first: Vec<usize> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|p| a.worker(&PartitionId::from(*p)))
+            .collect();
+        assert_eq!(first, [0, 1, 2, 0]);
+        for (p, w) in ["d", "a", "c", "b"].iter().zip([0, 0, 2, 1]) {
+            assert_eq!(a.worker(&PartitionId::from(*p)), w, "{p}");
         }
     }
 }

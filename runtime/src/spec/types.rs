@@ -395,7 +395,8 @@ pub struct DeadLetterFile {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PipelineOptions {
-    /// Batches buffered between stages before the source is slowed down (backpressure).
+    /// Batches buffered between stages before the source is slowed down (backpressure): between
+    /// the source and processing, for each processing worker, and before the sink.
     #[schemars(range(min = 1, max = 1024))]
     pub channel_capacity: usize,
     /// Records the sink may hold unflushed before the pipeline flushes it.
