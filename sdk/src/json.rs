@@ -15,10 +15,7 @@ pub fn parse(bytes: &[u8]) -> Result<Value, String> {
 /// Serializes a JSON value as compact JSON (the bytes `serde_json::to_vec` gives, written faster:
 /// see [`write()`]).
 pub fn to_vec(value: &Value) -> Vec<u8> {
-    // serde_json's first guess too.
-    let mut buf = Vec::with_capacity(128);
-    write(&mut buf, value);
-    buf
+    sluice_wire::json::to_vec(value)
 }
 
 /// Appends a JSON value as compact JSON to `buf`: the bytes serde_json writes, but strings are

@@ -310,6 +310,14 @@ pub mod json {
     use core::fmt::{self, Write as _};
     use serde_json::Value;
 
+    /// `value` as compact JSON: the bytes `serde_json::to_vec` gives.
+    pub fn to_vec(value: &Value) -> Vec<u8> {
+        // serde_json's first guess too.
+        let mut buf = Vec::with_capacity(128);
+        write_value(&mut buf, value);
+        buf
+    }
+
     /// Appends `value` as compact JSON.
     pub fn write_value(buf: &mut Vec<u8>, value: &Value) {
         match value {
