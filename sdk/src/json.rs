@@ -138,6 +138,7 @@ mod tests {
         serde.push_json(&doc);
         assert_eq!(fast.finish(), serde.finish());
         assert_eq!(to_vec(&doc), serde_json::to_vec(&doc).unwrap());
+        assert_eq!(crate::Outcome::json_value(&doc), crate::Outcome::json(&doc));
     }
 
     #[test]

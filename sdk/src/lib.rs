@@ -34,7 +34,7 @@
 //!                 *v = "***".into();
 //!             }
 //!         }
-//!         Outcome::json(&doc)
+//!         Outcome::json_value(&doc)
 //!     }
 //! }
 //!
@@ -163,6 +163,12 @@ impl Outcome {
             Ok(v) => Outcome::Value(v),
             Err(e) => Outcome::Error(format!("cannot serialize output as JSON: {e}")),
         }
+    }
+
+    /// One output record whose value is this JSON value: the bytes [`Outcome::json`] gives,
+    /// written by the SDK's faster writer ([`json::to_vec`]). Use it for a `serde_json::Value`.
+    pub fn json_value(value: &serde_json::Value) -> Self {
+        Outcome::Value(json::to_vec(value))
     }
 
     /// A per-record error.

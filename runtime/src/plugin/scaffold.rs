@@ -105,7 +105,8 @@ pub fn new_python_plugin(
     dir: &Path,
     sdk_cache: &Path,
 ) -> Result<PathBuf, ScaffoldError> {
-    // Templates from `templates/`, with `NAME` replaced by the plugin's name.
+    // Templates from `templates/`, with `NAME` replaced by the plugin's name and `FILE` by its
+    // file name (`-` becomes `_`, as in the `.wasm` that build.sh writes).
     let (template, test, world) = match kind {
         PluginKind::Partitioner => (
             include_str!("templates/partitioner.py.tmpl"),
@@ -140,7 +141,10 @@ pub fn new_python_plugin(
         wit = sdk.join("wit").display(),
     );
     let files = [
-        ("app.py", template.replace("NAME", name)),
+        (
+            "app.py",
+            template.replace("FILE", &file).replace("NAME", name),
+        ),
         ("test_app.py", test.to_string()),
         ("sluice_plugin.py", library.to_string()),
         ("build.sh", build),
@@ -332,6 +336,24 @@ mod tests {
             new_plugin("1bad", PluginKind::Transform, dir.path(), dir.path()),
             Err(ScaffoldError::BadName(_))
         ));
+    }
+
+    #[test]
+    fn a_python_plugin_names_the_wasm_its_build_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        for kind in [PluginKind::Transform, PluginKind::Partitioner] {
+            let name = format!("my-{kind}");
+            let root = new_python_plugin(&name, kind, dir.path(), dir.path()).unwrap();
+            let read = |f: &str| std::fs::read_to_string(root.join(f)).unwrap();
+            let wasm = format!("my_{kind}.wasm");
+            assert!(read("build.sh").contains(&format!("-o {wasm}")));
+            let app = read("app.py");
+            assert!(app.starts_with(&format!("\"\"\"{name}: ")), "{app}");
+            assert!(
+                app.contains(&format!("sluice plugin test {wasm} ")),
+                "{app}"
+            );
+        }
     }
 
     fn repo() -> &'static Path {
