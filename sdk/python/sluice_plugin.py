@@ -362,34 +362,32 @@ class _Export:
         return results
 
 
-def _exporter(world, method_name, method):
-    """Makes ``export_<world>``: it wraps a plugin class in the class componentize-py exports
-    for that world, an :class:`_Export` with ``method`` as its ``method_name``."""
-    name = world.capitalize() + "Plugin"
+def export_partitioner(cls):
+    """The class componentize-py exports for the ``partitioner`` world: assign it to
+    ``PartitionerPlugin`` in the app module."""
 
-    def export(cls):
-        return type(name, (_Export,), {"_cls": cls, "_state": {}, method_name: method})
+    class PartitionerPlugin(_Export):
+        _cls = cls
+        _state = {}
 
-    export.__name__ = f"export_{world}"
-    export.__doc__ = (
-        f"The class componentize-py exports for the ``{world}`` world: assign it to ``{name}``"
-        " in the app module."
-    )
-    return export
+        def partition(self, batch, partition_count):
+            return encode_routes(self._each(batch, lambda p, r: p.partition(r, partition_count)))
+
+    return PartitionerPlugin
 
 
-export_partitioner = _exporter(
-    "partitioner",
-    "partition",
-    lambda self, batch, partition_count: encode_routes(
-        self._each(batch, lambda p, r: p.partition(r, partition_count))
-    ),
-)
-export_transform = _exporter(
-    "transform",
-    "process",
-    lambda self, batch: encode_outcomes(self._each(batch, lambda p, r: _as_outputs(p.process(r)))),
-)
+def export_transform(cls):
+    """The class componentize-py exports for the ``transform`` world: assign it to
+    ``TransformPlugin`` in the app module."""
+
+    class TransformPlugin(_Export):
+        _cls = cls
+        _state = {}
+
+        def process(self, batch):
+            return encode_outcomes(self._each(batch, lambda p, r: _as_outputs(p.process(r))))
+
+    return TransformPlugin
 
 
 def _encode_batch(records):

@@ -31,26 +31,22 @@ fn run_outcomes<T>(
     decode_outcomes(&out)
 }
 
-/// A public runner per stage kind: build the plugin from `config`, call `$method` on `records`.
-macro_rules! runners {
-    ($($(#[$doc:meta])* $name:ident, $kind:ident, $method:ident;)*) => {$(
-        $(#[$doc])*
-        pub fn $name<T: $kind>(
-            config: serde_json::Value,
-            records: &[Record<'_>],
-        ) -> Result<Vec<Outcome>, String> {
-            run_outcomes(build(config).and_then(T::new), records, T::$method)
-        }
-    )*};
+/// What a runner gives: the outcomes, or why the plugin could not be built.
+type Run = Result<Vec<Outcome>, String>;
+
+/// Builds a transform from `config` and runs it over `records`.
+pub fn transform<T: Transform>(config: serde_json::Value, records: &[Record<'_>]) -> Run {
+    run_outcomes(build(config).and_then(T::new), records, T::process_batch)
 }
 
-runners! {
-    /// Builds a transform from `config` and runs it over `records`.
-    transform, Transform, process_batch;
-    /// Builds a format from `config` and decodes `records` with it.
-    decode, Format, decode_batch;
-    /// Builds a format from `config` and encodes `records` (JSON values) with it.
-    encode_records, Format, encode_batch;
+/// Builds a format from `config` and decodes `records` with it.
+pub fn decode<T: Format>(config: serde_json::Value, records: &[Record<'_>]) -> Run {
+    run_outcomes(build(config).and_then(T::new), records, T::decode_batch)
+}
+
+/// Builds a format from `config` and encodes `records` (JSON values) with it.
+pub fn encode_records<T: Format>(config: serde_json::Value, records: &[Record<'_>]) -> Run {
+    run_outcomes(build(config).and_then(T::new), records, T::encode_batch)
 }
 
 /// Builds a partitioner from `config` and routes `records`.
