@@ -211,11 +211,25 @@ mod tests {
     fn large_and_overaligned_blocks_use_the_system_allocator_and_realloc_keeps_bytes() {
         let a = SizeClasses::new();
         unsafe {
+            // The classes a wrongly routed block would land in already have a chunk.
+            let primed = [a.alloc(layout(64, 16)), a.alloc(layout(MAX_SMALL, 16))];
             let big = a.alloc(layout(MAX_SMALL + 1, 8));
             let aligned = a.alloc(layout(64, 64));
             assert_eq!(aligned as usize % 64, 0);
             a.dealloc(aligned, layout(64, 64));
             a.dealloc(big, layout(MAX_SMALL + 1, 8));
+            // Freed, they went back to the system, not to a class's free list, whose next block
+            // would be exactly them.
+            let next = [a.alloc(layout(64, 16)), a.alloc(layout(MAX_SMALL, 16))];
+            assert_ne!(next[0], aligned);
+            assert_ne!(next[1], big);
+            for (p, size) in primed
+                .into_iter()
+                .chain(next)
+                .zip([64, MAX_SMALL, 64, MAX_SMALL])
+            {
+                a.dealloc(p, layout(size, 16));
+            }
 
             // Growing through small classes into the system allocator and back keeps the bytes.
             let mut p = a.alloc(layout(5, 1));

@@ -176,6 +176,23 @@ mod tests {
         }
     }
 
+    /// A value serde_json cannot write leaves no partial record behind: the outcome is an
+    /// error, and the next outcome is read whole.
+    #[test]
+    fn a_failed_json_write_pushes_an_error_and_nothing_else() {
+        let mut out = Outcomes::with_capacity(0);
+        out.push_json(&std::collections::BTreeMap::from([((1, 2), 3)]));
+        out.push_keep();
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            decode_outcomes(&out.finish()).unwrap(),
+            vec![
+                Outcome::Error("cannot serialize output as JSON: key must be a string".into()),
+                Outcome::Keep,
+            ]
+        );
+    }
+
     #[test]
     fn outcomes_round_trip() {
         let mut with_meta = Record::new(b"x");
