@@ -74,7 +74,8 @@ def main():
             e0 = common.proc_cpu_seconds(emu_pid)
             wall, cost, _ = common.run_sluice(args, folder, env, binary=binary,
                                               instructions=a.instructions)
-            return wall, cost, common.cpu_delta(emu_pid, e0)
+            e1 = common.proc_cpu_seconds(emu_pid)
+            return wall, cost, (e1 - e0 if e0 is not None and e1 is not None else None)
 
         for _ in range(a.repeat):
             for label, binary in binaries:
@@ -110,7 +111,8 @@ def main():
             wall = statistics.median(r[0] for r in rows)
             cost = statistics.median(r[1] for r in rows)
             zero = statistics.median(r[2] for r in rows)
-            emu = rows[len(rows) // 2][3]
+            emus = [r[3] for r in rows if r[3] is not None]
+            emu = f"{statistics.median(emus):.2f}" if emus else "n/a"
             print(f"| {label} | {name} | {wall:.2f} | {a.records / wall:,.0f} | {cost * scale:.3f} | "
                   f"{mb_scale * cost / mb:.1f} | {zero * scale:.3f} | {100 * zero / cost:.0f}% | "
                   f"{mb_scale * (cost - zero) / mb:.1f} | {emu} |", flush=True)

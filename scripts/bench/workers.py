@@ -13,7 +13,8 @@ the C cores: the bound max(busiest, total / C) is what the wall clock of a quiet
 (less any waiting), and it holds whatever else runs on the machine while measuring.
 
 SLUICE_BIN is the binary under test (default: the release build in $CARGO_TARGET_DIR),
-BEFORE_BIN the one to compare with (default ~/.cache/sluice/before/sluice; skipped if absent),
+BEFORE_BIN the one to compare with (default ~/.cache/sluice/before/sluice; skipped if absent;
+BEFORE_LABEL names its row, default "before"),
 SLUICE_PLUGIN_DIR the folder of mask_fields.wasm (default: the test build,
 $CARGO_TARGET_DIR/wasm-plugins/wasm32-wasip2/release). BENCH_RECORDS (default 1000000) and
 BENCH_RECORD_SIZE (100) size the run; BENCH_REPEAT (3) runs each row that often and keeps the
@@ -56,7 +57,8 @@ def rows(before_bin):
     folder = tempfile.mkdtemp(prefix="sluice-bench-workers-")
     out = []
     if before_bin:
-        out.append(("before (fbc1f00, one thread)", before_bin, before_spec(folder), None))
+        label = os.environ.get("BEFORE_LABEL", "before")
+        out.append((f"{label} (one thread)", before_bin, before_spec(folder), None))
     builds = [("", common.sluice_bin())]
     if os.environ.get("COMPARE_BIN"):
         label = os.environ.get("COMPARE_LABEL", "compare")
@@ -87,8 +89,8 @@ def throughput(before_bin):
     for label, binary, spec, workers in table:
         best = None
         for _ in range(repeat):
-            os.environ["SLUICE_BIN"] = binary
-            wall, cpu, last = common.run_sluice(["run", spec], cwd=folder, env=env_for(workers))
+            wall, cpu, last = common.run_sluice(["run", spec], cwd=folder, env=env_for(workers),
+                                                binary=binary)
             # The run's own time (the summary's "in 1.23s"), without start-up (plugin compilation).
             m = re.search(r" in ([0-9.]+)s ", last)
             run = float(m.group(1)) if m else wall
