@@ -366,6 +366,16 @@ mod tests {
         })
     }
 
+    /// The interceptor swaps in the fast reader only when the SDK's own deserializer of the
+    /// operation is found (an SDK upgrade could move it): without it every comparison below
+    /// would compare the SDK with itself.
+    #[test]
+    fn the_sdk_deserializers_are_found() {
+        for f in [FastResponses::get_records(), FastResponses::put_records()] {
+            assert!((f.sdk)().load::<SharedResponseDeserializer>().is_some());
+        }
+    }
+
     #[tokio::test]
     async fn get_records_reads_as_the_sdk_does() {
         let text = serde_json::to_string(&get_records_body()).expect("json");
