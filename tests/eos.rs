@@ -81,19 +81,6 @@ impl Bridge {
     }
 }
 
-/// Everything a read_committed reader sees in `topic` once `want` records are there, and
-/// whatever else arrives within a short grace after that (a duplicate would).
-fn read_settled(brokers: &str, topic: &str, want: usize, timeout: Duration) -> Vec<k::Msg> {
-    let got = k::read(brokers, topic, want, timeout);
-    assert!(
-        got.len() >= want,
-        "only {} of {want} records became visible",
-        got.len()
-    );
-    // A bounded wait for something that must not happen: more than `want` records.
-    k::read(brokers, topic, want + 1, Duration::from_secs(3))
-}
-
 /// Each of `0..total` exactly once, in order per key, each key on one partition.
 fn assert_exactly_once_in_order(msgs: &[k::Msg], total: u64) {
     let mut copies: BTreeMap<u64, usize> = BTreeMap::new();
@@ -136,7 +123,7 @@ fn finish_exactly_once(
     signal(run, "-TERM");
     let status = wait_exit(run, Duration::from_secs(30));
     assert!(status.success(), "{status:?}: {}", stderr_of(run));
-    let all = read_settled(brokers, topic, total as usize, Duration::from_secs(30));
+    let all = k::read_settled(brokers, topic, total as usize, Duration::from_secs(30));
     assert_exactly_once_in_order(&all, total);
     all
 }
@@ -192,8 +179,7 @@ fn validate_refuses_exactly_once_without_the_kafka_store_on_the_sinks_cluster() 
         "ok.yaml",
         &format!("{base}offsets:\n  store: kafka\n  brokers: [127.0.0.1:9092]\n"),
     );
-    let out = s.run(&["validate", "ok.yaml"]);
-    assert!(out.status.success(), "{}", said(&out));
+    s.run_ok(&["validate", "ok.yaml"]);
 }
 
 #[test]
@@ -303,8 +289,7 @@ fn a_record_the_broker_refuses_aborts_its_transaction_and_tolerance_none_stops()
     let text = limited_spec("eos-none", brokers, topic, "errors:\n  tolerance: none\n")
         .replace("commit_interval: 300ms", "commit_interval: 30s");
     s.write("p.yaml", &text);
-    let out = s.run(&["run", "p.yaml"]);
-    assert!(!out.status.success(), "tolerance none stops the run");
+    let out = s.run_err(&["run", "p.yaml"]);
     let err = stderr(&out);
     assert!(
         err.contains("bad record at partition in.jsonl")
@@ -336,7 +321,7 @@ fn a_record_the_broker_refuses_is_dead_lettered_with_tolerance_all_and_the_rest_
         .output()
         .expect("run");
     assert!(out.status.success(), "{}", stderr(&out));
-    let all = read_settled(brokers, topic, 199, Duration::from_secs(30));
+    let all = k::read_settled(brokers, topic, 199, Duration::from_secs(30));
     let mut seqs: Vec<u64> = all.iter().map(k::Msg::seq).collect();
     seqs.sort();
     let want: Vec<u64> = (0..200).filter(|i| *i != 150).collect();

@@ -71,19 +71,13 @@ fn import_args<'a>(table: &'a str, endpoint: &'a str, spec: &'a str) -> [&'a str
 }
 
 fn ok(s: &Scratch, args: &[&str]) -> (String, String) {
-    let out = s.run(args);
-    assert!(
-        out.status.success(),
-        "sluice {args:?} failed:\n{}",
-        stderr(&out)
-    );
+    let out = s.run_ok(args);
     (stdout(&out), stderr(&out))
 }
 
 fn refused(s: &Scratch, args: &[&str], says: &str) {
-    let out = s.run(args);
+    let out = s.run_err(args);
     let err = stderr(&out);
-    assert!(!out.status.success(), "sluice {args:?} should fail:\n{err}");
     assert!(
         err.contains(says),
         "sluice {args:?}: expected {says:?} in:\n{err}"

@@ -737,8 +737,7 @@ fn pipeline_masks_with_a_wasm_transform_and_routes_with_a_wasm_partitioner() {
         wasm::plugin("field-partitioner").display()
     );
     s.write("spec.yaml", &pipeline_spec("wasm-mask", "json", &extra));
-    let out = s.run(&["run", "spec.yaml"]);
-    assert!(out.status.success(), "{}", kit::stderr(&out));
+    s.run_ok(&["run", "spec.yaml"]);
     let lines = envelope_values(&s);
     assert_eq!(lines.len(), 3, "{lines:?}");
     assert_eq!(lines[0]["value"], json!({"user_id": "u1", "email": "***"}));
@@ -757,8 +756,7 @@ fn pipeline_decodes_with_a_wasm_format() {
         wasm::plugin("typed-csv").display()
     );
     s.write("spec.yaml", &pipeline_spec("wasm-csv", &decode, ""));
-    let out = s.run(&["run", "spec.yaml"]);
-    assert!(out.status.success(), "{}", kit::stderr(&out));
+    s.run_ok(&["run", "spec.yaml"]);
     let values: Vec<_> = envelope_values(&s)
         .into_iter()
         .map(|l| l["value"].clone())
@@ -787,8 +785,7 @@ fn hostile_spec(tolerance: &str) -> String {
 #[test]
 fn pipeline_sends_batches_of_a_failing_plugin_to_the_dead_letter_file_and_goes_on() {
     let s = scratch(HOSTILE_INPUT, &hostile_spec("all"));
-    let out = s.run(&["run", "spec.yaml"]);
-    assert!(out.status.success(), "{}", kit::stderr(&out));
+    s.run_ok(&["run", "spec.yaml"]);
     let ns = written_ns(&s);
     assert_eq!(ns, vec![json!(1), json!(2), json!(3), json!(4)]);
     let dead: Vec<Value> = s
@@ -942,37 +939,42 @@ fn pipeline_with_tolerance_none_stops_at_a_plugin_that_sleeps() {
 
 #[test]
 fn sigterm_drains_promptly_while_a_plugin_waits_in_wasi() {
-    let s = kit::Scratch::new();
-    let mut input = String::from("{\"n\":1}\n");
-    input.push_str(&"\"block-forever\"\n".repeat(20));
-    s.write("in/a.txt", &input);
-    s.write(
-        "spec.yaml",
-        &format!(
-            // One worker: with more, a dispatcher holds one more batch for the drain.
-            "{}pipeline:\n  channel_capacity: 1\n  workers: 1\n",
-            hostile_spec_with("all", "    timeout: 1s\n")
-        ),
-    );
-    let mut child = s.spawn(&["run", "spec.yaml"]);
-    assert!(
-        kit::wait_for(Duration::from_secs(60), || !s
-            .lines("out/data.jsonl")
-            .is_empty()),
-        "the first record was never written"
-    );
-    kit::signal(&child, "-TERM");
-    let signalled = Instant::now();
-    // The drain finishes the batch in the plugin and the one queued (`channel_capacity: 1`), each
-    // ended by the 1 s timeout; then the pipeline exits.
-    let status = kit::wait_exit(&mut child, Duration::from_secs(20));
-    assert!(status.success(), "exit {status:?}");
-    let took = signalled.elapsed();
-    assert!(took < Duration::from_secs(3 + 1), "{took:?}");
-    assert!(
-        dead_letters(&s).len() < 20,
-        "the drain did not wait for every batch"
-    );
+    // The drain finishes the batch in the plugin and those waiting for it (`channel_capacity: 1`:
+    // one in the source channel; with a pool, one more held by the dispatcher), each ended by the
+    // 1 s timeout; then the pipeline exits. One file is one partition: one worker gets it.
+    for (workers, batches) in [(1, 2), (2, 3)] {
+        let s = kit::Scratch::new();
+        let mut input = String::from("{\"n\":1}\n");
+        input.push_str(&"\"block-forever\"\n".repeat(20));
+        s.write("in/a.txt", &input);
+        s.write(
+            "spec.yaml",
+            &format!(
+                "{}pipeline:\n  channel_capacity: 1\n  workers: {workers}\n",
+                hostile_spec_with("all", "    timeout: 1s\n")
+            ),
+        );
+        let mut child = s.spawn(&["run", "spec.yaml"]);
+        assert!(
+            kit::wait_for(Duration::from_secs(60), || !s
+                .lines("out/data.jsonl")
+                .is_empty()),
+            "the first record was never written"
+        );
+        kit::signal(&child, "-TERM");
+        let signalled = Instant::now();
+        let status = kit::wait_exit(&mut child, Duration::from_secs(20));
+        assert!(status.success(), "exit {status:?}");
+        let took = signalled.elapsed();
+        assert!(
+            took < Duration::from_secs(batches + 2),
+            "{workers} workers: {took:?}"
+        );
+        assert!(
+            dead_letters(&s).len() < 20,
+            "the drain did not wait for every batch"
+        );
+    }
 }
 
 #[test]
@@ -1018,8 +1020,7 @@ fn plugin_test_runs_a_plugin_that_sleeps_prints_or_waits() {
     // A short sleep works, as under `sluice run` (it used to panic the host: "Cannot start a
     // runtime from within a runtime").
     s.write("nap.txt", "\"nap\"\n{\"n\":1}\n");
-    let out = s.run(&test("nap.txt"));
-    assert!(out.status.success(), "{}", kit::stderr(&out));
+    let out = s.run_ok(&test("nap.txt"));
     assert!(
         kit::stdout(&out).contains("# 2 records in, 2 out, 0 dropped, 0 errors"),
         "{}",
@@ -1139,8 +1140,7 @@ fn a_python_partitioner_routes_exactly_like_the_rust_one_through_the_binary() {
                 ),
             ),
         );
-        let out = s.run(&["run", "spec.yaml"]);
-        assert!(out.status.success(), "{}", kit::stderr(&out));
+        s.run_ok(&["run", "spec.yaml"]);
         let got: Vec<String> = envelope_values(&s)
             .iter()
             .map(|v| {

@@ -6,9 +6,7 @@
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use sluice_connectors::kafka::is_fenced;
 use sluice_test_kit::{emulator, kafka};
@@ -52,30 +50,10 @@ fn the_broker_hides_aborted_transactions_and_fences_zombies() {
     let (code, _) = zombie.client().fatal_error().expect("fenced is fatal");
     assert!(is_fenced(code), "{code:?}");
 
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", "txn-check")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("consumer");
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(&topic, 0, rdkafka::Offset::Beginning)
-        .expect("tpl");
-    consumer.assign(&tpl).expect("assign");
-    let mut seen = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while seen.len() < 2 && std::time::Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            seen.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string());
-        }
-    }
-    // Anything after "after fencing" would have shown by now if it were visible.
-    let settle = std::time::Instant::now() + Duration::from_millis(500);
-    while std::time::Instant::now() < settle {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            seen.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string());
-        }
-    }
+    // read_committed (librdkafka's default): the open and the fenced transaction stay hidden.
+    let seen: Vec<String> = kafka::read_settled(&brokers, &topic, 2, Duration::from_secs(10))
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.value).into_owned())
+        .collect();
     assert_eq!(seen, ["committed", "after fencing"]);
 }

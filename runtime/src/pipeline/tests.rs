@@ -222,19 +222,6 @@ async fn a_panicking_processor_stops_an_idle_source() {
     }
 }
 
-/// Passes every record on.
-struct Keep;
-
-impl Stage for Keep {
-    fn name(&self) -> &str {
-        "transform keep"
-    }
-
-    fn process(&mut self, batch: &[Record]) -> Result<Vec<Outcome>, StageError> {
-        Ok(batch.iter().map(|_| Outcome::Keep).collect())
-    }
-}
-
 #[tokio::test]
 async fn a_panicking_worker_stops_the_source_and_the_other_workers() {
     let source = generator(serde_json::json!({"partitions": 4, "rate": 2000, "batch_size": 50}));
@@ -242,7 +229,7 @@ async fn a_panicking_worker_stops_the_source_and_the_other_workers() {
         source,
         Box::new(DiscardSink),
         Arc::new(MemoryStore::default()),
-        vec![Box::new(Keep)],
+        Vec::new(),
         Duration::from_millis(100),
     );
     // Worker 1 panics on its first batch; worker 0 would go on forever.

@@ -148,6 +148,19 @@ pub fn read(brokers: &str, topic: &str, want: usize, timeout: Duration) -> Vec<M
     read_until(brokers, topic, timeout, |m| m.len() >= want)
 }
 
+/// Everything a read_committed reader sees in `topic` once `want` records are there (failing the
+/// test if they do not show within `timeout`), and whatever else arrives within a short grace
+/// after that: a bounded wait for what must not be there (a duplicate, an aborted record).
+pub fn read_settled(brokers: &str, topic: &str, want: usize, timeout: Duration) -> Vec<Msg> {
+    let got = read(brokers, topic, want, timeout);
+    assert!(
+        got.len() >= want,
+        "only {} of {want} records became visible",
+        got.len()
+    );
+    read(brokers, topic, want + 1, Duration::from_secs(3))
+}
+
 /// Reads a topic from the beginning until `done` holds for what arrived, or `timeout` passed.
 pub fn read_until(
     brokers: &str,
