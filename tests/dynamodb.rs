@@ -27,8 +27,7 @@ fn offsets_commands_print_a_store_failure_once() {
     let spec =
         "version: 1\nname: missing\nsource: {type: generator, count: 1}\nsink: {type: discard}\n";
     s.write("spec.yaml", &format!("{spec}{offsets}"));
-    let out = s.run_err(&["offsets", "list", "spec.yaml"]);
-    let err = stderr(&out);
+    let err = stderr(&s.run_err(&["offsets", "list", "spec.yaml"]));
     assert!(err.contains(&table), "{err}");
     assert_eq!(err.matches("the table does not exist").count(), 1, "{err}");
 }

@@ -248,8 +248,7 @@ fn offsets_list_reset_and_prune() {
     let s = Scratch::with("spec.yaml", &generator_spec("ops", Some(100), 2, None));
     s.run_ok(&["run", "spec.yaml"]);
 
-    let list = s.run_ok(&["offsets", "list", "spec.yaml"]);
-    let table = stdout(&list);
+    let table = stdout(&s.run_ok(&["offsets", "list", "spec.yaml"]));
     assert!(
         table.contains("NAMESPACE") && table.contains("ops") && table.contains("49"),
         "{table}"
@@ -498,15 +497,14 @@ fn a_torn_last_line_of_the_dead_letter_file_is_cut_before_appending() {
 fn out_of_range_durations_on_the_command_line_are_errors_not_panics() {
     let s = Scratch::with("spec.yaml", &generator_spec("prune", Some(10), 1, None));
     s.run_ok(&["run", "spec.yaml"]);
-    let out = s.run_err(&[
+    let err = stderr(&s.run_err(&[
         "offsets",
         "prune",
         "spec.yaml",
         "--older-than",
         "99999999999999999999s",
         "--dry-run",
-    ]);
-    let err = stderr(&out);
+    ]));
     assert!(
         err.contains("--older-than") && err.contains("too long"),
         "{err}"

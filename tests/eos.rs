@@ -289,8 +289,7 @@ fn a_record_the_broker_refuses_aborts_its_transaction_and_tolerance_none_stops()
     let text = limited_spec("eos-none", brokers, topic, "errors:\n  tolerance: none\n")
         .replace("commit_interval: 300ms", "commit_interval: 30s");
     s.write("p.yaml", &text);
-    let out = s.run_err(&["run", "p.yaml"]);
-    let err = stderr(&out);
+    let err = stderr(&s.run_err(&["run", "p.yaml"]));
     assert!(
         err.contains("bad record at partition in.jsonl")
             && err.contains("Kafka refused this record"),

@@ -76,8 +76,7 @@ fn ok(s: &Scratch, args: &[&str]) -> (String, String) {
 }
 
 fn refused(s: &Scratch, args: &[&str], says: &str) {
-    let out = s.run_err(args);
-    let err = stderr(&out);
+    let err = stderr(&s.run_err(args));
     assert!(
         err.contains(says),
         "sluice {args:?}: expected {says:?} in:\n{err}"

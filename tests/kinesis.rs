@@ -512,8 +512,7 @@ fn a_missing_stream_fails_fast_naming_the_stream_and_the_call() {
     let extra = "  stream: no-such-stream-here\n".to_string();
     s.write("spec.yaml", &source_spec("missing", &k.endpoint, &extra));
     let started = std::time::Instant::now();
-    let out = s.run_err(&["run", "spec.yaml"]);
-    let err = stderr(&out);
+    let err = stderr(&s.run_err(&["run", "spec.yaml"]));
     assert!(
         err.contains("no-such-stream-here")
             && err.contains("DescribeStreamSummary")
@@ -631,8 +630,7 @@ fn retriable_failures_back_off_per_call_policy_then_fail_naming_the_call() {
     // The connector's own policy is under test: no pipeline restarts on top of it.
     let spec = source_spec("retry", &format!("http://127.0.0.1:{port}"), extra);
     s.write("spec.yaml", &format!("{spec}restart:\n  attempts: 0\n"));
-    let out = s.run_err(&["run", "spec.yaml"]);
-    let err = stderr(&out);
+    let err = stderr(&s.run_err(&["run", "spec.yaml"]));
     assert_eq!(
         err.matches("retriable error; backing off").count(),
         2,

@@ -336,8 +336,7 @@ fn three_workers_share_eight_shards_one_owner_each() {
         .sum();
     println!("shards handed over while balancing: {moved}");
     // `offsets list` shows each lease's owner and expiry.
-    let out = c.s.run_ok(&["offsets", "list", "w0.yaml"]);
-    let text = stdout(&out);
+    let text = stdout(&c.s.run_ok(&["offsets", "list", "w0.yaml"]));
     assert!(
         text.contains("OWNER") && text.contains("LEASE EXPIRES"),
         "{text}"

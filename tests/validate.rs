@@ -129,8 +129,7 @@ fn the_schema_is_json_schema_for_editors() {
 #[test]
 fn the_spec_reference_in_docs_is_up_to_date() {
     let s = Scratch::new();
-    let out = s.run_ok(&["schema", "--markdown"]);
-    let generated = stdout(&out);
+    let generated = stdout(&s.run_ok(&["schema", "--markdown"]));
     let committed =
         std::fs::read_to_string(repo_root().join("docs/reference.md")).unwrap_or_default();
     assert!(

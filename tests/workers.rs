@@ -129,8 +129,7 @@ fn validate_refuses_zero_workers_with_the_location() {
         "spec.yaml",
         "version: 1\nname: zero\nsource: {type: generator, count: 1}\nsink: {type: discard}\npipeline:\n  workers: 0\n",
     );
-    let out = s.run_err(&["validate", "spec.yaml"]);
-    let said = stdout(&out);
+    let said = stdout(&s.run_err(&["validate", "spec.yaml"]));
     assert!(
         said.contains("spec.yaml:6:12: pipeline.workers: must be at least 1"),
         "{said}"

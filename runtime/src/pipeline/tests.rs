@@ -27,11 +27,7 @@ fn pipeline(
         name: "pipe".into(),
         source,
         sink,
-        stages: vec![Stages {
-            pre,
-            partitioner: partition::builtin(BuiltinPartitioner::Fixed),
-            post: Vec::new(),
-        }],
+        stages: vec![stages(pre)],
         store,
         start: Default::default(),
         tolerance: Tolerance::None,
@@ -44,6 +40,29 @@ fn pipeline(
         leases: None,
         txn: None,
     }
+}
+
+/// One worker's stages: `pre`, then the fixed partitioner.
+fn stages(pre: Vec<Box<dyn Stage>>) -> Stages {
+    Stages {
+        pre,
+        partitioner: partition::builtin(BuiltinPartitioner::Fixed),
+        post: Vec::new(),
+    }
+}
+
+/// A generator of this JSON config into a discarding sink, with one worker per entry of
+/// `workers`.
+fn on_workers(config: serde_json::Value, workers: Vec<Stages>) -> Pipeline {
+    let mut p = pipeline(
+        generator(config),
+        Box::new(DiscardSink),
+        Arc::new(MemoryStore::default()),
+        Vec::new(),
+        Duration::from_millis(100),
+    );
+    p.stages = workers;
+    p
 }
 
 /// A generator source of this JSON config.
@@ -224,20 +243,11 @@ async fn a_panicking_processor_stops_an_idle_source() {
 
 #[tokio::test]
 async fn a_panicking_worker_stops_the_source_and_the_other_workers() {
-    let source = generator(serde_json::json!({"partitions": 4, "rate": 2000, "batch_size": 50}));
-    let mut p = pipeline(
-        source,
-        Box::new(DiscardSink),
-        Arc::new(MemoryStore::default()),
-        Vec::new(),
-        Duration::from_millis(100),
-    );
     // Worker 1 panics on its first batch; worker 0 would go on forever.
-    p.stages.push(Stages {
-        pre: vec![Box::new(Panics)],
-        partitioner: partition::builtin(BuiltinPartitioner::Fixed),
-        post: Vec::new(),
-    });
+    let p = on_workers(
+        serde_json::json!({"partitions": 4, "rate": 2000, "batch_size": 50}),
+        vec![stages(Vec::new()), stages(vec![Box::new(Panics)])],
+    );
     let (r, _) = run_within(p, Duration::from_secs(5)).await;
     match r {
         Err(PipelineError::Internal(m)) => {
@@ -267,21 +277,12 @@ impl Stage for ThreadNames {
 
 #[tokio::test]
 async fn two_workers_process_on_two_threads_of_their_own() {
-    let source = generator(serde_json::json!({"partitions": 4, "count": 2000, "batch_size": 50}));
     let seen = Arc::default();
-    let stages = || Stages {
-        pre: vec![Box::new(ThreadNames(Arc::clone(&seen)))],
-        partitioner: partition::builtin(BuiltinPartitioner::Fixed),
-        post: Vec::new(),
-    };
-    let mut p = pipeline(
-        source,
-        Box::new(DiscardSink),
-        Arc::new(MemoryStore::default()),
-        Vec::new(),
-        Duration::from_millis(100),
+    let names = || stages(vec![Box::new(ThreadNames(Arc::clone(&seen)))]);
+    let p = on_workers(
+        serde_json::json!({"partitions": 4, "count": 2000, "batch_size": 50}),
+        vec![names(), names()],
     );
-    p.stages = vec![stages(), stages()];
     let (r, _) = run_within(p, Duration::from_secs(10)).await;
     let summary = r.expect("the run ends cleanly");
     assert_eq!(summary.counts.delivered, 2000);
