@@ -161,9 +161,26 @@ impl fmt::Display for ByteSize {
     }
 }
 
+/// In the largest unit that holds it exactly (`290s`, `1m`, `500ms`), so that what the reference
+/// and `validate --print` show reads back as the same duration.
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
+        const UNITS: [(u128, &str); 6] = [
+            (86_400_000_000_000, "d"),
+            (3_600_000_000_000, "h"),
+            (60_000_000_000, "m"),
+            (1_000_000_000, "s"),
+            (1_000_000, "ms"),
+            (1_000, "us"),
+        ];
+        let ns = self.0.as_nanos();
+        if ns == 0 {
+            return f.write_str("0s");
+        }
+        match UNITS.iter().find(|(n, _)| ns % n == 0) {
+            Some((n, unit)) => write!(f, "{}{unit}", ns / n),
+            None => write!(f, "{ns}ns"),
+        }
     }
 }
 
@@ -240,6 +257,24 @@ pub fn int<T: From<u16>, const N: u16>() -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_duration_shown_reads_back_as_itself() {
+        for (d, shown) in [
+            (Duration::from_secs(290), "290s"),
+            (Duration::from_secs(60), "1m"),
+            (Duration::from_secs(7200), "2h"),
+            (Duration::from_secs(86_400 * 30), "30d"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_millis(1500), "1500ms"),
+            (Duration::from_micros(7), "7us"),
+            (Duration::from_nanos(5), "5ns"),
+            (Duration::ZERO, "0s"),
+        ] {
+            assert_eq!(Dur(d).to_string(), shown);
+            assert_eq!(parse_duration(shown), Ok(d), "{shown}");
+        }
+    }
 
     #[test]
     fn durations() {
