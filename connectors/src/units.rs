@@ -177,7 +177,7 @@ impl fmt::Display for Dur {
         if ns == 0 {
             return f.write_str("0s");
         }
-        match UNITS.iter().find(|(n, _)| ns % n == 0) {
+        match UNITS.iter().find(|(n, _)| ns.is_multiple_of(*n)) {
             Some((n, unit)) => write!(f, "{}{unit}", ns / n),
             None => write!(f, "{ns}ns"),
         }
