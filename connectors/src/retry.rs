@@ -1,4 +1,4 @@
-//! Retries with exponential backoff and full jitter, for every call to an external system.
+//! Retries with jittered exponential backoff, for every call to an external system.
 
 use std::future::Future;
 use std::time::Duration;
@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::units::{Dur, int, millis, secs};
 
 /// How one kind of call is retried: attempts, and delays growing from `base` by `exp` up to
-/// `max`, each randomised ("full jitter") so that many workers do not retry in step.
+/// `max`, each with a random extra of up to itself (so one delay may reach twice `max`), so that
+/// many workers do not retry in step.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
@@ -26,7 +27,7 @@ pub struct RetryPolicy {
 pub struct Backoff {
     /// The first delay.
     pub base: Dur,
-    /// The longest delay.
+    /// The longest delay before its jitter (a random extra of up to the delay itself).
     pub max: Dur,
     /// Growth factor between delays.
     #[schemars(range(min = 1.0))]
@@ -38,13 +39,16 @@ impl Backoff {
     /// a batch is fully written) rather than through [`RetryPolicy::run`].
     pub fn delays(&self) -> impl Iterator<Item = Duration> + Send + use<> {
         use backon::BackoffBuilder;
+        self.builder().without_max_times().build()
+    }
+
+    /// The delays: from `base` by `exp` up to `max`, each plus a random part of up to itself.
+    fn builder(&self) -> ExponentialBuilder {
         ExponentialBuilder::default()
             .with_min_delay(self.base.0)
             .with_max_delay(self.max.0)
             .with_factor(self.exp.max(1.0))
-            .without_max_times()
             .with_jitter()
-            .build()
     }
 }
 
@@ -81,12 +85,9 @@ impl RetryPolicy {
     }
 
     fn builder(&self) -> ExponentialBuilder {
-        ExponentialBuilder::default()
-            .with_min_delay(self.backoff.base.0)
-            .with_max_delay(self.backoff.max.0)
-            .with_factor(self.backoff.exp.max(1.0))
+        self.backoff
+            .builder()
             .with_max_times(self.max_retries as usize)
-            .with_jitter()
     }
 
     /// Runs `call` until it succeeds, fails with an error `retriable` rejects, or retries run
@@ -127,7 +128,7 @@ mod tests {
         };
         let d: Vec<Duration> = b.delays().take(50).collect();
         assert_eq!(d.len(), 50, "endless");
-        // Full jitter adds at most the delay itself on top of it.
+        // The jitter adds at most the delay itself on top of it.
         assert!(d.iter().all(|x| *x <= Duration::from_millis(80)), "{d:?}");
         assert!(
             d.iter().skip(5).any(|x| *x >= Duration::from_millis(40)),
