@@ -56,6 +56,8 @@ impl SentOffsets {
 
     /// Sends `batch` through `sender` (unless it is stopping or its shard is no longer granted:
     /// then it is not sent); remembers its last offset once sent.
+    /// A send waiting for room in the pipeline (backpressure) gives up as soon as the grant is
+    /// withdrawn, so the batch does not leave later either.
     pub async fn send(&self, sender: &BatchSender, batch: SourceBatch) -> bool {
         if !self.granted(&batch.partition) {
             return false;
@@ -66,7 +68,26 @@ impl SentOffsets {
             .last()
             .map(|r| r.offset.clone())
             .or_else(|| batch.end_offset.clone());
-        let sent = sender.send(batch).await;
+        let withdrawn = async {
+            match self.granted.clone() {
+                Some(mut g) => {
+                    // An error means the coordinator is gone: shutdown follows, the sender's
+                    // stop ends the wait.
+                    if g.wait_for(|m| !m.contains_key(shard.as_str()))
+                        .await
+                        .is_err()
+                    {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let sent = tokio::select! {
+            biased;
+            () = withdrawn => false,
+            sent = sender.send(batch) => sent,
+        };
         if sent && let Some(o) = last {
             self.last
                 .lock()
@@ -224,6 +245,44 @@ mod tests {
         assert_eq!(got, ["a", "b"]);
         // Without leases every shard may send.
         assert!(SentOffsets::default().granted("anything"));
+    }
+
+    /// A send waiting for room when the grant is withdrawn gives up: the batch never leaves.
+    #[tokio::test]
+    async fn a_send_waiting_for_room_gives_up_when_the_grant_is_withdrawn() {
+        let (grant_tx, granted) = watch::channel(Arc::new(Granted::from([("a".into(), None)])));
+        let (released, _released_rx) = tokio::sync::mpsc::unbounded_channel();
+        let grants = Grants {
+            granted,
+            discovered: watch::channel(Arc::default()).0,
+            released,
+        };
+        let sent = Arc::new(SentOffsets::new(Some(&grants)));
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let sender = BatchSender::new(tx, Default::default());
+        let batch = |off: &str| {
+            let r = crate::record::Record::new("a".into(), Offset::from(off), b"x".to_vec());
+            SourceBatch::records("a".into(), vec![r])
+        };
+        assert!(sent.send(&sender, batch("1")).await, "room for one");
+        let waiting = tokio::spawn({
+            let (sent, sender) = (sent.clone(), sender.clone());
+            async move { sent.send(&sender, batch("2")).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "the channel is full");
+        grant_tx.send_replace(Arc::default());
+        let given_up = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .expect("the waiting send gives up when the grant is withdrawn");
+        assert!(!given_up.expect("join"));
+        // Room again: the given-up batch is not sent late.
+        assert_eq!(
+            rx.recv().await.map(|b| b.records[0].offset.clone()),
+            Some(Offset::from("1"))
+        );
+        assert!(rx.try_recv().is_err());
+        assert_eq!(sent.last("a"), Some(Offset::from("1")));
     }
 
     #[test]
