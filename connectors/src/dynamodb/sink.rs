@@ -14,8 +14,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
-use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt, TryStreamExt};
+use futures::{StreamExt, TryStreamExt};
 
 use super::config::{DynamoSinkConfig, ItemFormat, SinkMode};
 use super::item::{self, Json, PlainRules};
@@ -245,26 +244,33 @@ impl DynamoSink {
             let shared = self.shared.clone();
             let max = shared.cfg.max_in_flight.max(1);
             // Guarded writes go one at a time (conditional PutItem/DeleteItem), others in
-            // BatchWriteItem chunks; at most `max` in flight, the first error ends the flush.
-            let writes: Vec<BoxFuture<'static, Result<(), ConnectorError>>> =
-                if shared.guard_attr.is_some() {
-                    round
-                        .into_iter()
-                        .map(|p| shared.clone().write_one_guarded(p).boxed())
-                        .collect()
-                } else {
-                    let size = shared.cfg.batch_size.clamp(1, 25);
-                    let mut it = round.into_iter().peekable();
-                    std::iter::from_fn(|| {
-                        it.peek()?;
-                        let chunk: Vec<_> = it.by_ref().take(size).collect();
-                        Some(shared.clone().write_batch(chunk).boxed())
-                    })
-                    .collect()
-                };
-            futures::stream::iter(writes)
+            // BatchWriteItem chunks; at most `max` in flight, each made only when it starts; the
+            // first error ends the flush.
+            let guarded = shared.guard_attr.is_some();
+            let size = match guarded {
+                true => 1,
+                false => shared.cfg.batch_size.clamp(1, 25),
+            };
+            let mut it = round.into_iter().peekable();
+            let chunks = std::iter::from_fn(move || {
+                it.peek()?;
+                Some(it.by_ref().take(size).collect::<Vec<_>>())
+            });
+            futures::stream::iter(chunks)
+                .map(|chunk| {
+                    let shared = shared.clone();
+                    async move {
+                        if !guarded {
+                            return shared.write_batch(chunk).await;
+                        }
+                        for p in chunk {
+                            shared.clone().write_one_guarded(p).await?;
+                        }
+                        Ok(())
+                    }
+                })
                 .buffer_unordered(max)
-                .try_collect::<Vec<()>>()
+                .try_for_each(|()| std::future::ready(Ok(())))
                 .await?;
         }
         tracing::debug!(table = %self.cfg().table, writes = n, elapsed = ?started.elapsed(), "dynamodb sink flushed");
