@@ -29,44 +29,45 @@ use aws_smithy_runtime_api::client::orchestrator::{HttpResponse, OrchestratorErr
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::client::runtime_plugin::RuntimePlugin;
 use aws_smithy_runtime_api::client::ser_de::{DeserializeResponse, SharedResponseDeserializer};
-use aws_smithy_types::config_bag::{ConfigBag, FrozenLayer, Layer};
+use aws_smithy_types::config_bag::{ConfigBag, FrozenLayer};
 use aws_smithy_types::{Blob, DateTime};
 use serde::Deserialize;
 
 /// Reads a successful response body, or `None` to leave it to the SDK.
 type Reader = fn(&[u8]) -> Option<Output>;
 
+/// An operation's own configuration layer, which holds the SDK's deserializer for it.
+type SdkLayer = LazyLock<Option<FrozenLayer>>;
+
 /// The interceptor that swaps in the faster reader for one call.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct FastResponses {
     read: Reader,
-    /// The operation's own configuration, which holds its own deserializer.
-    sdk: fn() -> &'static FrozenLayer,
+    /// The operation's own deserializer, for what `read` leaves to the SDK (`None` if the SDK
+    /// has none where it is looked for: then the interceptor does nothing).
+    sdk: Option<&'static SharedResponseDeserializer>,
 }
 
 impl FastResponses {
     pub(super) fn get_records() -> Self {
-        static SDK: LazyLock<Option<FrozenLayer>> = LazyLock::new(|| GetRecords::new().config());
+        static SDK: SdkLayer = LazyLock::new(|| GetRecords::new().config());
         Self {
             read: |body| get_records(body).map(Output::erase),
-            sdk: || sdk_layer(&SDK),
+            sdk: SDK
+                .as_ref()
+                .and_then(|l| l.load::<SharedResponseDeserializer>()),
         }
     }
 
     pub(super) fn put_records() -> Self {
-        static SDK: LazyLock<Option<FrozenLayer>> = LazyLock::new(|| PutRecords::new().config());
+        static SDK: SdkLayer = LazyLock::new(|| PutRecords::new().config());
         Self {
             read: |body| put_records(body).map(Output::erase),
-            sdk: || sdk_layer(&SDK),
+            sdk: SDK
+                .as_ref()
+                .and_then(|l| l.load::<SharedResponseDeserializer>()),
         }
     }
-}
-
-/// The operation's configuration layer (an empty one if the SDK had none: then this reader is
-/// never put in place).
-fn sdk_layer(layer: &'static LazyLock<Option<FrozenLayer>>) -> &'static FrozenLayer {
-    static EMPTY: LazyLock<FrozenLayer> = LazyLock::new(|| Layer::new("empty").freeze());
-    layer.as_ref().unwrap_or(&EMPTY)
 }
 
 impl Intercept for FastResponses {
@@ -81,21 +82,23 @@ impl Intercept for FastResponses {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         // Only with the SDK's own deserializer at hand for what this one leaves to it.
-        if (self.sdk)().load::<SharedResponseDeserializer>().is_some() {
+        if let Some(sdk) = self.sdk {
+            let fast = Fast {
+                read: self.read,
+                sdk,
+            };
             cfg.interceptor_state()
-                .store_put(SharedResponseDeserializer::new(Fast(*self)));
+                .store_put(SharedResponseDeserializer::new(fast));
         }
         Ok(())
     }
 }
 
+/// The faster reader, and the SDK's for what it leaves.
 #[derive(Debug)]
-struct Fast(FastResponses);
-
-impl Fast {
-    fn sdk(&self) -> Option<&'static SharedResponseDeserializer> {
-        (self.0.sdk)().load::<SharedResponseDeserializer>()
-    }
+struct Fast {
+    read: Reader,
+    sdk: &'static SharedResponseDeserializer,
 }
 
 impl DeserializeResponse for Fast {
@@ -104,7 +107,7 @@ impl DeserializeResponse for Fast {
         response: &mut HttpResponse,
         cfg: &ConfigBag,
     ) -> Option<Result<Output, OrchestratorError<Error>>> {
-        self.sdk()?.deserialize_streaming_with_config(response, cfg)
+        self.sdk.deserialize_streaming_with_config(response, cfg)
     }
 
     fn deserialize_nonstreaming_with_config(
@@ -113,7 +116,7 @@ impl DeserializeResponse for Fast {
         cfg: &ConfigBag,
     ) -> Result<Output, OrchestratorError<Error>> {
         if response.status().is_success() {
-            if let Some(out) = response.body().bytes().and_then(self.0.read) {
+            if let Some(out) = response.body().bytes().and_then(self.read) {
                 return Ok(out);
             }
             // Expected for a closed shard's last response (ChildShards); anything else would
@@ -123,13 +126,7 @@ impl DeserializeResponse for Fast {
                 "kinesis: a successful response is read by the SDK's reader"
             );
         }
-        match self.sdk() {
-            Some(sdk) => sdk.deserialize_nonstreaming_with_config(response, cfg),
-            // Not reached: the interceptor puts this deserializer in place only with the SDK's.
-            None => Err(OrchestratorError::other(
-                "kinesis: no deserializer for this response",
-            )),
-        }
+        self.sdk.deserialize_nonstreaming_with_config(response, cfg)
     }
 }
 
@@ -372,7 +369,7 @@ mod tests {
     #[test]
     fn the_sdk_deserializers_are_found() {
         for f in [FastResponses::get_records(), FastResponses::put_records()] {
-            assert!((f.sdk)().load::<SharedResponseDeserializer>().is_some());
+            assert!(f.sdk.is_some());
         }
     }
 
