@@ -29,7 +29,7 @@ fn send(p: &BaseProducer, topic: &str, v: &str) -> Result<(), KafkaError> {
 fn the_broker_hides_aborted_transactions_and_fences_zombies() {
     let brokers = emulator::noida_brokers();
     let topic = kafka::topic("txn-check");
-    let id = kafka::topic("txn-check-id");
+    let id = sluice_test_kit::unique_name("txn-check-id");
     kafka::create_topic(&brokers, &topic, 1);
     let t = Duration::from_secs(10);
     let zombie = producer(&brokers, &id);

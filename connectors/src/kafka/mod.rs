@@ -23,4 +23,5 @@ pub use offset_log::{OffsetLog, OffsetLogConfig};
 pub use properties::LIBRDKAFKA_PROPERTIES;
 pub use sink::KafkaSink;
 pub use source::{KafkaSource, parse_partition_id, partition_id};
+// Public for connectors/tests/kafka.rs, which checks it against a real broker's fencing.
 pub use txn::is_fenced;
