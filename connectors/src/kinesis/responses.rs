@@ -51,22 +51,19 @@ pub(super) struct FastResponses {
 impl FastResponses {
     pub(super) fn get_records() -> Self {
         static SDK: SdkLayer = LazyLock::new(|| GetRecords::new().config());
-        Self {
-            read: |body| get_records(body).map(Output::erase),
-            sdk: SDK
-                .as_ref()
-                .and_then(|l| l.load::<SharedResponseDeserializer>()),
-        }
+        Self::new(|body| get_records(body).map(Output::erase), &SDK)
     }
 
     pub(super) fn put_records() -> Self {
         static SDK: SdkLayer = LazyLock::new(|| PutRecords::new().config());
-        Self {
-            read: |body| put_records(body).map(Output::erase),
-            sdk: SDK
-                .as_ref()
-                .and_then(|l| l.load::<SharedResponseDeserializer>()),
-        }
+        Self::new(|body| put_records(body).map(Output::erase), &SDK)
+    }
+
+    fn new(read: Reader, sdk: &'static SdkLayer) -> Self {
+        let sdk = sdk
+            .as_ref()
+            .and_then(|l| l.load::<SharedResponseDeserializer>());
+        Self { read, sdk }
     }
 }
 
