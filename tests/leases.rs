@@ -77,9 +77,11 @@ impl Cluster {
         assert!(
             wait_for(Duration::from_secs(30), || self.balanced(&[0, 1, 2], 8)
                 && self.all_delivered(300)),
-            "not running: {:?}\n{}",
+            "not running: {:?}\n{}\n{}\n{}",
             self.owners(),
-            self.log(0)
+            self.log(0),
+            self.log(1),
+            self.log(2)
         );
     }
 

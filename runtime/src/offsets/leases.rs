@@ -272,9 +272,19 @@ impl Leases {
 
     /// One round: scan, renew, take, balance.
     async fn round(&self, shards: &[ShardNode]) -> Result<(), OffsetError> {
+        let rows = self.scan().await?;
+        self.renew_all(&rows).await;
+        self.acquire(shards, &rows).await?;
+        self.publish();
+        Ok(())
+    }
+
+    /// The lease rows by partition; notes when each row's counter was first seen at its value
+    /// (a counter that stands still for `duration` is an expired lease).
+    async fn scan(&self) -> Result<Rows, OffsetError> {
         let rows = self.store.lease_rows(&self.namespace).await?;
         let now = Instant::now();
-        let rows: HashMap<String, (OffsetRow, u64, Option<String>)> = rows
+        let rows: Rows = rows
             .into_iter()
             .map(|r| (r.0.partition.clone(), r))
             .collect();
@@ -289,14 +299,11 @@ impl Leases {
                 }
             }
         }
-        self.renew_all(&rows).await;
-        self.acquire(shards, &rows).await?;
-        self.publish();
-        Ok(())
+        Ok(rows)
     }
 
     /// Renews every held lease; a refused renewal, or none for `duration`, loses it.
-    async fn renew_all(&self, rows: &HashMap<String, (OffsetRow, u64, Option<String>)>) {
+    async fn renew_all(&self, rows: &Rows) {
         let held: Vec<String> = self.state().held.keys().cloned().collect();
         let me = self.worker().to_string();
         let mut live = Vec::new();
@@ -407,11 +414,7 @@ impl Leases {
 
     /// Takes free and expired leases of ready shards up to this worker's share, then asks the
     /// busiest worker for one when it holds two or more more than this one.
-    async fn acquire(
-        &self,
-        shards: &[ShardNode],
-        rows: &HashMap<String, (OffsetRow, u64, Option<String>)>,
-    ) -> Result<(), OffsetError> {
+    async fn acquire(&self, shards: &[ShardNode], rows: &Rows) -> Result<(), OffsetError> {
         if shards.is_empty() {
             return Ok(());
         }
@@ -434,7 +437,7 @@ impl Leases {
             (held, st.seen.clone())
         };
         let mut free: Vec<(Kind, String, Option<u64>)> = Vec::new();
-        let mut load: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+        let mut load: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut mine = 0usize;
         for s in &ready {
             let id = s.id.clone();
@@ -456,7 +459,7 @@ impl Leases {
                         } else if next.as_deref() == Some(me.as_str()) {
                             mine += 1;
                         } else {
-                            load.entry(o.to_string()).or_default().push((id, *g));
+                            load.entry(o.to_string()).or_default().push(id);
                         }
                     }
                 },
@@ -486,9 +489,13 @@ impl Leases {
             else {
                 break;
             };
-            let Some((p, g)) = leases.pop() else { break };
+            let Some(p) = leases.pop() else { break };
+            // On the owner and on nobody having asked, not on the counter: the owner bumps it
+            // at every renewal and commit, so a request conditional on the counter this round
+            // scanned loses to any of them in between, and can lose every round when the two
+            // workers' intervals keep the same phase.
             let w = LeaseWrite {
-                expect: Some(g),
+                any_generation: true,
                 owner_is: Some(victim),
                 next_owner: Some(Some(&me)),
                 ..Default::default()
@@ -650,6 +657,9 @@ impl Leases {
     }
 }
 
+/// The lease rows by partition: the row, its counter and the worker that asked for it.
+type Rows = HashMap<String, (OffsetRow, u64, Option<String>)>;
+
 /// A string attribute's value.
 fn attr_s(item: &Item, k: &str) -> Option<String> {
     match item.get(k) {
@@ -807,5 +817,30 @@ mod tests {
         }
         assert_eq!(a.state().held.len(), 2);
         assert_eq!(b.state().held.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_request_for_a_lease_lands_though_its_owner_renewed_since_the_scan() {
+        let t = table();
+        let shards: Vec<ShardNode> = (0..4)
+            .map(|i| ShardNode::new(&format!("s{i}"), [], false))
+            .collect();
+        let a = worker(&t, "a");
+        a.round(&shards).await.expect("round");
+        let b = worker(&t, "b");
+        let rows = b.scan().await.expect("scan");
+        // `a` renews every lease between b's scan and b's request: every counter moves.
+        a.round(&shards).await.expect("round");
+        let moved = b.scan().await.expect("scan");
+        assert!(rows.iter().all(|(p, (_, g, _))| moved[p].1 > *g));
+        b.acquire(&shards, &rows).await.expect("acquire");
+        let asked: Vec<String> = b.state().asked.iter().cloned().collect();
+        assert_eq!(asked.len(), 1, "b asked for one lease");
+        a.round(&shards).await.expect("round");
+        assert!(
+            a.state().held[&asked[0]].handoff.is_some(),
+            "a is handing {} over",
+            asked[0]
+        );
     }
 }
