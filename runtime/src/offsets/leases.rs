@@ -710,6 +710,18 @@ mod tests {
         )])
     }
 
+    /// A new table, four shards, and worker `a`, which took them all (alone, it takes every one).
+    async fn a_holding_four() -> (String, Vec<ShardNode>, Leases) {
+        let t = table();
+        let shards: Vec<ShardNode> = (0..4)
+            .map(|i| ShardNode::new(&format!("s{i}"), [], false))
+            .collect();
+        let a = worker(&t, "a");
+        a.round(&shards).await.expect("round");
+        assert_eq!(a.state().held.len(), 4, "alone, a takes every shard");
+        (t, shards, a)
+    }
+
     /// Runs rounds of `w` until `cond` holds (a few seconds at most).
     async fn rounds_until(w: &Leases, shards: &[ShardNode], cond: impl Fn(&Leases) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -790,13 +802,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_worker_is_handed_leases_until_both_hold_their_share() {
-        let t = table();
-        let shards: Vec<ShardNode> = (0..4)
-            .map(|i| ShardNode::new(&format!("s{i}"), [], false))
-            .collect();
-        let a = worker(&t, "a");
-        a.round(&shards).await.expect("round");
-        assert_eq!(a.state().held.len(), 4, "alone, a takes every shard");
+        let (t, shards, a) = a_holding_four().await;
         let b = worker(&t, "b");
         // b asks for one per round; a hands it over at its next renewal (nothing to drain).
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -821,12 +827,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_for_a_lease_lands_though_its_owner_renewed_since_the_scan() {
-        let t = table();
-        let shards: Vec<ShardNode> = (0..4)
-            .map(|i| ShardNode::new(&format!("s{i}"), [], false))
-            .collect();
-        let a = worker(&t, "a");
-        a.round(&shards).await.expect("round");
+        let (t, shards, a) = a_holding_four().await;
         let b = worker(&t, "b");
         let rows = b.scan().await.expect("scan");
         // `a` renews every lease between b's scan and b's request: every counter moves.
