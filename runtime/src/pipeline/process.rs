@@ -141,6 +141,8 @@ pub struct Admission {
 /// An admitted batch: its records and the ticket that commits them.
 pub struct Admitted {
     pub(super) partition: PartitionId,
+    /// The partition's last batch: no more come for it.
+    pub(super) end_of_partition: bool,
     records: Vec<Record>,
     ticket: Ticket,
 }
@@ -227,6 +229,7 @@ impl Admission {
         Admit::Batch {
             admitted: Admitted {
                 partition,
+                end_of_partition,
                 records,
                 ticket,
             },
@@ -352,9 +355,12 @@ impl Processor {
             workers,
             queue_capacity,
         } = self;
-        // `Pipeline::build` makes at least one worker; the pool would run an empty list too.
         match <[Work; 1]>::try_from(workers) {
             Ok([work]) => run_one(admission, work, input, &output),
+            // `Pipeline::build` makes at least one worker.
+            Err(workers) if workers.is_empty() => Err(PipelineError::Internal(
+                "the pipeline has no processing worker".into(),
+            )),
             Err(workers) => super::workers::run(admission, workers, queue_capacity, input, output),
         }
     }

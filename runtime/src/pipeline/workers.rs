@@ -9,7 +9,7 @@
 //! The dispatcher (the thread that reads the source channel) admits each batch in source order
 //! (the `max_records` cut, counters, the ticket and its per-partition `seq`) and queues it for
 //! the partition's worker: a partition seen for the first time goes to the worker with the fewest
-//! partitions, and stays with it for the run. One partition always goes to the same worker, whose
+//! open partitions, and stays with it until its last batch (a closed shard, the end of a file). One partition always goes to the same worker, whose
 //! queue and whose sends to the sink are first in, first out: the sink sees each partition's
 //! records in order. A worker that fails or panics stops the source, the dispatcher and the other workers;
 //! batches still queued are dropped unprocessed, and their tickets never complete, so nothing past
@@ -26,8 +26,9 @@ use super::PipelineError;
 use super::process::{Admission, Admitted, Work};
 
 /// Which worker processes each partition: a new partition goes to the worker with the fewest
-/// partitions so far (the lowest index on a tie) and keeps it for the run. Partitions spread
-/// evenly whatever their ids, so N partitions keep N workers busy.
+/// open partitions (the lowest index on a tie) and keeps it until its last batch. Partitions
+/// spread evenly whatever their ids, so N partitions keep N workers busy, also as shards close
+/// and their children open (a DynamoDB stream replaces its shards every few hours).
 struct Assignment {
     of: HashMap<PartitionId, usize>,
     load: Vec<usize>,
@@ -37,7 +38,7 @@ impl Assignment {
     fn new(workers: usize) -> Self {
         Self {
             of: HashMap::new(),
-            load: vec![0; workers.max(1)],
+            load: vec![0; workers],
         }
     }
 
@@ -51,6 +52,13 @@ impl Assignment {
         self.load[w] += 1;
         self.of.insert(partition.clone(), w);
         w
+    }
+
+    /// The partition's last batch was handed to its worker: its place is free.
+    fn finish(&mut self, partition: &PartitionId) {
+        if let Some(w) = self.of.remove(partition) {
+            self.load[w] -= 1;
+        }
     }
 }
 
@@ -140,6 +148,9 @@ pub(super) fn run(
         let mut assignment = Assignment::new(n);
         let dispatched = admission.dispatch(&mut input, |admitted| {
             let i = assignment.worker(&admitted.partition);
+            if admitted.end_of_partition {
+                assignment.finish(&admitted.partition);
+            }
             Ok(!failed.load(Ordering::Acquire)
                 && queues.get(i).is_some_and(|q| q.send(admitted).is_ok()))
         });
@@ -185,32 +196,18 @@ mod tests {
     use super::Assignment;
     use sluice_connectors::PartitionId;
 
-    /// Loads of `partitions` ids over `workers`.
-    fn loads(ids: &[String], workers: usize) -> Vec<usize> {
-        let mut a = Assignment::new(workers);
-        let mut load = vec![0; workers];
-        for id in ids {
-            load[a.worker(&PartitionId::from(id.as_str()))] += 1;
-        }
-        load
+    fn p(id: &str) -> PartitionId {
+        PartitionId::from(id)
     }
 
     #[test]
-    fn partitions_spread_evenly_whatever_their_ids() {
-        for (prefix, n) in [
-            ("", 4),
-            ("orders/", 12),
-            ("shardId-00000000000", 16),
-            ("t-", 6),
-        ] {
-            for workers in [2, n] {
-                let ids: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
-                let load = loads(&ids, workers);
-                assert!(
-                    load.iter().all(|&l| l == n / workers),
-                    "{prefix}: {n} over {workers}: {load:?}"
-                );
+    fn partitions_spread_evenly() {
+        for (n, workers) in [(4, 2), (12, 2), (12, 12), (16, 16), (6, 2)] {
+            let mut a = Assignment::new(workers);
+            for i in 0..n {
+                a.worker(&p(&format!("shardId-{i:012}")));
             }
+            assert_eq!(a.load, vec![n / workers; workers], "{n} over {workers}");
         }
     }
 
@@ -219,11 +216,27 @@ mod tests {
         let mut a = Assignment::new(3);
         let first: Vec<usize> = ["a", "b", "c", "d"]
             .iter()
-            .map(|p| a.worker(&PartitionId::from(*p)))
+            .map(|i| a.worker(&p(i)))
             .collect();
         assert_eq!(first, [0, 1, 2, 0]);
-        for (p, w) in ["d", "a", "c", "b"].iter().zip([0, 0, 2, 1]) {
-            assert_eq!(a.worker(&PartitionId::from(*p)), w, "{p}");
+        for (i, w) in ["d", "a", "c", "b"].iter().zip([0, 0, 2, 1]) {
+            assert_eq!(a.worker(&p(i)), w, "{i}");
         }
+    }
+
+    #[test]
+    fn an_ended_partition_frees_its_place_for_the_next_one() {
+        // Two workers reading `b` and a chain of shards that close one after another: each child
+        // goes where its parent was, not onto b's worker.
+        let mut a = Assignment::new(2);
+        assert_eq!(a.worker(&p("a0")), 0);
+        assert_eq!(a.worker(&p("b")), 1);
+        for i in 0..5 {
+            a.finish(&p(&format!("a{i}")));
+            assert_eq!(a.worker(&p(&format!("a{}", i + 1))), 0, "a{}", i + 1);
+            assert_eq!(a.load, [1, 1]);
+        }
+        a.finish(&p("never seen"));
+        assert_eq!(a.load, [1, 1]);
     }
 }
