@@ -371,8 +371,11 @@ fn kafka_to_kafka_is_exactly_once_across_kill_9() {
     let (port, mut run) = s.spawn_http("p.yaml");
     // Up (its signal handlers installed) before it is told to stop, even when the earlier runs
     // already delivered everything.
-    wait_for(Duration::from_secs(30), || {
-        http::get_json(port, "/health").is_some_and(|(code, _)| code == 200)
-    });
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            http::http(port, "GET", "/health", &[]).is_some_and(|(code, _)| code == 200)
+        }),
+        "the last run did not come up"
+    );
     finish_exactly_once(&mut run, brokers, output, TOTAL, Duration::from_secs(90));
 }

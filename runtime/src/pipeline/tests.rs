@@ -310,10 +310,8 @@ async fn a_fenced_commit_stops_the_pipeline_at_once() {
         2,
         "no commit is tried after a refusal"
     );
-    assert!(
-        elapsed < INTERVAL * 2 + Duration::from_millis(500),
-        "{elapsed:?}"
-    );
+    // At once, not after the 5 s retry window (a bound far from both, so load cannot flake it).
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
 }
 
 #[tokio::test]

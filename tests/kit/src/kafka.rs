@@ -150,15 +150,21 @@ pub fn read(brokers: &str, topic: &str, want: usize, timeout: Duration) -> Vec<M
 
 /// Everything a read_committed reader sees in `topic` once `want` records are there (failing the
 /// test if they do not show within `timeout`), and whatever else arrives within a short grace
-/// after that: a bounded wait for what must not be there (a duplicate, an aborted record).
+/// after that: a bounded wait for what must not be there (a duplicate, an aborted record). One
+/// reader: what it saw stays counted, however slowly a second reader would catch up.
 pub fn read_settled(brokers: &str, topic: &str, want: usize, timeout: Duration) -> Vec<Msg> {
-    let got = read(brokers, topic, want, timeout);
+    const GRACE: Duration = Duration::from_secs(3);
+    let mut reached: Option<Instant> = None;
+    let got = read_until(brokers, topic, timeout + GRACE, |m| {
+        m.len() > want
+            || (m.len() >= want && reached.get_or_insert_with(Instant::now).elapsed() >= GRACE)
+    });
     assert!(
         got.len() >= want,
         "only {} of {want} records became visible",
         got.len()
     );
-    read(brokers, topic, want + 1, Duration::from_secs(3))
+    got
 }
 
 /// Reads a topic from the beginning until `done` holds for what arrived, or `timeout` passed.
@@ -176,7 +182,7 @@ pub fn read_until(
     let deadline = Instant::now() + timeout;
     // The topic may not exist yet (a sink creates it when it starts).
     let mut parts = 0;
-    crate::wait_for(timeout, || {
+    let _listed = crate::wait_for(timeout, || {
         parts = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(5))
             .ok()
@@ -197,13 +203,10 @@ pub fn read_until(
     consumer.assign(&tpl).expect("assign");
     drop(tpl);
     let mut out = Vec::new();
-    let mut checked = 0;
+    // Asked on every pass, also when nothing arrived: a condition may wait out a grace.
     while Instant::now() < deadline {
-        if checked != out.len() || out.is_empty() {
-            checked = out.len();
-            if done(&out) {
-                break;
-            }
+        if done(&out) {
+            break;
         }
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
             let headers = m

@@ -98,12 +98,18 @@ impl Scratch {
         out
     }
 
-    /// Runs `sluice` to completion; fails the test unless it failed.
+    /// Runs `sluice` to completion; fails the test unless it failed with an error of its own:
+    /// a panic (exit 101) or a signal is a crash, not a refusal.
     #[track_caller]
     pub fn run_err(&self, args: &[&str]) -> Output {
         let out = self.run(args);
         let err = stderr(&out);
         assert!(!out.status.success(), "sluice {args:?} succeeded:\n{err}");
+        assert!(
+            out.status.code().is_some_and(|c| c != 101) && !err.contains("panicked at"),
+            "sluice {args:?} crashed ({}):\n{err}",
+            out.status
+        );
         out
     }
 
@@ -201,17 +207,14 @@ pub fn free_port() -> u16 {
 /// Waits for a child to exit, killing it after `timeout`.
 pub fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     let mut status = None;
-    wait_for(timeout, || {
+    if !wait_for(timeout, || {
         status = child.try_wait().expect("try_wait");
         status.is_some()
-    });
-    match status {
-        Some(s) => s,
-        None => {
-            let _ = child.kill();
-            panic!("sluice did not exit within {timeout:?}");
-        }
+    }) {
+        let _ = child.kill();
+        panic!("sluice did not exit within {timeout:?}");
     }
+    status.expect("the child exited")
 }
 
 /// Sends a signal to a child process.
