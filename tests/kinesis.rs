@@ -56,13 +56,18 @@ fn trim_horizon_reads_every_shard_with_metadata_and_per_key_order() {
     let k = Kinesis::new();
     let stream = k.stream_with_seqs(3, 0..1500, 17);
     let s = from_start(&k, "th", &stream, "");
-    // With the Kinesis connector's debug log: every GetRecords answer of kinesis-local is read
-    // by the fast reader (responses.rs), none left to the SDK's (that happens only for a closed
-    // shard's last answer, and this stream is not resharded).
-    let log = "--log=warn,sluice_connectors::kinesis=debug";
+    // With the Kinesis connector's debug log (the fast reader's at trace): every GetRecords
+    // answer of kinesis-local is read by the fast reader (responses.rs), none left to the SDK's
+    // (that happens only for a closed shard's last answer, and this stream is not resharded).
+    let log =
+        "--log=warn,sluice_connectors::kinesis=debug,sluice_connectors::kinesis::responses=trace";
     let err = stderr(&s.run_ok(&[log, "run", "--max-records", "1500", "spec.yaml"]));
     assert!(err.contains("1500 committed"), "{err}");
     assert!(err.contains("GetRecords"), "the debug log is on: {err}");
+    assert!(
+        err.contains("read by the fast reader"),
+        "the fast reader is installed: {err}"
+    );
     assert!(!err.contains("read by the SDK's reader"), "{err}");
     let rows = all_once_in_key_order(&s, 1500, "every record");
     // Each key lives in one shard, and every shard was read.

@@ -114,6 +114,7 @@ impl DeserializeResponse for Fast {
     ) -> Result<Output, OrchestratorError<Error>> {
         if response.status().is_success() {
             if let Some(out) = response.body().bytes().and_then(self.read) {
+                tracing::trace!("kinesis: a response is read by the fast reader");
                 return Ok(out);
             }
             // Expected for a closed shard's last response (ChildShards); anything else would
