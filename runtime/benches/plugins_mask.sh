@@ -21,7 +21,7 @@ if [ ! -f "$src/wasm/wasm32-wasip2/release/mask_fields.wasm" ]; then
     --target-dir "$src/wasm" -p mask-fields
 fi
 export SLUICE_BENCH_BASELINE=$src/wasm/wasm32-wasip2/release
-bench=$(cd "$repo" && cargo bench -p sluice-runtime --bench plugins --no-run --message-format=json 2>/dev/null |
+bench=$(cd "$repo" && cargo bench -p sluice-runtime --bench plugins --no-run --message-format=json |
   python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)

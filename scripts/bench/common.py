@@ -81,9 +81,15 @@ def proc_cpu_seconds(pid):
     return got[1] if got else None
 
 
-def cpu_delta(pid, before):
+def cpu_since(pid, before):
+    """CPU seconds a process spent since `before` (from proc_cpu_seconds), or None."""
     after = proc_cpu_seconds(pid)
-    return f"{after - before:.2f}" if before is not None and after is not None else "n/a"
+    return after - before if before is not None and after is not None else None
+
+
+def cpu_delta(pid, before):
+    spent = cpu_since(pid, before)
+    return f"{spent:.2f}" if spent is not None else "n/a"
 
 
 _AWS = {

@@ -74,8 +74,7 @@ def main():
             e0 = common.proc_cpu_seconds(emu_pid)
             wall, cost, _ = common.run_sluice(args, folder, env, binary=binary,
                                               instructions=a.instructions)
-            e1 = common.proc_cpu_seconds(emu_pid)
-            return wall, cost, (e1 - e0 if e0 is not None and e1 is not None else None)
+            return wall, cost, common.cpu_since(emu_pid, e0)
 
         for _ in range(a.repeat):
             for label, binary in binaries:
