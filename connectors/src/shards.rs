@@ -18,7 +18,7 @@
 //! assert_eq!(g.ready(&committed), vec!["child".to_string()]);
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -34,14 +34,16 @@ use crate::record::Offset;
 pub struct SentOffsets {
     last: std::sync::Mutex<HashMap<String, Offset>>,
     granted: Option<watch::Receiver<Arc<Granted>>>,
+    /// Shards a batch of which was refused because their grant was withdrawn.
+    refused: std::sync::Mutex<HashSet<String>>,
 }
 
 impl SentOffsets {
     /// Without `grants` every batch may be sent; with them only batches of granted shards.
     pub fn new(grants: Option<&Grants>) -> Self {
         Self {
-            last: Default::default(),
             granted: grants.map(|g| g.granted.clone()),
+            ..Self::default()
         }
     }
 
@@ -59,10 +61,11 @@ impl SentOffsets {
     /// A send waiting for room in the pipeline (backpressure) gives up as soon as the grant is
     /// withdrawn, so the batch does not leave later either.
     pub async fn send(&self, sender: &BatchSender, batch: SourceBatch) -> bool {
-        if !self.granted(&batch.partition) {
+        let shard = batch.partition.to_string();
+        if !self.granted(&shard) {
+            self.refuse(shard);
             return false;
         }
-        let shard = batch.partition.to_string();
         let last = batch
             .records
             .last()
@@ -85,26 +88,44 @@ impl SentOffsets {
         };
         let sent = tokio::select! {
             biased;
-            () = withdrawn => false,
-            sent = sender.send(batch) => sent,
+            () = withdrawn => None,
+            sent = sender.send(batch) => Some(sent),
         };
-        if sent && let Some(o) = last {
-            self.last
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(shard, o);
+        match sent {
+            None => {
+                self.refuse(shard);
+                false
+            }
+            Some(sent) => {
+                if sent && let Some(o) = last {
+                    lock(&self.last).insert(shard, o);
+                }
+                sent
+            }
         }
-        sent
+    }
+
+    fn refuse(&self, shard: String) {
+        lock(&self.refused).insert(shard);
+    }
+
+    /// Whether a batch of `shard` was refused because its grant was withdrawn, since the last
+    /// call. A source whose reader stopped for that reason must not take it for a pipeline that
+    /// stopped taking records, nor for a shard read to its end: the grant may already be back
+    /// (lost and taken again within one lease round), and then the shard is read again.
+    pub fn take_refused(&self, shard: &str) -> bool {
+        lock(&self.refused).remove(shard)
     }
 
     /// The offset of the last record sent for `shard`, if any.
     pub fn last(&self, shard: &str) -> Option<Offset> {
-        self.last
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(shard)
-            .cloned()
+        lock(&self.last).get(shard).cloned()
     }
+}
+
+/// Locks a map; a poisoned lock means a panic elsewhere mid-insert, and the map is still whole.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// One shard as the stream lists it.
@@ -211,32 +232,48 @@ mod tests {
             .collect()
     }
 
-    /// A batch of a shard whose grant was withdrawn does not leave, even while its reader still
-    /// runs, and is not counted as sent; a granted shard's batch goes out.
-    #[tokio::test]
-    async fn a_withdrawn_shard_sends_nothing_more() {
-        let (grant_tx, granted) = watch::channel(Arc::new(Granted::from([
-            ("a".into(), None),
-            ("b".into(), None),
-        ])));
-        let (released, _released_rx) = tokio::sync::mpsc::unbounded_channel();
+    /// Sent offsets under a grant of `shards`, the grant's sender, and a pipeline channel of
+    /// `room` batches.
+    fn granted_to(
+        shards: &[&str],
+        room: usize,
+    ) -> (
+        SentOffsets,
+        watch::Sender<Arc<Granted>>,
+        BatchSender,
+        tokio::sync::mpsc::Receiver<SourceBatch>,
+    ) {
+        let granted: Granted = shards.iter().map(|s| ((*s).into(), None)).collect();
+        let (grant_tx, granted) = watch::channel(Arc::new(granted));
         let grants = Grants {
             granted,
             discovered: watch::channel(Arc::default()).0,
-            released,
+            released: tokio::sync::mpsc::unbounded_channel().0,
         };
-        let sent = SentOffsets::new(Some(&grants));
-        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let (tx, rx) = tokio::sync::mpsc::channel(room);
         let sender = BatchSender::new(tx, Default::default());
-        let batch = |shard: &str, off: &str| {
-            let r = crate::record::Record::new(shard.into(), Offset::from(off), b"x".to_vec());
-            SourceBatch::records(shard.into(), vec![r])
-        };
+        (SentOffsets::new(Some(&grants)), grant_tx, sender, rx)
+    }
+
+    fn batch(shard: &str, off: &str) -> SourceBatch {
+        let r = crate::record::Record::new(shard.into(), Offset::from(off), b"x".to_vec());
+        SourceBatch::records(shard.into(), vec![r])
+    }
+
+    /// A batch of a shard whose grant was withdrawn does not leave, even while its reader still
+    /// runs, and is not counted as sent (but as refused, once); a granted shard's batch goes out.
+    #[tokio::test]
+    async fn a_withdrawn_shard_sends_nothing_more() {
+        let (sent, grant_tx, sender, mut rx) = granted_to(&["a", "b"], 8);
         assert!(sent.send(&sender, batch("a", "1")).await);
+        assert!(!sent.take_refused("a"), "nothing refused yet");
         grant_tx.send_replace(Arc::new(Granted::from([("b".into(), None)])));
         assert!(!sent.granted("a"));
         assert!(!sent.send(&sender, batch("a", "2")).await);
         assert!(sent.send(&sender, batch("b", "7")).await);
+        assert!(sent.take_refused("a"), "a's batch was refused");
+        assert!(!sent.take_refused("a"), "reported once");
+        assert!(!sent.take_refused("b"));
         assert_eq!(sent.last("a"), Some(Offset::from("1")));
         assert_eq!(sent.last("b"), Some(Offset::from("7")));
         let got: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
@@ -250,27 +287,16 @@ mod tests {
     /// A send waiting for room when the grant is withdrawn gives up: the batch never leaves.
     #[tokio::test]
     async fn a_send_waiting_for_room_gives_up_when_the_grant_is_withdrawn() {
-        let (grant_tx, granted) = watch::channel(Arc::new(Granted::from([("a".into(), None)])));
-        let (released, _released_rx) = tokio::sync::mpsc::unbounded_channel();
-        let grants = Grants {
-            granted,
-            discovered: watch::channel(Arc::default()).0,
-            released,
-        };
-        let sent = Arc::new(SentOffsets::new(Some(&grants)));
-        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-        let sender = BatchSender::new(tx, Default::default());
-        let batch = |off: &str| {
-            let r = crate::record::Record::new("a".into(), Offset::from(off), b"x".to_vec());
-            SourceBatch::records("a".into(), vec![r])
-        };
-        assert!(sent.send(&sender, batch("1")).await, "room for one");
+        let (sent, grant_tx, sender, mut rx) = granted_to(&["a"], 1);
+        let sent = Arc::new(sent);
+        assert!(sent.send(&sender, batch("a", "1")).await, "room for one");
         let waiting = tokio::spawn({
             let (sent, sender) = (sent.clone(), sender.clone());
-            async move { sent.send(&sender, batch("2")).await }
+            async move { sent.send(&sender, batch("a", "2")).await }
         });
+        // The test's runtime has one thread: the task runs until it waits for room.
         tokio::task::yield_now().await;
-        assert!(!waiting.is_finished(), "the channel is full");
+        assert!(!waiting.is_finished(), "the send waits for room");
         grant_tx.send_replace(Arc::default());
         let given_up = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
             .await
@@ -283,6 +309,7 @@ mod tests {
         );
         assert!(rx.try_recv().is_err());
         assert_eq!(sent.last("a"), Some(Offset::from("1")));
+        assert!(sent.take_refused("a"));
     }
 
     #[test]

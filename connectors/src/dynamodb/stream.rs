@@ -283,13 +283,16 @@ impl StreamReader {
                         Ok((shard, Ok(()))) => {
                             running.remove(&shard);
                             tokens.remove(&shard);
+                            let refused = sent.take_refused(&shard);
                             if withdrawn.remove(&shard) {
                                 release(&shard);
-                            } else if sent.granted(&shard) {
+                            } else if !refused {
                                 done.insert(shard);
                             }
                             // Otherwise its batch was refused because the grant was withdrawn
-                            // just now: the grant's arm, next, releases it.
+                            // just now: the grant's arm, next, releases it, or, when the grant
+                            // is already back (lost and taken again in one lease round), the
+                            // shard (neither running nor done) starts again from the grant.
                         }
                         Ok((shard, Err(e))) => {
                             tracing::error!(table = %self.cfg.table, shard = %shard, error = %e, "stream shard reader failed");

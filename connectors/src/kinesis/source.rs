@@ -491,10 +491,13 @@ impl Coordinator {
                     Ok((id, Ok(Exit::Stopped))) => {
                         // A reader also stops when its batch was refused because the grant was
                         // withdrawn just now: take the new grant in first, so it counts as
-                        // released and not as a pipeline that stopped taking records.
+                        // released and not as a pipeline that stopped taking records. When the
+                        // grant is already back (lost and taken again in one lease round), the
+                        // shard is neither active nor done: it starts again from the grant.
+                        let refused = self.shared.sent.take_refused(&id);
                         self.apply_grant();
                         self.active.remove(&id);
-                        if self.released(&id) {
+                        if self.released(&id) || refused {
                             continue;
                         }
                         if !shutdown.is_cancelled() {
