@@ -60,13 +60,32 @@ fn default_offsets_table() -> String {
 
 pub(super) type Item = HashMap<String, AttributeValue>;
 
+/// What a lease write's condition says of the row's generation, and what it writes there.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Gen {
+    /// The row has no generation yet: the write makes it 1.
+    #[default]
+    New,
+    /// The row is at this generation (as the writer last saw it): the write bumps it. Every
+    /// write that changes who holds the lease or its offset is one.
+    Was(u64),
+    /// Any generation, left as it is: a request for a lease (`next_owner`) and its withdrawal.
+    /// They change no ownership, and the owner moves the generation at every renewal and
+    /// commit, so a request on the generation it scanned could lose every round.
+    Any,
+}
+
+impl From<Option<u64>> for Gen {
+    fn from(g: Option<u64>) -> Self {
+        g.map_or(Gen::New, Gen::Was)
+    }
+}
+
 /// What a conditional lease write changes (see [`DynamoStore::lease_write`]).
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct LeaseWrite<'a> {
-    /// The generation the writer last saw; `None`: the row must not exist yet.
-    pub expect: Option<u64>,
-    /// Write `expect + 1` (every write but a handoff request does).
-    pub bump: bool,
+    /// The condition on the row's generation, and its new value.
+    pub generation: Gen,
     /// The condition also names the current owner.
     pub owner_is: Option<&'a str>,
     /// `Some(Some(o))`: set the owner; `Some(None)`: remove it.
@@ -78,9 +97,6 @@ pub(super) struct LeaseWrite<'a> {
     pub expires_in: Option<Duration>,
     /// The condition also names the pending handoff's new owner.
     pub next_owner_is: Option<&'a str>,
-    /// Leave the generation out of the condition and as it is: only for withdrawing this
-    /// worker's own handoff request, which touches nothing else.
-    pub any_generation: bool,
 }
 
 /// Commits of one namespace sent at once.
@@ -519,8 +535,8 @@ impl DynamoStore {
             .copied()
     }
 
-    /// One conditional lease write. `expect` is the generation the condition names (`None`: the
-    /// row must not exist); `bump` writes `expect + 1`. `Ok(Ok(row))` is the row as written,
+    /// One conditional lease write, on and to the generation `w.generation` says. `Ok(Ok(row))`
+    /// is the row as written,
     /// `Ok(Err(row))` a refused condition with the row as it stands (if any).
     pub(super) async fn lease_write(
         &self,
@@ -544,22 +560,25 @@ impl DynamoStore {
             )
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        match w.expect {
-            _ if w.any_generation => {}
-            Some(g) => {
+        let next = match w.generation {
+            Gen::Any => None,
+            Gen::Was(g) => {
                 cond.push("generation = :g".into());
                 req = req.expression_attribute_values(":g", AttributeValue::N(g.to_string()));
+                Some(g + 1)
             }
-            None => cond.push("attribute_not_exists(generation)".into()),
+            Gen::New => {
+                cond.push("attribute_not_exists(generation)".into());
+                Some(1)
+            }
+        };
+        if let Some(next) = next {
+            sets.push("generation = :next".into());
+            req = req.expression_attribute_values(":next", AttributeValue::N(next.to_string()));
         }
         if let Some(o) = w.next_owner_is {
             cond.push("next_owner = :nextwas".into());
             req = req.expression_attribute_values(":nextwas", AttributeValue::S(o.to_string()));
-        }
-        let next = w.expect.unwrap_or(0) + 1;
-        if !w.any_generation && (w.bump || w.expect.is_none()) {
-            sets.push("generation = :next".into());
-            req = req.expression_attribute_values(":next", AttributeValue::N(next.to_string()));
         }
         if let Some(o) = w.owner_is {
             cond.push("#owner = :was".into());

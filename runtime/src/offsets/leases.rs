@@ -29,7 +29,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use sluice_connectors::units::{Dur, int, secs};
 
-use super::dynamodb::{DynamoStore, Item, LeaseWrite};
+use super::dynamodb::{DynamoStore, Gen, Item, LeaseWrite};
 use super::{OffsetError, OffsetRow};
 use crate::pipeline::metrics::Metrics;
 
@@ -375,7 +375,6 @@ impl Leases {
     async fn renew(&self, p: &str) -> Result<Result<Item, String>, OffsetError> {
         let me = self.worker().to_string();
         let w = LeaseWrite {
-            bump: true,
             owner_is: Some(&me),
             expires_in: Some(self.duration),
             ..Default::default()
@@ -397,14 +396,15 @@ impl Leases {
         p: &str,
         mut w: LeaseWrite<'_>,
     ) -> Result<Result<Item, Option<Item>>, OffsetError> {
-        w.expect = self.store.known(&self.namespace, p);
+        w.generation = self.store.known(&self.namespace, p).into();
         for _ in 0..4 {
             match self.store.lease_write(&self.namespace, p, w).await? {
                 Err(Some(old)) if attr_s(&old, "owner").as_deref() == Some(self.worker()) => {
-                    w.expect = match old.get("generation") {
+                    w.generation = match old.get("generation") {
                         Some(AttributeValue::N(g)) => g.parse().ok(),
                         _ => None,
-                    };
+                    }
+                    .into();
                 }
                 other => return Ok(other),
             }
@@ -437,7 +437,7 @@ impl Leases {
             (held, st.seen.clone())
         };
         let mut free: Vec<(Kind, String, Option<u64>)> = Vec::new();
-        let mut load: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut load: BTreeMap<String, Load> = BTreeMap::new();
         let mut mine = 0usize;
         for s in &ready {
             let id = s.id.clone();
@@ -459,7 +459,14 @@ impl Leases {
                         } else if next.as_deref() == Some(me.as_str()) {
                             mine += 1;
                         } else {
-                            load.entry(o.to_string()).or_default().push(id);
+                            // A lease being handed over counts for the worker it goes to, and
+                            // nobody else can ask for it meanwhile.
+                            let to = next.as_deref().unwrap_or(o);
+                            load.entry(to.to_string()).or_default().count += 1;
+                            let owner = load.entry(o.to_string()).or_default();
+                            if next.is_none() {
+                                owner.askable.push(id);
+                            }
                         }
                     }
                 },
@@ -479,23 +486,22 @@ impl Leases {
                 mine += 1;
             }
         }
-        // Balance: ask the busiest worker while it holds two or more more than this one.
+        // Balance: ask the busiest worker while it holds two or more more than this one, for a
+        // lease nobody asked for yet.
         let mut steals = 0;
         while steals < self.max_steals {
-            let Some((victim, leases)) = load
+            let Some((victim, l)) = load
                 .iter_mut()
-                .max_by_key(|(_, l)| l.len())
-                .filter(|(_, l)| l.len() >= mine + 2)
+                .max_by_key(|(_, l)| l.count)
+                .filter(|(_, l)| l.count >= mine + 2)
             else {
                 break;
             };
-            let Some(p) = leases.pop() else { break };
-            // On the owner and on nobody having asked, not on the counter: the owner bumps it
-            // at every renewal and commit, so a request conditional on the counter this round
-            // scanned loses to any of them in between, and can lose every round when the two
-            // workers' intervals keep the same phase.
+            let Some(p) = l.askable.pop() else { break };
+            l.count -= 1;
+            // On the owner and on nobody having asked, not on the generation (see `Gen::Any`).
             let w = LeaseWrite {
-                any_generation: true,
+                generation: Gen::Any,
                 owner_is: Some(victim),
                 next_owner: Some(Some(&me)),
                 ..Default::default()
@@ -519,8 +525,7 @@ impl Leases {
     async fn take(&self, p: &str, g: Option<u64>, takeover: bool) -> Result<bool, OffsetError> {
         let me = self.worker().to_string();
         let w = LeaseWrite {
-            expect: g,
-            bump: true,
+            generation: g.into(),
             owner: Some(Some(&me)),
             next_owner: Some(None),
             expires_in: Some(self.duration),
@@ -581,7 +586,6 @@ impl Leases {
     async fn transfer(&self, p: &str, to: Option<&str>) {
         let me = self.worker().to_string();
         let w = LeaseWrite {
-            bump: true,
             owner_is: Some(&me),
             owner: Some(to),
             next_owner: Some(None),
@@ -612,7 +616,7 @@ impl Leases {
         let asked: Vec<String> = self.state().asked.drain().collect();
         for p in asked {
             let w = LeaseWrite {
-                any_generation: true,
+                generation: Gen::Any,
                 next_owner_is: Some(&me),
                 next_owner: Some(None),
                 ..Default::default()
@@ -635,8 +639,7 @@ impl Leases {
                 for (row, g, _) in rows {
                     if row.owner.as_deref() == Some(me.as_str()) && !row.finished {
                         let w = LeaseWrite {
-                            expect: Some(g),
-                            bump: true,
+                            generation: Gen::Was(g),
                             owner_is: Some(&me),
                             owner: Some(None),
                             next_owner: Some(None),
@@ -666,6 +669,15 @@ fn attr_s(item: &Item, k: &str) -> Option<String> {
         Some(AttributeValue::S(v)) => Some(v.clone()),
         _ => None,
     }
+}
+
+/// Another worker's leases as one round sees them.
+#[derive(Debug, Default)]
+struct Load {
+    /// The leases it holds and keeps, and those being handed over to it.
+    count: usize,
+    /// Those it holds that nobody asked for: what it may be asked to hand over.
+    askable: Vec<String>,
 }
 
 /// How a lease this worker may take stands.
@@ -710,16 +722,20 @@ mod tests {
         )])
     }
 
-    /// A new table, four shards, and worker `a`, which took them all (alone, it takes every one).
-    async fn a_holding_four() -> (String, Vec<ShardNode>, Leases) {
+    /// A new table, `n` shards, and worker `a`, which took them all (alone, it takes every one).
+    async fn a_holding(n: usize) -> (String, Vec<ShardNode>, Leases) {
         let t = table();
-        let shards: Vec<ShardNode> = (0..4)
+        let shards: Vec<ShardNode> = (0..n)
             .map(|i| ShardNode::new(&format!("s{i}"), [], false))
             .collect();
         let a = worker(&t, "a");
         a.round(&shards).await.expect("round");
-        assert_eq!(a.state().held.len(), 4, "alone, a takes every shard");
+        assert_eq!(a.state().held.len(), n, "alone, a takes every shard");
         (t, shards, a)
+    }
+
+    fn asked(w: &Leases) -> HashSet<String> {
+        w.state().asked.clone()
     }
 
     /// Runs rounds of `w` until `cond` holds (a few seconds at most).
@@ -802,7 +818,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_worker_is_handed_leases_until_both_hold_their_share() {
-        let (t, shards, a) = a_holding_four().await;
+        let (t, shards, a) = a_holding(4).await;
         let b = worker(&t, "b");
         // b asks for one per round; a hands it over at its next renewal (nothing to drain).
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -827,7 +843,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_for_a_lease_lands_though_its_owner_renewed_since_the_scan() {
-        let (t, shards, a) = a_holding_four().await;
+        let (t, shards, a) = a_holding(4).await;
         let b = worker(&t, "b");
         let rows = b.scan().await.expect("scan");
         // `a` renews every lease between b's scan and b's request: every counter moves.
@@ -835,7 +851,7 @@ mod tests {
         let moved = b.scan().await.expect("scan");
         assert!(rows.iter().all(|(p, (_, g, _))| moved[p].1 > *g));
         b.acquire(&shards, &rows).await.expect("acquire");
-        let asked: Vec<String> = b.state().asked.iter().cloned().collect();
+        let asked: Vec<String> = asked(&b).into_iter().collect();
         assert_eq!(asked.len(), 1, "b asked for one lease");
         a.round(&shards).await.expect("round");
         assert!(
@@ -843,5 +859,16 @@ mod tests {
             "a is handing {} over",
             asked[0]
         );
+    }
+
+    #[tokio::test]
+    async fn two_idle_workers_ask_for_different_leases_in_one_round() {
+        let (t, shards, _a) = a_holding(6).await;
+        let (b, c) = (worker(&t, "b"), worker(&t, "c"));
+        b.round(&shards).await.expect("round");
+        c.round(&shards).await.expect("round");
+        let (by_b, by_c) = (asked(&b), asked(&c));
+        assert_eq!((by_b.len(), by_c.len()), (1, 1), "{by_b:?} {by_c:?}");
+        assert!(by_b.is_disjoint(&by_c), "{by_b:?} {by_c:?}");
     }
 }
