@@ -55,9 +55,14 @@
 // Lets the generated bindings name this crate as `::sluice_sdk`, also from inside it.
 extern crate self as sluice_sdk;
 
-// Compiled and unit-tested on every target; the global allocator only on wasm32.
+// Compiled and unit-tested on every target; the global allocator only on wasm32 without
+// threads (the predicate of `ALLOCATOR` below).
 #[cfg_attr(
-    not(all(feature = "allocator", target_arch = "wasm32")),
+    not(all(
+        feature = "allocator",
+        target_arch = "wasm32",
+        not(target_feature = "atomics")
+    )),
     allow(dead_code)
 )]
 mod alloc;

@@ -162,7 +162,7 @@ mod tests {
     #[test]
     fn short_drops_an_outcome() {
         let out = sluice_sdk::testing::transform::<Hostile>(
-            serde_json::json!({}),
+            sluice_sdk::serde_json::json!({}),
             &[Record::new(b"ok"), Record::new(b"\"short\"")],
         )
         .unwrap();

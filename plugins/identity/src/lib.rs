@@ -25,7 +25,7 @@ mod tests {
     #[test]
     fn keeps_everything() {
         let out = sluice_sdk::testing::transform::<Identity>(
-            serde_json::json!({}),
+            sluice_sdk::serde_json::json!({}),
             &[Record::new(b"a"), Record::new(b"{}")],
         )
         .unwrap();

@@ -64,7 +64,7 @@ impl Transform for MaskFields {
     fn process(&mut self, record: &Record<'_>) -> Outcome {
         match self.mask(record.value) {
             Masked::Unchanged => Outcome::Keep,
-            Masked::Changed(doc) => Outcome::Value(json::to_vec(&doc)),
+            Masked::Changed(doc) => Outcome::json_value(&doc),
             Masked::Invalid(e) => Outcome::Error(e),
         }
     }

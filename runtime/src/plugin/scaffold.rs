@@ -97,7 +97,7 @@ pub fn new_plugin(
 
 /// Creates the Python plugin project `dir/name` (componentize-py): `app.py` with a working
 /// example, `sluice_plugin.py` (the guest library that hides the batch encoding), a native
-/// `test_app.py`, and `build.sh`, which builds `<name>.wasm` against the WIT of this binary
+/// `test_app.py`, and `build.sh`, which builds `<name>.wasm` (`-` becomes `_`) against the WIT of this binary
 /// (written under `sdk_cache`). Python plugins are transforms or partitioners.
 pub fn new_python_plugin(
     name: &str,
@@ -105,8 +105,9 @@ pub fn new_python_plugin(
     dir: &Path,
     sdk_cache: &Path,
 ) -> Result<PathBuf, ScaffoldError> {
-    // Templates from `templates/`, with `NAME` replaced by the plugin's name and `FILE` by its
-    // file name (`-` becomes `_`, as in the `.wasm` that build.sh writes).
+    // Templates from `templates/`, with `{{name}}` replaced by the plugin's name and `{{file}}`
+    // by its file name (`-` becomes `_`, as in the `.wasm` that build.sh writes); a name holds
+    // no braces, so nothing replaced is replaced again.
     let (template, test, world) = match kind {
         PluginKind::Partitioner => (
             include_str!("templates/partitioner.py.tmpl"),
@@ -143,7 +144,9 @@ pub fn new_python_plugin(
     let files = [
         (
             "app.py",
-            template.replace("FILE", &file).replace("NAME", name),
+            template
+                .replace("{{file}}", &file)
+                .replace("{{name}}", name),
         ),
         ("test_app.py", test.to_string()),
         ("sluice_plugin.py", library.to_string()),
@@ -342,10 +345,11 @@ mod tests {
     fn a_python_plugin_names_the_wasm_its_build_writes() {
         let dir = tempfile::tempdir().unwrap();
         for kind in [PluginKind::Transform, PluginKind::Partitioner] {
-            let name = format!("my-{kind}");
+            // Words a template once used as placeholders stay as they are.
+            let name = format!("my-NAME-FILE-{kind}");
             let root = new_python_plugin(&name, kind, dir.path(), dir.path()).unwrap();
             let read = |f: &str| std::fs::read_to_string(root.join(f)).unwrap();
-            let wasm = format!("my_{kind}.wasm");
+            let wasm = format!("my_NAME_FILE_{kind}.wasm");
             assert!(read("build.sh").contains(&format!("-o {wasm}")));
             let app = read("app.py");
             assert!(app.starts_with(&format!("\"\"\"{name}: ")), "{app}");

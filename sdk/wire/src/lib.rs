@@ -361,7 +361,7 @@ pub mod json {
     }
 
     /// Appends `s` as a JSON string, escaped as serde_json escapes it.
-    pub fn write_str(buf: &mut Vec<u8>, s: &str) {
+    fn write_str(buf: &mut Vec<u8>, s: &str) {
         let bytes = s.as_bytes();
         buf.reserve(bytes.len() + 2);
         buf.push(b'"');
