@@ -339,8 +339,12 @@ fn sink_writes_every_record_by_key_and_dead_letters_oversized_ones() {
         "spec.yaml",
         &sink_spec("sink", &k.endpoint, &stream, "  max_in_flight: 4\n", "all"),
     );
-    let err = stderr(&s.run_ok(&["run", "spec.yaml"]));
+    // Every PutRecords answer is read by the fast reader (responses.rs), none by the SDK's.
+    let log = "--log=warn,sluice_connectors::kinesis::responses=trace";
+    let err = stderr(&s.run_ok(&[log, "run", "spec.yaml"]));
     assert!(err.contains("2 dead-lettered"), "{err}");
+    assert!(err.contains("read by the fast reader"), "{err}");
+    assert!(!err.contains("read by the SDK's reader"), "{err}");
     let dead = s.read("dead.jsonl");
     assert!(
         dead.contains("partition key of 300 characters exceeds Kinesis's 256"),

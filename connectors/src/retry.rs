@@ -7,7 +7,7 @@ use backon::{ExponentialBuilder, Retryable};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::units::{Dur, int, millis, secs};
+use crate::units::{Dur, millis, secs};
 
 /// How one kind of call is retried: attempts, and delays growing from `base` by `exp` up to
 /// `max`, each with a random extra of up to itself (so one delay may reach twice `max`), so that
@@ -65,7 +65,7 @@ impl Default for Backoff {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_retries: int::<u32, 10>(),
+            max_retries: 10,
             backoff: Backoff::default(),
         }
     }

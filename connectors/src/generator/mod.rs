@@ -7,4 +7,4 @@ mod config;
 mod source;
 
 pub use config::GeneratorConfig;
-pub use source::{GeneratorSource, render};
+pub use source::GeneratorSource;

@@ -24,12 +24,13 @@ fn mix(mut z: u64) -> u64 {
 }
 
 /// Renders record `seq` into `buf` (cleared first). Deterministic in `(seq, seed, pad_to)`.
-pub fn render(seq: u64, seed: u64, pad_to: usize, buf: &mut Vec<u8>) {
+#[cfg(test)]
+fn render(seq: u64, seed: u64, pad_to: usize, buf: &mut Vec<u8>) {
     buf.clear();
     render_onto(seq, seed, pad_to, buf);
 }
 
-/// Appends record `seq` to `out`: what [`render`] writes, without `core::fmt` (integers through
+/// Appends record `seq` to `out` (deterministic in `(seq, seed, pad_to)`), without `core::fmt` (integers through
 /// `itoa`), as the source renders a whole batch into one buffer.
 fn render_onto(seq: u64, seed: u64, pad_to: usize, out: &mut Vec<u8>) {
     let start = out.len();

@@ -22,7 +22,7 @@ pub(crate) struct EngineCtx {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<HostState>,
     pub(crate) fuel: bool,
-    /// Ticks of [`EPOCH_TICK`] since the engine started, advanced with the engine's epoch (which
+    /// Ticks of [`EPOCH_TICK`] since the first component was loaded, advanced with the engine's epoch (which
     /// wasmtime does not expose): the clock of WASI waits' deadlines.
     pub(crate) ticks: Arc<AtomicU64>,
     /// Set once the ticker thread runs: it starts with the first component loaded, so a run

@@ -12,7 +12,7 @@ use sluice_connectors::{SinkConfig, SourceConfig};
 
 use crate::spec::plugin::PluginSpec;
 use crate::spec::units::Dur;
-use sluice_connectors::units::{int, millis, secs};
+use sluice_connectors::units::{millis, secs};
 
 /// A Sluice connector spec: one pipeline from a source, through an optional format, transforms
 /// and a partitioner, into a sink.
@@ -416,8 +416,8 @@ pub struct PipelineOptions {
 impl Default for PipelineOptions {
     fn default() -> Self {
         Self {
-            channel_capacity: int::<usize, 8>(),
-            max_buffered: int::<usize, 10_000>(),
+            channel_capacity: 8,
+            max_buffered: 10_000,
             flush_interval: millis::<500>(),
             workers: None,
         }
