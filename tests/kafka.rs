@@ -356,12 +356,7 @@ fn a_broker_restart_during_a_run_loses_nothing() {
         ),
     );
     let mut run = s.spawn(&["run", "spec.yaml"]);
-    let committed = |s: &Scratch| {
-        s.offsets("offsets", "restart")
-            .iter()
-            .map(|(_, o, _)| o + 1)
-            .sum::<u64>()
-    };
+    let committed = |s: &Scratch| s.committed_records("offsets", "restart");
     assert!(
         wait_for(Duration::from_secs(30), || committed(&s) >= 2000),
         "no progress before the restart"
